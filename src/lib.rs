@@ -1,0 +1,46 @@
+//! # tsercom: time-series communication over gRPC
+//!
+//! tsercom moves time-series data between processes and machines. Data sources produce
+//! samples; aggregators collect every source's samples keyed by a persistent [`CallerId`],
+//! in one synchronized clock, and send events back.
+//!
+//! This crate is the one dependency a user adds. It re-exports the runtime
+//! (`tsercom-runtime`) and the macros (`tsercom-macros`).
+//!
+//! ## Identity and time
+//!
+//! ```
+//! use tsercom::{CallerId, Timestamp};
+//!
+//! let id = CallerId::random();
+//! assert_eq!(id, id.to_string().parse::<CallerId>()?);
+//!
+//! let t = Timestamp::from_nanos(1_700_000_000_123_456_789);
+//! assert_eq!(t.to_parts(), (1_700_000_000, 123_456_789));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub use tsercom_runtime::ids::{self, CallerId, CallerIdError};
+pub use tsercom_runtime::series::{Interpolate, Series};
+pub use tsercom_runtime::time::{
+    self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
+};
+pub use tsercom_runtime::wire;
+
+/// The types most programs use, for `use tsercom::prelude::*`.
+pub mod prelude {
+    pub use crate::{CallerId, Clock, Interpolate, Series, Timestamp};
+}
+
+/// What generated code reaches into. Not public API: no stability guarantees.
+#[doc(hidden)]
+pub mod __private {
+    pub use bytes;
+    pub use futures;
+    pub use prost;
+    pub use prost_types;
+    pub use tokio;
+    pub use tonic;
+    pub use tonic_prost;
+    pub use tsercom_runtime as runtime;
+}

@@ -1,0 +1,14 @@
+//! The runtime of [tsercom](https://docs.rs/tsercom): everything that runs.
+//!
+//! Users depend on the `tsercom` facade crate, which re-exports this crate's public API.
+//! Modules are named after concepts: [`ids`] (who is talking), [`time`] (when), [`wire`]
+//! (what goes on the wire), [`series`] (typed data).
+
+pub mod ids;
+pub mod series;
+pub mod time;
+pub mod wire;
+
+pub use ids::{CallerId, CallerIdError};
+pub use series::{Interpolate, Series};
+pub use time::{Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp};
