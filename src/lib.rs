@@ -20,6 +20,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub use tsercom_runtime::ids::{self, CallerId, CallerIdError};
 pub use tsercom_runtime::series::{Interpolate, Series};
 pub use tsercom_runtime::time::{

@@ -4,6 +4,11 @@
 //! Modules are named after concepts: [`ids`] (who is talking), [`time`] (when), [`wire`]
 //! (what goes on the wire), [`series`] (typed data).
 
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod ids;
 pub mod series;
 pub mod time;

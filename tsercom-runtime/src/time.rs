@@ -65,11 +65,10 @@ impl Timestamp {
 
     /// From whole seconds and nanoseconds (`nanos` may be any value; it is normalised).
     pub fn from_parts(seconds: i64, nanos: i64) -> Result<Self, TimeError> {
-        seconds
-            .checked_mul(NANOS_PER_SEC)
-            .and_then(|s| s.checked_add(nanos))
+        let total = i128::from(seconds) * i128::from(NANOS_PER_SEC) + i128::from(nanos);
+        i64::try_from(total)
             .map(Timestamp)
-            .ok_or(TimeError::OutOfRange { seconds, nanos })
+            .map_err(|_| TimeError::OutOfRange { seconds, nanos })
     }
 
     /// Whole seconds (rounded toward negative infinity) and the nanoseconds after them
