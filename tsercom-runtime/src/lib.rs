@@ -12,6 +12,7 @@
 pub mod ids;
 pub mod series;
 pub mod time;
+pub mod timesync;
 pub mod wire;
 
 pub use ids::{CallerId, CallerIdError};

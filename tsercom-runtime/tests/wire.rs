@@ -64,7 +64,7 @@ fn stream_messages_round_trip() {
             event_schema: 1,
             data_type: "weather.Reading".into(),
             event_type: "weather.Command".into(),
-            resume_after: 17,
+            max_frame_bytes: 4 << 20,
         }),
         envelope::Kind::Frame(Frame {
             samples: vec![

@@ -1,0 +1,419 @@
+//! In-band time synchronization: an NTP-style four-timestamp exchange on the tsercom
+//! stream, with the aggregator as the time authority.
+//!
+//! The source sends `TimeProbe{t1}`; the aggregator answers `TimeReply{t1, t2, t3}` with
+//! its receive and transmit times; the source notes `t4` on receipt. Each exchange gives
+//!
+//! ```text
+//! offset     = ((t2 - t1) + (t3 - t4)) / 2      authority time minus local time
+//! round trip = (t4 - t1) - (t3 - t2)
+//! ```
+//!
+//! [`ClockEstimator`] keeps a window of exchanges, trusts only those with the smallest
+//! round trips (the clock filter: queueing delay only ever adds), fits offset and drift by
+//! least squares over them, and reports an uncertainty bound. With symmetric paths the true
+//! offset is within half the round trip of a single exchange; an asymmetric path biases the
+//! estimate by half the asymmetry, which no two-way exchange can observe.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::time::Timestamp;
+
+/// How often probes are sent and how many are kept.
+#[derive(Debug, Clone)]
+pub struct TimeSyncConfig {
+    /// Interval between probes until the estimate is stable.
+    pub fast_interval: Duration,
+    /// Interval between probes once it is.
+    pub slow_interval: Duration,
+    /// Accepted exchanges before the estimate counts as stable.
+    pub warmup: usize,
+    /// Exchanges kept in the window.
+    pub window: usize,
+    /// Probes the authority answers per second on one connection; more are ignored.
+    pub max_probes_per_second: u32,
+}
+
+impl Default for TimeSyncConfig {
+    fn default() -> Self {
+        TimeSyncConfig {
+            fast_interval: Duration::from_millis(20),
+            slow_interval: Duration::from_millis(500),
+            warmup: 16,
+            window: 64,
+            max_probes_per_second: 100,
+        }
+    }
+}
+
+/// One four-timestamp exchange. `t1`, `t4` are local; `t2`, `t3` are authority time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange {
+    /// Local time the probe was sent.
+    pub t1: Timestamp,
+    /// Authority time the probe was received.
+    pub t2: Timestamp,
+    /// Authority time the reply was sent.
+    pub t3: Timestamp,
+    /// Local time the reply was received.
+    pub t4: Timestamp,
+}
+
+impl Exchange {
+    /// Authority time minus local time, in ns, from this exchange alone.
+    pub fn offset_ns(&self) -> i64 {
+        let a = i128::from(self.t2.nanos_since(self.t1));
+        let b = i128::from(self.t3.nanos_since(self.t4));
+        ((a + b) / 2) as i64
+    }
+
+    /// The round trip less the authority's processing time, in ns.
+    pub fn round_trip_ns(&self) -> i64 {
+        self.t4
+            .nanos_since(self.t1)
+            .saturating_sub(self.t3.nanos_since(self.t2))
+    }
+
+    fn local_mid(&self) -> i64 {
+        ((i128::from(self.t1.as_nanos()) + i128::from(self.t4.as_nanos())) / 2) as i64
+    }
+}
+
+/// Why an exchange was not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExchangeRejected {
+    /// The timestamps are impossible (negative round trip, reply before probe, or
+    /// processing time longer than the round trip).
+    #[error("impossible timestamps: {0}")]
+    Impossible(&'static str),
+    /// The round trip is longer than the estimator accepts (10 s).
+    #[error("round trip of {0} ns is too long to be useful")]
+    TooSlow(i64),
+    /// The exchange disagrees with a stable estimate by far more than its uncertainty;
+    /// one such outlier never moves the estimate (three in a row reset it).
+    #[error("outlier: offset {offset_ns} ns, expected {expected_ns} ns")]
+    Outlier {
+        /// Offset this exchange gave.
+        offset_ns: i64,
+        /// Offset the estimate predicted.
+        expected_ns: i64,
+    },
+}
+
+/// The current estimate of the authority's clock relative to the local clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockEstimate {
+    /// Authority time minus local time at `reference`, in ns.
+    pub offset_ns: i64,
+    /// Local time the offset refers to.
+    pub reference: Timestamp,
+    /// How fast the authority's clock gains on the local one, in parts per million.
+    pub drift_ppm: f64,
+    /// The smallest round trip in the window.
+    pub round_trip: Duration,
+    /// A bound on the error of `to_authority`, assuming symmetric network paths.
+    pub uncertainty: Duration,
+    /// Exchanges the estimate rests on.
+    pub samples: usize,
+}
+
+impl ClockEstimate {
+    /// The offset (authority minus local, ns) at local time `local`, drift included.
+    pub fn offset_at(&self, local: Timestamp) -> i64 {
+        let dt = local.nanos_since(self.reference) as f64;
+        self.offset_ns
+            .saturating_add((dt * self.drift_ppm / 1e6) as i64)
+    }
+
+    /// Converts a local time to authority time.
+    pub fn to_authority(&self, local: Timestamp) -> Timestamp {
+        Timestamp::from_nanos(local.as_nanos().saturating_add(self.offset_at(local)))
+    }
+
+    /// Converts an authority time to local time.
+    pub fn to_local(&self, authority: Timestamp) -> Timestamp {
+        // offset_at changes by ppm of its argument, so each fixed-point step shrinks the
+        // error by a factor of at least 2000; three steps are exact to the nanosecond.
+        let mut local = Timestamp::from_nanos(authority.as_nanos().saturating_sub(self.offset_ns));
+        for _ in 0..3 {
+            local =
+                Timestamp::from_nanos(authority.as_nanos().saturating_sub(self.offset_at(local)));
+        }
+        local
+    }
+}
+
+const MAX_ROUND_TRIP_NS: i64 = 10_000_000_000;
+const MAX_DRIFT_PPM: f64 = 500.0;
+const MIN_DRIFT_SPAN_NS: i64 = 1_000_000_000;
+
+/// Turns exchanges into a [`ClockEstimate`]; see the module docs.
+#[derive(Debug)]
+pub struct ClockEstimator {
+    window: VecDeque<Exchange>,
+    capacity: usize,
+    accepted: u64,
+    outliers_in_a_row: u32,
+    estimate: Option<ClockEstimate>,
+}
+
+impl ClockEstimator {
+    /// An estimator keeping `window` exchanges (at least 4).
+    pub fn new(window: usize) -> Self {
+        let capacity = window.max(4);
+        ClockEstimator {
+            window: VecDeque::with_capacity(capacity),
+            capacity,
+            accepted: 0,
+            outliers_in_a_row: 0,
+            estimate: None,
+        }
+    }
+
+    /// Adds an exchange; returns why it was rejected, if it was.
+    pub fn add(&mut self, x: Exchange) -> Result<(), ExchangeRejected> {
+        if x.t4 < x.t1 {
+            return Err(ExchangeRejected::Impossible(
+                "reply received before probe sent",
+            ));
+        }
+        if x.t3 < x.t2 {
+            return Err(ExchangeRejected::Impossible(
+                "reply sent before probe received",
+            ));
+        }
+        let rtt = x.round_trip_ns();
+        if rtt < 0 {
+            return Err(ExchangeRejected::Impossible(
+                "authority processing time exceeds the round trip",
+            ));
+        }
+        if rtt > MAX_ROUND_TRIP_NS {
+            return Err(ExchangeRejected::TooSlow(rtt));
+        }
+        if let Some(est) = self.estimate.filter(|e| e.samples >= 4) {
+            let expected = est.offset_at(Timestamp::from_nanos(x.local_mid()));
+            let err = x.offset_ns().saturating_sub(expected).unsigned_abs();
+            let allowed = (est.uncertainty.as_nanos() as u64)
+                .saturating_mul(20)
+                .saturating_add(rtt as u64)
+                .max(2_000_000);
+            if err > allowed {
+                self.outliers_in_a_row += 1;
+                if self.outliers_in_a_row < 3 {
+                    return Err(ExchangeRejected::Outlier {
+                        offset_ns: x.offset_ns(),
+                        expected_ns: expected,
+                    });
+                }
+                // The clock really moved (or the path changed): start over.
+                self.window.clear();
+            }
+        }
+        self.outliers_in_a_row = 0;
+        if self.window.len() == self.capacity {
+            self.window.pop_front();
+        }
+        self.window.push_back(x);
+        self.accepted += 1;
+        self.estimate = self.fit();
+        Ok(())
+    }
+
+    /// The current estimate, if any exchange was accepted.
+    pub fn estimate(&self) -> Option<ClockEstimate> {
+        self.estimate
+    }
+
+    /// Exchanges accepted since creation.
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    fn fit(&self) -> Option<ClockEstimate> {
+        let min_rtt = self.window.iter().map(Exchange::round_trip_ns).min()?;
+        // Clock filter: keep exchanges whose round trip is close to the best one.
+        let limit = min_rtt + (min_rtt / 2).max(20_000);
+        let chosen: Vec<&Exchange> = self
+            .window
+            .iter()
+            .filter(|x| x.round_trip_ns() <= limit)
+            .collect();
+        let n = chosen.len() as f64;
+        let t_ref = chosen.iter().map(|x| x.local_mid() as f64).sum::<f64>() / n;
+        let o_mean = chosen.iter().map(|x| x.offset_ns() as f64).sum::<f64>() / n;
+        let span = chosen
+            .iter()
+            .map(|x| x.local_mid())
+            .max()
+            .unwrap_or(0)
+            .saturating_sub(chosen.iter().map(|x| x.local_mid()).min().unwrap_or(0));
+        let mut slope = 0.0;
+        if chosen.len() >= 4 && span >= MIN_DRIFT_SPAN_NS {
+            let (mut sxy, mut sxx) = (0.0, 0.0);
+            for x in &chosen {
+                let dx = x.local_mid() as f64 - t_ref;
+                sxy += dx * (x.offset_ns() as f64 - o_mean);
+                sxx += dx * dx;
+            }
+            if sxx > 0.0 {
+                slope = (sxy / sxx).clamp(-MAX_DRIFT_PPM / 1e6, MAX_DRIFT_PPM / 1e6);
+            }
+        }
+        let residual = if chosen.len() >= 2 {
+            let ss: f64 = chosen
+                .iter()
+                .map(|x| {
+                    let predicted = o_mean + slope * (x.local_mid() as f64 - t_ref);
+                    (x.offset_ns() as f64 - predicted).powi(2)
+                })
+                .sum();
+            (ss / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        let uncertainty_ns = (min_rtt as f64 / 2.0 + 3.0 * residual).max(1.0);
+        Some(ClockEstimate {
+            offset_ns: o_mean.round() as i64,
+            reference: Timestamp::from_nanos(t_ref as i64),
+            drift_ppm: slope * 1e6,
+            round_trip: Duration::from_nanos(min_rtt as u64),
+            uncertainty: Duration::from_nanos(uncertainty_ns as u64),
+            samples: chosen.len(),
+        })
+    }
+}
+
+/// Limits how many probes per second the authority answers on one connection.
+#[derive(Debug)]
+pub(crate) struct ProbeLimiter {
+    per_second: u32,
+    window_start: Timestamp,
+    count: u32,
+}
+
+impl ProbeLimiter {
+    pub(crate) fn new(per_second: u32) -> Self {
+        ProbeLimiter {
+            per_second,
+            window_start: Timestamp::MIN,
+            count: 0,
+        }
+    }
+
+    /// Whether a probe arriving at `now` may be answered.
+    pub(crate) fn allow(&mut self, now: Timestamp) -> bool {
+        if now.nanos_since(self.window_start) >= 1_000_000_000 || now < self.window_start {
+            self.window_start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= self.per_second
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(n: i64) -> Timestamp {
+        Timestamp::from_nanos(n)
+    }
+
+    /// An exchange at local time `t` with true offset `offset`, one-way delays `up`, `down`.
+    fn exchange(t: i64, offset: i64, up: i64, down: i64) -> Exchange {
+        Exchange {
+            t1: ts(t),
+            t2: ts(t + up + offset),
+            t3: ts(t + up + offset + 1_000),
+            t4: ts(t + up + 1_000 + down),
+        }
+    }
+
+    #[test]
+    fn single_exchange_gives_the_full_offset_not_half() {
+        let mut e = ClockEstimator::new(16);
+        e.add(exchange(1_000_000_000, 250_000_000, 50_000, 50_000))
+            .unwrap();
+        let est = e.estimate().unwrap();
+        assert_eq!(est.offset_ns, 250_000_000);
+        assert_eq!(est.round_trip, Duration::from_nanos(100_000));
+    }
+
+    #[test]
+    fn min_round_trip_filter_ignores_queueing_delay() {
+        let mut e = ClockEstimator::new(32);
+        for i in 0..32 {
+            let extra = if i % 3 == 0 { 0 } else { 900_000 * (i % 5) };
+            e.add(exchange(
+                i * 10_000_000,
+                -3_000_000_000,
+                40_000 + extra,
+                40_000,
+            ))
+            .unwrap();
+        }
+        let est = e.estimate().unwrap();
+        assert!((est.offset_ns + 3_000_000_000).abs() < 1_000, "{est:?}");
+    }
+
+    #[test]
+    fn drift_is_fitted() {
+        let mut e = ClockEstimator::new(64);
+        let ppm = 100.0;
+        for i in 0..60 {
+            let t = i * 100_000_000;
+            let offset = 5_000_000 + (t as f64 * ppm / 1e6) as i64;
+            e.add(exchange(t, offset, 30_000, 30_000)).unwrap();
+        }
+        let est = e.estimate().unwrap();
+        assert!((est.drift_ppm - ppm).abs() < 1.0, "{est:?}");
+        let later = ts(6_500_000_000);
+        let truth = 5_000_000 + (6_500_000_000.0 * ppm / 1e6) as i64;
+        assert!((est.offset_at(later) - truth).abs() < 2_000, "{est:?}");
+        let back = est.to_local(est.to_authority(later));
+        assert!((back.as_nanos() - later.as_nanos()).abs() <= 1);
+    }
+
+    #[test]
+    fn impossible_and_slow_exchanges_are_rejected() {
+        let mut e = ClockEstimator::new(8);
+        let mut x = exchange(0, 0, 10, 10);
+        x.t4 = ts(-1);
+        assert!(matches!(e.add(x), Err(ExchangeRejected::Impossible(_))));
+        let mut x = exchange(0, 0, 10, 10);
+        x.t3 = ts(x.t2.as_nanos() - 1);
+        assert!(matches!(e.add(x), Err(ExchangeRejected::Impossible(_))));
+        let x = exchange(0, 0, 6_000_000_000, 6_000_000_000);
+        assert!(matches!(e.add(x), Err(ExchangeRejected::TooSlow(_))));
+        assert!(e.estimate().is_none());
+    }
+
+    #[test]
+    fn one_outlier_never_moves_the_estimate_but_a_real_step_does() {
+        let mut e = ClockEstimator::new(32);
+        for i in 0..10 {
+            e.add(exchange(i * 1_000_000, 1_000_000, 20_000, 20_000))
+                .unwrap();
+        }
+        let before = e.estimate().unwrap();
+        let r = e.add(exchange(11_000_000, 900_000_000, 20_000, 20_000));
+        assert!(matches!(r, Err(ExchangeRejected::Outlier { .. })));
+        assert_eq!(e.estimate().unwrap().offset_ns, before.offset_ns);
+        // The clock was stepped for real: after three in a row the estimate follows.
+        let _ = e.add(exchange(12_000_000, 900_000_000, 20_000, 20_000));
+        e.add(exchange(13_000_000, 900_000_000, 20_000, 20_000))
+            .unwrap();
+        assert_eq!(e.estimate().unwrap().offset_ns, 900_000_000);
+    }
+
+    #[test]
+    fn limiter_caps_probes_per_second() {
+        let mut l = ProbeLimiter::new(3);
+        let allowed = (0..10).filter(|i| l.allow(ts(i * 1_000))).count();
+        assert_eq!(allowed, 3);
+        assert!(l.allow(ts(2_000_000_000)));
+    }
+}
