@@ -12,6 +12,7 @@
 pub mod ids;
 pub mod series;
 pub mod time;
+pub mod runtime;
 pub mod timesync;
 pub mod wire;
 

@@ -1,0 +1,681 @@
+//! The aggregator role.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tonic::{Status, Streaming};
+
+use super::buffer::{BufferLimits, SendBuffer};
+use super::handshake::{self, Peer};
+use super::service::{self, Acceptor, OutboundStream, StreamService};
+use super::session::{envelope, pump, AuthorityTime, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES};
+use super::{is_permanent, spawn_owned, Backoff, Runtime, RuntimeError};
+use crate::data::{CallerEvent, RemoteDataAggregator, Timestamped};
+use crate::ids::CallerId;
+use crate::queue;
+use crate::series::Series;
+use crate::time::{Clock, SystemClock, Timestamp};
+use crate::timesync::ProbeLimiter;
+use crate::wire::{self, envelope::Kind, Envelope, Role};
+
+/// A source's clock as it reported it in its last time probe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeerClock {
+    /// Aggregator time minus source time, ns.
+    pub offset_ns: i64,
+    /// The source's bound on the error of its conversions.
+    pub uncertainty: Duration,
+    /// The smallest round trip the source measured.
+    pub round_trip: Duration,
+    /// Drift of the aggregator's clock relative to the source's, ppm.
+    pub drift_ppm: f64,
+}
+
+/// Samples a source announced it evicted before this aggregator acknowledged them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataGap {
+    /// The source.
+    pub caller: CallerId,
+    /// First and last sequence numbers lost.
+    pub first_seq: u64,
+    /// Last sequence number lost.
+    pub last_seq: u64,
+    /// Times of the first and last lost samples (aggregator clock).
+    pub first_time: Timestamp,
+    /// Time of the last lost sample.
+    pub last_time: Timestamp,
+}
+
+impl DataGap {
+    /// How many samples were lost.
+    pub fn count(&self) -> u64 {
+        self.last_seq - self.first_seq + 1
+    }
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendEventError {
+    /// No source with this id ever connected.
+    #[error("unknown caller {0}")]
+    UnknownCaller(CallerId),
+    /// The source left (closed its connection or was removed from discovery) and is not
+    /// expected back.
+    #[error("caller {0} is disconnected")]
+    Disconnected(CallerId),
+    /// The event does not fit in a frame.
+    #[error("event of {size} bytes exceeds the frame limit of {limit} bytes")]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Counters of an aggregator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AggregatorStats {
+    /// Samples received and stored.
+    pub received: u64,
+    /// Samples received again after a reconnect and dropped as duplicates.
+    pub duplicates: u64,
+    /// Samples announced lost by sources (see `Aggregator::gaps`).
+    pub lost: u64,
+    /// Streams refused or ended for invalid input.
+    pub rejected: u64,
+    /// Sources connected now.
+    pub connections: u64,
+}
+
+struct CallerState {
+    last_seq: Mutex<u64>,
+    events: SendBuffer,
+    live: Mutex<Option<u64>>,
+    left: std::sync::atomic::AtomicBool,
+    clock: Mutex<Option<PeerClock>>,
+}
+
+struct Core<R: Runtime> {
+    id: CallerId,
+    clock: Arc<dyn Clock>,
+    config: SessionConfig,
+    event_limits: BufferLimits,
+    data: RemoteDataAggregator<R::Data>,
+    callers: Mutex<HashMap<CallerId, Arc<CallerState>>>,
+    gaps: Mutex<Vec<DataGap>>,
+    next_generation: AtomicU64,
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    lost: AtomicU64,
+    rejected: AtomicU64,
+    stopping: watch::Sender<bool>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<R: Runtime> PumpObserver for Core<R> {
+    fn gap(&self, gap: &wire::Gap) {
+        tracing::warn!(
+            first = gap.first_seq,
+            last = gap.last_seq,
+            "events evicted before the source acknowledged them"
+        );
+    }
+}
+
+impl<R: Runtime> Core<R> {
+    fn caller(&self, id: CallerId) -> Arc<CallerState> {
+        let mut callers = lock(&self.callers);
+        Arc::clone(callers.entry(id).or_insert_with(|| {
+            Arc::new(CallerState {
+                last_seq: Mutex::new(0),
+                events: SendBuffer::new(self.event_limits.clone()),
+                live: Mutex::new(None),
+                left: std::sync::atomic::AtomicBool::new(false),
+                clock: Mutex::new(None),
+            })
+        }))
+    }
+
+    async fn run_session(
+        self: &Arc<Self>,
+        peer: Peer,
+        mut inbound: Streaming<Envelope>,
+        out: Out,
+    ) -> Result<(), Status> {
+        let state = self.caller(peer.id);
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        *lock(&state.live) = Some(generation);
+        state.left.store(false, Ordering::Release);
+        self.data.add_caller(peer.id);
+        tracing::info!(source = %peer.id, addr = ?peer.addr, "source connected");
+
+        let last = *lock(&state.last_seq);
+        out.send(envelope(Kind::Ack(wire::Ack { seq: last })))
+            .await
+            .map_err(|_| Status::cancelled("peer went away"))?;
+        let (resume_tx, resume_rx) = watch::channel(None);
+        let (ack_tx, ack_rx) = watch::channel(last);
+        let reader = self.read(&peer, &state, &mut inbound, &out, resume_tx, ack_tx);
+        let writer = pump(
+            &state.events,
+            resume_rx,
+            ack_rx,
+            &out,
+            &self.config,
+            peer.max_frame_bytes,
+            &AuthorityTime,
+            &**self,
+            None,
+        );
+        let result = tokio::select! {
+            r = reader => r,
+            () = writer => Ok(()),
+        };
+        let mut live = lock(&state.live);
+        if *live == Some(generation) {
+            *live = None;
+            if result.is_ok() {
+                // The source closed its stream: it left on purpose.
+                state.left.store(true, Ordering::Release);
+            }
+            let _ = self.data.mark_left(peer.id);
+        }
+        drop(live);
+        tracing::info!(source = %peer.id, ?result, "source disconnected");
+        result
+    }
+
+    async fn read(
+        &self,
+        peer: &Peer,
+        state: &CallerState,
+        inbound: &mut Streaming<Envelope>,
+        out: &Out,
+        resume: watch::Sender<Option<u64>>,
+        acks: watch::Sender<u64>,
+    ) -> Result<(), Status> {
+        let mut limiter = ProbeLimiter::new(self.config.timesync.max_probes_per_second);
+        loop {
+            let env = match inbound.message().await {
+                Ok(Some(env)) => env,
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(status),
+            };
+            let received_at = self.clock.now();
+            match env.kind {
+                Some(Kind::Frame(frame)) => {
+                    let mut last = lock(&state.last_seq);
+                    let mut items = Vec::with_capacity(frame.samples.len());
+                    let mut duplicates = 0;
+                    for s in frame.samples {
+                        if s.seq <= *last {
+                            duplicates += 1;
+                            continue;
+                        }
+                        let value = R::Data::decode(s.payload).map_err(|e| {
+                            self.rejected.fetch_add(1, Ordering::Relaxed);
+                            Status::invalid_argument(format!(
+                                "sample {} does not decode as {}: {e}",
+                                s.seq,
+                                R::Data::MESSAGE_NAME
+                            ))
+                        })?;
+                        items.push(Timestamped {
+                            time: Timestamp::from_nanos(s.time_ns),
+                            seq: s.seq,
+                            synchronized: s.synchronized,
+                            value,
+                        });
+                        *last = s.seq;
+                    }
+                    let n = items.len() as u64;
+                    if n > 0 {
+                        self.data.insert_batch(peer.id, items);
+                    }
+                    let seq = *last;
+                    drop(last);
+                    self.received.fetch_add(n, Ordering::Relaxed);
+                    if duplicates > 0 {
+                        self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+                    }
+                    acks.send_replace(seq);
+                }
+                Some(Kind::TimeProbe(probe)) => {
+                    if probe.estimated {
+                        *lock(&state.clock) = Some(PeerClock {
+                            offset_ns: probe.offset_ns,
+                            uncertainty: Duration::from_nanos(probe.uncertainty_ns),
+                            round_trip: Duration::from_nanos(probe.round_trip_ns),
+                            drift_ppm: probe.drift_ppm,
+                        });
+                    }
+                    if limiter.allow(received_at) {
+                        let reply = wire::TimeReply {
+                            id: probe.id,
+                            origin_ns: probe.origin_ns,
+                            receive_ns: received_at.as_nanos(),
+                            transmit_ns: self.clock.now().as_nanos(),
+                        };
+                        // Never wait: a reply that cannot go out now would carry a stale
+                        // transmit time. The source probes again.
+                        let _ = out.try_send(envelope(Kind::TimeReply(reply)));
+                    }
+                }
+                Some(Kind::Ack(a)) => {
+                    state.events.release_through(a.seq);
+                    if resume.borrow().is_none() {
+                        resume.send_replace(Some(a.seq));
+                    }
+                }
+                Some(Kind::Gap(g)) => {
+                    let mut last = lock(&state.last_seq);
+                    if g.first_seq <= g.last_seq && g.last_seq > *last {
+                        let gap = DataGap {
+                            caller: peer.id,
+                            first_seq: g.first_seq.max(*last + 1),
+                            last_seq: g.last_seq,
+                            first_time: Timestamp::from_nanos(g.first_time_ns),
+                            last_time: Timestamp::from_nanos(g.last_time_ns),
+                        };
+                        tracing::warn!(source = %peer.id, lost = gap.count(), "source reports lost samples");
+                        self.lost.fetch_add(gap.count(), Ordering::Relaxed);
+                        lock(&self.gaps).push(gap);
+                        *last = g.last_seq;
+                        acks.send_replace(*last);
+                    }
+                }
+                Some(Kind::Hello(_)) => {
+                    return Err(self.reject("a second Hello on one connection"));
+                }
+                Some(Kind::TimeReply(_)) => {
+                    return Err(self.reject("time reply sent to the aggregator, which only answers probes"));
+                }
+                None => return Err(self.reject("an envelope with no content")),
+            }
+        }
+    }
+
+    fn reject(&self, why: &str) -> Status {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Status::invalid_argument(why.to_owned())
+    }
+
+    /// Dials a source at one of `addrs` and runs the session to its end.
+    async fn dial_once(self: &Arc<Self>, addrs: &[SocketAddr]) -> Result<(), Status> {
+        let channel = super::dial_any(addrs, Duration::from_secs(3))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
+        let hello = handshake::hello::<R>(Role::Aggregator, self.id, self.config.max_frame_bytes);
+        let _ = tx.send(envelope(Kind::Hello(hello))).await;
+        let outbound = futures::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Some(Ok(env)) => Some((env, rx)),
+                _ => None,
+            }
+        });
+        let mut inbound =
+            service::open::<R>(channel, outbound, self.config.max_frame_bytes).await?;
+        let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("the source sent no Hello"))??;
+        let Some(Envelope {
+            kind: Some(Kind::Hello(theirs)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument("the source's first message was not Hello"));
+        };
+        let peer = handshake::check::<R>(Role::Aggregator, &theirs, addrs.first().copied())?;
+        self.run_session(peer, inbound, tx).await
+    }
+
+    async fn dial_loop(self: Arc<Self>, addrs: Vec<SocketAddr>, backoff: Backoff) {
+        let mut stopping = self.stopping.subscribe();
+        let mut attempt = 0_u32;
+        loop {
+            let result = tokio::select! {
+                r = self.dial_once(&addrs) => r,
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            match result {
+                Ok(()) => attempt = 0,
+                Err(status) if is_permanent(&status) => {
+                    tracing::error!(%status, ?addrs, "source refused the connection; not retrying");
+                    return;
+                }
+                Err(status) => tracing::debug!(%status, ?addrs, "connection to source failed"),
+            }
+            attempt += 1;
+            if backoff.max_attempts.is_some_and(|max| attempt > max) {
+                tracing::error!(attempt, ?addrs, "giving up reconnecting to the source");
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.delay(attempt)) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+impl<R: Runtime> Acceptor for Core<R> {
+    fn accept(
+        self: Arc<Self>,
+        mut inbound: Streaming<Envelope>,
+        remote: Option<SocketAddr>,
+    ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
+        Box::pin(async move {
+            let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
+                .await
+                .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
+            let Some(Envelope {
+                kind: Some(Kind::Hello(theirs)),
+            }) = first
+            else {
+                return Err(self.reject("the first message must be Hello"));
+            };
+            let peer = handshake::check::<R>(Role::Aggregator, &theirs, remote).inspect_err(|_| {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+            })?;
+            let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
+            let hello = handshake::hello::<R>(Role::Aggregator, self.id, self.config.max_frame_bytes);
+            let _ = tx.send(envelope(Kind::Hello(hello))).await;
+            let core = Arc::clone(&self);
+            let session_out = tx.clone();
+            spawn_owned(&self.tasks, async move {
+                if let Err(status) = core.run_session(peer, inbound, session_out.clone()).await {
+                    let _ = session_out.try_send(Err(status));
+                }
+            });
+            drop(tx);
+            let stream: OutboundStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            Ok(stream)
+        })
+    }
+}
+
+/// An aggregator: collects every connected source's data, keyed by `CallerId`, in its
+/// own clock (it is the time authority), and sends events back.
+///
+/// Build one with [`Aggregator::builder`]. It dials sources (found by discovery, or at
+/// known addresses: the recommended topology) and/or accepts sources that dial it (the
+/// classic topology). Data is read through [`Aggregator::data`].
+pub struct Aggregator<R: Runtime> {
+    core: Arc<Core<R>>,
+    local_addr: Option<SocketAddr>,
+    server: Option<super::net::Hosted>,
+}
+
+impl<R: Runtime> std::fmt::Debug for Aggregator<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aggregator")
+            .field("runtime", &R::NAME)
+            .field("id", &self.core.id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and starts an [`Aggregator`].
+pub struct AggregatorBuilder<R: Runtime> {
+    id: Option<CallerId>,
+    clock: Arc<dyn Clock>,
+    retention: Option<Duration>,
+    listen: Option<SocketAddr>,
+    sources: Vec<Vec<SocketAddr>>,
+    event_limits: BufferLimits,
+    session: SessionConfig,
+    backoff: Backoff,
+    _runtime: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Runtime> Aggregator<R> {
+    /// A builder with safe defaults: a random identity, the system clock, data kept for
+    /// 10 minutes (see [`AggregatorBuilder::retention`]).
+    pub fn builder() -> AggregatorBuilder<R> {
+        AggregatorBuilder {
+            id: None,
+            clock: Arc::new(SystemClock),
+            retention: Some(Duration::from_secs(600)),
+            listen: None,
+            sources: Vec::new(),
+            event_limits: BufferLimits::default(),
+            session: SessionConfig::default(),
+            backoff: Backoff::default(),
+            _runtime: std::marker::PhantomData,
+        }
+    }
+
+    /// This aggregator's identity (sources use it to resume events).
+    pub fn id(&self) -> CallerId {
+        self.core.id
+    }
+
+    /// The address sources can dial, when the aggregator listens.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// The received data: per-caller series with cursors, lookups and subscriptions.
+    pub fn data(&self) -> &RemoteDataAggregator<R::Data> {
+        &self.core.data
+    }
+
+    /// Joined/left notifications of sources.
+    pub fn caller_events(&self) -> queue::Receiver<CallerEvent> {
+        self.core.data.caller_events()
+    }
+
+    /// The sources connected now.
+    pub fn connected(&self) -> Vec<CallerId> {
+        let mut ids: Vec<CallerId> = lock(&self.core.callers)
+            .iter()
+            .filter(|(_, s)| lock(&s.live).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Sends an event to one source, stamped now. Returns its sequence number.
+    ///
+    /// The event is buffered and acknowledged like data: a source that is reconnecting
+    /// gets it when it is back. A source that never connected, or left on purpose, is an
+    /// error.
+    pub fn send(&self, caller: CallerId, event: R::Event) -> Result<u64, SendEventError> {
+        let state = lock(&self.core.callers)
+            .get(&caller)
+            .cloned()
+            .ok_or(SendEventError::UnknownCaller(caller))?;
+        if state.left.load(Ordering::Acquire) {
+            return Err(SendEventError::Disconnected(caller));
+        }
+        let bytes = Bytes::from(event.encode_to_vec());
+        let limit = self.core.config.max_frame_bytes - 128;
+        if bytes.len() > limit {
+            return Err(SendEventError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        Ok(state
+            .events
+            .push_many(std::iter::once((self.core.clock.now(), bytes))))
+    }
+
+    /// Sends an event to every connected source; returns the sources it went to.
+    pub fn broadcast(&self, event: R::Event) -> Vec<CallerId> {
+        let mut sent = Vec::new();
+        for id in self.connected() {
+            if self.send(id, event.clone()).is_ok() {
+                sent.push(id);
+            }
+        }
+        sent
+    }
+
+    /// Each known source's clock, as it last reported it.
+    pub fn clocks(&self) -> Vec<(CallerId, Option<PeerClock>)> {
+        let mut v: Vec<_> = lock(&self.core.callers)
+            .iter()
+            .map(|(id, s)| (*id, *lock(&s.clock)))
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    /// Samples sources reported lost (evicted from their buffers before this aggregator
+    /// acknowledged them).
+    pub fn gaps(&self) -> Vec<DataGap> {
+        lock(&self.core.gaps).clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AggregatorStats {
+        AggregatorStats {
+            received: self.core.received.load(Ordering::Relaxed),
+            duplicates: self.core.duplicates.load(Ordering::Relaxed),
+            lost: self.core.lost.load(Ordering::Relaxed),
+            rejected: self.core.rejected.load(Ordering::Relaxed),
+            connections: self.connected().len() as u64,
+        }
+    }
+
+    /// Stops dialing and serving and closes every connection.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.core.stopping.send_replace(true);
+        if let Some(server) = self.server.take() {
+            server.shutdown(grace).await;
+        }
+        lock(&self.core.tasks).abort_all();
+    }
+}
+
+impl<R: Runtime> Drop for Aggregator<R> {
+    fn drop(&mut self) {
+        self.core.stopping.send_replace(true);
+        lock(&self.core.tasks).abort_all();
+    }
+}
+
+impl<R: Runtime> AggregatorBuilder<R> {
+    /// The aggregator's identity (default: random).
+    pub fn identity(mut self, id: CallerId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The clock that is the time authority (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long data is kept (default 10 minutes); `None` keeps it until the process ends.
+    pub fn retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Accepts sources that dial `addr` (port 0 picks a free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// Dials a source at one of `addrs`, redialing with backoff when the connection ends.
+    /// Call once per source.
+    pub fn source(mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.sources.push(addrs.into_iter().collect());
+        self
+    }
+
+    /// Bounds of each source's event buffer.
+    pub fn event_buffer(mut self, limits: BufferLimits) -> Self {
+        self.event_limits = limits;
+        self
+    }
+
+    /// Frame limits, timeouts and time sync settings.
+    pub fn session(mut self, config: SessionConfig) -> Self {
+        self.session = config;
+        self
+    }
+
+    /// Reconnection backoff when dialing sources.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Starts listening and/or dialing.
+    pub async fn start(self) -> Result<Aggregator<R>, RuntimeError> {
+        if self.listen.is_none() && self.sources.is_empty() {
+            return Err(RuntimeError::Config(
+                "an aggregator needs `.listen(addr)` or `.source(addrs)`".into(),
+            ));
+        }
+        let mut data = RemoteDataAggregator::builder().clock(SharedClock(Arc::clone(&self.clock)));
+        if let Some(r) = self.retention {
+            data = data.retention(r);
+        }
+        let core = Arc::new(Core::<R> {
+            id: self.id.unwrap_or_else(CallerId::random),
+            clock: self.clock,
+            config: self.session,
+            event_limits: self.event_limits,
+            data: data.build(),
+            callers: Mutex::new(HashMap::new()),
+            gaps: Mutex::new(Vec::new()),
+            next_generation: AtomicU64::new(1),
+            received: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            stopping: watch::Sender::new(false),
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        let mut server = None;
+        let mut local_addr = None;
+        if let Some(addr) = self.listen {
+            let acceptor: Arc<dyn Acceptor> = core.clone();
+            let svc = StreamService::<R>::new(acceptor, core.config.max_frame_bytes);
+            let hosted = super::net::host(addr, svc).await?;
+            local_addr = Some(hosted.local_addr);
+            server = Some(hosted);
+        }
+        for addrs in self.sources {
+            let task = Arc::clone(&core).dial_loop(addrs, self.backoff.clone());
+            spawn_owned(&core.tasks, task);
+        }
+        Ok(Aggregator {
+            core,
+            local_addr,
+            server,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct SharedClock(Arc<dyn Clock>);
+
+impl Clock for SharedClock {
+    fn now(&self) -> Timestamp {
+        self.0.now()
+    }
+}

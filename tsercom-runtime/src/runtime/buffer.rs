@@ -1,0 +1,302 @@
+//! The send buffer: samples waiting to be sent and acknowledged, with sequence numbers.
+//!
+//! A source keeps one for its data; an aggregator keeps one per source for its events.
+//! Every connection reads from it at its own cursor, so a reconnecting peer resumes after
+//! the last sample it acknowledged. The buffer is bounded by bytes, by age and by count;
+//! samples evicted before every connected peer acknowledged them are reported as a gap.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::time::Timestamp;
+
+/// Bounds of a send buffer.
+#[derive(Debug, Clone)]
+pub struct BufferLimits {
+    /// Payload bytes kept at most (default 64 MiB).
+    pub max_bytes: usize,
+    /// Samples older than this (by the time they were sent) are evicted (default 60 s).
+    pub max_age: Duration,
+    /// Samples kept at most (default 1,048,576).
+    pub max_samples: usize,
+}
+
+impl Default for BufferLimits {
+    fn default() -> Self {
+        BufferLimits {
+            max_bytes: 64 << 20,
+            max_age: Duration::from_secs(60),
+            max_samples: 1 << 20,
+        }
+    }
+}
+
+/// One buffered sample.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub(crate) seq: u64,
+    /// Time in the sender's clock (a source's local clock; an aggregator's own).
+    pub(crate) time: Timestamp,
+    pub(crate) payload: Bytes,
+}
+
+/// What a reader at some cursor gets next.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Samples from the cursor on, in order.
+    Samples(Vec<Stored>),
+    /// The samples `first..=last` were evicted before this reader got them.
+    Gap {
+        first: u64,
+        last: u64,
+        first_time: Timestamp,
+        last_time: Timestamp,
+    },
+    /// Nothing new.
+    Empty,
+}
+
+#[derive(Debug)]
+struct Inner {
+    samples: VecDeque<Stored>,
+    bytes: usize,
+    next_seq: u64,
+    /// Time of the newest sample evicted, per evicted seq range start (for gap reports).
+    evicted_through: u64,
+    evicted_first_time: Timestamp,
+    evicted_last_time: Timestamp,
+    evicted_total: u64,
+}
+
+/// A send buffer shared by the producer and every connection that reads it.
+#[derive(Debug)]
+pub(crate) struct SendBuffer {
+    inner: Mutex<Inner>,
+    limits: BufferLimits,
+    newest: watch::Sender<u64>,
+}
+
+impl SendBuffer {
+    pub(crate) fn new(limits: BufferLimits) -> Self {
+        SendBuffer {
+            inner: Mutex::new(Inner {
+                samples: VecDeque::new(),
+                bytes: 0,
+                next_seq: 1,
+                evicted_through: 0,
+                evicted_first_time: Timestamp::MIN,
+                evicted_last_time: Timestamp::MIN,
+                evicted_total: 0,
+            }),
+            limits,
+            newest: watch::Sender::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave it inconsistent (every update is
+        // a push or pop with its counters), so recover from poisoning.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends samples stamped `time`; returns the sequence number of the last one.
+    pub(crate) fn push_many(&self, items: impl IntoIterator<Item = (Timestamp, Bytes)>) -> u64 {
+        let seq = {
+            let mut inner = self.lock();
+            for (time, payload) in items {
+                let seq = inner.next_seq;
+                inner.next_seq += 1;
+                inner.bytes += payload.len();
+                inner.samples.push_back(Stored { seq, time, payload });
+            }
+            self.evict_over_limits(&mut inner, None);
+            inner.next_seq - 1
+        };
+        self.newest.send_replace(seq);
+        seq
+    }
+
+    /// Drops everything up to and including `seq` (acknowledged by every peer that
+    /// reads this buffer).
+    pub(crate) fn release_through(&self, seq: u64) {
+        let mut inner = self.lock();
+        while inner.samples.front().is_some_and(|s| s.seq <= seq) {
+            if let Some(s) = inner.samples.pop_front() {
+                inner.bytes -= s.payload.len();
+            }
+        }
+    }
+
+    /// Evicts by age as of `now` (also done on every push).
+    pub(crate) fn evict_expired(&self, now: Timestamp) {
+        let mut inner = self.lock();
+        self.evict_over_limits(&mut inner, Some(now));
+    }
+
+    fn evict_over_limits(&self, inner: &mut Inner, now: Option<Timestamp>) {
+        let oldest_allowed = now
+            .or_else(|| inner.samples.back().map(|s| s.time))
+            .map(|t| t.saturating_sub(self.limits.max_age));
+        loop {
+            let Some(front) = inner.samples.front() else {
+                break;
+            };
+            let over = inner.bytes > self.limits.max_bytes
+                || inner.samples.len() > self.limits.max_samples
+                || oldest_allowed.is_some_and(|t| front.time < t);
+            if !over {
+                break;
+            }
+            if let Some(s) = inner.samples.pop_front() {
+                inner.bytes -= s.payload.len();
+                if inner.evicted_through + 1 != s.seq || inner.evicted_total == 0 {
+                    inner.evicted_first_time = s.time;
+                }
+                inner.evicted_through = s.seq;
+                inner.evicted_last_time = s.time;
+                inner.evicted_total += 1;
+            }
+        }
+    }
+
+    /// Up to `max_samples` samples (and about `max_bytes` bytes, at least one) after
+    /// `cursor`, or the gap a reader at `cursor` has to be told about first. A new reader
+    /// (cursor 0) starts at the oldest sample held, with no gap.
+    pub(crate) fn next_after(&self, cursor: u64, max_samples: usize, max_bytes: usize) -> Next {
+        let inner = self.lock();
+        let first_held = inner.samples.front().map_or(inner.next_seq, |s| s.seq);
+        let cursor = if cursor == 0 { first_held - 1 } else { cursor };
+        if cursor + 1 < first_held && cursor < inner.evicted_through {
+            return Next::Gap {
+                first: cursor + 1,
+                last: first_held - 1,
+                first_time: inner.evicted_first_time,
+                last_time: inner.evicted_last_time,
+            };
+        }
+        let Some(front) = inner.samples.front() else {
+            return Next::Empty;
+        };
+        let start = usize::try_from(cursor.saturating_sub(front.seq - 1)).unwrap_or(usize::MAX);
+        if start >= inner.samples.len() {
+            return Next::Empty;
+        }
+        let mut out = Vec::with_capacity(max_samples.min(inner.samples.len() - start));
+        let mut bytes = 0;
+        for s in inner.samples.range(start..) {
+            if out.len() >= max_samples || (!out.is_empty() && bytes + s.payload.len() > max_bytes)
+            {
+                break;
+            }
+            bytes += s.payload.len() + 16;
+            out.push(s.clone());
+        }
+        Next::Samples(out)
+    }
+
+    /// The last sequence number assigned (0 before the first sample).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
+    }
+
+    /// Samples evicted before being released, since creation.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.lock().evicted_total
+    }
+
+    /// Samples held now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().samples.len()
+    }
+
+    /// A receiver that changes whenever samples are appended.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.newest.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(n: u8) -> (Timestamp, Bytes) {
+        (Timestamp::from_nanos(i64::from(n)), Bytes::from(vec![n; 10]))
+    }
+
+    fn seqs(next: Next) -> Vec<u64> {
+        match next {
+            Next::Samples(v) => v.iter().map(|s| s.seq).collect(),
+            other => panic!("expected samples, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn readers_resume_after_their_cursor() {
+        let b = SendBuffer::new(BufferLimits::default());
+        assert_eq!(b.push_many((1..=5).map(p)), 5);
+        assert_eq!(seqs(b.next_after(0, 100, 1 << 20)), vec![1, 2, 3, 4, 5]);
+        assert_eq!(seqs(b.next_after(3, 100, 1 << 20)), vec![4, 5]);
+        assert_eq!(seqs(b.next_after(0, 2, 1 << 20)), vec![1, 2]);
+        assert!(matches!(b.next_after(5, 100, 1 << 20), Next::Empty));
+        b.release_through(3);
+        assert_eq!(seqs(b.next_after(3, 100, 1 << 20)), vec![4, 5]);
+        assert!(matches!(b.next_after(9, 100, 1 << 20), Next::Empty));
+    }
+
+    #[test]
+    fn eviction_before_release_is_a_gap_with_exact_range() {
+        let b = SendBuffer::new(BufferLimits {
+            max_samples: 3,
+            ..BufferLimits::default()
+        });
+        b.push_many((1..=7).map(p));
+        assert_eq!(b.evicted(), 4);
+        match b.next_after(1, 100, 1 << 20) {
+            Next::Gap {
+                first,
+                last,
+                first_time,
+                last_time,
+            } => {
+                assert_eq!((first, last), (2, 4));
+                assert_eq!(first_time, Timestamp::from_nanos(1));
+                assert_eq!(last_time, Timestamp::from_nanos(4));
+            }
+            other => panic!("{other:?}"),
+        }
+        // After the gap the reader continues at the first held sample.
+        assert_eq!(seqs(b.next_after(4, 100, 1 << 20)), vec![5, 6, 7]);
+        // A new reader starts at the oldest held sample, with no gap.
+        assert_eq!(seqs(b.next_after(0, 100, 1 << 20)), vec![5, 6, 7]);
+    }
+
+    #[test]
+    fn released_samples_are_not_a_gap() {
+        let b = SendBuffer::new(BufferLimits::default());
+        b.push_many((1..=4).map(p));
+        b.release_through(4);
+        assert!(matches!(b.next_after(4, 10, 100), Next::Empty));
+        assert_eq!(b.len(), 0);
+    }
+
+    #[test]
+    fn age_and_bytes_bound_the_buffer() {
+        let b = SendBuffer::new(BufferLimits {
+            max_bytes: 25,
+            ..BufferLimits::default()
+        });
+        b.push_many((1..=4).map(p));
+        assert_eq!(b.len(), 2);
+        let b = SendBuffer::new(BufferLimits {
+            max_age: Duration::from_nanos(5),
+            ..BufferLimits::default()
+        });
+        b.push_many((1..=4).map(p));
+        b.evict_expired(Timestamp::from_nanos(8));
+        assert_eq!(b.len(), 2, "samples at 3 and 4 are within 5 ns of 8");
+    }
+}

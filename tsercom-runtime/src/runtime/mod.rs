@@ -1,0 +1,160 @@
+//! The roles: [`Source`] (produces data, receives events) and [`Aggregator`] (collects
+//! every source's data keyed by `CallerId`, sends events, is the time authority), over the
+//! tsercom stream of a [`Runtime`].
+//!
+//! `#[tsercom::runtime]` implements [`Runtime`] for a module and names these types for it
+//! (`weather::Source` is `Source<weather::Runtime>`); everything here is generic so the
+//! generated code stays small.
+
+mod buffer;
+mod handshake;
+mod service;
+mod session;
+mod net;
+mod source;
+
+pub(crate) use net::dial_any;
+
+use std::time::Duration;
+
+pub use buffer::BufferLimits;
+pub use service::StreamService;
+pub use session::SessionConfig;
+pub use source::{Event, Source, SourceBuilder, SourceStats};
+
+use crate::series::Series;
+use crate::time::Timestamp;
+
+/// A runtime: a name and the data and event types that travel on its stream.
+///
+/// Implemented by `#[tsercom::runtime]`.
+pub trait Runtime: Send + Sync + 'static {
+    /// Data, from sources to aggregators.
+    type Data: Series;
+    /// Events, from aggregators to sources.
+    type Event: Series;
+    /// The runtime's name, e.g. `"weather"`; also the protobuf package and the mDNS
+    /// service type (`_weather._tcp.local.`).
+    const NAME: &'static str;
+    /// The gRPC service of the stream, e.g. `"weather.Stream"`.
+    const SERVICE: &'static str;
+    /// The gRPC path of the stream method, e.g. `"/weather.Stream/Open"`.
+    const OPEN_PATH: &'static str;
+}
+
+/// A value with the time it refers to, as an aggregator stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timestamped<T> {
+    /// The sample's time, in the aggregator's clock.
+    pub time: Timestamp,
+    /// The sample's sequence number from its source (1, 2, 3, ...).
+    pub seq: u64,
+    /// False when the source had no clock estimate yet, so `time` is the source's own
+    /// clock reading.
+    pub synchronized: bool,
+    /// The value.
+    pub value: T,
+}
+
+/// Errors of the roles.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The builder's settings do not describe a way to connect.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Binding or serving failed.
+    #[error("could not serve on {addr}: {source}")]
+    Serve {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A value is larger than a frame may be.
+    #[error("sample of {size} bytes exceeds the frame limit of {limit} bytes")]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// `SessionConfig::max_frame_bytes`.
+        limit: usize,
+    },
+    /// The peer refused the connection for a reason retrying cannot fix (schema mismatch,
+    /// wrong runtime, invalid argument).
+    #[error("the peer refused the connection: {0}")]
+    Refused(tonic::Status),
+    /// The role has been shut down.
+    #[error("shut down")]
+    ShutDown,
+}
+
+/// Backoff between reconnection attempts: exponential with full jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// Upper bound of the first delay (default 50 ms).
+    pub initial: Duration,
+    /// Upper bound of any delay (default 5 s).
+    pub max: Duration,
+    /// Attempts before giving up; `None` (the default) retries forever.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(5),
+            max_attempts: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `attempt` (1-based): uniform in
+    /// `0..=min(max, initial * 2^(attempt-1))`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(1_u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX))
+            .min(self.max);
+        let nanos = exp.as_nanos() as u64;
+        if nanos == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(random_u64() % (nanos + 1))
+    }
+}
+
+/// A random number from the standard library's per-process random keys.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish()
+}
+
+/// Whether a status ends reconnection (retrying cannot fix it).
+pub(crate) fn is_permanent(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument
+            | tonic::Code::PermissionDenied
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::Unimplemented
+            | tonic::Code::Unauthenticated
+    )
+}
+
+/// Spawns `task` into `tasks`, first reaping the tasks that finished.
+pub(crate) fn spawn_owned(
+    tasks: &std::sync::Mutex<tokio::task::JoinSet<()>>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut tasks = tasks.lock().unwrap_or_else(|e| e.into_inner());
+    while tasks.try_join_next().is_some() {}
+    tasks.spawn(task);
+}

@@ -1,0 +1,142 @@
+//! The tsercom stream as a tonic service and client, generic over the [`Runtime`], so each
+//! runtime is served under its own gRPC path (`/weather.Stream/Open`).
+//!
+//! This is the code tonic-build would generate for one bidi-streaming method, written once
+//! by hand and parameterised by the runtime's service name.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tonic::codegen::{http, Body, BoxFuture, StdError};
+use tonic::{Status, Streaming};
+
+use super::Runtime;
+use crate::wire::Envelope;
+
+/// What the server side of a stream returns: envelopes, or a status that ends the call.
+pub(crate) type OutboundStream = Pin<Box<dyn Stream<Item = Result<Envelope, Status>> + Send>>;
+
+/// Accepts incoming tsercom streams: checks the peer's Hello and starts a session.
+pub(crate) trait Acceptor: Send + Sync + 'static {
+    fn accept(
+        self: Arc<Self>,
+        inbound: Streaming<Envelope>,
+        remote: Option<SocketAddr>,
+    ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>>;
+}
+
+/// The tonic service of a runtime's tsercom stream.
+pub struct StreamService<R> {
+    acceptor: Arc<dyn Acceptor>,
+    max_message_bytes: usize,
+    _runtime: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for StreamService<R> {
+    fn clone(&self) -> Self {
+        StreamService {
+            acceptor: Arc::clone(&self.acceptor),
+            max_message_bytes: self.max_message_bytes,
+            _runtime: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for StreamService<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamService")
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> StreamService<R> {
+    pub(crate) fn new(acceptor: Arc<dyn Acceptor>, max_message_bytes: usize) -> Self {
+        StreamService {
+            acceptor,
+            max_message_bytes,
+            _runtime: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R: Runtime> tonic::server::NamedService for StreamService<R> {
+    const NAME: &'static str = R::SERVICE;
+}
+
+struct OpenSvc(Arc<dyn Acceptor>);
+
+impl tonic::server::StreamingService<Envelope> for OpenSvc {
+    type Response = Envelope;
+    type ResponseStream = OutboundStream;
+    type Future = BoxFuture<tonic::Response<OutboundStream>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Streaming<Envelope>>) -> Self::Future {
+        let acceptor = Arc::clone(&self.0);
+        Box::pin(async move {
+            let remote = request.remote_addr();
+            let inbound = request.into_inner();
+            acceptor.accept(inbound, remote).await.map(tonic::Response::new)
+        })
+    }
+}
+
+impl<R, B> tonic::codegen::Service<http::Request<B>> for StreamService<R>
+where
+    R: Runtime,
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != R::OPEN_PATH {
+            let status = Status::unimplemented(format!(
+                "{} is not a method of {}; the tsercom stream is {}",
+                req.uri().path(),
+                R::SERVICE,
+                R::OPEN_PATH
+            ));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let acceptor = Arc::clone(&self.acceptor);
+        let limit = self.max_message_bytes;
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<Envelope, Envelope>::default();
+            let mut grpc = tonic::server::Grpc::new(codec)
+                .apply_max_message_size_config(Some(limit), Some(limit));
+            Ok(grpc.streaming(OpenSvc(acceptor), req).await)
+        })
+    }
+}
+
+/// Opens the runtime's tsercom stream on `channel`, sending `outbound`.
+pub(crate) async fn open<R: Runtime>(
+    channel: tonic::transport::Channel,
+    outbound: impl Stream<Item = Envelope> + Send + 'static,
+    max_message_bytes: usize,
+) -> Result<Streaming<Envelope>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("service was not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::from_static(R::OPEN_PATH);
+    let codec = tonic_prost::ProstCodec::<Envelope, Envelope>::default();
+    let response = grpc
+        .streaming(tonic::Request::new(outbound), path, codec)
+        .await?;
+    Ok(response.into_inner())
+}

@@ -1,0 +1,292 @@
+//! What both roles do on a connection once the Hellos are exchanged: pump samples from a
+//! send buffer into frames, and keep the clock exchange going.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tonic::Status;
+
+use super::buffer::{Next, SendBuffer};
+use crate::time::{Clock, Timestamp};
+use crate::timesync::{ClockEstimate, ClockEstimator, Exchange, TimeSyncConfig};
+use crate::wire::{self, envelope::Kind, Envelope};
+
+/// Envelopes (or a final status, on the serving side) going to the peer.
+pub(crate) type Out = mpsc::Sender<Result<Envelope, Status>>;
+
+/// Frames queued behind the one being written. Samples that arrive while these are in
+/// flight are batched into the next frame; an idle stream sends each sample at once.
+pub(crate) const OUTBOUND_FRAMES: usize = 2;
+
+pub(crate) fn envelope(kind: Kind) -> Result<Envelope, Status> {
+    Ok(Envelope { kind: Some(kind) })
+}
+
+/// Limits and intervals of a connection.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Samples in one frame at most (default 1024).
+    pub max_frame_samples: usize,
+    /// Encoded bytes of one frame at most (default 4 MiB); also the largest message
+    /// accepted from the peer. A sample larger than this is refused by `send`.
+    pub max_frame_bytes: usize,
+    /// How long the dialed side waits for the dialer's Hello (default 10 s).
+    pub hello_timeout: Duration,
+    /// Time sync probing.
+    pub timesync: TimeSyncConfig,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_frame_samples: 1024,
+            max_frame_bytes: 4 << 20,
+            hello_timeout: Duration::from_secs(10),
+            timesync: TimeSyncConfig::default(),
+        }
+    }
+}
+
+/// The clock exchange of one connection, on the side that is not the time authority.
+#[derive(Debug)]
+pub(crate) struct ClockLink {
+    book: Mutex<ProbeBook>,
+    estimate: RwLock<Option<ClockEstimate>>,
+    config: TimeSyncConfig,
+}
+
+#[derive(Debug)]
+struct ProbeBook {
+    next_id: u64,
+    outstanding: VecDeque<(u64, Timestamp)>,
+    estimator: ClockEstimator,
+}
+
+const MAX_OUTSTANDING_PROBES: usize = 16;
+
+impl ClockLink {
+    pub(crate) fn new(config: TimeSyncConfig) -> Self {
+        ClockLink {
+            book: Mutex::new(ProbeBook {
+                next_id: 1,
+                outstanding: VecDeque::new(),
+                estimator: ClockEstimator::new(config.window),
+            }),
+            estimate: RwLock::new(None),
+            config,
+        }
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, ProbeBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current estimate of the peer's clock.
+    pub(crate) fn estimate(&self) -> Option<ClockEstimate> {
+        *self.estimate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new probe stamped now, with our current estimate for the peer to show.
+    pub(crate) fn probe(&self, clock: &dyn Clock) -> wire::TimeProbe {
+        let est = self.estimate();
+        let mut book = self.book();
+        let id = book.next_id;
+        book.next_id += 1;
+        let t1 = clock.now();
+        if book.outstanding.len() == MAX_OUTSTANDING_PROBES {
+            book.outstanding.pop_front();
+        }
+        book.outstanding.push_back((id, t1));
+        wire::TimeProbe {
+            id,
+            origin_ns: t1.as_nanos(),
+            estimated: est.is_some(),
+            offset_ns: est.map_or(0, |e| e.offset_at(t1)),
+            uncertainty_ns: est.map_or(0, |e| e.uncertainty.as_nanos() as u64),
+            round_trip_ns: est.map_or(0, |e| e.round_trip.as_nanos() as u64),
+            drift_ppm: est.map_or(0.0, |e| e.drift_ppm),
+        }
+    }
+
+    /// Takes a reply received at `t4`. Replies to unknown probes, or whose echoed origin
+    /// does not match what we sent, are ignored.
+    pub(crate) fn on_reply(&self, reply: &wire::TimeReply, t4: Timestamp) {
+        let mut book = self.book();
+        let Some(pos) = book.outstanding.iter().position(|(id, _)| *id == reply.id) else {
+            tracing::debug!(id = reply.id, "time reply to an unknown probe ignored");
+            return;
+        };
+        let Some((_, t1)) = book.outstanding.remove(pos) else {
+            return;
+        };
+        if t1.as_nanos() != reply.origin_ns {
+            tracing::warn!(id = reply.id, "time reply echoes the wrong origin; ignored");
+            return;
+        }
+        let exchange = Exchange {
+            t1,
+            t2: Timestamp::from_nanos(reply.receive_ns),
+            t3: Timestamp::from_nanos(reply.transmit_ns),
+            t4,
+        };
+        match book.estimator.add(exchange) {
+            Ok(()) => {
+                let est = book.estimator.estimate();
+                *self.estimate.write().unwrap_or_else(|e| e.into_inner()) = est;
+            }
+            Err(e) => tracing::debug!(error = %e, "time exchange rejected"),
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        if (self.book().estimator.accepted() as usize) < self.config.warmup {
+            self.config.fast_interval
+        } else {
+            self.config.slow_interval
+        }
+    }
+}
+
+/// How a pump stamps the samples it sends: maps a buffered time to (wire time, whether it
+/// is synchronized).
+pub(crate) trait Stamp: Send + Sync {
+    fn stamp(&self, time: Timestamp) -> (i64, bool);
+}
+
+/// Samples already in the time authority's clock.
+pub(crate) struct AuthorityTime;
+
+impl Stamp for AuthorityTime {
+    fn stamp(&self, time: Timestamp) -> (i64, bool) {
+        (time.as_nanos(), true)
+    }
+}
+
+impl Stamp for ClockLink {
+    fn stamp(&self, time: Timestamp) -> (i64, bool) {
+        match self.estimate() {
+            Some(e) => (e.to_authority(time).as_nanos(), true),
+            None => (time.as_nanos(), false),
+        }
+    }
+}
+
+/// What a pump reports as it goes.
+pub(crate) trait PumpObserver: Send + Sync {
+    /// Samples `first..=last` were evicted before this peer got them.
+    fn gap(&self, gap: &wire::Gap);
+}
+
+/// Sends everything in `buffer` after the peer's resume point (the first value `resume`
+/// takes) as frames, sends an `Ack` whenever `acks` changes, and probes the peer's clock
+/// through `clock_link` if given. Returns when the peer is gone (`out` closed).
+///
+/// Acks go through here rather than from the reading side so a reader never waits for
+/// room in `out`: both peers can then stream at full speed in both directions without
+/// ever waiting on each other.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn pump(
+    buffer: &SendBuffer,
+    mut resume: watch::Receiver<Option<u64>>,
+    mut acks: watch::Receiver<u64>,
+    out: &Out,
+    config: &SessionConfig,
+    peer_max_frame_bytes: usize,
+    stamp: &dyn Stamp,
+    observer: &dyn PumpObserver,
+    clock_link: Option<(&ClockLink, &dyn Clock)>,
+) {
+    let max_bytes = config.max_frame_bytes.min(peer_max_frame_bytes) - 64;
+    let mut newest = buffer.subscribe();
+    let mut next_probe = Instant::now();
+    let mut cursor: Option<u64> = None;
+    loop {
+        if let Some((link, clock)) = clock_link {
+            if Instant::now() >= next_probe {
+                let probe = link.probe(clock);
+                if out.send(envelope(Kind::TimeProbe(probe))).await.is_err() {
+                    return;
+                }
+                next_probe = Instant::now() + link.interval();
+            }
+        }
+        if acks.has_changed().unwrap_or(false) {
+            let seq = *acks.borrow_and_update();
+            if out.send(envelope(Kind::Ack(wire::Ack { seq }))).await.is_err() {
+                return;
+            }
+        }
+        if cursor.is_none() {
+            cursor = *resume.borrow_and_update();
+        }
+        let next = match cursor {
+            Some(c) => {
+                newest.borrow_and_update();
+                buffer.next_after(c, config.max_frame_samples, max_bytes)
+            }
+            None => Next::Empty,
+        };
+        match next {
+            Next::Samples(samples) => {
+                let last = samples.last().map_or(0, |s| s.seq);
+                let frame = wire::Frame {
+                    samples: samples
+                        .into_iter()
+                        .map(|s| {
+                            let (time_ns, synchronized) = stamp.stamp(s.time);
+                            wire::Sample {
+                                seq: s.seq,
+                                time_ns,
+                                payload: s.payload,
+                                synchronized,
+                            }
+                        })
+                        .collect(),
+                };
+                if out.send(envelope(Kind::Frame(frame))).await.is_err() {
+                    return;
+                }
+                cursor = Some(last);
+            }
+            Next::Gap {
+                first,
+                last,
+                first_time,
+                last_time,
+            } => {
+                let gap = wire::Gap {
+                    first_seq: first,
+                    last_seq: last,
+                    first_time_ns: stamp.stamp(first_time).0,
+                    last_time_ns: stamp.stamp(last_time).0,
+                };
+                observer.gap(&gap);
+                if out.send(envelope(Kind::Gap(gap))).await.is_err() {
+                    return;
+                }
+                cursor = Some(last);
+            }
+            Next::Empty => {
+                let probe_wait = tokio::time::sleep_until(next_probe);
+                tokio::select! {
+                    changed = newest.changed() => if changed.is_err() { return },
+                    changed = resume.changed(), if cursor.is_none() => if changed.is_err() { return },
+                    changed = acks.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let seq = *acks.borrow_and_update();
+                        if out.send(envelope(Kind::Ack(wire::Ack { seq }))).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = probe_wait, if clock_link.is_some() => {}
+                    _ = out.closed() => return,
+                }
+            }
+        }
+    }
+}

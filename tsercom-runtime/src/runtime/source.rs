@@ -1,0 +1,612 @@
+//! The data source role.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tonic::{Status, Streaming};
+
+use super::buffer::{BufferLimits, SendBuffer};
+use super::handshake::{self, Peer};
+use super::service::{self, Acceptor, OutboundStream, StreamService};
+use super::session::{envelope, pump, ClockLink, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES};
+use super::{is_permanent, spawn_owned, Backoff, Runtime, RuntimeError};
+use crate::ids::CallerId;
+use crate::series::Series;
+use crate::time::{Clock, SystemClock, Timestamp};
+use crate::timesync::ClockEstimate;
+use crate::wire::{self, envelope::Kind, Envelope, Role};
+
+/// An event received by a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<E> {
+    /// The aggregator that sent it.
+    pub from: CallerId,
+    /// When the aggregator stamped it, in the aggregator's clock.
+    pub time: Timestamp,
+    /// The same instant in this source's clock (equal to `time` until the clock
+    /// estimate exists; see `synchronized`).
+    pub local_time: Timestamp,
+    /// Whether `local_time` was converted with a clock estimate.
+    pub synchronized: bool,
+    /// The event's sequence number from its aggregator.
+    pub seq: u64,
+    /// The event.
+    pub value: E,
+}
+
+/// Counters of a source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Samples accepted by `send`.
+    pub sent: u64,
+    /// Samples evicted from the send buffer before an aggregator acknowledged them.
+    pub evicted: u64,
+    /// Samples held in the send buffer now.
+    pub buffered: u64,
+    /// Events delivered to the event queue.
+    pub events: u64,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: u64,
+    /// Events an aggregator reported it could not deliver (evicted from its buffer).
+    pub events_lost: u64,
+    /// Aggregators connected now.
+    pub connections: u64,
+}
+
+/// One live connection to an aggregator.
+#[derive(Debug)]
+struct Conn {
+    peer: Peer,
+    link: ClockLink,
+    acked: AtomicU64,
+}
+
+struct Core<R: Runtime> {
+    id: CallerId,
+    clock: Arc<dyn Clock>,
+    config: SessionConfig,
+    data: SendBuffer,
+    events: mpsc::Sender<Event<R::Event>>,
+    event_progress: Mutex<HashMap<CallerId, u64>>,
+    conns: Mutex<Vec<Arc<Conn>>>,
+    sent: AtomicU64,
+    events_delivered: AtomicU64,
+    events_dropped: AtomicU64,
+    events_lost: AtomicU64,
+    stopping: watch::Sender<bool>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<R: Runtime> PumpObserver for Core<R> {
+    fn gap(&self, gap: &wire::Gap) {
+        tracing::warn!(
+            first = gap.first_seq,
+            last = gap.last_seq,
+            "samples evicted before the aggregator acknowledged them"
+        );
+    }
+}
+
+impl<R: Runtime> Core<R> {
+    /// Releases what every connected aggregator acknowledged.
+    fn release(&self) {
+        let conns = lock(&self.conns);
+        if let Some(min) = conns.iter().map(|c| c.acked.load(Ordering::Acquire)).min() {
+            self.data.release_through(min);
+        }
+    }
+
+    async fn run_session(
+        self: &Arc<Self>,
+        peer: Peer,
+        mut inbound: Streaming<Envelope>,
+        out: Out,
+    ) -> Result<(), Status> {
+        let conn = Arc::new(Conn {
+            peer: peer.clone(),
+            link: ClockLink::new(self.config.timesync.clone()),
+            acked: AtomicU64::new(0),
+        });
+        lock(&self.conns).push(Arc::clone(&conn));
+        let _registered = Registered {
+            core: self,
+            conn: &conn,
+        };
+        tracing::info!(aggregator = %peer.id, addr = ?peer.addr, "connected to aggregator");
+
+        let last_event = lock(&self.event_progress).get(&peer.id).copied().unwrap_or(0);
+        out.send(envelope(Kind::Ack(wire::Ack { seq: last_event })))
+            .await
+            .map_err(|_| Status::cancelled("peer went away"))?;
+        let (resume_tx, resume_rx) = watch::channel(None);
+        let (ack_tx, ack_rx) = watch::channel(last_event);
+        let reader = self.read(&conn, &mut inbound, resume_tx, ack_tx, last_event);
+        let writer = pump(
+            &self.data,
+            resume_rx,
+            ack_rx,
+            &out,
+            &self.config,
+            peer.max_frame_bytes,
+            &conn.link,
+            &**self,
+            Some((&conn.link, &*self.clock)),
+        );
+        tokio::select! {
+            r = reader => r,
+            () = writer => Ok(()),
+        }
+    }
+
+    async fn read(
+        &self,
+        conn: &Conn,
+        inbound: &mut Streaming<Envelope>,
+        resume: watch::Sender<Option<u64>>,
+        acks: watch::Sender<u64>,
+        mut last_event: u64,
+    ) -> Result<(), Status> {
+        while let Some(env) = inbound.message().await? {
+            let now = self.clock.now();
+            match env.kind {
+                Some(Kind::Ack(a)) => {
+                    conn.acked.store(a.seq, Ordering::Release);
+                    if resume.borrow().is_none() {
+                        resume.send_replace(Some(a.seq));
+                    }
+                    self.release();
+                }
+                Some(Kind::Frame(frame)) => {
+                    let est = conn.link.estimate();
+                    for s in frame.samples {
+                        if s.seq <= last_event {
+                            continue;
+                        }
+                        let value = R::Event::decode(s.payload).map_err(|e| {
+                            Status::invalid_argument(format!(
+                                "event {} does not decode as {}: {e}",
+                                s.seq,
+                                R::Event::MESSAGE_NAME
+                            ))
+                        })?;
+                        let time = Timestamp::from_nanos(s.time_ns);
+                        let event = Event {
+                            from: conn.peer.id,
+                            time,
+                            local_time: est.map_or(time, |e| e.to_local(time)),
+                            synchronized: est.is_some(),
+                            seq: s.seq,
+                            value,
+                        };
+                        match self.events.try_send(event) {
+                            Ok(()) => self.events_delivered.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => self.events_dropped.fetch_add(1, Ordering::Relaxed),
+                        };
+                        last_event = s.seq;
+                    }
+                    lock(&self.event_progress).insert(conn.peer.id, last_event);
+                    acks.send_replace(last_event);
+                }
+                Some(Kind::TimeReply(reply)) => conn.link.on_reply(&reply, now),
+                Some(Kind::Gap(gap)) => {
+                    if gap.last_seq > last_event && gap.first_seq <= gap.last_seq {
+                        let lost = gap.last_seq - gap.first_seq.max(last_event + 1) + 1;
+                        self.events_lost.fetch_add(lost, Ordering::Relaxed);
+                        tracing::warn!(lost, aggregator = %conn.peer.id, "events lost by the aggregator");
+                        last_event = gap.last_seq;
+                        lock(&self.event_progress).insert(conn.peer.id, last_event);
+                        acks.send_replace(last_event);
+                    }
+                }
+                Some(Kind::Hello(_)) => {
+                    return Err(Status::invalid_argument("a second Hello on one connection"))
+                }
+                Some(Kind::TimeProbe(_)) => {
+                    return Err(Status::invalid_argument(
+                        "time probe sent to a source; the aggregator is the time authority",
+                    ))
+                }
+                None => return Err(Status::invalid_argument("an envelope with no content")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn dial_loop(self: Arc<Self>, addrs: Vec<SocketAddr>, backoff: Backoff) {
+        let mut stopping = self.stopping.subscribe();
+        let mut attempt = 0_u32;
+        loop {
+            let result = tokio::select! {
+                r = self.dial_once(&addrs) => r,
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            match result {
+                Ok(()) => {
+                    attempt = 0;
+                    tracing::info!("aggregator closed the connection");
+                }
+                Err(status) if is_permanent(&status) => {
+                    tracing::error!(%status, "aggregator refused the connection; not retrying");
+                    return;
+                }
+                Err(status) => tracing::debug!(%status, "connection to aggregator failed"),
+            }
+            attempt += 1;
+            if backoff.max_attempts.is_some_and(|max| attempt > max) {
+                tracing::error!(attempt, "giving up reconnecting to the aggregator");
+                return;
+            }
+            let delay = backoff.delay(attempt);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn dial_once(self: &Arc<Self>, addrs: &[SocketAddr]) -> Result<(), Status> {
+        let channel = crate::runtime::dial_any(addrs, Duration::from_secs(3))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
+        let hello = handshake::hello::<R>(Role::Source, self.id, self.config.max_frame_bytes);
+        let _ = tx.send(envelope(Kind::Hello(hello))).await;
+        let outbound = futures::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Some(Ok(env)) => Some((env, rx)),
+                _ => None,
+            }
+        });
+        let mut inbound =
+            service::open::<R>(channel, outbound, self.config.max_frame_bytes).await?;
+        let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("the aggregator sent no Hello"))??;
+        let Some(Envelope {
+            kind: Some(Kind::Hello(theirs)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument("the aggregator's first message was not Hello"));
+        };
+        let peer = handshake::check::<R>(Role::Source, &theirs, None)?;
+        self.run_session(peer, inbound, tx).await
+    }
+}
+
+struct Registered<'a, R: Runtime> {
+    core: &'a Core<R>,
+    conn: &'a Arc<Conn>,
+}
+
+impl<R: Runtime> Drop for Registered<'_, R> {
+    fn drop(&mut self) {
+        lock(&self.core.conns).retain(|c| !Arc::ptr_eq(c, self.conn));
+        tracing::info!(aggregator = %self.conn.peer.id, "disconnected from aggregator");
+    }
+}
+
+impl<R: Runtime> Acceptor for Core<R> {
+    fn accept(
+        self: Arc<Self>,
+        mut inbound: Streaming<Envelope>,
+        remote: Option<SocketAddr>,
+    ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
+        Box::pin(async move {
+            let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
+                .await
+                .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
+            let Some(Envelope {
+                kind: Some(Kind::Hello(theirs)),
+            }) = first
+            else {
+                return Err(Status::invalid_argument("the first message must be Hello"));
+            };
+            let peer = handshake::check::<R>(Role::Source, &theirs, remote)?;
+            let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
+            let hello = handshake::hello::<R>(Role::Source, self.id, self.config.max_frame_bytes);
+            let _ = tx.send(envelope(Kind::Hello(hello))).await;
+            let core = Arc::clone(&self);
+            let session_out = tx.clone();
+            spawn_owned(&self.tasks, async move {
+                if let Err(status) = core.run_session(peer, inbound, session_out.clone()).await {
+                    tracing::debug!(%status, "session with aggregator ended");
+                    let _ = session_out.try_send(Err(status));
+                }
+            });
+            drop(tx);
+            let stream: OutboundStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            Ok(stream)
+        })
+    }
+}
+
+/// A data source: sends samples to every connected aggregator and receives their events.
+///
+/// Build one with [`Source::builder`]. It either hosts the stream (aggregators dial it;
+/// with discovery, the recommended topology) or dials a known aggregator (the classic
+/// topology), with the same guarantees either way: samples carry sequence numbers and
+/// are kept until acknowledged, so a reconnecting aggregator resumes without loss or
+/// duplicates within the buffer's bounds.
+pub struct Source<R: Runtime> {
+    core: Arc<Core<R>>,
+    events: Mutex<Option<mpsc::Receiver<Event<R::Event>>>>,
+    local_addr: Option<SocketAddr>,
+    server: Option<super::net::Hosted>,
+}
+
+impl<R: Runtime> std::fmt::Debug for Source<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("runtime", &R::NAME)
+            .field("id", &self.core.id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and starts a [`Source`].
+pub struct SourceBuilder<R: Runtime> {
+    id: Option<CallerId>,
+    clock: Arc<dyn Clock>,
+    serve: Option<SocketAddr>,
+    dial: Vec<SocketAddr>,
+    buffer: BufferLimits,
+    session: SessionConfig,
+    backoff: Backoff,
+    event_capacity: usize,
+    _runtime: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Runtime> Source<R> {
+    /// A builder with safe defaults: a random identity, the system clock, a 64 MiB / 60 s
+    /// send buffer and 1024 queued events.
+    pub fn builder() -> SourceBuilder<R> {
+        SourceBuilder {
+            id: None,
+            clock: Arc::new(SystemClock),
+            serve: None,
+            dial: Vec::new(),
+            buffer: BufferLimits::default(),
+            session: SessionConfig::default(),
+            backoff: Backoff::default(),
+            event_capacity: 1024,
+            _runtime: std::marker::PhantomData,
+        }
+    }
+
+    /// This source's identity.
+    pub fn id(&self) -> CallerId {
+        self.core.id
+    }
+
+    /// The address the source serves on, when it hosts the stream.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Sends a sample stamped with the current time. Returns its sequence number.
+    ///
+    /// The sample is encoded and buffered at once; connections send it in the next frame,
+    /// stamped in each aggregator's clock.
+    pub async fn send(&self, value: R::Data) -> Result<u64, RuntimeError> {
+        self.send_at(self.core.clock.now(), value).await
+    }
+
+    /// Sends a sample stamped `local_time`, a time of this source's clock; each
+    /// connection converts it to its aggregator's clock.
+    pub async fn send_at(&self, local_time: Timestamp, value: R::Data) -> Result<u64, RuntimeError> {
+        self.send_batch_at(std::iter::once((local_time, value))).await
+    }
+
+    /// Sends several samples at once (cheaper than one `send` each). Returns the sequence
+    /// number of the last.
+    pub async fn send_batch_at(
+        &self,
+        items: impl IntoIterator<Item = (Timestamp, R::Data)>,
+    ) -> Result<u64, RuntimeError> {
+        if *self.core.stopping.borrow() {
+            return Err(RuntimeError::ShutDown);
+        }
+        let limit = self.core.config.max_frame_bytes - 128;
+        let mut encoded = Vec::new();
+        for (time, value) in items {
+            let bytes = Bytes::from(value.encode_to_vec());
+            if bytes.len() > limit {
+                return Err(RuntimeError::TooLarge {
+                    size: bytes.len(),
+                    limit,
+                });
+            }
+            encoded.push((time, bytes));
+        }
+        let n = encoded.len() as u64;
+        let seq = self.core.data.push_many(encoded);
+        self.core.sent.fetch_add(n, Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    /// The events from aggregators. The first call returns the queue filled since start;
+    /// later calls return `None`.
+    pub fn events(&self) -> Option<mpsc::Receiver<Event<R::Event>>> {
+        lock(&self.events).take()
+    }
+
+    /// The clock estimate of each connected aggregator.
+    pub fn clocks(&self) -> Vec<(CallerId, Option<ClockEstimate>)> {
+        lock(&self.core.conns)
+            .iter()
+            .map(|c| (c.peer.id, c.link.estimate()))
+            .collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SourceStats {
+        SourceStats {
+            sent: self.core.sent.load(Ordering::Relaxed),
+            evicted: self.core.data.evicted(),
+            buffered: self.core.data.len() as u64,
+            events: self.core.events_delivered.load(Ordering::Relaxed),
+            events_dropped: self.core.events_dropped.load(Ordering::Relaxed),
+            events_lost: self.core.events_lost.load(Ordering::Relaxed),
+            connections: lock(&self.core.conns).len() as u64,
+        }
+    }
+
+    /// Waits until every sample sent so far is acknowledged by every connected aggregator,
+    /// or `timeout` passes; returns whether everything was acknowledged.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let target = self.core.data.last_seq();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let acked = {
+                let conns = lock(&self.core.conns);
+                !conns.is_empty()
+                    && conns
+                        .iter()
+                        .all(|c| c.acked.load(Ordering::Acquire) >= target)
+            };
+            if acked || target == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Stops the source: waits up to `timeout` for connected aggregators to acknowledge
+    /// what was sent, then closes every connection and the server.
+    pub async fn shutdown(mut self, timeout: Duration) -> bool {
+        let flushed = self.flush(timeout).await;
+        self.core.stopping.send_replace(true);
+        if let Some(server) = self.server.take() {
+            server.shutdown(Duration::from_millis(200)).await;
+        }
+        lock(&self.core.tasks).abort_all();
+        flushed
+    }
+}
+
+impl<R: Runtime> Drop for Source<R> {
+    fn drop(&mut self) {
+        self.core.stopping.send_replace(true);
+        lock(&self.core.tasks).abort_all();
+    }
+}
+
+impl<R: Runtime> SourceBuilder<R> {
+    /// The source's identity (default: a random id). Use `CallerId::persistent(path)` to
+    /// keep it across restarts.
+    pub fn identity(mut self, id: CallerId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The clock samples are stamped from (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Hosts the stream on `addr` (port 0 picks a free port; see `Source::local_addr`),
+    /// for aggregators to dial.
+    pub fn serve(mut self, addr: SocketAddr) -> Self {
+        self.serve = Some(addr);
+        self
+    }
+
+    /// Dials an aggregator at one of `addrs` (tried concurrently; the first to answer
+    /// wins), and redials with `backoff` whenever the connection ends.
+    pub fn dial(mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.dial.extend(addrs);
+        self
+    }
+
+    /// Bounds of the send buffer.
+    pub fn buffer(mut self, limits: BufferLimits) -> Self {
+        self.buffer = limits;
+        self
+    }
+
+    /// Frame limits, timeouts and time sync settings.
+    pub fn session(mut self, config: SessionConfig) -> Self {
+        self.session = config;
+        self
+    }
+
+    /// Reconnection backoff when dialing.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Events queued for the user at most (default 1024); more are dropped and counted in
+    /// `SourceStats::events_dropped`.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Starts serving and/or dialing.
+    pub async fn start(self) -> Result<Source<R>, RuntimeError> {
+        if self.serve.is_none() && self.dial.is_empty() {
+            return Err(RuntimeError::Config(
+                "a source needs `.serve(addr)` (aggregators dial it) or `.dial(addrs)`".into(),
+            ));
+        }
+        if self.session.max_frame_bytes < 1024 {
+            return Err(RuntimeError::Config(
+                "SessionConfig::max_frame_bytes must be at least 1024".into(),
+            ));
+        }
+        let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
+        let core = Arc::new(Core::<R> {
+            id: self.id.unwrap_or_else(CallerId::random),
+            clock: self.clock,
+            config: self.session,
+            data: SendBuffer::new(self.buffer),
+            events: events_tx,
+            event_progress: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Vec::new()),
+            sent: AtomicU64::new(0),
+            events_delivered: AtomicU64::new(0),
+            events_dropped: AtomicU64::new(0),
+            events_lost: AtomicU64::new(0),
+            stopping: watch::Sender::new(false),
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        let mut server = None;
+        let mut local_addr = None;
+        if let Some(addr) = self.serve {
+            let acceptor: Arc<dyn Acceptor> = core.clone();
+            let svc = StreamService::<R>::new(acceptor, core.config.max_frame_bytes);
+            let hosted = super::net::host(addr, svc).await?;
+            local_addr = Some(hosted.local_addr);
+            server = Some(hosted);
+        }
+        if !self.dial.is_empty() {
+            let task = Arc::clone(&core).dial_loop(self.dial, self.backoff);
+            spawn_owned(&core.tasks, task);
+        }
+        Ok(Source {
+            core,
+            events: Mutex::new(Some(events_rx)),
+            local_addr,
+            server,
+        })
+    }
+}
