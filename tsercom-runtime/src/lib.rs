@@ -4,11 +4,14 @@
 //! Modules are named after concepts: [`ids`] (who is talking), [`time`] (when), [`wire`]
 //! (what goes on the wire), [`series`] (typed data).
 
+pub mod data;
 pub mod ids;
+pub mod queue;
 pub mod series;
 pub mod time;
 pub mod wire;
 
+pub use data::{CallerEvent, DataError, NewData, RemoteDataAggregator, Timestamped};
 pub use ids::{CallerId, CallerIdError};
 pub use series::{Interpolate, Series};
 pub use time::{Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp};
