@@ -19,9 +19,10 @@ pub(super) struct Entry<D> {
 /// place and also recorded in `late`, so that the entries with `arrival > cursor` are
 /// always "the suffix after the last entry with `arrival <= cursor`" plus the `late`
 /// entries with `arrival > cursor`. `late` is complete for arrivals above `late_floor`;
-/// a cursor below the floor falls back to a full scan. `late` is trimmed to what the
-/// slowest reader still needs and is never longer than `entries` (plus a little), so
-/// memory stays bounded by the retention.
+/// a cursor below the floor (a reader created after trimming) falls back to a full
+/// scan. `late` is trimmed to what the slowest live reader still needs, and loses a
+/// record when its entry expires, so it is never longer than `entries`: memory stays
+/// bounded by the retention.
 #[derive(Debug)]
 pub(super) struct Store<D> {
     pub(super) entries: VecDeque<Entry<D>>,
@@ -31,8 +32,6 @@ pub(super) struct Store<D> {
     /// The source disconnected ([`super::CallerEvent::Left`] was emitted).
     pub(super) left: bool,
 }
-
-const LATE_SLACK: usize = 64;
 
 impl<D> Store<D> {
     pub(super) fn new() -> Self {
@@ -52,14 +51,7 @@ impl<D> Store<D> {
                 let time = item.time;
                 let at = self.entries.partition_point(|e| e.item.time <= time);
                 self.entries.insert(at, Entry { arrival, item });
-                if self.late.len() >= self.entries.len() + LATE_SLACK {
-                    // Too many late arrivals to track cheaply: readers behind this point
-                    // do one full scan instead.
-                    self.late.clear();
-                    self.late_floor = arrival;
-                } else {
-                    self.late.push_back((arrival, time));
-                }
+                self.late.push_back((arrival, time));
             }
             _ => self.entries.push_back(Entry { arrival, item }),
         }
