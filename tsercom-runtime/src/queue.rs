@@ -367,9 +367,7 @@ impl<T> Sender<T> {
         match self.try_send_iter(&mut rest) {
             Ok(()) => Ok(()),
             Err(TrySendError::Closed(v)) => Err(SendError(v)),
-            Err(TrySendError::Full(v)) => {
-                futures::executor::block_on(self.send_all(std::iter::once(v).chain(rest)))
-            }
+            Err(TrySendError::Full(v)) => block_on(self.send_all(std::iter::once(v).chain(rest))),
         }
     }
 
@@ -386,6 +384,33 @@ impl<T> Sender<T> {
     /// The queue's overflow policy.
     pub fn policy(&self) -> OverflowPolicy {
         self.shared.policy
+    }
+}
+
+/// Wakes a parked thread.
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `f` to completion on this thread, parking between polls. Unlike
+/// `futures::executor::block_on` it does not refuse to run inside another executor.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
     }
 }
 

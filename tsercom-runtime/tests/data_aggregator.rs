@@ -152,7 +152,9 @@ fn late_arrivals_are_reported_exactly_once() {
     agg.insert_batch(c, [at(10), at(20), at(30)]);
     assert_eq!(values(&fast.get_new_data().items), vec![10, 20, 30]);
 
+    assert!(!fast.has_new_data());
     agg.insert_batch(c, [at(15), at(40), at(25)]);
+    assert!(fast.has_new_data());
     let new = fast.get_new_data();
     assert_eq!(values(&new.items), vec![40]);
     assert_eq!(values(&new.late), vec![15, 25]);
@@ -354,7 +356,9 @@ fn slow_subscribers_drop_by_their_policy_without_blocking_inserts() {
     let mut latest = agg.subscribe_with(4, OverflowPolicy::KeepLatest);
     let gone = agg.subscribe();
     drop(gone);
+    let mut last = agg.subscribe();
     agg.insert_batch(c, (0..10).map(at));
+    agg.insert_batch(c, (10..12).map(at));
     let drain = |rx: &mut tsercom_runtime::data::Subscription<i64>| {
         let mut v = Vec::new();
         while let Ok((_, i)) = rx.try_recv() {
@@ -362,12 +366,13 @@ fn slow_subscribers_drop_by_their_policy_without_blocking_inserts() {
         }
         v
     };
-    assert_eq!(drain(&mut oldest), vec![6, 7, 8, 9]);
-    assert_eq!(oldest.stats().dropped, 6);
+    assert_eq!(drain(&mut oldest), vec![8, 9, 10, 11]);
+    assert_eq!(oldest.stats().dropped, 8);
     assert_eq!(drain(&mut newest), vec![0, 1, 2, 3]);
-    assert_eq!(newest.stats().dropped, 6);
-    assert_eq!(drain(&mut latest), vec![9]);
-    assert_eq!(latest.stats().dropped, 9);
+    assert_eq!(newest.stats().dropped, 8);
+    assert_eq!(drain(&mut latest), vec![11]);
+    assert_eq!(latest.stats().dropped, 11);
+    assert_eq!(drain(&mut last), (0..12).collect::<Vec<_>>());
 }
 
 #[test]

@@ -252,7 +252,15 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     ///
     /// Never blocks, unless a subscriber asked for [`OverflowPolicy::Block`] and its
     /// queue is full: then this call blocks the calling thread until that subscriber
-    /// makes room (back-pressure), holding up other inserts but not reads.
+    /// makes room (back-pressure), holding up other inserts but not reads. Such a
+    /// subscriber must be drained by another thread or a multi-threaded runtime: an
+    /// insert on a single-threaded runtime whose only worker would also drain it waits
+    /// forever.
+    ///
+    /// Cost: one clock read, one lock and one map lookup per batch, then per item a move
+    /// into the caller's ring buffer (an out-of-order item also shifts the items after
+    /// it); with subscribers, one clone per item per subscriber but the last and one
+    /// queue lock per subscriber per batch.
     pub fn insert_batch<I>(&self, caller: CallerId, items: I)
     where
         I: IntoIterator<Item = Timestamped<D>>,
@@ -318,10 +326,33 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
                 .retain(|tx| tx.blocking_send_all(std::iter::once(event)).is_ok());
         }
         if !items.is_empty() {
-            fanout.items.retain(|tx| {
-                tx.blocking_send_all(items.iter().map(|i| (caller, i.clone())))
-                    .is_ok()
-            });
+            // Every subscriber but the last gets clones; the last gets the items.
+            let mut items = Some(items);
+            let mut i = 0;
+            while i < fanout.items.len() {
+                let last = i + 1 == fanout.items.len();
+                let tx = &fanout.items[i];
+                let sent = match (last, items.take()) {
+                    (true, Some(owned)) => tx
+                        .blocking_send_all(owned.into_iter().map(|item| (caller, item)))
+                        .is_ok(),
+                    (_, Some(shared)) => {
+                        let ok = tx
+                            .blocking_send_all(shared.iter().map(|item| (caller, item.clone())))
+                            .is_ok();
+                        items = Some(shared);
+                        ok
+                    }
+                    (_, None) => true,
+                };
+                if sent {
+                    i += 1;
+                } else {
+                    // Order among subscribers does not matter; the moved-in one is
+                    // visited next.
+                    fanout.items.swap_remove(i);
+                }
+            }
         }
         let after = fanout.items.len() + fanout.events.len();
         if after != before {
@@ -524,8 +555,8 @@ impl<D: Interpolate> RemoteDataAggregator<D> {
 /// A cursor into a [`RemoteDataAggregator`]: each reader sees every item once,
 /// independently of other readers.
 ///
-/// Dropping the reader unregisters it (the aggregator keeps late-arrival bookkeeping
-/// only for what live readers still need).
+/// A reader keeps its aggregator alive. Dropping the reader unregisters it (the
+/// aggregator keeps late-arrival bookkeeping only for what live readers still need).
 pub struct Reader<D> {
     inner: Arc<Inner<D>>,
     id: u64,
@@ -551,6 +582,12 @@ impl<D> Drop for Reader<D> {
 }
 
 impl<D: Clone + Send + Sync + 'static> Reader<D> {
+    /// Whether anything was stored since this reader's previous
+    /// [`get_new_data`](Self::get_new_data) (it may have expired since).
+    pub fn has_new_data(&self) -> bool {
+        lock(&self.inner.state).last_arrival > self.cursor
+    }
+
     /// Everything stored since this reader's previous call (everything held, on the first
     /// call), across all callers, excluding items that expired in between.
     ///
