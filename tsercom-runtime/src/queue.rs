@@ -25,7 +25,7 @@
 //! [`Receiver`] is dropped, sends fail with the item handed back.
 //!
 //! ```
-//! # tokio_test_block_on(async {
+//! # futures::executor::block_on(async {
 //! use tsercom_runtime::queue::{bounded, OverflowPolicy};
 //! let (tx, mut rx) = bounded(2, OverflowPolicy::DropOldest);
 //! for i in 0..5 {
@@ -37,9 +37,6 @@
 //! assert_eq!(rx.recv().await, None);
 //! assert_eq!(rx.stats().dropped, 3);
 //! # });
-//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
-//! #     futures::executor::block_on(f)
-//! # }
 //! ```
 
 use std::collections::VecDeque;

@@ -62,6 +62,31 @@ const DEFAULT_EVENT_CAPACITY: usize = 256;
 /// - [`subscribe`](Self::subscribe): a bounded queue of every new item, in insertion
 ///   order, with the overflow policy the subscriber picks; [`caller_events`](Self::caller_events):
 ///   joins and leaves.
+///
+/// ```
+/// use std::time::Duration;
+/// use tsercom_runtime::{CallerId, ManualClock, RemoteDataAggregator, Timestamp, Timestamped};
+///
+/// let clock = ManualClock::new(Timestamp::from_nanos(1_000));
+/// let agg = RemoteDataAggregator::<f64>::builder()
+///     .retention(Duration::from_secs(60))
+///     .clock(clock.clone())
+///     .build();
+/// let mut reader = agg.reader();
+/// let source = CallerId::random();
+/// let t = |n| Timestamp::from_nanos(n);
+/// agg.insert_batch(source, [Timestamped::new(t(100), 0, 1.0), Timestamped::new(t(300), 1, 3.0)]);
+/// assert_eq!(reader.get_new_data().items.len(), 2);
+///
+/// agg.insert(source, Timestamped::new(t(200), 2, 2.0)); // arrives late
+/// let new = reader.get_new_data();
+/// assert!(new.items.is_empty());
+/// assert_eq!(new.late[0].1.value, 2.0);
+///
+/// assert_eq!(agg.get_at(source, t(250))?.map(|i| i.value), Some(2.0));
+/// assert_eq!(agg.get_most_recent(source)?.map(|i| i.value), Some(3.0));
+/// # Ok::<(), tsercom_runtime::DataError>(())
+/// ```
 pub struct RemoteDataAggregator<D> {
     inner: Arc<Inner<D>>,
 }
