@@ -1,6 +1,8 @@
 //! Behaviour of `RemoteDataAggregator` as a user of the runtime sees it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tsercom_runtime::data::{AggregatorBuilder, CallerEvent, DataError, NewData};
@@ -414,4 +416,145 @@ fn writes_are_visible_to_every_handle_and_thread_once_insert_returns() {
         .join()
         .unwrap();
     assert_eq!(agg.get_most_recent(c).unwrap(), Some(at(7)));
+}
+
+/// A small deterministic pseudo-random generator (no extra dependency).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn readers_see_every_item_exactly_once_under_random_arrival_and_reads() {
+    let agg = RemoteDataAggregator::<i64>::new();
+    let callers: Vec<CallerId> = (0..3).map(|_| CallerId::random()).collect();
+    let mut rng = Lcg(7);
+    let mut readers: Vec<_> = (0..4).map(|_| agg.reader()).collect();
+    // Per reader: everything received, and per caller the newest time given in `items`.
+    let mut seen: Vec<Vec<(CallerId, i64)>> = vec![Vec::new(); readers.len()];
+    let mut newest: Vec<std::collections::HashMap<CallerId, i64>> =
+        vec![Default::default(); readers.len()];
+    let mut inserted = Vec::new();
+    let mut next_value = 0i64;
+    for round in 0..400 {
+        let c = callers[rng.next(3) as usize];
+        let batch: Vec<_> = (0..rng.next(5))
+            .map(|_| {
+                next_value += 1;
+                // Mostly increasing times with frequent stragglers.
+                let time = round * 10 - rng.next(60) as i64;
+                Timestamped::new(ts(time), next_value as u64, next_value)
+            })
+            .collect();
+        inserted.extend(batch.iter().map(|i| (c, i.value)));
+        agg.insert_batch(c, batch);
+        // A reader made late starts from everything held.
+        if round == 200 {
+            readers.push(agg.reader());
+            seen.push(Vec::new());
+            newest.push(Default::default());
+        }
+        for (r, reader) in readers.iter_mut().enumerate() {
+            if rng.next(4) != 0 {
+                continue;
+            }
+            let new = reader.get_new_data();
+            for (c, item) in &new.late {
+                assert!(
+                    item.time.as_nanos() < newest[r][c],
+                    "late item was not late"
+                );
+            }
+            let mut prev: Option<(CallerId, i64)> = None;
+            for (c, item) in &new.items {
+                let t = item.time.as_nanos();
+                if let Some(hw) = newest[r].get(c) {
+                    assert!(t >= *hw, "item older than one already returned");
+                }
+                if let Some((pc, pt)) = prev {
+                    assert!(pc != *c || t >= pt, "items not in time order");
+                }
+                prev = Some((*c, t));
+            }
+            for (c, item) in new.items.iter() {
+                let e = newest[r].entry(*c).or_insert(i64::MIN);
+                *e = (*e).max(item.time.as_nanos());
+            }
+            seen[r].extend(
+                new.items
+                    .iter()
+                    .chain(&new.late)
+                    .map(|(c, i)| (*c, i.value)),
+            );
+        }
+    }
+    inserted.sort();
+    for (r, reader) in readers.iter_mut().enumerate() {
+        let new = reader.get_new_data();
+        seen[r].extend(
+            new.items
+                .iter()
+                .chain(&new.late)
+                .map(|(c, i)| (*c, i.value)),
+        );
+        seen[r].sort();
+        assert_eq!(seen[r], inserted, "reader {r}");
+    }
+}
+
+#[test]
+fn concurrent_writers_and_readers_lose_and_duplicate_nothing() {
+    let agg = RemoteDataAggregator::<i64>::new();
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let agg = agg.clone();
+            std::thread::spawn(move || {
+                let c = CallerId::random();
+                let mut rng = Lcg(w);
+                for start in (0..3_000).step_by(10) {
+                    let batch = (start..start + 10)
+                        .map(|v| Timestamped::new(ts(v - rng.next(30) as i64), v as u64, v));
+                    agg.insert_batch(c, batch);
+                }
+            })
+        })
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut reader = agg.reader();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    // Read once more after the writers finished, then stop.
+                    let finished = done.load(Ordering::SeqCst);
+                    let new = reader.get_new_data();
+                    got.extend(new.items.iter().chain(&new.late).map(|(_, i)| i.value));
+                    if finished {
+                        return got;
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    for r in readers {
+        let mut got = r.join().unwrap();
+        got.sort();
+        let mut want: Vec<i64> = (0..3).flat_map(|_| 0..3_000).collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
 }

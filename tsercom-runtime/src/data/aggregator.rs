@@ -292,7 +292,12 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     {
         let cutoff = self.cutoff();
         let publish = self.inner.subscribers.load(Ordering::Acquire) > 0;
-        let mut published: Vec<Timestamped<D>> = Vec::new();
+        let items = items.into_iter();
+        let mut published: Vec<Timestamped<D>> = if publish {
+            Vec::with_capacity(items.size_hint().0)
+        } else {
+            Vec::new()
+        };
         let mut guard = lock(&self.inner.state);
         let state = &mut *guard;
         let mut joined = false;
