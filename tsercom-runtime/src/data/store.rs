@@ -57,6 +57,11 @@ impl<D> Store<D> {
         }
     }
 
+    /// The arrival number of the last item pushed (0 if none).
+    pub(super) fn last_arrival(&self) -> u64 {
+        self.last_arrival
+    }
+
     /// Drops entries older than `cutoff`. Returns whether anything was dropped.
     pub(super) fn prune(&mut self, cutoff: Timestamp) -> bool {
         let before = self.entries.len();
