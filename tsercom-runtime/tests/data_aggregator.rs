@@ -443,12 +443,20 @@ impl Lcg {
 #[test]
 fn readers_see_every_item_exactly_once_under_random_arrival_and_reads() {
     for seed in 0..16 {
-        random_arrival_and_reads(seed);
+        random_arrival_and_reads(seed, false);
+        random_arrival_and_reads(seed, true);
     }
 }
 
-fn random_arrival_and_reads(seed: u64) {
-    let agg = RemoteDataAggregator::<i64>::new();
+/// With `expire`, items older than 200 ns (clock = 10 ns per round) expire as the test
+/// runs: readers then see each item at most once, and every item still held at the end.
+fn random_arrival_and_reads(seed: u64, expire: bool) {
+    let clock = ManualClock::new(ts(0));
+    let mut builder = AggregatorBuilder::default().clock(clock.clone());
+    if expire {
+        builder = builder.retention(Duration::from_nanos(200));
+    }
+    let agg: RemoteDataAggregator<i64> = builder.build();
     let callers: Vec<CallerId> = (0..3).map(|_| CallerId::random()).collect();
     let mut rng = Lcg(seed);
     let mut readers: Vec<_> = (0..4).map(|_| agg.reader()).collect();
@@ -459,6 +467,7 @@ fn random_arrival_and_reads(seed: u64) {
     let mut inserted = Vec::new();
     let mut next_value = 0i64;
     for round in 0..400 {
+        clock.set(ts(round * 10));
         let c = callers[rng.next(3) as usize];
         let batch: Vec<_> = (0..rng.next(5))
             .map(|_| {
@@ -519,6 +528,17 @@ fn random_arrival_and_reads(seed: u64) {
         }
     }
     inserted.sort();
+    let held: Vec<(CallerId, i64)> = {
+        let mut all: Vec<_> = agg
+            .reader()
+            .get_new_data()
+            .items
+            .into_iter()
+            .map(|(c, i)| (c, i.value))
+            .collect();
+        all.sort();
+        all
+    };
     for (r, reader) in readers.iter_mut().enumerate() {
         let new = reader.get_new_data();
         seen[r].extend(
@@ -528,7 +548,16 @@ fn random_arrival_and_reads(seed: u64) {
                 .map(|(c, i)| (*c, i.value)),
         );
         seen[r].sort();
-        assert_eq!(seen[r], inserted, "seed {seed}, reader {r}");
+        if expire {
+            let before = seen[r].len();
+            seen[r].dedup();
+            assert_eq!(seen[r].len(), before, "seed {seed}, reader {r}: duplicates");
+            assert!(seen[r].iter().all(|x| inserted.binary_search(x).is_ok()));
+            assert!(held.iter().all(|x| seen[r].binary_search(x).is_ok()));
+        } else {
+            assert_eq!(seen[r], inserted, "seed {seed}, reader {r}");
+            assert_eq!(held, inserted);
+        }
     }
 }
 
