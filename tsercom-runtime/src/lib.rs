@@ -9,13 +9,16 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod data;
 pub mod ids;
+pub mod queue;
+pub mod runtime;
 pub mod series;
 pub mod time;
-pub mod runtime;
 pub mod timesync;
 pub mod wire;
 
+pub use data::{CallerEvent, DataError, NewData, RemoteDataAggregator, Timestamped};
 pub use ids::{CallerId, CallerIdError};
 pub use series::{Interpolate, Series};
 pub use time::{Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp};

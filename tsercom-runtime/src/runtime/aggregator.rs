@@ -17,7 +17,9 @@ use tonic::{Status, Streaming};
 use super::buffer::{BufferLimits, SendBuffer};
 use super::handshake::{self, Peer};
 use super::service::{self, Acceptor, OutboundStream, StreamService};
-use super::session::{envelope, pump, AuthorityTime, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES};
+use super::session::{
+    envelope, pump, AuthorityTime, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES,
+};
 use super::{is_permanent, spawn_owned, Backoff, Runtime, RuntimeError};
 use crate::data::{CallerEvent, RemoteDataAggregator, Timestamped};
 use crate::ids::CallerId;
@@ -303,7 +305,9 @@ impl<R: Runtime> Core<R> {
                     return Err(self.reject("a second Hello on one connection"));
                 }
                 Some(Kind::TimeReply(_)) => {
-                    return Err(self.reject("time reply sent to the aggregator, which only answers probes"));
+                    return Err(
+                        self.reject("time reply sent to the aggregator, which only answers probes")
+                    );
                 }
                 None => return Err(self.reject("an envelope with no content")),
             }
@@ -338,7 +342,9 @@ impl<R: Runtime> Core<R> {
             kind: Some(Kind::Hello(theirs)),
         }) = first
         else {
-            return Err(Status::invalid_argument("the source's first message was not Hello"));
+            return Err(Status::invalid_argument(
+                "the source's first message was not Hello",
+            ));
         };
         let peer = handshake::check::<R>(Role::Aggregator, &theirs, addrs.first().copied())?;
         self.run_session(peer, inbound, tx).await
@@ -389,11 +395,13 @@ impl<R: Runtime> Acceptor for Core<R> {
             else {
                 return Err(self.reject("the first message must be Hello"));
             };
-            let peer = handshake::check::<R>(Role::Aggregator, &theirs, remote).inspect_err(|_| {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-            })?;
+            let peer =
+                handshake::check::<R>(Role::Aggregator, &theirs, remote).inspect_err(|_| {
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                })?;
             let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-            let hello = handshake::hello::<R>(Role::Aggregator, self.id, self.config.max_frame_bytes);
+            let hello =
+                handshake::hello::<R>(Role::Aggregator, self.id, self.config.max_frame_bytes);
             let _ = tx.send(envelope(Kind::Hello(hello))).await;
             let core = Arc::clone(&self);
             let session_out = tx.clone();
@@ -630,7 +638,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
                 "an aggregator needs `.listen(addr)` or `.source(addrs)`".into(),
             ));
         }
-        let mut data = RemoteDataAggregator::builder().clock(SharedClock(Arc::clone(&self.clock)));
+        let mut data = RemoteDataAggregator::<R::Data>::builder().clock(Arc::clone(&self.clock));
         if let Some(r) = self.retention {
             data = data.retention(r);
         }
@@ -668,14 +676,5 @@ impl<R: Runtime> AggregatorBuilder<R> {
             local_addr,
             server,
         })
-    }
-}
-
-#[derive(Debug)]
-struct SharedClock(Arc<dyn Clock>);
-
-impl Clock for SharedClock {
-    fn now(&self) -> Timestamp {
-        self.0.now()
     }
 }

@@ -113,7 +113,7 @@ impl SendBuffer {
                 inner.bytes += payload.len();
                 inner.samples.push_back(Stored { seq, time, payload });
             }
-            self.evict_over_limits(&mut inner, None);
+            self.evict_over_limits(&mut inner);
             inner.next_seq - 1
         };
         self.newest.send_replace(seq);
@@ -131,16 +131,13 @@ impl SendBuffer {
         }
     }
 
-    /// Evicts by age as of `now` (also done on every push).
-    pub(crate) fn evict_expired(&self, now: Timestamp) {
-        let mut inner = self.lock();
-        self.evict_over_limits(&mut inner, Some(now));
-    }
-
-    fn evict_over_limits(&self, inner: &mut Inner, now: Option<Timestamp>) {
-        let oldest_allowed = now
-            .or_else(|| inner.samples.back().map(|s| s.time))
-            .map(|t| t.saturating_sub(self.limits.max_age));
+    /// Evicts from the front while over a bound. Age is measured against the newest
+    /// sample's time, so an idle buffer keeps what it holds.
+    fn evict_over_limits(&self, inner: &mut Inner) {
+        let oldest_allowed = inner
+            .samples
+            .back()
+            .map(|s| s.time.saturating_sub(self.limits.max_age));
         loop {
             let Some(front) = inner.samples.front() else {
                 break;
@@ -224,7 +221,10 @@ mod tests {
     use super::*;
 
     fn p(n: u8) -> (Timestamp, Bytes) {
-        (Timestamp::from_nanos(i64::from(n)), Bytes::from(vec![n; 10]))
+        (
+            Timestamp::from_nanos(i64::from(n)),
+            Bytes::from(vec![n; 10]),
+        )
     }
 
     fn seqs(next: Next) -> Vec<u64> {
@@ -296,7 +296,7 @@ mod tests {
             ..BufferLimits::default()
         });
         b.push_many((1..=4).map(p));
-        b.evict_expired(Timestamp::from_nanos(8));
-        assert_eq!(b.len(), 2, "samples at 3 and 4 are within 5 ns of 8");
+        b.push_many(std::iter::once((Timestamp::from_nanos(8), Bytes::new())));
+        assert_eq!(b.len(), 3, "samples at 3, 4 and 8 are within 5 ns of 8");
     }
 }

@@ -6,24 +6,27 @@
 //! (`weather::Source` is `Source<weather::Runtime>`); everything here is generic so the
 //! generated code stays small.
 
+mod aggregator;
 mod buffer;
 mod handshake;
+mod net;
 mod service;
 mod session;
-mod net;
 mod source;
 
 pub(crate) use net::dial_any;
 
 use std::time::Duration;
 
+pub use aggregator::{
+    Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, SendEventError,
+};
 pub use buffer::BufferLimits;
 pub use service::StreamService;
 pub use session::SessionConfig;
 pub use source::{Event, Source, SourceBuilder, SourceStats};
 
 use crate::series::Series;
-use crate::time::Timestamp;
 
 /// A runtime: a name and the data and event types that travel on its stream.
 ///
@@ -40,20 +43,6 @@ pub trait Runtime: Send + Sync + 'static {
     const SERVICE: &'static str;
     /// The gRPC path of the stream method, e.g. `"/weather.Stream/Open"`.
     const OPEN_PATH: &'static str;
-}
-
-/// A value with the time it refers to, as an aggregator stores it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Timestamped<T> {
-    /// The sample's time, in the aggregator's clock.
-    pub time: Timestamp,
-    /// The sample's sequence number from its source (1, 2, 3, ...).
-    pub seq: u64,
-    /// False when the source had no clock estimate yet, so `time` is the source's own
-    /// clock reading.
-    pub synchronized: bool,
-    /// The value.
-    pub value: T,
 }
 
 /// Errors of the roles.
@@ -115,7 +104,11 @@ impl Backoff {
     pub fn delay(&self, attempt: u32) -> Duration {
         let exp = self
             .initial
-            .saturating_mul(1_u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX))
+            .saturating_mul(
+                1_u32
+                    .checked_shl(attempt.saturating_sub(1))
+                    .unwrap_or(u32::MAX),
+            )
             .min(self.max);
         let nanos = exp.as_nanos() as u64;
         if nanos == 0 {

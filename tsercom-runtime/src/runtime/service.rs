@@ -81,7 +81,10 @@ impl tonic::server::StreamingService<Envelope> for OpenSvc {
         Box::pin(async move {
             let remote = request.remote_addr();
             let inbound = request.into_inner();
-            acceptor.accept(inbound, remote).await.map(tonic::Response::new)
+            acceptor
+                .accept(inbound, remote)
+                .await
+                .map(tonic::Response::new)
         })
     }
 }

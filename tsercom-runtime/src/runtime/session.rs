@@ -215,7 +215,11 @@ pub(crate) async fn pump(
         }
         if acks.has_changed().unwrap_or(false) {
             let seq = *acks.borrow_and_update();
-            if out.send(envelope(Kind::Ack(wire::Ack { seq }))).await.is_err() {
+            if out
+                .send(envelope(Kind::Ack(wire::Ack { seq })))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -17,7 +17,9 @@ use tonic::{Status, Streaming};
 use super::buffer::{BufferLimits, SendBuffer};
 use super::handshake::{self, Peer};
 use super::service::{self, Acceptor, OutboundStream, StreamService};
-use super::session::{envelope, pump, ClockLink, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES};
+use super::session::{
+    envelope, pump, ClockLink, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES,
+};
 use super::{is_permanent, spawn_owned, Backoff, Runtime, RuntimeError};
 use crate::ids::CallerId;
 use crate::series::Series;
@@ -127,7 +129,10 @@ impl<R: Runtime> Core<R> {
         };
         tracing::info!(aggregator = %peer.id, addr = ?peer.addr, "connected to aggregator");
 
-        let last_event = lock(&self.event_progress).get(&peer.id).copied().unwrap_or(0);
+        let last_event = lock(&self.event_progress)
+            .get(&peer.id)
+            .copied()
+            .unwrap_or(0);
         out.send(envelope(Kind::Ack(wire::Ack { seq: last_event })))
             .await
             .map_err(|_| Status::cancelled("peer went away"))?;
@@ -279,7 +284,9 @@ impl<R: Runtime> Core<R> {
             kind: Some(Kind::Hello(theirs)),
         }) = first
         else {
-            return Err(Status::invalid_argument("the aggregator's first message was not Hello"));
+            return Err(Status::invalid_argument(
+                "the aggregator's first message was not Hello",
+            ));
         };
         let peer = handshake::check::<R>(Role::Source, &theirs, None)?;
         self.run_session(peer, inbound, tx).await
@@ -407,8 +414,13 @@ impl<R: Runtime> Source<R> {
 
     /// Sends a sample stamped `local_time`, a time of this source's clock; each
     /// connection converts it to its aggregator's clock.
-    pub async fn send_at(&self, local_time: Timestamp, value: R::Data) -> Result<u64, RuntimeError> {
-        self.send_batch_at(std::iter::once((local_time, value))).await
+    pub async fn send_at(
+        &self,
+        local_time: Timestamp,
+        value: R::Data,
+    ) -> Result<u64, RuntimeError> {
+        self.send_batch_at(std::iter::once((local_time, value)))
+            .await
     }
 
     /// Sends several samples at once (cheaper than one `send` each). Returns the sequence

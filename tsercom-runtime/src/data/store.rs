@@ -1,0 +1,174 @@
+//! One caller's time-ordered series, with the bookkeeping that lets readers find what
+//! arrived since their cursor without scanning everything.
+
+use std::collections::VecDeque;
+
+use super::Timestamped;
+use crate::Timestamp;
+
+/// A stored item and the aggregator-wide arrival number it got on insert.
+#[derive(Debug)]
+pub(super) struct Entry<D> {
+    pub(super) arrival: u64,
+    pub(super) item: Timestamped<D>,
+}
+
+/// A caller's items sorted by time (ties in arrival order).
+///
+/// In-order arrival appends (amortised O(1)). An out-of-order arrival is inserted at its
+/// place and also recorded in `late`, so that the entries with `arrival > cursor` are
+/// always "the suffix after the last entry with `arrival <= cursor`" plus the `late`
+/// entries with `arrival > cursor`. `late` is complete for arrivals above `late_floor`;
+/// a cursor below the floor (a reader created after trimming) falls back to a full
+/// scan. `late` is trimmed to what the slowest live reader still needs, and loses a
+/// record when its entry expires, so it is never longer than `entries`: memory stays
+/// bounded by the retention.
+#[derive(Debug)]
+pub(super) struct Store<D> {
+    pub(super) entries: VecDeque<Entry<D>>,
+    late: VecDeque<(u64, Timestamp)>,
+    late_floor: u64,
+    last_arrival: u64,
+    /// The source disconnected ([`super::CallerEvent::Left`] was emitted).
+    pub(super) left: bool,
+}
+
+impl<D> Store<D> {
+    pub(super) fn new() -> Self {
+        Store {
+            entries: VecDeque::new(),
+            late: VecDeque::new(),
+            late_floor: 0,
+            last_arrival: 0,
+            left: false,
+        }
+    }
+
+    pub(super) fn push(&mut self, arrival: u64, item: Timestamped<D>) {
+        self.last_arrival = arrival;
+        match self.entries.back() {
+            Some(last) if item.time < last.item.time => {
+                let time = item.time;
+                let at = self.entries.partition_point(|e| e.item.time <= time);
+                self.entries.insert(at, Entry { arrival, item });
+                self.late.push_back((arrival, time));
+            }
+            _ => self.entries.push_back(Entry { arrival, item }),
+        }
+    }
+
+    /// The arrival number of the last item pushed (0 if none).
+    pub(super) fn last_arrival(&self) -> u64 {
+        self.last_arrival
+    }
+
+    /// Drops entries older than `cutoff`. Returns whether anything was dropped.
+    pub(super) fn prune(&mut self, cutoff: Timestamp) -> bool {
+        let before = self.entries.len();
+        while self.entries.front().is_some_and(|e| e.item.time < cutoff) {
+            self.entries.pop_front();
+        }
+        let dropped = self.entries.len() != before;
+        if dropped && !self.late.is_empty() {
+            self.late.retain(|&(_, t)| t >= cutoff);
+        }
+        dropped
+    }
+
+    /// Forgets late-arrival records every reader has already passed.
+    pub(super) fn trim_late(&mut self, min_cursor: u64) {
+        while self.late.front().is_some_and(|&(a, _)| a <= min_cursor) {
+            self.late.pop_front();
+        }
+        self.late_floor = self.late_floor.max(min_cursor);
+    }
+
+    /// Indices of the entries with `arrival > cursor`, ascending (so in time order).
+    pub(super) fn arrived_since(&self, cursor: u64) -> Vec<usize> {
+        if self.last_arrival <= cursor {
+            return Vec::new();
+        }
+        if cursor < self.late_floor {
+            return (0..self.entries.len())
+                .filter(|&i| self.entries[i].arrival > cursor)
+                .collect();
+        }
+        let mut suffix = self.entries.len();
+        while suffix > 0 && self.entries[suffix - 1].arrival > cursor {
+            suffix -= 1;
+        }
+        let mut out: Vec<usize> = self
+            .late
+            .iter()
+            .filter(|&&(a, _)| a > cursor)
+            .filter_map(|&(a, t)| self.locate(a, t))
+            .filter(|&i| i < suffix)
+            .collect();
+        if out.is_empty() {
+            return (suffix..self.entries.len()).collect();
+        }
+        out.extend(suffix..self.entries.len());
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn locate(&self, arrival: u64, time: Timestamp) -> Option<usize> {
+        let first = self.entries.partition_point(|e| e.item.time < time);
+        (first..self.entries.len())
+            .take_while(|&i| self.entries[i].item.time == time)
+            .find(|&i| self.entries[i].arrival == arrival)
+    }
+
+    /// Index of the latest entry at or before `t`.
+    pub(super) fn index_at(&self, t: Timestamp) -> Option<usize> {
+        self.entries
+            .partition_point(|e| e.item.time <= t)
+            .checked_sub(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(t: i64) -> Timestamped<i64> {
+        Timestamped::new(Timestamp::from_nanos(t), t as u64, t)
+    }
+
+    fn times(s: &Store<i64>, idx: &[usize]) -> Vec<i64> {
+        idx.iter().map(|&i| s.entries[i].item.value).collect()
+    }
+
+    #[test]
+    fn arrived_since_finds_suffix_and_late_entries() {
+        let mut s = Store::new();
+        for (a, t) in [(1, 10), (2, 20), (3, 30)] {
+            s.push(a, item(t));
+        }
+        assert_eq!(times(&s, &s.arrived_since(0)), vec![10, 20, 30]);
+        s.push(4, item(15));
+        s.push(5, item(40));
+        assert_eq!(times(&s, &s.arrived_since(3)), vec![15, 40]);
+        assert_eq!(times(&s, &s.arrived_since(4)), vec![40]);
+        assert!(s.arrived_since(5).is_empty());
+        s.trim_late(5);
+        s.push(6, item(5));
+        assert_eq!(times(&s, &s.arrived_since(5)), vec![5]);
+        // A cursor below the floor still sees everything after it, by a full scan.
+        assert_eq!(times(&s, &s.arrived_since(2)), vec![5, 15, 30, 40]);
+    }
+
+    #[test]
+    fn prune_drops_old_entries_and_late_records() {
+        let mut s = Store::new();
+        s.push(1, item(10));
+        s.push(2, item(30));
+        s.push(3, item(20));
+        assert!(s.prune(Timestamp::from_nanos(25)));
+        assert_eq!(s.entries.len(), 1);
+        assert!(s.late.is_empty());
+        assert_eq!(s.index_at(Timestamp::from_nanos(29)), None);
+        assert_eq!(s.index_at(Timestamp::from_nanos(30)), Some(0));
+    }
+}

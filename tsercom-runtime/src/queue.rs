@@ -1,0 +1,758 @@
+//! A bounded multi-producer, single-consumer queue with an explicit [`OverflowPolicy`].
+//!
+//! Every channel in tsercom is bounded, and what happens when it is full is chosen per
+//! channel rather than hidden in a default:
+//!
+//! | policy | when full | `send` waits? |
+//! |---|---|---|
+//! | [`OverflowPolicy::Block`] | the sender waits for room (`try_send` returns `Full`) | yes |
+//! | [`OverflowPolicy::DropOldest`] | the oldest queued item is discarded | no |
+//! | [`OverflowPolicy::DropNewest`] | the item being sent is discarded | no |
+//! | [`OverflowPolicy::KeepLatest`] | capacity is 1 and the slot always holds the newest item | no |
+//!
+//! Every discarded item is counted in [`QueueStats::dropped`], so a slow consumer is visible
+//! rather than silent. The invariant `sent == received + dropped + len` holds at every
+//! [`stats`](Receiver::stats) snapshot.
+//!
+//! The queue is a `Mutex<VecDeque<T>>` (critical sections are a few pointer moves; no
+//! allocation per item beyond the ring buffer, which is allocated once at full capacity)
+//! plus a stored waker for the single consumer and a [`tokio::sync::Notify`] for senders
+//! blocked under [`OverflowPolicy::Block`]. It does not depend on a tokio runtime: the
+//! futures can be polled by any executor.
+//!
+//! Closing: when every [`Sender`] is dropped, or [`Receiver::close`] is called, the
+//! receiver still yields every item already queued and then `None`. When the
+//! [`Receiver`] is dropped, sends fail with the item handed back.
+//!
+//! ```
+//! # futures::executor::block_on(async {
+//! use tsercom_runtime::queue::{bounded, OverflowPolicy};
+//! let (tx, mut rx) = bounded(2, OverflowPolicy::DropOldest);
+//! for i in 0..5 {
+//!     tx.send(i).await.unwrap();
+//! }
+//! drop(tx);
+//! assert_eq!(rx.recv().await, Some(3));
+//! assert_eq!(rx.recv().await, Some(4));
+//! assert_eq!(rx.recv().await, None);
+//! assert_eq!(rx.stats().dropped, 3);
+//! # });
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
+
+/// What a bounded queue does when an item is sent while it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OverflowPolicy {
+    /// The sender waits until the receiver makes room. Nothing is ever dropped, and a
+    /// slow receiver slows the producer down (back-pressure).
+    Block,
+    /// The oldest queued item is discarded to make room for the new one. The default:
+    /// a slow receiver sees the most recent `capacity` items and a drop count.
+    #[default]
+    DropOldest,
+    /// The item being sent is discarded; the queue keeps the oldest items.
+    DropNewest,
+    /// The queue holds one item, always the newest: every send replaces what is queued.
+    /// The capacity given to [`bounded`] is ignored.
+    KeepLatest,
+}
+
+/// A snapshot of a queue's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Items accepted by a send (including those later discarded by the policy).
+    pub sent: u64,
+    /// Items handed to the receiver.
+    pub received: u64,
+    /// Items discarded by the overflow policy, or still queued when the receiver was
+    /// dropped.
+    pub dropped: u64,
+    /// Items queued now.
+    pub len: usize,
+    /// The queue's capacity.
+    pub capacity: usize,
+}
+
+/// Why a [`Sender::try_send`] did not queue its item. The item is handed back.
+#[derive(PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// The queue is full and its policy is [`OverflowPolicy::Block`].
+    Full(T),
+    /// The receiver was dropped or closed.
+    Closed(T),
+}
+
+impl<T> TrySendError<T> {
+    /// The item that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(v) | TrySendError::Closed(v) => v,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("queue is full"),
+            TrySendError::Closed(_) => f.write_str("queue receiver is closed"),
+        }
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+/// A [`Sender::send`] failed because the receiver was dropped or closed. The item is
+/// handed back.
+#[derive(PartialEq, Eq)]
+pub struct SendError<T>(pub T);
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("queue receiver is closed")
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// Why a [`Receiver::try_recv`] returned no item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// Nothing is queued now, but more may come.
+    #[error("queue is empty")]
+    Empty,
+    /// Nothing is queued and nothing more will come.
+    #[error("queue is closed")]
+    Closed,
+}
+
+struct State<T> {
+    buf: VecDeque<T>,
+    senders: usize,
+    /// The receiver exists and has not called `close`.
+    open: bool,
+    rx_waker: Option<Waker>,
+    sent: u64,
+    received: u64,
+    dropped: u64,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    capacity: usize,
+    policy: OverflowPolicy,
+    /// Senders waiting for room under `Block`.
+    not_full: Notify,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding this lock cannot leave the state inconsistent (every
+        // critical section is a sequence of infallible moves), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `v` under the policy, or hands it back when full under `Block`.
+    fn offer(&self, st: &mut State<T>, v: T) -> Option<T> {
+        if st.buf.len() < self.capacity {
+            st.buf.push_back(v);
+            st.sent += 1;
+            return None;
+        }
+        match self.policy {
+            OverflowPolicy::Block => Some(v),
+            OverflowPolicy::DropOldest | OverflowPolicy::KeepLatest => {
+                st.buf.pop_front();
+                st.buf.push_back(v);
+                st.sent += 1;
+                st.dropped += 1;
+                None
+            }
+            OverflowPolicy::DropNewest => {
+                st.sent += 1;
+                st.dropped += 1;
+                None
+            }
+        }
+    }
+
+    fn stats(&self) -> QueueStats {
+        let st = self.lock();
+        QueueStats {
+            sent: st.sent,
+            received: st.received,
+            dropped: st.dropped,
+            len: st.buf.len(),
+            capacity: self.capacity,
+        }
+    }
+}
+
+/// Creates a bounded queue holding at most `capacity` items (at least 1; exactly 1 under
+/// [`OverflowPolicy::KeepLatest`]) with the given overflow policy.
+///
+/// The ring buffer is allocated once, at full capacity.
+pub fn bounded<T>(capacity: usize, policy: OverflowPolicy) -> (Sender<T>, Receiver<T>) {
+    let capacity = match policy {
+        OverflowPolicy::KeepLatest => 1,
+        _ => capacity.max(1),
+    };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            buf: VecDeque::with_capacity(capacity),
+            senders: 1,
+            open: true,
+            rx_waker: None,
+            sent: 0,
+            received: 0,
+            dropped: 0,
+        }),
+        capacity,
+        policy,
+        not_full: Notify::new(),
+    });
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
+}
+
+/// The sending half of a [`bounded`] queue. Clone it for more producers.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("policy", &self.shared.policy)
+            .field("stats", &self.shared.stats())
+            .finish()
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let waker = {
+            let mut st = self.shared.lock();
+            st.senders -= 1;
+            if st.senders == 0 {
+                st.rx_waker.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Queues `v` without waiting. Under the drop policies this only fails when the
+    /// receiver is gone; discarded items are counted in [`QueueStats::dropped`]. Under
+    /// [`OverflowPolicy::Block`] a full queue returns [`TrySendError::Full`].
+    pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
+        self.try_send_iter(&mut std::iter::once(v))
+    }
+
+    /// Queues items from `items` under one lock until it is exhausted. Under
+    /// [`OverflowPolicy::Block`] it stops at the first item that does not fit and returns
+    /// it as [`TrySendError::Full`]; the rest stay in the iterator. When the receiver is
+    /// gone the first item is returned as [`TrySendError::Closed`].
+    pub fn try_send_iter<I: Iterator<Item = T>>(
+        &self,
+        items: &mut I,
+    ) -> Result<(), TrySendError<T>> {
+        let (result, waker) = {
+            let mut st = self.shared.lock();
+            let mut result = Ok(());
+            let mut any = false;
+            for v in items.by_ref() {
+                if !st.open {
+                    result = Err(TrySendError::Closed(v));
+                    break;
+                }
+                if let Some(v) = self.shared.offer(&mut st, v) {
+                    result = Err(TrySendError::Full(v));
+                    break;
+                }
+                any = true;
+            }
+            let waker = if any { st.rx_waker.take() } else { None };
+            (result, waker)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        result
+    }
+
+    /// Queues `v`, waiting for room only under [`OverflowPolicy::Block`]. Fails, handing
+    /// `v` back, when the receiver is gone.
+    pub async fn send(&self, v: T) -> Result<(), SendError<T>> {
+        self.send_all(std::iter::once(v)).await
+    }
+
+    /// Queues every item of `items` in order, taking the lock once per run of items that
+    /// fit and waiting for room only under [`OverflowPolicy::Block`]. When the receiver is
+    /// gone, the first item not sent is handed back and the rest are dropped.
+    pub async fn send_all<I: IntoIterator<Item = T>>(&self, items: I) -> Result<(), SendError<T>> {
+        let mut rest = items.into_iter();
+        let mut pending: Option<T> = None;
+        loop {
+            let mut notified = pin!(self.shared.not_full.notified());
+            notified.as_mut().enable();
+            let r = match pending.take() {
+                Some(v) => self.try_send_iter(&mut std::iter::once(v).chain(rest.by_ref())),
+                None => self.try_send_iter(&mut rest),
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Closed(v)) => return Err(SendError(v)),
+                Err(TrySendError::Full(v)) => {
+                    pending = Some(v);
+                    notified.await;
+                }
+            }
+        }
+    }
+
+    /// Like [`send_all`](Self::send_all), blocking the calling thread while it waits for
+    /// room (which happens only under [`OverflowPolicy::Block`]). Do not call it from a
+    /// single-threaded async runtime that also runs the receiver: it would never wake.
+    pub fn blocking_send_all<I: IntoIterator<Item = T>>(
+        &self,
+        items: I,
+    ) -> Result<(), SendError<T>> {
+        let mut rest = items.into_iter();
+        match self.try_send_iter(&mut rest) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(v)) => Err(SendError(v)),
+            Err(TrySendError::Full(v)) => block_on(self.send_all(std::iter::once(v).chain(rest))),
+        }
+    }
+
+    /// Whether the receiver is gone or closed.
+    pub fn is_closed(&self) -> bool {
+        !self.shared.lock().open
+    }
+
+    /// The queue's counters.
+    pub fn stats(&self) -> QueueStats {
+        self.shared.stats()
+    }
+
+    /// The queue's overflow policy.
+    pub fn policy(&self) -> OverflowPolicy {
+        self.shared.policy
+    }
+}
+
+/// Wakes a parked thread.
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `f` to completion on this thread, parking between polls. Unlike
+/// `futures::executor::block_on` it does not refuse to run inside another executor.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// The receiving half of a [`bounded`] queue. Also a [`futures::Stream`].
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("policy", &self.shared.policy)
+            .field("stats", &self.shared.stats())
+            .finish()
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let discarded = {
+            let mut st = self.shared.lock();
+            st.open = false;
+            st.rx_waker = None;
+            st.dropped += st.buf.len() as u64;
+            std::mem::take(&mut st.buf)
+        };
+        // Items are dropped outside the lock; blocked senders learn the queue is closed.
+        drop(discarded);
+        self.shared.not_full.notify_waiters();
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Runs `take` on the non-empty buffer under the lock and returns `Ready(Some(..))`,
+    /// or `Ready(None)` when closed and drained, or registers the waker.
+    fn poll_take<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        take: impl FnOnce(&mut VecDeque<T>) -> R,
+    ) -> Poll<Option<R>> {
+        let (r, wake_senders) = {
+            let mut st = self.shared.lock();
+            if st.buf.is_empty() {
+                if st.senders == 0 || !st.open {
+                    return Poll::Ready(None);
+                }
+                match &st.rx_waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => st.rx_waker = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            let before = st.buf.len();
+            let r = take(&mut st.buf);
+            st.received += (before - st.buf.len()) as u64;
+            let was_full = before >= self.shared.capacity;
+            (r, was_full && self.shared.policy == OverflowPolicy::Block)
+        };
+        if wake_senders {
+            // A sender only waits after seeing the queue full, so the first take after
+            // that sees it full too and wakes it.
+            self.shared.not_full.notify_waiters();
+        }
+        Poll::Ready(Some(r))
+    }
+
+    /// Polls for the next item: `Ready(None)` once the queue is closed and drained.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.poll_take(cx, VecDeque::pop_front).map(Option::flatten)
+    }
+
+    /// The next item, waiting for one; `None` once every sender is gone (or
+    /// [`close`](Self::close) was called) and every queued item has been received.
+    pub async fn recv(&mut self) -> Option<T> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Waits for at least one item, then moves up to `limit` queued items (at least 1)
+    /// into `out` under one lock. Returns how many were moved; 0 means closed and drained.
+    pub async fn recv_many(&mut self, out: &mut Vec<T>, limit: usize) -> usize {
+        let limit = limit.max(1);
+        poll_fn(|cx| {
+            self.poll_take(cx, |buf| {
+                let n = buf.len().min(limit);
+                out.extend(buf.drain(..n));
+                n
+            })
+            .map(|n| n.unwrap_or(0))
+        })
+        .await
+    }
+
+    /// The next item if one is queued now.
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        let (v, wake_senders) = {
+            let mut st = self.shared.lock();
+            let was_full = st.buf.len() >= self.shared.capacity;
+            match st.buf.pop_front() {
+                Some(v) => {
+                    st.received += 1;
+                    (v, was_full && self.shared.policy == OverflowPolicy::Block)
+                }
+                None if st.senders == 0 || !st.open => return Err(TryRecvError::Closed),
+                None => return Err(TryRecvError::Empty),
+            }
+        };
+        if wake_senders {
+            self.shared.not_full.notify_waiters();
+        }
+        Ok(v)
+    }
+
+    /// Stops accepting items: sends fail from now on, and the receiver still yields the
+    /// items already queued, then `None`.
+    pub fn close(&mut self) {
+        self.shared.lock().open = false;
+        self.shared.not_full.notify_waiters();
+    }
+
+    /// The queue's counters.
+    pub fn stats(&self) -> QueueStats {
+        self.shared.stats()
+    }
+
+    /// The queue's overflow policy.
+    pub fn policy(&self) -> OverflowPolicy {
+        self.shared.policy
+    }
+}
+
+impl<T> futures::Stream for Receiver<T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn drain<T>(rx: &mut Receiver<T>) -> Vec<T> {
+        let mut out = Vec::new();
+        while let Ok(v) = rx.try_recv() {
+            out.push(v);
+        }
+        out
+    }
+
+    fn check_invariant<T>(rx: &Receiver<T>) {
+        let s = rx.stats();
+        assert_eq!(s.sent, s.received + s.dropped + s.len as u64, "{s:?}");
+    }
+
+    #[test]
+    fn drop_oldest_keeps_newest_and_counts() {
+        let (tx, mut rx) = bounded(3, OverflowPolicy::DropOldest);
+        for i in 0..10 {
+            tx.try_send(i).unwrap();
+        }
+        check_invariant(&rx);
+        assert_eq!(rx.stats().dropped, 7);
+        assert_eq!(drain(&mut rx), vec![7, 8, 9]);
+        check_invariant(&rx);
+    }
+
+    #[test]
+    fn drop_newest_keeps_oldest_and_counts() {
+        let (tx, mut rx) = bounded(3, OverflowPolicy::DropNewest);
+        for i in 0..10 {
+            tx.try_send(i).unwrap();
+        }
+        assert_eq!(rx.stats().dropped, 7);
+        assert_eq!(drain(&mut rx), vec![0, 1, 2]);
+        check_invariant(&rx);
+    }
+
+    #[test]
+    fn keep_latest_holds_one_newest_item() {
+        let (tx, mut rx) = bounded(100, OverflowPolicy::KeepLatest);
+        assert_eq!(rx.stats().capacity, 1);
+        for i in 0..10 {
+            tx.try_send(i).unwrap();
+        }
+        assert_eq!(rx.stats().dropped, 9);
+        assert_eq!(drain(&mut rx), vec![9]);
+        tx.try_send(10).unwrap();
+        assert_eq!(drain(&mut rx), vec![10]);
+        check_invariant(&rx);
+    }
+
+    #[test]
+    fn block_refuses_when_full_and_drops_nothing() {
+        let (tx, mut rx) = bounded(2, OverflowPolicy::Block);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
+        assert_eq!(rx.try_recv(), Ok(1));
+        tx.try_send(3).unwrap();
+        assert_eq!(drain(&mut rx), vec![2, 3]);
+        assert_eq!(rx.stats().dropped, 0);
+        check_invariant(&rx);
+    }
+
+    #[tokio::test]
+    async fn block_send_waits_for_room() {
+        let (tx, mut rx) = bounded(1, OverflowPolicy::Block);
+        tx.send(1).await.unwrap();
+        let sender = tokio::spawn(async move {
+            tx.send(2).await.unwrap();
+            tx.send(3).await.unwrap();
+        });
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.recv().await, Some(2));
+        assert_eq!(rx.recv().await, Some(3));
+        sender.await.unwrap();
+        assert_eq!(rx.recv().await, None);
+        assert_eq!(rx.stats().dropped, 0);
+    }
+
+    #[tokio::test]
+    async fn receiver_sees_remaining_items_then_none_after_senders_drop() {
+        let (tx, mut rx) = bounded(8, OverflowPolicy::DropOldest);
+        let tx2 = tx.clone();
+        tx.send(1).await.unwrap();
+        tx2.send(2).await.unwrap();
+        drop(tx);
+        tx2.send(3).await.unwrap();
+        drop(tx2);
+        let mut out = Vec::new();
+        assert_eq!(rx.recv_many(&mut out, 10).await, 3);
+        assert_eq!(out, vec![1, 2, 3]);
+        assert_eq!(rx.recv().await, None);
+        assert_eq!(rx.recv_many(&mut out, 10).await, 0);
+    }
+
+    #[tokio::test]
+    async fn close_refuses_sends_and_drains() {
+        let (tx, mut rx) = bounded(8, OverflowPolicy::Block);
+        tx.send(1).await.unwrap();
+        rx.close();
+        assert!(tx.is_closed());
+        assert_eq!(tx.send(2).await, Err(SendError(2)));
+        assert_eq!(tx.try_send(3), Err(TrySendError::Closed(3)));
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn dropping_receiver_unblocks_and_fails_senders() {
+        let (tx, rx) = bounded(1, OverflowPolicy::Block);
+        tx.send(1).await.unwrap();
+        let blocked = tokio::spawn(async move { tx.send(2).await });
+        tokio::task::yield_now().await;
+        drop(rx);
+        assert_eq!(blocked.await.unwrap(), Err(SendError(2)));
+    }
+
+    #[test]
+    fn recv_many_respects_limit() {
+        futures::executor::block_on(async {
+            let (tx, mut rx) = bounded(16, OverflowPolicy::Block);
+            tx.send_all(0..10).await.unwrap();
+            let mut out = Vec::new();
+            assert_eq!(rx.recv_many(&mut out, 4).await, 4);
+            assert_eq!(rx.recv_many(&mut out, 100).await, 6);
+            assert_eq!(out, (0..10).collect::<Vec<_>>());
+        });
+    }
+
+    #[test]
+    fn stream_yields_items_then_ends() {
+        use futures::StreamExt;
+        futures::executor::block_on(async {
+            let (tx, rx) = bounded(4, OverflowPolicy::DropNewest);
+            tx.send_all([1, 2]).await.unwrap();
+            drop(tx);
+            assert_eq!(rx.collect::<Vec<_>>().await, vec![1, 2]);
+        });
+    }
+
+    /// Several producers on several threads; every item arrives once, and each producer's
+    /// items arrive in the order it sent them.
+    async fn run_producers(
+        policy: OverflowPolicy,
+        capacity: usize,
+    ) -> (Vec<(u32, u32)>, QueueStats) {
+        const PRODUCERS: u32 = 4;
+        const ITEMS: u32 = 5_000;
+        let (tx, mut rx) = bounded(capacity, policy);
+        let mut tasks = Vec::new();
+        for p in 0..PRODUCERS {
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                if p % 2 == 0 {
+                    // Batches of 7 under one lock each.
+                    for start in (0..ITEMS).step_by(7) {
+                        let end = (start + 7).min(ITEMS);
+                        tx.send_all((start..end).map(|j| (p, j))).await.unwrap();
+                    }
+                } else {
+                    for i in 0..ITEMS {
+                        tx.send((p, i)).await.unwrap();
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        while rx.recv_many(&mut buf, 64).await > 0 {
+            got.append(&mut buf);
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        (got, rx.stats())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn multi_producer_block_loses_nothing_and_keeps_order() {
+        let (got, stats) = run_producers(OverflowPolicy::Block, 16).await;
+        assert_eq!(got.len(), 4 * 5_000);
+        assert_eq!(stats.dropped, 0);
+        assert_eq!(stats.received, 4 * 5_000);
+        for p in 0..4 {
+            let mine: Vec<u32> = got.iter().filter(|x| x.0 == p).map(|x| x.1).collect();
+            assert_eq!(mine, (0..5_000).collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn multi_producer_drop_oldest_accounts_for_every_item() {
+        let (got, stats) = run_producers(OverflowPolicy::DropOldest, 8).await;
+        assert_eq!(stats.sent, 4 * 5_000);
+        assert_eq!(stats.received + stats.dropped, stats.sent);
+        assert_eq!(got.len() as u64, stats.received);
+        for p in 0..4 {
+            let mine: Vec<u32> = got.iter().filter(|x| x.0 == p).map(|x| x.1).collect();
+            assert!(
+                mine.windows(2).all(|w| w[0] < w[1]),
+                "producer {p} out of order"
+            );
+        }
+    }
+}
