@@ -2,9 +2,10 @@
 //!
 //! Users depend on the `tsercom` facade crate, which re-exports this crate's public API.
 //! Modules are named after concepts: [`ids`] (who is talking), [`time`] (when), [`wire`]
-//! (what goes on the wire), [`series`] (typed data).
+//! (what goes on the wire), [`series`] (typed data) and [`schema`] (its `.proto` description).
 
 pub mod ids;
+pub mod schema;
 pub mod series;
 pub mod time;
 pub mod wire;
