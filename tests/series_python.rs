@@ -28,7 +28,10 @@ pub struct Inner {
 
 #[tsercom::series(package = "xlang")]
 pub enum Command {
-    SetRate { hz: u32, label: String },
+    SetRate {
+        hz: u32,
+        label: String,
+    },
     Calibrate,
     Rename(String),
     Target(Inner),
@@ -128,7 +131,9 @@ fn sample() -> All {
         inners: vec![inner("a", 1), inner("b", -1)],
         at: Timestamp::from_nanos(1_700_000_000_123_456_789),
         opt_at: Some(Timestamp::from_nanos(-1_500_000_000)),
-        who: "0b5e3c6a-8f2d-4f7e-9c1b-2a3d4e5f6a7b".parse().expect("valid id"),
+        who: "0b5e3c6a-8f2d-4f7e-9c1b-2a3d4e5f6a7b"
+            .parse()
+            .expect("valid id"),
         mode: Mode::Fast,
         modes: vec![Mode::Off, Mode::Slow, Mode::Fast],
         rust_name: 77,

@@ -36,12 +36,12 @@ impl Paths {
 }
 
 /// Adds `#[derive(Clone, PartialEq, Debug)]` (and `Copy, Eq` for unit-only enums) for the
-/// traits the user did not derive already.
-pub(crate) fn add_derives(item: &mut syn::Item, c: &Container) {
+/// traits the user did not derive already. Returns whether the user derives `Default`.
+pub(crate) fn add_derives(item: &mut syn::Item, c: &Container) -> bool {
     let attrs = match item {
         syn::Item::Struct(s) => &mut s.attrs,
         syn::Item::Enum(e) => &mut e.attrs,
-        _ => return,
+        _ => return false,
     };
     let mut have = Vec::new();
     for a in attrs.iter() {
@@ -74,15 +74,21 @@ pub(crate) fn add_derives(item: &mut syn::Item, c: &Container) {
     if !add.is_empty() {
         attrs.insert(0, syn::parse_quote!(#[derive(#(#add),*)]));
     }
+    have.iter().any(|h| h == "Default")
 }
 
 /// The impls for a valid container.
-pub(crate) fn impls(c: &Container) -> TokenStream {
+pub(crate) fn impls(c: &Container, user_default: bool) -> TokenStream {
     let p = Paths::new(c);
     let body = match &c.data {
         Data::Struct(fields) => struct_impls(c, fields, &p),
         Data::UnitEnum(variants) => unit_enum_impls(c, variants, &p),
         Data::DataEnum(variants) => data_enum_impls(c, variants, &p),
+    };
+    let body = if user_default {
+        strip_default(body)
+    } else {
+        body
     };
     quote! {
         #[allow(clippy::all, clippy::pedantic, unused_qualifications, non_local_definitions)]
@@ -724,4 +730,17 @@ fn unit_enum_impls(c: &Container, variants: &[UnitVariant], p: &Paths) -> TokenS
             }
         }
     }
+}
+
+/// Removes the generated `impl Default` (the first one in `body`) when the user derives it.
+fn strip_default(body: TokenStream) -> TokenStream {
+    let Ok(file) = syn::parse2::<syn::File>(body.clone()) else {
+        return body;
+    };
+    let items = file.items.into_iter().filter(|item| {
+        !matches!(item, syn::Item::Impl(i) if i.trait_.as_ref().is_some_and(|(_, path, _)| {
+            path.segments.last().is_some_and(|s| s.ident == "Default")
+        }))
+    });
+    quote!(#(#items)*)
 }

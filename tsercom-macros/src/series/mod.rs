@@ -48,9 +48,9 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     }
     let impls = match &container {
         Some(c) => {
-            expand::add_derives(&mut item, c);
+            let user_default = expand::add_derives(&mut item, c);
             if errors.is_empty() {
-                expand::impls(c)
+                expand::impls(c, user_default)
             } else {
                 TokenStream::new()
             }
