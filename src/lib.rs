@@ -26,7 +26,11 @@
 )]
 
 pub use tsercom_runtime::ids::{self, CallerId, CallerIdError};
+pub use tsercom_runtime::schema;
 pub use tsercom_runtime::series::{Interpolate, Series};
+
+#[doc(inline)]
+pub use tsercom_macros::series;
 pub use tsercom_runtime::time::{
     self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
 };

@@ -1,2 +1,17 @@
 //! Procedural macros of [tsercom](https://docs.rs/tsercom). An implementation detail: depend
 //! on `tsercom` and use `#[tsercom::series]` and `#[tsercom::runtime]` from there.
+//!
+//! Each macro is parse -> validate -> expand; errors are collected, reported at once and
+//! spanned, and the annotated item is still emitted so one mistake does not cascade.
+
+mod schema;
+mod series;
+
+use proc_macro::TokenStream;
+
+/// Turns a struct or enum into a protobuf message with a `.proto` schema. Documented on the
+/// `tsercom` facade crate, which re-exports it: see `tsercom::series`.
+#[proc_macro_attribute]
+pub fn series(args: TokenStream, input: TokenStream) -> TokenStream {
+    series::expand(args.into(), input.into()).into()
+}

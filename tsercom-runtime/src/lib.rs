@@ -2,7 +2,7 @@
 //!
 //! Users depend on the `tsercom` facade crate, which re-exports this crate's public API.
 //! Modules are named after concepts: [`ids`] (who is talking), [`time`] (when), [`wire`]
-//! (what goes on the wire), [`series`] (typed data).
+//! (what goes on the wire), [`series`] (typed data) and [`schema`] (its `.proto` description).
 
 #![cfg_attr(
     not(test),
@@ -13,6 +13,7 @@ pub mod data;
 pub mod ids;
 pub mod queue;
 pub mod runtime;
+pub mod schema;
 pub mod series;
 pub mod time;
 pub mod timesync;

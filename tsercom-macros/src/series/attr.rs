@@ -1,0 +1,310 @@
+//! Attributes: `#[tsercom::series(..)]` on the item and `#[series(..)]` on fields and
+//! variants. Keys are constants; duplicates are detected by [`Attr::set`].
+
+use proc_macro2::Span;
+use syn::parse::ParseStream;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, ExprRange, Lit, LitInt, LitStr, RangeLimits, Token};
+
+use super::Errors;
+
+/// The helper attribute on fields and variants.
+pub(crate) const SERIES: &str = "series";
+
+pub(crate) const NAME: &str = "name";
+pub(crate) const PACKAGE: &str = "package";
+pub(crate) const INTERPOLATE: &str = "interpolate";
+pub(crate) const RESERVED: &str = "reserved";
+pub(crate) const RESERVED_NAMES: &str = "reserved_names";
+pub(crate) const TAG: &str = "tag";
+pub(crate) const SINT: &str = "sint";
+pub(crate) const FIXED: &str = "fixed";
+pub(crate) const CRATE: &str = "crate";
+
+const CONTAINER_KEYS: &str =
+    "`name`, `package`, `interpolate`, `reserved`, `reserved_names`, `crate`";
+const FIELD_KEYS: &str = "`tag`, `name`, `sint`, `fixed`";
+const VARIANT_KEYS: &str = "`tag`, `name`";
+
+/// One attribute value, remembering where it was set so a second setting is an error.
+pub(crate) struct Attr<T> {
+    key: &'static str,
+    value: Option<(Span, T)>,
+}
+
+impl<T> Attr<T> {
+    pub(crate) fn none(key: &'static str) -> Self {
+        Attr { key, value: None }
+    }
+
+    pub(crate) fn set(&mut self, errors: &mut Errors, span: Span, value: T) {
+        if self.value.is_some() {
+            errors.push(syn::Error::new(
+                span,
+                format!("duplicate series attribute `{}`", self.key),
+            ));
+        } else {
+            self.value = Some((span, value));
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<&T> {
+        self.value.as_ref().map(|(_, v)| v)
+    }
+
+    pub(crate) fn span(&self) -> Option<Span> {
+        self.value.as_ref().map(|(s, _)| *s)
+    }
+}
+
+/// A reserved field number range, inclusive.
+pub(crate) struct Reserved {
+    pub(crate) span: Span,
+    pub(crate) lo: u32,
+    pub(crate) hi: u32,
+}
+
+/// Attributes of the annotated item.
+pub(crate) struct ContainerAttrs {
+    pub(crate) name: Attr<LitStr>,
+    pub(crate) package: Attr<LitStr>,
+    pub(crate) interpolate: Attr<()>,
+    pub(crate) reserved: Attr<Vec<Reserved>>,
+    pub(crate) reserved_names: Attr<Vec<LitStr>>,
+    /// The path of the facade crate, `::tsercom` unless renamed.
+    pub(crate) krate: Attr<syn::Path>,
+}
+
+/// Attributes of a field.
+pub(crate) struct FieldAttrs {
+    pub(crate) tag: Attr<u32>,
+    pub(crate) name: Attr<LitStr>,
+    pub(crate) sint: Attr<()>,
+    pub(crate) fixed: Attr<()>,
+}
+
+/// Attributes of an enum variant.
+pub(crate) struct VariantAttrs {
+    pub(crate) tag: Attr<u32>,
+    pub(crate) name: Attr<LitStr>,
+}
+
+/// Skips the value of an unknown key so parsing can go on.
+fn skip_value(input: ParseStream) -> syn::Result<()> {
+    if input.peek(Token![=]) {
+        input.parse::<Token![=]>()?;
+        input.parse::<Expr>()?;
+    } else if input.peek(syn::token::Paren) {
+        let content;
+        syn::parenthesized!(content in input);
+        content.parse::<proc_macro2::TokenStream>()?;
+    }
+    Ok(())
+}
+
+fn parse_u32(lit: &LitInt) -> syn::Result<u32> {
+    lit.base10_parse::<u32>().map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            "field number must be an integer in 1..=536870911",
+        )
+    })
+}
+
+fn int_of(expr: &Expr) -> syn::Result<u32> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => parse_u32(i),
+        other => Err(syn::Error::new(
+            other.span(),
+            "expected a field number or a range such as `5..=8`",
+        )),
+    }
+}
+
+fn parse_reserved(expr: &Expr) -> syn::Result<Reserved> {
+    let span = expr.span();
+    match expr {
+        Expr::Range(ExprRange {
+            start: Some(start),
+            end: Some(end),
+            limits,
+            ..
+        }) => {
+            let lo = int_of(start)?;
+            let mut hi = int_of(end)?;
+            if let RangeLimits::HalfOpen(_) = limits {
+                hi = hi.checked_sub(1).unwrap_or(0);
+            }
+            if hi < lo {
+                return Err(syn::Error::new(span, "reserved range is empty"));
+            }
+            Ok(Reserved { span, lo, hi })
+        }
+        other => {
+            let n = int_of(other)?;
+            Ok(Reserved { span, lo: n, hi: n })
+        }
+    }
+}
+
+/// Parses `#[tsercom::series(..)]` arguments.
+pub(crate) fn container(args: proc_macro2::TokenStream, errors: &mut Errors) -> ContainerAttrs {
+    let mut attrs = ContainerAttrs {
+        name: Attr::none(NAME),
+        package: Attr::none(PACKAGE),
+        interpolate: Attr::none(INTERPOLATE),
+        reserved: Attr::none(RESERVED),
+        reserved_names: Attr::none(RESERVED_NAMES),
+        krate: Attr::none(CRATE),
+    };
+    let mut found = Vec::new();
+    let parser = syn::meta::parser(|meta| {
+        let span = meta.path.span();
+        if meta.path.is_ident(NAME) {
+            let lit: LitStr = meta.value()?.parse()?;
+            attrs.name.set(errors, span, lit);
+        } else if meta.path.is_ident(PACKAGE) {
+            let lit: LitStr = meta.value()?.parse()?;
+            attrs.package.set(errors, span, lit);
+        } else if meta.path.is_ident(CRATE) {
+            let lit: LitStr = meta.value()?.parse()?;
+            match lit.parse::<syn::Path>() {
+                Ok(path) => attrs.krate.set(errors, span, path),
+                Err(_) => errors.push(syn::Error::new(
+                    lit.span(),
+                    "`crate` must be a path such as \"::my_tsercom\"",
+                )),
+            }
+        } else if meta.path.is_ident(INTERPOLATE) {
+            attrs.interpolate.set(errors, span, ());
+        } else if meta.path.is_ident(RESERVED) {
+            let content;
+            syn::parenthesized!(content in meta.input);
+            let exprs = Punctuated::<Expr, Token![,]>::parse_terminated(&content)?;
+            let mut out = Vec::new();
+            for e in &exprs {
+                match parse_reserved(e) {
+                    Ok(r) => out.push(r),
+                    Err(e) => errors.push(e),
+                }
+            }
+            attrs.reserved.set(errors, span, out);
+        } else if meta.path.is_ident(RESERVED_NAMES) {
+            let content;
+            syn::parenthesized!(content in meta.input);
+            let lits = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
+            attrs
+                .reserved_names
+                .set(errors, span, lits.into_iter().collect());
+        } else {
+            found.push(meta.error(format!(
+                "unknown series attribute `{}`; expected one of: {CONTAINER_KEYS}",
+                path_text(&meta.path)
+            )));
+            skip_value(meta.input)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = syn::parse::Parser::parse2(parser, args) {
+        errors.push(e);
+    }
+    for e in found {
+        errors.push(e);
+    }
+    attrs
+}
+
+fn path_text(path: &syn::Path) -> String {
+    path.segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+/// Parses the `#[series(..)]` attributes of a field and removes them from `attrs`.
+pub(crate) fn field(attrs: &mut Vec<syn::Attribute>, errors: &mut Errors) -> FieldAttrs {
+    let mut out = FieldAttrs {
+        tag: Attr::none(TAG),
+        name: Attr::none(NAME),
+        sint: Attr::none(SINT),
+        fixed: Attr::none(FIXED),
+    };
+    for attr in take_series_attrs(attrs) {
+        let mut unknown = Vec::new();
+        let res = attr.parse_nested_meta(|meta| {
+            let span = meta.path.span();
+            if meta.path.is_ident(TAG) {
+                let lit: LitInt = meta.value()?.parse()?;
+                out.tag.set(errors, lit.span(), parse_u32(&lit)?);
+            } else if meta.path.is_ident(NAME) {
+                let lit: LitStr = meta.value()?.parse()?;
+                out.name.set(errors, span, lit);
+            } else if meta.path.is_ident(SINT) {
+                out.sint.set(errors, span, ());
+            } else if meta.path.is_ident(FIXED) {
+                out.fixed.set(errors, span, ());
+            } else {
+                unknown.push(meta.error(format!(
+                    "unknown series field attribute `{}`; expected one of: {FIELD_KEYS}",
+                    path_text(&meta.path)
+                )));
+                skip_value(meta.input)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = res {
+            errors.push(e);
+        }
+        for e in unknown {
+            errors.push(e);
+        }
+    }
+    out
+}
+
+/// Parses the `#[series(..)]` attributes of a variant and removes them from `attrs`.
+pub(crate) fn variant(attrs: &mut Vec<syn::Attribute>, errors: &mut Errors) -> VariantAttrs {
+    let mut out = VariantAttrs {
+        tag: Attr::none(TAG),
+        name: Attr::none(NAME),
+    };
+    for attr in take_series_attrs(attrs) {
+        let mut unknown = Vec::new();
+        let res = attr.parse_nested_meta(|meta| {
+            let span = meta.path.span();
+            if meta.path.is_ident(TAG) {
+                let lit: LitInt = meta.value()?.parse()?;
+                out.tag.set(errors, lit.span(), parse_u32(&lit)?);
+            } else if meta.path.is_ident(NAME) {
+                let lit: LitStr = meta.value()?.parse()?;
+                out.name.set(errors, span, lit);
+            } else {
+                unknown.push(meta.error(format!(
+                    "unknown series variant attribute `{}`; expected one of: {VARIANT_KEYS}",
+                    path_text(&meta.path)
+                )));
+                skip_value(meta.input)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = res {
+            errors.push(e);
+        }
+        for e in unknown {
+            errors.push(e);
+        }
+    }
+    out
+}
+
+fn take_series_attrs(attrs: &mut Vec<syn::Attribute>) -> Vec<syn::Attribute> {
+    let (series, rest): (Vec<_>, Vec<_>) = std::mem::take(attrs)
+        .into_iter()
+        .partition(|a| a.path().is_ident(SERIES));
+    *attrs = rest;
+    series
+}

@@ -1,0 +1,66 @@
+//! `#[tsercom::series]`: parse ([`ast`], [`attr`]) -> validate ([`valid`]) -> expand
+//! ([`expand`](mod@expand)).
+
+mod ast;
+mod attr;
+mod expand;
+mod valid;
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// Errors collected across all stages, reported at once.
+pub(crate) struct Errors(Vec<syn::Error>);
+
+impl Errors {
+    fn new() -> Self {
+        Errors(Vec::new())
+    }
+
+    pub(crate) fn push(&mut self, e: syn::Error) {
+        self.0.push(e);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn to_compile_errors(&self) -> TokenStream {
+        self.0.iter().map(syn::Error::to_compile_error).collect()
+    }
+}
+
+/// The macro: the item (its `#[series]` helper attributes removed) and either its impls or
+/// every error found. The item is emitted either way, so one mistake does not cascade.
+pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
+    let mut errors = Errors::new();
+    let attrs = attr::container(args, &mut errors);
+    let mut item: syn::Item = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(e) => {
+            let e = e.to_compile_error();
+            return quote!(#input #e);
+        }
+    };
+    let container = ast::parse(&mut item, attrs, &mut errors);
+    if let Some(c) = &container {
+        valid::check(c, &mut errors);
+    }
+    let impls = match &container {
+        Some(c) => {
+            let user_default = expand::add_derives(&mut item, c);
+            if errors.is_empty() {
+                expand::impls(c, user_default)
+            } else {
+                TokenStream::new()
+            }
+        }
+        None => TokenStream::new(),
+    };
+    let errors = errors.to_compile_errors();
+    quote! {
+        #item
+        #impls
+        #errors
+    }
+}

@@ -1,0 +1,594 @@
+//! Schema descriptions of series types: a registry of protobuf message and enum definitions,
+//! rendered to `.proto` text and hashed to a stable fingerprint.
+//!
+//! Every `#[tsercom::series]` type adds its definition, and the definitions of the types it
+//! references, to a [`SchemaRegistry`] ([`Series::describe`](crate::Series::describe)).
+//! Definitions are deduplicated by full name, so a registry can collect many series types
+//! (e.g. every type of a `#[tsercom::runtime]` module) and render them as one set of files.
+//!
+//! ```
+//! use tsercom_runtime::schema::{FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
+//!
+//! let mut reg = SchemaRegistry::new();
+//! let mut msg = MessageDef::new("weather.Reading");
+//! msg.fields.push(FieldDef::new("celsius", 1, Label::Implicit, FieldType::scalar("double")));
+//! reg.add_message(msg);
+//! let files = reg.render_files();
+//! assert_eq!(files[0].0, "weather.proto");
+//! assert!(files[0].1.contains("double celsius = 1;"));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// The path of the well-known `google.protobuf.Timestamp` import.
+pub const TIMESTAMP_IMPORT: &str = "google/protobuf/timestamp.proto";
+/// The path of tsercom's `CallerId` message file (see [`crate::wire::PROTO_FILES`]).
+pub const CALLER_ID_IMPORT: &str = "tsercom/caller_id.proto";
+
+/// How a field is labelled in proto3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Label {
+    /// No label: implicit presence for scalars, explicit presence for messages.
+    Implicit,
+    /// `optional`: explicit presence.
+    Optional,
+    /// `repeated`.
+    Repeated,
+}
+
+/// The type of a field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FieldType {
+    /// A scalar type such as `double`, `sint64`, `string` or `bytes`.
+    Scalar(&'static str),
+    /// A message or enum, by full name (`"weather.Reading"`, `"google.protobuf.Timestamp"`).
+    Named(String),
+    /// `map<key, value>`: the key is a scalar.
+    Map(&'static str, Box<FieldType>),
+}
+
+impl FieldType {
+    /// A scalar type.
+    pub fn scalar(name: &'static str) -> Self {
+        FieldType::Scalar(name)
+    }
+
+    fn render(&self, out: &mut String) {
+        match self {
+            FieldType::Scalar(s) => out.push_str(s),
+            FieldType::Named(n) => {
+                out.push('.');
+                out.push_str(n);
+            }
+            FieldType::Map(k, v) => {
+                out.push_str("map<");
+                out.push_str(k);
+                out.push_str(", ");
+                v.render(out);
+                out.push('>');
+            }
+        }
+    }
+}
+
+/// One field of a message (or of a oneof).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FieldDef {
+    /// The field name in the schema.
+    pub name: String,
+    /// The field number.
+    pub tag: u32,
+    /// The label. Ignored inside a oneof.
+    pub label: Label,
+    /// The type.
+    pub ty: FieldType,
+}
+
+impl FieldDef {
+    /// A field.
+    pub fn new(name: impl Into<String>, tag: u32, label: Label, ty: FieldType) -> Self {
+        FieldDef {
+            name: name.into(),
+            tag,
+            label,
+            ty,
+        }
+    }
+}
+
+/// A `oneof` group of fields.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OneofDef {
+    /// The oneof name.
+    pub name: String,
+    /// Its fields.
+    pub fields: Vec<FieldDef>,
+}
+
+/// A message definition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageDef {
+    /// Full name, `package.Name` (or `package.Outer.Inner` for a nested message).
+    pub full_name: String,
+    /// Plain fields.
+    pub fields: Vec<FieldDef>,
+    /// Oneof groups.
+    pub oneofs: Vec<OneofDef>,
+    /// Messages defined inside this one.
+    pub nested: Vec<MessageDef>,
+    /// Reserved field numbers, as inclusive ranges.
+    pub reserved_tags: Vec<(u32, u32)>,
+    /// Reserved field names.
+    pub reserved_names: Vec<String>,
+}
+
+impl MessageDef {
+    /// An empty message.
+    pub fn new(full_name: impl Into<String>) -> Self {
+        MessageDef {
+            full_name: full_name.into(),
+            fields: Vec::new(),
+            oneofs: Vec::new(),
+            nested: Vec::new(),
+            reserved_tags: Vec::new(),
+            reserved_names: Vec::new(),
+        }
+    }
+
+    fn short_name(&self) -> &str {
+        short_name(&self.full_name)
+    }
+}
+
+/// An enum definition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EnumDef {
+    /// Full name, `package.Name`.
+    pub full_name: String,
+    /// Values: name and number. The first is zero.
+    pub values: Vec<(String, i32)>,
+}
+
+/// A top-level definition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Definition {
+    /// A message.
+    Message(MessageDef),
+    /// An enum.
+    Enum(EnumDef),
+}
+
+impl Definition {
+    /// The full name.
+    pub fn full_name(&self) -> &str {
+        match self {
+            Definition::Message(m) => &m.full_name,
+            Definition::Enum(e) => &e.full_name,
+        }
+    }
+}
+
+/// Two different definitions were registered under one full name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The full name.
+    pub full_name: String,
+    /// The definition registered first (the one kept).
+    pub first: Box<Definition>,
+    /// The other one.
+    pub second: Box<Definition>,
+}
+
+/// Collects definitions, deduplicated by full name, and renders them.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaRegistry {
+    defs: BTreeMap<String, Definition>,
+    in_progress: BTreeSet<String>,
+    imports: BTreeSet<&'static str>,
+    conflicts: Vec<Conflict>,
+}
+
+fn short_name(full: &str) -> &str {
+    full.rsplit('.').next().unwrap_or(full)
+}
+
+/// The package of a top-level full name (`"a.b.Name"` -> `"a.b"`).
+pub fn package_of(full: &str) -> &str {
+    full.rsplit_once('.').map(|(p, _)| p).unwrap_or("")
+}
+
+/// The file a package's definitions are rendered into: `"a.b"` -> `"a/b.proto"`.
+pub fn file_of_package(package: &str) -> String {
+    if package.is_empty() {
+        "series.proto".to_owned()
+    } else {
+        format!("{}.proto", package.replace('.', "/"))
+    }
+}
+
+impl SchemaRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts describing `full_name`. Returns `false` when it is already registered or being
+    /// described (a recursive type), in which case the caller adds nothing.
+    pub fn begin(&mut self, full_name: &str) -> bool {
+        if self.defs.contains_key(full_name) || self.in_progress.contains(full_name) {
+            return false;
+        }
+        self.in_progress.insert(full_name.to_owned());
+        true
+    }
+
+    /// Adds a message definition (ending a [`begin`](Self::begin)).
+    pub fn add_message(&mut self, def: MessageDef) {
+        self.add(Definition::Message(def));
+    }
+
+    /// Adds an enum definition (ending a [`begin`](Self::begin)).
+    pub fn add_enum(&mut self, def: EnumDef) {
+        self.add(Definition::Enum(def));
+    }
+
+    fn add(&mut self, def: Definition) {
+        let name = def.full_name().to_owned();
+        self.in_progress.remove(&name);
+        match self.defs.get(&name) {
+            Some(first) if *first != def => self.conflicts.push(Conflict {
+                full_name: name,
+                first: Box::new(first.clone()),
+                second: Box::new(def),
+            }),
+            Some(_) => {}
+            None => {
+                self.defs.insert(name, def);
+            }
+        }
+    }
+
+    /// Records that the schema needs an import that is not one of its own files, such as
+    /// [`TIMESTAMP_IMPORT`] or [`CALLER_ID_IMPORT`].
+    pub fn add_import(&mut self, path: &'static str) {
+        self.imports.insert(path);
+    }
+
+    /// The definitions, by full name.
+    pub fn definitions(&self) -> impl Iterator<Item = &Definition> {
+        self.defs.values()
+    }
+
+    /// The definition named `full_name`.
+    pub fn get(&self, full_name: &str) -> Option<&Definition> {
+        self.defs.get(full_name)
+    }
+
+    /// Different definitions registered under one name (two Rust types with one schema
+    /// name). Empty in a consistent schema.
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
+    }
+
+    /// The packages of all definitions.
+    pub fn packages(&self) -> BTreeSet<&str> {
+        self.defs.keys().map(|k| package_of(k)).collect()
+    }
+
+    /// Renders one `.proto` file per package, as `(path, text)`, dependencies first where a
+    /// package imports another. External imports ([`TIMESTAMP_IMPORT`], [`CALLER_ID_IMPORT`])
+    /// are not included; see [`Series::proto_files`](crate::Series::proto_files).
+    pub fn render_files(&self) -> Vec<(String, String)> {
+        let packages: Vec<&str> = self.packages().into_iter().collect();
+        let mut files = Vec::new();
+        for pkg in &packages {
+            files.push((file_of_package(pkg), self.render_package(pkg)));
+        }
+        // Order so that imported files come before their importers.
+        let deps: Vec<BTreeSet<String>> = packages.iter().map(|p| self.package_deps(p)).collect();
+        let mut ordered = Vec::new();
+        let mut done = BTreeSet::new();
+        while ordered.len() < files.len() {
+            let before = ordered.len();
+            for (i, pkg) in packages.iter().enumerate() {
+                if done.contains(pkg) {
+                    continue;
+                }
+                if deps[i]
+                    .iter()
+                    .all(|d| done.contains(d.as_str()) || d == pkg)
+                {
+                    done.insert(*pkg);
+                    ordered.push(files[i].clone());
+                }
+            }
+            if ordered.len() == before {
+                // A cycle between packages (protoc rejects it); keep the rest as they are.
+                for (i, pkg) in packages.iter().enumerate() {
+                    if done.insert(*pkg) {
+                        ordered.push(files[i].clone());
+                    }
+                }
+            }
+        }
+        ordered
+    }
+
+    /// The text of the file for `package`.
+    pub fn render_package(&self, package: &str) -> String {
+        let mut out = String::new();
+        out.push_str("// Generated by #[tsercom::series]. Do not edit.\n");
+        out.push_str("syntax = \"proto3\";\n\n");
+        if !package.is_empty() {
+            let _ = writeln!(out, "package {package};\n");
+        }
+        let mut imports: BTreeSet<String> = BTreeSet::new();
+        for dep in self.package_deps(package) {
+            if dep != package {
+                imports.insert(file_of_package(&dep));
+            }
+        }
+        for ext in self.external_imports_of(package) {
+            imports.insert(ext.to_owned());
+        }
+        for imp in &imports {
+            let _ = writeln!(out, "import \"{imp}\";");
+        }
+        if !imports.is_empty() {
+            out.push('\n');
+        }
+        for def in self.defs.values() {
+            if package_of(def.full_name()) != package {
+                continue;
+            }
+            match def {
+                Definition::Message(m) => render_message(m, 0, &mut out),
+                Definition::Enum(e) => render_enum(e, &mut out),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    fn named_types_of(&self, package: &str) -> BTreeSet<String> {
+        fn walk(m: &MessageDef, out: &mut BTreeSet<String>) {
+            let all = m
+                .fields
+                .iter()
+                .chain(m.oneofs.iter().flat_map(|o| o.fields.iter()));
+            for f in all {
+                let mut ty = &f.ty;
+                if let FieldType::Map(_, v) = ty {
+                    ty = v;
+                }
+                if let FieldType::Named(n) = ty {
+                    out.insert(n.clone());
+                }
+            }
+            for n in &m.nested {
+                walk(n, out);
+            }
+        }
+        let mut out = BTreeSet::new();
+        for def in self.defs.values() {
+            if package_of(def.full_name()) != package {
+                continue;
+            }
+            if let Definition::Message(m) = def {
+                walk(m, &mut out);
+            }
+        }
+        out
+    }
+
+    fn package_deps(&self, package: &str) -> BTreeSet<String> {
+        self.named_types_of(package)
+            .into_iter()
+            .filter_map(|n| {
+                // Find the top-level definition that holds `n` (it may be nested).
+                let mut cur: &str = &n;
+                loop {
+                    if self.defs.contains_key(cur) {
+                        return Some(package_of(cur).to_owned());
+                    }
+                    cur = cur.rsplit_once('.')?.0;
+                }
+            })
+            .collect()
+    }
+
+    fn external_imports_of(&self, package: &str) -> Vec<&'static str> {
+        let named = self.named_types_of(package);
+        let mut out = Vec::new();
+        if named.contains("google.protobuf.Timestamp") {
+            out.push(TIMESTAMP_IMPORT);
+        }
+        if named.contains("tsercom.CallerId") {
+            out.push(CALLER_ID_IMPORT);
+        }
+        out.extend(
+            self.imports
+                .iter()
+                .copied()
+                .filter(|i| *i != TIMESTAMP_IMPORT && *i != CALLER_ID_IMPORT),
+        );
+        out
+    }
+
+    /// A canonical text of every definition (sorted by name, fields by number), the input of
+    /// [`fingerprint`](Self::fingerprint).
+    pub fn canonical(&self) -> String {
+        let mut out = String::new();
+        for def in self.defs.values() {
+            match def {
+                Definition::Message(m) => render_message(m, 0, &mut out),
+                Definition::Enum(e) => render_enum(e, &mut out),
+            }
+        }
+        out
+    }
+
+    /// The FNV-1a 64-bit hash of `root` and the [`canonical`](Self::canonical) text.
+    pub fn fingerprint(&self, root: &str) -> u64 {
+        let mut h = Fnv1a64::new();
+        h.write(root.as_bytes());
+        h.write(b"\n");
+        h.write(self.canonical().as_bytes());
+        h.finish()
+    }
+}
+
+fn indent(depth: usize, out: &mut String) {
+    for _ in 0..depth {
+        out.push_str("  ");
+    }
+}
+
+fn render_message(m: &MessageDef, depth: usize, out: &mut String) {
+    indent(depth, out);
+    let _ = writeln!(out, "message {} {{", m.short_name());
+    if !m.reserved_tags.is_empty() {
+        indent(depth + 1, out);
+        out.push_str("reserved ");
+        for (i, (lo, hi)) in m.reserved_tags.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            if lo == hi {
+                let _ = write!(out, "{lo}");
+            } else {
+                let _ = write!(out, "{lo} to {hi}");
+            }
+        }
+        out.push_str(";\n");
+    }
+    if !m.reserved_names.is_empty() {
+        indent(depth + 1, out);
+        out.push_str("reserved ");
+        for (i, n) in m.reserved_names.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "\"{n}\"");
+        }
+        out.push_str(";\n");
+    }
+    for n in &m.nested {
+        render_message(n, depth + 1, out);
+    }
+    let mut fields: Vec<&FieldDef> = m.fields.iter().collect();
+    fields.sort_by_key(|f| f.tag);
+    for f in fields {
+        indent(depth + 1, out);
+        match f.label {
+            Label::Implicit => {}
+            Label::Optional => out.push_str("optional "),
+            Label::Repeated => out.push_str("repeated "),
+        }
+        render_field(f, out);
+    }
+    for o in &m.oneofs {
+        indent(depth + 1, out);
+        let _ = writeln!(out, "oneof {} {{", o.name);
+        let mut fields: Vec<&FieldDef> = o.fields.iter().collect();
+        fields.sort_by_key(|f| f.tag);
+        for f in fields {
+            indent(depth + 2, out);
+            render_field(f, out);
+        }
+        indent(depth + 1, out);
+        out.push_str("}\n");
+    }
+    indent(depth, out);
+    out.push_str("}\n");
+}
+
+fn render_field(f: &FieldDef, out: &mut String) {
+    f.ty.render(out);
+    let _ = writeln!(out, " {} = {};", f.name, f.tag);
+}
+
+fn render_enum(e: &EnumDef, out: &mut String) {
+    let _ = writeln!(out, "enum {} {{", short_name(&e.full_name));
+    for (name, value) in &e.values {
+        let _ = writeln!(out, "  {name} = {value};");
+    }
+    out.push_str("}\n");
+}
+
+/// The FNV-1a 64-bit hash: small, stable across builds and platforms.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a64(u64);
+
+impl Fnv1a64 {
+    /// A new hasher.
+    pub const fn new() -> Self {
+        Fnv1a64(0xcbf2_9ce4_8422_2325)
+    }
+
+    /// Feeds bytes.
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// The hash so far.
+    pub const fn finish(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv1a64 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_known_values() {
+        let mut h = Fnv1a64::new();
+        h.write(b"");
+        assert_eq!(h.finish(), 0xcbf2_9ce4_8422_2325);
+        let mut h = Fnv1a64::new();
+        h.write(b"a");
+        assert_eq!(h.finish(), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn packages_import_each_other_in_order() {
+        let mut reg = SchemaRegistry::new();
+        let mut a = MessageDef::new("b.A");
+        a.fields.push(FieldDef::new(
+            "x",
+            1,
+            Label::Implicit,
+            FieldType::Named("a.X".into()),
+        ));
+        reg.add_message(a);
+        reg.add_message(MessageDef::new("a.X"));
+        let files = reg.render_files();
+        assert_eq!(files[0].0, "a.proto");
+        assert_eq!(files[1].0, "b.proto");
+        assert!(files[1].1.contains("import \"a.proto\";"));
+        assert!(files[1].1.contains(".a.X x = 1;"));
+    }
+
+    #[test]
+    fn conflicts_are_recorded() {
+        let mut reg = SchemaRegistry::new();
+        reg.add_message(MessageDef::new("p.M"));
+        reg.add_message(MessageDef::new("p.M"));
+        assert!(reg.conflicts().is_empty());
+        let mut other = MessageDef::new("p.M");
+        other.reserved_names.push("x".into());
+        reg.add_message(other);
+        assert_eq!(reg.conflicts().len(), 1);
+    }
+}
