@@ -7,8 +7,10 @@
 pub mod ids;
 pub mod series;
 pub mod time;
+pub mod transport;
 pub mod wire;
 
 pub use ids::{CallerId, CallerIdError};
 pub use series::{Interpolate, Series};
 pub use time::{Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp};
+pub use transport::{dial, Dialer, Server, ServerBuilder, TransportError};
