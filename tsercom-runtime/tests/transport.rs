@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{SinkExt, Stream};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -153,10 +153,7 @@ async fn serves_two_services_on_one_port_0_server() {
     );
 
     drop(stream);
-    assert_eq!(
-        server.shutdown(DEADLINE).await.unwrap(),
-        Shutdown::Graceful
-    );
+    assert_eq!(server.shutdown(DEADLINE).await.unwrap(), Shutdown::Graceful);
 }
 
 #[tokio::test]
@@ -233,10 +230,7 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish_and_refuses_new_conne
         .dial()
         .await
         .unwrap_err();
-    assert!(
-        matches!(error, TransportError::AllFailed { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, TransportError::AllFailed { .. }), "{error}");
 }
 
 #[tokio::test]
@@ -277,7 +271,10 @@ async fn duplicate_services_are_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, TransportError::DuplicateService("tsercom.TsercomStream")),
+        matches!(
+            error,
+            TransportError::DuplicateService("tsercom.TsercomStream")
+        ),
         "{error}"
     );
 }
@@ -342,6 +339,20 @@ async fn dialing_only_dead_addresses_names_each_of_them() {
     assert!(message.contains(&closed_a.to_string()), "{message}");
     assert!(message.contains(&closed_b.to_string()), "{message}");
     assert!(message.to_lowercase().contains("refused"), "{message}");
+}
+
+#[tokio::test]
+async fn dial_accepts_a_grpc_server_without_the_health_service() {
+    let server = Server::builder()
+        .health(false)
+        .add_service(TsercomStreamServer::new(Echo))
+        .serve(LOCALHOST_V4)
+        .await
+        .unwrap();
+    let channel = dial([server.local_addr()]).await.unwrap();
+    let missing = health_status(channel.clone(), "").await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::Unimplemented);
+    open_stream(channel).await.round_trip().await;
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use super::error::{DialFailure, DialFailureCause};
 use super::TransportError;
@@ -25,13 +27,18 @@ pub async fn dial(addrs: impl IntoIterator<Item = SocketAddr>) -> Result<Channel
 /// takes at most that long. The resulting [`Channel`] reconnects to the winning address
 /// by itself if the connection drops later.
 ///
-/// Defaults: connect timeout [`DEFAULT_CONNECT_TIMEOUT`], `TCP_NODELAY` on, HTTP/2
-/// keepalive pings every 60 s with a 20 s timeout.
+/// A connection counts as established once the peer has answered a gRPC request (see
+/// [`verify_grpc`](Self::verify_grpc)): a TCP handshake alone does not prove that a
+/// gRPC server is behind the port.
+///
+/// Defaults: connect timeout [`DEFAULT_CONNECT_TIMEOUT`], peer verified, `TCP_NODELAY`
+/// on, HTTP/2 keepalive pings every 60 s with a 20 s timeout.
 #[derive(Debug, Clone)]
 pub struct Dialer {
     addrs: Vec<SocketAddr>,
     connect_timeout: Duration,
     tcp_nodelay: bool,
+    verify_grpc: bool,
     http2_keepalive_interval: Option<Duration>,
     http2_keepalive_timeout: Duration,
 }
@@ -49,6 +56,7 @@ impl Dialer {
             addrs: unique,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tcp_nodelay: true,
+            verify_grpc: true,
             http2_keepalive_interval: Some(Duration::from_secs(60)),
             http2_keepalive_timeout: Duration::from_secs(20),
         }
@@ -57,6 +65,19 @@ impl Dialer {
     /// Sets how long one attempt may take, TCP and HTTP/2 handshakes included.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether an attempt must get an answer to a gRPC request before it counts as
+    /// connected (default: on).
+    ///
+    /// The request is a standard health check of the whole server
+    /// (`grpc.health.v1.Health/Check`); any gRPC answer counts, including
+    /// `UNIMPLEMENTED` from a server without the health service and `NOT_SERVING`. It
+    /// costs one round trip. Without it, a port that accepts TCP but never speaks HTTP/2
+    /// "connects" and the first RPC hangs instead.
+    pub fn verify_grpc(mut self, enabled: bool) -> Self {
+        self.verify_grpc = enabled;
         self
     }
 
@@ -143,10 +164,32 @@ impl Dialer {
     /// `connect_timeout` would cover the TCP handshake only).
     async fn attempt(&self, addr: SocketAddr) -> Result<Channel, DialFailureCause> {
         let endpoint = self.endpoint(addr)?;
-        match tokio::time::timeout(self.connect_timeout, endpoint.connect()).await {
-            Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(error)) => Err(DialFailureCause::Connect(error)),
-            Err(_elapsed) => Err(DialFailureCause::TimedOut(self.connect_timeout)),
-        }
+        let connect = async {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(DialFailureCause::Connect)?;
+            if self.verify_grpc {
+                verify_grpc(&channel).await?;
+            }
+            Ok(channel)
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .unwrap_or(Err(DialFailureCause::TimedOut(self.connect_timeout)))
+    }
+}
+
+/// Succeeds once the peer answers a gRPC request, whatever the answer.
+async fn verify_grpc(channel: &Channel) -> Result<(), DialFailureCause> {
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    match HealthClient::new(channel.clone()).check(request).await {
+        Ok(_) => Ok(()),
+        // A status the server sent has no source; one made from a local transport error
+        // has it.
+        Err(status) if std::error::Error::source(&status).is_none() => Ok(()),
+        Err(status) => Err(DialFailureCause::NotGrpc(status)),
     }
 }

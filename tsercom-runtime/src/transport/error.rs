@@ -79,6 +79,8 @@ pub enum DialFailureCause {
     InvalidEndpoint(tonic::transport::Error),
     /// The TCP or HTTP/2 connection failed.
     Connect(tonic::transport::Error),
+    /// The connection was made but the peer did not answer a gRPC request.
+    NotGrpc(tonic::Status),
 }
 
 impl fmt::Display for DialFailure {
@@ -93,6 +95,11 @@ impl fmt::Display for DialFailureCause {
             Self::TimedOut(after) => write!(f, "timed out after {after:?}"),
             Self::InvalidEndpoint(e) => write!(f, "invalid endpoint: {}", ErrorChain(e)),
             Self::Connect(e) => write!(f, "{}", ErrorChain(e)),
+            Self::NotGrpc(status) => write!(
+                f,
+                "the peer did not answer a gRPC request: {}",
+                ErrorChain(status)
+            ),
         }
     }
 }

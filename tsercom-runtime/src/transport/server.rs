@@ -159,7 +159,10 @@ impl ServerBuilder {
     }
 
     /// Starts serving on a listener the caller bound.
-    pub async fn serve_with_listener(self, listener: TcpListener) -> Result<Server, TransportError> {
+    pub async fn serve_with_listener(
+        self,
+        listener: TcpListener,
+    ) -> Result<Server, TransportError> {
         if let Some(name) = self.duplicate {
             return Err(TransportError::DuplicateService(name));
         }
@@ -227,8 +230,9 @@ impl ServerBuilder {
 }
 
 /// The gRPC name of the standard health service.
-const HEALTH_SERVICE_NAME: &str =
-    <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME;
+const HEALTH_SERVICE_NAME: &str = <tonic_health::pb::health_server::HealthServer<
+    tonic_health::server::HealthService,
+> as NamedService>::NAME;
 
 /// A running gRPC server.
 ///
