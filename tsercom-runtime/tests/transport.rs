@@ -16,11 +16,12 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use tsercom_runtime::transport::{
-    dial, DialFailureCause, Dialer, HealthHandle, Server, Shutdown, TransportError,
+    dial, DialFailureCause, Dialer, HealthHandle, MessageLimits, Server, Shutdown, TransportError,
+    WithMessageLimits,
 };
 use tsercom_runtime::wire::tsercom_stream_client::TsercomStreamClient;
 use tsercom_runtime::wire::tsercom_stream_server::{TsercomStream, TsercomStreamServer};
-use tsercom_runtime::wire::Envelope;
+use tsercom_runtime::wire::{envelope, Envelope, Hello};
 
 /// How long any condition in these tests may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -406,4 +407,28 @@ async fn ipv6_loopback_works() {
         health_status(channel, "").await.unwrap(),
         ServingStatus::Serving
     );
+}
+
+#[tokio::test]
+async fn message_limits_apply_to_the_service() {
+    let server = Server::builder()
+        .add_service(
+            TsercomStreamServer::new(Echo).with_message_limits(MessageLimits::symmetric(1024)),
+        )
+        .serve(LOCALHOST_V4)
+        .await
+        .unwrap();
+    let mut stream = open_stream(dial([server.local_addr()]).await.unwrap()).await;
+    stream.round_trip().await;
+
+    let too_big = Envelope {
+        kind: Some(envelope::Kind::Hello(Hello {
+            runtime: "x".repeat(4096),
+            ..Hello::default()
+        })),
+    };
+    stream.tx.send(too_big).await.unwrap();
+    let refused = within(stream.rx.message()).await.unwrap_err();
+    // tonic reports an oversized message as OUT_OF_RANGE.
+    assert_eq!(refused.code(), tonic::Code::OutOfRange);
 }

@@ -9,7 +9,7 @@ use crate::wire::tsercom_stream_server::{TsercomStream, TsercomStreamServer};
 /// The largest encoded messages a service or client accepts and sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageLimits {
-    /// The largest message accepted; larger ones fail the RPC with `RESOURCE_EXHAUSTED`.
+    /// The largest message accepted; larger ones fail the RPC (tonic says `OUT_OF_RANGE`).
     pub max_decoding: usize,
     /// The largest message sent; sending a larger one fails locally.
     pub max_encoding: usize,

@@ -12,6 +12,7 @@
 //!
 //! ```
 //! use std::time::Duration;
+//! use tonic_health::pb::health_check_response::ServingStatus;
 //! use tonic_health::pb::health_client::HealthClient;
 //! use tonic_health::pb::HealthCheckRequest;
 //! use tsercom_runtime::transport::{dial, Server, Shutdown};
@@ -26,7 +27,7 @@
 //! let reply = health
 //!     .check(HealthCheckRequest { service: String::new() })
 //!     .await?;
-//! assert_eq!(reply.into_inner().status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+//! assert_eq!(reply.into_inner().status(), ServingStatus::Serving);
 //!
 //! drop(health);
 //! assert_eq!(server.shutdown(Duration::from_secs(1)).await?, Shutdown::Graceful);

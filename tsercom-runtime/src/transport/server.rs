@@ -19,6 +19,7 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
+use tracing::Instrument;
 
 use super::conn::ConnTracker;
 use super::TransportError;
@@ -204,19 +205,23 @@ impl ServerBuilder {
             .add_routes(routes.routes());
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let services = self.names.clone();
-        let task = runtime.spawn(async move {
-            tracing::debug!(%local_addr, ?services, "gRPC server listening");
-            let signal = async {
-                // An error means the Server handle is gone; stop then too.
-                let _ = shutdown_rx.await;
-            };
-            let result = router.serve_with_incoming_shutdown(incoming, signal).await;
-            match &result {
-                Ok(()) => tracing::debug!(%local_addr, "gRPC server stopped"),
-                Err(error) => tracing::warn!(%local_addr, %error, "gRPC server failed"),
+        let span = tracing::info_span!("grpc_server", %local_addr);
+        let task = runtime.spawn(
+            async move {
+                tracing::debug!(?services, "gRPC server listening");
+                let signal = async {
+                    // An error means the Server handle is gone; stop then too.
+                    let _ = shutdown_rx.await;
+                };
+                let result = router.serve_with_incoming_shutdown(incoming, signal).await;
+                match &result {
+                    Ok(()) => tracing::debug!("gRPC server stopped"),
+                    Err(error) => tracing::warn!(%error, "gRPC server failed"),
+                }
+                result
             }
-            result
-        });
+            .instrument(span),
+        );
 
         Ok(Server {
             local_addr,
@@ -290,6 +295,9 @@ impl Server {
     /// connections are refused) and clients are told to go away (HTTP/2 `GOAWAY`).
     /// RPCs in flight may finish within `grace`; connections still open after it are
     /// aborted and the result is [`Shutdown::Aborted`].
+    ///
+    /// Streams that never end by themselves (a health `Watch`, an idle subscription)
+    /// keep the shutdown waiting until `grace` has passed.
     pub async fn shutdown(mut self, grace: Duration) -> Result<Shutdown, TransportError> {
         self.health.set_all(ServingStatus::NotServing).await;
         if let Some(tx) = self.shutdown_tx.take() {
