@@ -13,4 +13,4 @@ pub mod wire;
 pub use ids::{CallerId, CallerIdError};
 pub use series::{Interpolate, Series};
 pub use time::{Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp};
-pub use transport::{dial, Dialer, Server, ServerBuilder, TransportError};
+pub use transport::{Dialer, Server, ServerBuilder, TransportError};

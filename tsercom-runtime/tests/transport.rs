@@ -185,14 +185,14 @@ async fn health_reports_each_service_and_follows_the_handle() {
         ServingStatus::Serving
     );
 
-    health.set(HealthHandle::OVERALL, false).await;
+    health.set_not_serving_by_name(HealthHandle::OVERALL).await;
     assert_eq!(
         health_status(channel.clone(), "").await.unwrap(),
         ServingStatus::NotServing
     );
 
     health.set_serving::<TsercomStreamServer<Echo>>().await;
-    health.set("", true).await;
+    health.set_serving_by_name("").await;
     assert_eq!(
         health_status(channel.clone(), echo_name).await.unwrap(),
         ServingStatus::Serving

@@ -32,7 +32,8 @@ pub async fn dial(addrs: impl IntoIterator<Item = SocketAddr>) -> Result<Channel
 /// gRPC server is behind the port.
 ///
 /// Defaults: connect timeout [`DEFAULT_CONNECT_TIMEOUT`], peer verified, `TCP_NODELAY`
-/// on, HTTP/2 keepalive pings every 60 s with a 20 s timeout.
+/// on, HTTP/2 keepalive pings every 6 minutes with a 20 s timeout, only while RPCs are
+/// open (see [`http2_keepalive`](Self::http2_keepalive)).
 #[derive(Debug, Clone)]
 pub struct Dialer {
     addrs: Vec<SocketAddr>,
@@ -57,7 +58,7 @@ impl Dialer {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tcp_nodelay: true,
             verify_grpc: true,
-            http2_keepalive_interval: Some(Duration::from_secs(60)),
+            http2_keepalive_interval: Some(Duration::from_secs(6 * 60)),
             http2_keepalive_timeout: Duration::from_secs(20),
         }
     }
@@ -87,9 +88,14 @@ impl Dialer {
         self
     }
 
-    /// Sends HTTP/2 keepalive pings every `interval`, also while idle, and drops a
-    /// connection whose ping is not answered within `timeout` (default: every 60 s, 20 s
-    /// timeout). `None` turns the pings off.
+    /// Sends HTTP/2 keepalive pings every `interval` while RPCs are open and drops a
+    /// connection whose ping is not answered within `timeout` (default: every 6 minutes,
+    /// 20 s timeout). `None` turns the pings off.
+    ///
+    /// grpc-core (Python, C++) and grpc-go servers by default answer clients that ping
+    /// more often than every 5 minutes, or while no RPC is open, with `GOAWAY`
+    /// (`too_many_pings`); shorter intervals are only safe against tsercom peers or
+    /// servers configured to allow them.
     pub fn http2_keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
         self.http2_keepalive_interval = interval;
         self.http2_keepalive_timeout = timeout;
@@ -152,7 +158,7 @@ impl Dialer {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(DialFailureCause::InvalidEndpoint)?
             .tcp_nodelay(self.tcp_nodelay)
-            .keep_alive_while_idle(self.http2_keepalive_interval.is_some())
+            .keep_alive_while_idle(false)
             .keep_alive_timeout(self.http2_keepalive_timeout);
         Ok(match self.http2_keepalive_interval {
             Some(interval) => endpoint.http2_keep_alive_interval(interval),

@@ -4,12 +4,12 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
@@ -185,10 +185,7 @@ impl ServerBuilder {
                 .await;
         }
         let names = self.names.iter().map(|n| (*n).to_owned()).collect();
-        let health = HealthHandle {
-            reporter,
-            names: Arc::new(Mutex::new(names)),
-        };
+        let health = HealthHandle::new(reporter, names);
 
         let (tracker, abort_tx) = ConnTracker::new();
         let incoming = TcpIncoming::from(listener)
@@ -299,7 +296,7 @@ impl Server {
     /// Streams that never end by themselves (a health `Watch`, an idle subscription)
     /// keep the shutdown waiting until `grace` has passed.
     pub async fn shutdown(mut self, grace: Duration) -> Result<Shutdown, TransportError> {
-        self.health.set_all(ServingStatus::NotServing).await;
+        self.health.shut_down().await;
         if let Some(tx) = self.shutdown_tx.take() {
             let _ = tx.send(());
         }
@@ -346,21 +343,25 @@ impl Drop for Server {
 
 /// Sets the statuses the standard gRPC health service reports.
 ///
-/// The overall status has the empty name `""`. Each added service starts `SERVING`;
-/// [`Server::shutdown`] turns everything `NOT_SERVING`. Without the health service
+/// The overall status has the empty name `""` ([`HealthHandle::OVERALL`]). Each added
+/// service starts `SERVING`; [`Server::shutdown`] turns everything `NOT_SERVING`, after
+/// which the handle changes nothing. Without the health service
 /// ([`ServerBuilder::health`]) the statuses are kept but nobody can query them.
 #[derive(Clone)]
 pub struct HealthHandle {
     reporter: HealthReporter,
+    state: Arc<Mutex<HealthState>>,
+}
+
+struct HealthState {
     /// Every name ever given a status, so that shutdown can turn them all `NOT_SERVING`.
-    names: Arc<Mutex<BTreeSet<String>>>,
+    names: BTreeSet<String>,
+    shutting_down: bool,
 }
 
 impl fmt::Debug for HealthHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HealthHandle")
-            .field("services", &self.names)
-            .finish_non_exhaustive()
+        f.debug_struct("HealthHandle").finish_non_exhaustive()
     }
 }
 
@@ -368,41 +369,63 @@ impl HealthHandle {
     /// The name of the overall server status.
     pub const OVERALL: &'static str = "";
 
+    fn new(reporter: HealthReporter, names: BTreeSet<String>) -> Self {
+        let state = HealthState {
+            names,
+            shutting_down: false,
+        };
+        Self {
+            reporter,
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
     /// Reports service `S` as `SERVING`.
     pub async fn set_serving<S: NamedService>(&self) {
-        self.set(S::NAME, true).await;
+        self.set(S::NAME, ServingStatus::Serving).await;
     }
 
     /// Reports service `S` as `NOT_SERVING`.
     pub async fn set_not_serving<S: NamedService>(&self) {
-        self.set(S::NAME, false).await;
+        self.set(S::NAME, ServingStatus::NotServing).await;
     }
 
-    /// Reports the service named `name` (`""` for the whole server) as `SERVING` when
-    /// `serving`, as `NOT_SERVING` otherwise. Unknown names are added.
-    pub async fn set(&self, name: &str, serving: bool) {
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
+    /// Reports the service named `name` as `SERVING` (`""` is the whole server; a name
+    /// not seen before is added).
+    pub async fn set_serving_by_name(&self, name: &str) {
+        self.set(name, ServingStatus::Serving).await;
+    }
+
+    /// Reports the service named `name` as `NOT_SERVING` (`""` is the whole server; a
+    /// name not seen before is added).
+    pub async fn set_not_serving_by_name(&self, name: &str) {
+        self.set(name, ServingStatus::NotServing).await;
+    }
+
+    async fn set(&self, name: &str, status: ServingStatus) {
+        let mut state = self.state.lock().await;
+        if state.shutting_down {
+            tracing::debug!(
+                service = name,
+                ?status,
+                "health status ignored: shutting down"
+            );
+            return;
+        }
         tracing::debug!(service = name, ?status, "health status set");
-        self.names
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_owned());
+        state.names.insert(name.to_owned());
         self.reporter.set_service_status(name, status).await;
     }
 
-    async fn set_all(&self, status: ServingStatus) {
-        let mut names = self
-            .names
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        names.insert(Self::OVERALL.to_owned());
-        for name in names {
-            self.reporter.set_service_status(name, status).await;
+    /// Turns every status `NOT_SERVING` for good.
+    async fn shut_down(&self) {
+        let mut state = self.state.lock().await;
+        state.shutting_down = true;
+        state.names.insert(Self::OVERALL.to_owned());
+        for name in &state.names {
+            self.reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
         }
     }
 }
