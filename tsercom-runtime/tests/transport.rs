@@ -250,6 +250,31 @@ async fn shutdown_deadline_aborts_a_stream_that_never_ends() {
 }
 
 #[tokio::test]
+async fn shutdown_tells_health_watchers_not_serving() {
+    let server = echo_server().await;
+    let channel = dial([server.local_addr()]).await.unwrap();
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut watch = HealthClient::new(channel)
+        .watch(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within(watch.message()).await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_millis(300)));
+    let next = within(watch.message()).await.unwrap().unwrap();
+    assert_eq!(next.status(), ServingStatus::NotServing);
+
+    // A watch never ends by itself, so the deadline aborts it.
+    let outcome = within(shutdown).await.unwrap().unwrap();
+    assert_eq!(outcome, Shutdown::Aborted { connections: 1 });
+    assert!(within(watch.message()).await.is_err());
+}
+
+#[tokio::test]
 async fn dropping_the_server_aborts_its_connections() {
     let server = echo_server().await;
     let addr = server.local_addr();

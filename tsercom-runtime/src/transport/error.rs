@@ -110,10 +110,16 @@ struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
         let mut source = self.0.source();
         while let Some(e) = source {
-            write!(f, ": {e}")?;
+            // Some layers repeat their source's message; print each message once.
+            let message = e.to_string();
+            if message != last {
+                write!(f, ": {message}")?;
+                last = message;
+            }
             source = e.source();
         }
         Ok(())

@@ -294,7 +294,8 @@ impl Server {
     /// aborted and the result is [`Shutdown::Aborted`].
     ///
     /// Streams that never end by themselves (a health `Watch`, an idle subscription)
-    /// keep the shutdown waiting until `grace` has passed.
+    /// keep the shutdown waiting until `grace` has passed. Dropping the returned future
+    /// before it completes aborts everything at once, like dropping the [`Server`].
     pub async fn shutdown(mut self, grace: Duration) -> Result<Shutdown, TransportError> {
         self.health.shut_down().await;
         if let Some(tx) = self.shutdown_tx.take() {
