@@ -199,3 +199,40 @@ async fn verify_grpc(channel: &Channel) -> Result<(), DialFailureCause> {
         Err(status) => Err(DialFailureCause::NotGrpc(status)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn candidates_keep_their_order_without_duplicates() {
+        let a = addr("127.0.0.1:1");
+        let b = addr("[::1]:2");
+        let dialer = Dialer::new([a, b, a, b]);
+        assert_eq!(dialer.addrs(), [a, b]);
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed() {
+        let dialer = Dialer::new([]);
+        let endpoint = dialer.endpoint(addr("[::1]:50051"));
+        let uri = endpoint.map(|e| e.uri().to_string()).unwrap_or_default();
+        assert_eq!(uri, "http://[::1]:50051/");
+    }
+
+    #[test]
+    fn a_timeout_names_every_address() {
+        let error = TransportError::TimedOut {
+            addrs: vec![addr("127.0.0.1:1"), addr("[::1]:2")],
+            timeout: Duration::from_secs(3),
+        };
+        assert_eq!(
+            error.to_string(),
+            "connecting timed out after 3s (tried 127.0.0.1:1, [::1]:2)"
+        );
+    }
+}
