@@ -31,12 +31,8 @@ pub use tsercom_runtime::series::{Interpolate, Series};
 
 #[doc(inline)]
 pub use tsercom_macros::series;
-pub use tsercom_runtime::time::{
-    self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
-};
 pub use tsercom_runtime::data::{
-    self, CallerEvent, DataError, NewData, Reader, RemoteDataAggregator, Subscription,
-    Timestamped,
+    self, CallerEvent, DataError, NewData, Reader, RemoteDataAggregator, Subscription, Timestamped,
 };
 pub use tsercom_runtime::queue::{self, OverflowPolicy};
 pub use tsercom_runtime::runtime::{
@@ -44,14 +40,16 @@ pub use tsercom_runtime::runtime::{
     PeerClock, Runtime, RuntimeError, SendEventError, SessionConfig, Source, SourceBuilder,
     SourceStats, StreamService,
 };
+pub use tsercom_runtime::time::{
+    self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
+};
 pub use tsercom_runtime::timesync::{self, ClockEstimate, TimeSyncConfig};
 pub use tsercom_runtime::wire;
 
 /// The types most programs use, for `use tsercom::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        Aggregator, CallerId, Clock, Interpolate, Runtime, Series, Source, Timestamp,
-        Timestamped,
+        Aggregator, CallerId, Clock, Interpolate, Runtime, Series, Source, Timestamp, Timestamped,
     };
 }
 

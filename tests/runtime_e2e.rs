@@ -50,7 +50,10 @@ fn reading(i: usize, station: &str) -> Reading {
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -145,23 +148,40 @@ async fn events_reach_one_source_or_all() {
         .await
         .unwrap();
     let addr = agg.local_addr().unwrap();
-    let a = Source::<Weather>::builder().dial([addr]).start().await.unwrap();
-    let b = Source::<Weather>::builder().dial([addr]).start().await.unwrap();
+    let a = Source::<Weather>::builder()
+        .dial([addr])
+        .start()
+        .await
+        .unwrap();
+    let b = Source::<Weather>::builder()
+        .dial([addr])
+        .start()
+        .await
+        .unwrap();
     let mut a_events = a.events().unwrap();
     let mut b_events = b.events().unwrap();
     wait_until("both connected", || agg.connected().len() == 2).await;
 
     agg.send(a.id(), Command::SetRate { hz: 10 }).unwrap();
-    let e = tokio::time::timeout(DEADLINE, a_events.recv()).await.unwrap().unwrap();
+    let e = tokio::time::timeout(DEADLINE, a_events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(e.value, Command::SetRate { hz: 10 });
     assert_eq!(e.from, agg.id());
     assert_eq!(e.seq, 1);
 
     let sent_to = agg.broadcast(Command::Idle);
     assert_eq!(sent_to.len(), 2);
-    let e = tokio::time::timeout(DEADLINE, a_events.recv()).await.unwrap().unwrap();
+    let e = tokio::time::timeout(DEADLINE, a_events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(e.value, Command::Idle);
-    let e = tokio::time::timeout(DEADLINE, b_events.recv()).await.unwrap().unwrap();
+    let e = tokio::time::timeout(DEADLINE, b_events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(e.value, Command::Idle);
 
     let stranger = CallerId::random();
@@ -180,13 +200,24 @@ async fn a_source_that_leaves_is_reported_and_refuses_events() {
         .unwrap();
     let mut caller_events = agg.caller_events();
     let addr = agg.local_addr().unwrap();
-    let source = Source::<Weather>::builder().dial([addr]).start().await.unwrap();
+    let source = Source::<Weather>::builder()
+        .dial([addr])
+        .start()
+        .await
+        .unwrap();
     let id = source.id();
     source.send(reading(0, "x")).await.unwrap();
-    let joined = tokio::time::timeout(DEADLINE, caller_events.recv()).await.unwrap();
+    let joined = tokio::time::timeout(DEADLINE, caller_events.recv())
+        .await
+        .unwrap();
     assert_eq!(joined, Some(tsercom::CallerEvent::Joined(id)));
-    assert!(source.shutdown(DEADLINE).await, "the sample was acknowledged");
-    let left = tokio::time::timeout(DEADLINE, caller_events.recv()).await.unwrap();
+    assert!(
+        source.shutdown(DEADLINE).await,
+        "the sample was acknowledged"
+    );
+    let left = tokio::time::timeout(DEADLINE, caller_events.recv())
+        .await
+        .unwrap();
     assert_eq!(left, Some(tsercom::CallerEvent::Left(id)));
     assert_eq!(
         agg.send(id, Command::Idle),

@@ -17,9 +17,11 @@ pub mod schema;
 pub mod series;
 pub mod time;
 pub mod timesync;
+pub mod transport;
 pub mod wire;
 
 pub use data::{CallerEvent, DataError, NewData, RemoteDataAggregator, Timestamped};
 pub use ids::{CallerId, CallerIdError};
 pub use series::{Interpolate, Series};
 pub use time::{Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp};
+pub use transport::{Dialer, Server, ServerBuilder, TransportError};

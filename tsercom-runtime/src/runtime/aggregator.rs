@@ -426,7 +426,7 @@ impl<R: Runtime> Acceptor for Core<R> {
 pub struct Aggregator<R: Runtime> {
     core: Arc<Core<R>>,
     local_addr: Option<SocketAddr>,
-    server: Option<super::net::Hosted>,
+    server: Option<crate::transport::Server>,
 }
 
 impl<R: Runtime> std::fmt::Debug for Aggregator<R> {
@@ -568,7 +568,7 @@ impl<R: Runtime> Aggregator<R> {
     pub async fn shutdown(mut self, grace: Duration) {
         self.core.stopping.send_replace(true);
         if let Some(server) = self.server.take() {
-            server.shutdown(grace).await;
+            let _ = server.shutdown(grace).await;
         }
         lock(&self.core.tasks).abort_all();
     }
@@ -664,7 +664,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             let acceptor: Arc<dyn Acceptor> = core.clone();
             let svc = StreamService::<R>::new(acceptor, core.config.max_frame_bytes);
             let hosted = super::net::host(addr, svc).await?;
-            local_addr = Some(hosted.local_addr);
+            local_addr = Some(hosted.local_addr());
             server = Some(hosted);
         }
         for addrs in self.sources {

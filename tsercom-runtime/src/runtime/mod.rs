@@ -52,14 +52,9 @@ pub enum RuntimeError {
     /// The builder's settings do not describe a way to connect.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// Binding or serving failed.
-    #[error("could not serve on {addr}: {source}")]
-    Serve {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// Binding, serving or dialing failed.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
     /// A value is larger than a frame may be.
     #[error("sample of {size} bytes exceeds the frame limit of {limit} bytes")]
     TooLarge {

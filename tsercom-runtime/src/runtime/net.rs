@@ -1,95 +1,31 @@
-//! Hosting a stream service and dialing candidates, for the roles.
+//! Hosting a runtime's stream service and dialing peers, on top of [`crate::transport`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use super::service::StreamService;
+use super::{Runtime, RuntimeError};
+use crate::transport::{Dialer, Server, TransportError};
 
-use super::RuntimeError;
-
-/// A server hosting one service, stopped on `shutdown` or drop.
-#[derive(Debug)]
-pub(crate) struct Hosted {
-    pub(crate) local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-pub(crate) async fn host<S>(addr: SocketAddr, svc: S) -> Result<Hosted, RuntimeError>
-where
-    S: tonic::codegen::Service<
-            tonic::codegen::http::Request<tonic::body::Body>,
-            Response = tonic::codegen::http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind(addr)
+/// Serves `svc` (and the gRPC health service) on `addr`.
+pub(crate) async fn host<R: Runtime>(
+    addr: SocketAddr,
+    svc: StreamService<R>,
+) -> Result<Server, RuntimeError> {
+    Server::builder()
+        .add_service(svc)
+        .serve(addr)
         .await
-        .map_err(|source| RuntimeError::Serve { addr, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| RuntimeError::Serve { addr, source })?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "server failed");
-        }
-    });
-    Ok(Hosted {
-        local_addr,
-        stop: Some(stop),
-        task,
-    })
+        .map_err(RuntimeError::Transport)
 }
 
-impl Hosted {
-    pub(crate) async fn shutdown(mut self, grace: Duration) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
-            self.task.abort();
-        }
-    }
-}
-
-impl Drop for Hosted {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Connects to the first of `addrs` that answers.
+/// Connects to the first of `addrs` that answers gRPC within `timeout`.
 pub(crate) async fn dial_any(
     addrs: &[SocketAddr],
     timeout: Duration,
-) -> Result<tonic::transport::Channel, String> {
-    let attempts = addrs.iter().map(|addr| {
-        let addr = *addr;
-        Box::pin(async move {
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| format!("{addr}: {e}"))?
-                .connect_timeout(timeout)
-                .tcp_nodelay(true);
-            endpoint.connect().await.map_err(|e| format!("{addr}: {e}"))
-        })
-    });
-    match futures::future::select_ok(attempts).await {
-        Ok((channel, _rest)) => Ok(channel),
-        Err(e) => Err(e),
-    }
+) -> Result<tonic::transport::Channel, TransportError> {
+    Dialer::new(addrs.iter().copied())
+        .connect_timeout(timeout)
+        .dial()
+        .await
 }

@@ -351,7 +351,7 @@ pub struct Source<R: Runtime> {
     core: Arc<Core<R>>,
     events: Mutex<Option<mpsc::Receiver<Event<R::Event>>>>,
     local_addr: Option<SocketAddr>,
-    server: Option<super::net::Hosted>,
+    server: Option<crate::transport::Server>,
 }
 
 impl<R: Runtime> std::fmt::Debug for Source<R> {
@@ -506,7 +506,7 @@ impl<R: Runtime> Source<R> {
         let flushed = self.flush(timeout).await;
         self.core.stopping.send_replace(true);
         if let Some(server) = self.server.take() {
-            server.shutdown(Duration::from_millis(200)).await;
+            let _ = server.shutdown(Duration::from_millis(200)).await;
         }
         lock(&self.core.tasks).abort_all();
         flushed
@@ -607,7 +607,7 @@ impl<R: Runtime> SourceBuilder<R> {
             let acceptor: Arc<dyn Acceptor> = core.clone();
             let svc = StreamService::<R>::new(acceptor, core.config.max_frame_bytes);
             let hosted = super::net::host(addr, svc).await?;
-            local_addr = Some(hosted.local_addr);
+            local_addr = Some(hosted.local_addr());
             server = Some(hosted);
         }
         if !self.dial.is_empty() {

@@ -1,0 +1,238 @@
+//! Dialing a gRPC server that may be reachable at several addresses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use super::error::{DialFailure, DialFailureCause};
+use super::TransportError;
+
+/// The connect timeout of a [`Dialer`] unless set otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Dials the first of `addrs` that answers, with the default settings of [`Dialer`].
+pub async fn dial(addrs: impl IntoIterator<Item = SocketAddr>) -> Result<Channel, TransportError> {
+    Dialer::new(addrs).dial().await
+}
+
+/// Connects to a gRPC server that may be reachable at several addresses (IPv4 and IPv6,
+/// typically from mDNS or DNS).
+///
+/// Every candidate is tried at the same time; the first connection established wins and
+/// the other attempts are cancelled. Each attempt has the connect timeout, so a dial
+/// takes at most that long. The resulting [`Channel`] reconnects to the winning address
+/// by itself if the connection drops later.
+///
+/// A connection counts as established once the peer has answered a gRPC request (see
+/// [`verify_grpc`](Self::verify_grpc)): a TCP handshake alone does not prove that a
+/// gRPC server is behind the port.
+///
+/// Defaults: connect timeout [`DEFAULT_CONNECT_TIMEOUT`], peer verified, `TCP_NODELAY`
+/// on, HTTP/2 keepalive pings every 6 minutes with a 20 s timeout, only while RPCs are
+/// open (see [`http2_keepalive`](Self::http2_keepalive)).
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    addrs: Vec<SocketAddr>,
+    connect_timeout: Duration,
+    tcp_nodelay: bool,
+    verify_grpc: bool,
+    http2_keepalive_interval: Option<Duration>,
+    http2_keepalive_timeout: Duration,
+}
+
+impl Dialer {
+    /// A dialer for `addrs`, in order of preference (duplicates are ignored).
+    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        let mut unique = Vec::new();
+        for addr in addrs {
+            if !unique.contains(&addr) {
+                unique.push(addr);
+            }
+        }
+        Self {
+            addrs: unique,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tcp_nodelay: true,
+            verify_grpc: true,
+            http2_keepalive_interval: Some(Duration::from_secs(6 * 60)),
+            http2_keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// Sets how long one attempt may take, TCP and HTTP/2 handshakes included.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether an attempt must get an answer to a gRPC request before it counts as
+    /// connected (default: on).
+    ///
+    /// The request is a standard health check of the whole server
+    /// (`grpc.health.v1.Health/Check`); any gRPC answer counts, including
+    /// `UNIMPLEMENTED` from a server without the health service and `NOT_SERVING`. It
+    /// costs one round trip. Without it, a port that accepts TCP but never speaks HTTP/2
+    /// "connects" and the first RPC hangs instead.
+    pub fn verify_grpc(mut self, enabled: bool) -> Self {
+        self.verify_grpc = enabled;
+        self
+    }
+
+    /// Sets `TCP_NODELAY` (default: on).
+    pub fn tcp_nodelay(mut self, enabled: bool) -> Self {
+        self.tcp_nodelay = enabled;
+        self
+    }
+
+    /// Sends HTTP/2 keepalive pings every `interval` while RPCs are open and drops a
+    /// connection whose ping is not answered within `timeout` (default: every 6 minutes,
+    /// 20 s timeout). `None` turns the pings off.
+    ///
+    /// grpc-core (Python, C++) and grpc-go servers by default answer clients that ping
+    /// more often than every 5 minutes, or while no RPC is open, with `GOAWAY`
+    /// (`too_many_pings`); shorter intervals are only safe against tsercom peers or
+    /// servers configured to allow them.
+    pub fn http2_keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.http2_keepalive_interval = interval;
+        self.http2_keepalive_timeout = timeout;
+        self
+    }
+
+    /// The candidate addresses, duplicates removed.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Connects to the first candidate that answers.
+    pub async fn dial(&self) -> Result<Channel, TransportError> {
+        self.dial_peer().await.map(|(_, channel)| channel)
+    }
+
+    /// Connects to the first candidate that answers and tells which one it was.
+    pub async fn dial_peer(&self) -> Result<(SocketAddr, Channel), TransportError> {
+        if self.addrs.is_empty() {
+            return Err(TransportError::NoCandidates);
+        }
+        let mut attempts: FuturesUnordered<_> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(index, &addr)| async move { (index, addr, self.attempt(addr).await) })
+            .collect();
+        let mut failures = Vec::new();
+        while let Some((index, addr, result)) = attempts.next().await {
+            match result {
+                Ok(channel) => {
+                    tracing::debug!(%addr, "dialed");
+                    // Dropping `attempts` cancels the attempts still running.
+                    return Ok((addr, channel));
+                }
+                Err(cause) => {
+                    tracing::debug!(%addr, %cause, "dial attempt failed");
+                    failures.push((index, DialFailure { addr, cause }));
+                }
+            }
+        }
+        failures.sort_by_key(|(index, _)| *index);
+        let failures: Vec<DialFailure> = failures.into_iter().map(|(_, f)| f).collect();
+        if failures
+            .iter()
+            .all(|f| matches!(f.cause, DialFailureCause::TimedOut(_)))
+        {
+            Err(TransportError::TimedOut {
+                addrs: failures.iter().map(|f| f.addr).collect(),
+                timeout: self.connect_timeout,
+            })
+        } else {
+            Err(TransportError::AllFailed { failures })
+        }
+    }
+
+    /// The endpoint for one address; TLS settings will be applied here.
+    fn endpoint(&self, addr: SocketAddr) -> Result<Endpoint, DialFailureCause> {
+        // `SocketAddr`'s Display brackets IPv6 addresses, as URIs need.
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(DialFailureCause::InvalidEndpoint)?
+            .tcp_nodelay(self.tcp_nodelay)
+            .keep_alive_while_idle(false)
+            .keep_alive_timeout(self.http2_keepalive_timeout);
+        Ok(match self.http2_keepalive_interval {
+            Some(interval) => endpoint.http2_keep_alive_interval(interval),
+            None => endpoint,
+        })
+    }
+
+    /// One attempt, bounded by the connect timeout as a whole (tonic's own
+    /// `connect_timeout` would cover the TCP handshake only).
+    async fn attempt(&self, addr: SocketAddr) -> Result<Channel, DialFailureCause> {
+        let endpoint = self.endpoint(addr)?;
+        let connect = async {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(DialFailureCause::Connect)?;
+            if self.verify_grpc {
+                verify_grpc(&channel).await?;
+            }
+            Ok(channel)
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .unwrap_or(Err(DialFailureCause::TimedOut(self.connect_timeout)))
+    }
+}
+
+/// Succeeds once the peer answers a gRPC request, whatever the answer.
+async fn verify_grpc(channel: &Channel) -> Result<(), DialFailureCause> {
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    match HealthClient::new(channel.clone()).check(request).await {
+        Ok(_) => Ok(()),
+        // A status the server sent has no source; one made from a local transport error
+        // has it.
+        Err(status) if std::error::Error::source(&status).is_none() => Ok(()),
+        Err(status) => Err(DialFailureCause::NotGrpc(status)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn candidates_keep_their_order_without_duplicates() {
+        let a = addr("127.0.0.1:1");
+        let b = addr("[::1]:2");
+        let dialer = Dialer::new([a, b, a, b]);
+        assert_eq!(dialer.addrs(), [a, b]);
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed() {
+        let dialer = Dialer::new([]);
+        let endpoint = dialer.endpoint(addr("[::1]:50051"));
+        let uri = endpoint.map(|e| e.uri().to_string()).unwrap_or_default();
+        assert_eq!(uri, "http://[::1]:50051/");
+    }
+
+    #[test]
+    fn a_timeout_names_every_address() {
+        let error = TransportError::TimedOut {
+            addrs: vec![addr("127.0.0.1:1"), addr("[::1]:2")],
+            timeout: Duration::from_secs(3),
+        };
+        assert_eq!(
+            error.to_string(),
+            "connecting timed out after 3s (tried 127.0.0.1:1, [::1]:2)"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! The one error type of the transport layer.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything that can go wrong while serving or dialing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The listening socket could not be bound.
+    #[error("failed to bind {addr}: {source}")]
+    Bind {
+        /// The address that was asked for.
+        addr: SocketAddr,
+        /// Why the operating system refused.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The address a listener is bound to could not be read.
+    #[error("failed to read the local address of the listener: {0}")]
+    LocalAddr(#[source] std::io::Error),
+
+    /// Serving or dialing was started outside a tokio runtime.
+    #[error("no tokio runtime is running; serve and dial from inside a tokio runtime")]
+    NoRuntime,
+
+    /// Two services with the same gRPC name were added to one server.
+    #[error("service `{0}` was added to the server twice")]
+    DuplicateService(&'static str),
+
+    /// The server task failed while serving.
+    #[error("the server failed: {}", ErrorChain(.0))]
+    Serve(#[source] tonic::transport::Error),
+
+    /// The server task panicked or was cancelled.
+    #[error("the server task ended abnormally: {0}")]
+    ServerTask(#[source] tokio::task::JoinError),
+
+    /// [`Dialer`](super::Dialer) was given no address to try.
+    #[error("no candidate address to dial")]
+    NoCandidates,
+
+    /// Every candidate address timed out.
+    #[error("connecting timed out after {timeout:?} (tried {})", AddrList(.addrs))]
+    TimedOut {
+        /// The addresses that were tried.
+        addrs: Vec<SocketAddr>,
+        /// The connect timeout that expired.
+        timeout: Duration,
+    },
+
+    /// Every candidate address failed, at least one of them for a reason other than a
+    /// timeout.
+    #[error("could not connect to any candidate: {}", FailureList(.failures))]
+    AllFailed {
+        /// One entry per address, in the order they were given.
+        failures: Vec<DialFailure>,
+    },
+}
+
+/// Why one candidate address could not be dialed.
+#[derive(Debug)]
+pub struct DialFailure {
+    /// The address that was tried.
+    pub addr: SocketAddr,
+    /// What went wrong.
+    pub cause: DialFailureCause,
+}
+
+/// The cause in a [`DialFailure`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DialFailureCause {
+    /// The connect timeout expired.
+    TimedOut(Duration),
+    /// The address does not make a valid endpoint.
+    InvalidEndpoint(tonic::transport::Error),
+    /// The TCP or HTTP/2 connection failed.
+    Connect(tonic::transport::Error),
+    /// The connection was made but the peer did not answer a gRPC request.
+    NotGrpc(tonic::Status),
+}
+
+impl fmt::Display for DialFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.addr, self.cause)
+    }
+}
+
+impl fmt::Display for DialFailureCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TimedOut(after) => write!(f, "timed out after {after:?}"),
+            Self::InvalidEndpoint(e) => write!(f, "invalid endpoint: {}", ErrorChain(e)),
+            Self::Connect(e) => write!(f, "{}", ErrorChain(e)),
+            Self::NotGrpc(status) => write!(
+                f,
+                "the peer did not answer a gRPC request: {}",
+                ErrorChain(status)
+            ),
+        }
+    }
+}
+
+/// Displays an error with its chain of sources: tonic's transport error alone only says
+/// "transport error", the useful part ("Connection refused") is in the sources.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            // Some layers repeat their source's message; print each message once.
+            let message = e.to_string();
+            if message != last {
+                write!(f, ": {message}")?;
+                last = message;
+            }
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+struct AddrList<'a>(&'a [SocketAddr]);
+
+impl fmt::Display for AddrList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, addr) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{addr}")?;
+        }
+        Ok(())
+    }
+}
+
+struct FailureList<'a>(&'a [DialFailure]);
+
+impl fmt::Display for FailureList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, failure) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{failure}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! Serving and dialing gRPC: one server hosting several tonic services, and a dialer that
+//! races several candidate addresses.
+//!
+//! - [`Server::builder`] hosts any number of tonic services (generated `FooServer<T>`s)
+//!   on one socket, binds port 0 and reports the real address
+//!   ([`Server::local_addr`]), serves the standard gRPC health service
+//!   (`grpc.health.v1.Health`) with statuses set through [`Server::health`], and shuts
+//!   down gracefully with a deadline ([`Server::shutdown`]).
+//! - [`dial`] / [`Dialer`] connect to the first of several addresses (IPv4 and IPv6) that
+//!   answers, all tried at once, each attempt bounded by a connect timeout.
+//! - Every failure is a [`TransportError`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use tonic_health::pb::health_check_response::ServingStatus;
+//! use tonic_health::pb::health_client::HealthClient;
+//! use tonic_health::pb::HealthCheckRequest;
+//! use tsercom_runtime::transport::{dial, Server, Shutdown};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Port 0: the operating system picks a free port.
+//! let server = Server::builder().serve("127.0.0.1:0".parse()?).await?;
+//!
+//! let channel = dial([server.local_addr()]).await?;
+//! let mut health = HealthClient::new(channel);
+//! let reply = health
+//!     .check(HealthCheckRequest { service: String::new() })
+//!     .await?;
+//! assert_eq!(reply.into_inner().status(), ServingStatus::Serving);
+//!
+//! drop(health);
+//! assert_eq!(server.shutdown(Duration::from_secs(1)).await?, Shutdown::Graceful);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Message sizes
+//!
+//! tonic limits message sizes per service and per client, not per server or channel:
+//! apply a [`MessageLimits`] to the service before [`ServerBuilder::add_service`] and to the
+//! client built on the dialed channel, with [`WithMessageLimits`].
+//!
+//! # TLS
+//!
+//! Not yet supported: connections are plain-text HTTP/2. TLS will be an option on
+//! [`ServerBuilder`] and [`Dialer`]; on the server it wraps each accepted socket where the
+//! abortable connection wrapper is made, on the client it is applied where a [`Dialer`]
+//! builds the endpoint of each candidate address.
+
+mod conn;
+mod dial;
+mod error;
+mod limits;
+mod server;
+
+pub use dial::{dial, Dialer, DEFAULT_CONNECT_TIMEOUT};
+pub use error::{DialFailure, DialFailureCause, TransportError};
+pub use limits::{MessageLimits, WithMessageLimits};
+pub use server::{HealthHandle, Server, ServerBuilder, Shutdown};
