@@ -1,4 +1,6 @@
 //! End to end through real gRPC on loopback: sources and an aggregator of one runtime, in
+
+#![allow(missing_docs)]
 //! both topologies.
 
 use std::net::SocketAddr;
