@@ -1,7 +1,7 @@
 //! End to end through real gRPC on loopback: sources and an aggregator of one runtime, in
+//! both topologies.
 
 #![allow(missing_docs)]
-//! both topologies.
 
 use std::net::SocketAddr;
 use std::time::Duration;
