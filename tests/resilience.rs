@@ -1,0 +1,218 @@
+//! Link failures between a source and an aggregator: samples sent while the link is down
+//! arrive after it comes back, exactly once and in order; time sync works through the link.
+
+#![allow(missing_docs)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::proxy::Proxy;
+use tsercom::{
+    Aggregator, Backoff, Clock, Runtime, SessionConfig, SkewedClock, Source, SystemClock, Timestamp,
+};
+
+#[tsercom::series]
+#[derive(PartialEq)]
+pub struct Tick {
+    pub n: u64,
+}
+
+#[tsercom::series]
+#[derive(PartialEq)]
+pub struct Nudge {
+    pub by: i64,
+}
+
+pub struct Ticks;
+
+impl Runtime for Ticks {
+    type Data = Tick;
+    type Event = Nudge;
+    const NAME: &'static str = "ticks";
+    const SERVICE: &'static str = "ticks.Stream";
+    const OPEN_PATH: &'static str = "/ticks.Stream/Open";
+}
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn fast_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(100),
+        max_attempts: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_links_lose_nothing_and_duplicate_nothing() {
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(agg.local_addr().unwrap()).await;
+    let source = Source::<Ticks>::builder()
+        .dial([proxy.addr()])
+        .backoff(fast_backoff())
+        .start()
+        .await
+        .unwrap();
+    let mut next = 0_u64;
+    for round in 0..5 {
+        for _ in 0..2_000 {
+            next += 1;
+            source.send(Tick { n: next }).await.unwrap();
+        }
+        // Let some of it through, then cut the link with data in flight, and keep
+        // sending while it is down.
+        wait_until("some data through", || agg.stats().received > round * 2_000).await;
+        proxy.block(true);
+        proxy.cut();
+        for _ in 0..500 {
+            next += 1;
+            source.send(Tick { n: next }).await.unwrap();
+        }
+        proxy.block(false);
+    }
+    wait_until("every sample", || agg.stats().received == next).await;
+    let items = agg.data().reader().get_new_data().items;
+    let ns: Vec<u64> = items.iter().map(|(_, t)| t.value.n).collect();
+    assert_eq!(
+        ns,
+        (1..=next).collect::<Vec<_>>(),
+        "every sample once, in order"
+    );
+    assert!(agg.gaps().is_empty());
+    let _ = agg.stats().duplicates; // duplicates may be resent and are dropped
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_reconnects_to_a_source_and_events_survive() {
+    let source = Source::<Ticks>::builder()
+        .serve("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut events = source.events().unwrap();
+    let proxy = Proxy::start(source.local_addr().unwrap()).await;
+    let agg = Aggregator::<Ticks>::builder()
+        .source([proxy.addr()])
+        .backoff(fast_backoff())
+        .start()
+        .await
+        .unwrap();
+    source.send(Tick { n: 1 }).await.unwrap();
+    wait_until("first sample", || agg.stats().received == 1).await;
+    proxy.block(true);
+    proxy.cut();
+    wait_until("disconnect seen", || agg.connected().is_empty()).await;
+    // Sent while the link is down: buffered on both sides.
+    agg.send(source.id(), Nudge { by: 7 }).unwrap();
+    source.send(Tick { n: 2 }).await.unwrap();
+    proxy.block(false);
+    let e = tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.value, Nudge { by: 7 });
+    wait_until("second sample", || agg.stats().received == 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_clock_skew_is_measured_and_samples_arrive_in_aggregator_time() {
+    // The source's clock is 250 ms ahead and runs 100 ppm fast.
+    let skewed: Arc<dyn Clock> = Arc::new(SkewedClock::new(250_000_000, 100.0));
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let source = Source::<Ticks>::builder()
+        .dial([agg.local_addr().unwrap()])
+        .clock(Arc::clone(&skewed))
+        .start()
+        .await
+        .unwrap();
+    wait_until("a stable estimate", || {
+        source
+            .clocks()
+            .first()
+            .and_then(|(_, e)| *e)
+            .is_some_and(|e| e.samples >= 8)
+    })
+    .await;
+    let (_, est) = source.clocks()[0];
+    let est = est.unwrap();
+    let local = skewed.now();
+    let truth = SystemClock.now().nanos_since(local);
+    let error = (est.offset_at(local) - truth).abs();
+    assert!(
+        error < 1_000_000,
+        "offset error {error} ns, estimate {est:?}"
+    );
+    assert!(
+        (error as u128) <= est.uncertainty.as_nanos() + 200_000,
+        "error {error} ns within reported uncertainty {:?}",
+        est.uncertainty
+    );
+
+    let before = Timestamp::now();
+    source.send(Tick { n: 1 }).await.unwrap();
+    wait_until("the sample", || agg.stats().received == 1).await;
+    let after = Timestamp::now();
+    let item = agg.data().get_most_recent(source.id()).unwrap().unwrap();
+    assert!(item.synchronized);
+    assert!(
+        item.time >= before.saturating_sub(Duration::from_millis(1))
+            && item.time <= after.saturating_add(Duration::from_millis(1)),
+        "{:?} not in aggregator time [{before:?}, {after:?}]",
+        item.time
+    );
+    // The aggregator sees the source's estimate too.
+    wait_until("the aggregator sees the source's clock", || {
+        agg.clocks().iter().any(|(_, c)| c.is_some())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_clock_estimate_samples_still_flow_marked_unsynchronized() {
+    // An aggregator that answers no time probes: the source never gets an estimate.
+    let mut session = SessionConfig::default();
+    session.timesync.max_probes_per_second = 0;
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .session(session)
+        .start()
+        .await
+        .unwrap();
+    let skewed: Arc<dyn Clock> = Arc::new(SkewedClock::new(-3_000_000_000, 0.0));
+    let source = Source::<Ticks>::builder()
+        .dial([agg.local_addr().unwrap()])
+        .clock(Arc::clone(&skewed))
+        .start()
+        .await
+        .unwrap();
+    let before = skewed.now();
+    source.send(Tick { n: 1 }).await.unwrap();
+    wait_until("the sample", || agg.stats().received == 1).await;
+    let item = agg.data().get_most_recent(source.id()).unwrap().unwrap();
+    assert!(!item.synchronized, "no estimate, so not synchronized");
+    // Stamped with the source's own clock, 3 s behind the aggregator's.
+    assert!(item.time >= before && item.time <= skewed.now());
+    assert!(source.clocks()[0].1.is_none());
+}
