@@ -44,6 +44,7 @@ pub use tsercom_runtime::time::{
     self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
 };
 pub use tsercom_runtime::timesync::{self, ClockEstimate, TimeSyncConfig};
+pub use tsercom_runtime::transport;
 pub use tsercom_runtime::wire;
 
 /// The types most programs use, for `use tsercom::prelude::*`.

@@ -216,7 +216,16 @@ impl<R: Runtime> Core<R> {
             let env = match inbound.message().await {
                 Ok(Some(env)) => env,
                 Ok(None) => return Ok(()),
-                Err(status) => return Err(status),
+                Err(status) if status.code() == tonic::Code::OutOfRange => {
+                    // tonic's "message too large": say what it is.
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(Status::resource_exhausted(format!(
+                        "message over the limit of {} bytes: {}",
+                        self.config.max_frame_bytes,
+                        status.message()
+                    )));
+                }
+                Err(status) => return Err(super::inbound_error(status, &self.rejected)),
             };
             let received_at = self.clock.now();
             match env.kind {
@@ -407,7 +416,9 @@ impl<R: Runtime> Acceptor for Core<R> {
             let session_out = tx.clone();
             spawn_owned(&self.tasks, async move {
                 if let Err(status) = core.run_session(peer, inbound, session_out.clone()).await {
-                    let _ = session_out.try_send(Err(status));
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), session_out.send(Err(status)))
+                            .await;
                 }
             });
             drop(tx);

@@ -146,3 +146,16 @@ pub(crate) fn spawn_owned(
     while tasks.try_join_next().is_some() {}
     tasks.spawn(task);
 }
+
+/// Names an error from reading the peer's stream: tonic reports undecodable messages as
+/// INTERNAL, which to the peer means "my bug"; it is the peer's invalid input.
+pub(crate) fn inbound_error(
+    status: tonic::Status,
+    rejected: &std::sync::atomic::AtomicU64,
+) -> tonic::Status {
+    if status.code() == tonic::Code::Internal && status.message().contains("decode") {
+        rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return tonic::Status::invalid_argument(format!("malformed message: {}", status.message()));
+    }
+    status
+}

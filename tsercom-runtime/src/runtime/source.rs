@@ -164,7 +164,12 @@ impl<R: Runtime> Core<R> {
         acks: watch::Sender<u64>,
         mut last_event: u64,
     ) -> Result<(), Status> {
-        while let Some(env) = inbound.message().await? {
+        let rejected = AtomicU64::new(0);
+        while let Some(env) = inbound
+            .message()
+            .await
+            .map_err(|s| super::inbound_error(s, &rejected))?
+        {
             let now = self.clock.now();
             match env.kind {
                 Some(Kind::Ack(a)) => {
@@ -330,7 +335,9 @@ impl<R: Runtime> Acceptor for Core<R> {
             spawn_owned(&self.tasks, async move {
                 if let Err(status) = core.run_session(peer, inbound, session_out.clone()).await {
                     tracing::debug!(%status, "session with aggregator ended");
-                    let _ = session_out.try_send(Err(status));
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), session_out.send(Err(status)))
+                            .await;
                 }
             });
             drop(tx);

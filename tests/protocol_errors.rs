@@ -1,0 +1,221 @@
+//! Bad input on the tsercom stream gets a clear gRPC status, is counted, and the aggregator
+//! keeps serving everyone else.
+
+#![allow(missing_docs)]
+
+use std::time::Duration;
+
+use tsercom::__private::prost::Message;
+use tsercom::__private::tonic::{self, codec, transport::Channel, Code, Status};
+use tsercom::wire::{self, envelope::Kind, Envelope};
+use tsercom::{Aggregator, CallerId, Runtime, Series, Source};
+
+#[tsercom::series]
+#[derive(PartialEq)]
+pub struct Level {
+    pub value: f64,
+}
+
+#[tsercom::series]
+#[derive(PartialEq)]
+pub struct Reset {
+    pub hard: bool,
+}
+
+pub struct Tank;
+
+impl Runtime for Tank {
+    type Data = Level;
+    type Event = Reset;
+    const NAME: &'static str = "tank";
+    const SERVICE: &'static str = "tank.Stream";
+    const OPEN_PATH: &'static str = "/tank.Stream/Open";
+}
+
+/// Sends raw bytes as messages and decodes replies as envelopes.
+#[derive(Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct EnvelopeDecoder;
+
+impl codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut codec::EncodeBuf<'_>) -> Result<(), Status> {
+        use tsercom::__private::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl codec::Decoder for EnvelopeDecoder {
+    type Item = Envelope;
+    type Error = Status;
+    fn decode(&mut self, src: &mut codec::DecodeBuf<'_>) -> Result<Option<Envelope>, Status> {
+        Envelope::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Envelope;
+    type Encoder = RawEncoder;
+    type Decoder = EnvelopeDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> EnvelopeDecoder {
+        EnvelopeDecoder
+    }
+}
+
+fn env(kind: Kind) -> Vec<u8> {
+    Envelope { kind: Some(kind) }.encode_to_vec()
+}
+
+fn hello(data_schema: u64) -> Vec<u8> {
+    env(Kind::Hello(wire::Hello {
+        protocol_version: wire::PROTOCOL_VERSION,
+        runtime: "tank".into(),
+        caller_id: Some(CallerId::random().to_proto()),
+        role: wire::Role::Source as i32,
+        data_schema,
+        event_schema: Reset::fingerprint(),
+        data_type: Level::MESSAGE_NAME.into(),
+        event_type: Reset::MESSAGE_NAME.into(),
+        max_frame_bytes: 0,
+    }))
+}
+
+/// Opens the stream, sends `messages`, and returns the status the call ended with.
+async fn call(channel: Channel, messages: Vec<Vec<u8>>) -> Status {
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(Tank::OPEN_PATH);
+    // Keep the request stream open after the messages so only the server ends the call.
+    let outbound = tsercom::__private::futures::stream::iter(messages)
+        .chain(tsercom::__private::futures::stream::pending());
+    use tsercom::__private::futures::StreamExt;
+    let response = match grpc
+        .streaming(tonic::Request::new(outbound), path, RawCodec)
+        .await
+    {
+        Ok(r) => r,
+        Err(status) => return status,
+    };
+    let mut inbound = response.into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, inbound.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the call ended without an error status"),
+            Ok(Err(status)) => return status,
+            Err(_) => panic!("no status within the deadline"),
+        }
+    }
+}
+
+async fn setup() -> (Aggregator<Tank>, Channel) {
+    let agg = Aggregator::<Tank>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let channel = tsercom::transport::dial([agg.local_addr().unwrap()])
+        .await
+        .unwrap();
+    (agg, channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_schema_is_refused_naming_both_fingerprints() {
+    let (agg, channel) = setup().await;
+    let status = call(channel, vec![hello(0xdead_beef)]).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let msg = status.message();
+    assert!(msg.contains("00000000deadbeef"), "{msg}");
+    assert!(
+        msg.contains(&format!("{:016x}", Level::fingerprint())),
+        "{msg}"
+    );
+    assert_eq!(agg.stats().rejected, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_message_must_be_hello() {
+    let (_agg, channel) = setup().await;
+    let status = call(channel, vec![env(Kind::Ack(wire::Ack { seq: 1 }))]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("Hello"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_envelope_and_payload_are_invalid_argument() {
+    let (agg, channel) = setup().await;
+    // Truncated protobuf: a length-delimited field announcing 100 bytes, with 2.
+    let status = call(
+        channel.clone(),
+        vec![hello(Level::fingerprint()), vec![0x12, 100, 1, 2]],
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("malformed"), "{status:?}");
+
+    // A well-formed frame whose payload is not a Level.
+    let frame = env(Kind::Frame(wire::Frame {
+        samples: vec![wire::Sample {
+            seq: 1,
+            time_ns: 0,
+            payload: vec![0x09, 1, 2].into(),
+            synchronized: true,
+        }],
+    }));
+    let status = call(channel.clone(), vec![hello(Level::fingerprint()), frame]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains(Level::MESSAGE_NAME), "{status:?}");
+
+    // An envelope with nothing in it.
+    let status = call(channel, vec![hello(Level::fingerprint()), Vec::new()]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(agg.stats().rejected, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frame_is_resource_exhausted() {
+    let (_agg, channel) = setup().await;
+    let big = env(Kind::Frame(wire::Frame {
+        samples: vec![wire::Sample {
+            seq: 1,
+            time_ns: 0,
+            payload: vec![0u8; 5 << 20].into(),
+            synchronized: true,
+        }],
+    }));
+    let status = call(channel, vec![hello(Level::fingerprint()), big]).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_sources_are_served_while_bad_ones_are_refused() {
+    let (agg, channel) = setup().await;
+    let source = Source::<Tank>::builder()
+        .dial([agg.local_addr().unwrap()])
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let status = call(channel.clone(), vec![hello(1)]).await;
+        assert_eq!(status.code(), Code::FailedPrecondition);
+    }
+    source.send(Level { value: 1.5 }).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while agg.stats().received < 1 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got = agg.data().get_most_recent(source.id()).unwrap().unwrap();
+    assert_eq!(got.value, Level { value: 1.5 });
+}
