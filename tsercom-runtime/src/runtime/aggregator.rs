@@ -437,7 +437,7 @@ impl<R: Runtime> Acceptor for Core<R> {
 pub struct Aggregator<R: Runtime> {
     core: Arc<Core<R>>,
     local_addr: Option<SocketAddr>,
-    server: Option<crate::transport::Server>,
+    server: Mutex<Option<crate::transport::Server>>,
 }
 
 impl<R: Runtime> std::fmt::Debug for Aggregator<R> {
@@ -576,9 +576,10 @@ impl<R: Runtime> Aggregator<R> {
     }
 
     /// Stops dialing and serving and closes every connection.
-    pub async fn shutdown(mut self, grace: Duration) {
+    pub async fn shutdown(&self, grace: Duration) {
         self.core.stopping.send_replace(true);
-        if let Some(server) = self.server.take() {
+        let server = lock(&self.server).take();
+        if let Some(server) = server {
             let _ = server.shutdown(grace).await;
         }
         lock(&self.core.tasks).abort_all();
@@ -685,7 +686,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
         Ok(Aggregator {
             core,
             local_addr,
-            server,
+            server: Mutex::new(server),
         })
     }
 }

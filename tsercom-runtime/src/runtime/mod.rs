@@ -9,6 +9,7 @@
 mod aggregator;
 mod buffer;
 mod handshake;
+mod manager;
 mod net;
 mod service;
 mod session;
@@ -22,6 +23,7 @@ pub use aggregator::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, SendEventError,
 };
 pub use buffer::BufferLimits;
+pub use manager::{Managed, ManagerError, RuntimeHandle, RuntimeManager};
 pub use service::StreamService;
 pub use session::SessionConfig;
 pub use source::{Event, Source, SourceBuilder, SourceStats};

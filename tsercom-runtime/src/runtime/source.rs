@@ -358,7 +358,7 @@ pub struct Source<R: Runtime> {
     core: Arc<Core<R>>,
     events: Mutex<Option<mpsc::Receiver<Event<R::Event>>>>,
     local_addr: Option<SocketAddr>,
-    server: Option<crate::transport::Server>,
+    server: Mutex<Option<crate::transport::Server>>,
 }
 
 impl<R: Runtime> std::fmt::Debug for Source<R> {
@@ -509,10 +509,11 @@ impl<R: Runtime> Source<R> {
 
     /// Stops the source: waits up to `timeout` for connected aggregators to acknowledge
     /// what was sent, then closes every connection and the server.
-    pub async fn shutdown(mut self, timeout: Duration) -> bool {
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
         let flushed = self.flush(timeout).await;
         self.core.stopping.send_replace(true);
-        if let Some(server) = self.server.take() {
+        let server = lock(&self.server).take();
+        if let Some(server) = server {
             let _ = server.shutdown(Duration::from_millis(200)).await;
         }
         lock(&self.core.tasks).abort_all();
@@ -625,7 +626,7 @@ impl<R: Runtime> SourceBuilder<R> {
             core,
             events: Mutex::new(Some(events_rx)),
             local_addr,
-            server,
+            server: Mutex::new(server),
         })
     }
 }

@@ -1,0 +1,164 @@
+//! RuntimeManager: runtimes on their own threads driven from plain (non-async) code; the
+//! first error or panic of anything it runs reaches the caller; shutdown delivers the data
+//! produced before it.
+
+#![allow(missing_docs)]
+
+use std::time::Duration;
+
+use tsercom::{Aggregator, ManagerError, Runtime, RuntimeManager, Source};
+
+#[tsercom::series]
+#[derive(PartialEq)]
+pub struct Sample {
+    pub n: u64,
+}
+
+#[tsercom::series]
+#[derive(PartialEq)]
+pub struct Ping {
+    pub id: u32,
+}
+
+pub struct Plant;
+
+impl Runtime for Plant {
+    type Data = Sample;
+    type Event = Ping;
+    const NAME: &'static str = "plant";
+    const SERVICE: &'static str = "plant.Stream";
+    const OPEN_PATH: &'static str = "/plant.Stream/Open";
+}
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn wait_for_error(manager: &RuntimeManager) -> ManagerError {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        if let Err(e) = manager.check_for_error() {
+            return e;
+        }
+        assert!(std::time::Instant::now() < deadline, "no error reported");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn sync_code_drives_runtimes_and_shutdown_delivers_trailing_data() {
+    const N: u64 = 5_000;
+    let mut manager = RuntimeManager::new();
+    let agg = manager.register("aggregator", || async {
+        Aggregator::<Plant>::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .retention(None)
+            .start()
+            .await
+    });
+    let agg_started = agg.clone();
+    let source = manager.register("source", move || async move {
+        let agg = agg_started.started().await?;
+        let addr = agg.local_addr().ok_or("aggregator has no address")?;
+        Ok::<_, BoxError>(Source::<Plant>::builder().dial([addr]).start().await?)
+    });
+    manager.start_in_process().unwrap();
+    assert_eq!(
+        manager.start_in_process(),
+        Err(ManagerError::AlreadyStarted)
+    );
+
+    let aggregator = agg.wait(DEADLINE).unwrap();
+    let src = source.wait(DEADLINE).unwrap();
+    source
+        .block_on(|s| async move {
+            for n in 1..=N {
+                s.send(Sample { n }).await.unwrap();
+            }
+        })
+        .unwrap();
+    // Stop at once: the source flushes before the aggregator stops.
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(aggregator.stats().received, N);
+    let got = aggregator
+        .data()
+        .get_most_recent(src.id())
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.value, Sample { n: N });
+}
+
+#[test]
+fn a_task_error_surfaces_first_error_wins_and_stays() {
+    let mut manager = RuntimeManager::new();
+    manager.start_in_process().unwrap();
+    manager.check_for_error().unwrap();
+    manager
+        .spawn("sensor", async { Err::<(), _>("sensor unplugged") })
+        .unwrap();
+    let e = wait_for_error(&manager);
+    assert_eq!(
+        e,
+        ManagerError::Failed {
+            name: "sensor".into(),
+            message: "sensor unplugged".into()
+        }
+    );
+    assert!(e.to_string().contains("sensor unplugged"));
+    manager
+        .spawn("second", async { Err::<(), _>("later failure") })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(manager.check_for_error(), Err(e.clone()));
+    assert_eq!(manager.run_until_error(), e);
+    manager.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn a_panic_surfaces_with_its_message() {
+    let mut manager = RuntimeManager::new();
+    manager.start_in_process().unwrap();
+    manager
+        .spawn("worker", async {
+            let v: Vec<u32> = Vec::new();
+            if v.is_empty() {
+                panic!("worker lost its mind");
+            }
+            Ok::<(), String>(())
+        })
+        .unwrap();
+    let e = wait_for_error(&manager);
+    assert!(
+        matches!(&e, ManagerError::Panicked { name, message } if name == "worker" && message.contains("lost its mind")),
+        "{e:?}"
+    );
+    manager.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn a_runtime_that_fails_to_start_reports_why() {
+    let mut manager = RuntimeManager::new();
+    let bad = manager.register("misconfigured", || async {
+        // Neither serve nor dial: a configuration error.
+        Source::<Plant>::builder().start().await
+    });
+    manager.start_in_process().unwrap();
+    let e = bad.wait(DEADLINE).unwrap_err();
+    assert!(
+        matches!(&e, ManagerError::Failed { name, message }
+        if name == "misconfigured" && message.contains("serve")),
+        "{e:?}"
+    );
+    assert_eq!(wait_for_error(&manager), e);
+    manager.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn spawning_before_start_is_an_error() {
+    let mut manager = RuntimeManager::new();
+    assert_eq!(
+        manager.spawn("early", async { Ok::<(), String>(()) }),
+        Err(ManagerError::NotStarted)
+    );
+}

@@ -1,0 +1,397 @@
+//! [`RuntimeManager`]: runs sources, aggregators and your own tasks on a tokio runtime of
+//! their own, so the rest of the program need not be async, and reports the first error
+//! or panic of any of them.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tsercom::RuntimeManager;
+//!
+//! let mut manager = RuntimeManager::new();
+//! let answer = manager.register("answer", || async { Ok::<_, std::io::Error>(Answer(42)) });
+//! manager.start_in_process()?;
+//! assert_eq!(answer.wait(Duration::from_secs(5))?.0, 42);
+//! manager.check_for_error()?;
+//! manager.shutdown(Duration::from_secs(1))?;
+//!
+//! struct Answer(u32);
+//! impl tsercom::Managed for Answer {}
+//! # Ok::<(), tsercom::ManagerError>(())
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{Aggregator, Runtime, Source};
+
+/// Something a [`RuntimeManager`] runs and stops.
+pub trait Managed: Send + Sync + 'static {
+    /// Stops gracefully within `grace`. The default does nothing.
+    fn stop(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let _ = grace;
+        Box::pin(async {})
+    }
+
+    /// Stop order: lower stops first. Sources (0) stop before aggregators (1), so data
+    /// produced during stop is delivered. The default is 1.
+    fn stop_order(&self) -> u8 {
+        1
+    }
+}
+
+impl<R: Runtime> Managed for Source<R> {
+    fn stop(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            self.shutdown(grace).await;
+        })
+    }
+
+    fn stop_order(&self) -> u8 {
+        0
+    }
+}
+
+impl<R: Runtime> Managed for Aggregator<R> {
+    fn stop(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.shutdown(grace))
+    }
+}
+
+/// Errors of the [`RuntimeManager`] and its handles.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// `start_in_process` was called a second time.
+    #[error("the runtime manager was already started")]
+    AlreadyStarted,
+    /// An operation needs `start_in_process` first.
+    #[error("the runtime manager is not started")]
+    NotStarted,
+    /// The tokio runtime could not be built.
+    #[error("could not build the tokio runtime: {0}")]
+    Build(String),
+    /// A runtime failed to start, or a task returned an error.
+    #[error("{name} failed: {message}")]
+    Failed {
+        /// The name it was registered or spawned under.
+        name: String,
+        /// Its error, as text.
+        message: String,
+    },
+    /// A runtime or task panicked.
+    #[error("{name} panicked: {message}")]
+    Panicked {
+        /// The name it was registered or spawned under.
+        name: String,
+        /// The panic message.
+        message: String,
+    },
+    /// A handle waited longer than its timeout for its runtime to start.
+    #[error("{0} did not start in time")]
+    Timeout(String),
+    /// The manager was shut down.
+    #[error("the runtime manager was shut down")]
+    ShutDown,
+}
+
+/// The first error of any runtime or task; later ones are logged, not kept.
+#[derive(Debug, Default)]
+struct ErrorSlot {
+    first: OnceLock<ManagerError>,
+    changed: watch::Sender<bool>,
+}
+
+impl ErrorSlot {
+    fn set(&self, error: ManagerError) {
+        if self.first.set(error.clone()).is_ok() {
+            self.changed.send_replace(true);
+        } else {
+            tracing::warn!(%error, "further error after the first");
+        }
+    }
+}
+
+type StartFn = Box<
+    dyn FnOnce(Arc<ErrorSlot>) -> Pin<Box<dyn Future<Output = Option<Arc<dyn Managed>>> + Send>>
+        + Send,
+>;
+
+/// Runs registered runtimes on its own multi-threaded tokio runtime; see the module docs.
+pub struct RuntimeManager {
+    worker_threads: usize,
+    pending: Vec<StartFn>,
+    tokio: Option<tokio::runtime::Runtime>,
+    errors: Arc<ErrorSlot>,
+    started: Arc<Mutex<Vec<Arc<dyn Managed>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl fmt::Debug for RuntimeManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeManager")
+            .field("worker_threads", &self.worker_threads)
+            .field("started", &self.tokio.is_some())
+            .field("error", &self.errors.first.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RuntimeManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A registered runtime: available once [`RuntimeManager::start_in_process`] started it.
+pub struct RuntimeHandle<T> {
+    name: String,
+    value: watch::Receiver<Option<Result<Arc<T>, ManagerError>>>,
+    tokio: Arc<OnceLock<tokio::runtime::Handle>>,
+}
+
+impl<T> Clone for RuntimeHandle<T> {
+    fn clone(&self) -> Self {
+        RuntimeHandle {
+            name: self.name.clone(),
+            value: self.value.clone(),
+            tokio: Arc::clone(&self.tokio),
+        }
+    }
+}
+
+impl<T> fmt::Debug for RuntimeHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + Sync + 'static> RuntimeHandle<T> {
+    /// The runtime once started, waiting up to `timeout` (blocking; call from sync code).
+    pub fn wait(&self, timeout: Duration) -> Result<Arc<T>, ManagerError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.value.borrow().as_ref() {
+                return v.clone();
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ManagerError::Timeout(self.name.clone()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The runtime once started (async).
+    pub async fn started(&self) -> Result<Arc<T>, ManagerError> {
+        let mut rx = self.value.clone();
+        let result = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or(Err(ManagerError::ShutDown)),
+            Err(_) => Err(ManagerError::ShutDown),
+        };
+        result
+    }
+
+    /// Runs `f` with the started runtime on the manager's tokio runtime and waits for its
+    /// result: how sync code calls async methods (`handle.block_on(|s| async move {
+    /// s.send(x).await })`).
+    pub fn block_on<F, Fut, O>(&self, f: F) -> Result<O, ManagerError>
+    where
+        F: FnOnce(Arc<T>) -> Fut,
+        Fut: Future<Output = O>,
+    {
+        let value = self.wait(Duration::from_secs(30))?;
+        let tokio = self.tokio.get().ok_or(ManagerError::NotStarted)?;
+        Ok(tokio.block_on(f(value)))
+    }
+
+    /// The name it was registered under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl RuntimeManager {
+    /// A manager whose tokio runtime will have 2 worker threads.
+    pub fn new() -> Self {
+        RuntimeManager {
+            worker_threads: 2,
+            pending: Vec::new(),
+            tokio: None,
+            errors: Arc::new(ErrorSlot::default()),
+            started: Arc::new(Mutex::new(Vec::new())),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Worker threads of the manager's tokio runtime (at least 1).
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.worker_threads = n.max(1);
+        self
+    }
+
+    /// Registers a runtime, started by `init` when the manager starts. `init` usually
+    /// builds a [`Source`] or [`Aggregator`]. An error it returns becomes the manager's
+    /// error (see [`check_for_error`](Self::check_for_error)).
+    pub fn register<T, E, F, Fut>(&mut self, name: &str, init: F) -> RuntimeHandle<T>
+    where
+        T: Managed,
+        E: fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let (tx, rx) = watch::channel(None);
+        let tokio = Arc::new(OnceLock::new());
+        let handle_tokio = Arc::clone(&tokio);
+        let name = name.to_owned();
+        let task_name = name.clone();
+        self.pending.push(Box::new(move |errors: Arc<ErrorSlot>| {
+            Box::pin(async move {
+                let _ = tokio.set(tokio::runtime::Handle::current());
+                let started = tokio::spawn(init()).await;
+                let result = match started {
+                    Ok(Ok(value)) => Ok(Arc::new(value)),
+                    Ok(Err(e)) => Err(ManagerError::Failed {
+                        name: task_name.clone(),
+                        message: e.to_string(),
+                    }),
+                    Err(join) => Err(ManagerError::Panicked {
+                        name: task_name.clone(),
+                        message: panic_message(join),
+                    }),
+                };
+                let managed = match &result {
+                    Ok(v) => Some(Arc::clone(v) as Arc<dyn Managed>),
+                    Err(e) => {
+                        errors.set(e.clone());
+                        None
+                    }
+                };
+                tx.send_replace(Some(result));
+                managed
+            })
+        }));
+        RuntimeHandle {
+            name,
+            value: rx,
+            tokio: handle_tokio,
+        }
+    }
+
+    /// Builds the manager's tokio runtime on its own threads and starts every registered
+    /// runtime. Exactly once: a second call is [`ManagerError::AlreadyStarted`].
+    pub fn start_in_process(&mut self) -> Result<(), ManagerError> {
+        if self.tokio.is_some() {
+            return Err(ManagerError::AlreadyStarted);
+        }
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.worker_threads)
+            .thread_name("tsercom-runtime")
+            .enable_all()
+            .build()
+            .map_err(|e| ManagerError::Build(e.to_string()))?;
+        for start in self.pending.drain(..) {
+            let errors = Arc::clone(&self.errors);
+            let started = Arc::clone(&self.started);
+            self.tasks.push(tokio.spawn(async move {
+                if let Some(m) = start(errors).await {
+                    started.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+                }
+            }));
+        }
+        self.tokio = Some(tokio);
+        Ok(())
+    }
+
+    /// Runs a task of yours on the manager's runtime; an error it returns or a panic
+    /// becomes the manager's error.
+    pub fn spawn<E, Fut>(&mut self, name: &str, task: Fut) -> Result<(), ManagerError>
+    where
+        E: fmt::Display + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        let tokio = self.tokio.as_ref().ok_or(ManagerError::NotStarted)?;
+        let errors = Arc::clone(&self.errors);
+        let name = name.to_owned();
+        let inner = tokio.spawn(task);
+        self.tasks.push(tokio.spawn(async move {
+            match inner.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.set(ManagerError::Failed {
+                    name,
+                    message: e.to_string(),
+                }),
+                Err(join) if join.is_panic() => errors.set(ManagerError::Panicked {
+                    name,
+                    message: panic_message(join),
+                }),
+                Err(_) => {}
+            }
+        }));
+        Ok(())
+    }
+
+    /// The first error of any runtime or task, if one happened. Never blocks; the same
+    /// error is returned every time after.
+    pub fn check_for_error(&self) -> Result<(), ManagerError> {
+        match self.errors.first.get() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until a runtime or task fails, and returns that error.
+    pub fn run_until_error(&self) -> ManagerError {
+        let mut rx = self.errors.changed.subscribe();
+        loop {
+            if let Some(e) = self.errors.first.get() {
+                return e.clone();
+            }
+            let Some(tokio) = &self.tokio else {
+                return ManagerError::NotStarted;
+            };
+            let _ = tokio.block_on(rx.changed());
+        }
+    }
+
+    /// Stops every started runtime (sources first, so their last data is delivered),
+    /// waiting up to `grace` for each, then the tokio runtime.
+    pub fn shutdown(mut self, grace: Duration) -> Result<(), ManagerError> {
+        let Some(tokio) = self.tokio.take() else {
+            return Err(ManagerError::NotStarted);
+        };
+        let mut started: Vec<Arc<dyn Managed>> = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        started.sort_by_key(|m| m.stop_order());
+        tokio.block_on(async {
+            for m in &started {
+                let _ = tokio::time::timeout(grace.saturating_mul(2), m.stop(grace)).await;
+            }
+        });
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        drop(started);
+        tokio.shutdown_timeout(grace);
+        Ok(())
+    }
+}
+
+fn panic_message(join: tokio::task::JoinError) -> String {
+    match join.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_owned()),
+        Err(e) => e.to_string(),
+    }
+}
