@@ -15,7 +15,7 @@
 //! [`stats`](Receiver::stats) snapshot.
 //!
 //! The queue is a `Mutex<VecDeque<T>>` (critical sections are a few pointer moves; no
-//! allocation per item beyond the ring buffer, which is allocated once at full capacity)
+//! allocation per item: the ring buffer only grows, by doubling, up to the capacity)
 //! plus a stored waker for the single consumer and a [`tokio::sync::Notify`] for senders
 //! blocked under [`OverflowPolicy::Block`]. It does not depend on a tokio runtime: the
 //! futures can be polled by any executor.
@@ -212,10 +212,14 @@ impl<T> Shared<T> {
     }
 }
 
+/// Room allocated up front; the buffer grows from there up to the capacity.
+const INITIAL_CAPACITY: usize = 1024;
+
 /// Creates a bounded queue holding at most `capacity` items (at least 1; exactly 1 under
 /// [`OverflowPolicy::KeepLatest`]) with the given overflow policy.
 ///
-/// The ring buffer is allocated once, at full capacity.
+/// The ring buffer starts with room for up to 1024 items and grows by doubling up to
+/// `capacity` (it never shrinks), so a steady stream allocates nothing per item.
 pub fn bounded<T>(capacity: usize, policy: OverflowPolicy) -> (Sender<T>, Receiver<T>) {
     let capacity = match policy {
         OverflowPolicy::KeepLatest => 1,
@@ -223,7 +227,7 @@ pub fn bounded<T>(capacity: usize, policy: OverflowPolicy) -> (Sender<T>, Receiv
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            buf: VecDeque::with_capacity(capacity),
+            buf: VecDeque::with_capacity(capacity.min(INITIAL_CAPACITY)),
             senders: 1,
             open: true,
             rx_waker: None,

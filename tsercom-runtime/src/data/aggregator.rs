@@ -318,6 +318,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         if let Some(cutoff) = cutoff {
             store.prune(cutoff);
         }
+        let track_late = !state.readers.is_empty();
         for item in items {
             if cutoff.is_some_and(|c| item.time < c) {
                 continue;
@@ -326,7 +327,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
             if publish {
                 published.push(item.clone());
             }
-            store.push(state.last_arrival, item);
+            store.push(state.last_arrival, item, track_late);
         }
         if !publish && !joined {
             return;
