@@ -524,6 +524,28 @@ impl<T> Receiver<T> {
         Ok(v)
     }
 
+    /// Moves up to `limit` queued items (at least 1) into `out` under one lock, without
+    /// waiting. Returns how many were moved; 0 means nothing is queued now (see
+    /// [`try_recv`](Self::try_recv) to tell empty from closed).
+    pub fn try_recv_many(&mut self, out: &mut Vec<T>, limit: usize) -> usize {
+        let limit = limit.max(1);
+        let (n, wake_senders) = {
+            let mut st = self.shared.lock();
+            let was_full = st.buf.len() >= self.shared.capacity;
+            let n = st.buf.len().min(limit);
+            out.extend(st.buf.drain(..n));
+            st.received += n as u64;
+            (
+                n,
+                n > 0 && was_full && self.shared.policy == OverflowPolicy::Block,
+            )
+        };
+        if wake_senders {
+            self.shared.not_full.notify_waiters();
+        }
+        n
+    }
+
     /// Stops accepting items: sends fail from now on, and the receiver still yields the
     /// items already queued, then `None`.
     pub fn close(&mut self) {
@@ -681,6 +703,11 @@ mod tests {
             assert_eq!(rx.recv_many(&mut out, 4).await, 4);
             assert_eq!(rx.recv_many(&mut out, 100).await, 6);
             assert_eq!(out, (0..10).collect::<Vec<_>>());
+            assert_eq!(rx.try_recv_many(&mut out, 100), 0);
+            tx.send_all(10..13).await.unwrap();
+            assert_eq!(rx.try_recv_many(&mut out, 2), 2);
+            assert_eq!(rx.try_recv_many(&mut out, 2), 1);
+            assert_eq!(out, (0..13).collect::<Vec<_>>());
         });
     }
 
