@@ -334,8 +334,9 @@ impl<T> Sender<T> {
     }
 
     /// Queues every item of `items` in order, taking the lock once per run of items that
-    /// fit and waiting for room only under [`OverflowPolicy::Block`]. When the receiver is
-    /// gone, the first item not sent is handed back and the rest are dropped.
+    /// fit and waiting for room only under [`OverflowPolicy::Block`] (while it waits,
+    /// other producers' items may come in between). When the receiver is gone, the first
+    /// item not sent is handed back and the rest are dropped.
     pub async fn send_all<I: IntoIterator<Item = T>>(&self, items: I) -> Result<(), SendError<T>> {
         let mut rest = items.into_iter();
         let mut pending: Option<T> = None;

@@ -114,9 +114,9 @@ struct Inner<D> {
     /// then fanout), so subscribers see items in the order they were stored, and held
     /// while delivering, so a `Block` subscriber slows inserts but never readers.
     fanout: Mutex<Fanout<D>>,
-    /// Number of subscriber queues (items and events), read without a lock to skip the
-    /// fanout when nobody listens.
-    subscribers: AtomicUsize,
+    /// Number of item subscriptions, read without a lock to skip cloning and the fanout
+    /// when nobody listens.
+    item_subscribers: AtomicUsize,
     clock: Arc<dyn Clock>,
     retention: Option<Duration>,
     pruner: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -208,7 +208,7 @@ impl AggregatorBuilder {
                 items: Vec::new(),
                 events: Vec::new(),
             }),
-            subscribers: AtomicUsize::new(0),
+            item_subscribers: AtomicUsize::new(0),
             clock: self.clock,
             retention: self.retention,
             pruner: Mutex::new(None),
@@ -291,7 +291,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         I: IntoIterator<Item = Timestamped<D>>,
     {
         let cutoff = self.cutoff();
-        let publish = self.inner.subscribers.load(Ordering::Acquire) > 0;
+        let publish = self.inner.item_subscribers.load(Ordering::Acquire) > 0;
         let items = items.into_iter();
         let mut published: Vec<Timestamped<D>> = if publish {
             Vec::with_capacity(items.size_hint().0)
@@ -350,7 +350,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         caller: CallerId,
         items: Vec<Timestamped<D>>,
     ) {
-        let before = fanout.items.len() + fanout.events.len();
+        let before = fanout.items.len();
         if let Some(event) = event {
             fanout
                 .events
@@ -385,9 +385,9 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
                 }
             }
         }
-        let after = fanout.items.len() + fanout.events.len();
+        let after = fanout.items.len();
         if after != before {
-            self.inner.subscribers.store(after, Ordering::Release);
+            self.inner.item_subscribers.store(after, Ordering::Release);
         }
     }
 
@@ -544,13 +544,14 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         let mut fanout = lock(&self.inner.fanout);
         fanout.items.push(tx);
         self.inner
-            .subscribers
-            .store(fanout.items.len() + fanout.events.len(), Ordering::Release);
+            .item_subscribers
+            .store(fanout.items.len(), Ordering::Release);
         rx
     }
 
     /// Caller joins and leaves from now on, in a queue of 256 that drops the oldest
-    /// event when the subscriber falls behind.
+    /// event when the subscriber falls behind. A caller's [`CallerEvent::Joined`] is
+    /// queued before its first item is queued to any [`subscribe`](Self::subscribe)r.
     pub fn caller_events(&self) -> queue::Receiver<CallerEvent> {
         self.caller_events_with(DEFAULT_EVENT_CAPACITY, OverflowPolicy::DropOldest)
     }
@@ -564,9 +565,6 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         let (tx, rx) = queue::bounded(capacity, policy);
         let mut fanout = lock(&self.inner.fanout);
         fanout.events.push(tx);
-        self.inner
-            .subscribers
-            .store(fanout.items.len() + fanout.events.len(), Ordering::Release);
         rx
     }
 }
