@@ -83,6 +83,12 @@ impl<D> Store<D> {
         self.entries.len() != before
     }
 
+    /// How many late-arrival records are kept.
+    #[cfg(test)]
+    pub(super) fn late_len(&self) -> usize {
+        self.late.len()
+    }
+
     /// Forgets late-arrival records every reader has already passed.
     pub(super) fn trim_late(&mut self, min_cursor: u64) {
         while self.late.front().is_some_and(|&(a, _)| a <= min_cursor) {
