@@ -256,6 +256,8 @@ fn prune_expired_frees_memory_of_idle_callers_and_forgets_departed_ones() {
     assert!(!agg.is_connected(leave));
     clock.advance(r + Duration::from_nanos(1));
     assert_eq!(agg.stored_len(), 2);
+    // Listing callers already leaves out the departed one whose data expired.
+    assert_eq!(agg.callers(), vec![stay]);
     agg.prune_expired();
     assert_eq!(agg.stored_len(), 0);
     assert_eq!(agg.callers(), vec![stay]);

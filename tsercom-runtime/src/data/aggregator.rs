@@ -154,6 +154,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Drops expired items of every caller and forgets departed callers left with none.
+fn prune_all<D>(state: &mut State<D>, cutoff: Timestamp) {
+    state.callers.retain(|_, store| {
+        store.prune(cutoff);
+        !(store.left && store.entries.is_empty())
+    });
+}
+
 /// Configuration of a [`RemoteDataAggregator`]. Defaults: no retention (keep
 /// everything), the system clock.
 pub struct AggregatorBuilder {
@@ -428,11 +436,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         let Some(cutoff) = self.cutoff() else {
             return;
         };
-        let mut guard = lock(&self.inner.state);
-        guard.callers.retain(|_, store| {
-            store.prune(cutoff);
-            !(store.left && store.entries.is_empty())
-        });
+        prune_all(&mut lock(&self.inner.state), cutoff);
     }
 
     /// Runs `f` on `caller`'s store after pruning it.
@@ -471,7 +475,12 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     /// The callers the aggregator knows: those with data or added, including those that
     /// left but still have unexpired data. In [`CallerId`] order.
     pub fn callers(&self) -> Vec<CallerId> {
-        lock(&self.inner.state).callers.keys().copied().collect()
+        let cutoff = self.cutoff();
+        let mut state = lock(&self.inner.state);
+        if let Some(cutoff) = cutoff {
+            prune_all(&mut state, cutoff);
+        }
+        state.callers.keys().copied().collect()
     }
 
     /// Whether `caller` is known and has not [left](Self::mark_left).
