@@ -130,9 +130,17 @@ fn readers_have_independent_cursors() {
     want.sort();
     assert_eq!(got, want);
     // Reading one caller leaves the other's items new.
+    assert_eq!(r2.has_new_data_for(b), Ok(true));
     let only_b = agg.get_new_data_for(&mut r2, b).unwrap();
     assert_eq!(values(&only_b.items), vec![3]);
+    assert_eq!(r2.has_new_data_for(b), Ok(false));
+    assert_eq!(r2.has_new_data_for(a), Ok(true));
     assert!(r2.has_new_data());
+    let nobody = CallerId::random();
+    assert_eq!(
+        r2.has_new_data_for(nobody),
+        Err(DataError::UnknownCaller(nobody))
+    );
     let new2 = agg.get_new_data(&mut r2).unwrap();
     assert_eq!(values(&new2.items), vec![1, 2, 4]);
     let new2 = NewData {
@@ -611,4 +619,13 @@ fn concurrent_writers_and_readers_lose_and_duplicate_nothing() {
         want.sort();
         assert_eq!(got, want);
     }
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<RemoteDataAggregator<i64>>();
+    check::<tsercom_runtime::data::Reader<i64>>();
+    check::<tsercom_runtime::data::Subscription<i64>>();
+    check::<tsercom_runtime::queue::Sender<i64>>();
 }

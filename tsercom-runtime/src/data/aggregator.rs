@@ -653,6 +653,16 @@ impl<D: Clone + Send + Sync + 'static> Reader<D> {
             .any(|(c, store)| store.last_arrival() > self.cursor_for(c))
     }
 
+    /// Whether `caller` stored anything since this reader last read it. Unknown callers
+    /// are an error.
+    pub fn has_new_data_for(&self, caller: CallerId) -> Result<bool, DataError> {
+        lock(&self.inner.state)
+            .callers
+            .get(&caller)
+            .map(|store| store.last_arrival() > self.cursor_for(&caller))
+            .ok_or(DataError::UnknownCaller(caller))
+    }
+
     /// Everything stored since this reader last read it (everything held, on the first
     /// call), across all callers, excluding items that expired in between.
     ///
