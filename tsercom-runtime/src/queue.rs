@@ -303,6 +303,41 @@ impl<T> Sender<T> {
         &self,
         items: &mut I,
     ) -> Result<(), TrySendError<T>> {
+        self.send_iter(items, false)
+    }
+
+    /// Queues every item of `items`, going over capacity rather than waiting under
+    /// [`OverflowPolicy::Block`] (the drop policies apply as usual). For producers that
+    /// wait for room *before* producing (see [`ready`](Self::ready)) and must not wait
+    /// while holding a lock.
+    pub(crate) fn force_send_iter<I: Iterator<Item = T>>(
+        &self,
+        items: &mut I,
+    ) -> Result<(), SendError<T>> {
+        self.send_iter(items, true)
+            .map_err(|e| SendError(e.into_inner()))
+    }
+
+    /// Waits until the queue is below capacity or closed.
+    pub(crate) async fn ready(&self) {
+        loop {
+            let mut notified = pin!(self.shared.not_full.notified());
+            notified.as_mut().enable();
+            {
+                let st = self.shared.lock();
+                if !st.open || st.buf.len() < self.shared.capacity {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn send_iter<I: Iterator<Item = T>>(
+        &self,
+        items: &mut I,
+        force: bool,
+    ) -> Result<(), TrySendError<T>> {
         let (result, waker) = {
             let mut st = self.shared.lock();
             let mut result = Ok(());
@@ -313,8 +348,13 @@ impl<T> Sender<T> {
                     break;
                 }
                 if let Some(v) = self.shared.offer(&mut st, v) {
-                    result = Err(TrySendError::Full(v));
-                    break;
+                    if force {
+                        st.buf.push_back(v);
+                        st.sent += 1;
+                    } else {
+                        result = Err(TrySendError::Full(v));
+                        break;
+                    }
                 }
                 any = true;
             }
@@ -373,6 +413,12 @@ impl<T> Sender<T> {
         }
     }
 
+    /// Whether the queue is at or over capacity with its receiver still open.
+    pub(crate) fn is_full(&self) -> bool {
+        let st = self.shared.lock();
+        st.open && st.buf.len() >= self.shared.capacity
+    }
+
     /// Whether the receiver is gone or closed.
     pub fn is_closed(&self) -> bool {
         !self.shared.lock().open
@@ -404,7 +450,7 @@ impl std::task::Wake for ThreadWaker {
 
 /// Polls `f` to completion on this thread, parking between polls. Unlike
 /// `futures::executor::block_on` it does not refuse to run inside another executor.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     let mut f = pin!(f);
     let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
@@ -693,6 +739,39 @@ mod tests {
         tokio::task::yield_now().await;
         drop(rx);
         assert_eq!(blocked.await.unwrap(), Err(SendError(2)));
+    }
+
+    #[test]
+    fn blocking_send_all_parks_until_the_receiver_makes_room() {
+        let (tx, mut rx) = bounded(2, OverflowPolicy::Block);
+        let producer = std::thread::spawn(move || tx.blocking_send_all(0..100));
+        let got: Vec<i32> = futures::executor::block_on(async {
+            let mut got = Vec::new();
+            while let Some(v) = rx.recv().await {
+                got.push(v);
+            }
+            got
+        });
+        assert_eq!(producer.join().unwrap(), Ok(()));
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert_eq!(rx.stats().dropped, 0);
+    }
+
+    #[test]
+    fn force_send_goes_over_capacity_and_ready_waits_for_room() {
+        let (tx, mut rx) = bounded(2, OverflowPolicy::Block);
+        tx.force_send_iter(&mut (0..5)).unwrap();
+        assert!(tx.is_full());
+        assert_eq!(rx.stats().len, 5);
+        let waiter = std::thread::spawn(move || {
+            block_on(tx.ready());
+            tx
+        });
+        let mut out = Vec::new();
+        assert_eq!(rx.try_recv_many(&mut out, 4), 4);
+        let tx = waiter.join().unwrap();
+        assert!(!tx.is_full());
+        assert_eq!(out, vec![0, 1, 2, 3]);
     }
 
     #[test]

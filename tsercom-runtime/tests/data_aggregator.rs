@@ -368,6 +368,51 @@ async fn blocking_subscriber_gets_everything_from_concurrent_inserters() {
     assert_eq!(sub.stats().dropped, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_inserts_wait_for_a_blocking_subscriber_without_losing_anything() {
+    let agg = RemoteDataAggregator::<i64>::new();
+    let mut sub = agg.subscribe_with(4, OverflowPolicy::Block);
+    let c = CallerId::random();
+    let producer = {
+        let agg = agg.clone();
+        // Spawning requires the insert future to be Send.
+        tokio::spawn(async move {
+            for start in (0..1_000).step_by(10) {
+                agg.insert_batch_async(c, (start..start + 10).map(at)).await;
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    while got.len() < 1_000 {
+        assert!(sub.recv_many(&mut buf, 3).await > 0);
+        // The inserter waits for the queue to drop below capacity before adding a
+        // batch, so it never holds more than capacity - 1 + one batch.
+        assert!(sub.stats().len <= 4 - 1 + 10);
+        got.extend(buf.drain(..).map(|(_, i)| i.value));
+    }
+    producer.await.unwrap();
+    assert_eq!(got, (0..1_000).collect::<Vec<_>>());
+    assert_eq!(sub.stats().dropped, 0);
+}
+
+#[tokio::test]
+async fn cancelled_async_insert_stores_nothing() {
+    let agg = RemoteDataAggregator::<i64>::new();
+    let mut sub = agg.subscribe_with(1, OverflowPolicy::Block);
+    let c = CallerId::random();
+    agg.insert_batch_async(c, [at(1)]).await;
+    // The subscriber is full: this insert waits, and is abandoned.
+    {
+        let pending = agg.insert_batch_async(c, [at(2)]);
+        futures::pin_mut!(pending);
+        assert!(futures::poll!(pending.as_mut()).is_pending());
+    }
+    assert_eq!(agg.get_most_recent(c).unwrap(), Some(at(1)));
+    assert_eq!(sub.recv().await.map(|(_, i)| i.value), Some(1));
+    assert!(sub.try_recv().is_err());
+}
+
 #[test]
 fn slow_subscribers_drop_by_their_policy_without_blocking_inserts() {
     let agg = RemoteDataAggregator::<i64>::new();

@@ -112,11 +112,14 @@ struct Inner<D> {
     state: Mutex<State<D>>,
     /// Subscriber queues. Taken before the state lock is released (lock order: state,
     /// then fanout), so subscribers see items in the order they were stored, and held
-    /// while delivering, so a `Block` subscriber slows inserts but never readers.
+    /// while delivering (delivery never waits: see `wait_for_room`).
     fanout: Mutex<Fanout<D>>,
     /// Number of item subscriptions, read without a lock to skip cloning and the fanout
     /// when nobody listens.
     item_subscribers: AtomicUsize,
+    /// Number of item subscriptions with [`OverflowPolicy::Block`]: inserts wait for
+    /// room in them before storing anything.
+    blocking_subscribers: AtomicUsize,
     clock: Arc<dyn Clock>,
     retention: Option<Duration>,
     pruner: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -217,6 +220,7 @@ impl AggregatorBuilder {
                 events: Vec::new(),
             }),
             item_subscribers: AtomicUsize::new(0),
+            blocking_subscribers: AtomicUsize::new(0),
             clock: self.clock,
             retention: self.retention,
             pruner: Mutex::new(None),
@@ -279,22 +283,66 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         self.insert_batch(caller, std::iter::once(item));
     }
 
+    /// Stores a batch of items of `caller`, like [`insert_batch`](Self::insert_batch),
+    /// but waits asynchronously (instead of parking the thread) while a
+    /// [`OverflowPolicy::Block`] subscriber is full. Cancelling it while it waits stores
+    /// nothing.
+    pub async fn insert_batch_async<I>(&self, caller: CallerId, items: I)
+    where
+        I: IntoIterator<Item = Timestamped<D>>,
+    {
+        self.wait_for_room().await;
+        self.store_and_publish(caller, items);
+    }
+
+    /// Waits until no [`OverflowPolicy::Block`] subscription is full.
+    async fn wait_for_room(&self) {
+        if self.inner.blocking_subscribers.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        loop {
+            let full = {
+                let fanout = lock(&self.inner.fanout);
+                fanout
+                    .items
+                    .iter()
+                    .find(|tx| tx.policy() == OverflowPolicy::Block && tx.is_full())
+                    .cloned()
+            };
+            match full {
+                Some(tx) => tx.ready().await,
+                None => return,
+            }
+        }
+    }
+
     /// Stores a batch of items of `caller` under one lock, in any time order, and
     /// publishes them to subscribers. A caller seen for the first time (or again after it
     /// left) is announced as [`CallerEvent::Joined`].
     ///
     /// Never blocks, unless a subscriber asked for [`OverflowPolicy::Block`] and its
-    /// queue is full: then this call blocks the calling thread until that subscriber
-    /// makes room (back-pressure), holding up other inserts but not reads. Such a
-    /// subscriber must be drained by another thread or a multi-threaded runtime: an
-    /// insert on a single-threaded runtime whose only worker would also drain it waits
-    /// forever.
+    /// queue is full: then this call first parks the calling thread until that
+    /// subscriber makes room (back-pressure), holding no lock while it waits. From async
+    /// code prefer [`insert_batch_async`](Self::insert_batch_async), which awaits
+    /// instead.
     ///
     /// Cost: one clock read, one lock and one map lookup per batch, then per item a move
     /// into the caller's ring buffer (an out-of-order item also shifts the items after
     /// it); with subscribers, one clone per item per subscriber but the last and one
     /// queue lock per subscriber per batch.
     pub fn insert_batch<I>(&self, caller: CallerId, items: I)
+    where
+        I: IntoIterator<Item = Timestamped<D>>,
+    {
+        if self.inner.blocking_subscribers.load(Ordering::Acquire) > 0 {
+            queue::block_on(self.wait_for_room());
+        }
+        self.store_and_publish(caller, items);
+    }
+
+    /// Stores and publishes without waiting; Block subscriptions may go over capacity
+    /// by this batch.
+    fn store_and_publish<I>(&self, caller: CallerId, items: I)
     where
         I: IntoIterator<Item = Timestamped<D>>,
     {
@@ -362,7 +410,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         if let Some(event) = event {
             fanout
                 .events
-                .retain(|tx| tx.blocking_send_all(std::iter::once(event)).is_ok());
+                .retain(|tx| tx.force_send_iter(&mut std::iter::once(event)).is_ok());
         }
         if !items.is_empty() {
             // Every subscriber but the last gets clones; the last gets the items.
@@ -373,11 +421,11 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
                 let tx = &fanout.items[i];
                 let sent = match (last, items.take()) {
                     (true, Some(owned)) => tx
-                        .blocking_send_all(owned.into_iter().map(|item| (caller, item)))
+                        .force_send_iter(&mut owned.into_iter().map(|item| (caller, item)))
                         .is_ok(),
                     (_, Some(shared)) => {
                         let ok = tx
-                            .blocking_send_all(shared.iter().map(|item| (caller, item.clone())))
+                            .force_send_iter(&mut shared.iter().map(|item| (caller, item.clone())))
                             .is_ok();
                         items = Some(shared);
                         ok
@@ -395,8 +443,22 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         }
         let after = fanout.items.len();
         if after != before {
-            self.inner.item_subscribers.store(after, Ordering::Release);
+            self.count_subscribers(&fanout);
         }
+    }
+
+    fn count_subscribers(&self, fanout: &Fanout<D>) {
+        let blocking = fanout
+            .items
+            .iter()
+            .filter(|tx| tx.policy() == OverflowPolicy::Block)
+            .count();
+        self.inner
+            .blocking_subscribers
+            .store(blocking, Ordering::Release);
+        self.inner
+            .item_subscribers
+            .store(fanout.items.len(), Ordering::Release);
     }
 
     /// Adds `caller` with no data yet, announcing it as [`CallerEvent::Joined`] if it is
@@ -547,14 +609,16 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     }
 
     /// A subscription with the given queue capacity and overflow policy.
-    /// [`OverflowPolicy::Block`] makes inserts wait for this subscriber.
+    ///
+    /// [`OverflowPolicy::Block`] loses nothing: every insert first waits until this
+    /// queue is below capacity (parking the thread in [`insert_batch`](Self::insert_batch),
+    /// awaiting in [`insert_batch_async`](Self::insert_batch_async)), with no lock held.
+    /// The queue can then go over capacity by at most one batch per concurrent inserter.
     pub fn subscribe_with(&self, capacity: usize, policy: OverflowPolicy) -> Subscription<D> {
         let (tx, rx) = queue::bounded(capacity, policy);
         let mut fanout = lock(&self.inner.fanout);
         fanout.items.push(tx);
-        self.inner
-            .item_subscribers
-            .store(fanout.items.len(), Ordering::Release);
+        self.count_subscribers(&fanout);
         rx
     }
 
@@ -566,6 +630,8 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     }
 
     /// Caller joins and leaves, with the given queue capacity and overflow policy.
+    /// Events never hold up inserts: under [`OverflowPolicy::Block`] the queue goes
+    /// over capacity instead of dropping an event.
     pub fn caller_events_with(
         &self,
         capacity: usize,
