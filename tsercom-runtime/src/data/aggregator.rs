@@ -24,10 +24,12 @@ const DEFAULT_EVENT_CAPACITY: usize = 256;
 
 /// Time series received from many sources, keyed by [`CallerId`], held in memory.
 ///
-/// A cheap, cloneable handle (an `Arc` inside) that is `Send + Sync`; every method is
-/// synchronous and short (one mutex), so it is used the same way from threads and from
-/// async tasks. After [`insert`](Self::insert) returns, every read on any handle sees the
-/// item (read-your-writes).
+/// A cheap, cloneable handle (an `Arc` inside) that is `Send + Sync`. Its methods are
+/// synchronous and short (one mutex, never held while waiting), so it is used the same
+/// way from threads and from async tasks; only inserts can wait, and only for a
+/// subscriber that asked for [`OverflowPolicy::Block`] (see
+/// [`insert_batch_async`](Self::insert_batch_async)). After an insert returns, every
+/// read on any handle sees the item (read-your-writes).
 ///
 /// # Storage and ordering
 ///
