@@ -15,7 +15,7 @@
 //! [`stats`](Receiver::stats) snapshot.
 //!
 //! The queue is a `Mutex<VecDeque<T>>` (critical sections are a few pointer moves; no
-//! allocation per item beyond the ring buffer, which is allocated once at full capacity)
+//! allocation per item: the ring buffer only grows, by doubling, up to the capacity)
 //! plus a stored waker for the single consumer and a [`tokio::sync::Notify`] for senders
 //! blocked under [`OverflowPolicy::Block`]. It does not depend on a tokio runtime: the
 //! futures can be polled by any executor.
@@ -212,10 +212,14 @@ impl<T> Shared<T> {
     }
 }
 
+/// Room allocated up front; the buffer grows from there up to the capacity.
+const INITIAL_CAPACITY: usize = 1024;
+
 /// Creates a bounded queue holding at most `capacity` items (at least 1; exactly 1 under
 /// [`OverflowPolicy::KeepLatest`]) with the given overflow policy.
 ///
-/// The ring buffer is allocated once, at full capacity.
+/// The ring buffer starts with room for up to 1024 items and grows by doubling up to
+/// `capacity` (it never shrinks), so a steady stream allocates nothing per item.
 pub fn bounded<T>(capacity: usize, policy: OverflowPolicy) -> (Sender<T>, Receiver<T>) {
     let capacity = match policy {
         OverflowPolicy::KeepLatest => 1,
@@ -223,7 +227,7 @@ pub fn bounded<T>(capacity: usize, policy: OverflowPolicy) -> (Sender<T>, Receiv
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            buf: VecDeque::with_capacity(capacity),
+            buf: VecDeque::with_capacity(capacity.min(INITIAL_CAPACITY)),
             senders: 1,
             open: true,
             rx_waker: None,
@@ -299,6 +303,41 @@ impl<T> Sender<T> {
         &self,
         items: &mut I,
     ) -> Result<(), TrySendError<T>> {
+        self.send_iter(items, false)
+    }
+
+    /// Queues every item of `items`, going over capacity rather than waiting under
+    /// [`OverflowPolicy::Block`] (the drop policies apply as usual). For producers that
+    /// wait for room *before* producing (see [`ready`](Self::ready)) and must not wait
+    /// while holding a lock.
+    pub(crate) fn force_send_iter<I: Iterator<Item = T>>(
+        &self,
+        items: &mut I,
+    ) -> Result<(), SendError<T>> {
+        self.send_iter(items, true)
+            .map_err(|e| SendError(e.into_inner()))
+    }
+
+    /// Waits until the queue is below capacity or closed.
+    pub(crate) async fn ready(&self) {
+        loop {
+            let mut notified = pin!(self.shared.not_full.notified());
+            notified.as_mut().enable();
+            {
+                let st = self.shared.lock();
+                if !st.open || st.buf.len() < self.shared.capacity {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn send_iter<I: Iterator<Item = T>>(
+        &self,
+        items: &mut I,
+        force: bool,
+    ) -> Result<(), TrySendError<T>> {
         let (result, waker) = {
             let mut st = self.shared.lock();
             let mut result = Ok(());
@@ -309,8 +348,13 @@ impl<T> Sender<T> {
                     break;
                 }
                 if let Some(v) = self.shared.offer(&mut st, v) {
-                    result = Err(TrySendError::Full(v));
-                    break;
+                    if force {
+                        st.buf.push_back(v);
+                        st.sent += 1;
+                    } else {
+                        result = Err(TrySendError::Full(v));
+                        break;
+                    }
                 }
                 any = true;
             }
@@ -330,8 +374,9 @@ impl<T> Sender<T> {
     }
 
     /// Queues every item of `items` in order, taking the lock once per run of items that
-    /// fit and waiting for room only under [`OverflowPolicy::Block`]. When the receiver is
-    /// gone, the first item not sent is handed back and the rest are dropped.
+    /// fit and waiting for room only under [`OverflowPolicy::Block`] (while it waits,
+    /// other producers' items may come in between). When the receiver is gone, the first
+    /// item not sent is handed back and the rest are dropped.
     pub async fn send_all<I: IntoIterator<Item = T>>(&self, items: I) -> Result<(), SendError<T>> {
         let mut rest = items.into_iter();
         let mut pending: Option<T> = None;
@@ -368,6 +413,12 @@ impl<T> Sender<T> {
         }
     }
 
+    /// Whether the queue is at or over capacity with its receiver still open.
+    pub(crate) fn is_full(&self) -> bool {
+        let st = self.shared.lock();
+        st.open && st.buf.len() >= self.shared.capacity
+    }
+
     /// Whether the receiver is gone or closed.
     pub fn is_closed(&self) -> bool {
         !self.shared.lock().open
@@ -399,7 +450,7 @@ impl std::task::Wake for ThreadWaker {
 
 /// Polls `f` to completion on this thread, parking between polls. Unlike
 /// `futures::executor::block_on` it does not refuse to run inside another executor.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     let mut f = pin!(f);
     let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
@@ -518,6 +569,28 @@ impl<T> Receiver<T> {
             self.shared.not_full.notify_waiters();
         }
         Ok(v)
+    }
+
+    /// Moves up to `limit` queued items (at least 1) into `out` under one lock, without
+    /// waiting. Returns how many were moved; 0 means nothing is queued now (see
+    /// [`try_recv`](Self::try_recv) to tell empty from closed).
+    pub fn try_recv_many(&mut self, out: &mut Vec<T>, limit: usize) -> usize {
+        let limit = limit.max(1);
+        let (n, wake_senders) = {
+            let mut st = self.shared.lock();
+            let was_full = st.buf.len() >= self.shared.capacity;
+            let n = st.buf.len().min(limit);
+            out.extend(st.buf.drain(..n));
+            st.received += n as u64;
+            (
+                n,
+                n > 0 && was_full && self.shared.policy == OverflowPolicy::Block,
+            )
+        };
+        if wake_senders {
+            self.shared.not_full.notify_waiters();
+        }
+        n
     }
 
     /// Stops accepting items: sends fail from now on, and the receiver still yields the
@@ -669,6 +742,39 @@ mod tests {
     }
 
     #[test]
+    fn blocking_send_all_parks_until_the_receiver_makes_room() {
+        let (tx, mut rx) = bounded(2, OverflowPolicy::Block);
+        let producer = std::thread::spawn(move || tx.blocking_send_all(0..100));
+        let got: Vec<i32> = futures::executor::block_on(async {
+            let mut got = Vec::new();
+            while let Some(v) = rx.recv().await {
+                got.push(v);
+            }
+            got
+        });
+        assert_eq!(producer.join().unwrap(), Ok(()));
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert_eq!(rx.stats().dropped, 0);
+    }
+
+    #[test]
+    fn force_send_goes_over_capacity_and_ready_waits_for_room() {
+        let (tx, mut rx) = bounded(2, OverflowPolicy::Block);
+        tx.force_send_iter(&mut (0..5)).unwrap();
+        assert!(tx.is_full());
+        assert_eq!(rx.stats().len, 5);
+        let waiter = std::thread::spawn(move || {
+            block_on(tx.ready());
+            tx
+        });
+        let mut out = Vec::new();
+        assert_eq!(rx.try_recv_many(&mut out, 4), 4);
+        let tx = waiter.join().unwrap();
+        assert!(!tx.is_full());
+        assert_eq!(out, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
     fn recv_many_respects_limit() {
         futures::executor::block_on(async {
             let (tx, mut rx) = bounded(16, OverflowPolicy::Block);
@@ -677,6 +783,11 @@ mod tests {
             assert_eq!(rx.recv_many(&mut out, 4).await, 4);
             assert_eq!(rx.recv_many(&mut out, 100).await, 6);
             assert_eq!(out, (0..10).collect::<Vec<_>>());
+            assert_eq!(rx.try_recv_many(&mut out, 100), 0);
+            tx.send_all(10..13).await.unwrap();
+            assert_eq!(rx.try_recv_many(&mut out, 2), 2);
+            assert_eq!(rx.try_recv_many(&mut out, 2), 1);
+            assert_eq!(out, (0..13).collect::<Vec<_>>());
         });
     }
 

@@ -130,9 +130,17 @@ fn readers_have_independent_cursors() {
     want.sort();
     assert_eq!(got, want);
     // Reading one caller leaves the other's items new.
+    assert_eq!(r2.has_new_data_for(b), Ok(true));
     let only_b = agg.get_new_data_for(&mut r2, b).unwrap();
     assert_eq!(values(&only_b.items), vec![3]);
+    assert_eq!(r2.has_new_data_for(b), Ok(false));
+    assert_eq!(r2.has_new_data_for(a), Ok(true));
     assert!(r2.has_new_data());
+    let nobody = CallerId::random();
+    assert_eq!(
+        r2.has_new_data_for(nobody),
+        Err(DataError::UnknownCaller(nobody))
+    );
     let new2 = agg.get_new_data(&mut r2).unwrap();
     assert_eq!(values(&new2.items), vec![1, 2, 4]);
     let new2 = NewData {
@@ -256,6 +264,8 @@ fn prune_expired_frees_memory_of_idle_callers_and_forgets_departed_ones() {
     assert!(!agg.is_connected(leave));
     clock.advance(r + Duration::from_nanos(1));
     assert_eq!(agg.stored_len(), 2);
+    // Listing callers already leaves out the departed one whose data expired.
+    assert_eq!(agg.callers(), vec![stay]);
     agg.prune_expired();
     assert_eq!(agg.stored_len(), 0);
     assert_eq!(agg.callers(), vec![stay]);
@@ -356,6 +366,51 @@ async fn blocking_subscriber_gets_everything_from_concurrent_inserters() {
         assert_eq!(mine, (0..2_000).collect::<Vec<_>>());
     }
     assert_eq!(sub.stats().dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_inserts_wait_for_a_blocking_subscriber_without_losing_anything() {
+    let agg = RemoteDataAggregator::<i64>::new();
+    let mut sub = agg.subscribe_with(4, OverflowPolicy::Block);
+    let c = CallerId::random();
+    let producer = {
+        let agg = agg.clone();
+        // Spawning requires the insert future to be Send.
+        tokio::spawn(async move {
+            for start in (0..1_000).step_by(10) {
+                agg.insert_batch_async(c, (start..start + 10).map(at)).await;
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    while got.len() < 1_000 {
+        assert!(sub.recv_many(&mut buf, 3).await > 0);
+        // The inserter waits for the queue to drop below capacity before adding a
+        // batch, so it never holds more than capacity - 1 + one batch.
+        assert!(sub.stats().len <= 4 - 1 + 10);
+        got.extend(buf.drain(..).map(|(_, i)| i.value));
+    }
+    producer.await.unwrap();
+    assert_eq!(got, (0..1_000).collect::<Vec<_>>());
+    assert_eq!(sub.stats().dropped, 0);
+}
+
+#[tokio::test]
+async fn cancelled_async_insert_stores_nothing() {
+    let agg = RemoteDataAggregator::<i64>::new();
+    let mut sub = agg.subscribe_with(1, OverflowPolicy::Block);
+    let c = CallerId::random();
+    agg.insert_batch_async(c, [at(1)]).await;
+    // The subscriber is full: this insert waits, and is abandoned.
+    {
+        let pending = agg.insert_batch_async(c, [at(2)]);
+        futures::pin_mut!(pending);
+        assert!(futures::poll!(pending.as_mut()).is_pending());
+    }
+    assert_eq!(agg.get_most_recent(c).unwrap(), Some(at(1)));
+    assert_eq!(sub.recv().await.map(|(_, i)| i.value), Some(1));
+    assert!(sub.try_recv().is_err());
 }
 
 #[test]
@@ -609,4 +664,13 @@ fn concurrent_writers_and_readers_lose_and_duplicate_nothing() {
         want.sort();
         assert_eq!(got, want);
     }
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<RemoteDataAggregator<i64>>();
+    check::<tsercom_runtime::data::Reader<i64>>();
+    check::<tsercom_runtime::data::Subscription<i64>>();
+    check::<tsercom_runtime::queue::Sender<i64>>();
 }

@@ -24,10 +24,12 @@ const DEFAULT_EVENT_CAPACITY: usize = 256;
 
 /// Time series received from many sources, keyed by [`CallerId`], held in memory.
 ///
-/// A cheap, cloneable handle (an `Arc` inside) that is `Send + Sync`; every method is
-/// synchronous and short (one mutex), so it is used the same way from threads and from
-/// async tasks. After [`insert`](Self::insert) returns, every read on any handle sees the
-/// item (read-your-writes).
+/// A cheap, cloneable handle (an `Arc` inside) that is `Send + Sync`. Its methods are
+/// synchronous and short (one mutex, never held while waiting), so it is used the same
+/// way from threads and from async tasks; only inserts can wait, and only for a
+/// subscriber that asked for [`OverflowPolicy::Block`] (see
+/// [`insert_batch_async`](Self::insert_batch_async)). After an insert returns, every
+/// read on any handle sees the item (read-your-writes).
 ///
 /// # Storage and ordering
 ///
@@ -112,11 +114,14 @@ struct Inner<D> {
     state: Mutex<State<D>>,
     /// Subscriber queues. Taken before the state lock is released (lock order: state,
     /// then fanout), so subscribers see items in the order they were stored, and held
-    /// while delivering, so a `Block` subscriber slows inserts but never readers.
+    /// while delivering (delivery never waits: see `wait_for_room`).
     fanout: Mutex<Fanout<D>>,
-    /// Number of subscriber queues (items and events), read without a lock to skip the
-    /// fanout when nobody listens.
-    subscribers: AtomicUsize,
+    /// Number of item subscriptions, read without a lock to skip cloning and the fanout
+    /// when nobody listens.
+    item_subscribers: AtomicUsize,
+    /// Number of item subscriptions with [`OverflowPolicy::Block`]: inserts wait for
+    /// room in them before storing anything.
+    blocking_subscribers: AtomicUsize,
     clock: Arc<dyn Clock>,
     retention: Option<Duration>,
     pruner: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -152,6 +157,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Critical sections leave the state consistent at every panic point of user code
     // (only `D::clone` and `D::interpolate` run under the lock), so poisoning is ignored.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Drops expired items of every caller and forgets departed callers left with none.
+fn prune_all<D>(state: &mut State<D>, cutoff: Timestamp) {
+    state.callers.retain(|_, store| {
+        store.prune(cutoff);
+        !(store.left && store.entries.is_empty())
+    });
 }
 
 /// Configuration of a [`RemoteDataAggregator`]. Defaults: no retention (keep
@@ -208,7 +221,8 @@ impl AggregatorBuilder {
                 items: Vec::new(),
                 events: Vec::new(),
             }),
-            subscribers: AtomicUsize::new(0),
+            item_subscribers: AtomicUsize::new(0),
+            blocking_subscribers: AtomicUsize::new(0),
             clock: self.clock,
             retention: self.retention,
             pruner: Mutex::new(None),
@@ -271,16 +285,48 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         self.insert_batch(caller, std::iter::once(item));
     }
 
+    /// Stores a batch of items of `caller`, like [`insert_batch`](Self::insert_batch),
+    /// but waits asynchronously (instead of parking the thread) while a
+    /// [`OverflowPolicy::Block`] subscriber is full. Cancelling it while it waits stores
+    /// nothing.
+    pub async fn insert_batch_async<I>(&self, caller: CallerId, items: I)
+    where
+        I: IntoIterator<Item = Timestamped<D>>,
+    {
+        self.wait_for_room().await;
+        self.store_and_publish(caller, items);
+    }
+
+    /// Waits until no [`OverflowPolicy::Block`] subscription is full.
+    async fn wait_for_room(&self) {
+        if self.inner.blocking_subscribers.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        loop {
+            let full = {
+                let fanout = lock(&self.inner.fanout);
+                fanout
+                    .items
+                    .iter()
+                    .find(|tx| tx.policy() == OverflowPolicy::Block && tx.is_full())
+                    .cloned()
+            };
+            match full {
+                Some(tx) => tx.ready().await,
+                None => return,
+            }
+        }
+    }
+
     /// Stores a batch of items of `caller` under one lock, in any time order, and
     /// publishes them to subscribers. A caller seen for the first time (or again after it
     /// left) is announced as [`CallerEvent::Joined`].
     ///
     /// Never blocks, unless a subscriber asked for [`OverflowPolicy::Block`] and its
-    /// queue is full: then this call blocks the calling thread until that subscriber
-    /// makes room (back-pressure), holding up other inserts but not reads. Such a
-    /// subscriber must be drained by another thread or a multi-threaded runtime: an
-    /// insert on a single-threaded runtime whose only worker would also drain it waits
-    /// forever.
+    /// queue is full: then this call first parks the calling thread until that
+    /// subscriber makes room (back-pressure), holding no lock while it waits. From async
+    /// code prefer [`insert_batch_async`](Self::insert_batch_async), which awaits
+    /// instead.
     ///
     /// Cost: one clock read, one lock and one map lookup per batch, then per item a move
     /// into the caller's ring buffer (an out-of-order item also shifts the items after
@@ -290,8 +336,20 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     where
         I: IntoIterator<Item = Timestamped<D>>,
     {
+        if self.inner.blocking_subscribers.load(Ordering::Acquire) > 0 {
+            queue::block_on(self.wait_for_room());
+        }
+        self.store_and_publish(caller, items);
+    }
+
+    /// Stores and publishes without waiting; Block subscriptions may go over capacity
+    /// by this batch.
+    fn store_and_publish<I>(&self, caller: CallerId, items: I)
+    where
+        I: IntoIterator<Item = Timestamped<D>>,
+    {
         let cutoff = self.cutoff();
-        let publish = self.inner.subscribers.load(Ordering::Acquire) > 0;
+        let publish = self.inner.item_subscribers.load(Ordering::Acquire) > 0;
         let items = items.into_iter();
         let mut published: Vec<Timestamped<D>> = if publish {
             Vec::with_capacity(items.size_hint().0)
@@ -318,6 +376,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         if let Some(cutoff) = cutoff {
             store.prune(cutoff);
         }
+        let track_late = !state.readers.is_empty();
         for item in items {
             if cutoff.is_some_and(|c| item.time < c) {
                 continue;
@@ -326,7 +385,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
             if publish {
                 published.push(item.clone());
             }
-            store.push(state.last_arrival, item);
+            store.push(state.last_arrival, item, track_late);
         }
         if !publish && !joined {
             return;
@@ -349,11 +408,11 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         caller: CallerId,
         items: Vec<Timestamped<D>>,
     ) {
-        let before = fanout.items.len() + fanout.events.len();
+        let before = fanout.items.len();
         if let Some(event) = event {
             fanout
                 .events
-                .retain(|tx| tx.blocking_send_all(std::iter::once(event)).is_ok());
+                .retain(|tx| tx.force_send_iter(&mut std::iter::once(event)).is_ok());
         }
         if !items.is_empty() {
             // Every subscriber but the last gets clones; the last gets the items.
@@ -364,11 +423,11 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
                 let tx = &fanout.items[i];
                 let sent = match (last, items.take()) {
                     (true, Some(owned)) => tx
-                        .blocking_send_all(owned.into_iter().map(|item| (caller, item)))
+                        .force_send_iter(&mut owned.into_iter().map(|item| (caller, item)))
                         .is_ok(),
                     (_, Some(shared)) => {
                         let ok = tx
-                            .blocking_send_all(shared.iter().map(|item| (caller, item.clone())))
+                            .force_send_iter(&mut shared.iter().map(|item| (caller, item.clone())))
                             .is_ok();
                         items = Some(shared);
                         ok
@@ -384,10 +443,24 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
                 }
             }
         }
-        let after = fanout.items.len() + fanout.events.len();
+        let after = fanout.items.len();
         if after != before {
-            self.inner.subscribers.store(after, Ordering::Release);
+            self.count_subscribers(&fanout);
         }
+    }
+
+    fn count_subscribers(&self, fanout: &Fanout<D>) {
+        let blocking = fanout
+            .items
+            .iter()
+            .filter(|tx| tx.policy() == OverflowPolicy::Block)
+            .count();
+        self.inner
+            .blocking_subscribers
+            .store(blocking, Ordering::Release);
+        self.inner
+            .item_subscribers
+            .store(fanout.items.len(), Ordering::Release);
     }
 
     /// Adds `caller` with no data yet, announcing it as [`CallerEvent::Joined`] if it is
@@ -427,11 +500,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         let Some(cutoff) = self.cutoff() else {
             return;
         };
-        let mut guard = lock(&self.inner.state);
-        guard.callers.retain(|_, store| {
-            store.prune(cutoff);
-            !(store.left && store.entries.is_empty())
-        });
+        prune_all(&mut lock(&self.inner.state), cutoff);
     }
 
     /// Runs `f` on `caller`'s store after pruning it.
@@ -470,7 +539,12 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     /// The callers the aggregator knows: those with data or added, including those that
     /// left but still have unexpired data. In [`CallerId`] order.
     pub fn callers(&self) -> Vec<CallerId> {
-        lock(&self.inner.state).callers.keys().copied().collect()
+        let cutoff = self.cutoff();
+        let mut state = lock(&self.inner.state);
+        if let Some(cutoff) = cutoff {
+            prune_all(&mut state, cutoff);
+        }
+        state.callers.keys().copied().collect()
     }
 
     /// Whether `caller` is known and has not [left](Self::mark_left).
@@ -537,24 +611,29 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     }
 
     /// A subscription with the given queue capacity and overflow policy.
-    /// [`OverflowPolicy::Block`] makes inserts wait for this subscriber.
+    ///
+    /// [`OverflowPolicy::Block`] loses nothing: every insert first waits until this
+    /// queue is below capacity (parking the thread in [`insert_batch`](Self::insert_batch),
+    /// awaiting in [`insert_batch_async`](Self::insert_batch_async)), with no lock held.
+    /// The queue can then go over capacity by at most one batch per concurrent inserter.
     pub fn subscribe_with(&self, capacity: usize, policy: OverflowPolicy) -> Subscription<D> {
         let (tx, rx) = queue::bounded(capacity, policy);
         let mut fanout = lock(&self.inner.fanout);
         fanout.items.push(tx);
-        self.inner
-            .subscribers
-            .store(fanout.items.len() + fanout.events.len(), Ordering::Release);
+        self.count_subscribers(&fanout);
         rx
     }
 
     /// Caller joins and leaves from now on, in a queue of 256 that drops the oldest
-    /// event when the subscriber falls behind.
+    /// event when the subscriber falls behind. A caller's [`CallerEvent::Joined`] is
+    /// queued before its first item is queued to any [`subscribe`](Self::subscribe)r.
     pub fn caller_events(&self) -> queue::Receiver<CallerEvent> {
         self.caller_events_with(DEFAULT_EVENT_CAPACITY, OverflowPolicy::DropOldest)
     }
 
     /// Caller joins and leaves, with the given queue capacity and overflow policy.
+    /// Events never hold up inserts: under [`OverflowPolicy::Block`] the queue goes
+    /// over capacity instead of dropping an event.
     pub fn caller_events_with(
         &self,
         capacity: usize,
@@ -563,9 +642,6 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         let (tx, rx) = queue::bounded(capacity, policy);
         let mut fanout = lock(&self.inner.fanout);
         fanout.events.push(tx);
-        self.inner
-            .subscribers
-            .store(fanout.items.len() + fanout.events.len(), Ordering::Release);
         rx
     }
 }
@@ -643,6 +719,16 @@ impl<D: Clone + Send + Sync + 'static> Reader<D> {
             .callers
             .iter()
             .any(|(c, store)| store.last_arrival() > self.cursor_for(c))
+    }
+
+    /// Whether `caller` stored anything since this reader last read it. Unknown callers
+    /// are an error.
+    pub fn has_new_data_for(&self, caller: CallerId) -> Result<bool, DataError> {
+        lock(&self.inner.state)
+            .callers
+            .get(&caller)
+            .map(|store| store.last_arrival() > self.cursor_for(&caller))
+            .ok_or(DataError::UnknownCaller(caller))
     }
 
     /// Everything stored since this reader last read it (everything held, on the first
@@ -735,5 +821,81 @@ fn collect<D: Clone>(
     let newest = store.entries[last].item.time;
     if hw.is_none_or(|hw| newest > hw) {
         high_water.insert(caller, newest);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn at(t: i64) -> Timestamped<i64> {
+        Timestamped::new(Timestamp::from_nanos(t), t as u64, t)
+    }
+
+    fn late_len(agg: &RemoteDataAggregator<i64>, c: CallerId) -> usize {
+        lock(&agg.inner.state).callers[&c].late_len()
+    }
+
+    #[test]
+    fn late_records_live_only_until_every_reader_passed_them() {
+        let agg = RemoteDataAggregator::<i64>::new();
+        let c = CallerId::random();
+        agg.insert_batch(c, [at(10), at(5)]);
+        assert_eq!(late_len(&agg, c), 0, "no reader, nothing to track");
+        let mut r1 = agg.reader();
+        let mut r2 = agg.reader();
+        agg.insert(c, at(7));
+        assert_eq!(late_len(&agg, c), 1);
+        assert_eq!(r1.get_new_data().items.len(), 3);
+        assert_eq!(late_len(&agg, c), 1, "r2 has not read it yet");
+        assert_eq!(r2.get_new_data().items.len(), 3);
+        assert_eq!(late_len(&agg, c), 0);
+        agg.insert(c, at(6));
+        drop(r2);
+        assert_eq!(r1.get_new_data().late.len(), 1);
+        assert_eq!(late_len(&agg, c), 0);
+    }
+
+    #[test]
+    fn dropped_subscriptions_are_forgotten_on_the_next_insert() {
+        let agg = RemoteDataAggregator::<i64>::new();
+        let c = CallerId::random();
+        let sub = agg.subscribe();
+        let events = agg.caller_events();
+        assert_eq!(agg.inner.item_subscribers.load(Ordering::SeqCst), 1);
+        drop(sub);
+        drop(events);
+        agg.insert(c, at(1));
+        assert_eq!(agg.inner.item_subscribers.load(Ordering::SeqCst), 0);
+        let fanout = lock(&agg.inner.fanout);
+        assert!(fanout.items.is_empty() && fanout.events.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pruning_task_ends_with_the_last_handle() {
+        let agg: RemoteDataAggregator<i64> = AggregatorBuilder::default()
+            .retention(Duration::from_secs(1))
+            .build();
+        let task = lock(&agg.inner.pruner)
+            .as_ref()
+            .map(|t| t.abort_handle())
+            .expect("a pruning task inside a runtime");
+        let clone = agg.clone();
+        drop(agg);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "a handle is still alive");
+        drop(clone);
+        tokio::task::yield_now().await;
+        assert!(task.is_finished());
+    }
+
+    #[test]
+    fn no_pruning_task_outside_a_runtime() {
+        let agg: RemoteDataAggregator<i64> = AggregatorBuilder::default()
+            .retention(Duration::from_secs(1))
+            .build();
+        assert!(lock(&agg.inner.pruner).is_none());
     }
 }

@@ -20,9 +20,9 @@ pub(super) struct Entry<D> {
 /// always "the suffix after the last entry with `arrival <= cursor`" plus the `late`
 /// entries with `arrival > cursor`. `late` is complete for arrivals above `late_floor`;
 /// a cursor below the floor (a reader created after trimming) falls back to a full
-/// scan. `late` is trimmed to what the slowest live reader still needs, and loses a
-/// record when its entry expires, so it is never longer than `entries`: memory stays
-/// bounded by the retention.
+/// scan. `late` is trimmed to what the slowest live reader still needs, is not kept at
+/// all while there are no readers, and loses expired records from its front, so its
+/// memory stays bounded by the retention.
 #[derive(Debug)]
 pub(super) struct Store<D> {
     pub(super) entries: VecDeque<Entry<D>>,
@@ -44,14 +44,21 @@ impl<D> Store<D> {
         }
     }
 
-    pub(super) fn push(&mut self, arrival: u64, item: Timestamped<D>) {
+    /// Stores `item`. `track_late` is false when no reader exists: then nobody needs
+    /// late-arrival records (a reader made later starts with a full scan).
+    pub(super) fn push(&mut self, arrival: u64, item: Timestamped<D>, track_late: bool) {
         self.last_arrival = arrival;
         match self.entries.back() {
             Some(last) if item.time < last.item.time => {
                 let time = item.time;
                 let at = self.entries.partition_point(|e| e.item.time <= time);
                 self.entries.insert(at, Entry { arrival, item });
-                self.late.push_back((arrival, time));
+                if track_late {
+                    self.late.push_back((arrival, time));
+                } else {
+                    self.late.clear();
+                    self.late_floor = arrival;
+                }
             }
             _ => self.entries.push_back(Entry { arrival, item }),
         }
@@ -68,11 +75,18 @@ impl<D> Store<D> {
         while self.entries.front().is_some_and(|e| e.item.time < cutoff) {
             self.entries.pop_front();
         }
-        let dropped = self.entries.len() != before;
-        if dropped && !self.late.is_empty() {
-            self.late.retain(|&(_, t)| t >= cutoff);
+        // Records of expired entries are found by nobody (`locate` misses them); they are
+        // dropped once they reach the front, which keeps this amortised O(1).
+        while self.late.front().is_some_and(|&(_, t)| t < cutoff) {
+            self.late.pop_front();
         }
-        dropped
+        self.entries.len() != before
+    }
+
+    /// How many late-arrival records are kept.
+    #[cfg(test)]
+    pub(super) fn late_len(&self) -> usize {
+        self.late.len()
     }
 
     /// Forgets late-arrival records every reader has already passed.
@@ -144,27 +158,40 @@ mod tests {
     fn arrived_since_finds_suffix_and_late_entries() {
         let mut s = Store::new();
         for (a, t) in [(1, 10), (2, 20), (3, 30)] {
-            s.push(a, item(t));
+            s.push(a, item(t), true);
         }
         assert_eq!(times(&s, &s.arrived_since(0)), vec![10, 20, 30]);
-        s.push(4, item(15));
-        s.push(5, item(40));
+        s.push(4, item(15), true);
+        s.push(5, item(40), true);
         assert_eq!(times(&s, &s.arrived_since(3)), vec![15, 40]);
         assert_eq!(times(&s, &s.arrived_since(4)), vec![40]);
         assert!(s.arrived_since(5).is_empty());
         s.trim_late(5);
-        s.push(6, item(5));
+        s.push(6, item(5), true);
         assert_eq!(times(&s, &s.arrived_since(5)), vec![5]);
         // A cursor below the floor still sees everything after it, by a full scan.
         assert_eq!(times(&s, &s.arrived_since(2)), vec![5, 15, 30, 40]);
     }
 
     #[test]
+    fn untracked_late_arrivals_are_found_by_full_scan() {
+        let mut s = Store::new();
+        s.push(1, item(10), false);
+        s.push(2, item(30), false);
+        s.push(3, item(20), false);
+        assert!(s.late.is_empty());
+        assert_eq!(times(&s, &s.arrived_since(0)), vec![10, 20, 30]);
+        assert_eq!(times(&s, &s.arrived_since(1)), vec![20, 30]);
+        s.push(4, item(5), true);
+        assert_eq!(times(&s, &s.arrived_since(3)), vec![5]);
+    }
+
+    #[test]
     fn prune_drops_old_entries_and_late_records() {
         let mut s = Store::new();
-        s.push(1, item(10));
-        s.push(2, item(30));
-        s.push(3, item(20));
+        s.push(1, item(10), true);
+        s.push(2, item(30), true);
+        s.push(3, item(20), true);
         assert!(s.prune(Timestamp::from_nanos(25)));
         assert_eq!(s.entries.len(), 1);
         assert!(s.late.is_empty());
