@@ -4,11 +4,13 @@
 //! Modules are named after concepts: [`ids`] (who is talking), [`time`] (when), [`wire`]
 //! (what goes on the wire), [`series`] (typed data).
 
+pub mod discovery;
 pub mod ids;
 pub mod series;
 pub mod time;
 pub mod wire;
 
+pub use discovery::{Discovery, DiscoveryError, DiscoveryEvent, Instance};
 pub use ids::{CallerId, CallerIdError};
 pub use series::{Interpolate, Series};
 pub use time::{Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp};
