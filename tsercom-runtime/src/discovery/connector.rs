@@ -196,7 +196,9 @@ impl<T: Send + 'static, E: Send + 'static> Connector<T, E> {
             _task: task,
         })
     }
+}
 
+impl<T, E> Connector<T, E> {
     /// The next event, or `None` once the listener has ended and every peer was reported
     /// disconnected.
     pub async fn next_event(&mut self) -> Option<ConnectorEvent<T, E>> {
