@@ -525,3 +525,79 @@ async fn fixed_discovery_produces_the_same_events() {
     p.close().await.unwrap();
     assert!(Discovery::fixed(vec![]).listen("bad name!").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_instance_names_are_renamed_not_lost() {
+    let runtime = unique_runtime();
+    let id = CallerId::random();
+    let mut listener = mdns().listen(&runtime).unwrap();
+    // The same identity published twice: mDNS probing renames the second record.
+    let p1 = mdns()
+        .publish(Advertisement::new(&runtime, id, 40091))
+        .unwrap();
+    let first = next(&mut listener, FIND).await;
+    let p2 = mdns()
+        .publish(Advertisement::new(&runtime, id, 40092))
+        .unwrap();
+    let second = next(&mut listener, Duration::from_secs(5)).await;
+    let (DiscoveryEvent::Added(a), DiscoveryEvent::Added(b)) = (&first, &second) else {
+        panic!("{first:?} {second:?}")
+    };
+    assert_ne!(a.instance_name, b.instance_name);
+    assert_eq!((a.port, b.port), (40091, 40092));
+    // The renamed record is the one that goes when its publisher closes.
+    p2.close().await.unwrap();
+    let ev = next(&mut listener, FIND).await;
+    assert!(
+        matches!(&ev, DiscoveryEvent::Removed { instance_name, .. } if *instance_name == b.instance_name),
+        "{ev:?}"
+    );
+    p1.close().await.unwrap();
+    let ev = next(&mut listener, FIND).await;
+    assert!(
+        matches!(&ev, DiscoveryEvent::Removed { instance_name, .. } if *instance_name == a.instance_name),
+        "{ev:?}"
+    );
+}
+
+#[tokio::test]
+async fn reconnect_on_request_and_identity_change() {
+    let (a, b) = (CallerId::random(), CallerId::random());
+    let calls = Calls::default();
+    let (tx, listener) = manual_listener();
+    let mut connector = Connector::new(listener, counting_connect(&calls)).unwrap();
+    tx.send(DiscoveryEvent::Added(instance(a, 40101)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(next_conn(&mut connector).await, ConnectorEvent::Connected(PeerKey::Caller(c), _) if c == a)
+    );
+    // The user saw the connection break while the peer is still advertised.
+    assert!(connector.reconnect(PeerKey::Caller(a)));
+    assert!(
+        matches!(next_conn(&mut connector).await, ConnectorEvent::Disconnected(PeerKey::Caller(c)) if c == a)
+    );
+    assert!(
+        matches!(next_conn(&mut connector).await, ConnectorEvent::Connected(PeerKey::Caller(c), _) if c == a)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The same instance name now claims another caller id: the old peer is gone.
+    let mut moved = instance(b, 40101);
+    moved.instance_name = instance(a, 40101).instance_name;
+    tx.send(DiscoveryEvent::Updated(moved)).await.unwrap();
+    assert!(
+        matches!(next_conn(&mut connector).await, ConnectorEvent::Disconnected(PeerKey::Caller(c)) if c == a)
+    );
+    assert!(
+        matches!(next_conn(&mut connector).await, ConnectorEvent::Connected(PeerKey::Caller(c), _) if c == b)
+    );
+    // The listener ending disconnects everyone and ends the connector.
+    drop(tx);
+    assert!(
+        matches!(next_conn(&mut connector).await, ConnectorEvent::Disconnected(PeerKey::Caller(c)) if c == b)
+    );
+    assert!(timeout(FIND, connector.next_event())
+        .await
+        .unwrap()
+        .is_none());
+}

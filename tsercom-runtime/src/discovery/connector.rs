@@ -185,6 +185,7 @@ impl<T: Send + 'static, E: Send + 'static> Connector<T, E> {
             connect,
             backoff,
             peers: HashMap::new(),
+            names: HashMap::new(),
             attempts: JoinSet::new(),
             next_generation: 0,
             out: events_tx,
@@ -237,6 +238,8 @@ struct State<T, E> {
     connect: ConnectFn<T, E>,
     backoff: Backoff,
     peers: HashMap<PeerKey, Peer>,
+    /// Which key each instance name was last seen under (a TXT change may change it).
+    names: HashMap<String, PeerKey>,
     attempts: JoinSet<AttemptResult<T, E>>,
     next_generation: u64,
     out: mpsc::Sender<ConnectorEvent<T, E>>,
@@ -328,6 +331,19 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
 
     async fn on_seen(&mut self, instance: Instance) -> bool {
         let key = instance.peer_key();
+        let previous = self
+            .names
+            .insert(instance.instance_name.clone(), key.clone());
+        if let Some(old_key) = previous.filter(|k| *k != key) {
+            // The instance now claims another identity: the old peer is gone.
+            let owned = self
+                .peers
+                .get(&old_key)
+                .is_some_and(|p| p.instance.instance_name == instance.instance_name);
+            if owned && !self.drop_peer(&old_key).await {
+                return false;
+            }
+        }
         match self.peers.get_mut(&key) {
             None => {
                 tracing::debug!(peer = %key, "connector: connecting");
@@ -352,9 +368,12 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
         instance_name: String,
         caller_id: Option<crate::CallerId>,
     ) -> bool {
-        let key = match caller_id {
-            Some(id) => PeerKey::Caller(id),
-            None => PeerKey::Instance(instance_name.clone()),
+        let key = match self.names.remove(&instance_name) {
+            Some(key) => key,
+            None => match caller_id {
+                Some(id) => PeerKey::Caller(id),
+                None => PeerKey::Instance(instance_name.clone()),
+            },
         };
         // The same caller id under another instance name (a renamed duplicate) stays.
         match self.peers.get(&key) {
@@ -364,6 +383,7 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
     }
 
     async fn remove_all(&mut self) -> bool {
+        self.names.clear();
         let keys: Vec<PeerKey> = self.peers.keys().cloned().collect();
         for key in keys {
             if !self.drop_peer(&key).await {

@@ -308,7 +308,8 @@ pub(crate) fn publish(config: &MdnsConfig, ad: Advertisement) -> Result<Publishe
         ));
     }
     tokio::runtime::Handle::try_current().map_err(|_| DiscoveryError::NoRuntime)?;
-    let host = format!("tsercom-{}.local.", ad.caller_id.as_uuid().simple());
+    // A fresh host name per publication: two publications never share address records.
+    let host = format!("tsercom-{}.local.", uuid::Uuid::new_v4().simple());
     let props = txt::encode(
         ad.name.as_deref(),
         Timestamp::now(),
