@@ -57,13 +57,9 @@ async fn one_publisher_is_found() {
     assert_eq!(instance.name.as_deref(), Some("station one"));
     assert_eq!(instance.schema, Some(0xdead_beef));
     assert_eq!(instance.instance_name, publisher.instance_name());
-    assert!(instance
-        .addresses
-        .contains(&SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40001)));
-    assert!(
-        instance.addresses.iter().all(|a| a.ip().is_loopback()),
-        "{:?}",
-        instance.addresses
+    assert_eq!(
+        instance.addresses,
+        vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40001)]
     );
     assert!(service_type(&runtime).unwrap().starts_with('_'));
     publisher.close().await.unwrap();
@@ -81,8 +77,7 @@ async fn one_publisher_is_found() {
 fn raw_daemon() -> ServiceDaemon {
     let d = ServiceDaemon::new_with_port(MDNS_TEST_PORT).unwrap();
     d.disable_interface(IfKind::All).unwrap();
-    d.enable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6])
-        .unwrap();
+    d.enable_interface(IfKind::LoopbackV4).unwrap();
     d
 }
 

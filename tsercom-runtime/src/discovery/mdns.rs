@@ -26,11 +26,13 @@ pub enum InterfacePolicy {
     /// Every interface that is up, except loopback. The default for real use.
     #[default]
     AllNonLoopback,
-    /// Only the loopback interface (127.0.0.1 and ::1): peers on this host only. Tests use
+    /// Only the IPv4 loopback interface (127.0.0.1): peers on this host only. Tests use
     /// this; nothing is ever multicast on a real interface.
     ///
-    /// On Linux this needs the loopback interface up; in a fresh network namespace
-    /// (`unshare -n`) `ip link set lo up` is enough.
+    /// IPv6 loopback is left out on purpose: Linux's `lo` has no `MULTICAST` flag and no
+    /// route for `ff02::fb`, so `::1` records would arrive late or never and make the
+    /// reported address set flap. On Linux this needs only the loopback interface up; in a
+    /// fresh network namespace (`unshare -n`) `ip link set lo up` is enough, no route needed.
     LoopbackOnly,
     /// Only the interfaces with these names (for example `["eth0"]`).
     Named(Vec<String>),
@@ -99,7 +101,7 @@ fn start_daemon(config: &MdnsConfig) -> Result<ServiceDaemon, DiscoveryError> {
         }
         InterfacePolicy::LoopbackOnly => daemon
             .disable_interface(IfKind::All)
-            .and_then(|()| daemon.enable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6])),
+            .and_then(|()| daemon.enable_interface(IfKind::LoopbackV4)),
         InterfacePolicy::Named(names) => daemon.disable_interface(IfKind::All).and_then(|()| {
             daemon.enable_interface(
                 names
