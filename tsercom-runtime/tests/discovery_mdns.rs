@@ -540,6 +540,17 @@ async fn conflicting_instance_names_are_renamed_not_lost() {
     };
     assert_ne!(a.instance_name, b.instance_name);
     assert_eq!((a.port, b.port), (40091, 40092));
+    assert_eq!(p1.instance_name(), a.instance_name);
+    // The renamed publisher learns its new name (the monitor task may lag the listener).
+    let deadline = tokio::time::Instant::now() + FIND;
+    while p2.instance_name() != b.instance_name {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            p2.instance_name()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The renamed record is the one that goes when its publisher closes.
     p2.close().await.unwrap();
     let ev = next(&mut listener, FIND).await;

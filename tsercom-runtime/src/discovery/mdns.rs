@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV6};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mdns_sd::{
@@ -133,6 +134,31 @@ async fn log_monitor(monitor: mdns_sd::Receiver<DaemonEvent>) {
     }
 }
 
+/// Logs like [`log_monitor`] and follows renames of the instance `name` holds.
+async fn publisher_monitor(monitor: mdns_sd::Receiver<DaemonEvent>, name: SharedName) {
+    while let Ok(event) = monitor.recv_async().await {
+        match event {
+            DaemonEvent::NameChange(change) => {
+                let mut current = name.lock().unwrap_or_else(PoisonError::into_inner);
+                if change.original.eq_ignore_ascii_case(&current) {
+                    tracing::info!(
+                        original = %change.original,
+                        new_name = %change.new_name,
+                        "mDNS instance name conflict: published under the new name"
+                    );
+                    *current = change.new_name;
+                } else {
+                    tracing::debug!(original = %change.original, new_name = %change.new_name, "mDNS host name conflict resolved");
+                }
+            }
+            DaemonEvent::Error(e) => tracing::warn!(error = %e, "mDNS daemon error"),
+            _ => {}
+        }
+    }
+}
+
+type SharedName = Arc<Mutex<String>>;
+
 /// Shuts a daemon down when dropped.
 struct DaemonGuard(ServiceDaemon);
 
@@ -211,7 +237,12 @@ async fn run_listener(
             break;
         }
     }
-    tracing::debug!(service = %ty, "mDNS browse ended");
+    if tx.is_closed() {
+        tracing::debug!(service = %ty, "mDNS browse ended");
+    } else {
+        // mdns-sd ends a subscription whose channel overflowed, or when its daemon stops.
+        tracing::warn!(service = %ty, "mDNS browse ended by the daemon; the listener ends");
+    }
 }
 
 /// Converts a resolution into an [`Instance`], or `None` (logged) when it is unusable.
@@ -273,7 +304,10 @@ fn to_instance(resolved: &ResolvedService) -> Option<Instance> {
 /// An mDNS registration, withdrawn on close or drop.
 pub(crate) struct MdnsPublisher {
     daemon: ServiceDaemon,
+    /// The name asked for; unregistering with it also withdraws a renamed record.
     fullname: String,
+    /// The name actually published (after any conflict rename).
+    current: SharedName,
     close_timeout: Duration,
     open: bool,
     _monitor: Option<AbortOnDrop>,
@@ -324,10 +358,11 @@ pub(crate) fn publish(config: &MdnsConfig, ad: Advertisement) -> Result<Publishe
         .enable_addr_auto();
     let fullname = info.get_fullname().to_owned();
     let daemon = start_daemon(config)?;
+    let current: SharedName = Arc::new(Mutex::new(fullname.clone()));
     let monitor = daemon
         .monitor()
         .ok()
-        .and_then(|m| spawn_guarded(log_monitor(m)).ok());
+        .and_then(|m| spawn_guarded(publisher_monitor(m, Arc::clone(&current))).ok());
     if let Err(e) = daemon.register(info) {
         let _ = daemon.shutdown();
         return Err(mdns_err("register")(e));
@@ -337,6 +372,7 @@ pub(crate) fn publish(config: &MdnsConfig, ad: Advertisement) -> Result<Publishe
         inner: Some(PublisherInner::Mdns(MdnsPublisher {
             daemon,
             fullname,
+            current,
             close_timeout: config.close_timeout,
             open: true,
             _monitor: monitor,
@@ -345,8 +381,11 @@ pub(crate) fn publish(config: &MdnsConfig, ad: Advertisement) -> Result<Publishe
 }
 
 impl MdnsPublisher {
-    pub(crate) fn instance_name(&self) -> &str {
-        &self.fullname
+    pub(crate) fn instance_name(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) async fn close(mut self) -> Result<(), DiscoveryError> {

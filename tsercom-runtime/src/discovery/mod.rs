@@ -15,6 +15,35 @@
 //! Both sides derive the mDNS service type from the runtime name with the one function
 //! [`service_type`], so a publisher and a listener for the same runtime always agree.
 //!
+//! ```no_run
+//! use tsercom_runtime::discovery::{Advertisement, Connector, ConnectorEvent, Discovery};
+//! use tsercom_runtime::CallerId;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // A source advertises its server.
+//! let publisher = Discovery::mdns()
+//!     .publish(Advertisement::new("weather", CallerId::random(), 50051).name("roof"))?;
+//!
+//! // An aggregator connects to every source it finds, once per caller id.
+//! let listener = Discovery::mdns().listen("weather")?;
+//! let mut connector = Connector::new(listener, |instance| async move {
+//!     tokio::net::TcpStream::connect(&instance.addresses[..]).await
+//! })?;
+//! while let Some(event) = connector.next_event().await {
+//!     match event {
+//!         ConnectorEvent::Connected(peer, _stream) => println!("connected to {peer}"),
+//!         ConnectorEvent::Disconnected(peer) => println!("{peer} left"),
+//!         ConnectorEvent::ConnectFailed { peer, retry_in, .. } => {
+//!             println!("{peer} unreachable, retrying in {retry_in:?}")
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! publisher.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Network safety
 //!
 //! [`InterfacePolicy`] decides which interfaces the mDNS daemon uses. Tests use
@@ -305,7 +334,7 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
 /// A live publication of a custom [`Registry`], withdrawn by [`PublishHandle::close`] or drop.
 pub trait PublishHandle: Send + 'static {
     /// The registry's name of the published instance.
-    fn instance_name(&self) -> &str;
+    fn instance_name(&self) -> String;
     /// Withdraws the publication and waits until it is withdrawn.
     fn close(self: Box<Self>) -> Pin<Box<dyn Future<Output = Result<(), DiscoveryError>> + Send>>;
 }
@@ -403,13 +432,14 @@ impl Publisher {
         }
     }
 
-    /// The registry's name of the published instance (for mDNS the full instance name).
-    pub fn instance_name(&self) -> &str {
+    /// The registry's name of the published instance: for mDNS the full instance name,
+    /// including the ` (2)` style suffix when probing found a conflict and renamed it.
+    pub fn instance_name(&self) -> String {
         match &self.inner {
             Some(PublisherInner::Mdns(p)) => p.instance_name(),
-            Some(PublisherInner::Inert(name)) => name,
+            Some(PublisherInner::Inert(name)) => name.clone(),
             Some(PublisherInner::Custom(h)) => h.instance_name(),
-            None => "",
+            None => String::new(),
         }
     }
 
