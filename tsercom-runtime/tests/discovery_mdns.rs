@@ -10,8 +10,8 @@ use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo, TxtProperty};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tsercom_runtime::discovery::{
-    service_type, Advertisement, Backoff, Connector, ConnectorEvent, Discovery, DiscoveryEvent,
-    Instance, Listener, MdnsConfig, PeerKey,
+    service_type, Advertisement, Backoff, Connector, ConnectorEvent, Discovery, DiscoveryError,
+    DiscoveryEvent, Instance, InterfacePolicy, Listener, MdnsConfig, PeerKey,
 };
 use tsercom_runtime::CallerId;
 
@@ -606,4 +606,65 @@ async fn reconnect_on_request_and_identity_change() {
         .await
         .unwrap()
         .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_interface_policy_publishes_on_that_interface() {
+    let runtime = unique_runtime();
+    let id = CallerId::random();
+    let named = Discovery::mdns_with(
+        MdnsConfig::with_interfaces(InterfacePolicy::Named(vec!["lo".to_owned()]))
+            .port(MDNS_TEST_PORT),
+    );
+    let mut listener = mdns().listen(&runtime).unwrap();
+    let _p = named
+        .publish(Advertisement::new(&runtime, id, 40111))
+        .unwrap();
+    let DiscoveryEvent::Added(i) = next(&mut listener, FIND).await else {
+        panic!()
+    };
+    assert_eq!((i.caller_id, i.port), (Some(id), 40111));
+    assert!(
+        i.addresses
+            .contains(&SocketAddr::from(([127, 0, 0, 1], 40111))),
+        "{i:?}"
+    );
+    assert!(i.addresses.iter().all(|a| a.ip().is_loopback()), "{i:?}");
+}
+
+#[test]
+fn publishing_and_listening_need_a_runtime_and_valid_input() {
+    let d = mdns();
+    assert!(matches!(
+        d.listen("weather"),
+        Err(DiscoveryError::NoRuntime)
+    ));
+    let ad = Advertisement::new("weather", CallerId::random(), 1);
+    assert!(matches!(d.publish(ad), Err(DiscoveryError::NoRuntime)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bad_port = Advertisement::new("weather", CallerId::random(), 0);
+        assert!(matches!(
+            d.publish(bad_port),
+            Err(DiscoveryError::InvalidAdvertisement(_))
+        ));
+        let bad_name = Advertisement::new("weather", CallerId::random(), 1).instance_name("a.b");
+        assert!(matches!(
+            d.publish(bad_name),
+            Err(DiscoveryError::InvalidAdvertisement(_))
+        ));
+        let bad_runtime = Advertisement::new("no spaces", CallerId::random(), 1);
+        assert!(matches!(
+            d.publish(bad_runtime),
+            Err(DiscoveryError::InvalidName { .. })
+        ));
+        let too_long = Advertisement::new("weather", CallerId::random(), 1).name("x".repeat(300));
+        assert!(matches!(
+            d.publish(too_long),
+            Err(DiscoveryError::InvalidAdvertisement(_))
+        ));
+    });
 }
