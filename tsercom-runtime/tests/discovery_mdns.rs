@@ -587,6 +587,26 @@ async fn reconnect_on_request_and_identity_change() {
         matches!(next_conn(&mut connector).await, ConnectorEvent::Connected(PeerKey::Caller(c), _) if c == a)
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // Extra addresses or new metadata alone do not reconnect...
+    let mut more = instance(a, 40101);
+    more.addresses
+        .push(SocketAddr::from(([127, 0, 0, 2], 40101)));
+    more.name = Some("renamed".to_owned());
+    more.published_on = Some(tsercom_runtime::Timestamp::from_nanos(0));
+    tx.send(DiscoveryEvent::Updated(more.clone()))
+        .await
+        .unwrap();
+    // ...but a new incarnation (same port, new published_on) does.
+    let mut reborn = more;
+    reborn.published_on = Some(tsercom_runtime::Timestamp::from_nanos(1));
+    tx.send(DiscoveryEvent::Updated(reborn)).await.unwrap();
+    assert!(
+        matches!(next_conn(&mut connector).await, ConnectorEvent::Disconnected(PeerKey::Caller(c)) if c == a)
+    );
+    assert!(
+        matches!(next_conn(&mut connector).await, ConnectorEvent::Connected(PeerKey::Caller(c), _) if c == a)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
     // The same instance name now claims another caller id: the old peer is gone.
     let mut moved = instance(b, 40101);
     moved.instance_name = instance(a, 40101).instance_name;

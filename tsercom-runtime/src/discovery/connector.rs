@@ -130,9 +130,10 @@ impl<T, E: fmt::Debug> fmt::Debug for ConnectorEvent<T, E> {
 ///
 /// * A peer is marked "connecting" before any await, so repeated discovery events for it
 ///   never start a second connection.
-/// * When a peer re-appears at a new port, or at addresses sharing none with the old ones,
-///   the old connection is reported [`ConnectorEvent::Disconnected`] and a new one is made
-///   under the same key.
+/// * When a peer re-appears at a new port, at addresses sharing none with the old ones, or
+///   with a new `published_on` (a restarted process), the old connection is reported
+///   [`ConnectorEvent::Disconnected`] and a new one is made under the same key. Extra
+///   addresses or changed metadata alone update the peer without reconnecting.
 /// * A failed attempt is retried with [`Backoff`] (50 ms first, 5 s cap by default) without
 ///   waiting for the registry to re-announce the peer, for as long as it is advertised.
 /// * When the peer is removed, pending attempts are aborted and a connected peer is reported
@@ -245,9 +246,15 @@ struct State<T, E> {
     out: mpsc::Sender<ConnectorEvent<T, E>>,
 }
 
-/// Whether a peer that re-appears as `new` must be reconnected.
+/// Whether a peer that re-appears as `new` must be reconnected: it moved to another port,
+/// to addresses sharing none with the old ones, or it is a new incarnation (a restarted
+/// process re-publishes with a new `published_on`, and its old connection is dead).
 fn moved(old: &Instance, new: &Instance) -> bool {
-    old.port != new.port || !new.addresses.iter().any(|a| old.addresses.contains(a))
+    let reborn = matches!(
+        (old.published_on, new.published_on),
+        (Some(a), Some(b)) if a != b
+    );
+    reborn || old.port != new.port || !new.addresses.iter().any(|a| old.addresses.contains(a))
 }
 
 impl<T: Send + 'static, E: Send + 'static> State<T, E> {
