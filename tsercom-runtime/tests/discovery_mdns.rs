@@ -688,3 +688,69 @@ fn publishing_and_listening_need_a_runtime_and_valid_input() {
         ));
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_peer_is_verified_away_instead_of_retried_forever() {
+    let runtime = unique_runtime();
+    let id = CallerId::random();
+    let crashed = raw_daemon();
+    crashed
+        .register(raw_info(
+            &runtime,
+            &id.to_string(),
+            40121,
+            vec![txt("caller_id", id.to_string().as_bytes())],
+        ))
+        .unwrap();
+    let config = MdnsConfig::loopback()
+        .port(MDNS_TEST_PORT)
+        .verify_timeout(Duration::from_millis(500));
+    let listener = Discovery::mdns_with(config).listen(&runtime).unwrap();
+    // Connects are refused; retries are fast (cap 100 ms). After 3 failures the connector
+    // asks the registry to verify the peer.
+    let calls = Calls::default();
+    let connect = {
+        let calls = Arc::clone(&calls);
+        move |_: Instance| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Err::<(), _>("connection refused"))
+        }
+    };
+    let mut connector = Connector::with_backoff(
+        listener,
+        connect,
+        Backoff::new(Duration::from_millis(20), Duration::from_millis(100)),
+    )
+    .unwrap();
+    match next_conn(&mut connector).await {
+        ConnectorEvent::ConnectFailed {
+            attempt: 1, peer, ..
+        } => {
+            assert_eq!(peer, PeerKey::Caller(id))
+        }
+        other => panic!("{other:?}"),
+    }
+    // The process dies without a goodbye; its records would stay cached for 75 minutes.
+    crashed.disable_interface(IfKind::All).unwrap();
+    let _ = crashed.shutdown();
+    for attempt in 2..=3 {
+        match next_conn(&mut connector).await {
+            ConnectorEvent::ConnectFailed { attempt: a, .. } => assert_eq!(a, attempt),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Without the removal it would retry every 100 ms forever; with it, calls stop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let before = calls.load(Ordering::SeqCst);
+        let drained = timeout(Duration::from_millis(600), async {
+            while connector.next_event().await.is_some() {}
+        })
+        .await;
+        assert!(drained.is_err(), "connector ended");
+        if calls.load(Ordering::SeqCst) == before {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still retrying");
+    }
+}

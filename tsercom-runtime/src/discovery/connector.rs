@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::{spawn_guarded, AbortOnDrop, DiscoveryError, DiscoveryEvent, Instance, Listener};
+use super::{
+    spawn_guarded, AbortOnDrop, DiscoveryError, DiscoveryEvent, Instance, Listener, Verifier,
+};
 use crate::ids::CallerId;
 
 /// How the [`Connector`] tells peers apart.
@@ -136,6 +138,9 @@ impl<T, E: fmt::Debug> fmt::Debug for ConnectorEvent<T, E> {
 ///   addresses or changed metadata alone update the peer without reconnecting.
 /// * A failed attempt is retried with [`Backoff`] (50 ms first, 5 s cap by default) without
 ///   waiting for the registry to re-announce the peer, for as long as it is advertised.
+///   After [`VERIFY_AFTER_FAILURES`] failures in a row the registry is asked to verify the
+///   peer ([`Listener::verify`]), so a peer that crashed without a goodbye is removed
+///   instead of being retried forever.
 /// * When the peer is removed, pending attempts are aborted and a connected peer is reported
 ///   [`ConnectorEvent::Disconnected`].
 ///
@@ -183,6 +188,7 @@ impl<T: Send + 'static, E: Send + 'static> Connector<T, E> {
         let (events_tx, events) = mpsc::channel(Self::QUEUE);
         let (commands, commands_rx) = mpsc::channel(64);
         let state = State {
+            verifier: listener.verifier(),
             connect,
             backoff,
             peers: HashMap::new(),
@@ -236,6 +242,7 @@ struct Peer {
 type AttemptResult<T, E> = (PeerKey, u64, Result<T, E>);
 
 struct State<T, E> {
+    verifier: Option<Verifier>,
     connect: ConnectFn<T, E>,
     backoff: Backoff,
     peers: HashMap<PeerKey, Peer>,
@@ -245,6 +252,12 @@ struct State<T, E> {
     next_generation: u64,
     out: mpsc::Sender<ConnectorEvent<T, E>>,
 }
+
+/// After this many failed attempts in a row the connector asks the listener to verify the
+/// peer ([`Listener::verify`]), and again every [`VERIFY_EVERY_FAILURES`] failures.
+pub const VERIFY_AFTER_FAILURES: u32 = 3;
+/// See [`VERIFY_AFTER_FAILURES`].
+pub const VERIFY_EVERY_FAILURES: u32 = 20;
 
 /// Whether a peer that re-appears as `new` must be reconnected: it moved to another port,
 /// to addresses sharing none with the old ones, or it is a new incarnation (a restarted
@@ -434,6 +447,13 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
                 let retry_in = self.backoff.delay(failures);
                 let instance = peer.instance.clone();
                 let attempt = failures.saturating_add(1);
+                if attempt == VERIFY_AFTER_FAILURES || attempt % VERIFY_EVERY_FAILURES == 0 {
+                    // A peer that keeps refusing may have crashed without a goodbye: ask the
+                    // registry to re-check it rather than retrying for the records' lifetime.
+                    if let Some(verify) = &self.verifier {
+                        verify(&instance.instance_name);
+                    }
+                }
                 tracing::debug!(peer = %key, attempt, ?retry_in, "connector: connect failed");
                 let handle = self.spawn_attempt(key.clone(), instance, generation, retry_in);
                 if let Some(peer) = self.peers.get_mut(&key) {

@@ -50,6 +50,9 @@ pub struct MdnsConfig {
     pub port: u16,
     /// How long [`Publisher::close`] waits for the daemon to confirm the goodbye.
     pub close_timeout: Duration,
+    /// How long [`Listener::verify`] waits for an answer before it drops an instance
+    /// (RFC 6762 §10.4 suggests 10 s, the default).
+    pub verify_timeout: Duration,
 }
 
 impl Default for MdnsConfig {
@@ -58,6 +61,7 @@ impl Default for MdnsConfig {
             interfaces: InterfacePolicy::AllNonLoopback,
             port: MDNS_PORT,
             close_timeout: Duration::from_secs(2),
+            verify_timeout: mdns_sd::VERIFY_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -79,6 +83,12 @@ impl MdnsConfig {
     /// Sets the mDNS UDP port.
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
+        self
+    }
+
+    /// Sets how long a verification waits for an answer.
+    pub fn verify_timeout(mut self, timeout: Duration) -> Self {
+        self.verify_timeout = timeout;
         self
     }
 }
@@ -186,6 +196,16 @@ pub(crate) fn listen(config: &MdnsConfig, runtime_name: &str) -> Result<Listener
     let events = daemon.0.browse(&ty).map_err(mdns_err("browse"))?;
     let (tx, rx) = mpsc::channel(Listener::QUEUE);
     let task = spawn_guarded(run_listener(ty, events, tx))?;
+    let verifier = {
+        let daemon = daemon.0.clone();
+        let timeout = config.verify_timeout;
+        Arc::new(move |instance_name: &str| {
+            tracing::debug!(instance = instance_name, "mDNS verify");
+            if let Err(e) = daemon.verify(instance_name.to_owned(), timeout) {
+                tracing::warn!(instance = instance_name, error = %e, "mDNS verify failed");
+            }
+        })
+    };
     Ok(Listener::new(
         rx,
         ListenGuard {
@@ -193,7 +213,8 @@ pub(crate) fn listen(config: &MdnsConfig, runtime_name: &str) -> Result<Listener
             _monitor: monitor,
             _daemon: daemon,
         },
-    ))
+    )
+    .with_verifier(verifier))
 }
 
 async fn run_listener(

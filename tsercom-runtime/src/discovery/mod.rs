@@ -459,8 +459,12 @@ impl Publisher {
 /// task waits (backpressure) rather than dropping events.
 pub struct Listener {
     rx: mpsc::Receiver<DiscoveryEvent>,
+    verifier: Option<Verifier>,
     _guard: Box<dyn Send + Sync>,
 }
+
+/// Asks a registry to re-check that an instance (by instance name) still exists.
+pub type Verifier = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl fmt::Debug for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -487,8 +491,32 @@ impl Listener {
     pub fn new(rx: mpsc::Receiver<DiscoveryEvent>, guard: impl Send + Sync + 'static) -> Self {
         Listener {
             rx,
+            verifier: None,
             _guard: Box::new(guard),
         }
+    }
+
+    /// Adds a [`Verifier`]: how [`Listener::verify`] asks the registry to re-check an
+    /// instance.
+    pub fn with_verifier(mut self, verifier: Verifier) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// Asks the registry to check that `instance_name` is still there; if it is gone, a
+    /// [`DiscoveryEvent::Removed`] follows. For mDNS this queries the instance's records
+    /// and flushes them if nobody answers within [`MdnsConfig::verify_timeout`] (RFC 6762
+    /// §10.4), so a crashed source does not linger for the records' 75-minute lifetime.
+    /// Registries that cannot check ignore it. The [`Connector`] calls this by itself when
+    /// connects to a peer keep failing.
+    pub fn verify(&self, instance_name: &str) {
+        if let Some(verifier) = &self.verifier {
+            verifier(instance_name);
+        }
+    }
+
+    pub(crate) fn verifier(&self) -> Option<Verifier> {
+        self.verifier.clone()
     }
 
     /// The next event, or `None` once the registry has stopped.
