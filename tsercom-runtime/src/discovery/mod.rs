@@ -126,9 +126,9 @@ pub enum DiscoveryError {
 ///
 /// RFC 6763 §7.2 limits a service name to [`MAX_SERVICE_NAME_LEN`] (15) bytes, and `mdns-sd`
 /// refuses longer ones by default. A longer name is shortened deterministically to its first
-/// 10 characters, `-` and 4 hex digits of a hash of the whole normalised name (for example
-/// `temperature_readings` becomes `temperature-` cut to `temperatur` + `-` + hash), so two
-/// long names that share a prefix still get different service types. Names of at most 15
+/// 10 characters, `-` and 4 hex digits of an FNV-1a hash of the whole normalised name (for
+/// example `temperature_readings` becomes `_temperatur-XXXX._tcp.local.`), so two long
+/// names that share a prefix still get different service types. Names of at most 15
 /// characters are used as they are, which keeps them interoperable with Python tsercom peers
 /// that publish `_<name>._tcp.local.` directly.
 pub fn service_type(runtime_name: &str) -> Result<String, DiscoveryError> {
