@@ -10,6 +10,7 @@
 )]
 
 pub mod data;
+pub mod discovery;
 pub mod ids;
 pub mod queue;
 pub mod runtime;
@@ -21,6 +22,7 @@ pub mod transport;
 pub mod wire;
 
 pub use data::{CallerEvent, DataError, NewData, RemoteDataAggregator, Timestamped};
+pub use discovery::{Discovery, DiscoveryError, DiscoveryEvent, Instance};
 pub use ids::{CallerId, CallerIdError};
 pub use series::{Interpolate, Series};
 pub use time::{Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp};
