@@ -62,8 +62,7 @@ async fn one_run(offset_ns: i64, drift_ppm: f64, measure: Duration) -> Run {
     }
     let first_estimate_ms = started.elapsed().as_secs_f64() * 1e3;
     // Warm-up: until the estimator has its warm-up exchanges.
-    while estimate().is_some_and(|e| e.samples < 16) && started.elapsed() < Duration::from_secs(5)
-    {
+    while estimate().is_some_and(|e| e.samples < 16) && started.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut errors_us = Vec::new();
@@ -94,7 +93,10 @@ fn python_arm(quick: bool) {
         );
         return;
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/baselines/python-tsercom/bench.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/baselines/python-tsercom/bench.py"
+    );
     let mut cmd = Command::new(py);
     cmd.arg(script)
         .args(["--scenarios", "timesync", "--ntp-port", "12123"]);

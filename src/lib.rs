@@ -34,6 +34,7 @@ pub use tsercom_macros::series;
 pub use tsercom_runtime::data::{
     self, CallerEvent, DataError, NewData, Reader, RemoteDataAggregator, Subscription, Timestamped,
 };
+pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryEvent, Instance};
 pub use tsercom_runtime::queue::{self, OverflowPolicy};
 pub use tsercom_runtime::runtime::{
     Aggregator, AggregatorBuilder, AggregatorStats, Backoff, BufferLimits, DataGap, Event, Managed,

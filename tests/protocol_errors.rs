@@ -87,6 +87,7 @@ fn hello(data_schema: u64) -> Vec<u8> {
         data_type: Level::MESSAGE_NAME.into(),
         event_type: Reset::MESSAGE_NAME.into(),
         max_frame_bytes: 0,
+        incarnation: 1,
     }))
 }
 

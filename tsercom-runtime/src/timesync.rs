@@ -115,8 +115,10 @@ pub struct ClockEstimate {
     pub round_trip: Duration,
     /// A bound on the error of `to_authority`, assuming symmetric network paths.
     pub uncertainty: Duration,
-    /// Exchanges the estimate rests on.
+    /// Exchanges the estimate rests on (those that passed the clock filter).
     pub samples: usize,
+    /// Exchanges accepted since the estimator started.
+    pub exchanges: u64,
 }
 
 impl ClockEstimate {
@@ -282,6 +284,7 @@ impl ClockEstimator {
             round_trip: Duration::from_nanos(min_rtt as u64),
             uncertainty: Duration::from_nanos(uncertainty_ns as u64),
             samples: chosen.len(),
+            exchanges: self.accepted,
         })
     }
 }

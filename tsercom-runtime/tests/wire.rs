@@ -65,6 +65,7 @@ fn stream_messages_round_trip() {
             data_type: "weather.Reading".into(),
             event_type: "weather.Command".into(),
             max_frame_bytes: 4 << 20,
+            incarnation: 7,
         }),
         envelope::Kind::Frame(Frame {
             samples: vec![

@@ -22,6 +22,7 @@ use super::session::{
 };
 use super::{is_permanent, spawn_owned, Backoff, Runtime, RuntimeError};
 use crate::data::{CallerEvent, RemoteDataAggregator, Timestamped};
+use crate::discovery::{Connector, ConnectorEvent, Discovery, Instance, PeerKey};
 use crate::ids::CallerId;
 use crate::queue;
 use crate::series::Series;
@@ -100,16 +101,55 @@ pub struct AggregatorStats {
     pub connections: u64,
 }
 
+/// A session with a discovered source; dropping it ends the session.
+struct Session {
+    id: u64,
+    caller: CallerId,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 struct CallerState {
+    /// The source's incarnation and the last sample received from it.
     last_seq: Mutex<u64>,
+    incarnation: Mutex<u64>,
     events: SendBuffer,
     live: Mutex<Option<u64>>,
     left: std::sync::atomic::AtomicBool,
     clock: Mutex<Option<PeerClock>>,
 }
 
+/// Marks a caller disconnected when its session ends, however it ends.
+struct Live<'a, D: Clone + Send + Sync + 'static> {
+    data: &'a RemoteDataAggregator<D>,
+    state: &'a CallerState,
+    caller: CallerId,
+    generation: u64,
+    left_on_purpose: bool,
+}
+
+impl<D: Clone + Send + Sync + 'static> Drop for Live<'_, D> {
+    fn drop(&mut self) {
+        let mut live = lock(&self.state.live);
+        if *live == Some(self.generation) {
+            *live = None;
+            if self.left_on_purpose {
+                self.state.left.store(true, Ordering::Release);
+            }
+            let _ = self.data.mark_left(self.caller);
+        }
+    }
+}
+
 struct Core<R: Runtime> {
     id: CallerId,
+    /// Chosen at start; see `Hello.incarnation`.
+    incarnation: u64,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
     event_limits: BufferLimits,
@@ -145,6 +185,7 @@ impl<R: Runtime> Core<R> {
         Arc::clone(callers.entry(id).or_insert_with(|| {
             Arc::new(CallerState {
                 last_seq: Mutex::new(0),
+                incarnation: Mutex::new(0),
                 events: SendBuffer::new(self.event_limits.clone()),
                 live: Mutex::new(None),
                 left: std::sync::atomic::AtomicBool::new(false),
@@ -165,8 +206,25 @@ impl<R: Runtime> Core<R> {
         state.left.store(false, Ordering::Release);
         self.data.add_caller(peer.id);
         tracing::info!(source = %peer.id, addr = ?peer.addr, "source connected");
+        // Runs when the session ends, also when its task is aborted.
+        let mut live = Live {
+            data: &self.data,
+            state: &state,
+            caller: peer.id,
+            generation,
+            left_on_purpose: false,
+        };
 
-        let last = *lock(&state.last_seq);
+        let last = {
+            let mut incarnation = lock(&state.incarnation);
+            let mut last = lock(&state.last_seq);
+            if *incarnation != peer.incarnation {
+                // A new process under the same id: its numbering starts over.
+                *incarnation = peer.incarnation;
+                *last = 0;
+            }
+            *last
+        };
         out.send(envelope(Kind::Ack(wire::Ack { seq: last })))
             .await
             .map_err(|_| Status::cancelled("peer went away"))?;
@@ -186,20 +244,13 @@ impl<R: Runtime> Core<R> {
         );
         let result = tokio::select! {
             r = reader => r,
-            () = writer => Ok(()),
+            () = writer => Ok(false),
         };
-        let mut live = lock(&state.live);
-        if *live == Some(generation) {
-            *live = None;
-            if result.is_ok() {
-                // The source closed its stream: it left on purpose.
-                state.left.store(true, Ordering::Release);
-            }
-            let _ = self.data.mark_left(peer.id);
-        }
-        drop(live);
+        // Only a Goodbye means the source left on purpose; any other end is a lost
+        // connection, and the source is expected back.
+        live.left_on_purpose = matches!(result, Ok(true));
         tracing::info!(source = %peer.id, ?result, "source disconnected");
-        result
+        result.map(|_| ())
     }
 
     async fn read(
@@ -210,12 +261,12 @@ impl<R: Runtime> Core<R> {
         out: &Out,
         resume: watch::Sender<Option<u64>>,
         acks: watch::Sender<u64>,
-    ) -> Result<(), Status> {
+    ) -> Result<bool, Status> {
         let mut limiter = ProbeLimiter::new(self.config.timesync.max_probes_per_second);
         loop {
             let env = match inbound.message().await {
                 Ok(Some(env)) => env,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(false),
                 Err(status) if status.code() == tonic::Code::OutOfRange => {
                     // tonic's "message too large": say what it is.
                     self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -310,6 +361,7 @@ impl<R: Runtime> Core<R> {
                         acks.send_replace(*last);
                     }
                 }
+                Some(Kind::Goodbye(_)) => return Ok(true),
                 Some(Kind::Hello(_)) => {
                     return Err(self.reject("a second Hello on one connection"));
                 }
@@ -330,11 +382,25 @@ impl<R: Runtime> Core<R> {
 
     /// Dials a source at one of `addrs` and runs the session to its end.
     async fn dial_once(self: &Arc<Self>, addrs: &[SocketAddr]) -> Result<(), Status> {
+        let (peer, inbound, out) = self.handshake(addrs).await?;
+        self.run_session(peer, inbound, out).await
+    }
+
+    /// Dials a source at one of `addrs` and exchanges Hellos.
+    async fn handshake(
+        self: &Arc<Self>,
+        addrs: &[SocketAddr],
+    ) -> Result<(Peer, Streaming<Envelope>, Out), Status> {
         let channel = super::dial_any(addrs, Duration::from_secs(3))
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-        let hello = handshake::hello::<R>(Role::Aggregator, self.id, self.config.max_frame_bytes);
+        let hello = handshake::hello::<R>(
+            Role::Aggregator,
+            self.id,
+            self.incarnation,
+            self.config.max_frame_bytes,
+        );
         let _ = tx.send(envelope(Kind::Hello(hello))).await;
         let outbound = futures::stream::unfold(rx, |mut rx| async move {
             match rx.recv().await {
@@ -356,7 +422,95 @@ impl<R: Runtime> Core<R> {
             ));
         };
         let peer = handshake::check::<R>(Role::Aggregator, &theirs, addrs.first().copied())?;
-        self.run_session(peer, inbound, tx).await
+        Ok((peer, inbound, tx))
+    }
+
+    /// Connects to a discovered source: checks what it advertises, dials, and starts the
+    /// session in a task that reports its end on `ended`.
+    async fn connect_discovered(
+        self: Arc<Self>,
+        instance: Instance,
+        ended: mpsc::UnboundedSender<(PeerKey, u64)>,
+    ) -> Result<Session, Status> {
+        if let Some(schema) = instance.schema {
+            if schema != R::Data::fingerprint() {
+                return Err(Status::failed_precondition(format!(
+                    "{} advertises data schema {schema:016x}, this aggregator has {} ({:016x})",
+                    instance.instance_name,
+                    R::Data::MESSAGE_NAME,
+                    R::Data::fingerprint()
+                )));
+            }
+        }
+        let key = instance.peer_key();
+        let (peer, inbound, out) = self.handshake(&instance.addresses).await?;
+        if let Some(advertised) = instance.caller_id {
+            if advertised != peer.id {
+                return Err(Status::failed_precondition(format!(
+                    "{} advertises caller id {advertised} but answered as {}",
+                    instance.instance_name, peer.id
+                )));
+            }
+        }
+        let id = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let caller = peer.id;
+        let core = Arc::clone(&self);
+        let task = tokio::spawn(async move {
+            if let Err(status) = core.run_session(peer, inbound, out).await {
+                tracing::debug!(%status, "session with discovered source ended");
+            }
+            let _ = ended.send((key, id));
+        });
+        Ok(Session {
+            id,
+            caller,
+            task: task.abort_handle(),
+        })
+    }
+
+    /// Follows discovery: keeps one session per discovered source, reconnects when a
+    /// session breaks while the source is still advertised, and marks a source that is
+    /// no longer advertised as gone.
+    async fn discover_loop(
+        self: Arc<Self>,
+        mut connector: Connector<Session, Status>,
+        mut ended: mpsc::UnboundedReceiver<(PeerKey, u64)>,
+    ) {
+        let mut sessions: HashMap<PeerKey, Session> = HashMap::new();
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            tokio::select! {
+                event = connector.next_event() => match event {
+                    Some(ConnectorEvent::Connected(key, session)) => {
+                        sessions.insert(key, session);
+                    }
+                    Some(ConnectorEvent::Disconnected(key)) => {
+                        // No longer advertised: gone on purpose.
+                        let caller = match (&key, sessions.remove(&key)) {
+                            (_, Some(session)) => Some(session.caller),
+                            (PeerKey::Caller(id), None) => Some(*id),
+                            _ => None,
+                        };
+                        if let Some(state) = caller.and_then(|c| lock(&self.callers).get(&c).cloned()) {
+                            if lock(&state.live).is_none() {
+                                state.left.store(true, Ordering::Release);
+                            }
+                        }
+                    }
+                    Some(ConnectorEvent::ConnectFailed { peer, attempt, error, retry_in }) => {
+                        tracing::debug!(%peer, attempt, %error, ?retry_in, "connecting to a discovered source failed");
+                    }
+                    None => return,
+                },
+                Some((key, id)) = ended.recv() => {
+                    if sessions.get(&key).is_some_and(|s| s.id == id) {
+                        sessions.remove(&key);
+                        connector.reconnect(key);
+                    }
+                }
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
     }
 
     async fn dial_loop(self: Arc<Self>, addrs: Vec<SocketAddr>, backoff: Backoff) {
@@ -409,8 +563,12 @@ impl<R: Runtime> Acceptor for Core<R> {
                     self.rejected.fetch_add(1, Ordering::Relaxed);
                 })?;
             let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-            let hello =
-                handshake::hello::<R>(Role::Aggregator, self.id, self.config.max_frame_bytes);
+            let hello = handshake::hello::<R>(
+                Role::Aggregator,
+                self.id,
+                self.incarnation,
+                self.config.max_frame_bytes,
+            );
             let _ = tx.send(envelope(Kind::Hello(hello))).await;
             let core = Arc::clone(&self);
             let session_out = tx.clone();
@@ -457,6 +615,7 @@ pub struct AggregatorBuilder<R: Runtime> {
     retention: Option<Duration>,
     listen: Option<SocketAddr>,
     sources: Vec<Vec<SocketAddr>>,
+    discover: Option<Discovery>,
     event_limits: BufferLimits,
     session: SessionConfig,
     backoff: Backoff,
@@ -473,6 +632,7 @@ impl<R: Runtime> Aggregator<R> {
             retention: Some(Duration::from_secs(600)),
             listen: None,
             sources: Vec::new(),
+            discover: None,
             event_limits: BufferLimits::default(),
             session: SessionConfig::default(),
             backoff: Backoff::default(),
@@ -625,6 +785,13 @@ impl<R: Runtime> AggregatorBuilder<R> {
         self
     }
 
+    /// Finds sources with `discovery` (e.g. `Discovery::mdns()`) and dials each one it
+    /// finds, once per caller id; reconnects with backoff while a source stays advertised.
+    pub fn discover(mut self, discovery: Discovery) -> Self {
+        self.discover = Some(discovery);
+        self
+    }
+
     /// Bounds of each source's event buffer.
     pub fn event_buffer(mut self, limits: BufferLimits) -> Self {
         self.event_limits = limits;
@@ -645,9 +812,10 @@ impl<R: Runtime> AggregatorBuilder<R> {
 
     /// Starts listening and/or dialing.
     pub async fn start(self) -> Result<Aggregator<R>, RuntimeError> {
-        if self.listen.is_none() && self.sources.is_empty() {
+        if self.listen.is_none() && self.sources.is_empty() && self.discover.is_none() {
             return Err(RuntimeError::Config(
-                "an aggregator needs `.listen(addr)` or `.source(addrs)`".into(),
+                "an aggregator needs `.discover(discovery)`, `.source(addrs)` or `.listen(addr)`"
+                    .into(),
             ));
         }
         let mut data = RemoteDataAggregator::<R::Data>::builder().clock(Arc::clone(&self.clock));
@@ -656,6 +824,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
         }
         let core = Arc::new(Core::<R> {
             id: self.id.unwrap_or_else(CallerId::random),
+            incarnation: super::random_u64(),
             clock: self.clock,
             config: self.session,
             event_limits: self.event_limits,
@@ -678,6 +847,20 @@ impl<R: Runtime> AggregatorBuilder<R> {
             let hosted = super::net::host(addr, svc).await?;
             local_addr = Some(hosted.local_addr());
             server = Some(hosted);
+        }
+        if let Some(discovery) = &self.discover {
+            let listener = discovery.listen(R::NAME)?;
+            let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+            let connect_core = Arc::clone(&core);
+            let connector = Connector::with_backoff(
+                listener,
+                move |instance| {
+                    Arc::clone(&connect_core).connect_discovered(instance, ended_tx.clone())
+                },
+                crate::discovery::Backoff::new(self.backoff.initial, self.backoff.max),
+            )?;
+            let task = Arc::clone(&core).discover_loop(connector, ended_rx);
+            spawn_owned(&core.tasks, task);
         }
         for addrs in self.sources {
             let task = Arc::clone(&core).dial_loop(addrs, self.backoff.clone());

@@ -16,10 +16,16 @@ pub(crate) struct Peer {
     pub(crate) id: CallerId,
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) max_frame_bytes: usize,
+    pub(crate) incarnation: u64,
 }
 
 /// Our Hello for a connection of runtime `R` in `role`.
-pub(crate) fn hello<R: Runtime>(role: Role, id: CallerId, max_frame_bytes: usize) -> wire::Hello {
+pub(crate) fn hello<R: Runtime>(
+    role: Role,
+    id: CallerId,
+    incarnation: u64,
+    max_frame_bytes: usize,
+) -> wire::Hello {
     wire::Hello {
         protocol_version: wire::PROTOCOL_VERSION,
         runtime: R::NAME.to_owned(),
@@ -30,6 +36,7 @@ pub(crate) fn hello<R: Runtime>(role: Role, id: CallerId, max_frame_bytes: usize
         data_type: R::Data::MESSAGE_NAME.to_owned(),
         event_type: R::Event::MESSAGE_NAME.to_owned(),
         max_frame_bytes: u32::try_from(max_frame_bytes).unwrap_or(u32::MAX),
+        incarnation,
     }
 }
 
@@ -86,6 +93,7 @@ pub(crate) fn check<R: Runtime>(
         id,
         addr,
         max_frame_bytes,
+        incarnation: theirs.incarnation,
     })
 }
 

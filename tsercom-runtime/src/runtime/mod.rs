@@ -69,6 +69,9 @@ pub enum RuntimeError {
     /// wrong runtime, invalid argument).
     #[error("the peer refused the connection: {0}")]
     Refused(tonic::Status),
+    /// Discovery could not start or publish.
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
     /// The role has been shut down.
     #[error("shut down")]
     ShutDown,

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tonic::Status;
 
-use super::buffer::{Next, SendBuffer};
+use super::buffer::{Next, SendBuffer, Stored};
 use crate::time::{Clock, Timestamp};
 use crate::timesync::{ClockEstimate, ClockEstimator, Exchange, TimeSyncConfig};
 use crate::wire::{self, envelope::Kind, Envelope};
@@ -37,6 +37,10 @@ pub struct SessionConfig {
     pub hello_timeout: Duration,
     /// Time sync probing.
     pub timesync: TimeSyncConfig,
+    /// On a source's first connection to an aggregator, how long samples wait for the
+    /// first clock estimate before they go out unsynchronized anyway (default 100 ms;
+    /// about one round trip is usually enough). Bounded, so time sync never blocks data.
+    pub first_estimate_wait: Duration,
 }
 
 impl Default for SessionConfig {
@@ -46,15 +50,19 @@ impl Default for SessionConfig {
             max_frame_bytes: 4 << 20,
             hello_timeout: Duration::from_secs(10),
             timesync: TimeSyncConfig::default(),
+            first_estimate_wait: Duration::from_millis(100),
         }
     }
 }
 
-/// The clock exchange of one connection, on the side that is not the time authority.
+/// The clock exchange with one time authority, on the side that is not it. Kept across
+/// connections to the same authority.
 #[derive(Debug)]
 pub(crate) struct ClockLink {
     book: Mutex<ProbeBook>,
     estimate: RwLock<Option<ClockEstimate>>,
+    mapping: RwLock<Mapping>,
+    estimated: tokio::sync::Notify,
     config: TimeSyncConfig,
 }
 
@@ -76,6 +84,8 @@ impl ClockLink {
                 estimator: ClockEstimator::new(config.window),
             }),
             estimate: RwLock::new(None),
+            mapping: RwLock::new(Mapping::default()),
+            estimated: tokio::sync::Notify::new(),
             config,
         }
     }
@@ -136,6 +146,13 @@ impl ClockLink {
             Ok(()) => {
                 let est = book.estimator.estimate();
                 *self.estimate.write().unwrap_or_else(|e| e.into_inner()) = est;
+                if let Some(est) = est {
+                    self.mapping
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .update(est, t4);
+                    self.estimated.notify_waiters();
+                }
             }
             Err(e) => tracing::debug!(error = %e, "time exchange rejected"),
         }
@@ -150,27 +167,106 @@ impl ClockLink {
     }
 }
 
-/// How a pump stamps the samples it sends: maps a buffered time to (wire time, whether it
+/// How a pump stamps the samples it sends: maps buffered times to (wire time, whether it
 /// is synchronized).
 pub(crate) trait Stamp: Send + Sync {
-    fn stamp(&self, time: Timestamp) -> (i64, bool);
+    fn stamp_one(&self, time: Timestamp) -> (i64, bool);
+
+    fn stamp_all(&self, samples: &[Stored]) -> Vec<(i64, bool)> {
+        samples.iter().map(|s| self.stamp_one(s.time)).collect()
+    }
 }
 
 /// Samples already in the time authority's clock.
 pub(crate) struct AuthorityTime;
 
 impl Stamp for AuthorityTime {
-    fn stamp(&self, time: Timestamp) -> (i64, bool) {
+    fn stamp_one(&self, time: Timestamp) -> (i64, bool) {
         (time.as_nanos(), true)
     }
 }
 
 impl Stamp for ClockLink {
+    fn stamp_one(&self, time: Timestamp) -> (i64, bool) {
+        let mapping = self.mapping.read().unwrap_or_else(|e| e.into_inner());
+        mapping.stamp(time)
+    }
+
+    fn stamp_all(&self, samples: &[Stored]) -> Vec<(i64, bool)> {
+        let mapping = self.mapping.read().unwrap_or_else(|e| e.into_inner());
+        samples.iter().map(|s| mapping.stamp(s.time)).collect()
+    }
+}
+
+/// How fast the applied offset may move toward a new estimate: 500 ppm, so local-to-
+/// authority conversion stays strictly increasing and samples never swap order.
+const SLEW: f64 = 500e-6;
+/// A new estimate further than this from the applied offset is a clock step: applied at
+/// once instead of slewed.
+const STEP_NS: i64 = 1_000_000;
+/// Segments kept: with probes every 500 ms, over half an hour, far more than any buffer.
+const MAX_SEGMENTS: usize = 4096;
+
+/// The applied local-to-authority mapping: a function of local time only, so a sample
+/// is stamped the same on every transmission (a resend after a reconnect included), and
+/// increasing, so samples in time order stay in time order.
+///
+/// It is piecewise: each estimate starts a segment at the local time it arrived, where
+/// the offset continues from the previous segment and then moves toward the estimate at
+/// most `SLEW`.
+#[derive(Debug, Default)]
+struct Mapping {
+    segments: VecDeque<Segment>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    start: i64,
+    base: i64,
+    estimate: ClockEstimate,
+}
+
+impl Mapping {
+    fn offset(&self, t: i64) -> Option<i64> {
+        let idx = self.segments.partition_point(|s| s.start <= t);
+        let seg = match idx {
+            0 => {
+                // Before the first estimate arrived: the first estimate is the best known.
+                let first = self.segments.front()?;
+                return Some(first.estimate.offset_at(Timestamp::from_nanos(t)));
+            }
+            i => self.segments.get(i - 1)?,
+        };
+        let target = seg.estimate.offset_at(Timestamp::from_nanos(t));
+        let max_move = (t.saturating_sub(seg.start) as f64 * SLEW) as i64;
+        Some(seg.base + target.saturating_sub(seg.base).clamp(-max_move, max_move))
+    }
+
     fn stamp(&self, time: Timestamp) -> (i64, bool) {
-        match self.estimate() {
-            Some(e) => (e.to_authority(time).as_nanos(), true),
+        match self.offset(time.as_nanos()) {
+            Some(o) => (time.as_nanos().saturating_add(o), true),
             None => (time.as_nanos(), false),
         }
+    }
+
+    fn update(&mut self, estimate: ClockEstimate, now: Timestamp) {
+        let start = self
+            .segments
+            .back()
+            .map_or(now.as_nanos(), |s| s.start.max(now.as_nanos()));
+        let target = estimate.offset_at(Timestamp::from_nanos(start));
+        let base = match self.offset(start) {
+            Some(current) if (target - current).abs() <= STEP_NS => current,
+            _ => target,
+        };
+        if self.segments.len() == MAX_SEGMENTS {
+            self.segments.pop_front();
+        }
+        self.segments.push_back(Segment {
+            start,
+            base,
+            estimate,
+        });
     }
 }
 
@@ -203,6 +299,25 @@ pub(crate) async fn pump(
     let mut newest = buffer.subscribe();
     let mut next_probe = Instant::now();
     let mut cursor: Option<u64> = None;
+    if let Some((link, clock)) = clock_link {
+        // Probe at once, and give the first estimate a bounded moment to arrive so the
+        // first samples are not needlessly unsynchronized.
+        if link.estimate().is_none() {
+            let probe = link.probe(clock);
+            if out.send(envelope(Kind::TimeProbe(probe))).await.is_err() {
+                return;
+            }
+            next_probe = Instant::now() + link.interval();
+            let deadline = Instant::now() + config.first_estimate_wait;
+            while link.estimate().is_none() && Instant::now() < deadline {
+                tokio::select! {
+                    () = link.estimated.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = out.closed() => return,
+                }
+            }
+        }
+    }
     loop {
         if let Some((link, clock)) = clock_link {
             if Instant::now() >= next_probe {
@@ -235,25 +350,24 @@ pub(crate) async fn pump(
         };
         match next {
             Next::Samples(samples) => {
-                let last = samples.last().map_or(0, |s| s.seq);
+                let last_seq = samples.last().map_or(0, |s| s.seq);
+                let stamps = stamp.stamp_all(&samples);
                 let frame = wire::Frame {
                     samples: samples
                         .into_iter()
-                        .map(|s| {
-                            let (time_ns, synchronized) = stamp.stamp(s.time);
-                            wire::Sample {
-                                seq: s.seq,
-                                time_ns,
-                                payload: s.payload,
-                                synchronized,
-                            }
+                        .zip(stamps)
+                        .map(|(s, (time_ns, synchronized))| wire::Sample {
+                            seq: s.seq,
+                            time_ns,
+                            payload: s.payload,
+                            synchronized,
                         })
                         .collect(),
                 };
                 if out.send(envelope(Kind::Frame(frame))).await.is_err() {
                     return;
                 }
-                cursor = Some(last);
+                cursor = Some(last_seq);
             }
             Next::Gap {
                 first,
@@ -264,8 +378,8 @@ pub(crate) async fn pump(
                 let gap = wire::Gap {
                     first_seq: first,
                     last_seq: last,
-                    first_time_ns: stamp.stamp(first_time).0,
-                    last_time_ns: stamp.stamp(last_time).0,
+                    first_time_ns: stamp.stamp_one(first_time).0,
+                    last_time_ns: stamp.stamp_one(last_time).0,
                 };
                 observer.gap(&gap);
                 if out.send(envelope(Kind::Gap(gap))).await.is_err() {

@@ -21,6 +21,7 @@ use super::session::{
     envelope, pump, ClockLink, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES,
 };
 use super::{is_permanent, spawn_owned, Backoff, Runtime, RuntimeError};
+use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
 use crate::ids::CallerId;
 use crate::series::Series;
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -68,18 +69,23 @@ pub struct SourceStats {
 #[derive(Debug)]
 struct Conn {
     peer: Peer,
-    link: ClockLink,
+    link: Arc<ClockLink>,
     acked: AtomicU64,
 }
 
 struct Core<R: Runtime> {
     id: CallerId,
+    /// Chosen at start; see `Hello.incarnation`.
+    incarnation: u64,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
     data: SendBuffer,
     events: mpsc::Sender<Event<R::Event>>,
-    event_progress: Mutex<HashMap<CallerId, u64>>,
+    /// Per aggregator: its incarnation and the last event received from it.
+    event_progress: Mutex<HashMap<CallerId, (u64, u64)>>,
     conns: Mutex<Vec<Arc<Conn>>>,
+    /// Clock links per aggregator, kept across its connections.
+    links: Mutex<HashMap<CallerId, Arc<ClockLink>>>,
     sent: AtomicU64,
     events_delivered: AtomicU64,
     events_dropped: AtomicU64,
@@ -119,7 +125,11 @@ impl<R: Runtime> Core<R> {
     ) -> Result<(), Status> {
         let conn = Arc::new(Conn {
             peer: peer.clone(),
-            link: ClockLink::new(self.config.timesync.clone()),
+            link: Arc::clone(
+                lock(&self.links)
+                    .entry(peer.id)
+                    .or_insert_with(|| Arc::new(ClockLink::new(self.config.timesync.clone()))),
+            ),
             acked: AtomicU64::new(0),
         });
         lock(&self.conns).push(Arc::clone(&conn));
@@ -129,10 +139,10 @@ impl<R: Runtime> Core<R> {
         };
         tracing::info!(aggregator = %peer.id, addr = ?peer.addr, "connected to aggregator");
 
-        let last_event = lock(&self.event_progress)
-            .get(&peer.id)
-            .copied()
-            .unwrap_or(0);
+        let last_event = match lock(&self.event_progress).get(&peer.id) {
+            Some(&(incarnation, last)) if incarnation == peer.incarnation => last,
+            _ => 0,
+        };
         out.send(envelope(Kind::Ack(wire::Ack { seq: last_event })))
             .await
             .map_err(|_| Status::cancelled("peer went away"))?;
@@ -146,14 +156,30 @@ impl<R: Runtime> Core<R> {
             &out,
             &self.config,
             peer.max_frame_bytes,
-            &conn.link,
+            &*conn.link,
             &**self,
-            Some((&conn.link, &*self.clock)),
+            Some((&*conn.link, &*self.clock)),
         );
-        tokio::select! {
-            r = reader => r,
-            () = writer => Ok(()),
+        let mut stopping = self.stopping.subscribe();
+        let stop = async {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        let stopped = tokio::select! {
+            r = reader => return r,
+            () = writer => return Ok(()),
+            () = stop => true,
+        };
+        if stopped {
+            // Shutting down: say so, so the aggregator knows we left on purpose, then let
+            // it end the stream (bounded), so the Goodbye is not cut off.
+            let goodbye = envelope(Kind::Goodbye(wire::Goodbye {}));
+            let _ = tokio::time::timeout(Duration::from_millis(200), out.send(goodbye)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Ok(Some(_)) = inbound.message().await {}
+            })
+            .await;
         }
+        Ok(())
     }
 
     async fn read(
@@ -207,17 +233,20 @@ impl<R: Runtime> Core<R> {
                         };
                         last_event = s.seq;
                     }
-                    lock(&self.event_progress).insert(conn.peer.id, last_event);
+                    lock(&self.event_progress)
+                        .insert(conn.peer.id, (conn.peer.incarnation, last_event));
                     acks.send_replace(last_event);
                 }
                 Some(Kind::TimeReply(reply)) => conn.link.on_reply(&reply, now),
+                Some(Kind::Goodbye(_)) => return Ok(()),
                 Some(Kind::Gap(gap)) => {
                     if gap.last_seq > last_event && gap.first_seq <= gap.last_seq {
                         let lost = gap.last_seq - gap.first_seq.max(last_event + 1) + 1;
                         self.events_lost.fetch_add(lost, Ordering::Relaxed);
                         tracing::warn!(lost, aggregator = %conn.peer.id, "events lost by the aggregator");
                         last_event = gap.last_seq;
-                        lock(&self.event_progress).insert(conn.peer.id, last_event);
+                        lock(&self.event_progress)
+                            .insert(conn.peer.id, (conn.peer.incarnation, last_event));
                         acks.send_replace(last_event);
                     }
                 }
@@ -239,10 +268,18 @@ impl<R: Runtime> Core<R> {
         let mut stopping = self.stopping.subscribe();
         let mut attempt = 0_u32;
         loop {
-            let result = tokio::select! {
-                r = self.dial_once(&addrs) => r,
+            let connected = tokio::select! {
+                r = self.handshake(&addrs) => r,
                 _ = stopping.wait_for(|s| *s) => return,
             };
+            // Not raced with `stopping`: the session itself sends Goodbye when stopping.
+            let result = match connected {
+                Ok((peer, inbound, out)) => self.run_session(peer, inbound, out).await,
+                Err(status) => Err(status),
+            };
+            if *stopping.borrow() {
+                return;
+            }
             match result {
                 Ok(()) => {
                     attempt = 0;
@@ -267,12 +304,21 @@ impl<R: Runtime> Core<R> {
         }
     }
 
-    async fn dial_once(self: &Arc<Self>, addrs: &[SocketAddr]) -> Result<(), Status> {
+    /// Dials an aggregator at one of `addrs` and exchanges Hellos.
+    async fn handshake(
+        self: &Arc<Self>,
+        addrs: &[SocketAddr],
+    ) -> Result<(Peer, Streaming<Envelope>, Out), Status> {
         let channel = crate::runtime::dial_any(addrs, Duration::from_secs(3))
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-        let hello = handshake::hello::<R>(Role::Source, self.id, self.config.max_frame_bytes);
+        let hello = handshake::hello::<R>(
+            Role::Source,
+            self.id,
+            self.incarnation,
+            self.config.max_frame_bytes,
+        );
         let _ = tx.send(envelope(Kind::Hello(hello))).await;
         let outbound = futures::stream::unfold(rx, |mut rx| async move {
             match rx.recv().await {
@@ -294,7 +340,7 @@ impl<R: Runtime> Core<R> {
             ));
         };
         let peer = handshake::check::<R>(Role::Source, &theirs, None)?;
-        self.run_session(peer, inbound, tx).await
+        Ok((peer, inbound, tx))
     }
 }
 
@@ -328,7 +374,12 @@ impl<R: Runtime> Acceptor for Core<R> {
             };
             let peer = handshake::check::<R>(Role::Source, &theirs, remote)?;
             let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-            let hello = handshake::hello::<R>(Role::Source, self.id, self.config.max_frame_bytes);
+            let hello = handshake::hello::<R>(
+                Role::Source,
+                self.id,
+                self.incarnation,
+                self.config.max_frame_bytes,
+            );
             let _ = tx.send(envelope(Kind::Hello(hello))).await;
             let core = Arc::clone(&self);
             let session_out = tx.clone();
@@ -359,6 +410,7 @@ pub struct Source<R: Runtime> {
     events: Mutex<Option<mpsc::Receiver<Event<R::Event>>>>,
     local_addr: Option<SocketAddr>,
     server: Mutex<Option<crate::transport::Server>>,
+    publisher: Mutex<Option<crate::discovery::Publisher>>,
 }
 
 impl<R: Runtime> std::fmt::Debug for Source<R> {
@@ -377,6 +429,8 @@ pub struct SourceBuilder<R: Runtime> {
     clock: Arc<dyn Clock>,
     serve: Option<SocketAddr>,
     dial: Vec<SocketAddr>,
+    advertise: Option<Discovery>,
+    name: Option<String>,
     buffer: BufferLimits,
     session: SessionConfig,
     backoff: Backoff,
@@ -393,6 +447,8 @@ impl<R: Runtime> Source<R> {
             clock: Arc::new(SystemClock),
             serve: None,
             dial: Vec::new(),
+            advertise: None,
+            name: None,
             buffer: BufferLimits::default(),
             session: SessionConfig::default(),
             backoff: Backoff::default(),
@@ -511,10 +567,23 @@ impl<R: Runtime> Source<R> {
     /// what was sent, then closes every connection and the server.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
         let flushed = self.flush(timeout).await;
+        let publisher = lock(&self.publisher).take();
+        if let Some(publisher) = publisher {
+            if let Err(e) = publisher.close().await {
+                tracing::warn!(error = %e, "withdrawing the advertisement failed");
+            }
+        }
         self.core.stopping.send_replace(true);
+        // Sessions end their streams cleanly now; give them a moment to do so.
+        let mut tasks = std::mem::take(&mut *lock(&self.core.tasks));
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        tasks.abort_all();
         let server = lock(&self.server).take();
         if let Some(server) = server {
-            let _ = server.shutdown(Duration::from_millis(200)).await;
+            let _ = server.shutdown(Duration::from_millis(500)).await;
         }
         lock(&self.core.tasks).abort_all();
         flushed
@@ -546,6 +615,20 @@ impl<R: Runtime> SourceBuilder<R> {
     /// for aggregators to dial.
     pub fn serve(mut self, addr: SocketAddr) -> Self {
         self.serve = Some(addr);
+        self
+    }
+
+    /// Advertises the hosted stream with `discovery` (e.g. `Discovery::mdns()`), so
+    /// aggregators find this source and dial it. Without `.serve(addr)`, serves on
+    /// `127.0.0.1:0` for loopback-only mDNS and on `0.0.0.0:0` otherwise.
+    pub fn advertise(mut self, discovery: Discovery) -> Self {
+        self.advertise = Some(discovery);
+        self
+    }
+
+    /// A human-readable name, advertised with the source (TXT key `name`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -583,11 +666,21 @@ impl<R: Runtime> SourceBuilder<R> {
 
     /// Starts serving and/or dialing.
     pub async fn start(self) -> Result<Source<R>, RuntimeError> {
-        if self.serve.is_none() && self.dial.is_empty() {
+        if self.serve.is_none() && self.dial.is_empty() && self.advertise.is_none() {
             return Err(RuntimeError::Config(
-                "a source needs `.serve(addr)` (aggregators dial it) or `.dial(addrs)`".into(),
+                "a source needs `.advertise(discovery)` or `.serve(addr)` (aggregators dial \
+                 it), or `.dial(addrs)` (it dials an aggregator)"
+                    .into(),
             ));
         }
+        let serve = self.serve.or_else(|| {
+            self.advertise.as_ref().map(|d| match d {
+                Discovery::Mdns(c) if c.interfaces == InterfacePolicy::LoopbackOnly => {
+                    SocketAddr::from(([127, 0, 0, 1], 0))
+                }
+                _ => SocketAddr::from(([0, 0, 0, 0], 0)),
+            })
+        });
         if self.session.max_frame_bytes < 1024 {
             return Err(RuntimeError::Config(
                 "SessionConfig::max_frame_bytes must be at least 1024".into(),
@@ -596,12 +689,14 @@ impl<R: Runtime> SourceBuilder<R> {
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let core = Arc::new(Core::<R> {
             id: self.id.unwrap_or_else(CallerId::random),
+            incarnation: super::random_u64(),
             clock: self.clock,
             config: self.session,
             data: SendBuffer::new(self.buffer),
             events: events_tx,
             event_progress: Mutex::new(HashMap::new()),
             conns: Mutex::new(Vec::new()),
+            links: Mutex::new(HashMap::new()),
             sent: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
@@ -611,12 +706,21 @@ impl<R: Runtime> SourceBuilder<R> {
         });
         let mut server = None;
         let mut local_addr = None;
-        if let Some(addr) = self.serve {
+        if let Some(addr) = serve {
             let acceptor: Arc<dyn Acceptor> = core.clone();
             let svc = StreamService::<R>::new(acceptor, core.config.max_frame_bytes);
             let hosted = super::net::host(addr, svc).await?;
             local_addr = Some(hosted.local_addr());
             server = Some(hosted);
+        }
+        let mut publisher = None;
+        if let (Some(discovery), Some(addr)) = (&self.advertise, local_addr) {
+            let mut ad = Advertisement::new(R::NAME, core.id, addr.port())
+                .schema(<R::Data as Series>::fingerprint());
+            if let Some(name) = &self.name {
+                ad = ad.name(name.clone());
+            }
+            publisher = Some(discovery.publish(ad)?);
         }
         if !self.dial.is_empty() {
             let task = Arc::clone(&core).dial_loop(self.dial, self.backoff);
@@ -627,6 +731,7 @@ impl<R: Runtime> SourceBuilder<R> {
             events: Mutex::new(Some(events_rx)),
             local_addr,
             server: Mutex::new(server),
+            publisher: Mutex::new(publisher),
         })
     }
 }

@@ -1,0 +1,158 @@
+//! The recommended topology over real mDNS on loopback: sources advertise, the aggregator
+//! discovers and dials them, collects their data keyed by caller id, and follows sources
+//! that leave and come back.
+
+#![allow(missing_docs)]
+
+use std::time::Duration;
+
+use tsercom::discovery::MdnsConfig;
+use tsercom::{Aggregator, CallerEvent, CallerId, Discovery, Runtime, SendEventError, Source};
+
+#[tsercom::series]
+#[derive(PartialEq)]
+pub struct Reading {
+    pub value: f64,
+}
+
+#[tsercom::series]
+#[derive(PartialEq)]
+pub struct Poke {
+    pub n: u32,
+}
+
+macro_rules! runtime {
+    ($ty:ident, $name:literal) => {
+        pub struct $ty;
+        impl Runtime for $ty {
+            type Data = Reading;
+            type Event = Poke;
+            const NAME: &'static str = $name;
+            const SERVICE: &'static str = concat!($name, ".Stream");
+            const OPEN_PATH: &'static str = concat!("/", $name, ".Stream/Open");
+        }
+    };
+}
+
+runtime!(Three, "disc-three");
+runtime!(Restart, "disc-restart");
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn mdns() -> Discovery {
+    Discovery::mdns_with(MdnsConfig::loopback().port(15354))
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_finds_sources_and_follows_one_that_leaves() {
+    let agg = Aggregator::<Three>::builder()
+        .discover(mdns())
+        .start()
+        .await
+        .unwrap();
+    let mut sources = Vec::new();
+    for i in 0..3 {
+        let s = Source::<Three>::builder()
+            .advertise(mdns())
+            .name(format!("sensor-{i}"))
+            .start()
+            .await
+            .unwrap();
+        s.send(Reading { value: i as f64 }).await.unwrap();
+        sources.push(s);
+    }
+    let ids: Vec<CallerId> = sources.iter().map(|s| s.id()).collect();
+    wait_until("all three sources connected", || agg.connected().len() == 3).await;
+    wait_until("a sample from each", || agg.stats().received == 3).await;
+    for (i, id) in ids.iter().enumerate() {
+        let latest = agg.data().get_most_recent(*id).unwrap().unwrap();
+        assert_eq!(latest.value, Reading { value: i as f64 });
+    }
+    // Events reach a discovered source.
+    let mut events = sources[1].events().unwrap();
+    agg.send(ids[1], Poke { n: 9 }).unwrap();
+    let e = tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.value, Poke { n: 9 });
+
+    // One leaves: it is reported once, the others stay.
+    let mut caller_events = agg.caller_events();
+    let leaving = sources.remove(0);
+    assert!(leaving.shutdown(DEADLINE).await);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let ev = tokio::time::timeout_at(deadline, caller_events.recv())
+            .await
+            .expect("a Left event")
+            .unwrap();
+        if ev == CallerEvent::Left(ids[0]) {
+            break;
+        }
+    }
+    wait_until("two connected", || agg.connected().len() == 2).await;
+    assert_eq!(agg.connected().len(), 2);
+    wait_until("the left source refuses events", || {
+        agg.send(ids[0], Poke { n: 1 }) == Err(SendEventError::Disconnected(ids[0]))
+    })
+    .await;
+    sources[0].send(Reading { value: 10.0 }).await.unwrap();
+    wait_until("data still flows from the others", || {
+        agg.stats().received == 4
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_source_continues_under_its_persistent_id() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let id_file = dir.path().join("source.id");
+    let agg = Aggregator::<Restart>::builder()
+        .discover(mdns())
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let first = Source::<Restart>::builder()
+        .identity(CallerId::persistent(&id_file).unwrap())
+        .advertise(mdns())
+        .start()
+        .await
+        .unwrap();
+    let id = first.id();
+    let first_port = first.local_addr().unwrap().port();
+    first.send(Reading { value: 1.0 }).await.unwrap();
+    wait_until("the first sample", || agg.stats().received == 1).await;
+    // Crash: dropped without a goodbye of its stream.
+    drop(first);
+
+    let second = Source::<Restart>::builder()
+        .identity(CallerId::persistent(&id_file).unwrap())
+        .advertise(mdns())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(second.id(), id);
+    assert_ne!(second.local_addr().unwrap().port(), first_port);
+    second.send(Reading { value: 2.0 }).await.unwrap();
+    wait_until("the sample after the restart", || agg.stats().received == 2).await;
+    assert_eq!(agg.data().callers(), vec![id], "one caller, the same id");
+    let latest = agg.data().get_most_recent(id).unwrap().unwrap();
+    assert_eq!(latest.value, Reading { value: 2.0 });
+}
