@@ -286,7 +286,9 @@ fn reserved(c: &Container) -> TokenStream {
     }
     if let Some(n) = c.attrs.reserved_names.get() {
         for n in n {
-            out.extend(quote!(__tsercom_msg.reserved_names.push(::std::string::String::from(#n));));
+            out.extend(
+                quote!(__tsercom_msg.reserved_names.push(::std::borrow::ToOwned::to_owned(#n));),
+            );
         }
     }
     out
@@ -319,7 +321,7 @@ fn message_common(c: &Container, describe: TokenStream, p: &Paths) -> TokenStrea
         impl #codec::Codec for #ident {
             fn proto_type(registry: &mut #schema::SchemaRegistry) -> #schema::FieldType {
                 <Self as #runtime::series::Series>::describe(registry);
-                #schema::FieldType::Named(::std::string::String::from(#full))
+                #schema::FieldType::Named(::std::borrow::ToOwned::to_owned(#full))
             }
             #[inline]
             fn default_value() -> Self {
@@ -493,7 +495,7 @@ fn data_enum_impls(c: &Container, variants: &[Variant], p: &Paths) -> TokenStrea
                 describe.extend(quote!({
                     __tsercom_msg.nested.push(#schema::MessageDef::new(#nested_name));
                     __tsercom_oneof.fields.push(#schema::FieldDef::new(#name, #tag, #schema::Label::Implicit,
-                        #schema::FieldType::Named(::std::string::String::from(#nested_name))));
+                        #schema::FieldType::Named(::std::borrow::ToOwned::to_owned(#nested_name))));
                 }));
             }
             VariantKind::Newtype(f) => {
@@ -562,7 +564,7 @@ fn data_enum_impls(c: &Container, variants: &[Variant], p: &Paths) -> TokenStrea
                     };
                     __tsercom_msg.nested.push(__tsercom_nested);
                     __tsercom_oneof.fields.push(#schema::FieldDef::new(#name, #tag, #schema::Label::Implicit,
-                        #schema::FieldType::Named(::std::string::String::from(#nested_name))));
+                        #schema::FieldType::Named(::std::borrow::ToOwned::to_owned(#nested_name))));
                 }));
             }
         }
@@ -573,7 +575,7 @@ fn data_enum_impls(c: &Container, variants: &[Variant], p: &Paths) -> TokenStrea
         c,
         quote! {
             let mut __tsercom_oneof = #schema::OneofDef {
-                name: ::std::string::String::from("value"),
+                name: ::std::borrow::ToOwned::to_owned("value"),
                 fields: ::std::vec::Vec::new(),
             };
             #describe
@@ -651,7 +653,7 @@ fn unit_enum_impls(c: &Container, variants: &[UnitVariant], p: &Paths) -> TokenS
     let values = variants.iter().map(|v| {
         let name = &v.proto_name;
         let n = v.value;
-        quote!((::std::string::String::from(#name), #n))
+        quote!((::std::borrow::ToOwned::to_owned(#name), #n))
     });
     quote! {
         #[automatically_derived]
@@ -677,11 +679,11 @@ fn unit_enum_impls(c: &Container, variants: &[UnitVariant], p: &Paths) -> TokenS
             fn proto_type(registry: &mut #schema::SchemaRegistry) -> #schema::FieldType {
                 if registry.begin(#full) {
                     registry.add_enum(#schema::EnumDef {
-                        full_name: ::std::string::String::from(#full),
+                        full_name: ::std::borrow::ToOwned::to_owned(#full),
                         values: ::std::vec![#(#values),*],
                     });
                 }
-                #schema::FieldType::Named(::std::string::String::from(#full))
+                #schema::FieldType::Named(::std::borrow::ToOwned::to_owned(#full))
             }
             #[inline]
             fn default_value() -> Self {
