@@ -4,7 +4,7 @@
 //!
 //! `TSERCOM_BENCH_QUICK=1` runs a short version (well under a minute).
 
-#![allow(missing_docs)]
+#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -135,7 +135,11 @@ fn main() {
     // `cargo test --benches` runs this with `--bench`-less args; keep it cheap then too.
     let quick = std::env::var("TSERCOM_BENCH_QUICK").as_deref() == Ok("1")
         || !std::env::args().any(|a| a == "--bench");
-    let (n, rounds, repeats) = if quick { (2_000, 20, 3) } else { (10_000, 60, 5) };
+    let (n, rounds, repeats) = if quick {
+        (2_000, 20, 3)
+    } else {
+        (10_000, 60, 5)
+    };
     let generated = generated_samples(n);
     let hand: Vec<by_hand::Sample> = generated.iter().map(to_hand).collect();
     let encoded: Vec<Vec<u8>> = generated.iter().map(|m| m.encode_to_vec()).collect();
@@ -143,7 +147,7 @@ fn main() {
     assert_eq!(encoded, hand_encoded, "both encode to the same bytes");
 
     let mut results = [[f64::MAX; 2]; 2]; // [op][impl]
-    // Alternate the arms so drift in machine load hits both alike.
+                                          // Alternate the arms so drift in machine load hits both alike.
     for _ in 0..repeats {
         results[0][0] = results[0][0].min(bench_encode(&generated, rounds));
         results[0][1] = results[0][1].min(bench_encode(&hand, rounds));

@@ -1,7 +1,7 @@
 //! `#[tsercom::series]`: round trips of every supported type, tags, reserved numbers and
 //! names, renaming, fingerprints and interpolation.
 
-#![allow(missing_docs, unreachable_pub)]
+#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 use std::collections::{BTreeMap, HashMap};
 
 use tsercom::__private::prost::Message;
@@ -448,7 +448,7 @@ pub struct WithCfg {
     pub kept: u32,
     #[cfg(any())]
     pub dropped: NotEvenAType,
-    #[cfg(all())]
+    #[cfg(not(any()))]
     pub also_kept: String,
 }
 

@@ -55,7 +55,7 @@ pub(crate) fn add_derives(item: &mut syn::Item, c: &Container) -> bool {
         }
     }
     let wanted: &[&str] = match c.data {
-        Data::UnitEnum(_) => &["Clone", "Copy", "PartialEq", "Eq", "Debug"],
+        Data::ProtoEnum(_) => &["Clone", "Copy", "PartialEq", "Eq", "Debug"],
         _ => &["Clone", "PartialEq", "Debug"],
     };
     let mut add = Vec::new();
@@ -82,8 +82,8 @@ pub(crate) fn impls(c: &Container, user_default: bool) -> TokenStream {
     let p = Paths::new(c);
     let body = match &c.data {
         Data::Struct(fields) => struct_impls(c, fields, &p),
-        Data::UnitEnum(variants) => unit_enum_impls(c, variants, &p),
-        Data::DataEnum(variants) => data_enum_impls(c, variants, &p),
+        Data::ProtoEnum(variants) => unit_enum_impls(c, variants, &p),
+        Data::Oneof(variants) => data_enum_impls(c, variants, &p),
     };
     let body = if user_default {
         strip_default(body)

@@ -48,7 +48,7 @@ pub(crate) fn check(c: &Container, errors: &mut Errors) {
                 check_field(f, false, errors);
             }
         }
-        Data::UnitEnum(variants) => {
+        Data::ProtoEnum(variants) => {
             if let Some(span) = c.attrs.interpolate.span() {
                 errors.push(syn::Error::new(
                     span,
@@ -87,7 +87,7 @@ pub(crate) fn check(c: &Container, errors: &mut Errors) {
                 }
             }
         }
-        Data::DataEnum(variants) => {
+        Data::Oneof(variants) => {
             if let Some(span) = c.attrs.interpolate.span() {
                 errors.push(syn::Error::new(
                     span,
