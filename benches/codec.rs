@@ -4,7 +4,12 @@
 //!
 //! `TSERCOM_BENCH_QUICK=1` runs a short version (well under a minute).
 
-#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::hint::black_box;
 use std::time::Instant;

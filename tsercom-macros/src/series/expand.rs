@@ -308,7 +308,7 @@ fn message_common(c: &Container, describe: TokenStream, p: &Paths) -> TokenStrea
         impl #runtime::series::Series for #ident {
             const MESSAGE_NAME: &'static str = #full;
             fn describe(registry: &mut #schema::SchemaRegistry) {
-                if !registry.begin(#full) {
+                if !registry.begin(#full, ::core::any::TypeId::of::<Self>()) {
                     return;
                 }
                 let mut __tsercom_msg = #schema::MessageDef::new(#full);
@@ -677,7 +677,7 @@ fn unit_enum_impls(c: &Container, variants: &[UnitVariant], p: &Paths) -> TokenS
         #[automatically_derived]
         impl #codec::Codec for #ident {
             fn proto_type(registry: &mut #schema::SchemaRegistry) -> #schema::FieldType {
-                if registry.begin(#full) {
+                if registry.begin(#full, ::core::any::TypeId::of::<Self>()) {
                     registry.add_enum(#schema::EnumDef {
                         full_name: ::std::borrow::ToOwned::to_owned(#full),
                         values: ::std::vec![#(#values),*],
