@@ -5,7 +5,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Attribute, Fields, GenericArgument, Ident, PathArguments, Type};
 
-use super::attr::{self, ContainerAttrs, FieldAttrs, VariantAttrs};
+use super::attr::{self, ContainerAttrs, FieldAttrs};
 use super::Errors;
 use crate::schema;
 
@@ -66,7 +66,6 @@ pub(crate) struct UnitVariant {
 /// A variant of an enum with data: a field of the oneof.
 pub(crate) struct Variant {
     pub(crate) ident: Ident,
-    pub(crate) attrs: VariantAttrs,
     pub(crate) tag: u32,
     pub(crate) tag_span: Span,
     pub(crate) proto_name: String,
@@ -414,7 +413,6 @@ fn data_variants(e: &mut syn::ItemEnum, errors: &mut Errors) -> Vec<Variant> {
         }
         out.push(Variant {
             ident: v.ident.clone(),
-            attrs,
             tag,
             tag_span,
             proto_name,

@@ -45,7 +45,7 @@ pub(crate) fn check(c: &Container, errors: &mut Errors) {
                 .collect();
             check_numbers_and_names(c, &tags, true, errors);
             for f in fields {
-                check_field(f, false, errors);
+                check_field(f, errors);
             }
         }
         Data::ProtoEnum(variants) => {
@@ -108,7 +108,7 @@ pub(crate) fn check(c: &Container, errors: &mut Errors) {
                                 "a oneof field cannot be optional, repeated or a map; use a struct-like variant: `Variant { values: Vec<T> }`",
                             ));
                         }
-                        check_field(f, true, errors);
+                        check_field(f, errors);
                     }
                     VariantKind::Struct(fields) => {
                         let tags: Vec<(u32, Span, &str, Span)> = fields
@@ -117,11 +117,10 @@ pub(crate) fn check(c: &Container, errors: &mut Errors) {
                             .collect();
                         check_numbers_and_names(c, &tags, false, errors);
                         for f in fields {
-                            check_field(f, false, errors);
+                            check_field(f, errors);
                         }
                     }
                 }
-                let _ = &v.attrs;
             }
         }
     }
@@ -284,7 +283,7 @@ fn check_kind(f: &Field, elem: &Type, errors: &mut Errors) {
     }
 }
 
-fn check_field(f: &Field, _oneof: bool, errors: &mut Errors) {
+fn check_field(f: &Field, errors: &mut Errors) {
     match &f.shape {
         Shape::Singular(t) | Shape::Optional(t) | Shape::Repeated(t) => {
             check_elem(t, errors);
