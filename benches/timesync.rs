@@ -6,6 +6,8 @@
 //! `cargo bench --bench timesync`; `TSERCOM_BENCH_QUICK=1` for a short run. Prints one JSON
 //! object per line.
 
+#![allow(missing_docs)]
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

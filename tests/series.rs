@@ -1,7 +1,12 @@
 //! `#[tsercom::series]`: round trips of every supported type, tags, reserved numbers and
 //! names, renaming, fingerprints and interpolation.
 
-#![allow(missing_docs, unreachable_pub)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 use std::collections::{BTreeMap, HashMap};
 
 use tsercom::__private::prost::Message;
@@ -448,7 +453,7 @@ pub struct WithCfg {
     pub kept: u32,
     #[cfg(any())]
     pub dropped: NotEvenAType,
-    #[cfg(all())]
+    #[cfg(not(any()))]
     pub also_kept: String,
 }
 
@@ -499,4 +504,45 @@ fn invalid_values_are_decode_errors() {
     let bytes = [0x82, 0x01, 0x05, 0x0a, 0x03, b'a', b'b', b'c'];
     let err = Containers::decode(&bytes[..]).expect_err("rejected");
     assert!(err.to_string().contains("caller id"), "{err}");
+}
+
+#[test]
+fn one_registry_for_many_types() {
+    // What `#[tsercom::runtime]` does: describe every type into one registry, render once.
+    let mut reg = tsercom::schema::SchemaRegistry::new();
+    Containers::describe(&mut reg);
+    Command::describe(&mut reg);
+    Tagged::describe(&mut reg);
+    assert!(reg.conflicts().is_empty());
+    let files = reg.render_files();
+    assert_eq!(files.len(), 1, "one package");
+    let (path, text) = &files[0];
+    assert_eq!(path, "series.proto");
+    for def in [
+        "message Containers {",
+        "message Command {",
+        "message Tagged {",
+        "enum CommandKind {",
+    ] {
+        assert_eq!(text.matches(def).count(), 1, "{def} once in\n{text}");
+    }
+    // Deduplicated by full name: Scalars is referenced by Containers and Command.
+    assert_eq!(text.matches("message Scalars {").count(), 1);
+}
+
+mod clash {
+    /// Same full name as `crate::Tagged`, different schema.
+    #[tsercom::series(name = "Tagged")]
+    pub struct Other {
+        pub x: String,
+    }
+}
+
+#[test]
+fn conflicting_definitions_are_reported() {
+    let mut reg = tsercom::schema::SchemaRegistry::new();
+    Tagged::describe(&mut reg);
+    clash::Other::describe(&mut reg);
+    assert_eq!(reg.conflicts().len(), 1);
+    assert_eq!(reg.conflicts()[0].full_name, "series.Tagged");
 }

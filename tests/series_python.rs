@@ -2,7 +2,7 @@
 //! (with `T::proto_files()`), decodes Rust's bytes to the values it builds itself, and its
 //! own encoding decodes in Rust to equal values.
 
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -9,8 +9,7 @@ mod series;
 
 use proc_macro::TokenStream;
 
-/// Turns a struct or enum into a protobuf message with a `.proto` schema. Documented on the
-/// `tsercom` facade crate, which re-exports it: see `tsercom::series`.
+#[doc = include_str!("series/doc.md")]
 #[proc_macro_attribute]
 pub fn series(args: TokenStream, input: TokenStream) -> TokenStream {
     series::expand(args.into(), input.into()).into()

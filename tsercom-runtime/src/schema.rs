@@ -18,6 +18,7 @@
 //! assert!(files[0].1.contains("double celsius = 1;"));
 //! ```
 
+use std::any::TypeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
@@ -185,6 +186,7 @@ pub struct Conflict {
 pub struct SchemaRegistry {
     defs: BTreeMap<String, Definition>,
     in_progress: BTreeSet<String>,
+    owners: BTreeMap<String, TypeId>,
     imports: BTreeSet<&'static str>,
     conflicts: Vec<Conflict>,
 }
@@ -213,11 +215,20 @@ impl SchemaRegistry {
         Self::default()
     }
 
-    /// Starts describing `full_name`. Returns `false` when it is already registered or being
-    /// described (a recursive type), in which case the caller adds nothing.
-    pub fn begin(&mut self, full_name: &str) -> bool {
-        if self.defs.contains_key(full_name) || self.in_progress.contains(full_name) {
+    /// Starts describing `full_name` for the Rust type `ty`. Returns `false` when `ty` already
+    /// registered it or it is being described (a recursive type): the caller then adds
+    /// nothing. Another type under the same name is described again, so that a different
+    /// definition shows up in [`conflicts`](Self::conflicts).
+    pub fn begin(&mut self, full_name: &str, ty: TypeId) -> bool {
+        if self.in_progress.contains(full_name) {
             return false;
+        }
+        if let Some(owner) = self.owners.get(full_name) {
+            if *owner == ty {
+                return false;
+            }
+        } else {
+            self.owners.insert(full_name.to_owned(), ty);
         }
         self.in_progress.insert(full_name.to_owned());
         true

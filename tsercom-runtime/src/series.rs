@@ -108,7 +108,7 @@ pub mod codec {
     #[diagnostic::on_unimplemented(
         message = "`{Self}` is not a supported field type of a tsercom series",
         label = "unsupported field type",
-        note = "supported: f64, f32, i32, i64, u32, u64, bool, String, Vec<u8>, bytes::Bytes, tsercom::Timestamp, tsercom::CallerId, and types annotated with `#[tsercom::series]`; wrapped in Option<_>, Vec<_>, HashMap<_, _> or BTreeMap<_, _>",
+        note = "supported: f64, f32, i32, i64, u32, u64, bool, String, Vec<u8>, bytes::Bytes, tsercom::Timestamp, tsercom::CallerId, and types annotated with `#[tsercom::series]` (also boxed); wrapped in Option<_>, Vec<_>, HashMap<_, _> or BTreeMap<_, _>",
         note = "`#[series(sint)]` applies to i32 and i64, `#[series(fixed)]` to i32, i64, u32 and u64"
     )]
     pub trait Codec<K = kind::Plain>: Sized {
@@ -235,6 +235,38 @@ pub mod codec {
     scalar!(Plain, String, string, "string");
     scalar!(Plain, Vec<u8>, bytes, "bytes");
     scalar!(Plain, bytes::Bytes, bytes, "bytes");
+
+    /// `Box<T>` encodes as `T` (for recursive messages: `Option<Box<Node>>`).
+    impl<K, T: Codec<K>> Codec<K> for Box<T> {
+        fn proto_type(registry: &mut SchemaRegistry) -> FieldType {
+            T::proto_type(registry)
+        }
+        #[inline]
+        fn default_value() -> Self {
+            Box::new(T::default_value())
+        }
+        #[inline]
+        fn skip_implicit(&self) -> bool {
+            T::skip_implicit(self)
+        }
+        #[inline]
+        fn encode(tag: u32, value: &Self, buf: &mut impl BufMut) {
+            T::encode(tag, value, buf)
+        }
+        #[inline]
+        fn encoded_len(tag: u32, value: &Self) -> usize {
+            T::encoded_len(tag, value)
+        }
+        #[inline]
+        fn merge(
+            wire_type: WireType,
+            value: &mut Self,
+            buf: &mut impl Buf,
+            ctx: DecodeContext,
+        ) -> Result<(), DecodeError> {
+            T::merge(wire_type, value, buf, ctx)
+        }
+    }
 
     /// The [`Codec`] of a series message type `M`: a nested message.
     #[inline]
@@ -492,7 +524,7 @@ pub mod codec {
     #[diagnostic::on_unimplemented(
         message = "`{Self}` cannot be interpolated",
         label = "not a numeric field",
-        note = "`#[series(interpolate)]` needs fields of type f64, f32, i32, i64, u32, u64, tsercom::Timestamp or Option of those"
+        note = "`#[series(interpolate)]` needs fields of type f64, f32, i32, i64, u32, u64, tsercom::Timestamp, or Option or Vec of those"
     )]
     pub trait Lerp: Sized {
         /// The value a fraction `t` of the way from `a` to `b`.
@@ -530,6 +562,19 @@ pub mod codec {
             Timestamp::from_nanos((a.as_nanos() as i128 + d.round() as i128) as i64)
         }
     }
+    /// Element by element when both have the same length, else the nearer side.
+    impl<T: Lerp + Clone> Lerp for Vec<T> {
+        fn lerp(a: &Self, b: &Self, t: f64) -> Self {
+            if a.len() == b.len() {
+                a.iter().zip(b).map(|(x, y)| T::lerp(x, y, t)).collect()
+            } else if t < 0.5 {
+                a.clone()
+            } else {
+                b.clone()
+            }
+        }
+    }
+
     impl<T: Lerp + Clone> Lerp for Option<T> {
         fn lerp(a: &Self, b: &Self, t: f64) -> Self {
             match (a, b) {

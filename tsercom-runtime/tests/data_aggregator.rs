@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tsercom_runtime::data::{AggregatorBuilder, CallerEvent, DataError, NewData};
 use tsercom_runtime::queue::OverflowPolicy;
+use tsercom_runtime::schema::{FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
 use tsercom_runtime::{
     CallerId, Interpolate, ManualClock, RemoteDataAggregator, Series, Timestamp, Timestamped,
 };
@@ -19,11 +20,17 @@ struct Level {
 
 impl Series for Level {
     const MESSAGE_NAME: &'static str = "test.Level";
-    fn fingerprint() -> u64 {
-        0x1e7e1
-    }
-    fn proto() -> String {
-        "syntax = \"proto3\";\npackage test;\nmessage Level { double value = 1; }\n".to_owned()
+    fn describe(registry: &mut SchemaRegistry) {
+        if registry.begin(Self::MESSAGE_NAME, std::any::TypeId::of::<Self>()) {
+            let mut def = MessageDef::new(Self::MESSAGE_NAME);
+            def.fields.push(FieldDef::new(
+                "value",
+                1,
+                Label::Implicit,
+                FieldType::scalar("double"),
+            ));
+            registry.add_message(def);
+        }
     }
 }
 

@@ -93,7 +93,13 @@ fn stream_messages_round_trip() {
         envelope::Kind::TimeProbe(TimeProbe {
             id: 1,
             origin_ns: 5,
+            estimated: true,
+            offset_ns: -250_000_000,
+            uncertainty_ns: 12_000,
+            round_trip_ns: 80_000,
+            drift_ppm: 99.5,
         }),
+        envelope::Kind::Goodbye(Goodbye {}),
         envelope::Kind::TimeReply(TimeReply {
             id: 1,
             origin_ns: 5,

@@ -5,7 +5,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Attribute, Fields, GenericArgument, Ident, PathArguments, Type};
 
-use super::attr::{self, ContainerAttrs, FieldAttrs, VariantAttrs};
+use super::attr::{self, ContainerAttrs, FieldAttrs};
 use super::Errors;
 use crate::schema;
 
@@ -20,8 +20,8 @@ pub(crate) struct Container {
 
 pub(crate) enum Data {
     Struct(Vec<Field>),
-    UnitEnum(Vec<UnitVariant>),
-    DataEnum(Vec<Variant>),
+    ProtoEnum(Vec<UnitVariant>),
+    Oneof(Vec<Variant>),
 }
 
 /// How a field sits in the message.
@@ -33,7 +33,11 @@ pub(crate) enum Shape {
     /// `Vec<T>` (but `Vec<u8>` is `bytes`, singular).
     Repeated(Type),
     /// `HashMap<K, V>` or `BTreeMap<K, V>`.
-    Map { btree: bool, key: Type, value: Type },
+    Map {
+        btree: bool,
+        key: Box<Type>,
+        value: Box<Type>,
+    },
 }
 
 /// A field of a struct or of a struct-like variant.
@@ -62,7 +66,6 @@ pub(crate) struct UnitVariant {
 /// A variant of an enum with data: a field of the oneof.
 pub(crate) struct Variant {
     pub(crate) ident: Ident,
-    pub(crate) attrs: VariantAttrs,
     pub(crate) tag: u32,
     pub(crate) tag_span: Span,
     pub(crate) proto_name: String,
@@ -135,8 +138,8 @@ fn shape_of(ty: &Type) -> Shape {
             if let [k, v] = args.as_slice() {
                 return Shape::Map {
                     btree,
-                    key: (*k).clone(),
-                    value: (*v).clone(),
+                    key: Box::new((*k).clone()),
+                    value: Box::new((*v).clone()),
                 };
             }
         }
@@ -225,9 +228,14 @@ pub(crate) fn parse(
             }
             let unit_only = e.variants.iter().all(|v| matches!(v.fields, Fields::Unit));
             let data = if unit_only {
-                Data::UnitEnum(unit_variants(e, errors))
+                let name = attrs
+                    .name
+                    .get()
+                    .map(|l| l.value())
+                    .unwrap_or_else(|| schema::unraw(&e.ident));
+                Data::ProtoEnum(unit_variants(e, &name, errors))
             } else {
-                Data::DataEnum(data_variants(e, errors))
+                Data::Oneof(data_variants(e, errors))
             };
             (e.ident.clone(), data)
         }
@@ -286,8 +294,8 @@ fn check_generics(generics: &syn::Generics, errors: &mut Errors) {
     }
 }
 
-fn unit_variants(e: &mut syn::ItemEnum, errors: &mut Errors) -> Vec<UnitVariant> {
-    let prefix = schema::screaming_snake_case(&attr_name_or(&e.ident));
+fn unit_variants(e: &mut syn::ItemEnum, name: &str, errors: &mut Errors) -> Vec<UnitVariant> {
+    let prefix = schema::screaming_snake_case(name);
     let mut next: i64 = 0;
     let mut out = Vec::new();
     for v in e.variants.iter_mut() {
@@ -332,10 +340,6 @@ fn unit_variants(e: &mut syn::ItemEnum, errors: &mut Errors) -> Vec<UnitVariant>
         });
     }
     out
-}
-
-fn attr_name_or(ident: &Ident) -> String {
-    schema::unraw(ident)
 }
 
 fn discriminant(expr: &syn::Expr) -> Option<i64> {
@@ -409,7 +413,6 @@ fn data_variants(e: &mut syn::ItemEnum, errors: &mut Errors) -> Vec<Variant> {
         }
         out.push(Variant {
             ident: v.ident.clone(),
-            attrs,
             tag,
             tag_span,
             proto_name,

@@ -136,7 +136,7 @@ fn parse_reserved(expr: &Expr) -> syn::Result<Reserved> {
             let lo = int_of(start)?;
             let mut hi = int_of(end)?;
             if let RangeLimits::HalfOpen(_) = limits {
-                hi = hi.checked_sub(1).unwrap_or(0);
+                hi = hi.saturating_sub(1);
             }
             if hi < lo {
                 return Err(syn::Error::new(span, "reserved range is empty"));

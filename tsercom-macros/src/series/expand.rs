@@ -55,7 +55,7 @@ pub(crate) fn add_derives(item: &mut syn::Item, c: &Container) -> bool {
         }
     }
     let wanted: &[&str] = match c.data {
-        Data::UnitEnum(_) => &["Clone", "Copy", "PartialEq", "Eq", "Debug"],
+        Data::ProtoEnum(_) => &["Clone", "Copy", "PartialEq", "Eq", "Debug"],
         _ => &["Clone", "PartialEq", "Debug"],
     };
     let mut add = Vec::new();
@@ -82,8 +82,8 @@ pub(crate) fn impls(c: &Container, user_default: bool) -> TokenStream {
     let p = Paths::new(c);
     let body = match &c.data {
         Data::Struct(fields) => struct_impls(c, fields, &p),
-        Data::UnitEnum(variants) => unit_enum_impls(c, variants, &p),
-        Data::DataEnum(variants) => data_enum_impls(c, variants, &p),
+        Data::ProtoEnum(variants) => unit_enum_impls(c, variants, &p),
+        Data::Oneof(variants) => data_enum_impls(c, variants, &p),
     };
     let body = if user_default {
         strip_default(body)
@@ -286,7 +286,9 @@ fn reserved(c: &Container) -> TokenStream {
     }
     if let Some(n) = c.attrs.reserved_names.get() {
         for n in n {
-            out.extend(quote!(__tsercom_msg.reserved_names.push(::std::string::String::from(#n));));
+            out.extend(
+                quote!(__tsercom_msg.reserved_names.push(::std::borrow::ToOwned::to_owned(#n));),
+            );
         }
     }
     out
@@ -306,7 +308,7 @@ fn message_common(c: &Container, describe: TokenStream, p: &Paths) -> TokenStrea
         impl #runtime::series::Series for #ident {
             const MESSAGE_NAME: &'static str = #full;
             fn describe(registry: &mut #schema::SchemaRegistry) {
-                if !registry.begin(#full) {
+                if !registry.begin(#full, ::core::any::TypeId::of::<Self>()) {
                     return;
                 }
                 let mut __tsercom_msg = #schema::MessageDef::new(#full);
@@ -319,7 +321,7 @@ fn message_common(c: &Container, describe: TokenStream, p: &Paths) -> TokenStrea
         impl #codec::Codec for #ident {
             fn proto_type(registry: &mut #schema::SchemaRegistry) -> #schema::FieldType {
                 <Self as #runtime::series::Series>::describe(registry);
-                #schema::FieldType::Named(::std::string::String::from(#full))
+                #schema::FieldType::Named(::std::borrow::ToOwned::to_owned(#full))
             }
             #[inline]
             fn default_value() -> Self {
@@ -493,7 +495,7 @@ fn data_enum_impls(c: &Container, variants: &[Variant], p: &Paths) -> TokenStrea
                 describe.extend(quote!({
                     __tsercom_msg.nested.push(#schema::MessageDef::new(#nested_name));
                     __tsercom_oneof.fields.push(#schema::FieldDef::new(#name, #tag, #schema::Label::Implicit,
-                        #schema::FieldType::Named(::std::string::String::from(#nested_name))));
+                        #schema::FieldType::Named(::std::borrow::ToOwned::to_owned(#nested_name))));
                 }));
             }
             VariantKind::Newtype(f) => {
@@ -562,7 +564,7 @@ fn data_enum_impls(c: &Container, variants: &[Variant], p: &Paths) -> TokenStrea
                     };
                     __tsercom_msg.nested.push(__tsercom_nested);
                     __tsercom_oneof.fields.push(#schema::FieldDef::new(#name, #tag, #schema::Label::Implicit,
-                        #schema::FieldType::Named(::std::string::String::from(#nested_name))));
+                        #schema::FieldType::Named(::std::borrow::ToOwned::to_owned(#nested_name))));
                 }));
             }
         }
@@ -573,7 +575,7 @@ fn data_enum_impls(c: &Container, variants: &[Variant], p: &Paths) -> TokenStrea
         c,
         quote! {
             let mut __tsercom_oneof = #schema::OneofDef {
-                name: ::std::string::String::from("value"),
+                name: ::std::borrow::ToOwned::to_owned("value"),
                 fields: ::std::vec::Vec::new(),
             };
             #describe
@@ -651,7 +653,7 @@ fn unit_enum_impls(c: &Container, variants: &[UnitVariant], p: &Paths) -> TokenS
     let values = variants.iter().map(|v| {
         let name = &v.proto_name;
         let n = v.value;
-        quote!((::std::string::String::from(#name), #n))
+        quote!((::std::borrow::ToOwned::to_owned(#name), #n))
     });
     quote! {
         #[automatically_derived]
@@ -675,13 +677,13 @@ fn unit_enum_impls(c: &Container, variants: &[UnitVariant], p: &Paths) -> TokenS
         #[automatically_derived]
         impl #codec::Codec for #ident {
             fn proto_type(registry: &mut #schema::SchemaRegistry) -> #schema::FieldType {
-                if registry.begin(#full) {
+                if registry.begin(#full, ::core::any::TypeId::of::<Self>()) {
                     registry.add_enum(#schema::EnumDef {
-                        full_name: ::std::string::String::from(#full),
+                        full_name: ::std::borrow::ToOwned::to_owned(#full),
                         values: ::std::vec![#(#values),*],
                     });
                 }
-                #schema::FieldType::Named(::std::string::String::from(#full))
+                #schema::FieldType::Named(::std::borrow::ToOwned::to_owned(#full))
             }
             #[inline]
             fn default_value() -> Self {

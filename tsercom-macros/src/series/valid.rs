@@ -3,14 +3,13 @@
 use std::collections::BTreeMap;
 
 use proc_macro2::Span;
-use syn::spanned::Spanned;
 use syn::Type;
 
 use super::ast::{self, Container, Data, Field, Shape, VariantKind};
 use super::Errors;
 use crate::schema;
 
-const SUPPORTED: &str = "supported: f64, f32, i32, i64, u32, u64, bool, String, Vec<u8>, bytes::Bytes, tsercom::Timestamp, tsercom::CallerId, series types, and Option<T>, Vec<T>, HashMap<K, V>, BTreeMap<K, V> of those";
+const SUPPORTED: &str = "supported: f64, f32, i32, i64, u32, u64, bool, String, Vec<u8>, bytes::Bytes, tsercom::Timestamp, tsercom::CallerId, series types (also boxed), and Option<T>, Vec<T>, HashMap<K, V>, BTreeMap<K, V> of those";
 
 /// Runs every check, pushing errors.
 pub(crate) fn check(c: &Container, errors: &mut Errors) {
@@ -46,10 +45,10 @@ pub(crate) fn check(c: &Container, errors: &mut Errors) {
                 .collect();
             check_numbers_and_names(c, &tags, true, errors);
             for f in fields {
-                check_field(f, false, errors);
+                check_field(f, errors);
             }
         }
-        Data::UnitEnum(variants) => {
+        Data::ProtoEnum(variants) => {
             if let Some(span) = c.attrs.interpolate.span() {
                 errors.push(syn::Error::new(
                     span,
@@ -88,7 +87,7 @@ pub(crate) fn check(c: &Container, errors: &mut Errors) {
                 }
             }
         }
-        Data::DataEnum(variants) => {
+        Data::Oneof(variants) => {
             if let Some(span) = c.attrs.interpolate.span() {
                 errors.push(syn::Error::new(
                     span,
@@ -105,12 +104,11 @@ pub(crate) fn check(c: &Container, errors: &mut Errors) {
                     VariantKind::Unit => {}
                     VariantKind::Newtype(f) => {
                         if !matches!(f.shape, Shape::Singular(_)) {
-                            errors.push(syn::Error::new(
-                                f.ty.span(),
+                            errors.push(syn::Error::new_spanned(&f.ty,
                                 "a oneof field cannot be optional, repeated or a map; use a struct-like variant: `Variant { values: Vec<T> }`",
                             ));
                         }
-                        check_field(f, true, errors);
+                        check_field(f, errors);
                     }
                     VariantKind::Struct(fields) => {
                         let tags: Vec<(u32, Span, &str, Span)> = fields
@@ -119,11 +117,10 @@ pub(crate) fn check(c: &Container, errors: &mut Errors) {
                             .collect();
                         check_numbers_and_names(c, &tags, false, errors);
                         for f in fields {
-                            check_field(f, false, errors);
+                            check_field(f, errors);
                         }
                     }
                 }
-                let _ = &v.attrs;
             }
         }
     }
@@ -207,6 +204,9 @@ fn check_numbers_and_names(
 fn type_text(ty: &Type) -> String {
     quote::quote!(#ty)
         .to_string()
+        .replace("& '", "&'")
+        .replace(" :: ", "::")
+        .replace(" ;", ";")
         .replace(" < ", "<")
         .replace(" >", ">")
         .replace(" ,", ",")
@@ -220,8 +220,8 @@ const UNSUPPORTED_PRIMS: &[&str] = &[
 /// Checks an element type (the `T` of `T`, `Option<T>`, `Vec<T>`, a map value).
 fn check_elem(ty: &Type, errors: &mut Errors) {
     let unsupported = |errors: &mut Errors, why: &str| {
-        errors.push(syn::Error::new(
-            ty.span(),
+        errors.push(syn::Error::new_spanned(
+            ty,
             format!(
                 "unsupported field type `{}`{why}; {SUPPORTED}",
                 type_text(ty)
@@ -245,9 +245,16 @@ fn check_elem(ty: &Type, errors: &mut Errors) {
             {
                 return;
             }
+            if let Some(args) = ast::generic_args(ty, "Box") {
+                if let [inner] = args.as_slice() {
+                    if ast::simple_name(inner).is_some() || matches!(inner, Type::Path(_)) {
+                        return check_elem(inner, errors);
+                    }
+                }
+            }
             match name.as_str() {
                 "Option" | "Vec" | "HashMap" | "BTreeMap" => unsupported(errors, " (Option, Vec and maps do not nest, except Vec<Vec<u8>>; wrap the inner value in a series struct)"),
-                _ => unsupported(errors, " (generic types other than Option, Vec, HashMap and BTreeMap)"),
+                _ => unsupported(errors, " (generic types other than Option, Vec, Box, HashMap and BTreeMap)"),
             }
         }
         Type::Group(g) => check_elem(&g.elem, errors),
@@ -276,7 +283,7 @@ fn check_kind(f: &Field, elem: &Type, errors: &mut Errors) {
     }
 }
 
-fn check_field(f: &Field, _oneof: bool, errors: &mut Errors) {
+fn check_field(f: &Field, errors: &mut Errors) {
     match &f.shape {
         Shape::Singular(t) | Shape::Optional(t) | Shape::Repeated(t) => {
             check_elem(t, errors);
@@ -299,8 +306,7 @@ fn check_field(f: &Field, _oneof: bool, errors: &mut Errors) {
                 )
             });
             if !ok {
-                errors.push(syn::Error::new(
-                    key.span(),
+                errors.push(syn::Error::new_spanned(key,
                     format!("unsupported map key type `{}`; map keys can be i32, i64, u32, u64, bool or String", type_text(key)),
                 ));
             }

@@ -4,7 +4,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tsercom::RuntimeManager;
+//! use tsercom_runtime::runtime::{Managed, ManagerError, RuntimeManager};
 //!
 //! let mut manager = RuntimeManager::new();
 //! let answer = manager.register("answer", || async { Ok::<_, std::io::Error>(Answer(42)) });
@@ -14,8 +14,8 @@
 //! manager.shutdown(Duration::from_secs(1))?;
 //!
 //! struct Answer(u32);
-//! impl tsercom::Managed for Answer {}
-//! # Ok::<(), tsercom::ManagerError>(())
+//! impl Managed for Answer {}
+//! # Ok::<(), ManagerError>(())
 //! ```
 
 use std::fmt;

@@ -1,0 +1,4 @@
+#[tsercom::series]
+pub enum Never {}
+
+fn main() {}

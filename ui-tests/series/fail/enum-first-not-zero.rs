@@ -1,0 +1,7 @@
+#[tsercom::series]
+pub enum Level {
+    Low = 1,
+    High,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[tsercom::series]
+pub struct Reading<T> {
+    pub value: T,
+}
+
+fn main() {}

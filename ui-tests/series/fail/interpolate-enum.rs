@@ -1,0 +1,7 @@
+#[tsercom::series(interpolate)]
+pub enum Level {
+    Low,
+    High,
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tsercom::series]
+pub struct Reading(pub f64, pub f64);
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tsercom::series]
+pub struct Reading;
+
+fn main() {}
