@@ -29,6 +29,10 @@ pub use tsercom_runtime::ids::{self, CallerId, CallerIdError};
 pub use tsercom_runtime::schema;
 pub use tsercom_runtime::series::{Interpolate, Series};
 
+pub mod rpc;
+
+#[doc(inline)]
+pub use tsercom_macros::runtime;
 #[doc(inline)]
 pub use tsercom_macros::series;
 pub use tsercom_runtime::data::{
@@ -44,6 +48,7 @@ pub use tsercom_runtime::time::{
     self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
 };
 pub use tsercom_runtime::timesync::{self, ClockEstimate, TimeSyncConfig};
+pub use tsercom_runtime::transport;
 pub use tsercom_runtime::wire;
 
 /// The types most programs use, for `use tsercom::prelude::*`.
@@ -64,4 +69,6 @@ pub mod __private {
     pub use tonic;
     pub use tonic_prost;
     pub use tsercom_runtime as runtime;
+
+    pub use crate::rpc::__describe as describe;
 }

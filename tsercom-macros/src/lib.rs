@@ -4,6 +4,7 @@
 //! Each macro is parse -> validate -> expand; errors are collected, reported at once and
 //! spanned, and the annotated item is still emitted so one mistake does not cascade.
 
+mod runtime;
 mod schema;
 mod series;
 
@@ -14,4 +15,12 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn series(args: TokenStream, input: TokenStream) -> TokenStream {
     series::expand(args.into(), input.into()).into()
+}
+
+/// Turns an inline module into a tsercom runtime: data and event types, custom gRPC
+/// services and clients, and the `.proto` text. Documented on the `tsercom` facade crate,
+/// which re-exports it: see `tsercom::runtime`.
+#[proc_macro_attribute]
+pub fn runtime(args: TokenStream, input: TokenStream) -> TokenStream {
+    runtime::expand(args.into(), input.into()).into()
 }
