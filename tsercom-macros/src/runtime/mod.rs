@@ -45,7 +45,8 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
              not `mod weather;` (the macro cannot read another file)",
         )
         .to_compile_error();
-        return quote!(#module #e);
+        // The bodiless module is not emitted again: rustc would look for its file.
+        return e;
     };
     let name = args
         .name
@@ -65,7 +66,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         krate_lit.as_ref(),
         &mut errors,
     );
-    valid::check(&args, &parsed, &mut errors);
+    valid::check(&args, &name, &parsed, &mut errors);
     if errors.0.is_empty() {
         let krate = args
             .krate

@@ -50,7 +50,7 @@ fn check_role(key: &str, path: Option<&syn::Path>, m: &Module, errors: &mut Erro
 }
 
 /// Every check; errors are collected, not returned early.
-pub(crate) fn check(args: &Args, m: &Module, errors: &mut Errors) {
+pub(crate) fn check(args: &Args, name: &str, m: &Module, errors: &mut Errors) {
     if args.data.get().is_none() {
         errors.push(syn::Error::new(
             Span::call_site(),
@@ -67,6 +67,13 @@ pub(crate) fn check(args: &Args, m: &Module, errors: &mut Errors) {
                 "runtime `name` must be an identifier such as \"weather\"",
             ));
         }
+    }
+    if super::expand::service_type(name).is_none() {
+        let span = args.name.get().map_or_else(|| m.ident.span(), |l| l.span());
+        errors.push(syn::Error::new(
+            span,
+            format!("runtime name `{name}` has no mDNS service type: it needs at least one ASCII letter"),
+        ));
     }
     if let Some(lit) = args.package.get() {
         if !schema::is_package(&lit.value()) {

@@ -20,9 +20,44 @@ pub(crate) struct Ctx<'a> {
     pub(crate) module: &'a Module,
 }
 
-/// The mDNS service type of a runtime name: `_<lowercased name>._tcp.local.`.
-fn service_type(name: &str) -> String {
-    format!("_{}._tcp.local.", name.to_ascii_lowercase())
+/// The mDNS service type of a runtime name, computed at compile time with the rules of
+/// `tsercom_runtime::discovery::service_type` (which publisher and listener call; a test
+/// keeps the two equal): lowercased, `_` -> `-`, runs of `-` collapsed and trimmed, names
+/// over 15 bytes shortened to 10 characters, `-` and 4 hex digits of an FNV-1a hash.
+/// `None` when no letter remains.
+pub(crate) fn service_type(runtime_name: &str) -> Option<String> {
+    let mut name = String::with_capacity(runtime_name.len());
+    for c in runtime_name.chars() {
+        let c = match c {
+            'a'..='z' | '0'..='9' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            '_' | '-' => '-',
+            _ => return None,
+        };
+        if c == '-' && (name.is_empty() || name.ends_with('-')) {
+            continue;
+        }
+        name.push(c);
+    }
+    while name.ends_with('-') {
+        name.pop();
+    }
+    if !name.chars().any(|c| c.is_ascii_lowercase()) {
+        return None;
+    }
+    if name.len() > 15 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut prefix: String = name.chars().take(10).collect();
+        while prefix.ends_with('-') {
+            prefix.pop();
+        }
+        name = format!("{prefix}-{:04x}", h & 0xffff);
+    }
+    Some(format!("_{name}._tcp.local."))
 }
 
 /// The items added to the module.
@@ -33,7 +68,7 @@ pub(crate) fn items(cx: &Ctx<'_>) -> Vec<syn::Item> {
     let package = cx.package;
     let service = format!("{package}.Stream");
     let open_path = format!("/{service}/Open");
-    let service_type = service_type(name);
+    let service_type = service_type(name).unwrap_or_default();
     let mut out: Vec<TokenStream> = Vec::new();
 
     let data = cx.args.data.get();
