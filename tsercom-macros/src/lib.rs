@@ -17,9 +17,7 @@ pub fn series(args: TokenStream, input: TokenStream) -> TokenStream {
     series::expand(args.into(), input.into()).into()
 }
 
-/// Turns an inline module into a tsercom runtime: data and event types, custom gRPC
-/// services and clients, and the `.proto` text. Documented on the `tsercom` facade crate,
-/// which re-exports it: see `tsercom::runtime`.
+#[doc = include_str!("runtime/doc.md")]
 #[proc_macro_attribute]
 pub fn runtime(args: TokenStream, input: TokenStream) -> TokenStream {
     runtime::expand(args.into(), input.into()).into()
