@@ -53,7 +53,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Connect and call.
     let client = hello::GreeterClient::connect([server.local_addr()]).await?;
-    let reply = client.greet(hello::Name { name: "tsercom".into() }).await?;
+    let reply = client
+        .greet(hello::Name {
+            name: "tsercom".into(),
+        })
+        .await?;
     println!("{}", reply.text);
 
     // Shut down: in-flight calls get up to 5 s to finish.

@@ -170,3 +170,61 @@ async fn rust_client_calls_python_server() {
     assert_eq!(got, EXPECTED);
     drop(child.0.stdin.take());
 }
+
+/// The typed stream messages of the emitted `.proto` are byte-compatible with the untyped
+/// `tsercom.Envelope` the roles send: Python decodes Rust's frame as `SourceEnvelope`, and
+/// its `AggregatorEnvelope` decodes in Rust as `tsercom.Envelope`.
+#[test]
+fn typed_stream_messages_match_the_wire() {
+    use tsercom::__private::prost::Message;
+    use tsercom::wire::{envelope, Envelope, Frame, Sample};
+    let Some(py) = Python::find("typed_stream_messages_match_the_wire") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = compile(&py, dir.path());
+    let samples = (1..=2)
+        .map(|i| Sample {
+            seq: i,
+            time_ns: 1_700_000_000_000_000_000 + i as i64,
+            payload: xlang::Reading {
+                celsius: i as f64 / 2.0,
+                station: format!("st{i}"),
+            }
+            .encode_to_vec()
+            .into(),
+            synchronized: i == 2,
+        })
+        .collect();
+    let env = Envelope {
+        kind: Some(envelope::Kind::Frame(Frame { samples })),
+    };
+    let stdout = py.run(
+        &scripts().join("runtime_xlang.py"),
+        &out,
+        &["envelope"],
+        Some(&env.encode_to_vec()),
+    );
+    let stdout = String::from_utf8(stdout).unwrap();
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("sample 1 1700000000000000001 False st1 0.5")
+    );
+    assert_eq!(
+        lines.next(),
+        Some("sample 2 1700000000000000002 True st2 1.0")
+    );
+    let hex = lines.next().unwrap();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let back = Envelope::decode(bytes.as_slice()).unwrap();
+    let Some(envelope::Kind::Frame(frame)) = back.kind else {
+        panic!("expected a frame, got {back:?}");
+    };
+    assert_eq!(frame.samples.len(), 1);
+    assert_eq!((frame.samples[0].seq, frame.samples[0].time_ns), (7, -5));
+    assert!(frame.samples[0].synchronized);
+}

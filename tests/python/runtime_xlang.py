@@ -7,6 +7,9 @@ The modules `xlang_rt_pb2` / `xlang_rt_pb2_grpc` are compiled by grpcio-tools fr
                                  and prints one line per reply.
   runtime_xlang.py server        serves Station on 127.0.0.1 port 0, prints the port, and
                                  serves until stdin closes (at most 60 s).
+  runtime_xlang.py envelope      reads an untyped tsercom.Envelope (Rust's encoding) on stdin,
+                                 decodes it as the typed SourceEnvelope, prints its samples and
+                                 writes (hex) a typed AggregatorEnvelope for Rust to decode.
 """
 
 import sys
@@ -56,8 +59,21 @@ def server():
     srv.stop(grace=1).wait()
 
 
+def envelope():
+    env = pb.SourceEnvelope()
+    env.ParseFromString(sys.stdin.buffer.read())
+    assert env.WhichOneof("kind") == "frame", env
+    for smp in env.frame.samples:
+        print(f"sample {smp.seq} {smp.time_ns} {smp.synchronized} {smp.payload.station} {smp.payload.celsius}")
+    out = pb.AggregatorEnvelope()
+    out.frame.samples.add(seq=7, time_ns=-5, synchronized=True)
+    print(out.SerializeToString().hex())
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "client":
+    if sys.argv[1] == "envelope":
+        envelope()
+    elif sys.argv[1] == "client":
         client(int(sys.argv[2]))
     else:
         server()
