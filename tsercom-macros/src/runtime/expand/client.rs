@@ -66,7 +66,7 @@ pub(crate) fn client(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                 grpc.ready().await.map_err(|e| {
                     #tonic::Status::unavailable(::std::format!("the channel is not ready: {e}"))
                 })?;
-                let codec = #p::tonic_prost::ProstCodec::<#req, #resp>::default();
+                let codec = <#p::tonic_prost::ProstCodec<#req, #resp> as ::core::default::Default>::default();
                 let path = #tonic::codegen::http::uri::PathAndQuery::from_static(#path);
                 grpc.#call.await.map(#tonic::Response::into_inner) #map
             }

@@ -33,7 +33,7 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                         type Response = #resp;
                         type Future = #cg::BoxFuture<#tonic::Response<#resp>, #tonic::Status>;
                         fn call(&mut self, request: #tonic::Request<#req>) -> Self::Future {
-                            let inner = #cg::Arc::clone(&self.0);
+                            let inner = ::core::clone::Clone::clone(&self.0);
                             ::std::boxed::Box::pin(async move {
                                 <T as #trait_>::#ident(&inner, request.into_inner())
                                     .await
@@ -51,7 +51,7 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                         type ResponseStream = #cg::BoxStream<#resp>;
                         type Future = #cg::BoxFuture<#tonic::Response<Self::ResponseStream>, #tonic::Status>;
                         fn call(&mut self, request: #tonic::Request<#req>) -> Self::Future {
-                            let inner = #cg::Arc::clone(&self.0);
+                            let inner = ::core::clone::Clone::clone(&self.0);
                             ::std::boxed::Box::pin(async move {
                                 <T as #trait_>::#ident(&inner, request.into_inner())
                                     .await
@@ -68,7 +68,7 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                         type Response = #resp;
                         type Future = #cg::BoxFuture<#tonic::Response<#resp>, #tonic::Status>;
                         fn call(&mut self, request: #tonic::Request<#tonic::Streaming<#req>>) -> Self::Future {
-                            let inner = #cg::Arc::clone(&self.0);
+                            let inner = ::core::clone::Clone::clone(&self.0);
                             ::std::boxed::Box::pin(async move {
                                 <T as #trait_>::#ident(&inner, request.into_inner())
                                     .await
@@ -86,7 +86,7 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                         type ResponseStream = #cg::BoxStream<#resp>;
                         type Future = #cg::BoxFuture<#tonic::Response<Self::ResponseStream>, #tonic::Status>;
                         fn call(&mut self, request: #tonic::Request<#tonic::Streaming<#req>>) -> Self::Future {
-                            let inner = #cg::Arc::clone(&self.0);
+                            let inner = ::core::clone::Clone::clone(&self.0);
                             ::std::boxed::Box::pin(async move {
                                 <T as #trait_>::#ident(&inner, request.into_inner())
                                     .await
@@ -102,10 +102,10 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
             #path => {
                 struct #svc<T>(#cg::Arc<T>);
                 #svc_impl
-                let inner = #cg::Arc::clone(&self.inner);
+                let inner = ::core::clone::Clone::clone(&self.inner);
                 let limits = self.limits;
                 ::std::boxed::Box::pin(async move {
-                    let codec = #p::tonic_prost::ProstCodec::<#resp, #req>::default();
+                    let codec = <#p::tonic_prost::ProstCodec<#resp, #req> as ::core::default::Default>::default();
                     let mut grpc = #tonic::server::Grpc::new(codec)
                         .apply_max_message_size_config(
                             ::core::option::Option::Some(limits.max_decoding),
@@ -127,7 +127,7 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
             #[automatically_derived]
             impl<T> ::core::clone::Clone for #server<T> {
                 fn clone(&self) -> Self {
-                    #server { inner: #cg::Arc::clone(&self.inner), limits: self.limits }
+                    #server { inner: ::core::clone::Clone::clone(&self.inner), limits: self.limits }
                 }
             }
 
