@@ -273,6 +273,7 @@ fn proto_text() {
     ] {
         assert!(proto.contains(piece), "missing {piece:?} in:\n{proto}");
     }
+    assert_eq!(<weather::Runtime as tsercom::Runtime>::proto(), proto);
     let files = weather::proto_files();
     let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
@@ -319,4 +320,28 @@ async fn generated_runtime_drives_source_and_aggregator() {
     let new = reader.get_new_data();
     let got: Vec<f64> = new.items.iter().map(|(_, t)| t.value.celsius).collect();
     assert_eq!(got, (0..N).map(|i| i as f64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn message_limits_apply_to_the_generated_server() {
+    use tsercom::transport::{MessageLimits, WithMessageLimits};
+    let server = Server::builder()
+        .add_service(
+            weather::StationServer::new(weather::Impl)
+                .with_message_limits(MessageLimits::symmetric(64)),
+        )
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = weather::StationClient::connect([server.local_addr()])
+        .await
+        .unwrap();
+    assert!(client.latest(query("small", 0)).await.is_ok());
+    let err = client
+        .latest(query(&"x".repeat(1000), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tsercom::rpc::Code::OutOfRange, "{err:?}");
+    drop(client);
+    server.shutdown(GRACE).await.unwrap();
 }

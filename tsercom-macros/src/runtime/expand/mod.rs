@@ -143,6 +143,10 @@ pub(crate) fn items(cx: &Ctx<'_>) -> Vec<syn::Item> {
                 const NAME: &'static str = #name;
                 const SERVICE: &'static str = #service;
                 const OPEN_PATH: &'static str = #open_path;
+
+                fn proto() -> ::std::string::String {
+                    proto()
+                }
             }
 
             /// The data source of this runtime: produces data, receives events.
