@@ -70,5 +70,6 @@ pub mod __private {
     pub use tonic_prost;
     pub use tsercom_runtime as runtime;
 
+    pub use crate::rpc::__call as call;
     pub use crate::rpc::__describe as describe;
 }

@@ -174,3 +174,163 @@ pub mod __describe {
         out
     }
 }
+
+/// The calls generated clients and servers make: generic over the series types, so the
+/// generated code stays small and a type that is not a series type is reported once, as
+/// such. Not public API.
+#[doc(hidden)]
+pub mod __call {
+    use tonic::client::Grpc;
+    use tonic::codegen::{http, Body, StdError};
+    use tonic::server::{
+        ClientStreamingService, Grpc as ServerGrpc, ServerStreamingService, StreamingService,
+        UnaryService,
+    };
+    use tonic::transport::Channel;
+    use tonic::{Request, Response, Status, Streaming};
+    use tonic_prost::ProstCodec;
+    use tsercom_runtime::transport::MessageLimits;
+
+    use crate::Series;
+
+    async fn ready(grpc: &Grpc<Channel>) -> Result<Grpc<Channel>, Status> {
+        let mut grpc = grpc.clone();
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("the channel is not ready: {e}")))?;
+        Ok(grpc)
+    }
+
+    fn path(path: &'static str) -> http::uri::PathAndQuery {
+        http::uri::PathAndQuery::from_static(path)
+    }
+
+    /// A unary call.
+    pub async fn unary<Req: Series, Resp: Series>(
+        grpc: &Grpc<Channel>,
+        method: &'static str,
+        request: Req,
+    ) -> Result<Resp, Status> {
+        let codec = ProstCodec::<Req, Resp>::default();
+        ready(grpc)
+            .await?
+            .unary(Request::new(request), path(method), codec)
+            .await
+            .map(Response::into_inner)
+    }
+
+    /// A server-streaming call.
+    pub async fn server_streaming<Req: Series, Resp: Series>(
+        grpc: &Grpc<Channel>,
+        method: &'static str,
+        request: Req,
+    ) -> Result<Streaming<Resp>, Status> {
+        let codec = ProstCodec::<Req, Resp>::default();
+        ready(grpc)
+            .await?
+            .server_streaming(Request::new(request), path(method), codec)
+            .await
+            .map(Response::into_inner)
+    }
+
+    /// A client-streaming call.
+    pub async fn client_streaming<Req: Series, Resp: Series>(
+        grpc: &Grpc<Channel>,
+        method: &'static str,
+        requests: impl futures::Stream<Item = Req> + Send + 'static,
+    ) -> Result<Resp, Status> {
+        let codec = ProstCodec::<Req, Resp>::default();
+        ready(grpc)
+            .await?
+            .client_streaming(Request::new(requests), path(method), codec)
+            .await
+            .map(Response::into_inner)
+    }
+
+    /// A bidirectional streaming call.
+    pub async fn streaming<Req: Series, Resp: Series>(
+        grpc: &Grpc<Channel>,
+        method: &'static str,
+        requests: impl futures::Stream<Item = Req> + Send + 'static,
+    ) -> Result<Streaming<Resp>, Status> {
+        let codec = ProstCodec::<Req, Resp>::default();
+        ready(grpc)
+            .await?
+            .streaming(Request::new(requests), path(method), codec)
+            .await
+            .map(Response::into_inner)
+    }
+
+    fn server<Req: Series, Resp: Series>(
+        limits: MessageLimits,
+    ) -> ServerGrpc<ProstCodec<Resp, Req>> {
+        ServerGrpc::new(ProstCodec::<Resp, Req>::default())
+            .apply_max_message_size_config(Some(limits.max_decoding), Some(limits.max_encoding))
+    }
+
+    /// Serves a unary method.
+    pub async fn serve_unary<Req, Resp, S, B>(
+        svc: S,
+        req: http::Request<B>,
+        limits: MessageLimits,
+    ) -> http::Response<tonic::body::Body>
+    where
+        Req: Series,
+        Resp: Series,
+        S: UnaryService<Req, Response = Resp>,
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        server::<Req, Resp>(limits).unary(svc, req).await
+    }
+
+    /// Serves a server-streaming method.
+    pub async fn serve_server_streaming<Req, Resp, S, B>(
+        svc: S,
+        req: http::Request<B>,
+        limits: MessageLimits,
+    ) -> http::Response<tonic::body::Body>
+    where
+        Req: Series,
+        Resp: Series,
+        S: ServerStreamingService<Req, Response = Resp>,
+        S::ResponseStream: Send + 'static,
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        server::<Req, Resp>(limits).server_streaming(svc, req).await
+    }
+
+    /// Serves a client-streaming method.
+    pub async fn serve_client_streaming<Req, Resp, S, B>(
+        svc: S,
+        req: http::Request<B>,
+        limits: MessageLimits,
+    ) -> http::Response<tonic::body::Body>
+    where
+        Req: Series,
+        Resp: Series,
+        S: ClientStreamingService<Req, Response = Resp>,
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        server::<Req, Resp>(limits).client_streaming(svc, req).await
+    }
+
+    /// Serves a bidirectional streaming method.
+    pub async fn serve_streaming<Req, Resp, S, B>(
+        svc: S,
+        req: http::Request<B>,
+        limits: MessageLimits,
+    ) -> http::Response<tonic::body::Body>
+    where
+        Req: Series,
+        Resp: Series,
+        S: StreamingService<Req, Response = Resp> + Send,
+        S::ResponseStream: Send + 'static,
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        server::<Req, Resp>(limits).streaming(svc, req).await
+    }
+}

@@ -1,7 +1,8 @@
 //! The typed client of a service trait: `FooClient`, one async method per rpc method.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use super::Ctx;
 use crate::runtime::ast::{Kind, Service};
@@ -31,44 +32,41 @@ pub(crate) fn client(cx: &Ctx<'_>, s: &Service) -> TokenStream {
             Kind::Bidi => "Bidirectional streaming call.",
         };
         let kind_doc = format!("{kind_doc} gRPC method `{path}`.");
-        let (arg, out, call, map) = match m.kind {
+        let (arg, out, call, value) = match m.kind {
             Kind::Unary => (
                 quote!(request: #req),
                 quote!(#resp),
-                quote!(unary(#tonic::Request::new(request), path, codec)),
-                quote!(),
+                quote!(unary),
+                quote!(request),
             ),
             Kind::ServerStreaming => (
                 quote!(request: #req),
                 quote!(#tonic::Streaming<#resp>),
-                quote!(server_streaming(#tonic::Request::new(request), path, codec)),
-                quote!(),
+                quote!(server_streaming),
+                quote!(request),
             ),
             Kind::ClientStreaming => (
                 quote!(requests: impl #p::futures::Stream<Item = #req> + ::core::marker::Send + 'static),
                 quote!(#resp),
-                quote!(client_streaming(#tonic::Request::new(requests), path, codec)),
-                quote!(),
+                quote!(client_streaming),
+                quote!(requests),
             ),
             Kind::Bidi => (
                 quote!(requests: impl #p::futures::Stream<Item = #req> + ::core::marker::Send + 'static),
                 quote!(#tonic::Streaming<#resp>),
-                quote!(streaming(#tonic::Request::new(requests), path, codec)),
-                quote!(),
+                quote!(streaming),
+                quote!(requests),
             ),
         };
+        // Spanned at the user's types, so a type that is not a series type is reported there.
+        let req_ty = quote_spanned!(req.span()=> #req);
+        let resp_ty = quote_spanned!(resp.span()=> #resp);
         quote! {
             #(#docs)*
             #[doc = ""]
             #[doc = #kind_doc]
             pub async fn #ident(&self, #arg) -> ::core::result::Result<#out, #tonic::Status> {
-                let mut grpc = ::core::clone::Clone::clone(&self.inner);
-                grpc.ready().await.map_err(|e| {
-                    #tonic::Status::unavailable(::std::format!("the channel is not ready: {e}"))
-                })?;
-                let codec = <#p::tonic_prost::ProstCodec<#req, #resp> as ::core::default::Default>::default();
-                let path = #tonic::codegen::http::uri::PathAndQuery::from_static(#path);
-                grpc.#call.await.map(#tonic::Response::into_inner) #map
+                #p::call::#call::<#req_ty, #resp_ty>(&self.inner, #path, #value).await
             }
         }
     });

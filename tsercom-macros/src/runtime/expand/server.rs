@@ -2,7 +2,8 @@
 //! method's path to the user's implementation.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use super::Ctx;
 use crate::runtime::ast::{Kind, Service};
@@ -26,6 +27,9 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
         let req = &m.request;
         let resp = &m.response;
         let svc = format_ident!("__TsercomSvc");
+        // Spanned at the user's types, so a type that is not a series type is reported there.
+        let req_ty = quote_spanned!(req.span()=> #req);
+        let resp_ty = quote_spanned!(resp.span()=> #resp);
         let (svc_impl, call) = match m.kind {
             Kind::Unary => (
                 quote! {
@@ -42,7 +46,7 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                         }
                     }
                 },
-                quote!(grpc.unary(#svc(inner), req).await),
+                quote!(serve_unary),
             ),
             Kind::ServerStreaming => (
                 quote! {
@@ -60,7 +64,7 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                         }
                     }
                 },
-                quote!(grpc.server_streaming(#svc(inner), req).await),
+                quote!(serve_server_streaming),
             ),
             Kind::ClientStreaming => (
                 quote! {
@@ -77,7 +81,7 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                         }
                     }
                 },
-                quote!(grpc.client_streaming(#svc(inner), req).await),
+                quote!(serve_client_streaming),
             ),
             Kind::Bidi => (
                 quote! {
@@ -95,7 +99,7 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                         }
                     }
                 },
-                quote!(grpc.streaming(#svc(inner), req).await),
+                quote!(serve_streaming),
             ),
         };
         quote! {
@@ -103,15 +107,10 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                 struct #svc<T>(#cg::Arc<T>);
                 #svc_impl
                 let inner = ::core::clone::Clone::clone(&self.inner);
-                let limits = self.limits;
                 ::std::boxed::Box::pin(async move {
-                    let codec = <#p::tonic_prost::ProstCodec<#resp, #req> as ::core::default::Default>::default();
-                    let mut grpc = #tonic::server::Grpc::new(codec)
-                        .apply_max_message_size_config(
-                            ::core::option::Option::Some(limits.max_decoding),
-                            ::core::option::Option::Some(limits.max_encoding),
-                        );
-                    ::core::result::Result::Ok(#call)
+                    ::core::result::Result::Ok(
+                        #p::call::#call::<#req_ty, #resp_ty, _, _>(#svc(inner), req, limits).await,
+                    )
                 })
             }
         }
@@ -176,6 +175,7 @@ pub(crate) fn service(cx: &Ctx<'_>, s: &Service) -> TokenStream {
                 }
 
                 fn call(&mut self, req: #cg::http::Request<B>) -> Self::Future {
+                    let limits = self.limits;
                     match req.uri().path() {
                         #(#arms)*
                         _ => ::std::boxed::Box::pin(async move {
