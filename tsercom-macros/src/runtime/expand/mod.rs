@@ -202,3 +202,32 @@ pub(crate) fn items(cx: &Ctx<'_>) -> Vec<syn::Item> {
         .map(syn::Item::Verbatim)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::service_type;
+    use crate::runtime::ast::camel_case;
+
+    #[test]
+    fn service_types() {
+        assert_eq!(
+            service_type("weather").as_deref(),
+            Some("_weather._tcp.local.")
+        );
+        assert_eq!(
+            service_type("Lab__Inst_").as_deref(),
+            Some("_lab-inst._tcp.local.")
+        );
+        assert_eq!(service_type("_1"), None);
+        let long = service_type("temperature_readings").unwrap_or_default();
+        assert!(long.starts_with("_temperatur-"), "{long}");
+        assert_eq!(long.len(), "_temperatur-abcd._tcp.local.".len());
+    }
+
+    #[test]
+    fn method_names() {
+        assert_eq!(camel_case("get_reading"), "GetReading");
+        assert_eq!(camel_case("latest"), "Latest");
+        assert_eq!(camel_case("getX"), "GetX");
+    }
+}
