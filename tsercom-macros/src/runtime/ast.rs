@@ -328,6 +328,21 @@ fn service(t: &mut syn::ItemTrait, errors: &mut Errors) -> Service {
     }
 }
 
+/// The names a `use` item brings into scope (not glob imports, which named items shadow).
+fn use_names(tree: &syn::UseTree, out: &mut Vec<syn::Ident>) {
+    match tree {
+        syn::UseTree::Path(p) => use_names(&p.tree, out),
+        syn::UseTree::Name(n) if n.ident != "self" => out.push(n.ident.clone()),
+        syn::UseTree::Name(_) | syn::UseTree::Glob(_) => {}
+        syn::UseTree::Rename(r) => out.push(r.rename.clone()),
+        syn::UseTree::Group(g) => {
+            for t in &g.items {
+                use_names(t, out);
+            }
+        }
+    }
+}
+
 /// Reads and rewrites the module's items.
 pub(crate) fn parse(
     items: &mut [Item],
@@ -354,6 +369,10 @@ pub(crate) fn parse(
             Item::Type(t) => (None, Some(t.ident.clone())),
             Item::Union(u) => (None, Some(u.ident.clone())),
             Item::Mod(m) => (None, Some(m.ident.clone())),
+            Item::Use(u) => {
+                use_names(&u.tree, &mut names);
+                (None, None)
+            }
             _ => (None, None),
         };
         if let Some(name) = &name {

@@ -3,6 +3,7 @@ use tsercom::rpc::Status;
 #[tsercom::runtime(data = Reading)]
 mod weather {
     use super::*;
+    use tsercom::Runtime;
 
     #[tsercom::series]
     pub struct Reading {
