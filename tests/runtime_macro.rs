@@ -345,3 +345,45 @@ async fn message_limits_apply_to_the_generated_server() {
     drop(client);
     server.shutdown(GRACE).await.unwrap();
 }
+
+/// Data and rpc types from another package are imported by the runtime's file.
+#[tsercom::series(package = "shared.types")]
+pub struct SharedReading {
+    pub value: f64,
+}
+
+#[tsercom::runtime(data = super::SharedReading, event = Tick)]
+pub mod lab {
+    use tsercom::rpc::Status;
+
+    #[tsercom::series]
+    pub struct Tick {}
+
+    pub trait Probe {
+        async fn read(&self, request: Tick) -> Result<super::SharedReading, Status>;
+    }
+}
+
+#[test]
+fn other_packages_are_imported() {
+    let proto = lab::proto();
+    assert!(proto.contains("import \"shared/types.proto\";"), "{proto}");
+    assert!(
+        proto.contains("  .shared.types.SharedReading payload = 3;"),
+        "{proto}"
+    );
+    assert!(
+        proto.contains("rpc Read(Tick) returns (.shared.types.SharedReading);"),
+        "{proto}"
+    );
+    let paths: Vec<String> = lab::proto_files().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        paths,
+        [
+            "tsercom/caller_id.proto",
+            "tsercom/stream.proto",
+            "shared/types.proto",
+            "lab.proto"
+        ]
+    );
+}
