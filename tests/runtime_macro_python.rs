@@ -228,3 +228,51 @@ fn typed_stream_messages_match_the_wire() {
     assert_eq!((frame.samples[0].seq, frame.samples[0].time_ns), (7, -5));
     assert!(frame.samples[0].synchronized);
 }
+
+#[tsercom::series(package = "xshared.v1")]
+pub struct Shared {
+    pub value: f64,
+    pub at: tsercom::Timestamp,
+    pub from: tsercom::CallerId,
+}
+
+#[tsercom::runtime(data = super::Shared, event = Tick, package = "xlab.v2")]
+pub mod xlab {
+    use tsercom::rpc::{ResponseStream, Status, Streaming};
+
+    #[tsercom::series]
+    pub enum Tick {
+        Now,
+        Later { ms: u32 },
+    }
+
+    pub trait Probe {
+        async fn read(&self, request: Tick) -> Result<super::Shared, Status>;
+        async fn watch(
+            &self,
+            request: Streaming<Tick>,
+        ) -> Result<ResponseStream<super::Shared>, Status>;
+    }
+}
+
+/// A runtime whose data type lives in another package and references tsercom's and
+/// protobuf's own messages: every file of `proto_files()` compiles.
+#[test]
+fn proto_files_with_other_packages_compile() {
+    let Some(py) = Python::find("proto_files_with_other_packages_compile") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let include = dir.path().join("proto");
+    let mut names = Vec::new();
+    for (path, text) in xlab::proto_files() {
+        let file = include.join(&path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, text).unwrap();
+        names.push(path);
+    }
+    assert_eq!(names.last().map(String::as_str), Some("xlab/v2.proto"));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    py.protoc(&include, &refs, &dir.path().join("py"));
+    assert!(dir.path().join("py/xlab/v2_pb2_grpc.py").exists());
+}
