@@ -29,6 +29,10 @@ pub use tsercom_runtime::ids::{self, CallerId, CallerIdError};
 pub use tsercom_runtime::schema;
 pub use tsercom_runtime::series::{Interpolate, Series};
 
+pub mod rpc;
+
+#[doc(inline)]
+pub use tsercom_macros::runtime;
 #[doc(inline)]
 pub use tsercom_macros::series;
 pub use tsercom_runtime::data::{
@@ -66,4 +70,7 @@ pub mod __private {
     pub use tonic;
     pub use tonic_prost;
     pub use tsercom_runtime as runtime;
+
+    pub use crate::rpc::__call as call;
+    pub use crate::rpc::__describe as describe;
 }

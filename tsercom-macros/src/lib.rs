@@ -4,6 +4,7 @@
 //! Each macro is parse -> validate -> expand; errors are collected, reported at once and
 //! spanned, and the annotated item is still emitted so one mistake does not cascade.
 
+mod runtime;
 mod schema;
 mod series;
 
@@ -13,4 +14,10 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn series(args: TokenStream, input: TokenStream) -> TokenStream {
     series::expand(args.into(), input.into()).into()
+}
+
+#[doc = include_str!("runtime/doc.md")]
+#[proc_macro_attribute]
+pub fn runtime(args: TokenStream, input: TokenStream) -> TokenStream {
+    runtime::expand(args.into(), input.into()).into()
 }

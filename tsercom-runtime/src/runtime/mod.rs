@@ -45,6 +45,19 @@ pub trait Runtime: Send + Sync + 'static {
     const SERVICE: &'static str;
     /// The gRPC path of the stream method, e.g. `"/weather.Stream/Open"`.
     const OPEN_PATH: &'static str;
+
+    /// The `.proto` text of the runtime. By default the file of the data type's package
+    /// with the data and event schemas; `#[tsercom::runtime]` returns the module's complete
+    /// file instead (every series message, the typed stream messages, `service Stream` and
+    /// the custom services).
+    fn proto() -> String {
+        let mut registry = crate::schema::SchemaRegistry::new();
+        <Self::Data as Series>::describe(&mut registry);
+        <Self::Event as Series>::describe(&mut registry);
+        registry.render_package(crate::schema::package_of(
+            <Self::Data as Series>::MESSAGE_NAME,
+        ))
+    }
 }
 
 /// Errors of the roles.

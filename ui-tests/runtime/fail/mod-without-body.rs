@@ -1,0 +1,4 @@
+#[tsercom::runtime(data = Reading)]
+mod weather;
+
+fn main() {}

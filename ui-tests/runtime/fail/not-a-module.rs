@@ -1,0 +1,4 @@
+#[tsercom::runtime(data = Reading)]
+struct Reading;
+
+fn main() {}
