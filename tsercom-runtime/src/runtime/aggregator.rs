@@ -281,36 +281,13 @@ impl<R: Runtime> Core<R> {
             let received_at = self.clock.now();
             match env.kind {
                 Some(Kind::Frame(frame)) => {
-                    let mut last = lock(&state.last_seq);
-                    let mut items = Vec::with_capacity(frame.samples.len());
-                    let mut duplicates = 0;
-                    for s in frame.samples {
-                        if s.seq <= *last {
-                            duplicates += 1;
-                            continue;
-                        }
-                        let value = R::Data::decode(s.payload).map_err(|e| {
-                            self.rejected.fetch_add(1, Ordering::Relaxed);
-                            Status::invalid_argument(format!(
-                                "sample {} does not decode as {}: {e}",
-                                s.seq,
-                                R::Data::MESSAGE_NAME
-                            ))
-                        })?;
-                        items.push(Timestamped {
-                            time: Timestamp::from_nanos(s.time_ns),
-                            seq: s.seq,
-                            synchronized: s.synchronized,
-                            value,
-                        });
-                        *last = s.seq;
-                    }
+                    let (items, seq, duplicates) = self.accept_frame(state, frame)?;
                     let n = items.len() as u64;
                     if n > 0 {
-                        self.data.insert_batch(peer.id, items);
+                        // Waits (without blocking a thread) only for a subscriber that
+                        // asked for back-pressure with `OverflowPolicy::Block`.
+                        self.data.insert_batch_async(peer.id, items).await;
                     }
-                    let seq = *last;
-                    drop(last);
                     self.received.fetch_add(n, Ordering::Relaxed);
                     if duplicates > 0 {
                         self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
@@ -373,6 +350,40 @@ impl<R: Runtime> Core<R> {
                 None => return Err(self.reject("an envelope with no content")),
             }
         }
+    }
+
+    /// Decodes a frame's new samples (dropping duplicates of what this caller already
+    /// sent); returns them, the last sequence number held, and the duplicates dropped.
+    fn accept_frame(
+        &self,
+        state: &CallerState,
+        frame: wire::Frame,
+    ) -> Result<(Vec<Timestamped<R::Data>>, u64, u64), Status> {
+        let mut last = lock(&state.last_seq);
+        let mut items = Vec::with_capacity(frame.samples.len());
+        let mut duplicates = 0;
+        for s in frame.samples {
+            if s.seq <= *last {
+                duplicates += 1;
+                continue;
+            }
+            let value = R::Data::decode(s.payload).map_err(|e| {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                Status::invalid_argument(format!(
+                    "sample {} does not decode as {}: {e}",
+                    s.seq,
+                    R::Data::MESSAGE_NAME
+                ))
+            })?;
+            items.push(Timestamped {
+                time: Timestamp::from_nanos(s.time_ns),
+                seq: s.seq,
+                synchronized: s.synchronized,
+                value,
+            });
+            *last = s.seq;
+        }
+        Ok((items, *last, duplicates))
     }
 
     fn reject(&self, why: &str) -> Status {
