@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::proxy::Proxy;
+use support::proxy::{Delay, Proxy};
 use tsercom::{
     Aggregator, Backoff, Clock, Runtime, SessionConfig, SkewedClock, Source, SystemClock, Timestamp,
 };
@@ -216,4 +216,47 @@ async fn without_a_clock_estimate_samples_still_flow_marked_unsynchronized() {
     // Stamped with the source's own clock, 3 s behind the aggregator's.
     assert!(item.time >= before && item.time <= skewed.now());
     assert!(source.clocks()[0].1.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_delay_and_jitter_the_offset_error_stays_within_the_reported_uncertainty() {
+    // 2 ms +/- 0.5 ms each way (what `tc netem delay 2ms 0.5ms` would do), through a relay.
+    let skewed: Arc<dyn Clock> = Arc::new(SkewedClock::new(-3_000_000_000, 0.0));
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let delay = Delay {
+        base: Duration::from_micros(1_500),
+        jitter: Duration::from_micros(1_000),
+    };
+    let proxy = Proxy::start_with_delay(agg.local_addr().unwrap(), Some(delay)).await;
+    let source = Source::<Ticks>::builder()
+        .dial([proxy.addr()])
+        .clock(Arc::clone(&skewed))
+        .start()
+        .await
+        .unwrap();
+    wait_until("a warmed-up estimate", || {
+        source
+            .clocks()
+            .first()
+            .and_then(|(_, e)| *e)
+            .is_some_and(|e| e.exchanges >= 16)
+    })
+    .await;
+    for _ in 0..10 {
+        let est = source.clocks()[0].1.unwrap();
+        let local = skewed.now();
+        let truth = SystemClock.now().nanos_since(local);
+        let error = (est.offset_at(local) - truth).unsigned_abs();
+        assert!(
+            u128::from(error) <= est.uncertainty.as_nanos(),
+            "error {error} ns exceeds the reported uncertainty {:?} ({est:?})",
+            est.uncertainty
+        );
+        assert!(est.round_trip >= Duration::from_millis(3), "{est:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

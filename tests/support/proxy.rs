@@ -2,6 +2,10 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -14,8 +18,21 @@ pub struct Proxy {
     blocked: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Extra one-way delay the relay adds to every chunk of bytes, in each direction:
+/// `base` plus a uniformly random `0..=jitter`, never reordering bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Delay {
+    pub base: Duration,
+    pub jitter: Duration,
+}
+
 impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Proxy {
+        Self::start_with_delay(upstream, None).await
+    }
+
+    /// A relay that delays each direction's bytes (netem is not available here).
+    pub async fn start_with_delay(upstream: SocketAddr, delay: Option<Delay>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let conns = Arc::new(Mutex::new(JoinSet::new()));
@@ -35,7 +52,21 @@ impl Proxy {
                         };
                         let _ = inbound.set_nodelay(true);
                         let _ = outbound.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        match delay {
+                            None => {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                                    .await;
+                            }
+                            Some(delay) => {
+                                let (ri, wi) = inbound.into_split();
+                                let (ro, wo) = outbound.into_split();
+                                let seed = addr_seed(&upstream);
+                                tokio::join!(
+                                    delayed_copy(ri, wo, delay, seed),
+                                    delayed_copy(ro, wi, delay, seed ^ 0x9e37_79b9)
+                                );
+                            }
+                        }
                     });
                 }
             })
@@ -69,4 +100,51 @@ impl Drop for Proxy {
         self.accept.abort();
         self.conns.lock().unwrap().abort_all();
     }
+}
+
+fn addr_seed(addr: &SocketAddr) -> u64 {
+    0x2545_f491_4f6c_dd1d ^ u64::from(addr.port())
+}
+
+/// Copies `from` to `to`, holding each chunk until `delay` after it was read (plus a
+/// random jitter), in order.
+async fn delayed_copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Delay, seed: u64) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut state = seed | 1;
+        let mut last = tokio::time::Instant::now();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // xorshift64: deterministic jitter per connection.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let jitter_ns = delay.jitter.as_nanos() as u64;
+            let extra = if jitter_ns == 0 {
+                0
+            } else {
+                state % (jitter_ns + 1)
+            };
+            let due =
+                (tokio::time::Instant::now() + delay.base + Duration::from_nanos(extra)).max(last);
+            last = due;
+            if tx.send((due, buf[..n].to_vec())).is_err() {
+                return;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
