@@ -101,6 +101,15 @@ pub struct AggregatorStats {
     pub connections: u64,
 }
 
+/// The new samples of a frame.
+struct Accepted<D> {
+    items: Vec<Timestamped<D>>,
+    /// The last sequence number held for the caller.
+    last: u64,
+    /// Samples dropped as already received.
+    duplicates: u64,
+}
+
 /// A session with a discovered source; dropping it ends the session.
 struct Session {
     id: u64,
@@ -281,7 +290,11 @@ impl<R: Runtime> Core<R> {
             let received_at = self.clock.now();
             match env.kind {
                 Some(Kind::Frame(frame)) => {
-                    let (items, seq, duplicates) = self.accept_frame(state, frame)?;
+                    let Accepted {
+                        items,
+                        last: seq,
+                        duplicates,
+                    } = self.accept_frame(state, frame)?;
                     let n = items.len() as u64;
                     if n > 0 {
                         // Waits (without blocking a thread) only for a subscriber that
@@ -358,7 +371,7 @@ impl<R: Runtime> Core<R> {
         &self,
         state: &CallerState,
         frame: wire::Frame,
-    ) -> Result<(Vec<Timestamped<R::Data>>, u64, u64), Status> {
+    ) -> Result<Accepted<R::Data>, Status> {
         let mut last = lock(&state.last_seq);
         let mut items = Vec::with_capacity(frame.samples.len());
         let mut duplicates = 0;
@@ -383,7 +396,11 @@ impl<R: Runtime> Core<R> {
             });
             *last = s.seq;
         }
-        Ok((items, *last, duplicates))
+        Ok(Accepted {
+            items,
+            last: *last,
+            duplicates,
+        })
     }
 
     fn reject(&self, why: &str) -> Status {
