@@ -74,8 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Discovery::mdns_with(MdnsConfig::loopback())
     };
     println!(
-        "tsercom quickstart: runtime `{}` on mDNS service type {} ({})",
-        "sensors",
+        "tsercom quickstart: runtime `sensors` on mDNS service type {} ({})",
         sensors::SERVICE_TYPE,
         if lan {
             "all interfaces"
