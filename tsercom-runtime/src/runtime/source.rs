@@ -23,6 +23,7 @@ use super::session::{
 use super::{is_permanent, spawn_owned, Backoff, Runtime, RuntimeError};
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
 use crate::ids::CallerId;
+use crate::queue::{self, OverflowPolicy};
 use crate::series::Series;
 use crate::time::{Clock, SystemClock, Timestamp};
 use crate::timesync::ClockEstimate;
@@ -80,7 +81,7 @@ struct Core<R: Runtime> {
     clock: Arc<dyn Clock>,
     config: SessionConfig,
     data: SendBuffer,
-    events: mpsc::Sender<Event<R::Event>>,
+    events: queue::Sender<Event<R::Event>>,
     /// Per aggregator: its incarnation and the last event received from it.
     event_progress: Mutex<HashMap<CallerId, (u64, u64)>>,
     conns: Mutex<Vec<Arc<Conn>>>,
@@ -88,7 +89,6 @@ struct Core<R: Runtime> {
     links: Mutex<HashMap<CallerId, Arc<ClockLink>>>,
     sent: AtomicU64,
     events_delivered: AtomicU64,
-    events_dropped: AtomicU64,
     events_lost: AtomicU64,
     stopping: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
@@ -227,10 +227,11 @@ impl<R: Runtime> Core<R> {
                             seq: s.seq,
                             value,
                         };
-                        match self.events.try_send(event) {
-                            Ok(()) => self.events_delivered.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => self.events_dropped.fetch_add(1, Ordering::Relaxed),
-                        };
+                        // Waits only under `OverflowPolicy::Block` (back-pressure to the
+                        // aggregator); the drop policies count what they drop.
+                        if self.events.send(event).await.is_ok() {
+                            self.events_delivered.fetch_add(1, Ordering::Relaxed);
+                        }
                         last_event = s.seq;
                     }
                     lock(&self.event_progress)
@@ -407,7 +408,7 @@ impl<R: Runtime> Acceptor for Core<R> {
 /// duplicates within the buffer's bounds.
 pub struct Source<R: Runtime> {
     core: Arc<Core<R>>,
-    events: Mutex<Option<mpsc::Receiver<Event<R::Event>>>>,
+    events: Mutex<Option<queue::Receiver<Event<R::Event>>>>,
     local_addr: Option<SocketAddr>,
     server: Mutex<Option<crate::transport::Server>>,
     publisher: Mutex<Option<crate::discovery::Publisher>>,
@@ -435,6 +436,7 @@ pub struct SourceBuilder<R: Runtime> {
     session: SessionConfig,
     backoff: Backoff,
     event_capacity: usize,
+    event_policy: OverflowPolicy,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -453,6 +455,7 @@ impl<R: Runtime> Source<R> {
             session: SessionConfig::default(),
             backoff: Backoff::default(),
             event_capacity: 1024,
+            event_policy: OverflowPolicy::DropOldest,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -515,7 +518,7 @@ impl<R: Runtime> Source<R> {
 
     /// The events from aggregators. The first call returns the queue filled since start;
     /// later calls return `None`.
-    pub fn events(&self) -> Option<mpsc::Receiver<Event<R::Event>>> {
+    pub fn events(&self) -> Option<queue::Receiver<Event<R::Event>>> {
         lock(&self.events).take()
     }
 
@@ -534,7 +537,7 @@ impl<R: Runtime> Source<R> {
             evicted: self.core.data.evicted(),
             buffered: self.core.data.len() as u64,
             events: self.core.events_delivered.load(Ordering::Relaxed),
-            events_dropped: self.core.events_dropped.load(Ordering::Relaxed),
+            events_dropped: self.core.events.stats().dropped,
             events_lost: self.core.events_lost.load(Ordering::Relaxed),
             connections: lock(&self.core.conns).len() as u64,
         }
@@ -657,10 +660,13 @@ impl<R: Runtime> SourceBuilder<R> {
         self
     }
 
-    /// Events queued for the user at most (default 1024); more are dropped and counted in
-    /// `SourceStats::events_dropped`.
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
+    /// The event queue: `capacity` events at most (default 1024), and what happens when
+    /// it is full (default `DropOldest`; drops are counted in
+    /// `SourceStats::events_dropped`). `Block` holds up the connection instead (events
+    /// then wait at the aggregator, acknowledged only once queued here).
+    pub fn event_queue(mut self, capacity: usize, policy: OverflowPolicy) -> Self {
         self.event_capacity = capacity.max(1);
+        self.event_policy = policy;
         self
     }
 
@@ -686,7 +692,7 @@ impl<R: Runtime> SourceBuilder<R> {
                 "SessionConfig::max_frame_bytes must be at least 1024".into(),
             ));
         }
-        let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
+        let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
         let core = Arc::new(Core::<R> {
             id: self.id.unwrap_or_else(CallerId::random),
             incarnation: super::random_u64(),
@@ -699,7 +705,6 @@ impl<R: Runtime> SourceBuilder<R> {
             links: Mutex::new(HashMap::new()),
             sent: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
-            events_dropped: AtomicU64::new(0),
             events_lost: AtomicU64::new(0),
             stopping: watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
