@@ -7,7 +7,7 @@
 
 #![allow(missing_docs)]
 
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 mod common;
 
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@
 
 #![allow(missing_docs)]
 
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 mod common;
 
 use std::net::SocketAddr;
@@ -41,7 +41,7 @@ fn main() {
     let samples = std::env::var("TSERCOM_BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 200_000 } else { 1_000_000 });
+        .unwrap_or(if quick { 500_000 } else { 2_000_000 });
     let config = Config {
         samples,
         runs: if quick { 1 } else { 3 },
@@ -51,7 +51,7 @@ fn main() {
     let mut results: Vec<((usize, &str), Vec<Value>)> = Vec::new();
     for run in 0..config.runs {
         for sources in [1_usize, 4] {
-            for arm in ARMS {
+            for arm in ARMS.into_iter().filter(|a| selected(a)) {
                 let mut v = rt.block_on(run_arm(arm, sources, &config));
                 v["run"] = json!(run + 1);
                 emit(&v);
@@ -70,6 +70,9 @@ fn main() {
         }
     }
     drop(rt);
+    if !selected("python-tsercom-1.1.3") {
+        return;
+    }
     let py_samples = if quick { 10_000 } else { 50_000 };
     for line in run_python(
         "throughput",
@@ -91,21 +94,25 @@ fn main() {
     }));
 }
 
+/// Whether `TSERCOM_BENCH_ARMS` (comma-separated; default all) selects `arm`.
+fn selected(arm: &str) -> bool {
+    std::env::var("TSERCOM_BENCH_ARMS").map_or(true, |v| v.split(',').any(|a| a == arm))
+}
+
 async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
     let per_source = config.samples / sources as u64;
-    let total = per_source * sources as u64;
     let load = load_1m();
-    let (done, window) = match arm {
+    let (total, done, window) = match arm {
         "tsercom" => tsercom_arm(sources, per_source, config.deadline).await,
         "tonic-raw-per-message" => {
-            raw_arm::<RawSample>(sources, per_source, config.deadline, |tx, i| {
+            raw_arm::<RawSample, _, _>(sources, per_source, config.deadline, |tx, i| {
                 let tx = tx.clone();
                 async move { tx.send(raw::raw_sample(i)).await.is_ok() }
             })
             .await
         }
         "tonic-raw-batched" => {
-            raw_arm::<RawBatch>(sources, per_source, config.deadline, |tx, i| {
+            raw_arm::<RawBatch, _, _>(sources, per_source, config.deadline, |tx, i| {
                 let tx = tx.clone();
                 async move { tx.send(batch(i)).await.is_ok() }
             })
@@ -153,7 +160,7 @@ async fn wait_count(count: &AtomicU64, target: u64, deadline: Instant) -> u64 {
 }
 
 /// The full runtime: sources dial one aggregator on loopback; a reader drains it.
-async fn tsercom_arm(sources: usize, per_source: u64, limit: Duration) -> (u64, (f64, f64)) {
+async fn tsercom_arm(sources: usize, per_source: u64, limit: Duration) -> (u64, u64, (f64, f64)) {
     let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let agg = Aggregator::<Weather>::builder()
         .listen(local)
@@ -187,7 +194,11 @@ async fn tsercom_arm(sources: usize, per_source: u64, limit: Duration) -> (u64, 
         tokio::time::sleep(POLL).await;
     }
     let drained = reader.get_new_data();
-    assert_eq!(drained.items.len() as u64, warm, "warm-up reached the reader");
+    assert_eq!(
+        drained.items.len() as u64,
+        warm,
+        "warm-up reached the reader"
+    );
 
     let total = per_source * sources as u64;
     let consumed = Arc::new(AtomicU64::new(0));
@@ -235,7 +246,7 @@ async fn tsercom_arm(sources: usize, per_source: u64, limit: Duration) -> (u64, 
     }
     drop(srcs);
     agg.shutdown(Duration::from_millis(200)).await;
-    (n, measured)
+    (total, n, measured)
 }
 
 /// Hand-written tonic: one stream per source to one server, whose application channel
@@ -245,7 +256,7 @@ async fn raw_arm<M, F, Fut>(
     per_source: u64,
     limit: Duration,
     send: F,
-) -> (u64, (f64, f64))
+) -> (u64, u64, (f64, f64))
 where
     M: RawMessage + Counted,
     F: Fn(&mpsc::Sender<M>, u64) -> Fut + Send + Sync + Copy + 'static,
@@ -305,7 +316,7 @@ where
     drop(streams);
     drop(server);
     consumer.abort();
-    (n, measured)
+    (total, n, measured)
 }
 
 /// Samples in one message of an arm.

@@ -4,7 +4,7 @@
 pub mod raw;
 
 use std::path::PathBuf;
-use std::process::Command;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -21,8 +21,9 @@ pub struct Reading {
 /// Events are not measured; the runtime needs a type.
 #[tsercom::series]
 #[derive(PartialEq)]
-pub enum Command {
+pub enum Control {
     Idle,
+    SetRate { hz: u32 },
 }
 
 /// The runtime the benches measure (what `#[tsercom::runtime]` would generate).
@@ -30,7 +31,7 @@ pub struct Weather;
 
 impl tsercom::Runtime for Weather {
     type Data = Reading;
-    type Event = Command;
+    type Event = Control;
     const NAME: &'static str = "weather";
     const SERVICE: &'static str = "weather.Stream";
     const OPEN_PATH: &'static str = "/weather.Stream/Open";
@@ -174,9 +175,11 @@ pub fn run_python(bench: &str, args: &[String], extra: Value) -> Vec<Value> {
         return skipped("TSERCOM_PY is not set (a Python with tsercom 1.1.3; see shared/baselines/python-tsercom/README.md)".into());
     };
     let Some(script) = python_bench_script() else {
-        return skipped("shared/baselines/python-tsercom/bench.py not found (set TSERCOM_PY_BENCH)".into());
+        return skipped(
+            "shared/baselines/python-tsercom/bench.py not found (set TSERCOM_PY_BENCH)".into(),
+        );
     };
-    let out = Command::new(&python)
+    let out = std::process::Command::new(&python)
         .arg(&script)
         .args(["--scenarios", bench])
         .args(["--ntp-port", &free_udp_port().to_string()])
