@@ -419,8 +419,35 @@ impl<R: Runtime> Source<R> {
         local_time: Timestamp,
         value: R::Data,
     ) -> Result<u64, RuntimeError> {
-        self.send_batch_at(std::iter::once((local_time, value)))
-            .await
+        // One sample needs no intermediate list (this is the hot path of `send`).
+        self.check_running()?;
+        let payload = self.encode(&value)?;
+        let seq = self
+            .core
+            .data
+            .push_many(std::iter::once((local_time, payload)));
+        self.core.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    fn check_running(&self) -> Result<(), RuntimeError> {
+        if *self.core.stopping.borrow() {
+            return Err(RuntimeError::ShutDown);
+        }
+        Ok(())
+    }
+
+    /// Encodes a sample, refusing one larger than a frame may carry.
+    fn encode(&self, value: &R::Data) -> Result<Bytes, RuntimeError> {
+        let limit = self.core.config.max_frame_bytes - 128;
+        let bytes = Bytes::from(value.encode_to_vec());
+        if bytes.len() > limit {
+            return Err(RuntimeError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        Ok(bytes)
     }
 
     /// Sends several samples at once (cheaper than one `send` each). Returns the sequence
@@ -429,20 +456,10 @@ impl<R: Runtime> Source<R> {
         &self,
         items: impl IntoIterator<Item = (Timestamp, R::Data)>,
     ) -> Result<u64, RuntimeError> {
-        if *self.core.stopping.borrow() {
-            return Err(RuntimeError::ShutDown);
-        }
-        let limit = self.core.config.max_frame_bytes - 128;
+        self.check_running()?;
         let mut encoded = Vec::new();
         for (time, value) in items {
-            let bytes = Bytes::from(value.encode_to_vec());
-            if bytes.len() > limit {
-                return Err(RuntimeError::TooLarge {
-                    size: bytes.len(),
-                    limit,
-                });
-            }
-            encoded.push((time, bytes));
+            encoded.push((time, self.encode(&value)?));
         }
         let n = encoded.len() as u64;
         let seq = self.core.data.push_many(encoded);
