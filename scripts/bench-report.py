@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Markdown tables from the JSON lines of `cargo bench --bench throughput|latency`.
 
-Usage: scripts/bench-report.py RESULTS.jsonl [...]  (prints Markdown on stdout)
+Usage: scripts/bench-report.py [--update FILE.md] RESULTS.jsonl [...]
+  Prints Markdown on stdout, or with --update replaces the text between
+  "<!-- BEGIN GENERATED -->" and "<!-- END GENERATED -->" in FILE.md.
 
 Takes the `"run": "median"` line of an arm where there is one, else its only run.
 Every figure printed comes from the input; nothing is typed in by hand.
@@ -106,13 +108,44 @@ def latency(lines):
     return "\n".join(out)
 
 
-def main():
-    lines = load(sys.argv[1:])
+def machine(lines):
+    m = next((v for v in lines if v.get("machine")), None)
+    after = next((v for v in lines if v.get("machine_after")), {})
+    if m is None:
+        return ""
+    return (
+        f"Run {m['date']} on {m['nproc']} cores ({m['cpu']}), Linux {m['kernel']}, "
+        f"{m['rustc']}; load average (1/5/15 min) {m['loadavg']} before, "
+        f"{after.get('loadavg', '?')} after{'; quick mode' if m.get('quick') else ''}.\n"
+    )
+
+
+def render(lines):
     benches = {v.get("bench") for v in lines}
+    parts = [machine(lines)]
     if "throughput" in benches:
-        print("### throughput\n" + throughput(lines) + "\n")
+        parts.append("### throughput\n" + throughput(lines) + "\n")
     if "latency" in benches:
-        print("### latency\n" + latency(lines) + "\n")
+        parts.append("### latency\n" + latency(lines) + "\n")
+    return "\n".join(parts)
+
+
+def main():
+    args = sys.argv[1:]
+    target = None
+    if args[:1] == ["--update"]:
+        target, args = args[1], args[2:]
+    text = render(load(args))
+    if target is None:
+        print(text)
+        return
+    begin, end = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
+    with open(target) as f:
+        doc = f.read()
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(target, "w") as f:
+        f.write(head + begin + "\n" + text + "\n" + end + tail)
 
 
 if __name__ == "__main__":
