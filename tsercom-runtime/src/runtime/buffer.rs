@@ -141,10 +141,7 @@ impl SendBuffer {
             .samples
             .back()
             .map(|s| s.time.saturating_sub(self.limits.max_age));
-        loop {
-            let Some(front) = inner.samples.front() else {
-                break;
-            };
+        while let Some(front) = inner.samples.front() {
             let over = inner.bytes > self.limits.max_bytes
                 || inner.samples.len() > self.limits.max_samples
                 || oldest_allowed.is_some_and(|t| front.time < t);
