@@ -120,6 +120,44 @@ def machine(lines):
     )
 
 
+def targets(lines):
+    """The issue's targets, checked against the same figures as the tables."""
+    tp = pick(lines, "throughput", "sources")
+    lt = pick(lines, "latency", "rate_hz")
+    rows = ["| target | figure | met |", "|---|---|---|"]
+
+    def row(name, value, ok):
+        rows.append(f"| {name} | {value} | {'yes' if ok else 'no'} |")
+
+    for n in (1, 4):
+        ts = tp.get(("tsercom", n), {})
+        b = tp.get(("tonic-raw-batched", n), {})
+        py = tp.get(("python-tsercom-1.1.3", n), {})
+        sps = ts.get("samples_per_s")
+        if sps:
+            row(f"{n} source(s): >= 300k samples/s", f"{fmt(sps)}/s", sps >= 300_000)
+        if sps and b.get("samples_per_s"):
+            r = sps / b["samples_per_s"]
+            row(f"{n} source(s): >= 0.7x batched tonic-raw (samples/s)", f"{r:.2f}x", r >= 0.7)
+        if ts.get("cpu_s_per_million") and b.get("cpu_s_per_million"):
+            r = b["cpu_s_per_million"] / ts["cpu_s_per_million"]
+            row(
+                f"{n} source(s): CPU per sample, batched tonic-raw ÷ tsercom (the ratio a CPU-bound 2-core run converges to)",
+                f"{r:.2f}x",
+                r >= 0.7,
+            )
+        if sps and py.get("samples_per_s"):
+            r = sps / py["samples_per_s"]
+            row(f"{n} source(s): >= 50x Python tsercom 1.1.3 (samples/s)", f"{r:.0f}x", r >= 50)
+        if ts.get("cpu_s_per_million") and py.get("cpu_s_per_million"):
+            r = py["cpu_s_per_million"] / ts["cpu_s_per_million"]
+            row(f"{n} source(s): CPU per sample, Python ÷ tsercom", f"{r:.0f}x", r >= 50)
+    v = lt.get(("tsercom", 1000), {})
+    if v.get("p99_us") is not None:
+        row("latency p99 <= 1 ms at 1 kHz", f"{fmt(v['p99_us'], 1)} µs", v["p99_us"] <= 1000)
+    return "\n".join(rows)
+
+
 def render(lines):
     benches = {v.get("bench") for v in lines}
     parts = [machine(lines)]
@@ -127,6 +165,7 @@ def render(lines):
         parts.append("### throughput\n" + throughput(lines) + "\n")
     if "latency" in benches:
         parts.append("### latency\n" + latency(lines) + "\n")
+    parts.append("### targets (issue 7)\n\n" + targets(lines) + "\n")
     return "\n".join(parts)
 
 
