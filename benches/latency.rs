@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tsercom::{Aggregator, OverflowPolicy, Source};
 
 use common::raw::{self, RawSample};
-use common::{emit, load_1m, percentile, reading, run_python, Weather, Window};
+use common::{emit, load_1m, median_line, percentile, reading, run_python, Weather, Window};
 
 const RATES: [u32; 2] = [1_000, 10_000];
 const ARMS: [&str; 2] = ["tsercom", "tonic-raw"];
@@ -27,11 +27,27 @@ const ARMS: [&str; 2] = ["tsercom", "tonic-raw"];
 fn main() {
     let quick = common::quick();
     let seconds = if quick { 1.5 } else { 5.0 };
+    let runs = if quick { 1 } else { 3 };
     let rt = common::tokio_runtime();
-    for rate in RATES {
-        for arm in ARMS {
-            let v = rt.block_on(run_arm(arm, rate, seconds));
-            emit(&v);
+    let mut results: Vec<((u32, &str), Vec<Value>)> = Vec::new();
+    for run in 0..runs {
+        for rate in RATES {
+            for arm in ARMS {
+                let mut v = rt.block_on(run_arm(arm, rate, seconds));
+                v["run"] = json!(run + 1);
+                emit(&v);
+                match results.iter_mut().find(|(k, _)| *k == (rate, arm)) {
+                    Some((_, runs)) => runs.push(v),
+                    None => results.push(((rate, arm), vec![v])),
+                }
+            }
+        }
+    }
+    if runs > 1 {
+        for (_, runs) in &results {
+            if let Some(m) = median_line(runs) {
+                emit(&m);
+            }
         }
     }
     drop(rt);
@@ -42,6 +58,8 @@ fn main() {
             "1000".into(),
             "--duration".into(),
             seconds.to_string(),
+            "--repeat".into(),
+            runs.to_string(),
         ],
         json!({"rate_hz": 1000}),
     ) {
