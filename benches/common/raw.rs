@@ -44,6 +44,9 @@ pub struct RawAck {
     pub received: u64,
 }
 
+/// HTTP/2 flow-control windows, stream and connection (tonic's default is 64 KiB).
+pub const WINDOW: u32 = 1 << 20;
+
 /// Batch size of the batched arm.
 pub const BATCH: usize = 64;
 
@@ -168,6 +171,8 @@ pub async fn serve<M: RawMessage>(app: mpsc::Sender<M>) -> RawServer {
     let svc = RawService { app };
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(WINDOW))
+            .initial_connection_window_size(Some(WINDOW))
             .add_service(svc)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
@@ -187,6 +192,8 @@ pub async fn open<M: RawMessage>(addr: SocketAddr) -> (mpsc::Sender<M>, Streamin
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(WINDOW))
+        .initial_connection_window_size(Some(WINDOW))
         .connect()
         .await
         .expect("connect to the raw server");
