@@ -296,7 +296,6 @@ pub(crate) async fn pump(
     clock_link: Option<(&ClockLink, &dyn Clock)>,
 ) {
     let max_bytes = config.max_frame_bytes.min(peer_max_frame_bytes) - 64;
-    let mut newest = buffer.subscribe();
     let mut next_probe = Instant::now();
     let mut cursor: Option<u64> = None;
     if let Some((link, clock)) = clock_link {
@@ -341,11 +340,10 @@ pub(crate) async fn pump(
         if cursor.is_none() {
             cursor = *resume.borrow_and_update();
         }
+        // Registered before the read, so an append after it ends the wait below.
+        let appended = buffer.appended();
         let next = match cursor {
-            Some(c) => {
-                newest.borrow_and_update();
-                buffer.next_after(c, config.max_frame_samples, max_bytes)
-            }
+            Some(c) => buffer.next_after(c, config.max_frame_samples, max_bytes),
             None => Next::Empty,
         };
         match next {
@@ -390,7 +388,7 @@ pub(crate) async fn pump(
             Next::Empty => {
                 let probe_wait = tokio::time::sleep_until(next_probe);
                 tokio::select! {
-                    changed = newest.changed() => if changed.is_err() { return },
+                    () = appended => {}
                     changed = resume.changed(), if cursor.is_none() => if changed.is_err() { return },
                     changed = acks.changed() => {
                         if changed.is_err() {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -28,6 +28,9 @@ use crate::series::Series;
 use crate::time::{Clock, SystemClock, Timestamp};
 use crate::timesync::ClockEstimate;
 use crate::wire::{self, envelope::Kind, Envelope, Role};
+
+/// Size of the blocks samples are encoded into (see `Core::scratch`).
+const SCRATCH_BLOCK: usize = 64 << 10;
 
 /// An event received by a source.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +84,10 @@ struct Core<R: Runtime> {
     clock: Arc<dyn Clock>,
     config: SessionConfig,
     data: SendBuffer,
+    /// Samples are encoded into shared blocks of this buffer and split off: one
+    /// allocation per block instead of one per sample (and no promotion of a
+    /// `Vec`-backed `Bytes` to a shared one when a connection clones it).
+    scratch: Mutex<BytesMut>,
     events: queue::Sender<Event<R::Event>>,
     /// Per aggregator: its incarnation and the last event received from it.
     event_progress: Mutex<HashMap<CallerId, (u64, u64)>>,
@@ -485,8 +492,38 @@ impl<R: Runtime> Source<R> {
         local_time: Timestamp,
         value: R::Data,
     ) -> Result<u64, RuntimeError> {
-        self.send_batch_at(std::iter::once((local_time, value)))
-            .await
+        // One sample needs no intermediate list (this is the hot path of `send`).
+        self.check_running()?;
+        let payload = self.encode(&value)?;
+        let seq = self
+            .core
+            .data
+            .push_many(std::iter::once((local_time, payload)));
+        self.core.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    fn check_running(&self) -> Result<(), RuntimeError> {
+        if *self.core.stopping.borrow() {
+            return Err(RuntimeError::ShutDown);
+        }
+        Ok(())
+    }
+
+    /// Encodes a sample, refusing one larger than a frame may carry.
+    fn encode(&self, value: &R::Data) -> Result<Bytes, RuntimeError> {
+        let limit = self.core.config.max_frame_bytes - 128;
+        let size = value.encoded_len();
+        if size > limit {
+            return Err(RuntimeError::TooLarge { size, limit });
+        }
+        let mut scratch = lock(&self.core.scratch);
+        // Empty after the last split: this reuses the block's rest, or starts a new
+        // block of at least SCRATCH_BLOCK bytes.
+        scratch.reserve(size.max(1));
+        // Cannot fail: a BytesMut grows as needed.
+        let _ = value.encode(&mut *scratch);
+        Ok(scratch.split().freeze())
     }
 
     /// Sends several samples at once (cheaper than one `send` each). Returns the sequence
@@ -495,20 +532,10 @@ impl<R: Runtime> Source<R> {
         &self,
         items: impl IntoIterator<Item = (Timestamp, R::Data)>,
     ) -> Result<u64, RuntimeError> {
-        if *self.core.stopping.borrow() {
-            return Err(RuntimeError::ShutDown);
-        }
-        let limit = self.core.config.max_frame_bytes - 128;
+        self.check_running()?;
         let mut encoded = Vec::new();
         for (time, value) in items {
-            let bytes = Bytes::from(value.encode_to_vec());
-            if bytes.len() > limit {
-                return Err(RuntimeError::TooLarge {
-                    size: bytes.len(),
-                    limit,
-                });
-            }
-            encoded.push((time, bytes));
+            encoded.push((time, self.encode(&value)?));
         }
         let n = encoded.len() as u64;
         let seq = self.core.data.push_many(encoded);
@@ -699,6 +726,7 @@ impl<R: Runtime> SourceBuilder<R> {
             clock: self.clock,
             config: self.session,
             data: SendBuffer::new(self.buffer),
+            scratch: Mutex::new(BytesMut::with_capacity(SCRATCH_BLOCK)),
             events: events_tx,
             event_progress: Mutex::new(HashMap::new()),
             conns: Mutex::new(Vec::new()),

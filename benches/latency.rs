@@ -1,0 +1,235 @@
+//! Latency: a fixed offered rate (1 kHz and 10 kHz) for a few seconds; for each sample,
+//! the time from the producer's send to the aggregator's subscription receiving it, on
+//! one clock (one process). tsercom against hand-written tonic (and the Python reference
+//! at 1 kHz when `TSERCOM_PY` is set). One JSON object per line on stdout.
+//!
+//! `cargo bench --bench latency`; `TSERCOM_BENCH_QUICK=1` for the short run.
+
+#![allow(missing_docs)]
+
+#[allow(dead_code, unreachable_pub)]
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tsercom::{Aggregator, OverflowPolicy, Source};
+
+use common::raw::{self, RawSample};
+use common::{emit, load_1m, median_line, percentile, reading, run_python, Weather, Window};
+
+const RATES: [u32; 2] = [1_000, 10_000];
+const ARMS: [&str; 2] = ["tsercom", "tonic-raw"];
+
+fn main() {
+    let quick = common::quick();
+    let seconds = if quick { 1.5 } else { 5.0 };
+    let runs = if quick { 1 } else { 3 };
+    let rt = common::tokio_runtime();
+    let mut results: Vec<((u32, &str), Vec<Value>)> = Vec::new();
+    for run in 0..runs {
+        for rate in RATES {
+            for arm in ARMS {
+                let mut v = rt.block_on(run_arm(arm, rate, seconds));
+                v["run"] = json!(run + 1);
+                emit(&v);
+                match results.iter_mut().find(|(k, _)| *k == (rate, arm)) {
+                    Some((_, runs)) => runs.push(v),
+                    None => results.push(((rate, arm), vec![v])),
+                }
+            }
+        }
+    }
+    if runs > 1 {
+        for (_, runs) in &results {
+            if let Some(m) = median_line(runs) {
+                emit(&m);
+            }
+        }
+    }
+    drop(rt);
+    for line in run_python(
+        "latency",
+        &[
+            "--rate".into(),
+            "1000".into(),
+            "--duration".into(),
+            seconds.to_string(),
+            "--repeat".into(),
+            runs.to_string(),
+        ],
+        json!({"rate_hz": 1000}),
+    ) {
+        emit(&line);
+    }
+}
+
+/// Samples before the measured ones, at the same rate (half a second's worth, at most
+/// 1000 like the Python reference).
+fn warmup(rate: u32) -> u64 {
+    u64::from(rate / 2).min(1000)
+}
+
+async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
+    let measured = (f64::from(rate) * seconds) as u64;
+    let warm = warmup(rate);
+    let load = load_1m();
+    let (sent, got, window) = match arm {
+        "tsercom" => tsercom_arm(rate, warm + measured).await,
+        _ => raw_arm(rate, warm + measured).await,
+    };
+    let (wall, cpu) = window;
+    // Latency by sequence number; seq 1..=warm are the warm-up.
+    let mut lat_us: Vec<f64> = Vec::with_capacity(measured as usize);
+    let mut last_send = None;
+    let mut first_send = None;
+    for (seq, at) in &got {
+        if *seq <= warm {
+            continue;
+        }
+        if let Some(Some(t)) = sent.get(*seq as usize) {
+            lat_us.push(at.saturating_duration_since(*t).as_secs_f64() * 1e6);
+        }
+    }
+    for t in sent.iter().skip(warm as usize + 1).flatten() {
+        first_send = first_send.or(Some(*t));
+        last_send = Some(*t);
+    }
+    let achieved = match (first_send, last_send) {
+        (Some(a), Some(b)) if b > a => (measured - 1) as f64 / (b - a).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    let received = lat_us.len() as u64;
+    let mean = lat_us.iter().sum::<f64>() / received.max(1) as f64;
+    lat_us.sort_by(f64::total_cmp);
+    json!({
+        "bench": "latency",
+        "impl": arm,
+        "rate_hz": rate,
+        "duration_s": seconds,
+        "samples": measured,
+        "received": received,
+        "complete": received == measured,
+        "p50_us": percentile(&lat_us, 50.0),
+        "p90_us": percentile(&lat_us, 90.0),
+        "p99_us": percentile(&lat_us, 99.0),
+        "max_us": lat_us.last().copied().unwrap_or(f64::NAN),
+        "mean_us": mean,
+        "achieved_rate_hz": achieved,
+        "cpu_s": cpu,
+        "cpu_us_per_sample": cpu * 1e6 / measured.max(1) as f64,
+        "cpu_cores": cpu / wall,
+        "consumer": if arm == "tsercom" { "subscription" } else { "app channel" },
+        "load_1m": load,
+    })
+}
+
+/// Send instants by sequence number (index = seq), and (seq, receive instant) pairs.
+type Trace = (Vec<Option<Instant>>, Vec<(u64, Instant)>, (f64, f64));
+
+/// Runs `send(seq)` for seq 1..=count on a dedicated thread, on an absolute schedule of
+/// `rate` per second; returns the send instants by seq.
+fn paced<F: FnMut(u64) -> bool + Send + 'static>(
+    rate: u32,
+    count: u64,
+    mut send: F,
+) -> std::thread::JoinHandle<Vec<Option<Instant>>> {
+    std::thread::spawn(move || {
+        let period = Duration::from_secs(1) / rate;
+        let mut sent = vec![None; count as usize + 1];
+        let start = Instant::now();
+        for seq in 1..=count {
+            let due = start + period * (seq - 1) as u32;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let t = Instant::now();
+            if !send(seq) {
+                break;
+            }
+            sent[seq as usize] = Some(t);
+        }
+        sent
+    })
+}
+
+/// How long the receiving side waits past the last send.
+const DRAIN: Duration = Duration::from_secs(5);
+
+async fn tsercom_arm(rate: u32, count: u64) -> Trace {
+    let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let agg = Aggregator::<Weather>::builder()
+        .listen(local)
+        .retention(None)
+        .start()
+        .await
+        .expect("aggregator");
+    let source = Arc::new(
+        Source::<Weather>::builder()
+            .dial([agg.local_addr().expect("listening")])
+            .start()
+            .await
+            .expect("source"),
+    );
+    let deadline = Instant::now() + DRAIN;
+    while agg.connected().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut sub = agg
+        .data()
+        .subscribe_with(count as usize + 16, OverflowPolicy::DropOldest);
+    let recorder = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(count as usize);
+        while (got.len() as u64) < count {
+            match tokio::time::timeout(DRAIN, sub.recv()).await {
+                Ok(Some((_, item))) => got.push((item.seq, Instant::now())),
+                _ => break,
+            }
+        }
+        got
+    });
+    let window = Window::start();
+    let src = Arc::clone(&source);
+    let producer = paced(rate, count, move |i| {
+        futures::executor::block_on(src.send(reading(i))).is_ok()
+    });
+    let sent = tokio::task::spawn_blocking(move || producer.join().expect("producer"))
+        .await
+        .expect("join");
+    let got = recorder.await.expect("recorder");
+    let measured = window.stop();
+    drop(source);
+    agg.shutdown(Duration::from_millis(200)).await;
+    (sent, got, measured)
+}
+
+async fn raw_arm(rate: u32, count: u64) -> Trace {
+    let (app_tx, mut app_rx) = mpsc::channel::<RawSample>(1024);
+    let server = raw::serve::<RawSample>(app_tx).await;
+    let (tx, _acks) = raw::open::<RawSample>(server.addr).await;
+    let recorder = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(count as usize);
+        while (got.len() as u64) < count {
+            match tokio::time::timeout(DRAIN, app_rx.recv()).await {
+                Ok(Some(m)) => got.push((m.seq, Instant::now())),
+                _ => break,
+            }
+        }
+        got
+    });
+    let window = Window::start();
+    let producer = paced(rate, count, move |i| {
+        tx.blocking_send(raw::raw_sample(i)).is_ok()
+    });
+    let sent = tokio::task::spawn_blocking(move || producer.join().expect("producer"))
+        .await
+        .expect("join");
+    let got = recorder.await.expect("recorder");
+    let measured = window.stop();
+    drop(server);
+    (sent, got, measured)
+}

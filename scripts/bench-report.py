@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Markdown tables from the JSON lines of `cargo bench --bench throughput|latency`.
+
+Usage: scripts/bench-report.py [--update FILE.md] RESULTS.jsonl [...]
+  Prints Markdown on stdout, or with --update replaces the text between
+  "<!-- BEGIN GENERATED -->" and "<!-- END GENERATED -->" in FILE.md.
+
+Takes the `"run": "median"` line of an arm where there is one, else its only run.
+Every figure printed comes from the input; nothing is typed in by hand.
+"""
+
+import json
+import sys
+
+
+def load(paths):
+    lines = []
+    for p in paths:
+        with open(p) as f:
+            for raw in f:
+                raw = raw.strip()
+                if raw.startswith("{"):
+                    lines.append(json.loads(raw))
+    return lines
+
+
+def pick(lines, bench, key):
+    """One line per (impl, key): the median line if present, else the last run."""
+    chosen = {}
+    for v in lines:
+        if v.get("bench") != bench:
+            continue
+        k = (v.get("impl"), v.get(key))
+        if chosen.get(k, {}).get("run") == "median" and v.get("run") != "median":
+            continue
+        chosen[k] = v
+    return chosen
+
+
+def fmt(x, digits=0):
+    if x is None:
+        return "-"
+    if isinstance(x, float) and x != x:
+        return "n/a"
+    if isinstance(x, (int, float)):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def ratio(a, b):
+    if not a or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def throughput(lines):
+    chosen = pick(lines, "throughput", "sources")
+    impls = ["tsercom", "tonic-raw-batched", "tonic-raw-per-message", "python-tsercom-1.1.3"]
+    out = []
+    for sources in (1, 4):
+        out.append(f"\n**{sources} source{'s' if sources > 1 else ''}**\n")
+        out.append("| impl | samples/s | tsercom ÷ this | CPU s per million samples (= µs/sample) | CPU cores busy | samples | runs | complete | load (1 min) |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+        ts = chosen.get(("tsercom", sources), {}).get("samples_per_s")
+        for impl in impls:
+            v = chosen.get((impl, sources))
+            if v is None:
+                continue
+            if "skipped" in v:
+                out.append(f"| {impl} | skipped: {v['skipped']} | | | | | | | |")
+                continue
+            sps = v.get("samples_per_s")
+            cores = v.get("cpu_cores")
+            if cores is None and "cpu_s_aggregator" in v and v.get("elapsed_s"):
+                cores = (v["cpu_s_aggregator"] + v.get("cpu_s_source", 0)) / v["elapsed_s"]
+            out.append(
+                f"| {impl} | {fmt(sps)} | {ratio(ts, sps) if impl != 'tsercom' else '1.00x'} "
+                f"| {fmt(v.get('cpu_s_per_million'), 2)} | {fmt(cores, 2)} "
+                f"| {fmt(v.get('samples') or v.get('received'))} | {v.get('runs', 1)} "
+                f"| {v.get('complete', '-')} | {fmt(v.get('load_1m'), 2)} |"
+            )
+    return "\n".join(out)
+
+
+def latency(lines):
+    chosen = pick(lines, "latency", "rate_hz")
+    impls = ["tsercom", "tonic-raw", "python-tsercom-1.1.3"]
+    rates = sorted({k[1] for k in chosen if k[1] is not None})
+    out = []
+    for rate in rates:
+        out.append(f"\n**{rate:,} samples/s offered**\n")
+        out.append("| impl | p50 µs | p90 µs | p99 µs | max µs | mean µs | p99 ÷ tonic-raw p99 | achieved/s | CPU µs/sample | received | load (1 min) |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        raw = chosen.get(("tonic-raw", rate), {}).get("p99_us")
+        for impl in impls:
+            v = chosen.get((impl, rate))
+            if v is None:
+                continue
+            if "skipped" in v:
+                out.append(f"| {impl} | skipped: {v['skipped']} | | | | | | | | | |")
+                continue
+            out.append(
+                f"| {impl} | {fmt(v.get('p50_us'), 1)} | {fmt(v.get('p90_us'), 1)} | {fmt(v.get('p99_us'), 1)} "
+                f"| {fmt(v.get('max_us'), 1)} | {fmt(v.get('mean_us'), 1)} | {ratio(v.get('p99_us'), raw)} "
+                f"| {fmt(v.get('achieved_rate_hz'))} | {fmt(v.get('cpu_us_per_sample'), 1)} "
+                f"| {fmt(v.get('received'))} | {fmt(v.get('load_1m'), 2)} |"
+            )
+    return "\n".join(out)
+
+
+def machine(lines):
+    m = next((v for v in lines if v.get("machine")), None)
+    after = next((v for v in lines if v.get("machine_after")), {})
+    if m is None:
+        return ""
+    return (
+        f"Run {m['date']} on {m['nproc']} cores ({m['cpu']}), Linux {m['kernel']}, "
+        f"{m['rustc']}; load average (1/5/15 min) {m['loadavg']} before, "
+        f"{after.get('loadavg', '?')} after{'; quick mode' if m.get('quick') else ''}.\n"
+    )
+
+
+def targets(lines):
+    """The issue's targets, checked against the same figures as the tables."""
+    tp = pick(lines, "throughput", "sources")
+    lt = pick(lines, "latency", "rate_hz")
+    rows = ["| target | figure | met |", "|---|---|---|"]
+
+    def row(name, value, ok):
+        rows.append(f"| {name} | {value} | {'yes' if ok else 'no'} |")
+
+    for n in (1, 4):
+        ts = tp.get(("tsercom", n), {})
+        b = tp.get(("tonic-raw-batched", n), {})
+        py = tp.get(("python-tsercom-1.1.3", n), {})
+        sps = ts.get("samples_per_s")
+        if sps:
+            row(f"{n} source(s): >= 300k samples/s", f"{fmt(sps)}/s", sps >= 300_000)
+        if sps and b.get("samples_per_s"):
+            r = sps / b["samples_per_s"]
+            row(f"{n} source(s): >= 0.7x batched tonic-raw (samples/s)", f"{r:.2f}x", r >= 0.7)
+        if ts.get("cpu_s_per_million") and b.get("cpu_s_per_million"):
+            r = b["cpu_s_per_million"] / ts["cpu_s_per_million"]
+            row(
+                f"{n} source(s): CPU per sample, batched tonic-raw ÷ tsercom (the ratio a CPU-bound 2-core run converges to)",
+                f"{r:.2f}x",
+                r >= 0.7,
+            )
+        if sps and py.get("samples_per_s"):
+            r = sps / py["samples_per_s"]
+            row(f"{n} source(s): >= 50x Python tsercom 1.1.3 (samples/s)", f"{r:.0f}x", r >= 50)
+        if ts.get("cpu_s_per_million") and py.get("cpu_s_per_million"):
+            r = py["cpu_s_per_million"] / ts["cpu_s_per_million"]
+            row(f"{n} source(s): CPU per sample, Python ÷ tsercom", f"{r:.0f}x", r >= 50)
+    v = lt.get(("tsercom", 1000), {})
+    if v.get("p99_us") is not None:
+        row("latency p99 <= 1 ms at 1 kHz", f"{fmt(v['p99_us'], 1)} µs", v["p99_us"] <= 1000)
+    return "\n".join(rows)
+
+
+def render(lines):
+    benches = {v.get("bench") for v in lines}
+    parts = [machine(lines)]
+    if "throughput" in benches:
+        parts.append("### throughput\n" + throughput(lines) + "\n")
+    if "latency" in benches:
+        parts.append("### latency\n" + latency(lines) + "\n")
+    parts.append("### targets (issue 7)\n\n" + targets(lines) + "\n")
+    return "\n".join(parts)
+
+
+def main():
+    args = sys.argv[1:]
+    target = None
+    if args[:1] == ["--update"]:
+        target, args = args[1], args[2:]
+    text = render(load(args))
+    if target is None:
+        print(text)
+        return
+    begin, end = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
+    with open(target) as f:
+        doc = f.read()
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(target, "w") as f:
+        f.write(head + begin + "\n" + text + "\n" + end + tail)
+
+
+if __name__ == "__main__":
+    main()
