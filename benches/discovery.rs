@@ -51,10 +51,11 @@ async fn time_to_added() -> f64 {
         .publish(Advertisement::new(Bench::NAME, id, 40_000))
         .expect("publish");
     loop {
-        let event = tokio::time::timeout(LIMIT.saturating_sub(start.elapsed()), listener.next_event())
-            .await
-            .expect("added within the limit")
-            .expect("listener open");
+        let event =
+            tokio::time::timeout(LIMIT.saturating_sub(start.elapsed()), listener.next_event())
+                .await
+                .expect("added within the limit")
+                .expect("listener open");
         if let DiscoveryEvent::Added(instance) = event {
             if instance.caller_id == Some(id) {
                 let ms = start.elapsed().as_secs_f64() * 1e3;

@@ -49,11 +49,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn fast_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(100),
-        max_attempts: None,
-    }
+    Backoff::new(Duration::from_millis(20), Duration::from_millis(100))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod backoff;
 pub mod data;
 pub mod discovery;
 pub mod ids;

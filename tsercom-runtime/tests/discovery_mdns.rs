@@ -483,17 +483,15 @@ async fn failed_connects_are_retried_with_backoff_without_reannouncement() {
         ConnectorEvent::Connected(p, a) => assert_eq!((p, a), (peer, addr)),
         other => panic!("{other:?}"),
     }
+    // Full jitter: each delay is uniform up to 50 ms, 100 ms, 200 ms.
     assert!(
-        delays[0] >= Duration::from_millis(40) && delays[0] <= Duration::from_millis(60),
-        "{delays:?}"
-    );
-    assert!(
-        delays[1] >= Duration::from_millis(80) && delays[2] >= Duration::from_millis(160),
+        delays[0] <= Duration::from_millis(50)
+            && delays[1] <= Duration::from_millis(100)
+            && delays[2] <= Duration::from_millis(200),
         "{delays:?}"
     );
     let b = Backoff::default();
-    assert!((0..40).all(|n| b.delay(n) <= Duration::from_secs(6)));
-    assert!(b.delay(30) >= Duration::from_secs(4));
+    assert!((0..40).all(|n| b.delay(n) <= Duration::from_secs(5)));
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use super::{
     spawn_guarded, AbortOnDrop, DiscoveryError, DiscoveryEvent, Instance, Listener, Verifier,
 };
+use crate::backoff::Backoff;
 use crate::ids::CallerId;
 
 /// How the [`Connector`] tells peers apart.
@@ -31,56 +32,6 @@ impl fmt::Display for PeerKey {
             PeerKey::Caller(id) => fmt::Display::fmt(id, f),
             PeerKey::Instance(name) => f.write_str(name),
         }
-    }
-}
-
-/// Exponential backoff with jitter between failed connect attempts.
-///
-/// The delay before retry `n` (counting from 0) is `min(max, initial * multiplier^n)`,
-/// scaled by a random factor in `[1 - jitter, 1 + jitter]`.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct Backoff {
-    /// Delay before the first retry. Default 50 ms.
-    pub initial: Duration,
-    /// Largest delay. Default 5 s.
-    pub max: Duration,
-    /// Growth factor per failed attempt. Default 2.
-    pub multiplier: f64,
-    /// Relative jitter, in `0.0..=1.0`. Default 0.2.
-    pub jitter: f64,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_secs(5),
-            multiplier: 2.0,
-            jitter: 0.2,
-        }
-    }
-}
-
-impl Backoff {
-    /// A backoff from `initial` to `max`, doubling, with 20 % jitter.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            ..Backoff::default()
-        }
-    }
-
-    /// The delay before retry number `retry` (0 = the first retry), jitter included.
-    pub fn delay(&self, retry: u32) -> Duration {
-        let exp = self.multiplier.max(1.0).powi(retry.min(64) as i32);
-        let base = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
-        let jitter = self.jitter.clamp(0.0, 1.0);
-        // A uniform sample in [-1, 1) from the UUID generator's randomness.
-        let r = (uuid::Uuid::new_v4().as_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64;
-        let scaled = base * (1.0 + jitter * (2.0 * r - 1.0));
-        Duration::try_from_secs_f64(scaled.max(0.0)).unwrap_or(self.max)
     }
 }
 

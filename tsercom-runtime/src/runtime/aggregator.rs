@@ -558,12 +558,12 @@ impl<R: Runtime> Core<R> {
                 Err(status) => tracing::debug!(%status, ?addrs, "connection to source failed"),
             }
             attempt += 1;
-            if backoff.max_attempts.is_some_and(|max| attempt > max) {
+            if backoff.exhausted(attempt) {
                 tracing::error!(attempt, ?addrs, "giving up reconnecting to the source");
                 return;
             }
             tokio::select! {
-                () = tokio::time::sleep(backoff.delay(attempt)) => {}
+                () = tokio::time::sleep(backoff.delay(attempt - 1)) => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
         }
@@ -885,7 +885,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
                 move |instance| {
                     Arc::clone(&connect_core).connect_discovered(instance, ended_tx.clone())
                 },
-                crate::discovery::Backoff::new(self.backoff.initial, self.backoff.max),
+                self.backoff.clone(),
             )?;
             let task = Arc::clone(&core).discover_loop(connector, ended_rx);
             spawn_owned(&core.tasks, task);

@@ -17,8 +17,7 @@ mod source;
 
 pub(crate) use net::dial_any;
 
-use std::time::Duration;
-
+pub use crate::backoff::Backoff;
 pub use aggregator::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, SendEventError,
 };
@@ -88,47 +87,6 @@ pub enum RuntimeError {
     /// The role has been shut down.
     #[error("shut down")]
     ShutDown,
-}
-
-/// Backoff between reconnection attempts: exponential with full jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    /// Upper bound of the first delay (default 50 ms).
-    pub initial: Duration,
-    /// Upper bound of any delay (default 5 s).
-    pub max: Duration,
-    /// Attempts before giving up; `None` (the default) retries forever.
-    pub max_attempts: Option<u32>,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_secs(5),
-            max_attempts: None,
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before attempt `attempt` (1-based): uniform in
-    /// `0..=min(max, initial * 2^(attempt-1))`.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(
-                1_u32
-                    .checked_shl(attempt.saturating_sub(1))
-                    .unwrap_or(u32::MAX),
-            )
-            .min(self.max);
-        let nanos = exp.as_nanos() as u64;
-        if nanos == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_nanos(random_u64() % (nanos + 1))
-    }
 }
 
 /// A random number from the standard library's per-process random keys.

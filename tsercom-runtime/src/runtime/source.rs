@@ -300,11 +300,11 @@ impl<R: Runtime> Core<R> {
                 Err(status) => tracing::debug!(%status, "connection to aggregator failed"),
             }
             attempt += 1;
-            if backoff.max_attempts.is_some_and(|max| attempt > max) {
+            if backoff.exhausted(attempt) {
                 tracing::error!(attempt, "giving up reconnecting to the aggregator");
                 return;
             }
-            let delay = backoff.delay(attempt);
+            let delay = backoff.delay(attempt - 1);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => return,
