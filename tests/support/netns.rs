@@ -203,8 +203,9 @@ impl Child {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(msg) = line.strip_prefix("@@ ") {
-                    if tx.send(msg.to_owned()).is_err() {
+                // The harness may have printed `test child_entry ... ` on the same line.
+                if let Some(at) = line.find("@@ ") {
+                    if tx.send(line[at + 3..].to_owned()).is_err() {
                         break;
                     }
                 } else if !line.trim().is_empty() && std::env::var_os("NETNS_VERBOSE").is_some() {
