@@ -717,6 +717,7 @@ async fn a_refused_source_tells_its_user() {
         assert!(tokio::time::Instant::now() < deadline, "no rejection seen");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let deadline = tokio::time::Instant::now() + SHORT;
     loop {
         match source.send(Celsius { degrees: 1.0 }).await {
             Err(RuntimeError::Refused(status)) => {
@@ -731,5 +732,68 @@ async fn a_refused_source_tells_its_user() {
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// 5b. The other topology: an aggregator dialing a source whose data type differs. The
+///     refusal is not retried either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialing_aggregator_does_not_retry_a_schema_mismatch() {
+    let source = Source::<MismatchedTicks>::builder()
+        .serve("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    source.send(Celsius { degrees: 21.5 }).await.unwrap();
+    let proxy = CountingProxy::start(source.local_addr().unwrap()).await;
+    let agg = Aggregator::<Ticks>::builder()
+        .source([proxy.addr])
+        .backoff(Backoff {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+            max_attempts: None,
+        })
+        .start()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while proxy.accepted() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no dial seen");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // An observation window: a retrying aggregator would dial ~50 more times in it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(proxy.accepted(), 1, "one connection attempt, no retries");
+    assert_eq!(agg.stats().received, 0);
+    assert!(agg.data().callers().is_empty());
+    assert_eq!(source.stats().connections, 0);
+}
+
+/// The refusal must be visible at the dialing aggregator (issue 9: non-retryable errors
+/// "reach the user", every state change "as an event and in metrics, never only in a
+/// log"). Today it is only logged: `stats().rejected` stays 0 on this side, and the
+/// source, which refused, has no counter at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "library bug: an aggregator whose dial is refused (schema mismatch) only logs \
+            it; AggregatorStats::rejected counts refusals of inbound streams only"]
+async fn a_dialing_aggregator_counts_a_refused_source() {
+    let source = Source::<MismatchedTicks>::builder()
+        .serve("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let agg = Aggregator::<Ticks>::builder()
+        .source([source.local_addr().unwrap()])
+        .start()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + SHORT;
+    while agg.stats().rejected == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refusal never showed in the aggregator's stats: {:?}",
+            agg.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
