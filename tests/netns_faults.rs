@@ -456,6 +456,101 @@ fn an_outage_longer_than_the_buffer_is_one_exact_gap() {
     );
 }
 
+/// Parses `a-b,c-d` (or `none`) into the numbers it covers.
+fn expand(ranges: &str) -> Vec<u64> {
+    if ranges == "none" {
+        return Vec::new();
+    }
+    ranges
+        .split(',')
+        .flat_map(|r| {
+            let (a, b) = r.split_once('-').unwrap();
+            a.parse::<u64>().unwrap()..=b.parse::<u64>().unwrap()
+        })
+        .collect()
+}
+
+/// 2b. The same outage, cut at the aggregator's end instead. Then the source's packets
+///     leave it and are dropped on the wire, and part of what the source sent on the
+///     broken connection can still reach the aggregator after the link is back, while
+///     the source already resumed on a new connection and announced those samples as
+///     evicted. Whatever the network delivers, every sample must be accounted for
+///     exactly once (received, or inside a reported gap), a gap may only name samples the
+///     source really evicted, and what is received is in order.
+#[test]
+fn an_outage_cut_at_the_aggregator_accounts_for_every_sample_once() {
+    const CAPACITY: u64 = 200;
+    const BEFORE: u64 = 1_000;
+    const DURING: u64 = 1_000;
+    const AFTER: u64 = 500;
+    let Some(net) = pair_or_skip("an_outage_cut_at_the_aggregator", 3) else {
+        return;
+    };
+    net.sysctl(Side::A, "net.ipv4.tcp_retries2", "2");
+    let (mut agg, addr) = spawn_aggregator(
+        "agg",
+        Some(&net.b),
+        SocketAddr::new(net.addr_b.into(), 7003),
+    );
+    let (mut src, _) = spawn_source(
+        "src",
+        Some(&net.a),
+        addr,
+        &[("NETNS_BUFFER_MAX", CAPACITY.to_string())],
+    );
+    src.request(&format!("send count={BEFORE} rate=1000"), "SENT", DEADLINE);
+    wait_received(&mut agg, "the first samples", BEFORE);
+    assert_eq!(src.request("flush", "FLUSHED", DEADLINE).get("ok"), "true");
+
+    net.set_link(Side::B, false);
+    src.request(&format!("send count={DURING} rate=1000"), "SENT", DEADLINE);
+    let s = src.wait_for(
+        "the source to notice the connection is gone",
+        "stats",
+        "SSTATS",
+        DEADLINE,
+        |r| r.num("connections") == 0,
+    );
+    net.set_link(Side::B, true);
+    assert_eq!(s.num("evicted"), DURING - CAPACITY, "{}", s.0);
+    src.wait_for(
+        "the source to reconnect",
+        "stats",
+        "SSTATS",
+        DEADLINE,
+        |r| r.num("connections") == 1,
+    );
+    src.request(&format!("send count={AFTER} rate=1000"), "SENT", DEADLINE);
+    let total = BEFORE + DURING + AFTER;
+    let stats = agg.wait_for(
+        "every sample received or reported lost",
+        "stats",
+        "STATS",
+        DEADLINE,
+        |r| r.num("received") + r.num("lost") >= total,
+    );
+    let check = agg.request("check", "CHECK", SHORT);
+    println!("outage cut at the aggregator: {}; {}", stats.0, check.0);
+    assert_eq!(check.get("ordered"), "true", "{}", check.0);
+    assert_eq!(check.get("seq_is_n"), "true", "{}", check.0);
+    let got = expand(check.get("ranges"));
+    let lost = expand(check.get("gap_ranges"));
+    let evicted = BEFORE + 1..=BEFORE + DURING - CAPACITY;
+    assert!(
+        lost.iter().all(|n| evicted.contains(n)),
+        "a gap names samples the source never evicted: {}",
+        check.0
+    );
+    let mut all: Vec<u64> = got.iter().chain(&lost).copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=total).collect::<Vec<_>>(),
+        "every sample exactly once, received or lost: {}",
+        check.0
+    );
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
