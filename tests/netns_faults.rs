@@ -6,7 +6,11 @@
 //! Child processes are this test binary re-executed (inside a namespace with
 //! `ip netns exec`) running `child_entry`, driven by line commands on stdin; see
 //! `support::netns`. Namespace tests skip, with a message, where namespaces cannot be
-//! created (not root, no `ip netns`).
+//! created (not root, no `ip netns`); they work inside `unshare -n` (how CI runs them).
+//! The kill-and-restart tests run on loopback, so they need no privileges.
+//!
+//! Debugging: `RUST_LOG=tsercom_runtime=debug` makes children log to stderr;
+//! `NETNS_VERBOSE=1` echoes their other stdout lines.
 
 #![allow(missing_docs)]
 
