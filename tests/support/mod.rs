@@ -2,5 +2,6 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod netns;
 pub mod proxy;
 pub mod python;
