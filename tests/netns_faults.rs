@@ -69,11 +69,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 const SHORT: Duration = Duration::from_secs(5);
 
 fn fast_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-        max_attempts: None,
-    }
+    Backoff::new(Duration::from_millis(20), Duration::from_millis(200))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -769,11 +765,10 @@ async fn a_schema_mismatch_is_refused_once_and_not_retried() {
     let proxy = CountingProxy::start(agg.local_addr().unwrap()).await;
     let source = Source::<MismatchedTicks>::builder()
         .dial([proxy.addr])
-        .backoff(Backoff {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(20),
-            max_attempts: None,
-        })
+        .backoff(Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+        ))
         .start()
         .await
         .unwrap();
@@ -847,11 +842,10 @@ async fn a_dialing_aggregator_does_not_retry_a_schema_mismatch() {
     let proxy = CountingProxy::start(source.local_addr().unwrap()).await;
     let agg = Aggregator::<Ticks>::builder()
         .source([proxy.addr])
-        .backoff(Backoff {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(20),
-            max_attempts: None,
-        })
+        .backoff(Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+        ))
         .start()
         .await
         .unwrap();
