@@ -279,12 +279,17 @@ impl ClockEstimator {
         }
         let buckets = (len / 2).clamp(1, 8);
         let per = len.div_ceil(buckets);
+        // A stretch whose best round trip is far above the window's best (an outage, a
+        // queue) says little about the clock: its delays are likely asymmetric.
+        let min_rtt = self.window.iter().map(Exchange::round_trip_ns).min().unwrap_or(0);
+        let usable = min_rtt.saturating_mul(2).saturating_add(200_000);
         let points: Vec<&Exchange> = (0..buckets)
             .filter_map(|b| {
                 self.window
                     .range((b * per).min(len)..((b + 1) * per).min(len))
                     .min_by_key(|x| x.round_trip_ns())
             })
+            .filter(|x| x.round_trip_ns() <= usable)
             .collect();
         let (Some(first), Some(last)) = (points.first(), points.last()) else {
             return 0.0;
