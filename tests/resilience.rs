@@ -256,3 +256,64 @@ async fn under_delay_and_jitter_the_offset_error_stays_within_the_reported_uncer
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+async fn next(
+    events: &mut tsercom::queue::Receiver<tsercom::ConnectionEvent>,
+) -> tsercom::ConnectionEvent {
+    tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .expect("a connection event in time")
+        .expect("queue open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_state_changes_reach_the_user_as_events() {
+    use tsercom::ConnectionEvent;
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(agg.local_addr().unwrap()).await;
+    let source = Source::<Ticks>::builder()
+        .dial([proxy.addr()])
+        .backoff(fast_backoff())
+        .start()
+        .await
+        .unwrap();
+    let mut events = source.connection_events().unwrap();
+    assert!(
+        matches!(next(&mut events).await, ConnectionEvent::Connected { peer, .. } if peer == agg.id())
+    );
+    proxy.block(true);
+    proxy.cut();
+    assert!(
+        matches!(next(&mut events).await, ConnectionEvent::Disconnected { peer, .. } if peer == agg.id())
+    );
+    // While blocked, each attempt fails and is reported with its backoff.
+    let mut attempts = Vec::new();
+    while attempts.len() < 2 {
+        match next(&mut events).await {
+            ConnectionEvent::Retrying { attempt, delay, .. } => {
+                assert!(delay <= Duration::from_millis(100));
+                attempts.push(attempt);
+            }
+            other => panic!("expected Retrying, got {other:?}"),
+        }
+    }
+    assert!(
+        attempts.windows(2).all(|w| w[1] == w[0] + 1),
+        "{attempts:?}"
+    );
+    proxy.block(false);
+    loop {
+        match next(&mut events).await {
+            ConnectionEvent::Connected { peer, .. } => {
+                assert_eq!(peer, agg.id());
+                break;
+            }
+            ConnectionEvent::Retrying { .. } => continue,
+            other => panic!("expected Connected, got {other:?}"),
+        }
+    }
+}

@@ -281,7 +281,12 @@ impl ClockEstimator {
         let per = len.div_ceil(buckets);
         // A stretch whose best round trip is far above the window's best (an outage, a
         // queue) says little about the clock: its delays are likely asymmetric.
-        let min_rtt = self.window.iter().map(Exchange::round_trip_ns).min().unwrap_or(0);
+        let min_rtt = self
+            .window
+            .iter()
+            .map(Exchange::round_trip_ns)
+            .min()
+            .unwrap_or(0);
         let usable = min_rtt.saturating_mul(2).saturating_add(200_000);
         let points: Vec<&Exchange> = (0..buckets)
             .filter_map(|b| {

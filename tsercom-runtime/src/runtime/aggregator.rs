@@ -20,7 +20,7 @@ use super::service::{self, Acceptor, OutboundStream, StreamService};
 use super::session::{
     envelope, pump, AuthorityTime, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES,
 };
-use super::{is_permanent, spawn_owned, Backoff, Runtime, RuntimeError};
+use super::{is_permanent, spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
 use crate::data::{CallerEvent, RemoteDataAggregator, Timestamped};
 use crate::discovery::{Connector, ConnectorEvent, Discovery, Instance, PeerKey};
 use crate::ids::CallerId;
@@ -172,6 +172,7 @@ struct Core<R: Runtime> {
     rejected: AtomicU64,
     stopping: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
+    connection_events: queue::Sender<ConnectionEvent>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -215,6 +216,10 @@ impl<R: Runtime> Core<R> {
         state.left.store(false, Ordering::Release);
         self.data.add_caller(peer.id);
         tracing::info!(source = %peer.id, addr = ?peer.addr, "source connected");
+        let _ = self.connection_events.try_send(ConnectionEvent::Connected {
+            peer: peer.id,
+            addr: peer.addr,
+        });
         // Runs when the session ends, also when its task is aborted.
         let mut live = Live {
             data: &self.data,
@@ -259,6 +264,16 @@ impl<R: Runtime> Core<R> {
         // connection, and the source is expected back.
         live.left_on_purpose = matches!(result, Ok(true));
         tracing::info!(source = %peer.id, ?result, "source disconnected");
+        let _ = self
+            .connection_events
+            .try_send(ConnectionEvent::Disconnected {
+                peer: peer.id,
+                reason: match &result {
+                    Ok(true) => "the source said goodbye".to_owned(),
+                    Ok(false) => "the stream ended".to_owned(),
+                    Err(status) => status.to_string(),
+                },
+            });
         result.map(|_| ())
     }
 
@@ -527,6 +542,15 @@ impl<R: Runtime> Core<R> {
                     }
                     Some(ConnectorEvent::ConnectFailed { peer, attempt, error, retry_in }) => {
                         tracing::debug!(%peer, attempt, %error, ?retry_in, "connecting to a discovered source failed");
+                        if is_permanent(&error) {
+                            self.rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = self.connection_events.try_send(ConnectionEvent::Retrying {
+                            addrs: Vec::new(),
+                            attempt,
+                            delay: retry_in,
+                            error: format!("{peer}: {error}"),
+                        });
                     }
                     None => return,
                 },
@@ -549,21 +573,41 @@ impl<R: Runtime> Core<R> {
                 r = self.dial_once(&addrs) => r,
                 _ = stopping.wait_for(|s| *s) => return,
             };
+            let mut error = String::from("the source closed the connection");
             match result {
                 Ok(()) => attempt = 0,
                 Err(status) if is_permanent(&status) => {
                     tracing::error!(%status, ?addrs, "source refused the connection; not retrying");
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.connection_events.try_send(ConnectionEvent::Refused {
+                        addrs: addrs.clone(),
+                        status,
+                    });
                     return;
                 }
-                Err(status) => tracing::debug!(%status, ?addrs, "connection to source failed"),
+                Err(status) => {
+                    tracing::debug!(%status, ?addrs, "connection to source failed");
+                    error = status.to_string();
+                }
             }
             attempt += 1;
             if backoff.exhausted(attempt) {
                 tracing::error!(attempt, ?addrs, "giving up reconnecting to the source");
+                let _ = self.connection_events.try_send(ConnectionEvent::GaveUp {
+                    addrs: addrs.clone(),
+                    attempts: attempt,
+                });
                 return;
             }
+            let delay = backoff.delay(attempt - 1);
+            let _ = self.connection_events.try_send(ConnectionEvent::Retrying {
+                addrs: addrs.clone(),
+                attempt,
+                delay,
+                error,
+            });
             tokio::select! {
-                () = tokio::time::sleep(backoff.delay(attempt - 1)) => {}
+                () = tokio::time::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
         }
@@ -622,6 +666,7 @@ impl<R: Runtime> Acceptor for Core<R> {
 /// classic topology). Data is read through [`Aggregator::data`].
 pub struct Aggregator<R: Runtime> {
     core: Arc<Core<R>>,
+    connection_events: Mutex<Option<queue::Receiver<ConnectionEvent>>>,
     local_addr: Option<SocketAddr>,
     server: Mutex<Option<crate::transport::Server>>,
 }
@@ -686,6 +731,13 @@ impl<R: Runtime> Aggregator<R> {
     /// Joined/left notifications of sources.
     pub fn caller_events(&self) -> queue::Receiver<CallerEvent> {
         self.core.data.caller_events()
+    }
+
+    /// Connection state changes (connected, disconnected, retrying, gave up, refused).
+    /// The first call returns the queue filled since start (the oldest events are
+    /// dropped beyond 256); later calls return `None`.
+    pub fn connection_events(&self) -> Option<queue::Receiver<ConnectionEvent>> {
+        lock(&self.connection_events).take()
     }
 
     /// The sources connected now.
@@ -850,6 +902,10 @@ impl<R: Runtime> AggregatorBuilder<R> {
         if let Some(r) = self.retention {
             data = data.retention(r);
         }
+        let (conn_tx, conn_rx) = queue::bounded(
+            super::CONNECTION_EVENTS,
+            crate::queue::OverflowPolicy::DropOldest,
+        );
         let core = Arc::new(Core::<R> {
             id: self.id.unwrap_or_else(CallerId::random),
             incarnation: super::random_u64(),
@@ -866,6 +922,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             rejected: AtomicU64::new(0),
             stopping: watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
+            connection_events: conn_tx,
         });
         let mut server = None;
         let mut local_addr = None;
@@ -896,6 +953,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
         }
         Ok(Aggregator {
             core,
+            connection_events: Mutex::new(Some(conn_rx)),
             local_addr,
             server: Mutex::new(server),
         })

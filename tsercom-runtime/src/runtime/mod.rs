@@ -59,6 +59,57 @@ pub trait Runtime: Send + Sync + 'static {
     }
 }
 
+/// A change in a role's connections, for [`Source::connection_events`] and
+/// [`Aggregator::connection_events`]: every state change is visible to the user, not only
+/// in a log.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// A connection to `peer` is up (after the Hello exchange).
+    Connected {
+        /// The peer's identity.
+        peer: crate::ids::CallerId,
+        /// Its address, when known.
+        addr: Option<std::net::SocketAddr>,
+    },
+    /// The connection to `peer` ended.
+    Disconnected {
+        /// The peer's identity.
+        peer: crate::ids::CallerId,
+        /// Why: a status text, or that the peer said goodbye.
+        reason: String,
+    },
+    /// Connecting to `addrs` failed; the next attempt is in `delay`.
+    Retrying {
+        /// The addresses dialed.
+        addrs: Vec<std::net::SocketAddr>,
+        /// How many attempts failed in a row.
+        attempt: u32,
+        /// The wait before the next attempt.
+        delay: std::time::Duration,
+        /// The last error.
+        error: String,
+    },
+    /// Reconnecting to `addrs` stopped after `attempts` failures (`Backoff::max_attempts`).
+    GaveUp {
+        /// The addresses dialed.
+        addrs: Vec<std::net::SocketAddr>,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The peer at `addrs` refused for a reason retrying cannot fix (schema mismatch,
+    /// another runtime, invalid input). Not retried.
+    Refused {
+        /// The addresses dialed.
+        addrs: Vec<std::net::SocketAddr>,
+        /// The refusal.
+        status: tonic::Status,
+    },
+}
+
+/// Capacity of a connection event queue; the oldest events are dropped beyond it.
+pub(crate) const CONNECTION_EVENTS: usize = 256;
+
 /// Errors of the roles.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

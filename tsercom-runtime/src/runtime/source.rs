@@ -20,7 +20,7 @@ use super::service::{self, Acceptor, OutboundStream, StreamService};
 use super::session::{
     envelope, pump, ClockLink, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES,
 };
-use super::{is_permanent, spawn_owned, Backoff, Runtime, RuntimeError};
+use super::{is_permanent, spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
 use crate::ids::CallerId;
 use crate::queue::{self, OverflowPolicy};
@@ -99,6 +99,9 @@ struct Core<R: Runtime> {
     events_lost: AtomicU64,
     stopping: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
+    connection_events: queue::Sender<ConnectionEvent>,
+    /// Set when the aggregator refused us for good; `send` then fails with it.
+    refused: Mutex<Option<Status>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -145,6 +148,10 @@ impl<R: Runtime> Core<R> {
             conn: &conn,
         };
         tracing::info!(aggregator = %peer.id, addr = ?peer.addr, "connected to aggregator");
+        let _ = self.connection_events.try_send(ConnectionEvent::Connected {
+            peer: peer.id,
+            addr: peer.addr,
+        });
 
         let last_event = match lock(&self.event_progress).get(&peer.id) {
             Some(&(incarnation, last)) if incarnation == peer.incarnation => last,
@@ -275,6 +282,7 @@ impl<R: Runtime> Core<R> {
     async fn dial_loop(self: Arc<Self>, addrs: Vec<SocketAddr>, backoff: Backoff) {
         let mut stopping = self.stopping.subscribe();
         let mut attempt = 0_u32;
+        let mut last_error = String::from("the aggregator closed the connection");
         loop {
             let connected = tokio::select! {
                 r = self.handshake(&addrs) => r,
@@ -295,16 +303,34 @@ impl<R: Runtime> Core<R> {
                 }
                 Err(status) if is_permanent(&status) => {
                     tracing::error!(%status, "aggregator refused the connection; not retrying");
+                    *lock(&self.refused) = Some(status.clone());
+                    let _ = self.connection_events.try_send(ConnectionEvent::Refused {
+                        addrs: addrs.clone(),
+                        status,
+                    });
                     return;
                 }
-                Err(status) => tracing::debug!(%status, "connection to aggregator failed"),
+                Err(status) => {
+                    tracing::debug!(%status, "connection to aggregator failed");
+                    last_error = status.to_string();
+                }
             }
             attempt += 1;
             if backoff.exhausted(attempt) {
                 tracing::error!(attempt, "giving up reconnecting to the aggregator");
+                let _ = self.connection_events.try_send(ConnectionEvent::GaveUp {
+                    addrs: addrs.clone(),
+                    attempts: attempt,
+                });
                 return;
             }
             let delay = backoff.delay(attempt - 1);
+            let _ = self.connection_events.try_send(ConnectionEvent::Retrying {
+                addrs: addrs.clone(),
+                attempt,
+                delay,
+                error: std::mem::take(&mut last_error),
+            });
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => return,
@@ -360,6 +386,13 @@ struct Registered<'a, R: Runtime> {
 impl<R: Runtime> Drop for Registered<'_, R> {
     fn drop(&mut self) {
         lock(&self.core.conns).retain(|c| !Arc::ptr_eq(c, self.conn));
+        let _ = self
+            .core
+            .connection_events
+            .try_send(ConnectionEvent::Disconnected {
+                peer: self.conn.peer.id,
+                reason: "connection ended".to_owned(),
+            });
         tracing::info!(aggregator = %self.conn.peer.id, "disconnected from aggregator");
     }
 }
@@ -416,6 +449,7 @@ impl<R: Runtime> Acceptor for Core<R> {
 pub struct Source<R: Runtime> {
     core: Arc<Core<R>>,
     events: Mutex<Option<queue::Receiver<Event<R::Event>>>>,
+    connection_events: Mutex<Option<queue::Receiver<ConnectionEvent>>>,
     local_addr: Option<SocketAddr>,
     server: Mutex<Option<crate::transport::Server>>,
     publisher: Mutex<Option<crate::discovery::Publisher>>,
@@ -507,6 +541,9 @@ impl<R: Runtime> Source<R> {
         if *self.core.stopping.borrow() {
             return Err(RuntimeError::ShutDown);
         }
+        if let Some(status) = lock(&self.core.refused).clone() {
+            return Err(RuntimeError::Refused(status));
+        }
         Ok(())
     }
 
@@ -547,6 +584,13 @@ impl<R: Runtime> Source<R> {
     /// later calls return `None`.
     pub fn events(&self) -> Option<queue::Receiver<Event<R::Event>>> {
         lock(&self.events).take()
+    }
+
+    /// Connection state changes (connected, disconnected, retrying, gave up, refused).
+    /// The first call returns the queue filled since start (the oldest events are
+    /// dropped beyond 256); later calls return `None`.
+    pub fn connection_events(&self) -> Option<queue::Receiver<ConnectionEvent>> {
+        lock(&self.connection_events).take()
     }
 
     /// The clock estimate of each connected aggregator.
@@ -720,6 +764,8 @@ impl<R: Runtime> SourceBuilder<R> {
             ));
         }
         let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
+        let (conn_tx, conn_rx) =
+            queue::bounded(super::CONNECTION_EVENTS, OverflowPolicy::DropOldest);
         let core = Arc::new(Core::<R> {
             id: self.id.unwrap_or_else(CallerId::random),
             incarnation: super::random_u64(),
@@ -736,6 +782,8 @@ impl<R: Runtime> SourceBuilder<R> {
             events_lost: AtomicU64::new(0),
             stopping: watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
+            connection_events: conn_tx,
+            refused: Mutex::new(None),
         });
         let mut server = None;
         let mut local_addr = None;
@@ -762,6 +810,7 @@ impl<R: Runtime> SourceBuilder<R> {
         Ok(Source {
             core,
             events: Mutex::new(Some(events_rx)),
+            connection_events: Mutex::new(Some(conn_rx)),
             local_addr,
             server: Mutex::new(server),
             publisher: Mutex::new(publisher),
