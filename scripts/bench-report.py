@@ -158,6 +158,39 @@ def targets(lines):
     return "\n".join(rows)
 
 
+def timesync(lines):
+    out = [
+        "| impl | injected offset | drift | first estimate (p50 / max) | abs error p50 | abs error p99 | reported uncertainty p50 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in lines:
+        if v.get("bench") == "timesync" and v.get("impl") == "tsercom":
+            out.append(
+                f"| tsercom | {fmt(v['injected_offset_ms'])} ms | {fmt(v['drift_ppm'])} ppm "
+                f"| {fmt(v['first_estimate_ms_p50'], 1)} / {fmt(v['first_estimate_ms_max'], 1)} ms "
+                f"| {fmt(v['abs_error_us_p50'], 1)} µs | {fmt(v['abs_error_us_p99'], 1)} µs "
+                f"| {fmt(v['reported_uncertainty_us_p50'], 1)} µs |"
+            )
+    for v in lines:
+        if v.get("scenario") == "timesync" and v.get("run") == "median":
+            out.append(
+                f"| python-tsercom-1.1.3 (median of {v['runs']}) | {fmt(v['injected_offset_us'] / 1e3)} ms | - "
+                f"| {fmt(v['time_to_first_estimate_ms'], 1)} ms | {fmt(abs(v['error_us']), 1)} µs "
+                f"| (estimates {v['estimate_ratio']:.4f} of the offset) | - |"
+            )
+        if v.get("bench") == "timesync" and v.get("skipped"):
+            out.append(f"| {v['impl']} | skipped: {v['skipped']} | | | | | |")
+    return "\n".join(out)
+
+
+def discovery(lines):
+    out = ["| metric | runs | p50 | max |", "|---|---:|---:|---:|"]
+    for v in lines:
+        if v.get("bench") == "discovery":
+            out.append(f"| {v['metric']} | {v['runs']} | {fmt(v['p50_ms'], 1)} ms | {fmt(v['max_ms'], 1)} ms |")
+    return "\n".join(out)
+
+
 def render(lines):
     benches = {v.get("bench") for v in lines}
     parts = [machine(lines)]
@@ -165,6 +198,10 @@ def render(lines):
         parts.append("### throughput\n" + throughput(lines) + "\n")
     if "latency" in benches:
         parts.append("### latency\n" + latency(lines) + "\n")
+    if "timesync" in benches:
+        parts.append("### timesync (loopback, +250 ms and -3 s / 100 ppm injected)\n\n" + timesync(lines) + "\n")
+    if "discovery" in benches:
+        parts.append("### discovery (mDNS on loopback)\n\n" + discovery(lines) + "\n")
     parts.append("### targets (issue 7)\n\n" + targets(lines) + "\n")
     return "\n".join(parts)
 
