@@ -268,50 +268,44 @@ impl ClockEstimator {
         })
     }
 
-    /// Drift (offset change per local ns) by least squares over the best exchange of each
-    /// of up to 8 stretches of the window, so the points span the whole window rather than
-    /// clustering where round trips happened to be short. Zero until they span
-    /// `MIN_DRIFT_SPAN_NS`.
+    /// Drift (offset change per local ns): least squares over every exchange in the
+    /// window, each weighted by how close its round trip is to the best one
+    /// (`1 / (1 + (excess / 20 µs)^2)`), so exchanges delayed by queues or outages, whose
+    /// delays are likely asymmetric, count for next to nothing. Zero until the window
+    /// spans `MIN_DRIFT_SPAN_NS`.
     fn fit_drift(&self) -> f64 {
-        let len = self.window.len();
-        if len < 3 {
+        let (Some(first), Some(last)) = (self.window.front(), self.window.back()) else {
+            return 0.0;
+        };
+        if self.window.len() < 3
+            || last.local_mid().saturating_sub(first.local_mid()) < MIN_DRIFT_SPAN_NS
+        {
             return 0.0;
         }
-        let buckets = (len / 2).clamp(1, 8);
-        let per = len.div_ceil(buckets);
-        // A stretch whose best round trip is far above the window's best (an outage, a
-        // queue) says little about the clock: its delays are likely asymmetric.
         let min_rtt = self
             .window
             .iter()
             .map(Exchange::round_trip_ns)
             .min()
             .unwrap_or(0);
-        let usable = min_rtt.saturating_mul(2).saturating_add(200_000);
-        let points: Vec<&Exchange> = (0..buckets)
-            .filter_map(|b| {
-                self.window
-                    .range((b * per).min(len)..((b + 1) * per).min(len))
-                    .min_by_key(|x| x.round_trip_ns())
-            })
-            .filter(|x| x.round_trip_ns() <= usable)
-            .collect();
-        let (Some(first), Some(last)) = (points.first(), points.last()) else {
-            return 0.0;
+        let weight = |x: &Exchange| {
+            let excess = (x.round_trip_ns() - min_rtt) as f64 / 20_000.0;
+            1.0 / (1.0 + excess * excess)
         };
-        if points.len() < 3
-            || last.local_mid().saturating_sub(first.local_mid()) < MIN_DRIFT_SPAN_NS
-        {
-            return 0.0;
+        let (mut sw, mut st, mut so) = (0.0, 0.0, 0.0);
+        for x in &self.window {
+            let w = weight(x);
+            sw += w;
+            st += w * x.local_mid() as f64;
+            so += w * x.offset_ns() as f64;
         }
-        let n = points.len() as f64;
-        let t_mean = points.iter().map(|x| x.local_mid() as f64).sum::<f64>() / n;
-        let o_mean = points.iter().map(|x| x.offset_ns() as f64).sum::<f64>() / n;
+        let (t_mean, o_mean) = (st / sw, so / sw);
         let (mut sxy, mut sxx) = (0.0, 0.0);
-        for x in &points {
+        for x in &self.window {
+            let w = weight(x);
             let dx = x.local_mid() as f64 - t_mean;
-            sxy += dx * (x.offset_ns() as f64 - o_mean);
-            sxx += dx * dx;
+            sxy += w * dx * (x.offset_ns() as f64 - o_mean);
+            sxx += w * dx * dx;
         }
         if sxx <= 0.0 {
             return 0.0;
