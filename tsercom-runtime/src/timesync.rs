@@ -310,7 +310,25 @@ impl ClockEstimator {
         if sxx <= 0.0 {
             return 0.0;
         }
-        (sxy / sxx).clamp(-MAX_DRIFT_PPM / 1e6, MAX_DRIFT_PPM / 1e6)
+        let slope = sxy / sxx;
+        // Use the slope only where the data show it: |slope| at least 3 standard errors.
+        // A noisy slope extrapolated over seconds costs more than a small real drift.
+        let (mut ss, mut sw2) = (0.0, 0.0);
+        for x in &self.window {
+            let w = weight(x);
+            let r = x.offset_ns() as f64 - o_mean - slope * (x.local_mid() as f64 - t_mean);
+            ss += w * r * r;
+            sw2 += w * w;
+        }
+        let n_eff = sw * sw / sw2;
+        if n_eff <= 3.0 {
+            return 0.0;
+        }
+        let se = ((ss / sw) * n_eff / (n_eff - 2.0) / sxx * sw / n_eff).sqrt();
+        if slope.abs() < 3.0 * se {
+            return 0.0;
+        }
+        slope.clamp(-MAX_DRIFT_PPM / 1e6, MAX_DRIFT_PPM / 1e6)
     }
 }
 
