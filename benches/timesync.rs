@@ -64,7 +64,8 @@ async fn one_run(offset_ns: i64, drift_ppm: f64, measure: Duration) -> Run {
     }
     let first_estimate_ms = started.elapsed().as_secs_f64() * 1e3;
     // Warm-up: until the estimator has its warm-up exchanges.
-    while estimate().is_some_and(|e| e.exchanges < 16) && started.elapsed() < Duration::from_secs(5) {
+    while estimate().is_some_and(|e| e.exchanges < 16) && started.elapsed() < Duration::from_secs(5)
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut errors_us = Vec::new();

@@ -15,11 +15,9 @@ use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
 use super::buffer::{BufferLimits, SendBuffer};
-use super::handshake::{self, Peer};
-use super::service::{self, Acceptor, OutboundStream, StreamService};
-use super::session::{
-    envelope, pump, AuthorityTime, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES,
-};
+use super::handshake::{self, Local, Peer};
+use super::service::{Acceptor, OutboundStream, StreamService};
+use super::session::{envelope, pump, AuthorityTime, Out, PumpObserver, SessionConfig};
 use super::{is_permanent, spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
 use crate::data::{CallerEvent, RemoteDataAggregator, Timestamped};
 use crate::discovery::{Connector, ConnectorEvent, Discovery, Instance, PeerKey};
@@ -434,38 +432,17 @@ impl<R: Runtime> Core<R> {
         self: &Arc<Self>,
         addrs: &[SocketAddr],
     ) -> Result<(Peer, Streaming<Envelope>, Out), Status> {
-        let channel = super::dial_any(addrs, Duration::from_secs(3))
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-        let hello = handshake::hello::<R>(
-            Role::Aggregator,
-            self.id,
-            self.incarnation,
-            self.config.max_frame_bytes,
-        );
-        let _ = tx.send(envelope(Kind::Hello(hello))).await;
-        let outbound = futures::stream::unfold(rx, |mut rx| async move {
-            match rx.recv().await {
-                Some(Ok(env)) => Some((env, rx)),
-                _ => None,
-            }
-        });
-        let mut inbound =
-            service::open::<R>(channel, outbound, self.config.max_frame_bytes).await?;
-        let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("the source sent no Hello"))??;
-        let Some(Envelope {
-            kind: Some(Kind::Hello(theirs)),
-        }) = first
-        else {
-            return Err(Status::invalid_argument(
-                "the source's first message was not Hello",
-            ));
-        };
-        let peer = handshake::check::<R>(Role::Aggregator, &theirs, addrs.first().copied())?;
-        Ok((peer, inbound, tx))
+        handshake::dial::<R>(self.local(), addrs).await
+    }
+
+    fn local(&self) -> Local {
+        Local {
+            role: Role::Aggregator,
+            id: self.id,
+            incarnation: self.incarnation,
+            max_frame_bytes: self.config.max_frame_bytes,
+            hello_timeout: self.config.hello_timeout,
+        }
     }
 
     /// Connects to a discovered source: checks what it advertises, dials, and starts the
@@ -621,38 +598,19 @@ impl<R: Runtime> Acceptor for Core<R> {
         remote: Option<SocketAddr>,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
         Box::pin(async move {
-            let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
+            let (peer, out, stream) = handshake::answer::<R>(self.local(), &mut inbound, remote)
                 .await
-                .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
-            let Some(Envelope {
-                kind: Some(Kind::Hello(theirs)),
-            }) = first
-            else {
-                return Err(self.reject("the first message must be Hello"));
-            };
-            let peer =
-                handshake::check::<R>(Role::Aggregator, &theirs, remote).inspect_err(|_| {
+                .inspect_err(|_| {
                     self.rejected.fetch_add(1, Ordering::Relaxed);
                 })?;
-            let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-            let hello = handshake::hello::<R>(
-                Role::Aggregator,
-                self.id,
-                self.incarnation,
-                self.config.max_frame_bytes,
-            );
-            let _ = tx.send(envelope(Kind::Hello(hello))).await;
             let core = Arc::clone(&self);
-            let session_out = tx.clone();
-            spawn_owned(&self.tasks, async move {
-                if let Err(status) = core.run_session(peer, inbound, session_out.clone()).await {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), session_out.send(Err(status)))
-                            .await;
-                }
-            });
-            drop(tx);
-            let stream: OutboundStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            let session_out = out.clone();
+            spawn_owned(
+                &self.tasks,
+                handshake::serve_session(out, async move {
+                    core.run_session(peer, inbound, session_out).await
+                }),
+            );
             Ok(stream)
         })
     }

@@ -1,14 +1,119 @@
 //! The first messages of a connection: each side's `Hello`, and the checks that refuse a
 //! peer of another runtime, schema or protocol version with a status that says why.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use tonic::Status;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
 
+use super::service::{self, OutboundStream};
+use super::session::{envelope, Out, OUTBOUND_FRAMES};
 use super::Runtime;
 use crate::ids::CallerId;
 use crate::series::Series;
-use crate::wire::{self, Role};
+use crate::wire::{self, envelope::Kind, Envelope, Role};
+
+/// Who we are on a connection: what our Hello says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Local {
+    pub(crate) role: Role,
+    pub(crate) id: CallerId,
+    pub(crate) incarnation: u64,
+    pub(crate) max_frame_bytes: usize,
+    pub(crate) hello_timeout: Duration,
+}
+
+impl Local {
+    fn hello<R: Runtime>(&self) -> Result<Envelope, Status> {
+        envelope(Kind::Hello(hello::<R>(
+            self.role,
+            self.id,
+            self.incarnation,
+            self.max_frame_bytes,
+        )))
+    }
+
+    fn peer_role(&self) -> &'static str {
+        match self.role {
+            Role::Source => "aggregator",
+            _ => "source",
+        }
+    }
+}
+
+/// Reads the peer's first message, which must be its Hello.
+async fn read_hello(
+    local: &Local,
+    inbound: &mut Streaming<Envelope>,
+) -> Result<wire::Hello, Status> {
+    let first = tokio::time::timeout(local.hello_timeout, inbound.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "the {} sent no Hello within {:?}",
+                local.peer_role(),
+                local.hello_timeout
+            ))
+        })??;
+    match first {
+        Some(Envelope {
+            kind: Some(Kind::Hello(theirs)),
+        }) => Ok(theirs),
+        _ => Err(Status::invalid_argument(format!(
+            "the first message must be Hello (from the {})",
+            local.peer_role()
+        ))),
+    }
+}
+
+/// Dials one of `addrs`, opens runtime `R`'s stream and exchanges Hellos (ours first).
+pub(crate) async fn dial<R: Runtime>(
+    local: Local,
+    addrs: &[SocketAddr],
+) -> Result<(Peer, Streaming<Envelope>, Out), Status> {
+    let channel = super::dial_any(addrs, Duration::from_secs(3))
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
+    let _ = tx.send(local.hello::<R>()).await;
+    // A client cannot send a status: the first `Err` ends our side of the stream.
+    let outbound = futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Some(Ok(env)) => Some((env, rx)),
+            _ => None,
+        }
+    });
+    let mut inbound = service::open::<R>(channel, outbound, local.max_frame_bytes).await?;
+    let theirs = read_hello(&local, &mut inbound).await?;
+    let peer = check::<R>(local.role, &theirs, addrs.first().copied())?;
+    Ok((peer, inbound, tx))
+}
+
+/// The dialed side: reads and checks the dialer's Hello and answers with ours. Returns
+/// the peer, the sender of our side, and the response stream to hand to tonic.
+pub(crate) async fn answer<R: Runtime>(
+    local: Local,
+    inbound: &mut Streaming<Envelope>,
+    remote: Option<SocketAddr>,
+) -> Result<(Peer, Out, OutboundStream), Status> {
+    let theirs = read_hello(&local, inbound).await?;
+    let peer = check::<R>(local.role, &theirs, remote)?;
+    let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
+    let _ = tx.send(local.hello::<R>()).await;
+    let stream: OutboundStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok((peer, tx, stream))
+}
+
+/// Runs an accepted stream's session; the status it ends with, if any, becomes the
+/// call's final status for the peer.
+pub(crate) async fn serve_session(out: Out, session: impl Future<Output = Result<(), Status>>) {
+    if let Err(status) = session.await {
+        tracing::debug!(%status, "session ended");
+        let _ = tokio::time::timeout(Duration::from_secs(1), out.send(Err(status))).await;
+    }
+}
 
 /// What we learned about the peer from its Hello.
 #[derive(Debug, Clone)]

@@ -10,16 +10,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
 use super::buffer::{BufferLimits, SendBuffer};
-use super::handshake::{self, Peer};
-use super::service::{self, Acceptor, OutboundStream, StreamService};
-use super::session::{
-    envelope, pump, ClockLink, Out, PumpObserver, SessionConfig, OUTBOUND_FRAMES,
-};
+use super::handshake::{self, Local, Peer};
+use super::service::{Acceptor, OutboundStream, StreamService};
+use super::session::{envelope, pump, ClockLink, Out, PumpObserver, SessionConfig};
 use super::{is_permanent, spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
 use crate::ids::CallerId;
@@ -343,38 +341,17 @@ impl<R: Runtime> Core<R> {
         self: &Arc<Self>,
         addrs: &[SocketAddr],
     ) -> Result<(Peer, Streaming<Envelope>, Out), Status> {
-        let channel = crate::runtime::dial_any(addrs, Duration::from_secs(3))
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-        let hello = handshake::hello::<R>(
-            Role::Source,
-            self.id,
-            self.incarnation,
-            self.config.max_frame_bytes,
-        );
-        let _ = tx.send(envelope(Kind::Hello(hello))).await;
-        let outbound = futures::stream::unfold(rx, |mut rx| async move {
-            match rx.recv().await {
-                Some(Ok(env)) => Some((env, rx)),
-                _ => None,
-            }
-        });
-        let mut inbound =
-            service::open::<R>(channel, outbound, self.config.max_frame_bytes).await?;
-        let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("the aggregator sent no Hello"))??;
-        let Some(Envelope {
-            kind: Some(Kind::Hello(theirs)),
-        }) = first
-        else {
-            return Err(Status::invalid_argument(
-                "the aggregator's first message was not Hello",
-            ));
-        };
-        let peer = handshake::check::<R>(Role::Source, &theirs, None)?;
-        Ok((peer, inbound, tx))
+        handshake::dial::<R>(self.local(), addrs).await
+    }
+
+    fn local(&self) -> Local {
+        Local {
+            role: Role::Source,
+            id: self.id,
+            incarnation: self.incarnation,
+            max_frame_bytes: self.config.max_frame_bytes,
+            hello_timeout: self.config.hello_timeout,
+        }
     }
 }
 
@@ -404,36 +381,16 @@ impl<R: Runtime> Acceptor for Core<R> {
         remote: Option<SocketAddr>,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
         Box::pin(async move {
-            let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
-                .await
-                .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
-            let Some(Envelope {
-                kind: Some(Kind::Hello(theirs)),
-            }) = first
-            else {
-                return Err(Status::invalid_argument("the first message must be Hello"));
-            };
-            let peer = handshake::check::<R>(Role::Source, &theirs, remote)?;
-            let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-            let hello = handshake::hello::<R>(
-                Role::Source,
-                self.id,
-                self.incarnation,
-                self.config.max_frame_bytes,
-            );
-            let _ = tx.send(envelope(Kind::Hello(hello))).await;
+            let (peer, out, stream) =
+                handshake::answer::<R>(self.local(), &mut inbound, remote).await?;
             let core = Arc::clone(&self);
-            let session_out = tx.clone();
-            spawn_owned(&self.tasks, async move {
-                if let Err(status) = core.run_session(peer, inbound, session_out.clone()).await {
-                    tracing::debug!(%status, "session with aggregator ended");
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), session_out.send(Err(status)))
-                            .await;
-                }
-            });
-            drop(tx);
-            let stream: OutboundStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            let session_out = out.clone();
+            spawn_owned(
+                &self.tasks,
+                handshake::serve_session(out, async move {
+                    core.run_session(peer, inbound, session_out).await
+                }),
+            );
             Ok(stream)
         })
     }
