@@ -41,6 +41,8 @@ struct Run {
     first_estimate_ms: f64,
     errors_us: Vec<f64>,
     uncertainty_us: f64,
+    /// Readings whose error exceeded the reported bound.
+    outside: u64,
 }
 
 async fn one_run(offset_ns: i64, drift_ppm: f64, measure: Duration) -> Run {
@@ -70,13 +72,19 @@ async fn one_run(offset_ns: i64, drift_ppm: f64, measure: Duration) -> Run {
     }
     let mut errors_us = Vec::new();
     let mut uncertainty_us = 0.0;
+    let mut outside = 0_u64;
     let end = Instant::now() + measure;
     while Instant::now() < end {
         if let Some(e) = estimate() {
             let local = clock.now();
             let truth = SystemClock.now().nanos_since(local);
-            errors_us.push((e.offset_at(local) - truth) as f64 / 1e3);
-            uncertainty_us = e.uncertainty.as_nanos() as f64 / 1e3;
+            let error = e.offset_at(local) - truth;
+            errors_us.push(error as f64 / 1e3);
+            let bound = e.uncertainty_at(local).as_nanos() as f64 / 1e3;
+            uncertainty_us = bound;
+            if error.unsigned_abs() as f64 / 1e3 > bound {
+                outside += 1;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -86,6 +94,7 @@ async fn one_run(offset_ns: i64, drift_ppm: f64, measure: Duration) -> Run {
         first_estimate_ms,
         errors_us,
         uncertainty_us,
+        outside,
     }
 }
 
@@ -139,17 +148,19 @@ fn main() {
         let mut firsts = Vec::new();
         let mut errors = Vec::new();
         let mut uncertainty = Vec::new();
+        let mut outside = 0;
         for _ in 0..runs {
             let run = rt.block_on(one_run(offset_ns, drift_ppm, measure));
             firsts.push(run.first_estimate_ms);
             errors.extend(run.errors_us.iter().map(|e| e.abs()));
             uncertainty.push(run.uncertainty_us);
+            outside += run.outside;
         }
         firsts.sort_by(f64::total_cmp);
         errors.sort_by(f64::total_cmp);
         uncertainty.sort_by(f64::total_cmp);
         println!(
-            "{{\"bench\":\"timesync\",\"impl\":\"tsercom\",\"link\":\"loopback\",\"injected_offset_ms\":{},\"drift_ppm\":{},\"runs\":{},\"first_estimate_ms_p50\":{:.3},\"first_estimate_ms_max\":{:.3},\"abs_error_us_p50\":{:.2},\"abs_error_us_p99\":{:.2},\"abs_error_us_max\":{:.2},\"reported_uncertainty_us_p50\":{:.2},\"error_samples\":{}}}",
+            "{{\"bench\":\"timesync\",\"impl\":\"tsercom\",\"link\":\"loopback\",\"injected_offset_ms\":{},\"drift_ppm\":{},\"runs\":{},\"first_estimate_ms_p50\":{:.3},\"first_estimate_ms_max\":{:.3},\"abs_error_us_p50\":{:.2},\"abs_error_us_p99\":{:.2},\"abs_error_us_max\":{:.2},\"reported_uncertainty_us_p50\":{:.2},\"error_samples\":{},\"outside_bound\":{}}}",
             offset_ns as f64 / 1e6,
             drift_ppm,
             runs,
@@ -159,7 +170,8 @@ fn main() {
             percentile(&errors, 99.0),
             percentile(&errors, 100.0),
             percentile(&uncertainty, 50.0),
-            errors.len()
+            errors.len(),
+            outside
         );
     }
     python_arm(quick);

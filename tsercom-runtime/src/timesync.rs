@@ -113,8 +113,13 @@ pub struct ClockEstimate {
     pub drift_ppm: f64,
     /// The smallest round trip in the window.
     pub round_trip: Duration,
-    /// A bound on the error of `to_authority`, assuming symmetric network paths.
+    /// A bound on the error of `to_authority` at `reference`, assuming symmetric network
+    /// paths; see [`uncertainty_at`](Self::uncertainty_at) for other times.
     pub uncertainty: Duration,
+    /// How fast the bound grows away from `reference`, in ppm: the drift's own
+    /// uncertainty (3 standard errors), or, while no drift is applied, the largest drift
+    /// the exchanges do not rule out.
+    pub drift_uncertainty_ppm: f64,
     /// Exchanges the estimate rests on (those that passed the clock filter).
     pub samples: usize,
     /// Exchanges accepted since the estimator started.
@@ -122,6 +127,15 @@ pub struct ClockEstimate {
 }
 
 impl ClockEstimate {
+    /// The error bound at local time `local`: `uncertainty` plus the drift uncertainty
+    /// times the time from `reference`.
+    pub fn uncertainty_at(&self, local: Timestamp) -> Duration {
+        let dt = local.nanos_since(self.reference).unsigned_abs() as f64;
+        self.uncertainty.saturating_add(Duration::from_nanos(
+            (dt * self.drift_uncertainty_ppm / 1e6) as u64,
+        ))
+    }
+
     /// The offset (authority minus local, ns) at local time `local`, drift included.
     pub fn offset_at(&self, local: Timestamp) -> i64 {
         let dt = local.nanos_since(self.reference) as f64;
@@ -150,6 +164,9 @@ impl ClockEstimate {
 const MAX_ROUND_TRIP_NS: i64 = 10_000_000_000;
 const MAX_DRIFT_PPM: f64 = 500.0;
 const MIN_DRIFT_SPAN_NS: i64 = 500_000_000;
+/// The drift bound (per ns) assumed before the exchanges say anything about it: 100 ppm,
+/// what ordinary quartz oscillators stay within.
+const UNKNOWN_DRIFT: f64 = 100e-6;
 
 /// Turns exchanges into a [`ClockEstimate`]; see the module docs.
 #[derive(Debug)]
@@ -236,7 +253,7 @@ impl ClockEstimator {
 
     fn fit(&self) -> Option<ClockEstimate> {
         let min_rtt = self.window.iter().map(Exchange::round_trip_ns).min()?;
-        let slope = self.fit_drift();
+        let (slope, slope_uncertainty) = self.fit_drift();
         // Clock filter: keep exchanges whose round trip is close to the best one; queueing
         // delay only ever adds to a round trip, so these are the most accurate.
         let limit = min_rtt + (min_rtt / 2).max(20_000);
@@ -263,24 +280,25 @@ impl ClockEstimator {
             drift_ppm: slope * 1e6,
             round_trip: Duration::from_nanos(min_rtt as u64),
             uncertainty: Duration::from_nanos(uncertainty_ns as u64),
+            drift_uncertainty_ppm: slope_uncertainty * 1e6,
             samples: chosen.len(),
             exchanges: self.accepted,
         })
     }
 
-    /// Drift (offset change per local ns): least squares over every exchange in the
+    /// Drift (offset change per local ns) and its uncertainty: least squares over every exchange in the
     /// window, each weighted by how close its round trip is to the best one
     /// (`1 / (1 + (excess / 20 µs)^2)`), so exchanges delayed by queues or outages, whose
     /// delays are likely asymmetric, count for next to nothing. Zero until the window
     /// spans `MIN_DRIFT_SPAN_NS`.
-    fn fit_drift(&self) -> f64 {
+    fn fit_drift(&self) -> (f64, f64) {
         let (Some(first), Some(last)) = (self.window.front(), self.window.back()) else {
-            return 0.0;
+            return (0.0, UNKNOWN_DRIFT);
         };
         if self.window.len() < 3
             || last.local_mid().saturating_sub(first.local_mid()) < MIN_DRIFT_SPAN_NS
         {
-            return 0.0;
+            return (0.0, UNKNOWN_DRIFT);
         }
         let min_rtt = self
             .window
@@ -308,7 +326,7 @@ impl ClockEstimator {
             sxx += w * dx * dx;
         }
         if sxx <= 0.0 {
-            return 0.0;
+            return (0.0, UNKNOWN_DRIFT);
         }
         let slope = sxy / sxx;
         // Use the slope only where the data show it: |slope| at least 3 standard errors.
@@ -322,13 +340,17 @@ impl ClockEstimator {
         }
         let n_eff = sw * sw / sw2;
         if n_eff <= 3.0 {
-            return 0.0;
+            return (0.0, UNKNOWN_DRIFT);
         }
         let se = ((ss / sw) * n_eff / (n_eff - 2.0) / sxx * sw / n_eff).sqrt();
         if slope.abs() < 3.0 * se {
-            return 0.0;
+            // Not shown by the data: apply none, but do not claim it is absent.
+            return (0.0, (slope.abs() + 3.0 * se).min(UNKNOWN_DRIFT));
         }
-        slope.clamp(-MAX_DRIFT_PPM / 1e6, MAX_DRIFT_PPM / 1e6)
+        (
+            slope.clamp(-MAX_DRIFT_PPM / 1e6, MAX_DRIFT_PPM / 1e6),
+            (3.0 * se).min(UNKNOWN_DRIFT),
+        )
     }
 }
 
@@ -511,5 +533,10 @@ mod schedule_tests {
         );
         let err = est.offset_at(Timestamp::from_nanos(t)) - truth(t);
         assert!(err.abs() < 100_000, "offset error {err} ns, {est:?}");
+        let bound = est.uncertainty_at(Timestamp::from_nanos(t));
+        assert!(
+            u128::from(err.unsigned_abs()) <= bound.as_nanos(),
+            "error {err} ns outside the reported bound {bound:?}"
+        );
     }
 }

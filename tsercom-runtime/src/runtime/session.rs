@@ -38,7 +38,7 @@ pub struct SessionConfig {
     /// Time sync probing.
     pub timesync: TimeSyncConfig,
     /// On a source's first connection to an aggregator, how long samples wait for the
-    /// first clock estimate before they go out unsynchronized anyway (default 100 ms;
+    /// first clock estimate before they go out unsynchronized anyway (default 250 ms;
     /// about one round trip is usually enough). Bounded, so time sync never blocks data.
     pub first_estimate_wait: Duration,
 }
@@ -50,7 +50,7 @@ impl Default for SessionConfig {
             max_frame_bytes: 4 << 20,
             hello_timeout: Duration::from_secs(10),
             timesync: TimeSyncConfig::default(),
-            first_estimate_wait: Duration::from_millis(100),
+            first_estimate_wait: Duration::from_millis(250),
         }
     }
 }
@@ -115,7 +115,7 @@ impl ClockLink {
             origin_ns: t1.as_nanos(),
             estimated: est.is_some(),
             offset_ns: est.map_or(0, |e| e.offset_at(t1)),
-            uncertainty_ns: est.map_or(0, |e| e.uncertainty.as_nanos() as u64),
+            uncertainty_ns: est.map_or(0, |e| e.uncertainty_at(t1).as_nanos() as u64),
             round_trip_ns: est.map_or(0, |e| e.round_trip.as_nanos() as u64),
             drift_ppm: est.map_or(0.0, |e| e.drift_ppm),
         }
@@ -198,12 +198,14 @@ impl Stamp for ClockLink {
     }
 }
 
-/// How fast the applied offset may move toward a new estimate: 500 ppm, so local-to-
-/// authority conversion stays strictly increasing and samples never swap order.
-const SLEW: f64 = 500e-6;
-/// A new estimate further than this from the applied offset is a clock step: applied at
-/// once instead of slewed.
-const STEP_NS: i64 = 1_000_000;
+/// How fast the applied offset may move toward a new estimate: 10 % of elapsed time.
+/// Any rate below 100 % keeps local-to-authority conversion strictly increasing, so
+/// samples never swap order; 10 % absorbs the millisecond corrections of a noisy early
+/// estimate within tens of milliseconds.
+const SLEW: f64 = 0.1;
+/// A new estimate further than this from the applied offset is a clock step (the
+/// authority's clock was set): applied at once instead of slewed.
+const STEP_NS: i64 = 1_000_000_000;
 /// Segments kept: with probes every 500 ms, over half an hour, far more than any buffer.
 const MAX_SEGMENTS: usize = 4096;
 
@@ -213,7 +215,7 @@ const MAX_SEGMENTS: usize = 4096;
 ///
 /// It is piecewise: each estimate starts a segment at the local time it arrived, where
 /// the offset continues from the previous segment and then moves toward the estimate at
-/// most `SLEW`.
+/// most `SLEW` (the first estimate applies at once).
 #[derive(Debug, Default)]
 struct Mapping {
     segments: VecDeque<Segment>,
