@@ -160,8 +160,8 @@ def targets(lines):
 
 def timesync(lines):
     out = [
-        "| impl | injected offset | drift | first estimate (p50 / max) | abs error p50 | abs error p99 | reported uncertainty p50 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| impl | injected offset | drift | first estimate (p50 / max) | abs error p50 | abs error p99 | reported bound p50 | readings outside the bound |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for v in lines:
         if v.get("bench") == "timesync" and v.get("impl") == "tsercom":
@@ -169,17 +169,18 @@ def timesync(lines):
                 f"| tsercom | {fmt(v['injected_offset_ms'])} ms | {fmt(v['drift_ppm'])} ppm "
                 f"| {fmt(v['first_estimate_ms_p50'], 1)} / {fmt(v['first_estimate_ms_max'], 1)} ms "
                 f"| {fmt(v['abs_error_us_p50'], 1)} µs | {fmt(v['abs_error_us_p99'], 1)} µs "
-                f"| {fmt(v['reported_uncertainty_us_p50'], 1)} µs |"
+                f"| {fmt(v['reported_uncertainty_us_p50'], 1)} µs "
+                f"| {fmt(v.get('outside_bound'))} of {fmt(v['error_samples'])} |"
             )
     for v in lines:
         if v.get("scenario") == "timesync" and v.get("run") == "median":
             out.append(
                 f"| python-tsercom-1.1.3 (median of {v['runs']}) | {fmt(v['injected_offset_us'] / 1e3)} ms | - "
                 f"| {fmt(v['time_to_first_estimate_ms'], 1)} ms | {fmt(abs(v['error_us']), 1)} µs "
-                f"| (estimates {v['estimate_ratio']:.4f} of the offset) | - |"
+                f"| (estimates {v['estimate_ratio']:.4f} of the offset) | - | - |"
             )
         if v.get("bench") == "timesync" and v.get("skipped"):
-            out.append(f"| {v['impl']} | skipped: {v['skipped']} | | | | | |")
+            out.append(f"| {v['impl']} | skipped: {v['skipped']} | | | | | | |")
     return "\n".join(out)
 
 
