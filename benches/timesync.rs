@@ -3,7 +3,8 @@
 //! reference's NTP sync (its `timesync` scenario, same injected offset) when `TSERCOM_PY`
 //! names a Python with tsercom 1.1.3.
 //!
-//! `cargo bench --bench timesync`; `TSERCOM_BENCH_QUICK=1` for a short run. Prints one JSON
+//! `cargo bench --bench timesync`; `TSERCOM_BENCH_QUICK=1` for a short run;
+//! `TSERCOM_BENCH_TRACE=1` prints every reading (error, drift, bound) to stderr. Prints one JSON
 //! object per line.
 
 #![allow(missing_docs)]
@@ -12,7 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tsercom::{Aggregator, Clock, Runtime, SkewedClock, Source, SystemClock};
+use tsercom::{Aggregator, Clock, ClockEstimate, Runtime, SkewedClock, Source, SystemClock};
 
 #[tsercom::series]
 pub struct Probe {
@@ -39,8 +40,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 struct Run {
     first_estimate_ms: f64,
-    errors_us: Vec<f64>,
-    uncertainty_us: f64,
+    /// Seconds from start until the drift was known to 10 ppm.
+    settle_s: f64,
+    /// Over the first `measure` after the warm-up exchanges.
+    early: Errors,
+    /// Over `measure` once settled.
+    settled: Errors,
+}
+
+#[derive(Default)]
+struct Errors {
+    abs_us: Vec<f64>,
+    bounds_us: Vec<f64>,
     /// Readings whose error exceeded the reported bound.
     outside: u64,
 }
@@ -70,32 +81,70 @@ async fn one_run(offset_ns: i64, drift_ppm: f64, measure: Duration) -> Run {
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut errors_us = Vec::new();
-    let mut uncertainty_us = 0.0;
-    let mut outside = 0_u64;
-    let end = Instant::now() + measure;
-    while Instant::now() < end {
-        if let Some(e) = estimate() {
-            let local = clock.now();
-            let truth = SystemClock.now().nanos_since(local);
-            let error = e.offset_at(local) - truth;
-            errors_us.push(error as f64 / 1e3);
-            let bound = e.uncertainty_at(local).as_nanos() as f64 / 1e3;
-            uncertainty_us = bound;
-            if error.unsigned_abs() as f64 / 1e3 > bound {
-                outside += 1;
-            }
+    let early = measure_errors(&estimate, &*clock, measure, started).await;
+    // Settled: the estimate says it knows the drift to 10 ppm.
+    let mut settle_s = f64::NAN;
+    while started.elapsed() < Duration::from_secs(60) {
+        if estimate().is_some_and(|e| e.drift_uncertainty_ppm <= 10.0) {
+            settle_s = started.elapsed().as_secs_f64();
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let settled = measure_errors(&estimate, &*clock, measure, started).await;
     source.shutdown(Duration::from_millis(100)).await;
     agg.shutdown(Duration::from_millis(100)).await;
     Run {
         first_estimate_ms,
-        errors_us,
-        uncertainty_us,
-        outside,
+        settle_s,
+        early,
+        settled,
     }
+}
+
+/// Errors of the estimate against the truth, read every 20 ms for `measure`.
+async fn measure_errors(
+    estimate: &impl Fn() -> Option<ClockEstimate>,
+    clock: &dyn Clock,
+    measure: Duration,
+    started: Instant,
+) -> Errors {
+    let mut errors = Errors::default();
+    let end = Instant::now() + measure;
+    while Instant::now() < end {
+        if let Some(e) = estimate() {
+            // Bracketed by system-clock readings, so a preemption between the reads is
+            // not counted as estimation error.
+            let before = SystemClock.now();
+            let local = clock.now();
+            let after = SystemClock.now();
+            if after.nanos_since(before) > 20_000 {
+                continue;
+            }
+            let truth = before.as_nanos() + after.nanos_since(before) / 2 - local.as_nanos();
+            let error = e.offset_at(local) - truth;
+            errors.abs_us.push((error as f64 / 1e3).abs());
+            if std::env::var_os("TSERCOM_BENCH_TRACE").is_some() {
+                eprintln!(
+                    "t={:.3}s err={:.1}us drift={:.1} unc={:.1}ppm n={} x={} bound={:.1}us",
+                    started.elapsed().as_secs_f64(),
+                    error as f64 / 1e3,
+                    e.drift_ppm,
+                    e.drift_uncertainty_ppm,
+                    e.samples,
+                    e.exchanges,
+                    e.uncertainty_at(local).as_nanos() as f64 / 1e3
+                );
+            }
+            let bound = e.uncertainty_at(local).as_nanos() as f64 / 1e3;
+            errors.bounds_us.push(bound);
+            if error.unsigned_abs() as f64 / 1e3 > bound {
+                errors.outside += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    errors
 }
 
 fn python_arm(quick: bool) {
@@ -146,33 +195,41 @@ fn main() {
         .expect("tokio runtime");
     for (offset_ns, drift_ppm) in [(250_000_000_i64, 0.0), (-3_000_000_000, 100.0)] {
         let mut firsts = Vec::new();
-        let mut errors = Vec::new();
-        let mut uncertainty = Vec::new();
-        let mut outside = 0;
+        let mut settles = Vec::new();
+        let mut early = Errors::default();
+        let mut settled = Errors::default();
         for _ in 0..runs {
             let run = rt.block_on(one_run(offset_ns, drift_ppm, measure));
             firsts.push(run.first_estimate_ms);
-            errors.extend(run.errors_us.iter().map(|e| e.abs()));
-            uncertainty.push(run.uncertainty_us);
-            outside += run.outside;
+            settles.push(run.settle_s);
+            for (all, one) in [(&mut early, run.early), (&mut settled, run.settled)] {
+                all.abs_us.extend(one.abs_us);
+                all.bounds_us.extend(one.bounds_us);
+                all.outside += one.outside;
+            }
         }
         firsts.sort_by(f64::total_cmp);
-        errors.sort_by(f64::total_cmp);
-        uncertainty.sort_by(f64::total_cmp);
-        println!(
-            "{{\"bench\":\"timesync\",\"impl\":\"tsercom\",\"link\":\"loopback\",\"injected_offset_ms\":{},\"drift_ppm\":{},\"runs\":{},\"first_estimate_ms_p50\":{:.3},\"first_estimate_ms_max\":{:.3},\"abs_error_us_p50\":{:.2},\"abs_error_us_p99\":{:.2},\"abs_error_us_max\":{:.2},\"reported_uncertainty_us_p50\":{:.2},\"error_samples\":{},\"outside_bound\":{}}}",
-            offset_ns as f64 / 1e6,
-            drift_ppm,
-            runs,
-            percentile(&firsts, 50.0),
-            percentile(&firsts, 100.0),
-            percentile(&errors, 50.0),
-            percentile(&errors, 99.0),
-            percentile(&errors, 100.0),
-            percentile(&uncertainty, 50.0),
-            errors.len(),
-            outside
-        );
+        settles.sort_by(f64::total_cmp);
+        for (phase, errors) in [("after_warmup", &mut early), ("settled", &mut settled)] {
+            errors.abs_us.sort_by(f64::total_cmp);
+            errors.bounds_us.sort_by(f64::total_cmp);
+            println!(
+                "{{\"bench\":\"timesync\",\"impl\":\"tsercom\",\"link\":\"loopback\",\"phase\":\"{phase}\",\"injected_offset_ms\":{},\"drift_ppm\":{},\"runs\":{},\"first_estimate_ms_p50\":{:.3},\"first_estimate_ms_max\":{:.3},\"settle_s_p50\":{:.2},\"settle_s_max\":{:.2},\"abs_error_us_p50\":{:.2},\"abs_error_us_p99\":{:.2},\"abs_error_us_max\":{:.2},\"reported_uncertainty_us_p50\":{:.2},\"error_samples\":{},\"outside_bound\":{}}}",
+                offset_ns as f64 / 1e6,
+                drift_ppm,
+                runs,
+                percentile(&firsts, 50.0),
+                percentile(&firsts, 100.0),
+                percentile(&settles, 50.0),
+                percentile(&settles, 100.0),
+                percentile(&errors.abs_us, 50.0),
+                percentile(&errors.abs_us, 99.0),
+                percentile(&errors.abs_us, 100.0),
+                percentile(&errors.bounds_us, 50.0),
+                errors.abs_us.len(),
+                errors.outside
+            );
+        }
     }
     python_arm(quick);
 }

@@ -23,11 +23,14 @@ use crate::time::Timestamp;
 /// How often probes are sent and how many are kept.
 #[derive(Debug, Clone)]
 pub struct TimeSyncConfig {
-    /// Interval between probes until the estimate is stable.
+    /// Interval between probes during the warm-up (default 20 ms).
     pub fast_interval: Duration,
-    /// Interval between probes once it is.
+    /// Interval between probes once the estimate is stable (default 500 ms).
     pub slow_interval: Duration,
-    /// Accepted exchanges before the estimate counts as stable.
+    /// Exchanges in the window before the warm-up ends (default 16). After it the
+    /// interval doubles with each exchange up to `slow_interval`, so the window soon
+    /// spans enough time to measure the drift (within about a second by default). A
+    /// clock step that resets the estimator starts the warm-up again.
     pub warmup: usize,
     /// Exchanges kept in the window.
     pub window: usize,
@@ -44,6 +47,22 @@ impl Default for TimeSyncConfig {
             window: 64,
             max_probes_per_second: 100,
         }
+    }
+}
+
+impl TimeSyncConfig {
+    /// The interval before the next probe when the window holds `exchanges`.
+    pub fn interval_after(&self, exchanges: usize) -> Duration {
+        if exchanges < self.warmup {
+            return self.fast_interval;
+        }
+        let doublings = (exchanges - self.warmup + 1).min(32) as u32;
+        self.fast_interval
+            .saturating_mul(1 << doublings.min(31))
+            .clamp(
+                self.fast_interval,
+                self.slow_interval.max(self.fast_interval),
+            )
     }
 }
 
@@ -251,47 +270,66 @@ impl ClockEstimator {
         self.accepted
     }
 
+    /// Exchanges in the window now (fewer than accepted after a reset or once full).
+    pub fn window_len(&self) -> usize {
+        self.window.len()
+    }
+
     fn fit(&self) -> Option<ClockEstimate> {
+        let last = self.window.back()?;
         let min_rtt = self.window.iter().map(Exchange::round_trip_ns).min()?;
-        let (slope, slope_uncertainty) = self.fit_drift();
-        // Clock filter: keep exchanges whose round trip is close to the best one; queueing
-        // delay only ever adds to a round trip, so these are the most accurate.
-        let limit = min_rtt + (min_rtt / 2).max(20_000);
-        let chosen: Vec<&Exchange> = self
+        let (slope, slope_uncertainty) = self.fit_drift(min_rtt);
+        // Every exchange, carried along the drift to the newest one, bounds the offset
+        // there: the true offset of an exchange is within half its round trip of what it
+        // measured (whatever the path asymmetry), plus what the drift's own uncertainty
+        // adds over its age. Keep the exchanges with the tightest bounds (the clock
+        // filter: queueing only ever adds to a round trip, and age only to the drift
+        // error) and average them weighted by 1 / bound^2.
+        let t_ref = last.local_mid();
+        let carried = |x: &Exchange| {
+            let age = t_ref.saturating_sub(x.local_mid()) as f64;
+            let offset = x.offset_ns() as f64 + slope * age;
+            let bound = (x.round_trip_ns() as f64 / 2.0 + slope_uncertainty * age).max(1.0);
+            (offset, bound)
+        };
+        let best = self
             .window
             .iter()
-            .filter(|x| x.round_trip_ns() <= limit)
-            .collect();
-        let n = chosen.len() as f64;
-        let t_ref = chosen.iter().map(|x| x.local_mid() as f64).sum::<f64>() / n;
-        let detrended =
-            |x: &Exchange| x.offset_ns() as f64 - slope * (x.local_mid() as f64 - t_ref);
-        let o_mean = chosen.iter().map(|x| detrended(x)).sum::<f64>() / n;
-        let residual = if chosen.len() >= 2 {
-            let ss: f64 = chosen.iter().map(|x| (detrended(x) - o_mean).powi(2)).sum();
-            (ss / (n - 1.0)).sqrt()
-        } else {
-            0.0
-        };
-        let uncertainty_ns = (min_rtt as f64 / 2.0 + 3.0 * residual).max(1.0);
+            .map(|x| carried(x).1)
+            .fold(f64::INFINITY, f64::min);
+        let limit = best + (best / 2.0).max(10_000.0);
+        let (mut sw, mut so, mut worst, mut chosen) = (0.0, 0.0, 0.0_f64, 0_usize);
+        for (offset, bound) in self.window.iter().map(carried) {
+            if bound <= limit {
+                let w = 1.0 / (bound * bound);
+                sw += w;
+                so += w * offset;
+                worst = worst.max(bound);
+                chosen += 1;
+            }
+        }
+        // A weighted mean of values each within its bound of the truth is within the
+        // largest of those bounds.
         Some(ClockEstimate {
-            offset_ns: o_mean.round() as i64,
-            reference: Timestamp::from_nanos(t_ref as i64),
+            offset_ns: (so / sw).round() as i64,
+            reference: Timestamp::from_nanos(t_ref),
             drift_ppm: slope * 1e6,
             round_trip: Duration::from_nanos(min_rtt as u64),
-            uncertainty: Duration::from_nanos(uncertainty_ns as u64),
+            uncertainty: Duration::from_nanos(worst.ceil() as u64),
             drift_uncertainty_ppm: slope_uncertainty * 1e6,
-            samples: chosen.len(),
+            samples: chosen,
             exchanges: self.accepted,
         })
     }
 
-    /// Drift (offset change per local ns) and its uncertainty: least squares over every exchange in the
-    /// window, each weighted by how close its round trip is to the best one
-    /// (`1 / (1 + (excess / 20 µs)^2)`), so exchanges delayed by queues or outages, whose
-    /// delays are likely asymmetric, count for next to nothing. Zero until the window
-    /// spans `MIN_DRIFT_SPAN_NS`.
-    fn fit_drift(&self) -> (f64, f64) {
+    /// Drift (offset change per local ns) and its uncertainty: least squares over every
+    /// exchange in the window, each weighted by how close its round trip is to the best
+    /// one (`1 / (1 + (excess / scale)^2)`, where `scale` is the median excess and at
+    /// least 20 µs), so exchanges delayed by queues or outages, whose delays are likely
+    /// asymmetric, count for little while the typical exchange still counts. No drift,
+    /// with [`UNKNOWN_DRIFT`] as its uncertainty, until the window spans
+    /// `MIN_DRIFT_SPAN_NS`.
+    fn fit_drift(&self, min_rtt: i64) -> (f64, f64) {
         let (Some(first), Some(last)) = (self.window.front(), self.window.back()) else {
             return (0.0, UNKNOWN_DRIFT);
         };
@@ -300,15 +338,16 @@ impl ClockEstimator {
         {
             return (0.0, UNKNOWN_DRIFT);
         }
-        let min_rtt = self
+        let mut excess: Vec<i64> = self
             .window
             .iter()
-            .map(Exchange::round_trip_ns)
-            .min()
-            .unwrap_or(0);
+            .map(|x| x.round_trip_ns() - min_rtt)
+            .collect();
+        let mid = excess.len() / 2;
+        let scale = (*excess.select_nth_unstable(mid).1 as f64).max(20_000.0);
         let weight = |x: &Exchange| {
-            let excess = (x.round_trip_ns() - min_rtt) as f64 / 20_000.0;
-            1.0 / (1.0 + excess * excess)
+            let e = (x.round_trip_ns() - min_rtt) as f64 / scale;
+            1.0 / (1.0 + e * e)
         };
         let (mut sw, mut st, mut so) = (0.0, 0.0, 0.0);
         for x in &self.window {
@@ -329,8 +368,6 @@ impl ClockEstimator {
             return (0.0, UNKNOWN_DRIFT);
         }
         let slope = sxy / sxx;
-        // Use the slope only where the data show it: |slope| at least 3 standard errors.
-        // A noisy slope extrapolated over seconds costs more than a small real drift.
         let (mut ss, mut sw2) = (0.0, 0.0);
         for x in &self.window {
             let w = weight(x);
@@ -342,15 +379,18 @@ impl ClockEstimator {
         if n_eff <= 3.0 {
             return (0.0, UNKNOWN_DRIFT);
         }
-        let se = ((ss / sw) * n_eff / (n_eff - 2.0) / sxx * sw / n_eff).sqrt();
-        if slope.abs() < 3.0 * se {
+        let se = (ss / ((n_eff - 2.0) * sxx)).sqrt();
+        // Apply the slope shrunk toward zero by its own noise (`slope * (1 - se^2 /
+        // slope^2)`, none while `|slope| <= se`): a noisy slope extrapolated over seconds
+        // costs more than a small real drift, and a clear one is applied almost whole.
+        // The bound covers the slope's error (3 standard errors) plus the shrinkage.
+        if slope.abs() <= se {
             // Not shown by the data: apply none, but do not claim it is absent.
             return (0.0, (slope.abs() + 3.0 * se).min(UNKNOWN_DRIFT));
         }
-        (
-            slope.clamp(-MAX_DRIFT_PPM / 1e6, MAX_DRIFT_PPM / 1e6),
-            (3.0 * se).min(UNKNOWN_DRIFT),
-        )
+        let applied = (slope * (1.0 - (se * se) / (slope * slope)))
+            .clamp(-MAX_DRIFT_PPM / 1e6, MAX_DRIFT_PPM / 1e6);
+        (applied, 3.0 * se + (slope - applied).abs())
     }
 }
 
@@ -519,11 +559,7 @@ mod schedule_tests {
                 t4: Timestamp::from_nanos(t4),
             });
             n += 1;
-            t += if (e.accepted() as usize) < config.warmup {
-                config.fast_interval.as_nanos() as i64
-            } else {
-                config.slow_interval.as_nanos() as i64
-            };
+            t += config.interval_after(e.window_len()).as_nanos() as i64;
         }
         let est = e.estimate().unwrap();
         let drift_true = -100.0;

@@ -159,11 +159,8 @@ impl ClockLink {
     }
 
     fn interval(&self) -> Duration {
-        if (self.book().estimator.accepted() as usize) < self.config.warmup {
-            self.config.fast_interval
-        } else {
-            self.config.slow_interval
-        }
+        self.config
+            .interval_after(self.book().estimator.window_len())
     }
 }
 
