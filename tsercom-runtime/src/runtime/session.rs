@@ -496,3 +496,31 @@ pub(crate) async fn pump(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sides_use_the_longer_idle_timeout_and_feed_it() {
+        let ms = Duration::from_millis;
+        let both = Liveness::new(Some(ms(1500)), Some(ms(3000)));
+        assert_eq!(both.idle_timeout, Some(ms(3000)));
+        assert_eq!(both.keepalive, Some(ms(1000)));
+        // The peer says nothing (none, or an older peer): ours applies.
+        let ours = Liveness::new(Some(ms(1500)), None);
+        assert_eq!(ours.idle_timeout, Some(ms(1500)));
+        assert_eq!(ours.keepalive, Some(ms(500)));
+        // Ours is off: no detector here, but the peer's is still fed.
+        let theirs = Liveness::new(None, Some(ms(900)));
+        assert_eq!(theirs.idle_timeout, None);
+        assert_eq!(theirs.keepalive, Some(ms(300)));
+        assert_eq!(
+            Liveness::new(None, None),
+            Liveness {
+                idle_timeout: None,
+                keepalive: None
+            }
+        );
+    }
+}

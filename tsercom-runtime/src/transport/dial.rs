@@ -283,6 +283,34 @@ mod tests {
         assert_eq!(uri, "http://[::1]:50051/");
     }
 
+    #[tokio::test]
+    async fn a_refused_dial_reached_the_peer() {
+        // Bound and dropped: nothing listens there now, so the kernel refuses.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let result = Dialer::new([addr(&format!("127.0.0.1:{port}"))])
+            .resend_every(Some(Duration::from_millis(10)))
+            .dial()
+            .await;
+        match result {
+            Err(e) => assert!(!e.is_unreachable(), "{e}"),
+            Ok(_) => panic!("nothing listens there"),
+        }
+    }
+
+    #[test]
+    fn timeouts_are_unreachable() {
+        let error = TransportError::TimedOut {
+            addrs: vec![addr("127.0.0.1:1")],
+            timeout: Duration::from_secs(3),
+        };
+        assert!(error.is_unreachable());
+        assert!(DialFailureCause::TimedOut(Duration::from_secs(1)).is_unreachable());
+        assert!(!TransportError::NoCandidates.is_unreachable());
+    }
+
     #[test]
     fn a_timeout_names_every_address() {
         let error = TransportError::TimedOut {
