@@ -192,6 +192,30 @@ def discovery(lines):
     return "\n".join(out)
 
 
+def reconnect(lines):
+    out = ["| link cut at | cuts (s) | n | p50 | p90 | max |", "|---|---|---:|---:|---:|---:|"]
+    notes = []
+    for v in lines:
+        if v.get("bench") != "reconnect":
+            continue
+        if v.get("skipped"):
+            notes.append(f"skipped: {v['skipped']}")
+        elif v.get("metric") == "restore_to_first_new_sample":
+            cuts = ", ".join(str(c) for c in v["cut_s"])
+            where = {"source": "source's end", "aggregator": "aggregator's end"}.get(v["cut_at"], v["cut_at"])
+            out.append(
+                f"| {where} | {cuts} | {v['n']} | {fmt(v['p50_ms'], 1)} ms | {fmt(v['p90_ms'], 1)} ms | {fmt(v['max_ms'], 1)} ms |"
+            )
+        elif v.get("metric") == "integrity":
+            notes.append(
+                f"{v['samples']:,} samples at 1 kHz across the cuts: received {v['received']:,} "
+                f"({v['ranges']}), in order: {'yes' if v['ordered'] else 'no'}, gaps: {v['gaps']}, "
+                f"resent duplicates dropped: {v['resent_duplicates_dropped']:,}; "
+                f"nothing lost or duplicated: {'yes' if v['intact'] else 'NO'}"
+            )
+    return "\n".join(out + [""] + notes)
+
+
 def render(lines):
     benches = {v.get("bench") for v in lines}
     parts = [machine(lines)]
@@ -203,6 +227,12 @@ def render(lines):
         parts.append("### timesync (loopback, +250 ms and -3 s / 100 ppm injected)\n\n" + timesync(lines) + "\n")
     if "discovery" in benches:
         parts.append("### discovery (mDNS on loopback)\n\n" + discovery(lines) + "\n")
+    if "reconnect" in benches:
+        parts.append(
+            "### reconnect (veth between two network namespaces, 1 kHz stream, default settings)\n\n"
+            "Time from `ip link set up` to the aggregator's first sample beyond what it had "
+            "before the cut.\n\n" + reconnect(lines) + "\n"
+        )
     parts.append("### targets (issue 7)\n\n" + targets(lines) + "\n")
     return "\n".join(parts)
 

@@ -385,3 +385,80 @@ async fn connection_state_changes_reach_the_user_as_events() {
         }
     }
 }
+
+/// A connection that goes silent (the relay holds every byte and closes nothing, as a
+/// link that fails without a reset) is declared dead by the idle timeout on both sides,
+/// with no help from TCP; after the link is back the source has redialed and the stream
+/// resumes from the last acknowledgement: every sample once, in order, no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_blackholed_connection_is_detected_and_the_stream_resumes() {
+    use tsercom::ConnectionEvent;
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let mut agg_events = agg.connection_events().unwrap();
+    let proxy = Proxy::start(agg.local_addr().unwrap()).await;
+    // Default session settings: the default idle timeout is what is under test.
+    let source = Source::<Ticks>::builder()
+        .dial([proxy.addr()])
+        .backoff(fast_backoff())
+        .start()
+        .await
+        .unwrap();
+    let mut src_events = source.connection_events().unwrap();
+    assert!(matches!(
+        next(&mut src_events).await,
+        ConnectionEvent::Connected { .. }
+    ));
+    let mut sent = 0_u64;
+    for _ in 0..500 {
+        sent += 1;
+        source.send(Tick { n: sent }).await.unwrap();
+    }
+    wait_until("the first samples", || agg.stats().received == sent).await;
+
+    proxy.stall(true);
+    // Sent into the silent connection: unacknowledged, so kept for the resume.
+    for _ in 0..500 {
+        sent += 1;
+        source.send(Tick { n: sent }).await.unwrap();
+    }
+    let mut source_saw_it = false;
+    while !source_saw_it {
+        match next(&mut src_events).await {
+            ConnectionEvent::Disconnected { .. } => source_saw_it = true,
+            ConnectionEvent::Retrying { .. } => {}
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+    }
+    loop {
+        match next(&mut agg_events).await {
+            ConnectionEvent::Disconnected { reason, .. } => {
+                assert!(reason.contains("presumed dead"), "{reason}");
+                break;
+            }
+            ConnectionEvent::Connected { .. } => {}
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+    }
+
+    proxy.stall(false);
+    for _ in 0..500 {
+        sent += 1;
+        source.send(Tick { n: sent }).await.unwrap();
+    }
+    wait_until("every sample", || agg.stats().received == sent).await;
+    let ns: Vec<u64> = agg
+        .data()
+        .reader()
+        .get_new_data()
+        .items
+        .iter()
+        .map(|(_, t)| t.value.n)
+        .collect();
+    assert_eq!(ns, (1..=sent).collect::<Vec<_>>());
+    assert!(agg.gaps().is_empty());
+}

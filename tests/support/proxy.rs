@@ -16,6 +16,7 @@ pub struct Proxy {
     conns: Arc<Mutex<JoinSet<()>>>,
     accept: tokio::task::JoinHandle<()>,
     blocked: Arc<std::sync::atomic::AtomicBool>,
+    stalled: tokio::sync::watch::Sender<bool>,
 }
 
 /// Extra one-way delay the relay adds to every chunk of bytes, in each direction:
@@ -37,25 +38,32 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let conns = Arc::new(Mutex::new(JoinSet::new()));
         let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stalled = tokio::sync::watch::Sender::new(false);
         let accept = {
             let conns = Arc::clone(&conns);
             let blocked = Arc::clone(&blocked);
+            let stalled = stalled.clone();
             tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if blocked.load(std::sync::atomic::Ordering::SeqCst) {
                         drop(inbound);
                         continue;
                     }
+                    let stalled = stalled.subscribe();
                     conns.lock().unwrap().spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        let Ok(outbound) = TcpStream::connect(upstream).await else {
                             return;
                         };
                         let _ = inbound.set_nodelay(true);
                         let _ = outbound.set_nodelay(true);
                         match delay {
                             None => {
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
-                                    .await;
+                                let (ri, wi) = inbound.into_split();
+                                let (ro, wo) = outbound.into_split();
+                                tokio::join!(
+                                    stallable_copy(ri, wo, stalled.clone()),
+                                    stallable_copy(ro, wi, stalled)
+                                );
                             }
                             Some(delay) => {
                                 let (ri, wi) = inbound.into_split();
@@ -76,6 +84,7 @@ impl Proxy {
             conns,
             accept,
             blocked,
+            stalled,
         }
     }
 
@@ -86,6 +95,13 @@ impl Proxy {
     /// Cuts every open connection (both directions, at once).
     pub fn cut(&self) {
         self.conns.lock().unwrap().abort_all();
+    }
+
+    /// While stalled, the relay holds every byte in both directions of every connection
+    /// (open ones and new ones) without closing anything: a blackholed link, no reset.
+    /// Unstalled, what was held goes through. (Not with a delay.)
+    pub fn stall(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
     }
 
     /// While blocked, new connections are closed as soon as they are accepted.
@@ -100,6 +116,32 @@ impl Drop for Proxy {
         self.accept.abort();
         self.conns.lock().unwrap().abort_all();
     }
+}
+
+/// Copies `from` to `to`, holding the bytes while `stalled` is set.
+async fn stallable_copy(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Read just before a stall: held too.
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 fn addr_seed(addr: &SocketAddr) -> u64 {

@@ -4,12 +4,20 @@
 
 use std::time::Duration;
 
-/// Exponential backoff with jitter.
+/// Exponential backoff with jitter, and a short steady cadence for attempts that never
+/// reached the peer.
 ///
 /// The delay before retry `n` (counting from 0) is drawn uniformly from
 /// `[(1 - jitter) * d, d]` where `d = min(max, initial * multiplier^n)`. The default
 /// `jitter` of 1.0 is "full jitter" (uniform in `[0, d]`), which spreads out peers that
 /// lost their connection at the same moment.
+///
+/// Only failures where the peer answered grow the delay: refused or reset connections,
+/// gRPC errors, failed handshakes. They cost the peer work, and backing off protects a
+/// struggling server. Attempts that never reached it (the connect timed out, the network
+/// or host is unreachable) cost it nothing; they are retried every
+/// [`unreachable_interval`](Self::unreachable_interval) instead, so a connection comes back
+/// within about that interval of the network coming back, however long the outage was.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Backoff {
@@ -23,6 +31,11 @@ pub struct Backoff {
     pub jitter: f64,
     /// Attempts before giving up; `None` (the default) retries forever.
     pub max_attempts: Option<u32>,
+    /// Delay after an attempt that never reached the peer, drawn uniformly from
+    /// `[interval / 2, interval]`; also how often a dial re-sends its connection request
+    /// while earlier ones go unanswered (a request lost in an outage is then not left to
+    /// the kernel's retransmission, 1 s, then 3 s, ...). Default 250 ms.
+    pub unreachable_interval: Duration,
 }
 
 impl Default for Backoff {
@@ -33,6 +46,7 @@ impl Default for Backoff {
             multiplier: 2.0,
             jitter: 1.0,
             max_attempts: None,
+            unreachable_interval: Duration::from_millis(250),
         }
     }
 }
@@ -59,21 +73,57 @@ impl Backoff {
         self
     }
 
+    /// The same with another [`unreachable_interval`](Self::unreachable_interval).
+    pub fn with_unreachable_interval(mut self, interval: Duration) -> Self {
+        self.unreachable_interval = interval;
+        self
+    }
+
     /// The delay before retry number `retry` (0 = the first retry), jitter included.
     pub fn delay(&self, retry: u32) -> Duration {
         let exp = self.multiplier.max(1.0).powi(retry.min(64) as i32);
         let base = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
         let jitter = self.jitter.clamp(0.0, 1.0);
-        // A uniform sample in [0, 1) from the UUID generator's randomness.
-        let r = (uuid::Uuid::new_v4().as_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64;
-        let scaled = base * (1.0 - jitter * r);
+        let scaled = base * (1.0 - jitter * uniform());
         Duration::try_from_secs_f64(scaled.max(0.0)).unwrap_or(self.max)
+    }
+
+    /// The delay after an attempt that never reached the peer: uniform in
+    /// `[unreachable_interval / 2, unreachable_interval]`, whatever failed before.
+    pub fn unreachable_delay(&self) -> Duration {
+        self.unreachable_interval.mul_f64(1.0 - 0.5 * uniform())
+    }
+
+    /// The delay before the next attempt after `failure`, the `retry`-th failure in a row
+    /// where the peer answered (counting from 0; ignored for unreachable failures).
+    pub fn delay_after(&self, failure: Failure, retry: u32) -> Duration {
+        match failure {
+            Failure::Answered => self.delay(retry),
+            Failure::Unreachable => self.unreachable_delay(),
+        }
     }
 
     /// Whether `attempts` failed attempts exhaust the allowance.
     pub fn exhausted(&self, attempts: u32) -> bool {
         self.max_attempts.is_some_and(|max| attempts >= max)
     }
+}
+
+/// Whether a failed attempt reached the peer, which decides how [`Backoff`] paces the
+/// next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The peer answered: refused, reset, a gRPC error, a failed handshake, a connection
+    /// that ended. The delay grows exponentially.
+    Answered,
+    /// Nothing reached the peer: the connect timed out, or the network or host is
+    /// unreachable. The next attempt follows at the short unreachable cadence.
+    Unreachable,
+}
+
+/// A uniform sample in `[0, 1)` from the UUID generator's randomness.
+fn uniform() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -95,6 +145,29 @@ mod tests {
         assert_eq!(fixed.delay(0), Duration::from_millis(50));
         assert_eq!(fixed.delay(3), Duration::from_millis(400));
         assert_eq!(fixed.delay(30), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unreachable_failures_keep_a_short_cadence_however_many_came_before() {
+        let b = Backoff::default();
+        for retry in [0, 3, 10, 40] {
+            let d = b.delay_after(Failure::Unreachable, retry);
+            assert!(
+                d >= Duration::from_millis(125) && d <= Duration::from_millis(250),
+                "retry {retry}: {d:?}"
+            );
+        }
+        let fixed = Backoff::default().with_jitter(0.0);
+        assert_eq!(
+            fixed.delay_after(Failure::Answered, 3),
+            Duration::from_millis(400)
+        );
+        let slow = Backoff::default().with_unreachable_interval(Duration::from_secs(2));
+        let d = slow.delay_after(Failure::Unreachable, 0);
+        assert!(
+            d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
+            "{d:?}"
+        );
     }
 
     #[test]

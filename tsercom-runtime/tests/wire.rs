@@ -66,6 +66,7 @@ fn stream_messages_round_trip() {
             event_type: "weather.Command".into(),
             max_frame_bytes: 4 << 20,
             incarnation: 7,
+            idle_timeout_ms: 1500,
         }),
         envelope::Kind::Frame(Frame {
             samples: vec![

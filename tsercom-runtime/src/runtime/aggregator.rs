@@ -15,9 +15,11 @@ use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
 use super::buffer::{BufferLimits, SendBuffer};
-use super::handshake::{self, Local, Peer};
+use super::handshake::{self, Local, Peer, RedialEnd};
 use super::service::{Acceptor, OutboundStream, StreamService};
-use super::session::{envelope, pump, AuthorityTime, Out, PumpObserver, SessionConfig};
+use super::session::{
+    envelope, next_message, pump, AuthorityTime, Liveness, Out, PumpObserver, SessionConfig,
+};
 use super::{is_permanent, spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
 use crate::data::{CallerEvent, RemoteDataAggregator, Timestamped};
 use crate::discovery::{Connector, ConnectorEvent, Discovery, Instance, PeerKey};
@@ -171,6 +173,8 @@ struct Core<R: Runtime> {
     stopping: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
     connection_events: queue::Sender<ConnectionEvent>,
+    /// Redial pacing, for sources at known addresses and discovered ones.
+    backoff: Backoff,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -240,9 +244,21 @@ impl<R: Runtime> Core<R> {
         out.send(envelope(Kind::Ack(wire::Ack { seq: last })))
             .await
             .map_err(|_| Status::cancelled("peer went away"))?;
+        let liveness = Liveness::new(self.config.idle_timeout, peer.idle_timeout);
+        // Time replies the reader sends; they feed the source's detector too.
+        let replies = AtomicU64::new(0);
         let (resume_tx, resume_rx) = watch::channel(None);
         let (ack_tx, ack_rx) = watch::channel(last);
-        let reader = self.read(&peer, &state, &mut inbound, &out, resume_tx, ack_tx);
+        let reader = self.read(
+            &peer,
+            &state,
+            &mut inbound,
+            &out,
+            resume_tx,
+            ack_tx,
+            liveness,
+            &replies,
+        );
         let writer = pump(
             &state.events,
             resume_rx,
@@ -253,6 +269,8 @@ impl<R: Runtime> Core<R> {
             &AuthorityTime,
             &**self,
             None,
+            liveness,
+            Some(&replies),
         );
         let result = tokio::select! {
             r = reader => r,
@@ -275,6 +293,7 @@ impl<R: Runtime> Core<R> {
         result.map(|_| ())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn read(
         &self,
         peer: &Peer,
@@ -283,10 +302,12 @@ impl<R: Runtime> Core<R> {
         out: &Out,
         resume: watch::Sender<Option<u64>>,
         acks: watch::Sender<u64>,
+        liveness: Liveness,
+        replies: &AtomicU64,
     ) -> Result<bool, Status> {
         let mut limiter = ProbeLimiter::new(self.config.timesync.max_probes_per_second);
         loop {
-            let env = match inbound.message().await {
+            let env = match next_message(inbound, liveness.idle_timeout).await {
                 Ok(Some(env)) => env,
                 Ok(None) => return Ok(false),
                 Err(status) if status.code() == tonic::Code::OutOfRange => {
@@ -338,7 +359,9 @@ impl<R: Runtime> Core<R> {
                         };
                         // Never wait: a reply that cannot go out now would carry a stale
                         // transmit time. The source probes again.
-                        let _ = out.try_send(envelope(Kind::TimeReply(reply)));
+                        if out.try_send(envelope(Kind::TimeReply(reply))).is_ok() {
+                            replies.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 Some(Kind::Ack(a)) => {
@@ -421,18 +444,12 @@ impl<R: Runtime> Core<R> {
         Status::invalid_argument(why.to_owned())
     }
 
-    /// Dials a source at one of `addrs` and runs the session to its end.
-    async fn dial_once(self: &Arc<Self>, addrs: &[SocketAddr]) -> Result<(), Status> {
-        let (peer, inbound, out) = self.handshake(addrs).await?;
-        self.run_session(peer, inbound, out).await
-    }
-
     /// Dials a source at one of `addrs` and exchanges Hellos.
     async fn handshake(
         self: &Arc<Self>,
         addrs: &[SocketAddr],
     ) -> Result<(Peer, Streaming<Envelope>, Out), Status> {
-        handshake::dial::<R>(self.local(), addrs).await
+        Ok(handshake::dial::<R>(self.local(), addrs, self.backoff.unreachable_interval).await?)
     }
 
     fn local(&self) -> Local {
@@ -442,6 +459,7 @@ impl<R: Runtime> Core<R> {
             incarnation: self.incarnation,
             max_frame_bytes: self.config.max_frame_bytes,
             hello_timeout: self.config.hello_timeout,
+            idle_timeout: self.config.idle_timeout,
         }
     }
 
@@ -542,50 +560,42 @@ impl<R: Runtime> Core<R> {
         }
     }
 
-    async fn dial_loop(self: Arc<Self>, addrs: Vec<SocketAddr>, backoff: Backoff) {
-        let mut stopping = self.stopping.subscribe();
-        let mut attempt = 0_u32;
-        loop {
-            let result = tokio::select! {
-                r = self.dial_once(&addrs) => r,
-                _ = stopping.wait_for(|s| *s) => return,
-            };
-            let mut error = String::from("the source closed the connection");
-            match result {
-                Ok(()) => attempt = 0,
-                Err(status) if is_permanent(&status) => {
-                    tracing::error!(%status, ?addrs, "source refused the connection; not retrying");
-                    self.rejected.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.connection_events.try_send(ConnectionEvent::Refused {
-                        addrs: addrs.clone(),
-                        status,
-                    });
-                    return;
+    /// Dials the source at `addrs` and keeps redialing (see `handshake::redial`).
+    async fn dial_loop(self: Arc<Self>, addrs: Vec<SocketAddr>) {
+        let stop = self.stopping.subscribe();
+        let end = handshake::redial::<R, _, _>(
+            self.local(),
+            &addrs,
+            &self.backoff,
+            &self.stopping,
+            &self.connection_events,
+            |peer, inbound, out| {
+                let mut stopping = stop.clone();
+                let core = &self;
+                async move {
+                    // The aggregator's sessions end at once when it stops.
+                    tokio::select! {
+                        r = core.run_session(peer, inbound, out) => r,
+                        _ = stopping.wait_for(|s| *s) => Ok(()),
+                    }
                 }
-                Err(status) => {
-                    tracing::debug!(%status, ?addrs, "connection to source failed");
-                    error = status.to_string();
-                }
+            },
+        )
+        .await;
+        match end {
+            RedialEnd::Stopped => {}
+            RedialEnd::Refused(status) => {
+                tracing::error!(%status, ?addrs, "source refused the connection; not retrying");
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                let _ = self
+                    .connection_events
+                    .try_send(ConnectionEvent::Refused { addrs, status });
             }
-            attempt += 1;
-            if backoff.exhausted(attempt) {
-                tracing::error!(attempt, ?addrs, "giving up reconnecting to the source");
-                let _ = self.connection_events.try_send(ConnectionEvent::GaveUp {
-                    addrs: addrs.clone(),
-                    attempts: attempt,
-                });
-                return;
-            }
-            let delay = backoff.delay(attempt - 1);
-            let _ = self.connection_events.try_send(ConnectionEvent::Retrying {
-                addrs: addrs.clone(),
-                attempt,
-                delay,
-                error,
-            });
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = stopping.wait_for(|s| *s) => return,
+            RedialEnd::GaveUp(attempts) => {
+                tracing::error!(attempts, ?addrs, "giving up reconnecting to the source");
+                let _ = self
+                    .connection_events
+                    .try_send(ConnectionEvent::GaveUp { addrs, attempts });
             }
         }
     }
@@ -881,6 +891,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             stopping: watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
             connection_events: conn_tx,
+            backoff: self.backoff.clone(),
         });
         let mut server = None;
         let mut local_addr = None;
@@ -906,7 +917,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             spawn_owned(&core.tasks, task);
         }
         for addrs in self.sources {
-            let task = Arc::clone(&core).dial_loop(addrs, self.backoff.clone());
+            let task = Arc::clone(&core).dial_loop(addrs);
             spawn_owned(&core.tasks, task);
         }
         Ok(Aggregator {

@@ -1,17 +1,20 @@
 //! The first messages of a connection: each side's `Hello`, and the checks that refuse a
-//! peer of another runtime, schema or protocol version with a status that says why.
+//! peer of another runtime, schema or protocol version with a status that says why; and
+//! the redial loop both roles use when they dial.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
 use super::service::{self, OutboundStream};
 use super::session::{envelope, Out, OUTBOUND_FRAMES};
-use super::Runtime;
+use super::{is_permanent, ConnectionEvent, Runtime};
+use crate::backoff::{Backoff, Failure};
 use crate::ids::CallerId;
+use crate::queue;
 use crate::series::Series;
 use crate::wire::{self, envelope::Kind, Envelope, Role};
 
@@ -23,16 +26,16 @@ pub(crate) struct Local {
     pub(crate) incarnation: u64,
     pub(crate) max_frame_bytes: usize,
     pub(crate) hello_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 impl Local {
     fn hello<R: Runtime>(&self) -> Result<Envelope, Status> {
-        envelope(Kind::Hello(hello::<R>(
-            self.role,
-            self.id,
-            self.incarnation,
-            self.max_frame_bytes,
-        )))
+        let mut hello = hello::<R>(self.role, self.id, self.incarnation, self.max_frame_bytes);
+        hello.idle_timeout_ms = self.idle_timeout.map_or(0, |t| {
+            u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
+        });
+        envelope(Kind::Hello(hello))
     }
 
     fn peer_role(&self) -> &'static str {
@@ -68,14 +71,49 @@ async fn read_hello(
     }
 }
 
+/// How long one dial may take to connect (TCP, HTTP/2 and the gRPC check together).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A failed dial, and whether it reached the peer (which decides the redial pacing).
+#[derive(Debug)]
+pub(crate) struct DialError {
+    pub(crate) status: Status,
+    pub(crate) failure: Failure,
+}
+
+impl From<Status> for DialError {
+    /// A status from the peer, or from a connection to it: it was reached.
+    fn from(status: Status) -> Self {
+        DialError {
+            status,
+            failure: Failure::Answered,
+        }
+    }
+}
+
+impl From<DialError> for Status {
+    fn from(e: DialError) -> Self {
+        e.status
+    }
+}
+
 /// Dials one of `addrs`, opens runtime `R`'s stream and exchanges Hellos (ours first).
+/// While no candidate answers, the connection request is re-sent every `resend_every`.
 pub(crate) async fn dial<R: Runtime>(
     local: Local,
     addrs: &[SocketAddr],
-) -> Result<(Peer, Streaming<Envelope>, Out), Status> {
-    let channel = super::dial_any(addrs, Duration::from_secs(3))
+    resend_every: Duration,
+) -> Result<(Peer, Streaming<Envelope>, Out), DialError> {
+    let channel = super::dial_any(addrs, CONNECT_TIMEOUT, resend_every)
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+        .map_err(|e| DialError {
+            failure: if e.is_unreachable() {
+                Failure::Unreachable
+            } else {
+                Failure::Answered
+            },
+            status: Status::unavailable(e.to_string()),
+        })?;
     let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
     let _ = tx.send(local.hello::<R>()).await;
     // A client cannot send a status: the first `Err` ends our side of the stream.
@@ -85,10 +123,116 @@ pub(crate) async fn dial<R: Runtime>(
             _ => None,
         }
     });
-    let mut inbound = service::open::<R>(channel, outbound, local.max_frame_bytes).await?;
+    let open = service::open::<R>(channel, outbound, local.max_frame_bytes);
+    let mut inbound = tokio::time::timeout(local.hello_timeout, open)
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "the {} did not answer the stream within {:?}",
+                local.peer_role(),
+                local.hello_timeout
+            ))
+        })??;
     let theirs = read_hello(&local, &mut inbound).await?;
     let peer = check::<R>(local.role, &theirs, addrs.first().copied())?;
     Ok((peer, inbound, tx))
+}
+
+/// How a [`redial`] loop ended.
+#[derive(Debug)]
+pub(crate) enum RedialEnd {
+    /// The role is stopping.
+    Stopped,
+    /// The peer refused for a reason retrying cannot fix.
+    Refused(Status),
+    /// `Backoff::max_attempts` failed attempts in a row.
+    GaveUp(u32),
+}
+
+/// Dials a peer at one of `addrs` and runs `session` on each connection, redialing
+/// whenever a dial fails or a session ends, until `stopping`, a permanent refusal, or
+/// the backoff's attempt limit. Every retry is reported on `events`.
+///
+/// Pacing: failures where the peer answered back off exponentially; dials that never
+/// reached it retry at the backoff's short unreachable cadence. A connection that stayed
+/// up for at least `Backoff::max` starts the exponential sequence over.
+pub(crate) async fn redial<R, F, Fut>(
+    local: Local,
+    addrs: &[SocketAddr],
+    backoff: &Backoff,
+    stopping: &watch::Sender<bool>,
+    events: &queue::Sender<ConnectionEvent>,
+    mut session: F,
+) -> RedialEnd
+where
+    R: Runtime,
+    F: FnMut(Peer, Streaming<Envelope>, Out) -> Fut,
+    Fut: Future<Output = Result<(), Status>>,
+{
+    let peer_role = local.peer_role();
+    let mut stopping = stopping.subscribe();
+    // Failed attempts in a row (for the attempt limit and the events), and of those the
+    // ones where the peer answered (for the exponential delay).
+    let mut failed = 0_u32;
+    let mut answered = 0_u32;
+    loop {
+        let dialed = tokio::select! {
+            r = dial::<R>(local, addrs, backoff.unreachable_interval) => r,
+            _ = stopping.wait_for(|s| *s) => return RedialEnd::Stopped,
+        };
+        let (failure, error) = match dialed {
+            Ok((peer, inbound, out)) => {
+                failed = 0;
+                let up = tokio::time::Instant::now();
+                // Not raced with `stopping`: a session ends itself when stopping (the
+                // source sends Goodbye first).
+                let result = session(peer, inbound, out).await;
+                if *stopping.borrow() {
+                    return RedialEnd::Stopped;
+                }
+                if up.elapsed() >= backoff.max {
+                    answered = 0;
+                }
+                match result {
+                    Ok(()) => {
+                        tracing::info!("the {peer_role} closed the connection");
+                        (
+                            Failure::Answered,
+                            format!("the {peer_role} closed the connection"),
+                        )
+                    }
+                    Err(status) if is_permanent(&status) => return RedialEnd::Refused(status),
+                    Err(status) => {
+                        tracing::info!(%status, "the connection to the {peer_role} ended");
+                        (Failure::Answered, status.to_string())
+                    }
+                }
+            }
+            Err(e) if is_permanent(&e.status) => return RedialEnd::Refused(e.status),
+            Err(e) => {
+                tracing::debug!(status = %e.status, failure = ?e.failure, ?addrs, "dialing the {peer_role} failed");
+                (e.failure, e.status.to_string())
+            }
+        };
+        failed += 1;
+        if backoff.exhausted(failed) {
+            return RedialEnd::GaveUp(failed);
+        }
+        let delay = backoff.delay_after(failure, answered);
+        if failure == Failure::Answered {
+            answered = answered.saturating_add(1);
+        }
+        let _ = events.try_send(ConnectionEvent::Retrying {
+            addrs: addrs.to_vec(),
+            attempt: failed,
+            delay,
+            error,
+        });
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stopping.wait_for(|s| *s) => return RedialEnd::Stopped,
+        }
+    }
 }
 
 /// The dialed side: reads and checks the dialer's Hello and answers with ours. Returns
@@ -122,6 +266,8 @@ pub(crate) struct Peer {
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) max_frame_bytes: usize,
     pub(crate) incarnation: u64,
+    /// The peer's idle timeout (`None`: it has none, or did not say).
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// Our Hello for a connection of runtime `R` in `role`.
@@ -142,6 +288,7 @@ pub(crate) fn hello<R: Runtime>(
         event_type: R::Event::MESSAGE_NAME.to_owned(),
         max_frame_bytes: u32::try_from(max_frame_bytes).unwrap_or(u32::MAX),
         incarnation,
+        idle_timeout_ms: 0,
     }
 }
 
@@ -199,6 +346,10 @@ pub(crate) fn check<R: Runtime>(
         addr,
         max_frame_bytes,
         incarnation: theirs.incarnation,
+        idle_timeout: match theirs.idle_timeout_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms))),
+        },
     })
 }
 

@@ -19,13 +19,16 @@ pub(crate) async fn host<R: Runtime>(
         .map_err(RuntimeError::Transport)
 }
 
-/// Connects to the first of `addrs` that answers gRPC within `timeout`.
+/// Connects to the first of `addrs` that answers gRPC within `timeout`, re-sending the
+/// connection request every `resend_every` while none answers.
 pub(crate) async fn dial_any(
     addrs: &[SocketAddr],
     timeout: Duration,
+    resend_every: Duration,
 ) -> Result<tonic::transport::Channel, TransportError> {
     Dialer::new(addrs.iter().copied())
         .connect_timeout(timeout)
+        .resend_every(Some(resend_every))
         .dial()
         .await
 }

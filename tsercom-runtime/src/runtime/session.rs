@@ -2,6 +2,7 @@
 //! send buffer into frames, and keep the clock exchange going.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
@@ -41,6 +42,20 @@ pub struct SessionConfig {
     /// first clock estimate before they go out unsynchronized anyway (default 250 ms;
     /// about one round trip is usually enough). Bounded, so time sync never blocks data.
     pub first_estimate_wait: Duration,
+    /// Dead-peer detection: a connection on which nothing at all arrived from the peer
+    /// for this long is presumed dead and ended, and the usual redial and resume take
+    /// over (default 1.5 s; `None` turns it off).
+    ///
+    /// It costs no extra traffic while the peer is alive: the source probes the
+    /// aggregator's clock at least three times per timeout (every 500 ms by default, see
+    /// [`TimeSyncConfig::slow_interval`]), also when it has nothing to send, and the
+    /// aggregator answers every probe and acknowledges every frame; only when it could
+    /// not answer for a third of the timeout does it send a bare acknowledgement. Without
+    /// it, a link that fails silently (no reset) leaves the connection open until TCP
+    /// gives up, and recovery waits for its retransmission timers (which double up to
+    /// minutes). The peers tell each other their timeouts in their Hellos and both use
+    /// the longer one, so differently configured peers still agree.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -51,7 +66,49 @@ impl Default for SessionConfig {
             hello_timeout: Duration::from_secs(10),
             timesync: TimeSyncConfig::default(),
             first_estimate_wait: Duration::from_millis(250),
+            idle_timeout: Some(Duration::from_millis(1500)),
         }
+    }
+}
+
+/// What keeps a connection's dead-peer detection fed, from both Hellos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Liveness {
+    /// Our detector: end the session when nothing arrived for this long (`None`: off).
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Send something at least this often (a third of the longer timeout of the two
+    /// peers; `None` when neither has one).
+    pub(crate) keepalive: Option<Duration>,
+}
+
+impl Liveness {
+    /// The longer of the two timeouts applies on both sides; ours stays off if we turned
+    /// it off, but we still feed the peer's.
+    pub(crate) fn new(ours: Option<Duration>, theirs: Option<Duration>) -> Liveness {
+        let longer = ours.max(theirs);
+        Liveness {
+            idle_timeout: ours.and(longer),
+            keepalive: longer.map(|t| t / 3),
+        }
+    }
+}
+
+/// The next message from the peer, or an `UNAVAILABLE` error if none arrived within
+/// `idle_timeout`: the connection is presumed dead.
+pub(crate) async fn next_message(
+    inbound: &mut tonic::Streaming<Envelope>,
+    idle_timeout: Option<Duration>,
+) -> Result<Option<Envelope>, Status> {
+    match idle_timeout {
+        None => inbound.message().await,
+        Some(timeout) => tokio::time::timeout(timeout, inbound.message())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::unavailable(format!(
+                    "nothing received from the peer for {timeout:?}; the connection is \
+                     presumed dead"
+                )))
+            }),
     }
 }
 
@@ -279,6 +336,10 @@ pub(crate) trait PumpObserver: Send + Sync {
 /// takes) as frames, sends an `Ack` whenever `acks` changes, and probes the peer's clock
 /// through `clock_link` if given. Returns when the peer is gone (`out` closed).
 ///
+/// Keeps the peer's dead-peer detection fed (`liveness.keepalive`): with a clock link,
+/// probes go out at least that often; without one, a bare `Ack` goes out when nothing
+/// was sent for that long, by this pump or by anyone counting in `sent_elsewhere`.
+///
 /// Acks go through here rather than from the reading side so a reader never waits for
 /// room in `out`: both peers can then stream at full speed in both directions without
 /// ever waiting on each other.
@@ -293,8 +354,18 @@ pub(crate) async fn pump(
     stamp: &dyn Stamp,
     observer: &dyn PumpObserver,
     clock_link: Option<(&ClockLink, &dyn Clock)>,
+    liveness: Liveness,
+    sent_elsewhere: Option<&AtomicU64>,
 ) {
     let max_bytes = config.max_frame_bytes.min(peer_max_frame_bytes) - 64;
+    let probe_interval = |link: &ClockLink| match liveness.keepalive {
+        Some(keepalive) => link.interval().min(keepalive),
+        None => link.interval(),
+    };
+    // Probes feed the peer's detector where there are probes; bare acks elsewhere.
+    let keepalive = liveness.keepalive.filter(|_| clock_link.is_none());
+    let mut last_sent = Instant::now();
+    let mut elsewhere = sent_elsewhere.map_or(0, |n| n.load(Ordering::Relaxed));
     let mut next_probe = Instant::now();
     let mut cursor: Option<u64> = None;
     if let Some((link, clock)) = clock_link {
@@ -305,7 +376,7 @@ pub(crate) async fn pump(
             if out.send(envelope(Kind::TimeProbe(probe))).await.is_err() {
                 return;
             }
-            next_probe = Instant::now() + link.interval();
+            next_probe = Instant::now() + probe_interval(link);
             let deadline = Instant::now() + config.first_estimate_wait;
             while link.estimate().is_none() && Instant::now() < deadline {
                 tokio::select! {
@@ -323,7 +394,7 @@ pub(crate) async fn pump(
                 if out.send(envelope(Kind::TimeProbe(probe))).await.is_err() {
                     return;
                 }
-                next_probe = Instant::now() + link.interval();
+                next_probe = Instant::now() + probe_interval(link);
             }
         }
         if acks.has_changed().unwrap_or(false) {
@@ -335,6 +406,7 @@ pub(crate) async fn pump(
             {
                 return;
             }
+            last_sent = Instant::now();
         }
         if cursor.is_none() {
             cursor = *resume.borrow_and_update();
@@ -347,6 +419,7 @@ pub(crate) async fn pump(
         };
         match next {
             Next::Samples(samples) => {
+                last_sent = Instant::now();
                 let last_seq = samples.last().map_or(0, |s| s.seq);
                 let stamps = stamp.stamp_all(&samples);
                 let frame = wire::Frame {
@@ -379,6 +452,7 @@ pub(crate) async fn pump(
                     last_time_ns: stamp.stamp_one(last_time).0,
                 };
                 observer.gap(&gap);
+                last_sent = Instant::now();
                 if out.send(envelope(Kind::Gap(gap))).await.is_err() {
                     return;
                 }
@@ -386,6 +460,8 @@ pub(crate) async fn pump(
             }
             Next::Empty => {
                 let probe_wait = tokio::time::sleep_until(next_probe);
+                let keepalive_wait =
+                    tokio::time::sleep_until(last_sent + keepalive.unwrap_or_default());
                 tokio::select! {
                     () = appended => {}
                     changed = resume.changed(), if cursor.is_none() => if changed.is_err() { return },
@@ -397,11 +473,51 @@ pub(crate) async fn pump(
                         if out.send(envelope(Kind::Ack(wire::Ack { seq }))).await.is_err() {
                             return;
                         }
+                        last_sent = Instant::now();
                     }
                     _ = probe_wait, if clock_link.is_some() => {}
+                    _ = keepalive_wait, if keepalive.is_some() => {
+                        let now_elsewhere = sent_elsewhere.map_or(0, |n| n.load(Ordering::Relaxed));
+                        if now_elsewhere == elsewhere {
+                            let seq = *acks.borrow();
+                            if out.send(envelope(Kind::Ack(wire::Ack { seq }))).await.is_err() {
+                                return;
+                            }
+                        }
+                        elsewhere = now_elsewhere;
+                        last_sent = Instant::now();
+                    }
                     _ = out.closed() => return,
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sides_use_the_longer_idle_timeout_and_feed_it() {
+        let ms = Duration::from_millis;
+        let both = Liveness::new(Some(ms(1500)), Some(ms(3000)));
+        assert_eq!(both.idle_timeout, Some(ms(3000)));
+        assert_eq!(both.keepalive, Some(ms(1000)));
+        // The peer says nothing (none, or an older peer): ours applies.
+        let ours = Liveness::new(Some(ms(1500)), None);
+        assert_eq!(ours.idle_timeout, Some(ms(1500)));
+        assert_eq!(ours.keepalive, Some(ms(500)));
+        // Ours is off: no detector here, but the peer's is still fed.
+        let theirs = Liveness::new(None, Some(ms(900)));
+        assert_eq!(theirs.idle_timeout, None);
+        assert_eq!(theirs.keepalive, Some(ms(300)));
+        assert_eq!(
+            Liveness::new(None, None),
+            Liveness {
+                idle_timeout: None,
+                keepalive: None
+            }
+        );
     }
 }

@@ -15,10 +15,12 @@ use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
 use super::buffer::{BufferLimits, SendBuffer};
-use super::handshake::{self, Local, Peer};
+use super::handshake::{self, Local, Peer, RedialEnd};
 use super::service::{Acceptor, OutboundStream, StreamService};
-use super::session::{envelope, pump, ClockLink, Out, PumpObserver, SessionConfig};
-use super::{is_permanent, spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
+use super::session::{
+    envelope, next_message, pump, ClockLink, Liveness, Out, PumpObserver, SessionConfig,
+};
+use super::{spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
 use crate::ids::CallerId;
 use crate::queue::{self, OverflowPolicy};
@@ -158,9 +160,10 @@ impl<R: Runtime> Core<R> {
         out.send(envelope(Kind::Ack(wire::Ack { seq: last_event })))
             .await
             .map_err(|_| Status::cancelled("peer went away"))?;
+        let liveness = Liveness::new(self.config.idle_timeout, peer.idle_timeout);
         let (resume_tx, resume_rx) = watch::channel(None);
         let (ack_tx, ack_rx) = watch::channel(last_event);
-        let reader = self.read(&conn, &mut inbound, resume_tx, ack_tx, last_event);
+        let reader = self.read(&conn, &mut inbound, resume_tx, ack_tx, last_event, liveness);
         let writer = pump(
             &self.data,
             resume_rx,
@@ -171,6 +174,8 @@ impl<R: Runtime> Core<R> {
             &*conn.link,
             &**self,
             Some((&*conn.link, &*self.clock)),
+            liveness,
+            None,
         );
         let mut stopping = self.stopping.subscribe();
         let stop = async {
@@ -201,10 +206,10 @@ impl<R: Runtime> Core<R> {
         resume: watch::Sender<Option<u64>>,
         acks: watch::Sender<u64>,
         mut last_event: u64,
+        liveness: Liveness,
     ) -> Result<(), Status> {
         let rejected = AtomicU64::new(0);
-        while let Some(env) = inbound
-            .message()
+        while let Some(env) = next_message(inbound, liveness.idle_timeout)
             .await
             .map_err(|s| super::inbound_error(s, &rejected))?
         {
@@ -277,71 +282,33 @@ impl<R: Runtime> Core<R> {
         Ok(())
     }
 
+    /// Dials the aggregator at `addrs` and keeps redialing (see `handshake::redial`).
     async fn dial_loop(self: Arc<Self>, addrs: Vec<SocketAddr>, backoff: Backoff) {
-        let mut stopping = self.stopping.subscribe();
-        let mut attempt = 0_u32;
-        let mut last_error = String::from("the aggregator closed the connection");
-        loop {
-            let connected = tokio::select! {
-                r = self.handshake(&addrs) => r,
-                _ = stopping.wait_for(|s| *s) => return,
-            };
-            // Not raced with `stopping`: the session itself sends Goodbye when stopping.
-            let result = match connected {
-                Ok((peer, inbound, out)) => self.run_session(peer, inbound, out).await,
-                Err(status) => Err(status),
-            };
-            if *stopping.borrow() {
-                return;
+        let end = handshake::redial::<R, _, _>(
+            self.local(),
+            &addrs,
+            &backoff,
+            &self.stopping,
+            &self.connection_events,
+            |peer, inbound, out| self.run_session(peer, inbound, out),
+        )
+        .await;
+        match end {
+            RedialEnd::Stopped => {}
+            RedialEnd::Refused(status) => {
+                tracing::error!(%status, "aggregator refused the connection; not retrying");
+                *lock(&self.refused) = Some(status.clone());
+                let _ = self
+                    .connection_events
+                    .try_send(ConnectionEvent::Refused { addrs, status });
             }
-            match result {
-                Ok(()) => {
-                    attempt = 0;
-                    tracing::info!("aggregator closed the connection");
-                }
-                Err(status) if is_permanent(&status) => {
-                    tracing::error!(%status, "aggregator refused the connection; not retrying");
-                    *lock(&self.refused) = Some(status.clone());
-                    let _ = self.connection_events.try_send(ConnectionEvent::Refused {
-                        addrs: addrs.clone(),
-                        status,
-                    });
-                    return;
-                }
-                Err(status) => {
-                    tracing::debug!(%status, "connection to aggregator failed");
-                    last_error = status.to_string();
-                }
-            }
-            attempt += 1;
-            if backoff.exhausted(attempt) {
-                tracing::error!(attempt, "giving up reconnecting to the aggregator");
-                let _ = self.connection_events.try_send(ConnectionEvent::GaveUp {
-                    addrs: addrs.clone(),
-                    attempts: attempt,
-                });
-                return;
-            }
-            let delay = backoff.delay(attempt - 1);
-            let _ = self.connection_events.try_send(ConnectionEvent::Retrying {
-                addrs: addrs.clone(),
-                attempt,
-                delay,
-                error: std::mem::take(&mut last_error),
-            });
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = stopping.wait_for(|s| *s) => return,
+            RedialEnd::GaveUp(attempts) => {
+                tracing::error!(attempts, "giving up reconnecting to the aggregator");
+                let _ = self
+                    .connection_events
+                    .try_send(ConnectionEvent::GaveUp { addrs, attempts });
             }
         }
-    }
-
-    /// Dials an aggregator at one of `addrs` and exchanges Hellos.
-    async fn handshake(
-        self: &Arc<Self>,
-        addrs: &[SocketAddr],
-    ) -> Result<(Peer, Streaming<Envelope>, Out), Status> {
-        handshake::dial::<R>(self.local(), addrs).await
     }
 
     fn local(&self) -> Local {
@@ -351,6 +318,7 @@ impl<R: Runtime> Core<R> {
             incarnation: self.incarnation,
             max_frame_bytes: self.config.max_frame_bytes,
             hello_timeout: self.config.hello_timeout,
+            idle_timeout: self.config.idle_timeout,
         }
     }
 }

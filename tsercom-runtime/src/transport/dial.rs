@@ -42,6 +42,7 @@ pub struct Dialer {
     verify_grpc: bool,
     http2_keepalive_interval: Option<Duration>,
     http2_keepalive_timeout: Duration,
+    resend_every: Option<Duration>,
 }
 
 impl Dialer {
@@ -60,6 +61,7 @@ impl Dialer {
             verify_grpc: true,
             http2_keepalive_interval: Some(Duration::from_secs(6 * 60)),
             http2_keepalive_timeout: Duration::from_secs(20),
+            resend_every: None,
         }
     }
 
@@ -79,6 +81,19 @@ impl Dialer {
     /// "connects" and the first RPC hangs instead.
     pub fn verify_grpc(mut self, enabled: bool) -> Self {
         self.verify_grpc = enabled;
+        self
+    }
+
+    /// Starts a fresh attempt at every candidate still waiting for an answer each
+    /// `interval`, until the connect timeout (default: off, one attempt per candidate).
+    ///
+    /// A connection request lost to a brief outage is otherwise left to the kernel,
+    /// which re-sends it after 1 s, then 3 s: the dial would wait that long after the
+    /// network is back. With a resend interval it waits at most about `interval`. The
+    /// first attempt to connect wins and the others are cancelled; at most 16 attempts
+    /// per candidate are in flight.
+    pub fn resend_every(mut self, interval: Option<Duration>) -> Self {
+        self.resend_every = interval.filter(|i| !i.is_zero());
         self
     }
 
@@ -114,31 +129,71 @@ impl Dialer {
 
     /// Connects to the first candidate that answers and tells which one it was.
     pub async fn dial_peer(&self) -> Result<(SocketAddr, Channel), TransportError> {
+        /// Attempts per candidate in flight at most, with `resend_every`.
+        const MAX_IN_FLIGHT: usize = 16;
         if self.addrs.is_empty() {
             return Err(TransportError::NoCandidates);
         }
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let start = |index: usize, addr: SocketAddr| async move {
+            (index, addr, self.attempt(addr, deadline).await)
+        };
         let mut attempts: FuturesUnordered<_> = self
             .addrs
             .iter()
             .enumerate()
-            .map(|(index, &addr)| async move { (index, addr, self.attempt(addr).await) })
+            .map(|(index, &addr)| start(index, addr))
             .collect();
-        let mut failures = Vec::new();
-        while let Some((index, addr, result)) = attempts.next().await {
-            match result {
-                Ok(channel) => {
-                    tracing::debug!(%addr, "dialed");
-                    // Dropping `attempts` cancels the attempts still running.
-                    return Ok((addr, channel));
+        let mut in_flight = vec![1_usize; self.addrs.len()];
+        let mut failures: Vec<Option<DialFailure>> = self.addrs.iter().map(|_| None).collect();
+        let mut resend = self.resend_every.map(|every| {
+            let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            timer
+        });
+        loop {
+            let resend_tick = async {
+                match resend.as_mut() {
+                    Some(timer) => timer.tick().await,
+                    None => std::future::pending().await,
                 }
-                Err(cause) => {
-                    tracing::debug!(%addr, %cause, "dial attempt failed");
-                    failures.push((index, DialFailure { addr, cause }));
+            };
+            tokio::select! {
+                next = attempts.next() => match next {
+                    Some((_, addr, Ok(channel))) => {
+                        tracing::debug!(%addr, "dialed");
+                        // Dropping `attempts` cancels the attempts still running.
+                        return Ok((addr, channel));
+                    }
+                    Some((index, addr, Err(cause))) => {
+                        tracing::debug!(%addr, %cause, "dial attempt failed");
+                        if let Some(n) = in_flight.get_mut(index) {
+                            *n -= 1;
+                        }
+                        if let Some(slot) = failures.get_mut(index) {
+                            *slot = Some(DialFailure { addr, cause });
+                        }
+                    }
+                    None => break,
+                },
+                now = resend_tick => {
+                    if now >= deadline {
+                        resend = None;
+                        continue;
+                    }
+                    for (index, &addr) in self.addrs.iter().enumerate() {
+                        // Only candidates still waiting: one that refused has answered.
+                        if let Some(n) = in_flight.get_mut(index) {
+                            if *n > 0 && *n < MAX_IN_FLIGHT {
+                                *n += 1;
+                                attempts.push(start(index, addr));
+                            }
+                        }
+                    }
                 }
             }
         }
-        failures.sort_by_key(|(index, _)| *index);
-        let failures: Vec<DialFailure> = failures.into_iter().map(|(_, f)| f).collect();
+        let failures: Vec<DialFailure> = failures.into_iter().flatten().collect();
         if failures
             .iter()
             .all(|f| matches!(f.cause, DialFailureCause::TimedOut(_)))
@@ -166,9 +221,13 @@ impl Dialer {
         })
     }
 
-    /// One attempt, bounded by the connect timeout as a whole (tonic's own
-    /// `connect_timeout` would cover the TCP handshake only).
-    async fn attempt(&self, addr: SocketAddr) -> Result<Channel, DialFailureCause> {
+    /// One attempt, ending at `deadline` (the connect timeout of the dial as a whole;
+    /// tonic's own `connect_timeout` would cover the TCP handshake only).
+    async fn attempt(
+        &self,
+        addr: SocketAddr,
+        deadline: tokio::time::Instant,
+    ) -> Result<Channel, DialFailureCause> {
         let endpoint = self.endpoint(addr)?;
         let connect = async {
             let channel = endpoint
@@ -180,7 +239,7 @@ impl Dialer {
             }
             Ok(channel)
         };
-        tokio::time::timeout(self.connect_timeout, connect)
+        tokio::time::timeout_at(deadline, connect)
             .await
             .unwrap_or(Err(DialFailureCause::TimedOut(self.connect_timeout)))
     }
@@ -222,6 +281,34 @@ mod tests {
         let endpoint = dialer.endpoint(addr("[::1]:50051"));
         let uri = endpoint.map(|e| e.uri().to_string()).unwrap_or_default();
         assert_eq!(uri, "http://[::1]:50051/");
+    }
+
+    #[tokio::test]
+    async fn a_refused_dial_reached_the_peer() {
+        // Bound and dropped: nothing listens there now, so the kernel refuses.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let result = Dialer::new([addr(&format!("127.0.0.1:{port}"))])
+            .resend_every(Some(Duration::from_millis(10)))
+            .dial()
+            .await;
+        match result {
+            Err(e) => assert!(!e.is_unreachable(), "{e}"),
+            Ok(_) => panic!("nothing listens there"),
+        }
+    }
+
+    #[test]
+    fn timeouts_are_unreachable() {
+        let error = TransportError::TimedOut {
+            addrs: vec![addr("127.0.0.1:1")],
+            timeout: Duration::from_secs(3),
+        };
+        assert!(error.is_unreachable());
+        assert!(DialFailureCause::TimedOut(Duration::from_secs(1)).is_unreachable());
+        assert!(!TransportError::NoCandidates.is_unreachable());
     }
 
     #[test]

@@ -60,6 +60,22 @@ pub enum TransportError {
     },
 }
 
+impl TransportError {
+    /// Whether a dial failed without reaching the peer at all: every candidate timed out,
+    /// or found the network or host unreachable. Such failures cost the peer nothing (a
+    /// redial loop can keep a short cadence, see [`crate::backoff::Failure`]); a refused
+    /// or reset connection, or a peer that spoke the wrong protocol, did reach it.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::TimedOut { .. } => true,
+            Self::AllFailed { failures } => {
+                !failures.is_empty() && failures.iter().all(|f| f.cause.is_unreachable())
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Why one candidate address could not be dialed.
 #[derive(Debug)]
 pub struct DialFailure {
@@ -81,6 +97,39 @@ pub enum DialFailureCause {
     Connect(tonic::transport::Error),
     /// The connection was made but the peer did not answer a gRPC request.
     NotGrpc(tonic::Status),
+}
+
+impl DialFailureCause {
+    /// Whether the attempt never reached the peer: it timed out, or the operating system
+    /// reported the network or host unreachable (or down, or the address unusable).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::TimedOut(_) => true,
+            Self::Connect(e) => io_error_kind(e).is_some_and(|kind| {
+                matches!(
+                    kind,
+                    std::io::ErrorKind::NetworkUnreachable
+                        | std::io::ErrorKind::HostUnreachable
+                        | std::io::ErrorKind::NetworkDown
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::AddrNotAvailable
+                )
+            }),
+            Self::InvalidEndpoint(_) | Self::NotGrpc(_) => false,
+        }
+    }
+}
+
+/// The kind of the first I/O error in `e`'s chain of sources.
+fn io_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        next = e.source();
+    }
+    None
 }
 
 impl fmt::Display for DialFailure {
