@@ -9,11 +9,13 @@
 //! round trip = (t4 - t1) - (t3 - t2)
 //! ```
 //!
-//! [`ClockEstimator`] keeps a window of exchanges, trusts only those with the smallest
-//! round trips (the clock filter: queueing delay only ever adds), fits offset and drift by
-//! least squares over them, and reports an uncertainty bound. With symmetric paths the true
-//! offset is within half the round trip of a single exchange; an asymmetric path biases the
-//! estimate by half the asymmetry, which no two-way exchange can observe.
+//! Whatever the path asymmetry, the true offset is within half the round trip of what one
+//! exchange measured (an asymmetric path biases it by half the asymmetry, which no two-way
+//! exchange can observe). [`ClockEstimator`] keeps a window of exchanges, fits the drift by
+//! weighted least squares, carries every exchange along it to the newest one (its bound
+//! growing by the drift's uncertainty times its age), averages those with the tightest
+//! bounds (the clock filter: queueing delay only ever adds to a round trip), and reports
+//! the largest bound among them as the uncertainty.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -21,20 +23,30 @@ use std::time::Duration;
 use crate::time::Timestamp;
 
 /// How often probes are sent and how many are kept.
+///
+/// Probing goes through three phases: `fast_interval` until the window holds `warmup`
+/// exchanges (an offset within a few hundred milliseconds), then `settling_interval`
+/// until the drift is known to `stable_drift_ppm`, then `slow_interval`. Whenever the
+/// estimate loses its footing (a clock step resets the window, or the drift becomes
+/// uncertain again) probing speeds up again.
 #[derive(Debug, Clone)]
 pub struct TimeSyncConfig {
     /// Interval between probes during the warm-up (default 20 ms).
     pub fast_interval: Duration,
+    /// Interval between probes after the warm-up while the drift is not yet known to
+    /// `stable_drift_ppm` (default 100 ms).
+    pub settling_interval: Duration,
     /// Interval between probes once the estimate is stable (default 500 ms).
     pub slow_interval: Duration,
-    /// Exchanges in the window before the warm-up ends (default 16). After it the
-    /// interval doubles with each exchange up to `slow_interval`, so the window soon
-    /// spans enough time to measure the drift (within about a second by default). A
-    /// clock step that resets the estimator starts the warm-up again.
+    /// Exchanges in the window before the warm-up ends (default 16).
     pub warmup: usize,
-    /// Exchanges kept in the window.
+    /// How well the drift must be known (its uncertainty, in ppm) for the estimate to
+    /// count as stable (default 10 ppm, 10 us of error per second between probes).
+    pub stable_drift_ppm: f64,
+    /// Exchanges kept in the window (default 64).
     pub window: usize,
-    /// Probes the authority answers per second on one connection; more are ignored.
+    /// Probes the authority answers per second on one connection; more are ignored
+    /// (default 100).
     pub max_probes_per_second: u32,
 }
 
@@ -42,8 +54,10 @@ impl Default for TimeSyncConfig {
     fn default() -> Self {
         TimeSyncConfig {
             fast_interval: Duration::from_millis(20),
+            settling_interval: Duration::from_millis(100),
             slow_interval: Duration::from_millis(500),
             warmup: 16,
+            stable_drift_ppm: 10.0,
             window: 64,
             max_probes_per_second: 100,
         }
@@ -51,18 +65,16 @@ impl Default for TimeSyncConfig {
 }
 
 impl TimeSyncConfig {
-    /// The interval before the next probe when the window holds `exchanges`.
-    pub fn interval_after(&self, exchanges: usize) -> Duration {
+    /// The interval before the next probe, given how many exchanges the window holds and
+    /// the current estimate.
+    pub fn interval_for(&self, exchanges: usize, estimate: Option<&ClockEstimate>) -> Duration {
         if exchanges < self.warmup {
-            return self.fast_interval;
+            self.fast_interval
+        } else if estimate.is_some_and(|e| e.drift_uncertainty_ppm <= self.stable_drift_ppm) {
+            self.slow_interval
+        } else {
+            self.settling_interval
         }
-        let doublings = (exchanges - self.warmup + 1).min(32) as u32;
-        self.fast_interval
-            .saturating_mul(1 << doublings.min(31))
-            .clamp(
-                self.fast_interval,
-                self.slow_interval.max(self.fast_interval),
-            )
     }
 }
 
@@ -132,8 +144,9 @@ pub struct ClockEstimate {
     pub drift_ppm: f64,
     /// The smallest round trip in the window.
     pub round_trip: Duration,
-    /// A bound on the error of `to_authority` at `reference`, assuming symmetric network
-    /// paths; see [`uncertainty_at`](Self::uncertainty_at) for other times.
+    /// A bound on the error of `to_authority` at `reference` (half the round trips the
+    /// estimate rests on, whatever the path asymmetry, plus drift error); see
+    /// [`uncertainty_at`](Self::uncertainty_at) for other times.
     pub uncertainty: Duration,
     /// How fast the bound grows away from `reference`, in ppm: the drift's own
     /// uncertainty (3 standard errors), or, while no drift is applied, the largest drift
@@ -380,17 +393,18 @@ impl ClockEstimator {
             return (0.0, UNKNOWN_DRIFT);
         }
         let se = (ss / ((n_eff - 2.0) * sxx)).sqrt();
-        // Apply the slope shrunk toward zero by its own noise (`slope * (1 - se^2 /
-        // slope^2)`, none while `|slope| <= se`): a noisy slope extrapolated over seconds
-        // costs more than a small real drift, and a clear one is applied almost whole.
-        // The bound covers the slope's error (3 standard errors) plus the shrinkage.
-        if slope.abs() <= se {
+        // Use the slope only where the data show it: |slope| at least 3 standard errors.
+        // A noisy slope extrapolated over seconds costs more than a small real drift
+        // (shrinking the slope by its noise instead applied spurious drifts of 100 ppm
+        // and more to loaded loopback links with no drift at all).
+        if slope.abs() < 3.0 * se {
             // Not shown by the data: apply none, but do not claim it is absent.
             return (0.0, (slope.abs() + 3.0 * se).min(UNKNOWN_DRIFT));
         }
-        let applied = (slope * (1.0 - (se * se) / (slope * slope)))
-            .clamp(-MAX_DRIFT_PPM / 1e6, MAX_DRIFT_PPM / 1e6);
-        (applied, 3.0 * se + (slope - applied).abs())
+        (
+            slope.clamp(-MAX_DRIFT_PPM / 1e6, MAX_DRIFT_PPM / 1e6),
+            3.0 * se,
+        )
     }
 }
 
@@ -559,7 +573,9 @@ mod schedule_tests {
                 t4: Timestamp::from_nanos(t4),
             });
             n += 1;
-            t += config.interval_after(e.window_len()).as_nanos() as i64;
+            t += config
+                .interval_for(e.window_len(), e.estimate().as_ref())
+                .as_nanos() as i64;
         }
         let est = e.estimate().unwrap();
         let drift_true = -100.0;

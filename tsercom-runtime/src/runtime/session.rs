@@ -216,8 +216,11 @@ impl ClockLink {
     }
 
     fn interval(&self) -> Duration {
-        self.config
-            .interval_after(self.book().estimator.window_len())
+        let book = self.book();
+        self.config.interval_for(
+            book.estimator.window_len(),
+            book.estimator.estimate().as_ref(),
+        )
     }
 }
 
