@@ -13,6 +13,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/proxy.rs"]
+#[allow(dead_code, clippy::unwrap_used)]
+mod proxy;
+
+use proxy::{Delay, Proxy};
 use tsercom::{Aggregator, Clock, ClockEstimate, Runtime, SkewedClock, Source, SystemClock};
 
 #[tsercom::series]
@@ -56,16 +61,21 @@ struct Errors {
     outside: u64,
 }
 
-async fn one_run(offset_ns: i64, drift_ppm: f64, measure: Duration) -> Run {
+async fn one_run(offset_ns: i64, drift_ppm: f64, delay: Option<Delay>, measure: Duration) -> Run {
     let clock: Arc<dyn Clock> = Arc::new(SkewedClock::new(offset_ns, drift_ppm));
     let agg = Aggregator::<Bench>::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
         .start()
         .await
         .expect("aggregator");
+    let agg_addr = agg.local_addr().expect("listening");
+    let relay = match delay {
+        Some(delay) => Some(Proxy::start_with_delay(agg_addr, Some(delay)).await),
+        None => None,
+    };
     let started = Instant::now();
     let source = Source::<Bench>::builder()
-        .dial([agg.local_addr().expect("listening")])
+        .dial([relay.as_ref().map_or(agg_addr, Proxy::addr)])
         .clock(Arc::clone(&clock))
         .start()
         .await
@@ -193,13 +203,23 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    for (offset_ns, drift_ppm) in [(250_000_000_i64, 0.0), (-3_000_000_000, 100.0)] {
+    // 2 ms +/- 0.5 ms each way, what `tc netem delay 2ms 0.5ms` would add (netem is not
+    // in this kernel), by a relay that delays each direction's bytes.
+    let jitter = Delay {
+        base: Duration::from_micros(1_500),
+        jitter: Duration::from_micros(1_000),
+    };
+    for (link, offset_ns, drift_ppm, delay) in [
+        ("loopback", 250_000_000_i64, 0.0, None),
+        ("loopback", -3_000_000_000, 100.0, None),
+        ("relay 2ms+-0.5ms", -3_000_000_000, 100.0, Some(jitter)),
+    ] {
         let mut firsts = Vec::new();
         let mut settles = Vec::new();
         let mut early = Errors::default();
         let mut settled = Errors::default();
         for _ in 0..runs {
-            let run = rt.block_on(one_run(offset_ns, drift_ppm, measure));
+            let run = rt.block_on(one_run(offset_ns, drift_ppm, delay, measure));
             firsts.push(run.first_estimate_ms);
             settles.push(run.settle_s);
             for (all, one) in [(&mut early, run.early), (&mut settled, run.settled)] {
@@ -214,7 +234,7 @@ fn main() {
             errors.abs_us.sort_by(f64::total_cmp);
             errors.bounds_us.sort_by(f64::total_cmp);
             println!(
-                "{{\"bench\":\"timesync\",\"impl\":\"tsercom\",\"link\":\"loopback\",\"phase\":\"{phase}\",\"injected_offset_ms\":{},\"drift_ppm\":{},\"runs\":{},\"first_estimate_ms_p50\":{:.3},\"first_estimate_ms_max\":{:.3},\"settle_s_p50\":{:.2},\"settle_s_max\":{:.2},\"abs_error_us_p50\":{:.2},\"abs_error_us_p99\":{:.2},\"abs_error_us_max\":{:.2},\"reported_uncertainty_us_p50\":{:.2},\"error_samples\":{},\"outside_bound\":{}}}",
+                "{{\"bench\":\"timesync\",\"impl\":\"tsercom\",\"link\":\"{link}\",\"phase\":\"{phase}\",\"injected_offset_ms\":{},\"drift_ppm\":{},\"runs\":{},\"first_estimate_ms_p50\":{:.3},\"first_estimate_ms_max\":{:.3},\"settle_s_p50\":{:.2},\"settle_s_max\":{:.2},\"abs_error_us_p50\":{:.2},\"abs_error_us_p99\":{:.2},\"abs_error_us_max\":{:.2},\"reported_uncertainty_us_p50\":{:.2},\"error_samples\":{},\"outside_bound\":{}}}",
                 offset_ns as f64 / 1e6,
                 drift_ppm,
                 runs,
