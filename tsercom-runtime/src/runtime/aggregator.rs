@@ -934,7 +934,8 @@ impl<R: Runtime> Aggregator<R> {
     }
 
     /// Samples sources reported lost (evicted from their buffers before this aggregator
-    /// acknowledged them).
+    /// acknowledged them, or lost on a best-effort connection), each with how many of
+    /// them arrived late after all (see [`DataGap`]).
     pub fn gaps(&self) -> Vec<DataGap> {
         lock(&self.core.gaps).clone()
     }

@@ -462,7 +462,9 @@ impl<R: Runtime> Acceptor for Core<R> {
 /// with discovery, the recommended topology) or dials a known aggregator (the classic
 /// topology), with the same guarantees either way: samples carry sequence numbers and
 /// are kept until acknowledged, so a reconnecting aggregator resumes without loss or
-/// duplicates within the buffer's bounds.
+/// duplicates within the buffer's bounds. [`Delivery::BestEffort`] (set in
+/// [`SessionConfig::delivery`]) trades that for no retention and no acknowledgements,
+/// with losses reported as gaps.
 pub struct Source<R: Runtime> {
     core: Arc<Core<R>>,
     events: Mutex<Option<queue::Receiver<Event<R::Event>>>>,
@@ -635,6 +637,12 @@ impl<R: Runtime> Source<R> {
 
     /// Waits until every sample sent so far is acknowledged by every connected aggregator,
     /// or `timeout` passes; returns whether everything was acknowledged.
+    ///
+    /// Acknowledgements are coalesced (see [`SessionConfig::ack_interval`]), so this
+    /// returns at most one `ack_interval` later than the last sample's arrival. On a
+    /// [`Delivery::BestEffort`] connection there are no acknowledgements: it waits until
+    /// every sample was handed to each connection (written to its stream), which says
+    /// nothing about arrival.
     pub async fn flush(&self, timeout: Duration) -> bool {
         let target = self.core.data.last_seq();
         let deadline = tokio::time::Instant::now() + timeout;
