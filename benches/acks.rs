@@ -50,11 +50,12 @@ fn main() {
         // Rotate the order, so no arm always runs first after a pause.
         for k in 0..ARMS.len() {
             let (name, delivery, interval) = ARMS[(run + k) % ARMS.len()];
-            let mut session = SessionConfig::default();
-            session.delivery = delivery;
-            if let Some(i) = interval {
-                session.ack_interval = i;
-            }
+            let defaults = SessionConfig::default();
+            let session = SessionConfig {
+                delivery,
+                ack_interval: interval.unwrap_or(defaults.ack_interval),
+                ..defaults
+            };
             let mut v = rt.block_on(arm(name, session, samples, limit));
             v["run"] = json!(run + 1);
             emit(&v);

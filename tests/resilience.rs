@@ -62,15 +62,19 @@ async fn cut_links_lose_nothing_and_duplicate_nothing() {
 async fn cut_links_lose_nothing_and_duplicate_nothing_with_sparse_acks() {
     // Acks at most every 50 ms: much is unacknowledged at every cut, resent after it,
     // and must be dropped as duplicates where it had arrived.
-    let mut session = SessionConfig::default();
-    session.ack_interval = Duration::from_millis(50);
+    let session = SessionConfig {
+        ack_interval: Duration::from_millis(50),
+        ..SessionConfig::default()
+    };
     cut_links(session).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_links_lose_nothing_and_duplicate_nothing_with_an_ack_per_frame() {
-    let mut session = SessionConfig::default();
-    session.ack_interval = Duration::ZERO;
+    let session = SessionConfig {
+        ack_interval: Duration::ZERO,
+        ..SessionConfig::default()
+    };
     cut_links(session).await;
 }
 
@@ -126,9 +130,11 @@ async fn cut_links(session: SessionConfig) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_coalesced_acks_flush_and_shutdown_still_deliver_everything() {
-    let mut session = SessionConfig::default();
     // Far sparser than the default, so the ack after the last frame is a deferred one.
-    session.ack_interval = Duration::from_millis(200);
+    let session = SessionConfig {
+        ack_interval: Duration::from_millis(200),
+        ..SessionConfig::default()
+    };
     let agg = Aggregator::<Ticks>::builder()
         .listen("127.0.0.1:0".parse().unwrap())
         .retention(None)
@@ -173,8 +179,10 @@ async fn best_effort_flows_keeps_nothing_and_reports_an_outage_as_a_gap() {
         .await
         .unwrap();
     let proxy = Proxy::start(agg.local_addr().unwrap()).await;
-    let mut session = SessionConfig::default();
-    session.delivery = Delivery::BestEffort;
+    let session = SessionConfig {
+        delivery: Delivery::BestEffort,
+        ..SessionConfig::default()
+    };
     let source = Source::<Ticks>::builder()
         .dial([proxy.addr()])
         .backoff(fast_backoff())

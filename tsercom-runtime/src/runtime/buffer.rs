@@ -94,7 +94,7 @@ impl Inner {
         let starts_run = new_run
             || self.evicted_through + 1 != s.seq
             || self.lost_starts.is_empty()
-            || self.last_forgot != !evicted;
+            || self.last_forgot == evicted;
         if starts_run {
             if self.lost_starts.len() == LOST_STARTS {
                 self.lost_starts.pop_front();
