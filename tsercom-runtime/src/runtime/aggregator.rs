@@ -18,7 +18,8 @@ use super::buffer::{BufferLimits, SendBuffer};
 use super::handshake::{self, Local, Peer};
 use super::service::{Acceptor, OutboundStream, StreamService};
 use super::session::{
-    envelope, pump, AuthorityTime, Delivery, Out, PumpObserver, Received, SessionConfig,
+    ack_channel, envelope, pump, AckSender, AuthorityTime, Delivery, Out, PumpObserver, Received,
+    SessionConfig,
 };
 use super::{is_permanent, spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
 use crate::data::{CallerEvent, RemoteDataAggregator, Timestamped};
@@ -368,10 +369,13 @@ impl<R: Runtime> Core<R> {
             .await
             .map_err(|_| Status::cancelled("peer went away"))?;
         let (resume_tx, resume_rx) = watch::channel(None);
-        let (ack_tx, ack_rx) = watch::channel(Received {
-            seq: last,
-            bytes: 0,
-        });
+        let (ack_tx, ack_rx) = ack_channel(
+            Received {
+                seq: last,
+                bytes: 0,
+            },
+            peer.ack_policy(&self.config),
+        );
         let reader = self.read(&peer, &state, &mut inbound, &out, resume_tx, ack_tx);
         let observer = CallerObserver {
             core: &**self,
@@ -418,7 +422,7 @@ impl<R: Runtime> Core<R> {
         inbound: &mut Streaming<Envelope>,
         out: &Out,
         resume: watch::Sender<Option<u64>>,
-        acks: watch::Sender<Received>,
+        acks: AckSender,
     ) -> Result<bool, Status> {
         let mut limiter = ProbeLimiter::new(self.config.timesync.max_probes_per_second);
         let mut bytes = 0_u64;

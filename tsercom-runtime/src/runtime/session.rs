@@ -2,7 +2,8 @@
 //! send buffer into frames, and keep the clock exchange going.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -79,8 +80,10 @@ pub enum Delivery {
     /// flight when a connection breaks, and samples sent while no connection is up, are
     /// lost**. They are not lost silently: when the connection is back the receiver is
     /// told the exact range of sequence numbers it missed, with the time of the last
-    /// one and of the first one where the sender still knows it (otherwise the earliest
-    /// time it knows), and samples sent while no peer was connected count as evicted
+    /// one, and of the first one where the sender still remembers it (it remembers where
+    /// each of the last 4096 frames and outages started; past that, the oldest time it
+    /// remembers, which is later than the true one), and samples sent while no peer was
+    /// connected count as evicted
     /// ([`SourceStats::evicted`](super::SourceStats::evicted)). A source that has never
     /// been connected sends to a new peer from what it holds, which is nothing, with no
     /// gap (as a new peer of a resumable source starts at its oldest held sample).
@@ -376,6 +379,74 @@ pub(crate) struct AckPolicy {
     pub(crate) every_bytes: u64,
 }
 
+/// Shared by a connection's reader and its pump, so the reader wakes the pump only when
+/// an acknowledgement may be due: not for every frame while one is already scheduled.
+#[derive(Debug, Default)]
+struct AckGate {
+    /// The pump has an acknowledgement scheduled (its timer will read the latest state).
+    scheduled: AtomicBool,
+    /// What the pump last acknowledged.
+    sent_seq: AtomicU64,
+    sent_bytes: AtomicU64,
+}
+
+/// The reader's side: publishes what was received.
+#[derive(Debug)]
+pub(crate) struct AckSender {
+    tx: watch::Sender<Received>,
+    gate: Arc<AckGate>,
+    policy: AckPolicy,
+}
+
+/// The pump's side.
+#[derive(Debug)]
+pub(crate) struct AckReceiver {
+    rx: watch::Receiver<Received>,
+    gate: Arc<AckGate>,
+}
+
+/// A channel from a connection's reader to its pump for what to acknowledge.
+pub(crate) fn ack_channel(initial: Received, policy: AckPolicy) -> (AckSender, AckReceiver) {
+    let (tx, rx) = watch::channel(initial);
+    let gate = Arc::new(AckGate::default());
+    gate.sent_seq.store(initial.seq, Ordering::SeqCst);
+    (
+        AckSender {
+            tx,
+            gate: Arc::clone(&gate),
+            policy,
+        },
+        AckReceiver { rx, gate },
+    )
+}
+
+impl AckSender {
+    /// Publishes the receiver's state; wakes the pump unless it already has an
+    /// acknowledgement scheduled and no threshold was crossed.
+    pub(crate) fn send_replace(&self, now: Received) {
+        if self.policy.off {
+            return;
+        }
+        // Store first, then look at the flag (the pump clears the flag, then reads the
+        // state): either the pump sees this state or this sees the flag cleared.
+        self.tx.send_if_modified(|v| {
+            *v = now;
+            false
+        });
+        let crossed = now
+            .seq
+            .saturating_sub(self.gate.sent_seq.load(Ordering::SeqCst))
+            >= self.policy.every_samples
+            || now
+                .bytes
+                .saturating_sub(self.gate.sent_bytes.load(Ordering::SeqCst))
+                >= self.policy.every_bytes;
+        if crossed || !self.gate.scheduled.load(Ordering::SeqCst) {
+            self.tx.send_modify(|_| {});
+        }
+    }
+}
+
 /// Coalesces acknowledgements (see [`SessionConfig::ack_interval`]).
 #[derive(Debug)]
 struct AckPacer {
@@ -395,7 +466,8 @@ impl AckPacer {
         }
     }
 
-    /// Takes the receiver's new state; returns whether it is worth acknowledging.
+    /// Takes the receiver's new state; anything new becomes a pending acknowledgement
+    /// (never on a best-effort connection).
     fn update(&mut self, now: Received) {
         if !self.policy.off && now.seq > self.sent.seq {
             self.pending = Some(now);
@@ -429,6 +501,41 @@ impl AckPacer {
         self.sent_at = Some(now);
         Some(pending.seq)
     }
+
+    /// Sends what is due, then tells the reader whether an acknowledgement is scheduled
+    /// (and picks up what it stored meanwhile without waking us). Returns false when the
+    /// peer is gone.
+    async fn flush(&mut self, acks: &mut AckReceiver, out: &Out) -> bool {
+        // The latest state, also what the reader stored without waking us.
+        self.update(*acks.rx.borrow());
+        loop {
+            if let Some(seq) = self.take_due() {
+                acks.gate.sent_seq.store(self.sent.seq, Ordering::SeqCst);
+                acks.gate
+                    .sent_bytes
+                    .store(self.sent.bytes, Ordering::SeqCst);
+                if out
+                    .send(envelope(Kind::Ack(wire::Ack { seq })))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            let scheduled = self.pending.is_some();
+            acks.gate.scheduled.store(scheduled, Ordering::SeqCst);
+            if scheduled {
+                return true;
+            }
+            // Not scheduled: the reader wakes us from now on; what it stored before it
+            // saw the flag cleared is read here.
+            let latest = *acks.rx.borrow_and_update();
+            self.update(latest);
+            if self.pending.is_none() {
+                return true;
+            }
+        }
+    }
 }
 
 /// Sends everything in `buffer` after the peer's resume point (the first value `resume`
@@ -443,7 +550,7 @@ impl AckPacer {
 pub(crate) async fn pump(
     buffer: &SendBuffer,
     mut resume: watch::Receiver<Option<u64>>,
-    mut acks: watch::Receiver<Received>,
+    mut acks: AckReceiver,
     ack_policy: AckPolicy,
     out: &Out,
     config: &SessionConfig,
@@ -455,7 +562,7 @@ pub(crate) async fn pump(
     let max_bytes = config.max_frame_bytes.min(peer_max_frame_bytes) - 64;
     let mut next_probe = Instant::now();
     let mut cursor: Option<u64> = None;
-    let mut pacer = AckPacer::new(ack_policy, *acks.borrow_and_update());
+    let mut pacer = AckPacer::new(ack_policy, *acks.rx.borrow_and_update());
     if let Some((link, clock)) = clock_link {
         // Probe at once, and give the first estimate a bounded moment to arrive so the
         // first samples are not needlessly unsynchronized.
@@ -485,17 +592,11 @@ pub(crate) async fn pump(
                 next_probe = Instant::now() + link.interval();
             }
         }
-        if acks.has_changed().unwrap_or(false) {
-            pacer.update(*acks.borrow_and_update());
+        if acks.rx.has_changed().unwrap_or(false) {
+            pacer.update(*acks.rx.borrow_and_update());
         }
-        if let Some(seq) = pacer.take_due() {
-            if out
-                .send(envelope(Kind::Ack(wire::Ack { seq })))
-                .await
-                .is_err()
-            {
-                return;
-            }
+        if pacer.pending.is_some() && !pacer.flush(&mut acks, out).await {
+            return;
         }
         if cursor.is_none() {
             cursor = *resume.borrow_and_update();
@@ -553,13 +654,14 @@ pub(crate) async fn pump(
                 tokio::select! {
                     () = appended => {}
                     changed = resume.changed(), if cursor.is_none() => if changed.is_err() { return },
-                    changed = acks.changed() => {
+                    changed = acks.rx.changed() => {
                         if changed.is_err() {
                             return;
                         }
-                        pacer.update(*acks.borrow_and_update());
+                        pacer.update(*acks.rx.borrow_and_update());
                     }
-                    () = ack_wait, if ack_due.is_some() => {}
+                    // Frames received meanwhile were stored without waking us.
+                    () = ack_wait, if ack_due.is_some() => pacer.update(*acks.rx.borrow()),
                     _ = probe_wait, if clock_link.is_some() => {}
                     _ = out.closed() => return,
                 }

@@ -18,7 +18,8 @@ use super::buffer::{BufferLimits, SendBuffer};
 use super::handshake::{self, Local, Peer};
 use super::service::{Acceptor, OutboundStream, StreamService};
 use super::session::{
-    envelope, pump, ClockLink, Delivery, Out, PumpObserver, Received, SessionConfig,
+    ack_channel, envelope, pump, AckSender, ClockLink, Delivery, Out, PumpObserver, Received,
+    SessionConfig,
 };
 use super::{is_permanent, spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
@@ -202,10 +203,13 @@ impl<R: Runtime> Core<R> {
             .await
             .map_err(|_| Status::cancelled("peer went away"))?;
         let (resume_tx, resume_rx) = watch::channel(None);
-        let (ack_tx, ack_rx) = watch::channel(Received {
-            seq: last_event,
-            bytes: 0,
-        });
+        let (ack_tx, ack_rx) = ack_channel(
+            Received {
+                seq: last_event,
+                bytes: 0,
+            },
+            peer.ack_policy(&self.config),
+        );
         let reader = self.read(&conn, &mut inbound, resume_tx, ack_tx, last_event);
         let observer = ConnObserver {
             core: &**self,
@@ -250,7 +254,7 @@ impl<R: Runtime> Core<R> {
         conn: &Conn,
         inbound: &mut Streaming<Envelope>,
         resume: watch::Sender<Option<u64>>,
-        acks: watch::Sender<Received>,
+        acks: AckSender,
         mut last_event: u64,
     ) -> Result<(), Status> {
         let rejected = AtomicU64::new(0);
