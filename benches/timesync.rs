@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "../tests/support/proxy.rs"]
-#[allow(dead_code, clippy::unwrap_used)]
+#[allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 mod proxy;
 
 use proxy::{Delay, Proxy};

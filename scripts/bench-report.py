@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Markdown tables from the JSON lines of `cargo bench --bench throughput|latency`.
+"""Markdown tables from the JSON lines of `cargo bench --bench throughput|latency|acks|...`.
 
 Usage: scripts/bench-report.py [--update FILE.md] RESULTS.jsonl [...]
   Prints Markdown on stdout, or with --update replaces the text between
@@ -105,6 +105,31 @@ def latency(lines):
                 f"| {fmt(v.get('achieved_rate_hz'))} | {fmt(v.get('cpu_us_per_sample'), 1)} "
                 f"| {fmt(v.get('received'))} | {fmt(v.get('load_1m'), 2)} |"
             )
+    return "\n".join(out)
+
+
+def acks(lines):
+    """Acks on (coalesced, and one per frame) against acks off, from one interleaved run."""
+    chosen = pick(lines, "acks", "sources")
+    ratios = {v.get("impl"): v for v in lines if v.get("bench") == "acks" and v.get("ratio")}
+    off = chosen.get(("acks-off", 1), {})
+    out = [
+        "| arm | samples/s | ÷ acks off | CPU µs/sample | CPU cost vs acks off | lost | runs | complete | load (1 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for impl in ("acks-coalesced", "acks-per-frame", "acks-off"):
+        v = chosen.get((impl, 1))
+        if v is None:
+            continue
+        r = ratios.get(impl, {})
+        cost = r.get("cpu_cost_pct")
+        out.append(
+            f"| {impl} | {fmt(v.get('samples_per_s'))} "
+            f"| {ratio(v.get('samples_per_s'), off.get('samples_per_s')) if impl != 'acks-off' else '1.00x'} "
+            f"| {fmt(v.get('cpu_us_per_sample'), 3)} "
+            f"| {'-' if cost is None else f'{cost:+.1f} %'} | {fmt(v.get('lost'))} "
+            f"| {v.get('runs', 1)} | {v.get('complete', '-')} | {fmt(v.get('load_1m'), 2)} |"
+        )
     return "\n".join(out)
 
 
@@ -223,6 +248,12 @@ def render(lines):
         parts.append("### throughput\n" + throughput(lines) + "\n")
     if "latency" in benches:
         parts.append("### latency\n" + latency(lines) + "\n")
+    if "acks" in benches:
+        parts.append(
+            "### acknowledgements (issue 9: cost of acks <= 5 % against acks off; 1 source)\n\n"
+            + acks(lines)
+            + "\n"
+        )
     if "timesync" in benches:
         parts.append("### timesync (loopback, +250 ms and -3 s / 100 ppm injected)\n\n" + timesync(lines) + "\n")
     if "discovery" in benches:

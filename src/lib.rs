@@ -42,9 +42,9 @@ pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryE
 pub use tsercom_runtime::queue::{self, OverflowPolicy};
 pub use tsercom_runtime::runtime::{
     Aggregator, AggregatorBuilder, AggregatorStats, Backoff, BufferLimits, ConnectionEvent,
-    DataGap, Event, Managed, ManagerError, PeerClock, Runtime, RuntimeError, RuntimeHandle,
-    RuntimeManager, SendEventError, SessionConfig, Source, SourceBuilder, SourceStats,
-    StreamService,
+    DataGap, Delivery, Event, Managed, ManagerError, PeerClock, Runtime, RuntimeError,
+    RuntimeHandle, RuntimeManager, SendEventError, SessionConfig, Source, SourceBuilder,
+    SourceStats, StreamService,
 };
 pub use tsercom_runtime::time::{
     self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,

@@ -88,7 +88,7 @@ fn hello(data_schema: u64) -> Vec<u8> {
         event_type: Reset::MESSAGE_NAME.into(),
         max_frame_bytes: 0,
         incarnation: 1,
-        idle_timeout_ms: 0,
+        ..wire::Hello::default()
     }))
 }
 

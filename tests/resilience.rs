@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use support::proxy::{Delay, Proxy};
 use tsercom::{
-    Aggregator, Backoff, Clock, Runtime, SessionConfig, SkewedClock, Source, SystemClock, Timestamp,
+    Aggregator, Backoff, Clock, Delivery, Runtime, SessionConfig, SkewedClock, Source, SystemClock,
+    Timestamp,
 };
 
 #[tsercom::series]
@@ -73,9 +74,34 @@ fn fast_backoff() -> Backoff {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_links_lose_nothing_and_duplicate_nothing() {
+    cut_links(SessionConfig::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_links_lose_nothing_and_duplicate_nothing_with_sparse_acks() {
+    // Acks at most every 50 ms: much is unacknowledged at every cut, resent after it,
+    // and must be dropped as duplicates where it had arrived.
+    let session = SessionConfig {
+        ack_interval: Duration::from_millis(50),
+        ..SessionConfig::default()
+    };
+    cut_links(session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_links_lose_nothing_and_duplicate_nothing_with_an_ack_per_frame() {
+    let session = SessionConfig {
+        ack_interval: Duration::ZERO,
+        ..SessionConfig::default()
+    };
+    cut_links(session).await;
+}
+
+async fn cut_links(session: SessionConfig) {
     let agg = Aggregator::<Ticks>::builder()
         .listen("127.0.0.1:0".parse().unwrap())
         .retention(None)
+        .session(session.clone())
         .start()
         .await
         .unwrap();
@@ -83,6 +109,7 @@ async fn cut_links_lose_nothing_and_duplicate_nothing() {
     let source = Source::<Ticks>::builder()
         .dial([proxy.addr()])
         .backoff(fast_backoff())
+        .session(session)
         .start()
         .await
         .unwrap();
@@ -114,6 +141,124 @@ async fn cut_links_lose_nothing_and_duplicate_nothing() {
         first_wrong.map(|i| &ns[i.saturating_sub(3)..(i + 3).min(ns.len())])
     );
     assert!(agg.gaps().is_empty());
+    assert_eq!(agg.stats().lost, 0);
+    // Everything is acknowledged in the end, so nothing stays buffered.
+    assert!(source.flush(DEADLINE).await);
+    wait_until("the buffer released", || source.stats().buffered == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_coalesced_acks_flush_and_shutdown_still_deliver_everything() {
+    // Far sparser than the default, so the ack after the last frame is a deferred one.
+    let session = SessionConfig {
+        ack_interval: Duration::from_millis(200),
+        ..SessionConfig::default()
+    };
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .retention(None)
+        .session(session.clone())
+        .start()
+        .await
+        .unwrap();
+    let source = Source::<Ticks>::builder()
+        .dial([agg.local_addr().unwrap()])
+        .session(session)
+        .start()
+        .await
+        .unwrap();
+    for n in 1..=5_000 {
+        source.send(Tick { n }).await.unwrap();
+    }
+    assert!(
+        source.flush(DEADLINE).await,
+        "flush sees every sample acknowledged"
+    );
+    assert_eq!(agg.stats().received, 5_000);
+    assert_eq!(source.stats().buffered, 0);
+    for n in 5_001..=6_000 {
+        source.send(Tick { n }).await.unwrap();
+    }
+    assert!(
+        source.shutdown(DEADLINE).await,
+        "shutdown delivers what was sent"
+    );
+    assert_eq!(agg.stats().received, 6_000);
+    assert_eq!(agg.stats().duplicates, 0);
+}
+
+/// A source that asks for best effort; the aggregator keeps the default (resumable), and
+/// the connection is best effort because either side asking is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_flows_keeps_nothing_and_reports_an_outage_as_a_gap() {
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(agg.local_addr().unwrap()).await;
+    let session = SessionConfig {
+        delivery: Delivery::BestEffort,
+        ..SessionConfig::default()
+    };
+    let source = Source::<Ticks>::builder()
+        .dial([proxy.addr()])
+        .backoff(fast_backoff())
+        .session(session)
+        .start()
+        .await
+        .unwrap();
+    wait_until("connected", || source.stats().connections == 1).await;
+    for n in 1..=1_000 {
+        source.send(Tick { n }).await.unwrap();
+    }
+    wait_until("every sample", || agg.stats().received == 1_000).await;
+    // Handed to the connection means gone from the buffer, without any acknowledgement.
+    wait_until("nothing buffered", || source.stats().buffered == 0).await;
+    assert!(source.flush(DEADLINE).await);
+
+    proxy.block(true);
+    proxy.cut();
+    wait_until("the source sees the outage", || {
+        source.stats().connections == 0
+    })
+    .await;
+    for n in 1_001..=1_500 {
+        source.send(Tick { n }).await.unwrap();
+        assert_eq!(
+            source.stats().buffered,
+            0,
+            "nothing is kept while disconnected"
+        );
+    }
+    assert_eq!(source.stats().evicted, 500);
+    proxy.block(false);
+    wait_until("reconnected", || source.stats().connections == 1).await;
+    for n in 1_501..=1_600 {
+        source.send(Tick { n }).await.unwrap();
+    }
+    wait_until("the rest and the gap", || {
+        agg.stats().received == 1_100 && agg.stats().lost == 500
+    })
+    .await;
+    let gaps = agg.gaps();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let gap = gaps[0];
+    assert_eq!((gap.first_seq, gap.last_seq), (1_001, 1_500));
+    assert_eq!(gap.caller, source.id());
+    assert!(gap.first_time <= gap.last_time, "{gap:?}");
+    let ns: Vec<u64> = agg
+        .data()
+        .reader()
+        .get_new_data()
+        .items
+        .iter()
+        .map(|(_, t)| t.value.n)
+        .collect();
+    let expected: Vec<u64> = (1..=1_000).chain(1_501..=1_600).collect();
+    assert_eq!(ns, expected);
+    wait_until("nothing buffered", || source.stats().buffered == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

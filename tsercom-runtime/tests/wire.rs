@@ -67,6 +67,9 @@ fn stream_messages_round_trip() {
             max_frame_bytes: 4 << 20,
             incarnation: 7,
             idle_timeout_ms: 1500,
+            delivery: tsercom_runtime::wire::Delivery::BestEffort as i32,
+            ack_every_samples: 1 << 18,
+            ack_every_bytes: 16 << 20,
         }),
         envelope::Kind::Frame(Frame {
             samples: vec![

@@ -1,6 +1,6 @@
 //! The aggregator role.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,7 +18,8 @@ use super::buffer::{BufferLimits, SendBuffer};
 use super::handshake::{self, Local, Peer, RedialEnd};
 use super::service::{Acceptor, OutboundStream, StreamService};
 use super::session::{
-    envelope, next_message, pump, AuthorityTime, Liveness, Out, PumpObserver, SessionConfig,
+    ack_channel, envelope, next_message, pump, AckSender, AuthorityTime, Delivery, Liveness, Out,
+    PumpObserver, Received, SessionConfig,
 };
 use super::{is_permanent, spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
 use crate::data::{CallerEvent, RemoteDataAggregator, Timestamped};
@@ -43,7 +44,17 @@ pub struct PeerClock {
     pub drift_ppm: f64,
 }
 
-/// Samples a source announced it evicted before this aggregator acknowledged them.
+/// Samples a source announced lost: evicted from its buffer before this aggregator
+/// acknowledged them, or, on a [`Delivery::BestEffort`] connection, in flight or sent
+/// while no connection was up.
+///
+/// An announcement is the source's view when it resumed. Copies of some of those
+/// samples may still be on their way on an older connection that has not noticed it
+/// is broken (the source evicts a sample it already wrote to that connection). Such
+/// samples are not dropped as duplicates: they are stored and delivered like any other
+/// (a [`Reader`](crate::data::Reader) reports them in [`NewData::late`](crate::data::NewData::late)
+/// when it already returned newer ones), and counted in `recovered` here and in
+/// [`AggregatorStats::recovered`]. The gap keeps the range that was announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataGap {
     /// The source.
@@ -56,12 +67,19 @@ pub struct DataGap {
     pub first_time: Timestamp,
     /// Time of the last lost sample.
     pub last_time: Timestamp,
+    /// Samples of the range that arrived after all (late, on an older connection).
+    pub recovered: u64,
 }
 
 impl DataGap {
-    /// How many samples were lost.
+    /// How many samples were announced lost.
     pub fn count(&self) -> u64 {
         self.last_seq - self.first_seq + 1
+    }
+
+    /// How many samples are still missing: announced lost and not recovered.
+    pub fn missing(&self) -> u64 {
+        self.count().saturating_sub(self.recovered)
     }
 }
 
@@ -95,6 +113,9 @@ pub struct AggregatorStats {
     pub duplicates: u64,
     /// Samples announced lost by sources (see `Aggregator::gaps`).
     pub lost: u64,
+    /// Samples announced lost that arrived after all and were delivered (late, on an
+    /// older connection; see [`DataGap`]). `lost - recovered` are missing.
+    pub recovered: u64,
     /// Streams refused or ended for invalid input.
     pub rejected: u64,
     /// Sources connected now.
@@ -108,6 +129,84 @@ struct Accepted<D> {
     last: u64,
     /// Samples dropped as already received.
     duplicates: u64,
+    /// Sequence numbers of samples that were announced lost and arrived after all.
+    recovered: Vec<u64>,
+    /// Payload bytes in the frame.
+    bytes: u64,
+}
+
+/// Ranges announced lost kept per source, for recognising late arrivals (16 bytes each).
+const MISSING_RANGES: usize = 1024;
+
+/// What the aggregator holds of one source's numbering: the last sequence number, and
+/// the ranges before it that were announced lost and have not arrived.
+#[derive(Debug, Default)]
+struct Ledger {
+    last: u64,
+    /// Disjoint, ascending, all below `last`; the oldest are forgotten beyond
+    /// `MISSING_RANGES` (their samples then count as duplicates if they ever arrive).
+    missing: VecDeque<(u64, u64)>,
+}
+
+/// How a received sample relates to what is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// After the last one held.
+    New,
+    /// Announced lost, and here after all.
+    Recovered,
+    /// Already held.
+    Duplicate,
+}
+
+impl Ledger {
+    fn admit(&mut self, seq: u64) -> Admit {
+        if seq > self.last {
+            self.last = seq;
+            return Admit::New;
+        }
+        let idx = self.missing.partition_point(|&(_, last)| last < seq);
+        match self.missing.get(idx).copied() {
+            Some((first, last)) if first <= seq => {
+                match (first == seq, last == seq) {
+                    (true, true) => {
+                        self.missing.remove(idx);
+                    }
+                    (true, false) => self.missing[idx].0 = seq + 1,
+                    (false, true) => self.missing[idx].1 = seq - 1,
+                    (false, false) => {
+                        self.missing[idx].1 = seq - 1;
+                        self.missing.insert(idx + 1, (seq + 1, last));
+                        if self.missing.len() > MISSING_RANGES {
+                            self.missing.pop_front();
+                        }
+                    }
+                }
+                Admit::Recovered
+            }
+            _ => Admit::Duplicate,
+        }
+    }
+
+    /// Takes a Gap announcement; returns the part of it not already held.
+    fn announce(&mut self, first: u64, last: u64) -> Option<(u64, u64)> {
+        if first > last || last <= self.last {
+            return None;
+        }
+        let first = first.max(self.last + 1);
+        if self.missing.len() == MISSING_RANGES {
+            self.missing.pop_front();
+        }
+        self.missing.push_back((first, last));
+        self.last = last;
+        Some((first, last))
+    }
+
+    /// A new incarnation of the source: its numbering starts over.
+    fn restart(&mut self) {
+        self.last = 0;
+        self.missing.clear();
+    }
 }
 
 /// A session with a discovered source; dropping it ends the session.
@@ -125,7 +224,7 @@ impl Drop for Session {
 
 struct CallerState {
     /// The source's incarnation and the last sample received from it.
-    last_seq: Mutex<u64>,
+    ledger: Mutex<Ledger>,
     incarnation: Mutex<u64>,
     events: SendBuffer,
     live: Mutex<Option<u64>>,
@@ -140,6 +239,8 @@ struct Live<'a, D: Clone + Send + Sync + 'static> {
     caller: CallerId,
     generation: u64,
     left_on_purpose: bool,
+    /// The aggregator keeps no events for a source that is not connected.
+    best_effort: bool,
 }
 
 impl<D: Clone + Send + Sync + 'static> Drop for Live<'_, D> {
@@ -149,6 +250,9 @@ impl<D: Clone + Send + Sync + 'static> Drop for Live<'_, D> {
             *live = None;
             if self.left_on_purpose {
                 self.state.left.store(true, Ordering::Release);
+            }
+            if self.best_effort {
+                self.state.events.evict_all();
             }
             let _ = self.data.mark_left(self.caller);
         }
@@ -169,6 +273,7 @@ struct Core<R: Runtime> {
     received: AtomicU64,
     duplicates: AtomicU64,
     lost: AtomicU64,
+    recovered: AtomicU64,
     rejected: AtomicU64,
     stopping: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
@@ -191,12 +296,32 @@ impl<R: Runtime> PumpObserver for Core<R> {
     }
 }
 
+/// What a session's pump reports, for one source.
+struct CallerObserver<'a, R: Runtime> {
+    core: &'a Core<R>,
+    state: &'a CallerState,
+    best_effort: bool,
+}
+
+impl<R: Runtime> PumpObserver for CallerObserver<'_, R> {
+    fn gap(&self, gap: &wire::Gap) {
+        self.core.gap(gap);
+    }
+
+    fn sent(&self, seq: u64) {
+        if self.best_effort {
+            // Nothing is kept for a best-effort connection once it has the events.
+            self.state.events.forget_through(seq);
+        }
+    }
+}
+
 impl<R: Runtime> Core<R> {
     fn caller(&self, id: CallerId) -> Arc<CallerState> {
         let mut callers = lock(&self.callers);
         Arc::clone(callers.entry(id).or_insert_with(|| {
             Arc::new(CallerState {
-                last_seq: Mutex::new(0),
+                ledger: Mutex::new(Ledger::default()),
                 incarnation: Mutex::new(0),
                 events: SendBuffer::new(self.event_limits.clone()),
                 live: Mutex::new(None),
@@ -229,17 +354,18 @@ impl<R: Runtime> Core<R> {
             caller: peer.id,
             generation,
             left_on_purpose: false,
+            best_effort: self.config.delivery == Delivery::BestEffort,
         };
 
         let last = {
             let mut incarnation = lock(&state.incarnation);
-            let mut last = lock(&state.last_seq);
+            let mut ledger = lock(&state.ledger);
             if *incarnation != peer.incarnation {
                 // A new process under the same id: its numbering starts over.
                 *incarnation = peer.incarnation;
-                *last = 0;
+                ledger.restart();
             }
-            *last
+            ledger.last
         };
         out.send(envelope(Kind::Ack(wire::Ack { seq: last })))
             .await
@@ -248,7 +374,13 @@ impl<R: Runtime> Core<R> {
         // Time replies the reader sends; they feed the source's detector too.
         let replies = AtomicU64::new(0);
         let (resume_tx, resume_rx) = watch::channel(None);
-        let (ack_tx, ack_rx) = watch::channel(last);
+        let (ack_tx, ack_rx) = ack_channel(
+            Received {
+                seq: last,
+                bytes: 0,
+            },
+            peer.ack_policy(&self.config),
+        );
         let reader = self.read(
             &peer,
             &state,
@@ -259,15 +391,21 @@ impl<R: Runtime> Core<R> {
             liveness,
             &replies,
         );
+        let observer = CallerObserver {
+            core: &**self,
+            state: &state,
+            best_effort: peer.delivery == Delivery::BestEffort,
+        };
         let writer = pump(
             &state.events,
             resume_rx,
             ack_rx,
+            peer.ack_policy(&self.config),
             &out,
             &self.config,
             peer.max_frame_bytes,
             &AuthorityTime,
-            &**self,
+            &observer,
             None,
             liveness,
             Some(&replies),
@@ -301,11 +439,12 @@ impl<R: Runtime> Core<R> {
         inbound: &mut Streaming<Envelope>,
         out: &Out,
         resume: watch::Sender<Option<u64>>,
-        acks: watch::Sender<u64>,
+        acks: AckSender,
         liveness: Liveness,
         replies: &AtomicU64,
     ) -> Result<bool, Status> {
         let mut limiter = ProbeLimiter::new(self.config.timesync.max_probes_per_second);
+        let mut bytes = 0_u64;
         loop {
             let env = match next_message(inbound, liveness.idle_timeout).await {
                 Ok(Some(env)) => env,
@@ -328,7 +467,10 @@ impl<R: Runtime> Core<R> {
                         items,
                         last: seq,
                         duplicates,
+                        recovered,
+                        bytes: frame_bytes,
                     } = self.accept_frame(state, frame)?;
+                    bytes += frame_bytes;
                     let n = items.len() as u64;
                     if n > 0 {
                         // Waits (without blocking a thread) only for a subscriber that
@@ -339,7 +481,10 @@ impl<R: Runtime> Core<R> {
                     if duplicates > 0 {
                         self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
                     }
-                    acks.send_replace(seq);
+                    if !recovered.is_empty() {
+                        self.recovered(peer.id, &recovered);
+                    }
+                    acks.send_replace(Received { seq, bytes });
                 }
                 Some(Kind::TimeProbe(probe)) => {
                     if probe.estimated {
@@ -371,20 +516,23 @@ impl<R: Runtime> Core<R> {
                     }
                 }
                 Some(Kind::Gap(g)) => {
-                    let mut last = lock(&state.last_seq);
-                    if g.first_seq <= g.last_seq && g.last_seq > *last {
+                    let announced = lock(&state.ledger).announce(g.first_seq, g.last_seq);
+                    if let Some((first_seq, last_seq)) = announced {
                         let gap = DataGap {
                             caller: peer.id,
-                            first_seq: g.first_seq.max(*last + 1),
-                            last_seq: g.last_seq,
+                            first_seq,
+                            last_seq,
                             first_time: Timestamp::from_nanos(g.first_time_ns),
                             last_time: Timestamp::from_nanos(g.last_time_ns),
+                            recovered: 0,
                         };
                         tracing::warn!(source = %peer.id, lost = gap.count(), "source reports lost samples");
                         self.lost.fetch_add(gap.count(), Ordering::Relaxed);
                         lock(&self.gaps).push(gap);
-                        *last = g.last_seq;
-                        acks.send_replace(*last);
+                        acks.send_replace(Received {
+                            seq: last_seq,
+                            bytes,
+                        });
                     }
                 }
                 Some(Kind::Goodbye(_)) => return Ok(true),
@@ -408,13 +556,20 @@ impl<R: Runtime> Core<R> {
         state: &CallerState,
         frame: wire::Frame,
     ) -> Result<Accepted<R::Data>, Status> {
-        let mut last = lock(&state.last_seq);
+        let mut ledger = lock(&state.ledger);
         let mut items = Vec::with_capacity(frame.samples.len());
         let mut duplicates = 0;
+        let mut recovered = Vec::new();
+        let mut bytes = 0;
         for s in frame.samples {
-            if s.seq <= *last {
-                duplicates += 1;
-                continue;
+            bytes += s.payload.len() as u64;
+            match ledger.admit(s.seq) {
+                Admit::New => {}
+                Admit::Recovered => recovered.push(s.seq),
+                Admit::Duplicate => {
+                    duplicates += 1;
+                    continue;
+                }
             }
             let value = R::Data::decode(s.payload).map_err(|e| {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -430,13 +585,31 @@ impl<R: Runtime> Core<R> {
                 synchronized: s.synchronized,
                 value,
             });
-            *last = s.seq;
         }
         Ok(Accepted {
             items,
-            last: *last,
+            last: ledger.last,
             duplicates,
+            recovered,
+            bytes,
         })
+    }
+
+    /// Counts samples of announced gaps that arrived after all, on their gaps.
+    fn recovered(&self, caller: CallerId, seqs: &[u64]) {
+        tracing::info!(source = %caller, recovered = seqs.len(), "samples announced lost arrived late");
+        self.recovered
+            .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        let mut gaps = lock(&self.gaps);
+        for &seq in seqs {
+            if let Some(gap) = gaps
+                .iter_mut()
+                .rev()
+                .find(|g| g.caller == caller && g.first_seq <= seq && seq <= g.last_seq)
+            {
+                gap.recovered += 1;
+            }
+        }
     }
 
     fn reject(&self, why: &str) -> Status {
@@ -453,14 +626,13 @@ impl<R: Runtime> Core<R> {
     }
 
     fn local(&self) -> Local {
-        Local {
-            role: Role::Aggregator,
-            id: self.id,
-            incarnation: self.incarnation,
-            max_frame_bytes: self.config.max_frame_bytes,
-            hello_timeout: self.config.hello_timeout,
-            idle_timeout: self.config.idle_timeout,
-        }
+        Local::new(
+            Role::Aggregator,
+            self.id,
+            self.incarnation,
+            &self.config,
+            &self.event_limits,
+        )
     }
 
     /// Connects to a discovered source: checks what it advertises, dials, and starts the
@@ -740,9 +912,15 @@ impl<R: Runtime> Aggregator<R> {
                 limit,
             });
         }
-        Ok(state
+        let seq = state
             .events
-            .push_many(std::iter::once((self.core.clock.now(), bytes))))
+            .push_many(std::iter::once((self.core.clock.now(), bytes)));
+        if self.core.config.delivery == Delivery::BestEffort && lock(&state.live).is_none() {
+            // Best effort keeps nothing for a source that is not connected; it is told
+            // of the gap when it is back.
+            state.events.evict_all();
+        }
+        Ok(seq)
     }
 
     /// Sends an event to every connected source; returns the sources it went to.
@@ -767,7 +945,8 @@ impl<R: Runtime> Aggregator<R> {
     }
 
     /// Samples sources reported lost (evicted from their buffers before this aggregator
-    /// acknowledged them).
+    /// acknowledged them, or lost on a best-effort connection), each with how many of
+    /// them arrived late after all (see [`DataGap`]).
     pub fn gaps(&self) -> Vec<DataGap> {
         lock(&self.core.gaps).clone()
     }
@@ -778,6 +957,7 @@ impl<R: Runtime> Aggregator<R> {
             received: self.core.received.load(Ordering::Relaxed),
             duplicates: self.core.duplicates.load(Ordering::Relaxed),
             lost: self.core.lost.load(Ordering::Relaxed),
+            recovered: self.core.recovered.load(Ordering::Relaxed),
             rejected: self.core.rejected.load(Ordering::Relaxed),
             connections: self.connected().len() as u64,
         }
@@ -887,6 +1067,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             received: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             stopping: watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
@@ -926,5 +1107,53 @@ impl<R: Runtime> AggregatorBuilder<R> {
             local_addr,
             server: Mutex::new(server),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Admit, Ledger, MISSING_RANGES};
+
+    #[test]
+    fn samples_announced_lost_are_recovered_once_when_they_arrive_late() {
+        let mut l = Ledger::default();
+        assert_eq!(l.admit(1), Admit::New);
+        assert_eq!(l.admit(2), Admit::New);
+        // The source announces 3..=10 lost (evicted while a copy was in flight on an
+        // older connection), then resumes at 11.
+        assert_eq!(l.announce(1, 10), Some((3, 10)));
+        assert_eq!(l.admit(11), Admit::New);
+        assert_eq!(l.admit(2), Admit::Duplicate);
+        // The late copies arrive: each is recovered once, in any order.
+        assert_eq!(l.admit(3), Admit::Recovered);
+        assert_eq!(l.admit(3), Admit::Duplicate);
+        assert_eq!(l.admit(7), Admit::Recovered);
+        assert_eq!(l.admit(10), Admit::Recovered);
+        assert_eq!(
+            l.missing.iter().copied().collect::<Vec<_>>(),
+            [(4, 6), (8, 9)]
+        );
+        for seq in [4, 5, 6, 8, 9] {
+            assert_eq!(l.admit(seq), Admit::Recovered);
+        }
+        assert!(l.missing.is_empty());
+        assert_eq!(l.admit(9), Admit::Duplicate);
+        // An announcement of what is already held changes nothing.
+        assert_eq!(l.announce(5, 11), None);
+        l.restart();
+        assert_eq!(l.admit(1), Admit::New);
+    }
+
+    #[test]
+    fn missing_ranges_are_bounded() {
+        let mut l = Ledger::default();
+        for i in 0..(MISSING_RANGES as u64 + 10) {
+            l.announce(2 * i + 1, 2 * i + 1);
+            l.admit(2 * i + 2);
+        }
+        assert_eq!(l.missing.len(), MISSING_RANGES);
+        // The oldest were forgotten: a very late copy is a duplicate.
+        assert_eq!(l.admit(1), Admit::Duplicate);
+        assert_eq!(l.admit(2 * MISSING_RANGES as u64 + 19), Admit::Recovered);
     }
 }

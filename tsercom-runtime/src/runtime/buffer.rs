@@ -66,11 +66,62 @@ struct Inner {
     samples: VecDeque<Stored>,
     bytes: usize,
     next_seq: u64,
-    /// Time of the newest sample evicted, per evicted seq range start (for gap reports).
+    /// The last sequence number removed without being released (evicted, or forgotten
+    /// by a best-effort connection): a reader behind it is told about a gap.
     evicted_through: u64,
-    evicted_first_time: Timestamp,
     evicted_last_time: Timestamp,
+    /// Where runs of removed samples start (sequence number, time), oldest first and
+    /// bounded, so a gap's first time is exact for a reader resuming at a run start (the
+    /// usual case), and an earlier bound otherwise.
+    lost_starts: VecDeque<(u64, Timestamp)>,
+    /// Whether the last removal was a forget (a new run starts at each forgotten frame
+    /// and at the first eviction after one).
+    last_forgot: bool,
     evicted_total: u64,
+}
+
+/// Run starts kept for gap times (16 bytes each).
+const LOST_STARTS: usize = 4096;
+
+impl Inner {
+    /// Removes the front sample as lost (not released): counted when `evicted`, and
+    /// remembered for the gap a reader behind it is told about.
+    fn remove_front_lost(&mut self, evicted: bool, new_run: bool) -> bool {
+        let Some(s) = self.samples.pop_front() else {
+            return false;
+        };
+        self.bytes -= s.payload.len();
+        let starts_run = new_run
+            || self.evicted_through + 1 != s.seq
+            || self.lost_starts.is_empty()
+            || self.last_forgot == evicted;
+        if starts_run {
+            if self.lost_starts.len() == LOST_STARTS {
+                self.lost_starts.pop_front();
+            }
+            self.lost_starts.push_back((s.seq, s.time));
+        }
+        self.last_forgot = !evicted;
+        self.evicted_through = s.seq;
+        self.evicted_last_time = s.time;
+        if evicted {
+            self.evicted_total += 1;
+        }
+        true
+    }
+
+    /// The time of sample `seq` if it starts a remembered run, else the latest earlier
+    /// bound known.
+    fn lost_time(&self, seq: u64) -> Timestamp {
+        let idx = self.lost_starts.partition_point(|&(s, _)| s <= seq);
+        match idx.checked_sub(1).and_then(|i| self.lost_starts.get(i)) {
+            Some(&(_, t)) => t,
+            None => self
+                .lost_starts
+                .front()
+                .map_or(self.evicted_last_time, |&(_, t)| t),
+        }
+    }
 }
 
 /// A send buffer shared by the producer and every connection that reads it.
@@ -91,8 +142,9 @@ impl SendBuffer {
                 bytes: 0,
                 next_seq: 1,
                 evicted_through: 0,
-                evicted_first_time: Timestamp::MIN,
                 evicted_last_time: Timestamp::MIN,
+                lost_starts: VecDeque::new(),
+                last_forgot: false,
                 evicted_total: 0,
             }),
             limits,
@@ -148,16 +200,32 @@ impl SendBuffer {
             if !over {
                 break;
             }
-            if let Some(s) = inner.samples.pop_front() {
-                inner.bytes -= s.payload.len();
-                if inner.evicted_through + 1 != s.seq || inner.evicted_total == 0 {
-                    inner.evicted_first_time = s.time;
-                }
-                inner.evicted_through = s.seq;
-                inner.evicted_last_time = s.time;
-                inner.evicted_total += 1;
-            }
+            inner.remove_front_lost(true, false);
         }
+    }
+
+    /// Drops everything up to and including `seq` without an acknowledgement (a
+    /// best-effort connection handed it to the transport): a reader that resumes behind
+    /// it is told about a gap. Each call starts a new run of lost samples, so a gap that
+    /// starts at a forgotten frame has that frame's exact time.
+    pub(crate) fn forget_through(&self, seq: u64) {
+        let mut inner = self.lock();
+        let mut first = true;
+        while inner.samples.front().is_some_and(|s| s.seq <= seq) {
+            inner.remove_front_lost(false, first);
+            first = false;
+        }
+    }
+
+    /// Evicts everything held (a best-effort sender with no connection keeps nothing);
+    /// counted like any eviction. Returns how many samples were evicted.
+    pub(crate) fn evict_all(&self) -> u64 {
+        let mut inner = self.lock();
+        let mut n = 0;
+        while inner.remove_front_lost(true, false) {
+            n += 1;
+        }
+        n
     }
 
     /// Up to `max_samples` samples (and about `max_bytes` bytes, at least one) after
@@ -171,7 +239,7 @@ impl SendBuffer {
             return Next::Gap {
                 first: cursor + 1,
                 last: first_held - 1,
-                first_time: inner.evicted_first_time,
+                first_time: inner.lost_time(cursor + 1),
                 last_time: inner.evicted_last_time,
             };
         }
@@ -198,6 +266,11 @@ impl SendBuffer {
     /// The last sequence number assigned (0 before the first sample).
     pub(crate) fn last_seq(&self) -> u64 {
         self.lock().next_seq - 1
+    }
+
+    /// The bounds.
+    pub(crate) fn limits(&self) -> &BufferLimits {
+        &self.limits
     }
 
     /// Samples evicted before being released, since creation.
@@ -300,5 +373,45 @@ mod tests {
         b.push_many((1..=4).map(p));
         b.push_many(std::iter::once((Timestamp::from_nanos(8), Bytes::new())));
         assert_eq!(b.len(), 3, "samples at 3, 4 and 8 are within 5 ns of 8");
+    }
+
+    #[test]
+    fn forgotten_frames_are_a_gap_with_the_first_missing_time() {
+        let b = SendBuffer::new(BufferLimits::default());
+        b.push_many((1..=4).map(p));
+        // Two frames handed to a best-effort connection: 1..=2, then 3..=4.
+        b.forget_through(2);
+        b.forget_through(4);
+        assert_eq!(b.len(), 0);
+        assert_eq!(b.evicted(), 0, "forgotten is not evicted");
+        // Sent while no connection is up: evicted at once.
+        b.push_many((5..=6).map(p));
+        assert_eq!(b.evict_all(), 2);
+        assert_eq!(b.evicted(), 2);
+        // A reader that got 1..=2 missed 3..=6, and the times are exact.
+        match b.next_after(2, 100, 1 << 20) {
+            Next::Gap {
+                first,
+                last,
+                first_time,
+                last_time,
+            } => {
+                assert_eq!((first, last), (3, 6));
+                assert_eq!(first_time, Timestamp::from_nanos(3));
+                assert_eq!(last_time, Timestamp::from_nanos(6));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A reader that got everything handed missed the evicted samples only.
+        match b.next_after(4, 100, 1 << 20) {
+            Next::Gap {
+                first, first_time, ..
+            } => {
+                assert_eq!(first, 5);
+                assert_eq!(first_time, Timestamp::from_nanos(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(b.next_after(6, 100, 1 << 20), Next::Empty));
     }
 }

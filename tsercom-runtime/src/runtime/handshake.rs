@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
+use super::buffer::BufferLimits;
 use super::service::{self, OutboundStream};
-use super::session::{envelope, Out, OUTBOUND_FRAMES};
+use super::session::{envelope, AckPolicy, Delivery, Out, SessionConfig, OUTBOUND_FRAMES};
 use super::{is_permanent, ConnectionEvent, Runtime};
 use crate::backoff::{Backoff, Failure};
 use crate::ids::CallerId;
@@ -27,15 +28,36 @@ pub(crate) struct Local {
     pub(crate) max_frame_bytes: usize,
     pub(crate) hello_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) delivery: Delivery,
+    /// Acks wished for every this many samples / bytes (a quarter of our send buffer).
+    pub(crate) ack_every_samples: u64,
+    pub(crate) ack_every_bytes: u64,
 }
 
 impl Local {
+    /// Our side of a connection, with a send buffer bounded by `buffer`.
+    pub(crate) fn new(
+        role: Role,
+        id: CallerId,
+        incarnation: u64,
+        config: &SessionConfig,
+        buffer: &BufferLimits,
+    ) -> Local {
+        Local {
+            role,
+            id,
+            incarnation,
+            max_frame_bytes: config.max_frame_bytes,
+            hello_timeout: config.hello_timeout,
+            idle_timeout: config.idle_timeout,
+            delivery: config.delivery,
+            ack_every_samples: (buffer.max_samples as u64 / 4).max(1),
+            ack_every_bytes: (buffer.max_bytes as u64 / 4).max(1),
+        }
+    }
+
     fn hello<R: Runtime>(&self) -> Result<Envelope, Status> {
-        let mut hello = hello::<R>(self.role, self.id, self.incarnation, self.max_frame_bytes);
-        hello.idle_timeout_ms = self.idle_timeout.map_or(0, |t| {
-            u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
-        });
-        envelope(Kind::Hello(hello))
+        envelope(Kind::Hello(hello::<R>(self)))
     }
 
     fn peer_role(&self) -> &'static str {
@@ -134,7 +156,7 @@ pub(crate) async fn dial<R: Runtime>(
             ))
         })??;
     let theirs = read_hello(&local, &mut inbound).await?;
-    let peer = check::<R>(local.role, &theirs, addrs.first().copied())?;
+    let peer = check::<R>(&local, &theirs, addrs.first().copied())?;
     Ok((peer, inbound, tx))
 }
 
@@ -243,7 +265,7 @@ pub(crate) async fn answer<R: Runtime>(
     remote: Option<SocketAddr>,
 ) -> Result<(Peer, Out, OutboundStream), Status> {
     let theirs = read_hello(&local, inbound).await?;
-    let peer = check::<R>(local.role, &theirs, remote)?;
+    let peer = check::<R>(&local, &theirs, remote)?;
     let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
     let _ = tx.send(local.hello::<R>()).await;
     let stream: OutboundStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -268,15 +290,34 @@ pub(crate) struct Peer {
     pub(crate) incarnation: u64,
     /// The peer's idle timeout (`None`: it has none, or did not say).
     pub(crate) idle_timeout: Option<Duration>,
+    /// The connection's delivery: the weaker of both Hellos'.
+    pub(crate) delivery: Delivery,
+    /// How often the peer wants acknowledgements (`u64::MAX`: no wish).
+    pub(crate) ack_every_samples: u64,
+    pub(crate) ack_every_bytes: u64,
 }
 
-/// Our Hello for a connection of runtime `R` in `role`.
-pub(crate) fn hello<R: Runtime>(
-    role: Role,
-    id: CallerId,
-    incarnation: u64,
-    max_frame_bytes: usize,
-) -> wire::Hello {
+impl Peer {
+    /// How to acknowledge this peer's samples.
+    pub(crate) fn ack_policy(&self, config: &SessionConfig) -> AckPolicy {
+        AckPolicy {
+            off: self.delivery == Delivery::BestEffort,
+            interval: config.ack_interval,
+            every_samples: self.ack_every_samples,
+            every_bytes: self.ack_every_bytes,
+        }
+    }
+}
+
+/// Our Hello for a connection of runtime `R`.
+pub(crate) fn hello<R: Runtime>(local: &Local) -> wire::Hello {
+    let Local {
+        role,
+        id,
+        incarnation,
+        max_frame_bytes,
+        ..
+    } = *local;
     wire::Hello {
         protocol_version: wire::PROTOCOL_VERSION,
         runtime: R::NAME.to_owned(),
@@ -288,7 +329,12 @@ pub(crate) fn hello<R: Runtime>(
         event_type: R::Event::MESSAGE_NAME.to_owned(),
         max_frame_bytes: u32::try_from(max_frame_bytes).unwrap_or(u32::MAX),
         incarnation,
-        idle_timeout_ms: 0,
+        idle_timeout_ms: local.idle_timeout.map_or(0, |t| {
+            u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
+        }),
+        delivery: local.delivery.to_wire() as i32,
+        ack_every_samples: local.ack_every_samples,
+        ack_every_bytes: local.ack_every_bytes,
     }
 }
 
@@ -303,10 +349,11 @@ fn role_name(role: i32) -> &'static str {
 /// Checks the peer's Hello against ours: protocol version, runtime, role, both schemas and
 /// the caller id. Every refusal names what differed, on both sides.
 pub(crate) fn check<R: Runtime>(
-    ours: Role,
+    local: &Local,
     theirs: &wire::Hello,
     addr: Option<SocketAddr>,
 ) -> Result<Peer, Status> {
+    let ours = local.role;
     if theirs.protocol_version != wire::PROTOCOL_VERSION {
         return Err(Status::failed_precondition(format!(
             "tsercom protocol version mismatch: this peer speaks {}, the other {}",
@@ -349,6 +396,15 @@ pub(crate) fn check<R: Runtime>(
         idle_timeout: match theirs.idle_timeout_ms {
             0 => None,
             ms => Some(Duration::from_millis(u64::from(ms))),
+        },
+        delivery: local.delivery.weaker(Delivery::from_wire(theirs.delivery)),
+        ack_every_samples: match theirs.ack_every_samples {
+            0 => u64::MAX,
+            n => n,
+        },
+        ack_every_bytes: match theirs.ack_every_bytes {
+            0 => u64::MAX,
+            n => n,
         },
     })
 }

@@ -24,7 +24,7 @@ pub use aggregator::{
 pub use buffer::BufferLimits;
 pub use manager::{Managed, ManagerError, RuntimeHandle, RuntimeManager};
 pub use service::StreamService;
-pub use session::SessionConfig;
+pub use session::{Delivery, SessionConfig};
 pub use source::{Event, Source, SourceBuilder, SourceStats};
 
 use crate::series::Series;

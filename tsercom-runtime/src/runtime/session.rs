@@ -2,8 +2,8 @@
 //! send buffer into frames, and keep the clock exchange going.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -56,6 +56,82 @@ pub struct SessionConfig {
     /// minutes). The peers tell each other their timeouts in their Hellos and both use
     /// the longer one, so differently configured peers still agree.
     pub idle_timeout: Option<Duration>,
+    /// What a connection promises about samples sent but not received (default
+    /// [`Delivery::Resumable`]). Negotiated in the Hello: a connection is best effort
+    /// when either side asks for it.
+    pub delivery: Delivery,
+    /// Acknowledgements are coalesced: the receiving side sends at most one `Ack` per
+    /// `ack_interval` (default 2 ms), and one at once when a frame arrives after a quiet
+    /// `ack_interval` (so an isolated sample is acknowledged immediately), or when the
+    /// unacknowledged samples or bytes cross a quarter of the sender's buffer bounds (the
+    /// sender states them in its Hello). The sender then learns of delivery at most
+    /// `ack_interval` later than with one `Ack` per frame, which bounds what
+    /// coalescing adds to [`Source::flush`](super::Source::flush). Zero acknowledges every
+    /// frame.
+    pub ack_interval: Duration,
+}
+
+/// What a connection promises about samples that were sent but did not arrive, set with
+/// [`SessionConfig::delivery`].
+///
+/// Either way every sample carries a sequence number, a receiver never delivers a
+/// sample twice, and samples known to be lost are announced (to an aggregator as a
+/// [`DataGap`](super::DataGap) in [`Aggregator::gaps`](super::Aggregator::gaps) and
+/// [`AggregatorStats::lost`](super::AggregatorStats::lost); to a source in
+/// [`SourceStats::events_lost`](super::SourceStats::events_lost)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The sender keeps every sample until the receiver acknowledges it, within its
+    /// [`BufferLimits`](super::BufferLimits), and resends what was not acknowledged after
+    /// a reconnect: **an outage shorter than the buffer loses nothing and duplicates
+    /// nothing**; samples evicted past the bounds are announced as a gap with exact
+    /// sequence numbers.
+    #[default]
+    Resumable,
+    /// The sender keeps a sample only until it is handed to the connection (the frame in
+    /// flight), and the receiver sends no acknowledgements: cheaper, but **samples in
+    /// flight when a connection breaks, and samples sent while no connection is up, are
+    /// lost**. They are not lost silently: when the connection is back the receiver is
+    /// told the exact range of sequence numbers it missed, with the time of the last
+    /// one, and of the first one where the sender still remembers it (it remembers where
+    /// each of the last 4096 frames and outages started; past that, the oldest time it
+    /// remembers, which is later than the true one), and samples sent while no peer was
+    /// connected count as evicted
+    /// ([`SourceStats::evicted`](super::SourceStats::evicted)). A source that has never
+    /// been connected sends to a new peer from what it holds, which is nothing, with no
+    /// gap (as a new peer of a resumable source starts at its oldest held sample).
+    /// [`Source::flush`](super::Source::flush) then means "handed to every connected
+    /// aggregator", not "acknowledged".
+    BestEffort,
+}
+
+impl Delivery {
+    pub(crate) fn to_wire(self) -> wire::Delivery {
+        match self {
+            Delivery::Resumable => wire::Delivery::Resumable,
+            Delivery::BestEffort => wire::Delivery::BestEffort,
+        }
+    }
+
+    /// What a peer's Hello asks for; values this version does not know are taken as the
+    /// weakest promise.
+    pub(crate) fn from_wire(value: i32) -> Delivery {
+        match wire::Delivery::try_from(value) {
+            Ok(wire::Delivery::Resumable) => Delivery::Resumable,
+            _ => Delivery::BestEffort,
+        }
+    }
+
+    /// The delivery of a connection between a side asking for `self` and one asking for
+    /// `other`: the weaker.
+    pub(crate) fn weaker(self, other: Delivery) -> Delivery {
+        if self == Delivery::BestEffort || other == Delivery::BestEffort {
+            Delivery::BestEffort
+        } else {
+            Delivery::Resumable
+        }
+    }
 }
 
 impl Default for SessionConfig {
@@ -67,6 +143,8 @@ impl Default for SessionConfig {
             timesync: TimeSyncConfig::default(),
             first_estimate_wait: Duration::from_millis(250),
             idle_timeout: Some(Duration::from_millis(1500)),
+            delivery: Delivery::Resumable,
+            ack_interval: Duration::from_millis(2),
         }
     }
 }
@@ -333,11 +411,193 @@ impl Mapping {
 pub(crate) trait PumpObserver: Send + Sync {
     /// Samples `first..=last` were evicted before this peer got them.
     fn gap(&self, gap: &wire::Gap);
+
+    /// Every sample through `seq` was handed to the connection.
+    fn sent(&self, _seq: u64) {}
+}
+
+/// What the receiving side of a connection holds: the last sequence number, and the
+/// payload bytes received on this connection so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Received {
+    pub(crate) seq: u64,
+    pub(crate) bytes: u64,
+}
+
+/// How a pump acknowledges what its connection received.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AckPolicy {
+    /// No acknowledgements after the first (a best-effort connection).
+    pub(crate) off: bool,
+    pub(crate) interval: Duration,
+    /// At once when this many samples or bytes are unacknowledged (the peer's wish).
+    pub(crate) every_samples: u64,
+    pub(crate) every_bytes: u64,
+}
+
+/// Shared by a connection's reader and its pump, so the reader wakes the pump only when
+/// an acknowledgement may be due: not for every frame while one is already scheduled.
+#[derive(Debug, Default)]
+struct AckGate {
+    /// The pump has an acknowledgement scheduled (its timer will read the latest state).
+    scheduled: AtomicBool,
+    /// What the pump last acknowledged.
+    sent_seq: AtomicU64,
+    sent_bytes: AtomicU64,
+}
+
+/// The reader's side: publishes what was received.
+#[derive(Debug)]
+pub(crate) struct AckSender {
+    tx: watch::Sender<Received>,
+    gate: Arc<AckGate>,
+    policy: AckPolicy,
+}
+
+/// The pump's side.
+#[derive(Debug)]
+pub(crate) struct AckReceiver {
+    rx: watch::Receiver<Received>,
+    gate: Arc<AckGate>,
+}
+
+/// A channel from a connection's reader to its pump for what to acknowledge.
+pub(crate) fn ack_channel(initial: Received, policy: AckPolicy) -> (AckSender, AckReceiver) {
+    let (tx, rx) = watch::channel(initial);
+    let gate = Arc::new(AckGate::default());
+    gate.sent_seq.store(initial.seq, Ordering::SeqCst);
+    (
+        AckSender {
+            tx,
+            gate: Arc::clone(&gate),
+            policy,
+        },
+        AckReceiver { rx, gate },
+    )
+}
+
+impl AckSender {
+    /// Publishes the receiver's state; wakes the pump unless it already has an
+    /// acknowledgement scheduled and no threshold was crossed.
+    pub(crate) fn send_replace(&self, now: Received) {
+        if self.policy.off {
+            return;
+        }
+        // Store first, then look at the flag (the pump clears the flag, then reads the
+        // state): either the pump sees this state or this sees the flag cleared.
+        self.tx.send_if_modified(|v| {
+            *v = now;
+            false
+        });
+        let crossed = now
+            .seq
+            .saturating_sub(self.gate.sent_seq.load(Ordering::SeqCst))
+            >= self.policy.every_samples
+            || now
+                .bytes
+                .saturating_sub(self.gate.sent_bytes.load(Ordering::SeqCst))
+                >= self.policy.every_bytes;
+        if crossed || !self.gate.scheduled.load(Ordering::SeqCst) {
+            self.tx.send_modify(|_| {});
+        }
+    }
+}
+
+/// Coalesces acknowledgements (see [`SessionConfig::ack_interval`]).
+#[derive(Debug)]
+struct AckPacer {
+    policy: AckPolicy,
+    sent: Received,
+    sent_at: Option<Instant>,
+    pending: Option<Received>,
+}
+
+impl AckPacer {
+    fn new(policy: AckPolicy, initial: Received) -> Self {
+        AckPacer {
+            policy,
+            sent: initial,
+            sent_at: None,
+            pending: None,
+        }
+    }
+
+    /// Takes the receiver's new state; anything new becomes a pending acknowledgement
+    /// (never on a best-effort connection).
+    fn update(&mut self, now: Received) {
+        if !self.policy.off && now.seq > self.sent.seq {
+            self.pending = Some(now);
+        }
+    }
+
+    /// When the pending acknowledgement is due, if any.
+    fn due(&self) -> Option<Instant> {
+        self.due_at(Instant::now())
+    }
+
+    /// When the pending acknowledgement is due (`now` if at once), if any.
+    fn due_at(&self, now: Instant) -> Option<Instant> {
+        let pending = self.pending?;
+        let crossed = pending.seq - self.sent.seq >= self.policy.every_samples
+            || pending.bytes.saturating_sub(self.sent.bytes) >= self.policy.every_bytes;
+        match self.sent_at {
+            Some(at) if !crossed => Some((at + self.policy.interval).max(now)),
+            _ => Some(now),
+        }
+    }
+
+    /// The acknowledgement to send now, if one is due.
+    fn take_due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.due_at(now)? > now {
+            return None;
+        }
+        let pending = self.pending.take()?;
+        self.sent = pending;
+        self.sent_at = Some(now);
+        Some(pending.seq)
+    }
+
+    /// Sends what is due, then tells the reader whether an acknowledgement is scheduled
+    /// (and picks up what it stored meanwhile without waking us). Returns false when the
+    /// peer is gone.
+    async fn flush(&mut self, acks: &mut AckReceiver, out: &Out) -> bool {
+        // The latest state, also what the reader stored without waking us.
+        self.update(*acks.rx.borrow());
+        loop {
+            if let Some(seq) = self.take_due() {
+                acks.gate.sent_seq.store(self.sent.seq, Ordering::SeqCst);
+                acks.gate
+                    .sent_bytes
+                    .store(self.sent.bytes, Ordering::SeqCst);
+                if out
+                    .send(envelope(Kind::Ack(wire::Ack { seq })))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            let scheduled = self.pending.is_some();
+            acks.gate.scheduled.store(scheduled, Ordering::SeqCst);
+            if scheduled {
+                return true;
+            }
+            // Not scheduled: the reader wakes us from now on; what it stored before it
+            // saw the flag cleared is read here.
+            let latest = *acks.rx.borrow_and_update();
+            self.update(latest);
+            if self.pending.is_none() {
+                return true;
+            }
+        }
+    }
 }
 
 /// Sends everything in `buffer` after the peer's resume point (the first value `resume`
-/// takes) as frames, sends an `Ack` whenever `acks` changes, and probes the peer's clock
-/// through `clock_link` if given. Returns when the peer is gone (`out` closed).
+/// takes) as frames, acknowledges what `acks` says was received (coalesced by
+/// `ack_policy`), and probes the peer's clock through `clock_link` if given. Returns when
+/// the peer is gone (`out` closed).
 ///
 /// Keeps the peer's dead-peer detection fed (`liveness.keepalive`): with a clock link,
 /// probes go out at least that often; without one, a bare `Ack` goes out when nothing
@@ -350,7 +610,8 @@ pub(crate) trait PumpObserver: Send + Sync {
 pub(crate) async fn pump(
     buffer: &SendBuffer,
     mut resume: watch::Receiver<Option<u64>>,
-    mut acks: watch::Receiver<u64>,
+    mut acks: AckReceiver,
+    ack_policy: AckPolicy,
     out: &Out,
     config: &SessionConfig,
     peer_max_frame_bytes: usize,
@@ -371,6 +632,7 @@ pub(crate) async fn pump(
     let mut elsewhere = sent_elsewhere.map_or(0, |n| n.load(Ordering::Relaxed));
     let mut next_probe = Instant::now();
     let mut cursor: Option<u64> = None;
+    let mut pacer = AckPacer::new(ack_policy, *acks.rx.borrow_and_update());
     if let Some((link, clock)) = clock_link {
         // Probe at once, and give the first estimate a bounded moment to arrive so the
         // first samples are not needlessly unsynchronized.
@@ -400,16 +662,14 @@ pub(crate) async fn pump(
                 next_probe = Instant::now() + probe_interval(link);
             }
         }
-        if acks.has_changed().unwrap_or(false) {
-            let seq = *acks.borrow_and_update();
-            if out
-                .send(envelope(Kind::Ack(wire::Ack { seq })))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            last_sent = Instant::now();
+        if acks.rx.has_changed().unwrap_or(false) {
+            pacer.update(*acks.rx.borrow_and_update());
+        }
+        if pacer.pending.is_some() && !pacer.flush(&mut acks, out).await {
+            return;
+        }
+        if let Some(at) = pacer.sent_at {
+            last_sent = last_sent.max(at);
         }
         if cursor.is_none() {
             cursor = *resume.borrow_and_update();
@@ -441,6 +701,7 @@ pub(crate) async fn pump(
                     return;
                 }
                 cursor = Some(last_seq);
+                observer.sent(last_seq);
             }
             Next::Gap {
                 first,
@@ -465,24 +726,25 @@ pub(crate) async fn pump(
                 let probe_wait = tokio::time::sleep_until(next_probe);
                 let keepalive_wait =
                     tokio::time::sleep_until(last_sent + keepalive.unwrap_or_default());
+                let ack_due = pacer.due();
+                let ack_wait = tokio::time::sleep_until(ack_due.unwrap_or(next_probe));
                 tokio::select! {
                     () = appended => {}
                     changed = resume.changed(), if cursor.is_none() => if changed.is_err() { return },
-                    changed = acks.changed() => {
+                    changed = acks.rx.changed() => {
                         if changed.is_err() {
                             return;
                         }
-                        let seq = *acks.borrow_and_update();
-                        if out.send(envelope(Kind::Ack(wire::Ack { seq }))).await.is_err() {
-                            return;
-                        }
-                        last_sent = Instant::now();
+                        pacer.update(*acks.rx.borrow_and_update());
                     }
+                    // Frames received meanwhile were stored without waking us.
+                    () = ack_wait, if ack_due.is_some() => pacer.update(*acks.rx.borrow()),
                     _ = probe_wait, if clock_link.is_some() => {}
                     _ = keepalive_wait, if keepalive.is_some() => {
                         let now_elsewhere = sent_elsewhere.map_or(0, |n| n.load(Ordering::Relaxed));
                         if now_elsewhere == elsewhere {
-                            let seq = *acks.borrow();
+                            // Nothing new to acknowledge, only to show we are alive.
+                            let seq = pacer.sent.seq;
                             if out.send(envelope(Kind::Ack(wire::Ack { seq }))).await.is_err() {
                                 return;
                             }
@@ -522,5 +784,61 @@ mod tests {
                 keepalive: None
             }
         );
+    }
+
+    fn policy(every_samples: u64) -> AckPolicy {
+        AckPolicy {
+            off: false,
+            interval: Duration::from_secs(3600),
+            every_samples,
+            every_bytes: u64::MAX,
+        }
+    }
+
+    fn at(seq: u64) -> Received {
+        Received { seq, bytes: seq }
+    }
+
+    #[test]
+    fn acks_are_coalesced_but_the_first_after_a_quiet_interval_goes_at_once() {
+        let mut p = AckPacer::new(policy(100), at(0));
+        assert_eq!(p.take_due(), None, "nothing received");
+        p.update(at(5));
+        assert_eq!(p.take_due(), Some(5), "the first ack goes at once");
+        p.update(at(6));
+        p.update(at(50));
+        assert_eq!(p.take_due(), None, "within the interval: coalesced");
+        assert!(p.due().is_some(), "but pending, with a deadline");
+        p.update(at(105));
+        assert_eq!(
+            p.take_due(),
+            Some(105),
+            "a quarter of the peer's buffer: at once"
+        );
+        assert_eq!(p.due(), None);
+    }
+
+    #[test]
+    fn zero_interval_acks_every_frame_and_off_acks_nothing() {
+        let mut p = AckPacer::new(
+            AckPolicy {
+                interval: Duration::ZERO,
+                ..policy(u64::MAX)
+            },
+            at(0),
+        );
+        for seq in 1..5 {
+            p.update(at(seq));
+            assert_eq!(p.take_due(), Some(seq));
+        }
+        let mut p = AckPacer::new(
+            AckPolicy {
+                off: true,
+                ..policy(1)
+            },
+            at(0),
+        );
+        p.update(at(9));
+        assert_eq!(p.due(), None);
     }
 }

@@ -18,7 +18,8 @@ use super::buffer::{BufferLimits, SendBuffer};
 use super::handshake::{self, Local, Peer, RedialEnd};
 use super::service::{Acceptor, OutboundStream, StreamService};
 use super::session::{
-    envelope, next_message, pump, ClockLink, Liveness, Out, PumpObserver, SessionConfig,
+    ack_channel, envelope, next_message, pump, AckSender, ClockLink, Delivery, Liveness, Out,
+    PumpObserver, Received, SessionConfig,
 };
 use super::{spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
@@ -74,7 +75,29 @@ pub struct SourceStats {
 struct Conn {
     peer: Peer,
     link: Arc<ClockLink>,
+    /// Acknowledged by the aggregator; on a best-effort connection, handed to it.
     acked: AtomicU64,
+    best_effort: bool,
+}
+
+/// What a connection's pump reports, for one connection.
+struct ConnObserver<'a, R: Runtime> {
+    core: &'a Core<R>,
+    conn: &'a Conn,
+}
+
+impl<R: Runtime> PumpObserver for ConnObserver<'_, R> {
+    fn gap(&self, gap: &wire::Gap) {
+        self.core.gap(gap);
+    }
+
+    fn sent(&self, seq: u64) {
+        if self.conn.best_effort {
+            // Nothing is kept for a best-effort connection once it has the samples.
+            self.conn.acked.store(seq, Ordering::Release);
+            self.core.release();
+        }
+    }
 }
 
 struct Core<R: Runtime> {
@@ -119,11 +142,29 @@ impl<R: Runtime> PumpObserver for Core<R> {
 }
 
 impl<R: Runtime> Core<R> {
-    /// Releases what every connected aggregator acknowledged.
+    /// Releases what every connected aggregator acknowledged (or, on a best-effort
+    /// connection, was handed). When every connection is best effort, what they were
+    /// handed is forgotten rather than released, so a reconnecting aggregator is told
+    /// exactly what it missed.
     fn release(&self) {
         let conns = lock(&self.conns);
         if let Some(min) = conns.iter().map(|c| c.acked.load(Ordering::Acquire)).min() {
-            self.data.release_through(min);
+            if conns.iter().all(|c| c.best_effort) {
+                self.data.forget_through(min);
+            } else {
+                self.data.release_through(min);
+            }
+        }
+    }
+
+    /// A best-effort source with no connection keeps nothing: what it holds is evicted
+    /// (counted, and announced as a gap to an aggregator that comes back).
+    fn drop_unconnected(&self) {
+        if self.config.delivery == Delivery::BestEffort {
+            let conns = lock(&self.conns);
+            if conns.is_empty() {
+                self.data.evict_all();
+            }
         }
     }
 
@@ -141,6 +182,7 @@ impl<R: Runtime> Core<R> {
                     .or_insert_with(|| Arc::new(ClockLink::new(self.config.timesync.clone()))),
             ),
             acked: AtomicU64::new(0),
+            best_effort: peer.delivery == Delivery::BestEffort,
         });
         lock(&self.conns).push(Arc::clone(&conn));
         let _registered = Registered {
@@ -162,17 +204,28 @@ impl<R: Runtime> Core<R> {
             .map_err(|_| Status::cancelled("peer went away"))?;
         let liveness = Liveness::new(self.config.idle_timeout, peer.idle_timeout);
         let (resume_tx, resume_rx) = watch::channel(None);
-        let (ack_tx, ack_rx) = watch::channel(last_event);
+        let (ack_tx, ack_rx) = ack_channel(
+            Received {
+                seq: last_event,
+                bytes: 0,
+            },
+            peer.ack_policy(&self.config),
+        );
         let reader = self.read(&conn, &mut inbound, resume_tx, ack_tx, last_event, liveness);
+        let observer = ConnObserver {
+            core: &**self,
+            conn: &conn,
+        };
         let writer = pump(
             &self.data,
             resume_rx,
             ack_rx,
+            peer.ack_policy(&self.config),
             &out,
             &self.config,
             peer.max_frame_bytes,
             &*conn.link,
-            &**self,
+            &observer,
             Some((&*conn.link, &*self.clock)),
             liveness,
             None,
@@ -204,11 +257,12 @@ impl<R: Runtime> Core<R> {
         conn: &Conn,
         inbound: &mut Streaming<Envelope>,
         resume: watch::Sender<Option<u64>>,
-        acks: watch::Sender<u64>,
+        acks: AckSender,
         mut last_event: u64,
         liveness: Liveness,
     ) -> Result<(), Status> {
         let rejected = AtomicU64::new(0);
+        let mut bytes = 0_u64;
         while let Some(env) = next_message(inbound, liveness.idle_timeout)
             .await
             .map_err(|s| super::inbound_error(s, &rejected))?
@@ -225,6 +279,7 @@ impl<R: Runtime> Core<R> {
                 Some(Kind::Frame(frame)) => {
                     let est = conn.link.estimate();
                     for s in frame.samples {
+                        bytes += s.payload.len() as u64;
                         if s.seq <= last_event {
                             continue;
                         }
@@ -253,7 +308,10 @@ impl<R: Runtime> Core<R> {
                     }
                     lock(&self.event_progress)
                         .insert(conn.peer.id, (conn.peer.incarnation, last_event));
-                    acks.send_replace(last_event);
+                    acks.send_replace(Received {
+                        seq: last_event,
+                        bytes,
+                    });
                 }
                 Some(Kind::TimeReply(reply)) => conn.link.on_reply(&reply, now),
                 Some(Kind::Goodbye(_)) => return Ok(()),
@@ -265,7 +323,10 @@ impl<R: Runtime> Core<R> {
                         last_event = gap.last_seq;
                         lock(&self.event_progress)
                             .insert(conn.peer.id, (conn.peer.incarnation, last_event));
-                        acks.send_replace(last_event);
+                        acks.send_replace(Received {
+                            seq: last_event,
+                            bytes,
+                        });
                     }
                 }
                 Some(Kind::Hello(_)) => {
@@ -312,14 +373,13 @@ impl<R: Runtime> Core<R> {
     }
 
     fn local(&self) -> Local {
-        Local {
-            role: Role::Source,
-            id: self.id,
-            incarnation: self.incarnation,
-            max_frame_bytes: self.config.max_frame_bytes,
-            hello_timeout: self.config.hello_timeout,
-            idle_timeout: self.config.idle_timeout,
-        }
+        Local::new(
+            Role::Source,
+            self.id,
+            self.incarnation,
+            &self.config,
+            self.data.limits(),
+        )
     }
 }
 
@@ -331,6 +391,7 @@ struct Registered<'a, R: Runtime> {
 impl<R: Runtime> Drop for Registered<'_, R> {
     fn drop(&mut self) {
         lock(&self.core.conns).retain(|c| !Arc::ptr_eq(c, self.conn));
+        self.core.drop_unconnected();
         let _ = self
             .core
             .connection_events
@@ -370,7 +431,9 @@ impl<R: Runtime> Acceptor for Core<R> {
 /// with discovery, the recommended topology) or dials a known aggregator (the classic
 /// topology), with the same guarantees either way: samples carry sequence numbers and
 /// are kept until acknowledged, so a reconnecting aggregator resumes without loss or
-/// duplicates within the buffer's bounds.
+/// duplicates within the buffer's bounds. [`Delivery::BestEffort`] (set in
+/// [`SessionConfig::delivery`]) trades that for no retention and no acknowledgements,
+/// with losses reported as gaps.
 pub struct Source<R: Runtime> {
     core: Arc<Core<R>>,
     events: Mutex<Option<queue::Receiver<Event<R::Event>>>>,
@@ -459,6 +522,7 @@ impl<R: Runtime> Source<R> {
             .data
             .push_many(std::iter::once((local_time, payload)));
         self.core.sent.fetch_add(1, Ordering::Relaxed);
+        self.core.drop_unconnected();
         Ok(seq)
     }
 
@@ -502,6 +566,7 @@ impl<R: Runtime> Source<R> {
         let n = encoded.len() as u64;
         let seq = self.core.data.push_many(encoded);
         self.core.sent.fetch_add(n, Ordering::Relaxed);
+        self.core.drop_unconnected();
         Ok(seq)
     }
 
@@ -541,6 +606,12 @@ impl<R: Runtime> Source<R> {
 
     /// Waits until every sample sent so far is acknowledged by every connected aggregator,
     /// or `timeout` passes; returns whether everything was acknowledged.
+    ///
+    /// Acknowledgements are coalesced (see [`SessionConfig::ack_interval`]), so this
+    /// returns at most one `ack_interval` later than the last sample's arrival. On a
+    /// [`Delivery::BestEffort`] connection there are no acknowledgements: it waits until
+    /// every sample was handed to each connection (written to its stream), which says
+    /// nothing about arrival.
     pub async fn flush(&self, timeout: Duration) -> bool {
         let target = self.core.data.last_seq();
         let deadline = tokio::time::Instant::now() + timeout;
