@@ -185,14 +185,20 @@ def targets(lines):
 
 def timesync(lines):
     out = [
-        "| impl | injected offset | drift | first estimate (p50 / max) | abs error p50 | abs error p99 | reported bound p50 | readings outside the bound |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| impl | link | injected offset | drift | phase | first estimate (p50 / max) | drift known to 10 ppm after (p50 / max) | abs error p50 | abs error p99 | reported bound p50 | readings outside the bound |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+    phases = {
+        "after_warmup": "first seconds after the 16 warm-up exchanges",
+        "settled": "once the drift is known to 10 ppm",
+    }
     for v in lines:
         if v.get("bench") == "timesync" and v.get("impl") == "tsercom":
             out.append(
-                f"| tsercom | {fmt(v['injected_offset_ms'])} ms | {fmt(v['drift_ppm'])} ppm "
+                f"| tsercom | {v.get('link', 'loopback')} | {fmt(v['injected_offset_ms'])} ms | {fmt(v['drift_ppm'])} ppm "
+                f"| {phases.get(v.get('phase'), v.get('phase', '-'))} "
                 f"| {fmt(v['first_estimate_ms_p50'], 1)} / {fmt(v['first_estimate_ms_max'], 1)} ms "
+                f"| {fmt(v.get('settle_s_p50'), 1)} / {fmt(v.get('settle_s_max'), 1)} s "
                 f"| {fmt(v['abs_error_us_p50'], 1)} µs | {fmt(v['abs_error_us_p99'], 1)} µs "
                 f"| {fmt(v['reported_uncertainty_us_p50'], 1)} µs "
                 f"| {fmt(v.get('outside_bound'))} of {fmt(v['error_samples'])} |"
@@ -200,12 +206,12 @@ def timesync(lines):
     for v in lines:
         if v.get("scenario") == "timesync" and v.get("run") == "median":
             out.append(
-                f"| python-tsercom-1.1.3 (median of {v['runs']}) | {fmt(v['injected_offset_us'] / 1e3)} ms | - "
-                f"| {fmt(v['time_to_first_estimate_ms'], 1)} ms | {fmt(abs(v['error_us']), 1)} µs "
+                f"| python-tsercom-1.1.3 (median of {v['runs']}) | loopback | {fmt(v['injected_offset_us'] / 1e3)} ms | - | - "
+                f"| {fmt(v['time_to_first_estimate_ms'], 1)} ms | - | {fmt(abs(v['error_us']), 1)} µs "
                 f"| (estimates {v['estimate_ratio']:.4f} of the offset) | - | - |"
             )
         if v.get("bench") == "timesync" and v.get("skipped"):
-            out.append(f"| {v['impl']} | skipped: {v['skipped']} | | | | | | |")
+            out.append(f"| {v['impl']} | skipped: {v['skipped']} | | | | | | | | | |")
     return "\n".join(out)
 
 
@@ -255,7 +261,7 @@ def render(lines):
             + "\n"
         )
     if "timesync" in benches:
-        parts.append("### timesync (loopback, +250 ms and -3 s / 100 ppm injected)\n\n" + timesync(lines) + "\n")
+        parts.append("### timesync (loopback and a 2 ms +/- 0.5 ms relay; +250 ms and -3 s / 100 ppm injected)\n\n" + timesync(lines) + "\n")
     if "discovery" in benches:
         parts.append("### discovery (mDNS on loopback)\n\n" + discovery(lines) + "\n")
     if "reconnect" in benches:
