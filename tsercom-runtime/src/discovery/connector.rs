@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -56,6 +58,16 @@ pub enum ConnectorEvent<T, E> {
         /// When the next attempt starts.
         retry_in: Duration,
     },
+    /// A connect attempt panicked (with `peer`; it is retried after `retry_in` like a
+    /// failed one), or the connector's own task panicked (without; no events follow).
+    Panicked {
+        /// The peer whose connect attempt panicked; `None` for the connector itself.
+        peer: Option<PeerKey>,
+        /// The panic message.
+        message: String,
+        /// When the next attempt for `peer` starts.
+        retry_in: Duration,
+    },
 }
 
 impl<T, E: fmt::Debug> fmt::Debug for ConnectorEvent<T, E> {
@@ -73,6 +85,16 @@ impl<T, E: fmt::Debug> fmt::Debug for ConnectorEvent<T, E> {
                 .field("peer", peer)
                 .field("attempt", attempt)
                 .field("error", error)
+                .field("retry_in", retry_in)
+                .finish(),
+            ConnectorEvent::Panicked {
+                peer,
+                message,
+                retry_in,
+            } => f
+                .debug_struct("Panicked")
+                .field("peer", peer)
+                .field("message", message)
                 .field("retry_in", retry_in)
                 .finish(),
         }
@@ -138,6 +160,7 @@ impl<T: Send + 'static, E: Send + 'static> Connector<T, E> {
         let connect: ConnectFn<T, E> = Arc::new(move |i| Box::pin(connect(i)));
         let (events_tx, events) = mpsc::channel(Self::QUEUE);
         let (commands, commands_rx) = mpsc::channel(64);
+        let panics = events_tx.clone();
         let state = State {
             verifier: listener.verifier(),
             connect,
@@ -148,7 +171,18 @@ impl<T: Send + 'static, E: Send + 'static> Connector<T, E> {
             next_generation: 0,
             out: events_tx,
         };
-        let task = spawn_guarded(state.run(listener, commands_rx))?;
+        let task = spawn_guarded(async move {
+            let run = AssertUnwindSafe(state.run(listener, commands_rx));
+            if let Err(payload) = run.catch_unwind().await {
+                let _ = panics
+                    .send(ConnectorEvent::Panicked {
+                        peer: None,
+                        message: crate::runtime::panic_message(&*payload),
+                        retry_in: Duration::ZERO,
+                    })
+                    .await;
+            }
+        })?;
         Ok(Connector {
             events,
             commands,
@@ -190,7 +224,8 @@ struct Peer {
     state: PeerState,
 }
 
-type AttemptResult<T, E> = (PeerKey, u64, Result<T, E>);
+/// An attempt's peer, generation, and outcome (`Err` with the message if it panicked).
+type AttemptResult<T, E> = (PeerKey, u64, Result<Result<T, E>, String>);
 
 struct State<T, E> {
     verifier: Option<Verifier>,
@@ -266,7 +301,10 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let result = connect(instance).await;
+            let result = AssertUnwindSafe(connect(instance))
+                .catch_unwind()
+                .await
+                .map_err(|payload| crate::runtime::panic_message(&*payload));
             (key, generation, result)
         })
     }
@@ -377,7 +415,12 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
         ok
     }
 
-    async fn on_result(&mut self, key: PeerKey, generation: u64, result: Result<T, E>) -> bool {
+    async fn on_result(
+        &mut self,
+        key: PeerKey,
+        generation: u64,
+        result: Result<Result<T, E>, String>,
+    ) -> bool {
         let Some(peer) = self.peers.get_mut(&key) else {
             return true; // removed meanwhile: the connection is dropped here
         };
@@ -389,12 +432,12 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
             PeerState::Connected => return true,
         };
         match result {
-            Ok(connection) => {
+            Ok(Ok(connection)) => {
                 peer.state = PeerState::Connected;
                 tracing::debug!(peer = %key, "connector: connected");
                 self.emit(ConnectorEvent::Connected(key, connection)).await
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 let retry_in = self.backoff.delay(failures);
                 let instance = peer.instance.clone();
                 let attempt = failures.saturating_add(1);
@@ -417,6 +460,25 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
                     peer: key,
                     attempt,
                     error,
+                    retry_in,
+                })
+                .await
+            }
+            Err(message) => {
+                // Retried like a failure, so one bad peer does not stop the others.
+                let retry_in = self.backoff.delay(failures);
+                let instance = peer.instance.clone();
+                tracing::error!(peer = %key, %message, "connector: connect attempt panicked");
+                let handle = self.spawn_attempt(key.clone(), instance, generation, retry_in);
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.state = PeerState::Connecting {
+                        failures: failures.saturating_add(1),
+                        attempt: handle,
+                    };
+                }
+                self.emit(ConnectorEvent::Panicked {
+                    peer: Some(key),
+                    message,
                     retry_in,
                 })
                 .await

@@ -12,7 +12,7 @@ use tonic::{Status, Streaming};
 use super::buffer::BufferLimits;
 use super::service::{self, OutboundStream};
 use super::session::{envelope, AckPolicy, Delivery, Out, SessionConfig, OUTBOUND_FRAMES};
-use super::{is_permanent, ConnectionEvent, Runtime};
+use super::{is_permanent, ConnectionEvent, Faults, Runtime};
 use crate::backoff::{Backoff, Failure};
 use crate::ids::CallerId;
 use crate::queue;
@@ -173,7 +173,8 @@ pub(crate) enum RedialEnd {
 
 /// Dials a peer at one of `addrs` and runs `session` on each connection, redialing
 /// whenever a dial fails or a session ends, until `stopping`, a permanent refusal, or
-/// the backoff's attempt limit. Every retry is reported on `events`.
+/// the backoff's attempt limit. Every retry is reported on `events`. A session that
+/// panics is reported to `faults` and counts as a connection that broke.
 ///
 /// Pacing: failures where the peer answered back off exponentially; dials that never
 /// reached it retry at the backoff's short unreachable cadence. A connection that stayed
@@ -184,6 +185,7 @@ pub(crate) async fn redial<R, F, Fut>(
     backoff: &Backoff,
     stopping: &watch::Sender<bool>,
     events: &queue::Sender<ConnectionEvent>,
+    faults: &Faults,
     mut session: F,
 ) -> RedialEnd
 where
@@ -208,7 +210,11 @@ where
                 let up = tokio::time::Instant::now();
                 // Not raced with `stopping`: a session ends itself when stopping (the
                 // source sends Goodbye first).
-                let result = session(peer, inbound, out).await;
+                let task = format!("session with {peer_role} {}", peer.id);
+                let result = faults
+                    .guard(&task, session(peer, inbound, out))
+                    .await
+                    .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))));
                 if *stopping.borrow() {
                     return RedialEnd::Stopped;
                 }
