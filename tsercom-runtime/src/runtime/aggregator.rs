@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
 use super::buffer::{BufferLimits, SendBuffer};
-use super::handshake::{self, Local, Peer, RedialEnd};
+use super::handshake::{self, DialError, Local, Peer, RedialEnd};
 use super::service::{Acceptor, OutboundStream, StreamService};
 use super::session::{
     ack_channel, envelope, next_message, pump, AckSender, AuthorityTime, Delivery, Liveness, Out,
@@ -623,14 +623,6 @@ impl<R: Runtime> Core<R> {
         Status::invalid_argument(why.to_owned())
     }
 
-    /// Dials a source at one of `addrs` and exchanges Hellos.
-    async fn handshake(
-        self: &Arc<Self>,
-        addrs: &[SocketAddr],
-    ) -> Result<(Peer, Streaming<Envelope>, Out), Status> {
-        Ok(handshake::dial::<R>(self.local(), addrs, self.backoff.unreachable_interval).await?)
-    }
-
     fn local(&self) -> Local {
         Local::new(
             Role::Aggregator,
@@ -647,25 +639,30 @@ impl<R: Runtime> Core<R> {
         self: Arc<Self>,
         instance: Instance,
         ended: mpsc::UnboundedSender<(PeerKey, u64)>,
-    ) -> Result<Session, Status> {
+    ) -> Result<Session, DialError> {
         if let Some(schema) = instance.schema {
             if schema != R::Data::fingerprint() {
-                return Err(Status::failed_precondition(format!(
+                return Err(DialError::from(Status::failed_precondition(format!(
                     "{} advertises data schema {schema:016x}, this aggregator has {} ({:016x})",
                     instance.instance_name,
                     R::Data::MESSAGE_NAME,
                     R::Data::fingerprint()
-                )));
+                ))));
             }
         }
         let key = instance.peer_key();
-        let (peer, inbound, out) = self.handshake(&instance.addresses).await?;
+        let (peer, inbound, out) = handshake::dial::<R>(
+            self.local(),
+            &instance.addresses,
+            self.backoff.unreachable_interval,
+        )
+        .await?;
         if let Some(advertised) = instance.caller_id {
             if advertised != peer.id {
-                return Err(Status::failed_precondition(format!(
+                return Err(DialError::from(Status::failed_precondition(format!(
                     "{} advertises caller id {advertised} but answered as {}",
                     instance.instance_name, peer.id
-                )));
+                ))));
             }
         }
         let id = self.next_generation.fetch_add(1, Ordering::Relaxed);
@@ -689,7 +686,7 @@ impl<R: Runtime> Core<R> {
     /// no longer advertised as gone.
     async fn discover_loop(
         self: Arc<Self>,
-        mut connector: Connector<Session, Status>,
+        mut connector: Connector<Session, DialError>,
         mut ended: mpsc::UnboundedReceiver<(PeerKey, u64)>,
     ) {
         let mut sessions: HashMap<PeerKey, Session> = HashMap::new();
@@ -714,7 +711,8 @@ impl<R: Runtime> Core<R> {
                         }
                     }
                     Some(ConnectorEvent::ConnectFailed { peer, attempt, error, retry_in }) => {
-                        tracing::debug!(%peer, attempt, %error, ?retry_in, "connecting to a discovered source failed");
+                        let (error, failure) = (error.status, error.failure);
+                        tracing::debug!(%peer, attempt, %error, ?failure, ?retry_in, "connecting to a discovered source failed");
                         if is_permanent(&error) {
                             self.rejected.fetch_add(1, Ordering::Relaxed);
                         }
@@ -1139,12 +1137,15 @@ impl<R: Runtime> AggregatorBuilder<R> {
             let listener = discovery.listen(R::NAME)?;
             let (ended_tx, ended_rx) = mpsc::unbounded_channel();
             let connect_core = Arc::clone(&core);
-            let connector = Connector::with_backoff(
+            // Paced like the redial loops: unreachable sources are retried at the short
+            // cadence, sources that answered with exponential backoff.
+            let connector = Connector::with_pacing(
                 listener,
                 move |instance| {
                     Arc::clone(&connect_core).connect_discovered(instance, ended_tx.clone())
                 },
                 self.backoff.clone(),
+                |e: &DialError| e.failure,
             )?;
             let task = Arc::clone(&core).discover_loop(connector, ended_rx);
             spawn_owned(&core.tasks, &core.faults, "discovery".to_owned(), task);

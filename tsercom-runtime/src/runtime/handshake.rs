@@ -13,7 +13,7 @@ use super::buffer::BufferLimits;
 use super::service::{self, OutboundStream};
 use super::session::{envelope, AckPolicy, Delivery, Out, SessionConfig, OUTBOUND_FRAMES};
 use super::{is_permanent, ConnectionEvent, Faults, Runtime};
-use crate::backoff::{Backoff, Failure};
+use crate::backoff::{Backoff, Failure, Retries};
 use crate::ids::CallerId;
 use crate::queue;
 use crate::series::Series;
@@ -195,10 +195,7 @@ where
 {
     let peer_role = local.peer_role();
     let mut stopping = stopping.subscribe();
-    // Failed attempts in a row (for the attempt limit and the events), and of those the
-    // ones where the peer answered (for the exponential delay).
-    let mut failed = 0_u32;
-    let mut answered = 0_u32;
+    let mut retries = Retries::default();
     loop {
         let dialed = tokio::select! {
             r = dial::<R>(local, addrs, backoff.unreachable_interval) => r,
@@ -206,7 +203,7 @@ where
         };
         let (failure, error) = match dialed {
             Ok((peer, inbound, out)) => {
-                failed = 0;
+                retries.connected();
                 let up = tokio::time::Instant::now();
                 // Not raced with `stopping`: a session ends itself when stopping (the
                 // source sends Goodbye first).
@@ -219,7 +216,7 @@ where
                     return RedialEnd::Stopped;
                 }
                 if up.elapsed() >= backoff.max {
-                    answered = 0;
+                    retries.stable();
                 }
                 match result {
                     Ok(()) => {
@@ -242,17 +239,13 @@ where
                 (e.failure, e.status.to_string())
             }
         };
-        failed += 1;
-        if backoff.exhausted(failed) {
-            return RedialEnd::GaveUp(failed);
-        }
-        let delay = backoff.delay_after(failure, answered);
-        if failure == Failure::Answered {
-            answered = answered.saturating_add(1);
+        let delay = retries.fail(backoff, failure);
+        if backoff.exhausted(retries.failed()) {
+            return RedialEnd::GaveUp(retries.failed());
         }
         let _ = events.try_send(ConnectionEvent::Retrying {
             addrs: addrs.to_vec(),
-            attempt: failed,
+            attempt: retries.failed(),
             delay,
             error,
         });
