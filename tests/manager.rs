@@ -271,7 +271,10 @@ fn a_panic_in_one_session_is_reported_and_other_sources_keep_flowing() {
     let wait_for_steady = |n: u64| {
         let deadline = std::time::Instant::now() + DEADLINE;
         while latest() != Some(n) {
-            assert!(std::time::Instant::now() < deadline, "sample {n} never arrived");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sample {n} never arrived"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     };

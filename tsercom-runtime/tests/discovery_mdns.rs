@@ -546,6 +546,38 @@ async fn unreachable_peers_are_retried_at_the_short_cadence_answered_ones_back_o
 }
 
 #[tokio::test]
+async fn a_connect_attempt_that_panics_is_reported_and_retried() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 40083));
+    let calls = Calls::default();
+    let connect = {
+        let calls = Arc::clone(&calls);
+        move |i: Instance| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                assert_ne!(n, 0, "first attempt goes wrong");
+                Ok::<_, String>(i.addresses[0])
+            }
+        }
+    };
+    let listener = Discovery::fixed(vec![addr]).listen("fixed").unwrap();
+    let mut connector = Connector::new(listener, connect).unwrap();
+    let peer = PeerKey::Instance(addr.to_string());
+    match next_conn(&mut connector).await {
+        ConnectorEvent::Panicked {
+            peer: p, message, ..
+        } => {
+            assert_eq!(p, Some(peer.clone()));
+            assert!(message.contains("first attempt goes wrong"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match next_conn(&mut connector).await {
+        ConnectorEvent::Connected(p, a) => assert_eq!((p, a), (peer, addr)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn fixed_discovery_produces_the_same_events() {
     let a = SocketAddr::from(([127, 0, 0, 1], 1));
     let b = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 2));

@@ -238,7 +238,9 @@ impl<T, E> futures::Stream for Connector<T, E> {
 }
 
 enum PeerState {
-    Connecting { attempt: AbortHandle },
+    Connecting {
+        attempt: AbortHandle,
+    },
     /// Up since then.
     Connected(tokio::time::Instant),
 }

@@ -803,29 +803,38 @@ impl<R: Runtime> Acceptor for Core<R> {
         mut inbound: Streaming<Envelope>,
         remote: Option<SocketAddr>,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
+        let faults = Arc::clone(&self.faults);
         Box::pin(async move {
-            let (peer, out, stream) = handshake::answer::<R>(self.local(), &mut inbound, remote)
-                .await
-                .inspect_err(|_| {
-                    self.rejected.fetch_add(1, Ordering::Relaxed);
-                })?;
-            let core = Arc::clone(&self);
-            let session_out = out.clone();
-            let task = format!("session with source {}", peer.id);
-            spawn_owned(
-                &self.tasks,
-                &self.faults,
-                task.clone(),
-                handshake::serve_session(out, async move {
-                    // A panic ends this session only, and the source is told.
-                    let session = core.run_session(peer, inbound, session_out);
-                    core.faults
-                        .guard(&task, session)
+            // A panic while answering ends this stream only.
+            let accept = async move {
+                let (peer, out, stream) =
+                    handshake::answer::<R>(self.local(), &mut inbound, remote)
                         .await
-                        .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))))
-                }),
-            );
-            Ok(stream)
+                        .inspect_err(|_| {
+                            self.rejected.fetch_add(1, Ordering::Relaxed);
+                        })?;
+                let core = Arc::clone(&self);
+                let session_out = out.clone();
+                let task = format!("session with source {}", peer.id);
+                spawn_owned(
+                    &self.tasks,
+                    &self.faults,
+                    task.clone(),
+                    handshake::serve_session(out, async move {
+                        // A panic ends this session only, and the source is told.
+                        let session = core.run_session(peer, inbound, session_out);
+                        core.faults
+                            .guard(&task, session)
+                            .await
+                            .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))))
+                    }),
+                );
+                Ok::<_, Status>(stream)
+            };
+            faults
+                .guard("accepting a stream", accept)
+                .await
+                .unwrap_or_else(|| Err(Status::internal("accepting the stream panicked")))
         })
     }
 }
@@ -1002,7 +1011,10 @@ impl<R: Runtime> Aggregator<R> {
     /// session: the others keep running, and the source is reconnected or accepted again.
     /// Each fault is also a [`ConnectionEvent::Fault`].
     pub fn health(&self) -> Result<(), RuntimeError> {
-        self.core.faults.first().map_or(Ok(()), |f| Err(RuntimeError::Internal(f)))
+        self.core
+            .faults
+            .first()
+            .map_or(Ok(()), |f| Err(RuntimeError::Internal(f)))
     }
 
     /// Waits for the aggregator's first fault (see [`health`](Self::health)); pending for

@@ -414,26 +414,34 @@ impl<R: Runtime> Acceptor for Core<R> {
         mut inbound: Streaming<Envelope>,
         remote: Option<SocketAddr>,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
+        let faults = Arc::clone(&self.faults);
         Box::pin(async move {
-            let (peer, out, stream) =
-                handshake::answer::<R>(self.local(), &mut inbound, remote).await?;
-            let core = Arc::clone(&self);
-            let session_out = out.clone();
-            let task = format!("session with aggregator {}", peer.id);
-            spawn_owned(
-                &self.tasks,
-                &self.faults,
-                task.clone(),
-                handshake::serve_session(out, async move {
-                    // A panic ends this session only, and the aggregator is told.
-                    let session = core.run_session(peer, inbound, session_out);
-                    core.faults
-                        .guard(&task, session)
-                        .await
-                        .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))))
-                }),
-            );
-            Ok(stream)
+            // A panic while answering ends this stream only.
+            let accept = async move {
+                let (peer, out, stream) =
+                    handshake::answer::<R>(self.local(), &mut inbound, remote).await?;
+                let core = Arc::clone(&self);
+                let session_out = out.clone();
+                let task = format!("session with aggregator {}", peer.id);
+                spawn_owned(
+                    &self.tasks,
+                    &self.faults,
+                    task.clone(),
+                    handshake::serve_session(out, async move {
+                        // A panic ends this session only, and the aggregator is told.
+                        let session = core.run_session(peer, inbound, session_out);
+                        core.faults
+                            .guard(&task, session)
+                            .await
+                            .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))))
+                    }),
+                );
+                Ok::<_, Status>(stream)
+            };
+            faults
+                .guard("accepting a stream", accept)
+                .await
+                .unwrap_or_else(|| Err(Status::internal("accepting the stream panicked")))
         })
     }
 }
@@ -623,7 +631,10 @@ impl<R: Runtime> Source<R> {
     /// time after. A fault ends only its task: the source keeps serving its other
     /// connections and redials. Each fault is also a [`ConnectionEvent::Fault`].
     pub fn health(&self) -> Result<(), RuntimeError> {
-        self.core.faults.first().map_or(Ok(()), |f| Err(RuntimeError::Internal(f)))
+        self.core
+            .faults
+            .first()
+            .map_or(Ok(()), |f| Err(RuntimeError::Internal(f)))
     }
 
     /// Waits for the source's first fault (see [`health`](Self::health)); pending for as
