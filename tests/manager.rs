@@ -337,3 +337,89 @@ fn a_panic_in_one_session_is_reported_and_other_sources_keep_flowing() {
     assert_eq!(manager.check_for_error(), Err(e));
     manager.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+/// A user clock that panics once when tripped.
+#[derive(Debug, Default)]
+struct TrippedClock {
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl tsercom::Clock for TrippedClock {
+    fn now(&self) -> tsercom::Timestamp {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("clock tripped");
+        }
+        tsercom::SystemClock.now()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialing_source_whose_session_panics_reports_it_and_redials() {
+    use tsercom::Clock as _;
+    let agg = Aggregator::<Plant>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let clock = std::sync::Arc::new(TrippedClock::default());
+    let source = Source::<Plant>::builder()
+        .clock(clock.clone())
+        .dial([agg.local_addr().unwrap()])
+        .start()
+        .await
+        .unwrap();
+    let arrived = |n: u64| {
+        let agg = &agg;
+        let id = source.id();
+        async move {
+            tokio::time::timeout(DEADLINE, async {
+                while agg
+                    .data()
+                    .get_most_recent(id)
+                    .ok()
+                    .flatten()
+                    .map(|s| s.value.n)
+                    != Some(n)
+                {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("sample {n} never arrived"));
+        }
+    };
+    // `send_at` with the system's time: only the session reads the user clock.
+    source
+        .send_at(tsercom::SystemClock.now(), Sample { n: 1 })
+        .await
+        .unwrap();
+    arrived(1).await;
+    source.health().unwrap();
+
+    // The next reading of the clock is in the session (an ack or time reply arrives).
+    clock.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let fault = tokio::time::timeout(DEADLINE, source.fault())
+        .await
+        .unwrap();
+    assert!(fault.panicked, "{fault:?}");
+    assert_eq!(fault.message, "clock tripped");
+    assert!(fault.task.contains("session with aggregator"), "{fault:?}");
+    assert!(matches!(
+        source.health(),
+        Err(tsercom::RuntimeError::Internal(f)) if f == fault
+    ));
+    assert_eq!(source.stats().faults, 1);
+
+    // The source redials and its data keeps flowing.
+    for n in 2..=100 {
+        source
+            .send_at(tsercom::SystemClock.now(), Sample { n })
+            .await
+            .unwrap();
+    }
+    arrived(100).await;
+    assert!(source.flush(DEADLINE).await);
+    source.shutdown(Duration::from_secs(1)).await;
+    agg.shutdown(Duration::from_secs(1)).await;
+}
