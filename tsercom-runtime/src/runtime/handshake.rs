@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -17,6 +18,7 @@ use crate::backoff::{Backoff, Failure};
 use crate::ids::CallerId;
 use crate::queue;
 use crate::series::Series;
+use crate::transport::ClientTls;
 use crate::wire::{self, envelope::Kind, Envelope, Role};
 
 /// Who we are on a connection: what our Hello says.
@@ -121,12 +123,16 @@ impl From<DialError> for Status {
 
 /// Dials one of `addrs`, opens runtime `R`'s stream and exchanges Hellos (ours first).
 /// While no candidate answers, the connection request is re-sent every `resend_every`.
+///
+/// With `tls`, a rejected certificate (either side's) is `UNAUTHENTICATED`, which
+/// [`is_permanent`]: redialing cannot fix it until certificates change.
 pub(crate) async fn dial<R: Runtime>(
     local: Local,
     addrs: &[SocketAddr],
     resend_every: Duration,
+    tls: Option<&Arc<ClientTls>>,
 ) -> Result<(Peer, Streaming<Envelope>, Out), DialError> {
-    let channel = super::dial_any(addrs, CONNECT_TIMEOUT, resend_every)
+    let channel = super::dial_any(addrs, CONNECT_TIMEOUT, resend_every, tls)
         .await
         .map_err(|e| DialError {
             failure: if e.is_unreachable() {
@@ -134,7 +140,11 @@ pub(crate) async fn dial<R: Runtime>(
             } else {
                 Failure::Answered
             },
-            status: Status::unavailable(e.to_string()),
+            status: if e.is_certificate_rejected() {
+                Status::unauthenticated(e.to_string())
+            } else {
+                Status::unavailable(e.to_string())
+            },
         })?;
     let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
     let _ = tx.send(local.hello::<R>()).await;
@@ -173,7 +183,8 @@ pub(crate) enum RedialEnd {
 
 /// Dials a peer at one of `addrs` and runs `session` on each connection, redialing
 /// whenever a dial fails or a session ends, until `stopping`, a permanent refusal, or
-/// the backoff's attempt limit. Every retry is reported on `events`.
+/// the backoff's attempt limit. Every retry is reported on `events`. Dials use `tls`
+/// when set.
 ///
 /// Pacing: failures where the peer answered back off exponentially; dials that never
 /// reached it retry at the backoff's short unreachable cadence. A connection that stayed
@@ -184,6 +195,7 @@ pub(crate) async fn redial<R, F, Fut>(
     backoff: &Backoff,
     stopping: &watch::Sender<bool>,
     events: &queue::Sender<ConnectionEvent>,
+    tls: Option<&Arc<ClientTls>>,
     mut session: F,
 ) -> RedialEnd
 where
@@ -199,7 +211,7 @@ where
     let mut answered = 0_u32;
     loop {
         let dialed = tokio::select! {
-            r = dial::<R>(local, addrs, backoff.unreachable_interval) => r,
+            r = dial::<R>(local, addrs, backoff.unreachable_interval, tls) => r,
             _ = stopping.wait_for(|s| *s) => return RedialEnd::Stopped,
         };
         let (failure, error) = match dialed {

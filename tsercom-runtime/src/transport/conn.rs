@@ -5,8 +5,8 @@
 //! which fails its reads and writes as soon as the server signals an abort (or is dropped).
 //! hyper then drops the connection and every RPC on it.
 //!
-//! This wrapper is also where TLS will slot in: the accepted stream is the one place a
-//! handshake would be performed before the bytes reach hyper.
+//! With TLS, tonic performs the handshake on this wrapper (`TlsStream<ServerIo>`), so
+//! an abort ends TLS connections too.
 
 use std::future::Future;
 use std::io;

@@ -1,6 +1,7 @@
 //! Dialing a gRPC server that may be reachable at several addresses.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -9,7 +10,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use super::error::{DialFailure, DialFailureCause};
-use super::TransportError;
+use super::{ClientTls, TransportError};
 
 /// The connect timeout of a [`Dialer`] unless set otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -43,6 +44,7 @@ pub struct Dialer {
     http2_keepalive_interval: Option<Duration>,
     http2_keepalive_timeout: Duration,
     resend_every: Option<Duration>,
+    tls: Option<Arc<ClientTls>>,
 }
 
 impl Dialer {
@@ -62,6 +64,7 @@ impl Dialer {
             http2_keepalive_interval: Some(Duration::from_secs(6 * 60)),
             http2_keepalive_timeout: Duration::from_secs(20),
             resend_every: None,
+            tls: None,
         }
     }
 
@@ -94,6 +97,19 @@ impl Dialer {
     /// per candidate are in flight.
     pub fn resend_every(mut self, interval: Option<Duration>) -> Self {
         self.resend_every = interval.filter(|i| !i.is_zero());
+        self
+    }
+
+    /// Dials with TLS (default: plain-text HTTP/2): the server's certificate is verified
+    /// against the roots of `tls`, for the name it sets or else the address dialed, and
+    /// its client certificate, if any, is presented. The TLS handshake counts towards the
+    /// connect timeout.
+    ///
+    /// A rejected certificate fails the dial with
+    /// [`DialFailureCause::CertificateRejected`] (see
+    /// [`TransportError::is_certificate_rejected`]).
+    pub fn tls(mut self, tls: impl Into<Arc<ClientTls>>) -> Self {
+        self.tls = Some(tls.into());
         self
     }
 
@@ -207,11 +223,18 @@ impl Dialer {
         }
     }
 
-    /// The endpoint for one address; TLS settings will be applied here.
+    /// The endpoint for one address, with TLS when configured.
     fn endpoint(&self, addr: SocketAddr) -> Result<Endpoint, DialFailureCause> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         // `SocketAddr`'s Display brackets IPv6 addresses, as URIs need.
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(DialFailureCause::InvalidEndpoint)?
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(DialFailureCause::InvalidEndpoint)?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.to_tonic())
+                .map_err(DialFailureCause::InvalidEndpoint)?;
+        }
+        let endpoint = endpoint
             .tcp_nodelay(self.tcp_nodelay)
             .keep_alive_while_idle(false)
             .keep_alive_timeout(self.http2_keepalive_timeout);
@@ -233,7 +256,7 @@ impl Dialer {
             let channel = endpoint
                 .connect()
                 .await
-                .map_err(DialFailureCause::Connect)?;
+                .map_err(DialFailureCause::from_connect)?;
             if self.verify_grpc {
                 verify_grpc(&channel).await?;
             }
@@ -255,7 +278,7 @@ async fn verify_grpc(channel: &Channel) -> Result<(), DialFailureCause> {
         // A status the server sent has no source; one made from a local transport error
         // has it.
         Err(status) if std::error::Error::source(&status).is_none() => Ok(()),
-        Err(status) => Err(DialFailureCause::NotGrpc(status)),
+        Err(status) => Err(DialFailureCause::from_check(status)),
     }
 }
 

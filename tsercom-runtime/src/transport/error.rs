@@ -51,6 +51,12 @@ pub enum TransportError {
         timeout: Duration,
     },
 
+    /// tonic refused a TLS configuration (the checks that make
+    /// [`ServerTls`](super::ServerTls) and [`ClientTls`](super::ClientTls) should have
+    /// caught the reason).
+    #[error("invalid TLS configuration: {}", ErrorChain(.0))]
+    TlsConfig(#[source] tonic::transport::Error),
+
     /// Every candidate address failed, at least one of them for a reason other than a
     /// timeout.
     #[error("could not connect to any candidate: {}", FailureList(.failures))]
@@ -71,6 +77,20 @@ impl TransportError {
             Self::AllFailed { failures } => {
                 !failures.is_empty() && failures.iter().all(|f| f.cause.is_unreachable())
             }
+            _ => false,
+        }
+    }
+
+    /// Whether a dial failed because a TLS certificate was rejected, ours by the peer
+    /// (mutual TLS: none presented, or not issued by the CA it trusts) or the peer's by us
+    /// (not issued by our roots, not valid for the name verified, expired). Retrying
+    /// cannot fix that until one side's certificates change, so the roles do not redial
+    /// (see [`crate::runtime::ConnectionEvent::Refused`]).
+    pub fn is_certificate_rejected(&self) -> bool {
+        match self {
+            Self::AllFailed { failures } => failures
+                .iter()
+                .any(|f| matches!(f.cause, DialFailureCause::CertificateRejected(_))),
             _ => false,
         }
     }
@@ -97,6 +117,37 @@ pub enum DialFailureCause {
     Connect(tonic::transport::Error),
     /// The connection was made but the peer did not answer a gRPC request.
     NotGrpc(tonic::Status),
+    /// The TLS handshake failed because a certificate was rejected: the peer's by us, or
+    /// ours by the peer (mutual TLS). The error names which and why.
+    CertificateRejected(BoxError),
+    /// The TLS handshake failed for another reason, typically a peer that does not speak
+    /// TLS (or, dialing without TLS, a peer that requires it).
+    TlsFailed(BoxError),
+}
+
+/// The error inside [`DialFailureCause::CertificateRejected`] and
+/// [`DialFailureCause::TlsFailed`]: a tonic transport error or status.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl DialFailureCause {
+    /// Sorts a failed connection or gRPC check: TLS failures get their own causes.
+    pub(crate) fn from_connect(error: tonic::transport::Error) -> Self {
+        match super::tls::tls_failure(&error) {
+            Some(super::tls::TlsFailure::Rejected) => Self::CertificateRejected(Box::new(error)),
+            Some(super::tls::TlsFailure::Other) => Self::TlsFailed(Box::new(error)),
+            None => Self::Connect(error),
+        }
+    }
+
+    /// The same for a failed gRPC check (TLS 1.3 servers check the client certificate
+    /// after the client considers the handshake done: the rejection arrives here).
+    pub(crate) fn from_check(status: tonic::Status) -> Self {
+        match super::tls::tls_failure(&status) {
+            Some(super::tls::TlsFailure::Rejected) => Self::CertificateRejected(Box::new(status)),
+            Some(super::tls::TlsFailure::Other) => Self::TlsFailed(Box::new(status)),
+            None => Self::NotGrpc(status),
+        }
+    }
 }
 
 impl DialFailureCause {
@@ -115,7 +166,10 @@ impl DialFailureCause {
                         | std::io::ErrorKind::AddrNotAvailable
                 )
             }),
-            Self::InvalidEndpoint(_) | Self::NotGrpc(_) => false,
+            Self::InvalidEndpoint(_)
+            | Self::NotGrpc(_)
+            | Self::CertificateRejected(_)
+            | Self::TlsFailed(_) => false,
         }
     }
 }
@@ -149,6 +203,13 @@ impl fmt::Display for DialFailureCause {
                 "the peer did not answer a gRPC request: {}",
                 ErrorChain(status)
             ),
+            Self::CertificateRejected(e) => write!(
+                f,
+                "TLS certificate rejected (check the CA roots, client certificate and \
+                 server name): {}",
+                ErrorChain(e.as_ref())
+            ),
+            Self::TlsFailed(e) => write!(f, "TLS handshake failed: {}", ErrorChain(e.as_ref())),
         }
     }
 }

@@ -22,7 +22,7 @@ use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 use super::conn::ConnTracker;
-use super::TransportError;
+use super::{ServerTls, TransportError};
 
 /// How long the serve task may take to wind down once its connections were aborted.
 const ABORT_JOIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -46,6 +46,7 @@ pub struct ServerBuilder {
     http2_keepalive_timeout: Duration,
     max_concurrent_streams: Option<u32>,
     max_frame_size: Option<u32>,
+    tls: Option<ServerTls>,
 }
 
 impl Default for ServerBuilder {
@@ -61,6 +62,7 @@ impl Default for ServerBuilder {
             http2_keepalive_timeout: Duration::from_secs(20),
             max_concurrent_streams: None,
             max_frame_size: None,
+            tls: None,
         }
     }
 }
@@ -76,6 +78,7 @@ impl fmt::Debug for ServerBuilder {
             .field("http2_keepalive_timeout", &self.http2_keepalive_timeout)
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("max_frame_size", &self.max_frame_size)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +153,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS (default: plain-text HTTP/2); with [`ServerTls::client_ca_pem`],
+    /// mutual TLS. Handshakes run concurrently, each bounded by
+    /// [`ServerTls::handshake_timeout`]; a client that fails one (no certificate, one
+    /// from another CA, or plain text) is dropped and logged at debug level, and the
+    /// server goes on serving the others.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Binds `addr` (port 0 picks a free port, see [`Server::local_addr`]) and starts
     /// serving in a background task.
     pub async fn serve(self, addr: SocketAddr) -> Result<Server, TransportError> {
@@ -194,7 +207,13 @@ impl ServerBuilder {
         let conns = tracker.clone();
         let incoming = incoming.map(move |accepted| accepted.map(|stream| conns.wrap(stream)));
 
-        let router = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            server = server
+                .tls_config(tls.to_tonic())
+                .map_err(TransportError::TlsConfig)?;
+        }
+        let router = server
             .http2_keepalive_interval(self.http2_keepalive_interval)
             .http2_keepalive_timeout(Some(self.http2_keepalive_timeout))
             .max_concurrent_streams(self.max_concurrent_streams)
