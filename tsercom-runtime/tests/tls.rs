@@ -166,6 +166,11 @@ async fn plain_text_and_tls_do_not_mix_and_say_so() {
     let tls_server = serve(Some(pki.server_tls())).await;
     let e = dial(tls_server.local_addr(), None).await.unwrap_err();
     println!("plain text client, TLS server: {e}");
+    assert!(
+        matches!(only_cause(&e), DialFailureCause::ClosedUnanswered(_)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("if it requires TLS"), "{e}");
     assert!(!e.is_certificate_rejected(), "{e}");
     assert!(!e.is_unreachable(), "{e}");
     // The TLS server goes on serving TLS clients.
@@ -183,7 +188,7 @@ async fn plain_text_and_tls_do_not_mix_and_say_so() {
         matches!(only_cause(&e), DialFailureCause::TlsFailed(_)),
         "{e}"
     );
-    assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+    assert!(e.to_string().contains("does not speak TLS"), "{e}");
 }
 
 #[tokio::test]

@@ -258,7 +258,7 @@ impl Dialer {
                 .await
                 .map_err(DialFailureCause::from_connect)?;
             if self.verify_grpc {
-                verify_grpc(&channel).await?;
+                verify_grpc(&channel, self.tls.is_none()).await?;
             }
             Ok(channel)
         };
@@ -269,7 +269,7 @@ impl Dialer {
 }
 
 /// Succeeds once the peer answers a gRPC request, whatever the answer.
-async fn verify_grpc(channel: &Channel) -> Result<(), DialFailureCause> {
+async fn verify_grpc(channel: &Channel, plain_text: bool) -> Result<(), DialFailureCause> {
     let request = HealthCheckRequest {
         service: String::new(),
     };
@@ -278,7 +278,7 @@ async fn verify_grpc(channel: &Channel) -> Result<(), DialFailureCause> {
         // A status the server sent has no source; one made from a local transport error
         // has it.
         Err(status) if std::error::Error::source(&status).is_none() => Ok(()),
-        Err(status) => Err(DialFailureCause::from_check(status)),
+        Err(status) => Err(DialFailureCause::from_check(status, plain_text)),
     }
 }
 

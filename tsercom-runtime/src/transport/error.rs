@@ -121,8 +121,11 @@ pub enum DialFailureCause {
     /// ours by the peer (mutual TLS). The error names which and why.
     CertificateRejected(BoxError),
     /// The TLS handshake failed for another reason, typically a peer that does not speak
-    /// TLS (or, dialing without TLS, a peer that requires it).
+    /// TLS.
     TlsFailed(BoxError),
+    /// Dialing in plain text, the peer accepted the connection and closed it without an
+    /// answer: what a server that requires TLS does.
+    ClosedUnanswered(tonic::Status),
 }
 
 /// The error inside [`DialFailureCause::CertificateRejected`] and
@@ -141,10 +144,12 @@ impl DialFailureCause {
 
     /// The same for a failed gRPC check (TLS 1.3 servers check the client certificate
     /// after the client considers the handshake done: the rejection arrives here).
-    pub(crate) fn from_check(status: tonic::Status) -> Self {
+    /// `plain_text` tells whether the dial was without TLS.
+    pub(crate) fn from_check(status: tonic::Status, plain_text: bool) -> Self {
         match super::tls::tls_failure(&status) {
             Some(super::tls::TlsFailure::Rejected) => Self::CertificateRejected(Box::new(status)),
             Some(super::tls::TlsFailure::Other) => Self::TlsFailed(Box::new(status)),
+            None if plain_text && closed_unanswered(&status) => Self::ClosedUnanswered(status),
             None => Self::NotGrpc(status),
         }
     }
@@ -168,10 +173,23 @@ impl DialFailureCause {
             }),
             Self::InvalidEndpoint(_)
             | Self::NotGrpc(_)
+            | Self::ClosedUnanswered(_)
             | Self::CertificateRejected(_)
             | Self::TlsFailed(_) => false,
         }
     }
+}
+
+/// Whether a failed gRPC check ended because the peer closed or reset the connection.
+fn closed_unanswered(status: &tonic::Status) -> bool {
+    io_error_kind(status).is_some_and(|kind| {
+        matches!(
+            kind,
+            std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    })
 }
 
 /// The kind of the first I/O error in `e`'s chain of sources.
@@ -209,7 +227,20 @@ impl fmt::Display for DialFailureCause {
                  server name): {}",
                 ErrorChain(e.as_ref())
             ),
-            Self::TlsFailed(e) => write!(f, "TLS handshake failed: {}", ErrorChain(e.as_ref())),
+            Self::TlsFailed(e) => {
+                let text = ErrorChain(e.as_ref()).to_string();
+                if text.contains("InvalidContentType") {
+                    write!(f, "TLS handshake failed: the peer does not speak TLS: {text}")
+                } else {
+                    write!(f, "TLS handshake failed: {text}")
+                }
+            }
+            Self::ClosedUnanswered(status) => write!(
+                f,
+                "the peer closed the connection without answering; if it requires TLS, dial \
+                 with TLS: {}",
+                ErrorChain(status)
+            ),
         }
     }
 }
