@@ -22,8 +22,8 @@ pub struct Reading {
 
 #[tsercom::series]
 #[derive(PartialEq)]
-pub enum Command {
-    Idle,
+pub struct Command {
+    pub n: u32,
 }
 
 macro_rules! runtime {
