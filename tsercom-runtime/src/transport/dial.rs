@@ -223,18 +223,12 @@ impl Dialer {
         }
     }
 
-    /// The endpoint for one address, with TLS when configured.
+    /// The endpoint for one address.
     fn endpoint(&self, addr: SocketAddr) -> Result<Endpoint, DialFailureCause> {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        // `SocketAddr`'s Display brackets IPv6 addresses, as URIs need.
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-            .map_err(DialFailureCause::InvalidEndpoint)?;
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.to_tonic())
-                .map_err(DialFailureCause::InvalidEndpoint)?;
-        }
-        let endpoint = endpoint
+        // `SocketAddr`'s Display brackets IPv6 addresses, as URIs need. With TLS the
+        // scheme stays `http`: the TLS connector below does the handshake.
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(DialFailureCause::InvalidEndpoint)?
             .tcp_nodelay(self.tcp_nodelay)
             .keep_alive_while_idle(false)
             .keep_alive_timeout(self.http2_keepalive_timeout);
@@ -252,13 +246,22 @@ impl Dialer {
         deadline: tokio::time::Instant,
     ) -> Result<Channel, DialFailureCause> {
         let endpoint = self.endpoint(addr)?;
+        let tls = match &self.tls {
+            Some(tls) => Some(
+                tls.connector(addr, self.tcp_nodelay)
+                    .map_err(|e| DialFailureCause::TlsFailed(Box::new(e)))?,
+            ),
+            None => None,
+        };
         let connect = async {
-            let channel = endpoint
-                .connect()
-                .await
-                .map_err(DialFailureCause::from_connect)?;
+            let connected = match &tls {
+                Some(connector) => endpoint.connect_with_connector(connector.clone()).await,
+                None => endpoint.connect().await,
+            };
+            let channel =
+                connected.map_err(|e| DialFailureCause::from_connect(e, tls.as_ref()))?;
             if self.verify_grpc {
-                verify_grpc(&channel, self.tls.is_none()).await?;
+                verify_grpc(&channel, tls.as_ref()).await?;
             }
             Ok(channel)
         };
@@ -269,7 +272,10 @@ impl Dialer {
 }
 
 /// Succeeds once the peer answers a gRPC request, whatever the answer.
-async fn verify_grpc(channel: &Channel, plain_text: bool) -> Result<(), DialFailureCause> {
+async fn verify_grpc(
+    channel: &Channel,
+    tls: Option<&super::tls::TlsConnect>,
+) -> Result<(), DialFailureCause> {
     let request = HealthCheckRequest {
         service: String::new(),
     };
@@ -278,7 +284,7 @@ async fn verify_grpc(channel: &Channel, plain_text: bool) -> Result<(), DialFail
         // A status the server sent has no source; one made from a local transport error
         // has it.
         Err(status) if std::error::Error::source(&status).is_none() => Ok(()),
-        Err(status) => Err(DialFailureCause::from_check(status, plain_text)),
+        Err(status) => Err(DialFailureCause::from_check(status, tls)),
     }
 }
 

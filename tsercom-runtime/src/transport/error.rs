@@ -51,11 +51,10 @@ pub enum TransportError {
         timeout: Duration,
     },
 
-    /// tonic refused a TLS configuration (the checks that make
-    /// [`ServerTls`](super::ServerTls) and [`ClientTls`](super::ClientTls) should have
-    /// caught the reason).
-    #[error("invalid TLS configuration: {}", ErrorChain(.0))]
-    TlsConfig(#[source] tonic::transport::Error),
+    /// A TLS configuration could not be turned into a rustls configuration (the checks
+    /// that make [`ServerTls`](super::ServerTls) should have caught the reason).
+    #[error(transparent)]
+    Tls(#[from] super::TlsError),
 
     /// Every candidate address failed, at least one of them for a reason other than a
     /// timeout.
@@ -124,7 +123,8 @@ pub enum DialFailureCause {
     /// TLS.
     TlsFailed(BoxError),
     /// Dialing in plain text, the peer accepted the connection and closed it without an
-    /// answer: what a server that requires TLS does.
+    /// HTTP/2 answer (a reset, or bytes that are not HTTP/2): what a server that requires
+    /// TLS does.
     ClosedUnanswered(tonic::Status),
 }
 
@@ -133,27 +133,59 @@ pub enum DialFailureCause {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl DialFailureCause {
-    /// Sorts a failed connection or gRPC check: TLS failures get their own causes.
-    pub(crate) fn from_connect(error: tonic::transport::Error) -> Self {
-        match super::tls::tls_failure(&error) {
-            Some(super::tls::TlsFailure::Rejected) => Self::CertificateRejected(Box::new(error)),
-            Some(super::tls::TlsFailure::Other) => Self::TlsFailed(Box::new(error)),
+    /// Sorts a failed connection: TLS failures get their own causes. `tls` is the
+    /// attempt's TLS connector, which knows the TLS error that ended its connection.
+    pub(crate) fn from_connect(
+        error: tonic::transport::Error,
+        tls: Option<&super::tls::TlsConnect>,
+    ) -> Self {
+        match tls_failure(&error, tls) {
+            Some((super::tls::TlsFailure::Rejected, e)) => Self::CertificateRejected(e),
+            Some((super::tls::TlsFailure::Other, e)) => Self::TlsFailed(e),
             None => Self::Connect(error),
         }
     }
 
     /// The same for a failed gRPC check (TLS 1.3 servers check the client certificate
     /// after the client considers the handshake done: the rejection arrives here).
-    /// `plain_text` tells whether the dial was without TLS.
-    pub(crate) fn from_check(status: tonic::Status, plain_text: bool) -> Self {
-        match super::tls::tls_failure(&status) {
-            Some(super::tls::TlsFailure::Rejected) => Self::CertificateRejected(Box::new(status)),
-            Some(super::tls::TlsFailure::Other) => Self::TlsFailed(Box::new(status)),
-            None if plain_text && closed_unanswered(&status) => Self::ClosedUnanswered(status),
+    pub(crate) fn from_check(status: tonic::Status, tls: Option<&super::tls::TlsConnect>) -> Self {
+        match tls_failure(&status, tls) {
+            Some((super::tls::TlsFailure::Rejected, e)) => Self::CertificateRejected(e),
+            Some((super::tls::TlsFailure::Other, e)) => Self::TlsFailed(e),
+            None if tls.is_none() && closed_unanswered(&status) => Self::ClosedUnanswered(status),
             None => Self::NotGrpc(status),
         }
     }
 }
+
+/// The TLS failure behind `error`: the one the connector recorded, else one found in the
+/// error's chain; with the error to report.
+fn tls_failure<E>(
+    error: &E,
+    tls: Option<&super::tls::TlsConnect>,
+) -> Option<(super::tls::TlsFailure, BoxError)>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(recorded) = tls.and_then(super::tls::TlsConnect::failure) {
+        let kind = super::tls::classify(&recorded);
+        return Some((kind, Box::new(recorded)));
+    }
+    let kind = super::tls::tls_failure(error)?;
+    Some((kind, Box::new(ErrorText(ErrorChain(error).to_string()))))
+}
+
+/// An error chain flattened to its text.
+#[derive(Debug)]
+struct ErrorText(String);
+
+impl fmt::Display for ErrorText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ErrorText {}
 
 impl DialFailureCause {
     /// Whether the attempt never reached the peer: it timed out, or the operating system
@@ -180,16 +212,19 @@ impl DialFailureCause {
     }
 }
 
-/// Whether a failed gRPC check ended because the peer closed or reset the connection.
+/// Whether a failed gRPC check ended because the peer closed or reset the connection,
+/// or sent bytes that are not HTTP/2 (a TLS alert record reads as an oversized frame).
 fn closed_unanswered(status: &tonic::Status) -> bool {
-    io_error_kind(status).is_some_and(|kind| {
+    let closed = io_error_kind(status).is_some_and(|kind| {
         matches!(
             kind,
             std::io::ErrorKind::BrokenPipe
                 | std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::UnexpectedEof
         )
-    })
+    });
+    closed || ErrorChain(status).to_string().contains("FRAME_SIZE_ERROR")
+        || format!("{status:?}").contains("FRAME_SIZE_ERROR")
 }
 
 /// The kind of the first I/O error in `e`'s chain of sources.

@@ -3,13 +3,21 @@
 //! from is unusable.
 
 use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// How long a TLS handshake may take unless set otherwise.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -224,26 +232,11 @@ impl KeyPair {
         })?;
         Ok(Self { cert, key })
     }
-
-    fn identity(&self) -> Identity {
-        Identity::from_pem(&self.cert.bytes, &self.key.bytes)
-    }
 }
 
 /// The crypto provider tsercom builds with (ring).
 fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
-}
-
-/// tonic builds its rustls configurations with the process-wide default crypto provider,
-/// which rustls can only pick by itself when one provider is compiled in. Installs ring
-/// as that default unless the program already installed one, so a dependency that also
-/// compiles in another provider does not make tonic panic.
-fn ensure_process_provider() {
-    if CryptoProvider::get_default().is_none() {
-        // An error means another thread installed one meanwhile: fine too.
-        let _ = provider().install_default();
-    }
 }
 
 /// The TLS settings of a listening side: its certificate and key, and optionally the
@@ -331,16 +324,43 @@ impl ServerTls {
         self.client_ca.is_some()
     }
 
-    /// tonic's configuration.
-    pub(crate) fn to_tonic(&self) -> ServerTlsConfig {
-        ensure_process_provider();
-        let config = ServerTlsConfig::new()
-            .identity(self.identity.identity())
-            .timeout(self.handshake_timeout);
-        match &self.client_ca {
-            Some(ca) => config.client_ca_root(Certificate::from_pem(&ca.bytes)),
-            None => config,
-        }
+    /// How long a client may take to complete the handshake.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The rustls acceptor: TLS 1.2 and 1.3 with ring, ALPN `h2`, and with a client CA a
+    /// verifier that requires client certificates.
+    pub(crate) fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+        let provider = Arc::new(provider());
+        let cert = &self.identity.cert;
+        let key = &self.identity.key;
+        let chain = cert.certificates(PemRole::ServerCertificate)?;
+        let der = key.private_key(PemRole::ServerKey)?;
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| cert.unusable(PemRole::ServerCertificate, e))?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in ca.certificates(PemRole::ClientCa)? {
+                    roots.add(c).map_err(|e| ca.unusable(PemRole::ClientCa, e))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| ca.unusable(PemRole::ClientCa, e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(chain, der)
+            .map_err(|e| key.unusable(PemRole::ServerKey, e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 }
 
@@ -480,19 +500,184 @@ impl ClientTls {
         self.identity.is_some()
     }
 
-    /// tonic's configuration.
-    pub(crate) fn to_tonic(&self) -> ClientTlsConfig {
-        ensure_process_provider();
-        let mut config = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.roots.bytes))
-            .timeout(self.handshake_timeout);
-        if let Some(identity) = &self.identity {
-            config = config.identity(identity.identity());
+    /// The connector for one dial attempt to `addr`.
+    pub(crate) fn connector(&self, addr: SocketAddr, nodelay: bool) -> Result<TlsConnect, TlsError> {
+        let provider = Arc::new(provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in self.roots.certificates(PemRole::ServerCa)? {
+            roots
+                .add(cert)
+                .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?;
         }
-        if let Some(name) = &self.server_name {
-            config = config.domain_name(name.clone());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?
+            .with_root_certificates(roots);
+        let mut config = match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some(pair) => {
+                let chain = pair.cert.certificates(PemRole::ClientCertificate)?;
+                let key = pair.key.private_key(PemRole::ClientKey)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| pair.key.unusable(PemRole::ClientKey, e))?
+            }
+        };
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        let name = match &self.server_name {
+            Some(name) => ServerName::try_from(name.clone())
+                .map_err(|_| TlsError::InvalidServerName(name.clone()))?,
+            None => ServerName::IpAddress(addr.ip().into()),
+        };
+        Ok(TlsConnect {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name,
+            addr,
+            nodelay,
+            timeout: self.handshake_timeout,
+            failure: Arc::new(Mutex::new(None)),
+        })
+    }
+}
+
+/// The ALPN protocol gRPC needs.
+const ALPN_H2: &[u8] = b"h2";
+
+/// Connects one dial attempt: TCP, then the TLS handshake, and remembers the TLS error
+/// that ends the connection, if any.
+///
+/// tonic and hyper report an HTTP/2 connection that ended under an RPC as "connection
+/// closed" without the reason; with TLS 1.3 that is how a client learns that the server
+/// rejected its certificate (the server checks it after the client's handshake is done).
+/// The reason is kept here for the dialer to report.
+#[derive(Clone)]
+pub(crate) struct TlsConnect {
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+    addr: SocketAddr,
+    nodelay: bool,
+    timeout: Duration,
+    failure: Arc<Mutex<Option<rustls::Error>>>,
+}
+
+impl TlsConnect {
+    /// The TLS error that ended a connection made by this connector, if one did.
+    pub(crate) fn failure(&self) -> Option<rustls::Error> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl tonic::codegen::Service<tonic::transport::Uri> for TlsConnect {
+    type Response = TokioIo<Recorded<tokio_rustls::client::TlsStream<TcpStream>>>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: tonic::transport::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(this.addr).await?;
+            tcp.set_nodelay(this.nodelay)?;
+            let handshake = this.connector.connect(this.name.clone(), tcp);
+            let tls = match tokio::time::timeout(this.timeout, handshake).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    record(&this.failure, &e);
+                    return Err(e);
+                }
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the TLS handshake took longer than {:?}", this.timeout),
+                    ))
+                }
+            };
+            if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the server did not negotiate HTTP/2 (ALPN h2) in the TLS handshake",
+                ));
+            }
+            Ok(TokioIo::new(Recorded {
+                inner: tls,
+                failure: this.failure,
+            }))
+        })
+    }
+}
+
+/// Stores the rustls error inside `e`, if any, unless one is stored already.
+fn record(slot: &Mutex<Option<rustls::Error>>, e: &std::io::Error) {
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert_with(|| tls.clone());
+    }
+}
+
+/// A stream that records the TLS error its reads or writes fail with.
+pub(crate) struct Recorded<T> {
+    inner: T,
+    failure: Arc<Mutex<Option<rustls::Error>>>,
+}
+
+impl<T> Recorded<T> {
+    fn check<R>(&self, result: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        if let Poll::Ready(Err(e)) = &result {
+            record(&self.failure, e);
         }
-        config
+        result
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Recorded<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.check(result)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Recorded<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.check(result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.check(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.check(result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -534,7 +719,7 @@ fn as_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls:
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
-fn classify(e: &rustls::Error) -> TlsFailure {
+pub(crate) fn classify(e: &rustls::Error) -> TlsFailure {
     match e {
         rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
             TlsFailure::Rejected
