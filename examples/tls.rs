@@ -20,6 +20,7 @@ use rcgen::{
 use tsercom::tls::{ClientTls, ServerTls};
 use tsercom::ConnectionEvent;
 
+/// The runtime: pressure readings from sources, commands back.
 #[tsercom::runtime(data = Reading, event = Command)]
 pub mod plant {
     /// One measurement.
@@ -34,6 +35,11 @@ pub mod plant {
     pub enum Command {
         /// Recalibrate.
         Calibrate,
+        /// Change the sampling rate.
+        SetRate {
+            /// Samples per second.
+            hz: u32,
+        },
     }
 }
 

@@ -84,6 +84,7 @@ pub use tsercom_runtime::transport;
 ///     #[tsercom::series]
 ///     pub enum Command {
 ///         Calibrate,
+///         SetRate { hz: u32 },
 ///     }
 /// }
 ///

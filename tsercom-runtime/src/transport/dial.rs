@@ -258,8 +258,7 @@ impl Dialer {
                 Some(connector) => endpoint.connect_with_connector(connector.clone()).await,
                 None => endpoint.connect().await,
             };
-            let channel =
-                connected.map_err(|e| DialFailureCause::from_connect(e, tls.as_ref()))?;
+            let channel = connected.map_err(|e| DialFailureCause::from_connect(e, tls.as_ref()))?;
             if self.verify_grpc {
                 verify_grpc(&channel, tls.as_ref()).await?;
             }

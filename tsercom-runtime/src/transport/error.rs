@@ -223,7 +223,8 @@ fn closed_unanswered(status: &tonic::Status) -> bool {
                 | std::io::ErrorKind::UnexpectedEof
         )
     });
-    closed || ErrorChain(status).to_string().contains("FRAME_SIZE_ERROR")
+    closed
+        || ErrorChain(status).to_string().contains("FRAME_SIZE_ERROR")
         || format!("{status:?}").contains("FRAME_SIZE_ERROR")
 }
 
@@ -265,7 +266,10 @@ impl fmt::Display for DialFailureCause {
             Self::TlsFailed(e) => {
                 let text = ErrorChain(e.as_ref()).to_string();
                 if text.contains("InvalidContentType") {
-                    write!(f, "TLS handshake failed: the peer does not speak TLS: {text}")
+                    write!(
+                        f,
+                        "TLS handshake failed: the peer does not speak TLS: {text}"
+                    )
                 } else {
                     write!(f, "TLS handshake failed: {text}")
                 }

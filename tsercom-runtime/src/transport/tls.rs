@@ -345,7 +345,9 @@ impl ServerTls {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for c in ca.certificates(PemRole::ClientCa)? {
-                    roots.add(c).map_err(|e| ca.unusable(PemRole::ClientCa, e))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| ca.unusable(PemRole::ClientCa, e))?;
                 }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
@@ -501,7 +503,11 @@ impl ClientTls {
     }
 
     /// The connector for one dial attempt to `addr`.
-    pub(crate) fn connector(&self, addr: SocketAddr, nodelay: bool) -> Result<TlsConnect, TlsError> {
+    pub(crate) fn connector(
+        &self,
+        addr: SocketAddr,
+        nodelay: bool,
+    ) -> Result<TlsConnect, TlsError> {
         let provider = Arc::new(provider());
         let mut roots = rustls::RootCertStore::empty();
         for cert in self.roots.certificates(PemRole::ServerCa)? {
@@ -563,7 +569,10 @@ pub(crate) struct TlsConnect {
 impl TlsConnect {
     /// The TLS error that ended a connection made by this connector, if one did.
     pub(crate) fn failure(&self) -> Option<rustls::Error> {
-        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
