@@ -1,6 +1,6 @@
-//! TLS and mutual TLS (rustls, via tonic): [`ServerTls`] for the side that listens,
-//! [`ClientTls`] for the side that dials, and [`TlsError`] when the PEM they are made
-//! from is unusable.
+//! TLS and mutual TLS (rustls with ring; the handshakes are done here on both ends):
+//! [`ServerTls`] for the side that listens, [`ClientTls`] for the side that dials, and
+//! [`TlsError`] when the PEM they are made from is unusable.
 
 use std::fmt;
 use std::future::Future;
