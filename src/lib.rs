@@ -42,7 +42,7 @@ pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryE
 pub use tsercom_runtime::queue::{self, OverflowPolicy};
 pub use tsercom_runtime::runtime::{
     Aggregator, AggregatorBuilder, AggregatorStats, Backoff, BufferLimits, ConnectionEvent,
-    DataGap, Delivery, Event, Managed, ManagerError, PeerClock, Runtime, RuntimeError,
+    DataGap, Delivery, Event, Fault, Managed, ManagerError, PeerClock, Runtime, RuntimeError,
     RuntimeHandle, RuntimeManager, SendEventError, SessionConfig, Source, SourceBuilder,
     SourceStats, StreamService,
 };

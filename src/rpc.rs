@@ -205,32 +205,22 @@ pub mod __call {
         http::uri::PathAndQuery::from_static(path)
     }
 
-    /// A unary call.
+    /// A unary call: a client-streaming call of one request (as tonic does it).
     pub async fn unary<Req: Series, Resp: Series>(
         grpc: &Grpc<Channel>,
         method: &'static str,
         request: Req,
     ) -> Result<Resp, Status> {
-        let codec = ProstCodec::<Req, Resp>::default();
-        ready(grpc)
-            .await?
-            .unary(Request::new(request), path(method), codec)
-            .await
-            .map(Response::into_inner)
+        client_streaming(grpc, method, futures::stream::iter([request])).await
     }
 
-    /// A server-streaming call.
+    /// A server-streaming call: a bidirectional call of one request (as tonic does it).
     pub async fn server_streaming<Req: Series, Resp: Series>(
         grpc: &Grpc<Channel>,
         method: &'static str,
         request: Req,
     ) -> Result<Streaming<Resp>, Status> {
-        let codec = ProstCodec::<Req, Resp>::default();
-        ready(grpc)
-            .await?
-            .server_streaming(Request::new(request), path(method), codec)
-            .await
-            .map(Response::into_inner)
+        streaming(grpc, method, futures::stream::iter([request])).await
     }
 
     /// A client-streaming call.

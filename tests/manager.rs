@@ -162,3 +162,264 @@ fn spawning_before_start_is_an_error() {
         Err(ManagerError::NotStarted)
     );
 }
+
+/// A sample type with a hand-written `Message` whose decoding panics on one value: a
+/// user's bug inside the aggregator's session with one source.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fragile {
+    pub n: u64,
+}
+
+const POISON: u64 = 666;
+
+mod fragile_codec {
+    use tsercom::__private::prost::bytes::{Buf, BufMut};
+    use tsercom::__private::prost::encoding::{skip_field, uint64, DecodeContext, WireType};
+    use tsercom::__private::prost::{DecodeError, Message};
+    use tsercom::schema::SchemaRegistry;
+    use tsercom::Series;
+
+    use super::{Fragile, Sample, POISON};
+
+    impl Message for Fragile {
+        fn encode_raw(&self, buf: &mut impl BufMut) {
+            if self.n != 0 {
+                uint64::encode(1, &self.n, buf);
+            }
+        }
+
+        fn merge_field(
+            &mut self,
+            tag: u32,
+            wire_type: WireType,
+            buf: &mut impl Buf,
+            ctx: DecodeContext,
+        ) -> Result<(), DecodeError> {
+            if tag != 1 {
+                return skip_field(wire_type, tag, buf, ctx);
+            }
+            uint64::merge(wire_type, &mut self.n, buf, ctx)?;
+            assert_ne!(self.n, POISON, "poisoned sample");
+            Ok(())
+        }
+
+        fn encoded_len(&self) -> usize {
+            if self.n != 0 {
+                uint64::encoded_len(1, &self.n)
+            } else {
+                0
+            }
+        }
+
+        fn clear(&mut self) {
+            self.n = 0;
+        }
+    }
+
+    // The same schema as `Sample` (one `uint64 n = 1`).
+    impl Series for Fragile {
+        const MESSAGE_NAME: &'static str = <Sample as Series>::MESSAGE_NAME;
+
+        fn describe(registry: &mut SchemaRegistry) {
+            <Sample as Series>::describe(registry);
+        }
+    }
+}
+
+pub struct Fickle;
+
+impl Runtime for Fickle {
+    type Data = Fragile;
+    type Event = Ping;
+    const NAME: &'static str = "fickle";
+    const SERVICE: &'static str = "fickle.Stream";
+    const OPEN_PATH: &'static str = "/fickle.Stream/Open";
+}
+
+#[test]
+fn a_panic_in_one_session_is_reported_and_other_sources_keep_flowing() {
+    let mut manager = RuntimeManager::new();
+    let agg = manager.register("aggregator", || async {
+        Aggregator::<Fickle>::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .retention(None)
+            .start()
+            .await
+    });
+    let mut dial = |name: &str| {
+        let agg = agg.clone();
+        manager.register(name, move || async move {
+            let agg = agg.started().await?;
+            let addr = agg.local_addr().ok_or("aggregator has no address")?;
+            Ok::<_, BoxError>(Source::<Fickle>::builder().dial([addr]).start().await?)
+        })
+    };
+    let steady = dial("steady");
+    let fragile = dial("fragile");
+    manager.start_in_process().unwrap();
+    let aggregator = agg.wait(DEADLINE).unwrap();
+    let steady_id = steady.wait(DEADLINE).unwrap().id();
+    let mut events = aggregator.connection_events().unwrap();
+    let latest = || {
+        aggregator
+            .data()
+            .get_most_recent(steady_id)
+            .ok()
+            .flatten()
+            .map(|s| s.value.n)
+    };
+    let wait_for_steady = |n: u64| {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while latest() != Some(n) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sample {n} never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+
+    steady
+        .block_on(|s| async move { s.send(Fragile { n: 1 }).await.unwrap() })
+        .unwrap();
+    wait_for_steady(1);
+    manager.check_for_error().unwrap();
+    aggregator.health().unwrap();
+
+    fragile
+        .block_on(|s| async move { s.send(Fragile { n: POISON }).await.unwrap() })
+        .unwrap();
+    let e = wait_for_error(&manager);
+    assert!(
+        matches!(&e, ManagerError::Panicked { name, message }
+            if name == "aggregator"
+                && message.contains("session with source")
+                && message.contains("poisoned sample")),
+        "{e:?}"
+    );
+    match aggregator.health() {
+        Err(tsercom::RuntimeError::Internal(fault)) => {
+            assert!(fault.panicked, "{fault:?}");
+            assert!(fault.message.contains("poisoned sample"), "{fault:?}");
+        }
+        other => panic!("expected an internal fault, got {other:?}"),
+    }
+    assert!(aggregator.stats().faults >= 1);
+    let reported = agg
+        .block_on(|_| async move {
+            tokio::time::timeout(DEADLINE, async {
+                while let Some(event) = events.recv().await {
+                    if let tsercom::ConnectionEvent::Fault(fault) = event {
+                        return Some(fault);
+                    }
+                }
+                None
+            })
+            .await
+        })
+        .unwrap();
+    assert!(
+        matches!(&reported, Ok(Some(f)) if f.message.contains("poisoned sample")),
+        "{reported:?}"
+    );
+
+    // The other session never noticed: the steady source keeps flowing.
+    steady
+        .block_on(|s| async move {
+            for n in 2..=200 {
+                s.send(Fragile { n }).await.unwrap();
+            }
+        })
+        .unwrap();
+    wait_for_steady(200);
+    assert!(aggregator.connected().contains(&steady_id));
+    // The first error stays.
+    assert_eq!(manager.check_for_error(), Err(e));
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+/// A user clock that panics once when tripped.
+#[derive(Debug, Default)]
+struct TrippedClock {
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl tsercom::Clock for TrippedClock {
+    fn now(&self) -> tsercom::Timestamp {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("clock tripped");
+        }
+        tsercom::SystemClock.now()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialing_source_whose_session_panics_reports_it_and_redials() {
+    use tsercom::Clock as _;
+    let agg = Aggregator::<Plant>::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let clock = std::sync::Arc::new(TrippedClock::default());
+    let source = Source::<Plant>::builder()
+        .clock(clock.clone())
+        .dial([agg.local_addr().unwrap()])
+        .start()
+        .await
+        .unwrap();
+    let arrived = |n: u64| {
+        let agg = &agg;
+        let id = source.id();
+        async move {
+            tokio::time::timeout(DEADLINE, async {
+                while agg
+                    .data()
+                    .get_most_recent(id)
+                    .ok()
+                    .flatten()
+                    .map(|s| s.value.n)
+                    != Some(n)
+                {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("sample {n} never arrived"));
+        }
+    };
+    // `send_at` with the system's time: only the session reads the user clock.
+    source
+        .send_at(tsercom::SystemClock.now(), Sample { n: 1 })
+        .await
+        .unwrap();
+    arrived(1).await;
+    source.health().unwrap();
+
+    // The next reading of the clock is in the session (an ack or time reply arrives).
+    clock.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let fault = tokio::time::timeout(DEADLINE, source.fault())
+        .await
+        .unwrap();
+    assert!(fault.panicked, "{fault:?}");
+    assert_eq!(fault.message, "clock tripped");
+    assert!(fault.task.contains("session with aggregator"), "{fault:?}");
+    assert!(matches!(
+        source.health(),
+        Err(tsercom::RuntimeError::Internal(f)) if f == fault
+    ));
+    assert_eq!(source.stats().faults, 1);
+
+    // The source redials and its data keeps flowing.
+    for n in 2..=100 {
+        source
+            .send_at(tsercom::SystemClock.now(), Sample { n })
+            .await
+            .unwrap();
+    }
+    arrived(100).await;
+    assert!(source.flush(DEADLINE).await);
+    source.shutdown(Duration::from_secs(1)).await;
+    agg.shutdown(Duration::from_secs(1)).await;
+}

@@ -392,6 +392,16 @@ mod optional_field {
 fn fingerprints() {
     let base = v1::Reading::fingerprint();
     assert_eq!(base, v1::Reading::fingerprint(), "deterministic");
+    // Cached per type: the same as computing it from the schema, and never another
+    // type's (each is asked first below, after v1's is cached).
+    assert_eq!(
+        base,
+        v1::Reading::schema().fingerprint(v1::Reading::MESSAGE_NAME)
+    );
+    assert_eq!(
+        Containers::fingerprint(),
+        Containers::schema().fingerprint(Containers::MESSAGE_NAME)
+    );
     // Pinned: the fingerprint is stable across builds, platforms and versions.
     assert_eq!(base, 0x9bf5_fb66_baac_de53_u64, "{base:#x}");
     assert_eq!(reordered::Reading::fingerprint(), base, "Rust-only changes");

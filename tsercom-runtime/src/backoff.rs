@@ -121,6 +121,44 @@ pub enum Failure {
     Unreachable,
 }
 
+/// The retry count of one peer, for [`Backoff`]: failed attempts in a row (for the
+/// attempt limit and reporting), and of those the ones where the peer answered (for the
+/// exponential delay). Shared by every loop that redials, so they pace alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Retries {
+    failed: u32,
+    answered: u32,
+}
+
+impl Retries {
+    /// Records a failed attempt; returns the delay before the next one.
+    pub(crate) fn fail(&mut self, backoff: &Backoff, failure: Failure) -> Duration {
+        self.failed = self.failed.saturating_add(1);
+        let delay = backoff.delay_after(failure, self.answered);
+        if failure == Failure::Answered {
+            self.answered = self.answered.saturating_add(1);
+        }
+        delay
+    }
+
+    /// Failed attempts in a row.
+    pub(crate) fn failed(&self) -> u32 {
+        self.failed
+    }
+
+    /// A connection was made: the attempt count starts over. The exponential delay does
+    /// not (a peer that accepts and then drops every connection stays backed off), until
+    /// [`stable`](Self::stable).
+    pub(crate) fn connected(&mut self) {
+        self.failed = 0;
+    }
+
+    /// A connection stayed up long enough to count as healthy: the delay starts over too.
+    pub(crate) fn stable(&mut self) {
+        self.answered = 0;
+    }
+}
+
 /// A uniform sample in `[0, 1)` from the UUID generator's randomness.
 fn uniform() -> f64 {
     (uuid::Uuid::new_v4().as_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
@@ -168,6 +206,36 @@ mod tests {
             d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn retries_grow_the_delay_only_for_failures_where_the_peer_answered() {
+        let b = Backoff::default()
+            .with_jitter(0.0)
+            .with_unreachable_interval(Duration::from_millis(100));
+        let ms = Duration::from_millis;
+        let mut r = Retries::default();
+        // Unreachable: the short cadence, however many, and the exponent stays put.
+        for _ in 0..10 {
+            let d = r.fail(&b, Failure::Unreachable);
+            assert!(d >= ms(50) && d <= ms(100), "{d:?}");
+        }
+        assert_eq!(r.failed(), 10);
+        // Answered: 50, 100, 200 ms, unreachable ones in between do not advance it.
+        assert_eq!(r.fail(&b, Failure::Answered), ms(50));
+        assert_eq!(r.fail(&b, Failure::Answered), ms(100));
+        let d = r.fail(&b, Failure::Unreachable);
+        assert!(d >= ms(50) && d <= ms(100), "{d:?}");
+        assert_eq!(r.fail(&b, Failure::Answered), ms(200));
+        assert_eq!(r.failed(), 14);
+        // A connection resets the count, not the exponent; a stable one resets both.
+        r.connected();
+        assert_eq!(r.failed(), 0);
+        assert_eq!(r.fail(&b, Failure::Answered), ms(400));
+        r.connected();
+        r.stable();
+        assert_eq!(r.fail(&b, Failure::Answered), ms(50));
+        assert_eq!(r.failed(), 1);
     }
 
     #[test]

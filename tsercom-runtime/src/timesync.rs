@@ -12,10 +12,11 @@
 //! Whatever the path asymmetry, the true offset is within half the round trip of what one
 //! exchange measured (an asymmetric path biases it by half the asymmetry, which no two-way
 //! exchange can observe). [`ClockEstimator`] keeps a window of exchanges, fits the drift by
-//! weighted least squares, carries every exchange along it to the newest one (its bound
-//! growing by the drift's uncertainty times its age), averages those with the tightest
-//! bounds (the clock filter: queueing delay only ever adds to a round trip), and reports
-//! the largest bound among them as the uncertainty.
+//! weighted least squares (applied once it is three standard errors from zero), keeps the
+//! exchanges whose round trips are close to the best one (the clock filter: queueing delay
+//! only ever adds to a round trip), and takes their mean offset at their mean time. That
+//! mean is within the mean of their half round trips of the truth, which is the reported
+//! uncertainty; away from the mean time, the drift's uncertainty adds to it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -43,7 +44,14 @@ pub struct TimeSyncConfig {
     /// How well the drift must be known (its uncertainty, in ppm) for the estimate to
     /// count as stable (default 10 ppm, 10 us of error per second between probes).
     pub stable_drift_ppm: f64,
-    /// Exchanges kept in the window (default 64).
+    /// Probes sent back to back at each probe time after the warm-up (default 3). On a
+    /// connection that is idle between probes the first of them pays for waking threads
+    /// on each side, unevenly, which biases its offset by tens of microseconds; the
+    /// others find both sides awake, and the clock filter keeps them.
+    pub burst: usize,
+    /// Exchanges kept in the window for the offset (default 96: 16 s of bursts once
+    /// stable). The drift is fitted over a longer history, the best exchange of each of
+    /// the last 256 probe times.
     pub window: usize,
     /// Probes the authority answers per second on one connection; more are ignored
     /// (default 100).
@@ -58,7 +66,8 @@ impl Default for TimeSyncConfig {
             slow_interval: Duration::from_millis(500),
             warmup: 16,
             stable_drift_ppm: 10.0,
-            window: 64,
+            burst: 3,
+            window: 96,
             max_probes_per_second: 100,
         }
     }
@@ -144,8 +153,8 @@ pub struct ClockEstimate {
     pub drift_ppm: f64,
     /// The smallest round trip in the window.
     pub round_trip: Duration,
-    /// A bound on the error of `to_authority` at `reference` (half the round trips the
-    /// estimate rests on, whatever the path asymmetry, plus drift error); see
+    /// A bound on the error of `to_authority` at `reference`: the mean of half the round
+    /// trips of the exchanges the estimate rests on, whatever the path asymmetry; see
     /// [`uncertainty_at`](Self::uncertainty_at) for other times.
     pub uncertainty: Duration,
     /// How fast the bound grows away from `reference`, in ppm: the drift's own
@@ -196,6 +205,11 @@ impl ClockEstimate {
 const MAX_ROUND_TRIP_NS: i64 = 10_000_000_000;
 const MAX_DRIFT_PPM: f64 = 500.0;
 const MIN_DRIFT_SPAN_NS: i64 = 500_000_000;
+/// Probe times remembered for the drift fit: about 20 s while settling (every 100 ms),
+/// over two minutes once stable (every 500 ms).
+const BURST_HISTORY: usize = 256;
+/// Exchanges whose probes went out within this of each other are one burst.
+const BURST_SPAN_NS: i64 = 5_000_000;
 /// The drift bound (per ns) assumed before the exchanges say anything about it: 100 ppm,
 /// what ordinary quartz oscillators stay within.
 const UNKNOWN_DRIFT: f64 = 100e-6;
@@ -205,6 +219,9 @@ const UNKNOWN_DRIFT: f64 = 100e-6;
 pub struct ClockEstimator {
     window: VecDeque<Exchange>,
     capacity: usize,
+    /// The best exchange (smallest round trip) of each burst, for the drift fit: a longer
+    /// history than `window` at one entry per probe time.
+    bursts: VecDeque<Exchange>,
     accepted: u64,
     outliers_in_a_row: u32,
     estimate: Option<ClockEstimate>,
@@ -216,6 +233,7 @@ impl ClockEstimator {
         let capacity = window.max(4);
         ClockEstimator {
             window: VecDeque::with_capacity(capacity),
+            bursts: VecDeque::with_capacity(BURST_HISTORY),
             capacity,
             accepted: 0,
             outliers_in_a_row: 0,
@@ -261,6 +279,7 @@ impl ClockEstimator {
                 }
                 // The clock really moved (or the path changed): start over.
                 self.window.clear();
+                self.bursts.clear();
             }
         }
         self.outliers_in_a_row = 0;
@@ -268,6 +287,19 @@ impl ClockEstimator {
             self.window.pop_front();
         }
         self.window.push_back(x);
+        match self.bursts.back_mut() {
+            Some(b) if x.t1.nanos_since(b.t1).abs() < BURST_SPAN_NS => {
+                if x.round_trip_ns() < b.round_trip_ns() {
+                    *b = x;
+                }
+            }
+            _ => {
+                if self.bursts.len() == BURST_HISTORY {
+                    self.bursts.pop_front();
+                }
+                self.bursts.push_back(x);
+            }
+        }
         self.accepted += 1;
         self.estimate = self.fit();
         Ok(())
@@ -289,70 +321,63 @@ impl ClockEstimator {
     }
 
     fn fit(&self) -> Option<ClockEstimate> {
-        let last = self.window.back()?;
         let min_rtt = self.window.iter().map(Exchange::round_trip_ns).min()?;
-        let (slope, slope_uncertainty) = self.fit_drift(min_rtt);
-        // Every exchange, carried along the drift to the newest one, bounds the offset
-        // there: the true offset of an exchange is within half its round trip of what it
-        // measured (whatever the path asymmetry), plus what the drift's own uncertainty
-        // adds over its age. Keep the exchanges with the tightest bounds (the clock
-        // filter: queueing only ever adds to a round trip, and age only to the drift
-        // error) and average them weighted by 1 / bound^2.
-        let t_ref = last.local_mid();
-        let carried = |x: &Exchange| {
-            let age = t_ref.saturating_sub(x.local_mid()) as f64;
-            let offset = x.offset_ns() as f64 + slope * age;
-            let bound = (x.round_trip_ns() as f64 / 2.0 + slope_uncertainty * age).max(1.0);
-            (offset, bound)
-        };
-        let best = self
+        let (slope, slope_uncertainty) = self.fit_drift();
+        // Clock filter: keep exchanges whose round trip is close to the best one; queueing
+        // delay only ever adds to a round trip, so these are the most accurate.
+        let limit = min_rtt + (min_rtt / 2).max(20_000);
+        let chosen: Vec<&Exchange> = self
             .window
             .iter()
-            .map(|x| carried(x).1)
-            .fold(f64::INFINITY, f64::min);
-        let limit = best + (best / 2.0).max(10_000.0);
-        let (mut sw, mut so, mut worst, mut chosen) = (0.0, 0.0, 0.0_f64, 0_usize);
-        for (offset, bound) in self.window.iter().map(carried) {
-            if bound <= limit {
-                let w = 1.0 / (bound * bound);
-                sw += w;
-                so += w * offset;
-                worst = worst.max(bound);
-                chosen += 1;
-            }
-        }
-        // A weighted mean of values each within its bound of the truth is within the
-        // largest of those bounds.
+            .filter(|x| x.round_trip_ns() <= limit)
+            .collect();
+        // The estimate is their mean offset at their mean local time. Each exchange's
+        // offset is within half its round trip of the truth at its time, whatever the path
+        // asymmetry, and at the mean time the drift cancels out (of the truth and of the
+        // estimate alike), so the mean is within the mean of the half round trips: a
+        // bound, not a statistical guess. Away from the mean time the drift's own
+        // uncertainty adds to it (`uncertainty_at`).
+        let n = chosen.len() as f64;
+        let t_ref = chosen.iter().map(|x| x.local_mid() as f64).sum::<f64>() / n;
+        let o_mean = chosen.iter().map(|x| x.offset_ns() as f64).sum::<f64>() / n;
+        let uncertainty_ns =
+            (chosen.iter().map(|x| x.round_trip_ns() as f64).sum::<f64>() / n / 2.0).max(1.0);
         Some(ClockEstimate {
-            offset_ns: (so / sw).round() as i64,
-            reference: Timestamp::from_nanos(t_ref),
+            offset_ns: o_mean.round() as i64,
+            reference: Timestamp::from_nanos(t_ref as i64),
             drift_ppm: slope * 1e6,
             round_trip: Duration::from_nanos(min_rtt as u64),
-            uncertainty: Duration::from_nanos(worst.ceil() as u64),
+            uncertainty: Duration::from_nanos(uncertainty_ns.ceil() as u64),
             drift_uncertainty_ppm: slope_uncertainty * 1e6,
-            samples: chosen,
+            samples: chosen.len(),
             exchanges: self.accepted,
         })
     }
 
-    /// Drift (offset change per local ns) and its uncertainty: least squares over every
-    /// exchange in the window, each weighted by how close its round trip is to the best
+    /// Drift (offset change per local ns) and its uncertainty: least squares over the best
+    /// exchange of each recent burst, each weighted by how close its round trip is to the best
     /// one (`1 / (1 + (excess / scale)^2)`, where `scale` is the median excess and at
     /// least 20 µs), so exchanges delayed by queues or outages, whose delays are likely
     /// asymmetric, count for little while the typical exchange still counts. No drift,
-    /// with [`UNKNOWN_DRIFT`] as its uncertainty, until the window spans
+    /// with [`UNKNOWN_DRIFT`] as its uncertainty, until the history spans
     /// `MIN_DRIFT_SPAN_NS`.
-    fn fit_drift(&self, min_rtt: i64) -> (f64, f64) {
-        let (Some(first), Some(last)) = (self.window.front(), self.window.back()) else {
+    fn fit_drift(&self) -> (f64, f64) {
+        let (Some(first), Some(last)) = (self.bursts.front(), self.bursts.back()) else {
             return (0.0, UNKNOWN_DRIFT);
         };
-        if self.window.len() < 3
+        if self.bursts.len() < 3
             || last.local_mid().saturating_sub(first.local_mid()) < MIN_DRIFT_SPAN_NS
         {
             return (0.0, UNKNOWN_DRIFT);
         }
+        let min_rtt = self
+            .bursts
+            .iter()
+            .map(Exchange::round_trip_ns)
+            .min()
+            .unwrap_or(0);
         let mut excess: Vec<i64> = self
-            .window
+            .bursts
             .iter()
             .map(|x| x.round_trip_ns() - min_rtt)
             .collect();
@@ -363,7 +388,7 @@ impl ClockEstimator {
             1.0 / (1.0 + e * e)
         };
         let (mut sw, mut st, mut so) = (0.0, 0.0, 0.0);
-        for x in &self.window {
+        for x in &self.bursts {
             let w = weight(x);
             sw += w;
             st += w * x.local_mid() as f64;
@@ -371,7 +396,7 @@ impl ClockEstimator {
         }
         let (t_mean, o_mean) = (st / sw, so / sw);
         let (mut sxy, mut sxx) = (0.0, 0.0);
-        for x in &self.window {
+        for x in &self.bursts {
             let w = weight(x);
             let dx = x.local_mid() as f64 - t_mean;
             sxy += w * dx * (x.offset_ns() as f64 - o_mean);
@@ -382,7 +407,7 @@ impl ClockEstimator {
         }
         let slope = sxy / sxx;
         let (mut ss, mut sw2) = (0.0, 0.0);
-        for x in &self.window {
+        for x in &self.bursts {
             let w = weight(x);
             let r = x.offset_ns() as f64 - o_mean - slope * (x.local_mid() as f64 - t_mean);
             ss += w * r * r;

@@ -495,6 +495,89 @@ async fn failed_connects_are_retried_with_backoff_without_reannouncement() {
 }
 
 #[tokio::test]
+async fn unreachable_peers_are_retried_at_the_short_cadence_answered_ones_back_off() {
+    use tsercom_runtime::backoff::Failure;
+    let addr = SocketAddr::from(([127, 0, 0, 1], 40082));
+    let calls = Calls::default();
+    // Three attempts that never reach the peer, then three it refuses, then a connection.
+    let connect = {
+        let calls = Arc::clone(&calls);
+        move |i: Instance| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(match n {
+                0..=2 => Err(Failure::Unreachable),
+                3..=5 => Err(Failure::Answered),
+                _ => Ok(i.addresses[0]),
+            })
+        }
+    };
+    let listener = Discovery::fixed(vec![addr]).listen("fixed").unwrap();
+    let backoff = Backoff::new(Duration::from_millis(40), Duration::from_secs(5))
+        .with_jitter(0.0)
+        .with_unreachable_interval(Duration::from_millis(10));
+    let mut connector =
+        Connector::with_pacing(listener, connect, backoff, |f: &Failure| *f).unwrap();
+    let mut delays = Vec::new();
+    for attempt in 1..=6u32 {
+        match next_conn(&mut connector).await {
+            ConnectorEvent::ConnectFailed {
+                attempt: a,
+                retry_in,
+                ..
+            } => {
+                assert_eq!(a, attempt);
+                delays.push(retry_in);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        next_conn(&mut connector).await,
+        ConnectorEvent::Connected(..)
+    ));
+    let ms = Duration::from_millis;
+    // Unreachable: within [interval / 2, interval], not growing; answered: exponential
+    // from the first, not counting the unreachable ones.
+    assert!(
+        delays[..3].iter().all(|d| *d >= ms(5) && *d <= ms(10)),
+        "{delays:?}"
+    );
+    assert_eq!(delays[3..], [ms(40), ms(80), ms(160)]);
+}
+
+#[tokio::test]
+async fn a_connect_attempt_that_panics_is_reported_and_retried() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 40083));
+    let calls = Calls::default();
+    let connect = {
+        let calls = Arc::clone(&calls);
+        move |i: Instance| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                assert_ne!(n, 0, "first attempt goes wrong");
+                Ok::<_, String>(i.addresses[0])
+            }
+        }
+    };
+    let listener = Discovery::fixed(vec![addr]).listen("fixed").unwrap();
+    let mut connector = Connector::new(listener, connect).unwrap();
+    let peer = PeerKey::Instance(addr.to_string());
+    match next_conn(&mut connector).await {
+        ConnectorEvent::Panicked {
+            peer: p, message, ..
+        } => {
+            assert_eq!(p, Some(peer.clone()));
+            assert!(message.contains("first attempt goes wrong"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match next_conn(&mut connector).await {
+        ConnectorEvent::Connected(p, a) => assert_eq!((p, a), (peer, addr)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn fixed_discovery_produces_the_same_events() {
     let a = SocketAddr::from(([127, 0, 0, 1], 1));
     let b = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 2));

@@ -315,6 +315,16 @@ fn message_common(c: &Container, describe: TokenStream, p: &Paths) -> TokenStrea
                 #describe
                 registry.add_message(__tsercom_msg);
             }
+            // Computed once: a handshake asks for it several times, and building the
+            // registry each time is wasted work. (Series types are never generic, so one
+            // static per impl is one per type.)
+            fn fingerprint() -> u64 {
+                static __TSERCOM_FINGERPRINT: ::std::sync::OnceLock<u64> =
+                    ::std::sync::OnceLock::new();
+                *__TSERCOM_FINGERPRINT.get_or_init(|| {
+                    <Self as #runtime::series::Series>::schema().fingerprint(#full)
+                })
+            }
         }
 
         #[automatically_derived]

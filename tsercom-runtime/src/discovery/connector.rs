@@ -3,18 +3,20 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::{
     spawn_guarded, AbortOnDrop, DiscoveryError, DiscoveryEvent, Instance, Listener, Verifier,
 };
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Failure, Retries};
 use crate::ids::CallerId;
 
 /// How the [`Connector`] tells peers apart.
@@ -56,6 +58,16 @@ pub enum ConnectorEvent<T, E> {
         /// When the next attempt starts.
         retry_in: Duration,
     },
+    /// A connect attempt panicked (with `peer`; it is retried after `retry_in` like a
+    /// failed one), or the connector's own task panicked (without; no events follow).
+    Panicked {
+        /// The peer whose connect attempt panicked; `None` for the connector itself.
+        peer: Option<PeerKey>,
+        /// The panic message.
+        message: String,
+        /// When the next attempt for `peer` starts.
+        retry_in: Duration,
+    },
 }
 
 impl<T, E: fmt::Debug> fmt::Debug for ConnectorEvent<T, E> {
@@ -75,6 +87,16 @@ impl<T, E: fmt::Debug> fmt::Debug for ConnectorEvent<T, E> {
                 .field("error", error)
                 .field("retry_in", retry_in)
                 .finish(),
+            ConnectorEvent::Panicked {
+                peer,
+                message,
+                retry_in,
+            } => f
+                .debug_struct("Panicked")
+                .field("peer", peer)
+                .field("message", message)
+                .field("retry_in", retry_in)
+                .finish(),
         }
     }
 }
@@ -87,8 +109,13 @@ impl<T, E: fmt::Debug> fmt::Debug for ConnectorEvent<T, E> {
 ///   with a new `published_on` (a restarted process), the old connection is reported
 ///   [`ConnectorEvent::Disconnected`] and a new one is made under the same key. Extra
 ///   addresses or changed metadata alone update the peer without reconnecting.
-/// * A failed attempt is retried with [`Backoff`] (50 ms first, 5 s cap by default) without
-///   waiting for the registry to re-announce the peer, for as long as it is advertised.
+/// * A failed attempt is retried with [`Backoff`] without waiting for the registry to
+///   re-announce the peer, for as long as it is advertised: failures where the peer
+///   answered back off exponentially (50 ms first, 5 s cap by default), attempts that
+///   never reached it (see [`Connector::with_pacing`]) retry at the short
+///   [`Backoff::unreachable_interval`], the same pacing as the roles' redial loops. A
+///   [`reconnect`](Connector::reconnect) counts as a failure where the peer answered,
+///   unless the connection stayed up for at least [`Backoff::max`].
 ///   After [`VERIFY_AFTER_FAILURES`] failures in a row the registry is asked to verify the
 ///   peer ([`Listener::verify`]), so a peer that crashed without a goodbye is removed
 ///   instead of being retried forever.
@@ -125,7 +152,8 @@ impl<T: Send + 'static, E: Send + 'static> Connector<T, E> {
         Self::with_backoff(listener, connect, Backoff::default())
     }
 
-    /// Like [`Connector::new`] with an explicit backoff.
+    /// Like [`Connector::new`] with an explicit backoff. Every failed attempt counts as
+    /// one where the peer answered; see [`Connector::with_pacing`].
     pub fn with_backoff<F, Fut>(
         listener: Listener,
         connect: F,
@@ -135,12 +163,31 @@ impl<T: Send + 'static, E: Send + 'static> Connector<T, E> {
         F: Fn(Instance) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
+        Self::with_pacing(listener, connect, backoff, |_: &E| Failure::Answered)
+    }
+
+    /// Like [`Connector::with_backoff`], with `classify` telling whether a failed attempt
+    /// reached the peer: [`Failure::Answered`] backs off exponentially,
+    /// [`Failure::Unreachable`] retries at the backoff's short `unreachable_interval`.
+    pub fn with_pacing<F, Fut, C>(
+        listener: Listener,
+        connect: F,
+        backoff: Backoff,
+        classify: C,
+    ) -> Result<Self, DiscoveryError>
+    where
+        F: Fn(Instance) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        C: Fn(&E) -> Failure + Send + Sync + 'static,
+    {
         let connect: ConnectFn<T, E> = Arc::new(move |i| Box::pin(connect(i)));
         let (events_tx, events) = mpsc::channel(Self::QUEUE);
         let (commands, commands_rx) = mpsc::channel(64);
+        let panics = events_tx.clone();
         let state = State {
             verifier: listener.verifier(),
             connect,
+            classify: Box::new(classify),
             backoff,
             peers: HashMap::new(),
             names: HashMap::new(),
@@ -148,7 +195,18 @@ impl<T: Send + 'static, E: Send + 'static> Connector<T, E> {
             next_generation: 0,
             out: events_tx,
         };
-        let task = spawn_guarded(state.run(listener, commands_rx))?;
+        let task = spawn_guarded(async move {
+            let run = AssertUnwindSafe(state.run(listener, commands_rx));
+            if let Err(payload) = run.catch_unwind().await {
+                let _ = panics
+                    .send(ConnectorEvent::Panicked {
+                        peer: None,
+                        message: crate::runtime::panic_message(&*payload),
+                        retry_in: Duration::ZERO,
+                    })
+                    .await;
+            }
+        })?;
         Ok(Connector {
             events,
             commands,
@@ -180,21 +238,27 @@ impl<T, E> futures::Stream for Connector<T, E> {
 }
 
 enum PeerState {
-    Connecting { failures: u32, attempt: AbortHandle },
-    Connected,
+    Connecting {
+        attempt: AbortHandle,
+    },
+    /// Up since then.
+    Connected(tokio::time::Instant),
 }
 
 struct Peer {
     instance: Instance,
     generation: u64,
+    retries: Retries,
     state: PeerState,
 }
 
-type AttemptResult<T, E> = (PeerKey, u64, Result<T, E>);
+/// An attempt's peer, generation, and outcome (`Err` with the message if it panicked).
+type AttemptResult<T, E> = (PeerKey, u64, Result<Result<T, E>, String>);
 
 struct State<T, E> {
     verifier: Option<Verifier>,
     connect: ConnectFn<T, E>,
+    classify: Box<dyn Fn(&E) -> Failure + Send + Sync>,
     backoff: Backoff,
     peers: HashMap<PeerKey, Peer>,
     /// Which key each instance name was last seen under (a TXT change may change it).
@@ -266,12 +330,15 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let result = connect(instance).await;
+            let result = AssertUnwindSafe(connect(instance))
+                .catch_unwind()
+                .await
+                .map_err(|payload| crate::runtime::panic_message(&*payload));
             (key, generation, result)
         })
     }
 
-    fn start(&mut self, key: PeerKey, instance: Instance, delay: Duration, failures: u32) {
+    fn start(&mut self, key: PeerKey, instance: Instance, delay: Duration, retries: Retries) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let attempt = self.spawn_attempt(key.clone(), instance.clone(), generation, delay);
@@ -280,7 +347,8 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
             Peer {
                 instance,
                 generation,
-                state: PeerState::Connecting { failures, attempt },
+                retries,
+                state: PeerState::Connecting { attempt },
             },
         );
     }
@@ -292,7 +360,7 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
                 attempt.abort();
                 true
             }
-            Some(PeerState::Connected) => {
+            Some(PeerState::Connected(_)) => {
                 tracing::debug!(peer = %key, "connector: disconnected");
                 self.emit(ConnectorEvent::Disconnected(key.clone())).await
             }
@@ -318,7 +386,7 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
         match self.peers.get_mut(&key) {
             None => {
                 tracing::debug!(peer = %key, "connector: connecting");
-                self.start(key, instance, Duration::ZERO, 0);
+                self.start(key, instance, Duration::ZERO, Retries::default());
                 true
             }
             Some(peer) if !moved(&peer.instance, &instance) => {
@@ -328,7 +396,7 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
             Some(_) => {
                 tracing::debug!(peer = %key, port = instance.port, "connector: peer moved, reconnecting");
                 let ok = self.drop_peer(&key).await;
-                self.start(key, instance, Duration::ZERO, 0);
+                self.start(key, instance, Duration::ZERO, Retries::default());
                 ok
             }
         }
@@ -368,36 +436,48 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
         let Some(peer) = self.peers.get(&key) else {
             return true;
         };
-        if let PeerState::Connecting { .. } = peer.state {
+        let PeerState::Connected(up) = peer.state else {
             return true;
+        };
+        // Paced like a redial loop: the connection ended after the peer answered.
+        let mut retries = peer.retries;
+        if up.elapsed() >= self.backoff.max {
+            retries.stable();
         }
+        let delay = retries.fail(&self.backoff, Failure::Answered);
         let instance = peer.instance.clone();
         let ok = self.drop_peer(&key).await;
-        self.start(key, instance, Duration::ZERO, 0);
+        self.start(key, instance, delay, retries);
         ok
     }
 
-    async fn on_result(&mut self, key: PeerKey, generation: u64, result: Result<T, E>) -> bool {
+    async fn on_result(
+        &mut self,
+        key: PeerKey,
+        generation: u64,
+        result: Result<Result<T, E>, String>,
+    ) -> bool {
         let Some(peer) = self.peers.get_mut(&key) else {
             return true; // removed meanwhile: the connection is dropped here
         };
         if peer.generation != generation {
             return true; // stale attempt
         }
-        let failures = match &peer.state {
-            PeerState::Connecting { failures, .. } => *failures,
-            PeerState::Connected => return true,
-        };
+        if let PeerState::Connected(_) = peer.state {
+            return true;
+        }
+        let mut retries = peer.retries;
         match result {
-            Ok(connection) => {
-                peer.state = PeerState::Connected;
+            Ok(Ok(connection)) => {
+                peer.retries.connected();
+                peer.state = PeerState::Connected(tokio::time::Instant::now());
                 tracing::debug!(peer = %key, "connector: connected");
                 self.emit(ConnectorEvent::Connected(key, connection)).await
             }
-            Err(error) => {
-                let retry_in = self.backoff.delay(failures);
+            Ok(Err(error)) => {
+                let retry_in = retries.fail(&self.backoff, (self.classify)(&error));
                 let instance = peer.instance.clone();
-                let attempt = failures.saturating_add(1);
+                let attempt = retries.failed();
                 if attempt == VERIFY_AFTER_FAILURES || attempt % VERIFY_EVERY_FAILURES == 0 {
                     // A peer that keeps refusing may have crashed without a goodbye: ask the
                     // registry to re-check it rather than retrying for the records' lifetime.
@@ -408,15 +488,30 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
                 tracing::debug!(peer = %key, attempt, ?retry_in, "connector: connect failed");
                 let handle = self.spawn_attempt(key.clone(), instance, generation, retry_in);
                 if let Some(peer) = self.peers.get_mut(&key) {
-                    peer.state = PeerState::Connecting {
-                        failures: attempt,
-                        attempt: handle,
-                    };
+                    peer.retries = retries;
+                    peer.state = PeerState::Connecting { attempt: handle };
                 }
                 self.emit(ConnectorEvent::ConnectFailed {
                     peer: key,
                     attempt,
                     error,
+                    retry_in,
+                })
+                .await
+            }
+            Err(message) => {
+                // Retried like a failure, so one bad peer does not stop the others.
+                let retry_in = retries.fail(&self.backoff, Failure::Answered);
+                let instance = peer.instance.clone();
+                tracing::error!(peer = %key, %message, "connector: connect attempt panicked");
+                let handle = self.spawn_attempt(key.clone(), instance, generation, retry_in);
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.retries = retries;
+                    peer.state = PeerState::Connecting { attempt: handle };
+                }
+                self.emit(ConnectorEvent::Panicked {
+                    peer: Some(key),
+                    message,
                     retry_in,
                 })
                 .await

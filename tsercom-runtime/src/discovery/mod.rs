@@ -69,7 +69,7 @@ mod fixed;
 mod mdns;
 mod txt;
 
-pub use crate::backoff::Backoff;
+pub use crate::backoff::{Backoff, Failure};
 pub use connector::{Connector, ConnectorEvent, PeerKey};
 pub use mdns::{InterfacePolicy, MdnsConfig, MDNS_PORT};
 pub use txt::{format_published_on, parse_published_on};

@@ -15,13 +15,15 @@ use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
 use super::buffer::{BufferLimits, SendBuffer};
-use super::handshake::{self, Local, Peer, RedialEnd};
+use super::handshake::{self, DialError, Local, Peer, RedialEnd};
 use super::service::{Acceptor, OutboundStream, StreamService};
 use super::session::{
     ack_channel, envelope, next_message, pump, AckSender, AuthorityTime, Delivery, Liveness, Out,
     PumpObserver, Received, SessionConfig,
 };
-use super::{is_permanent, spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
+use super::{
+    is_permanent, spawn_owned, Backoff, ConnectionEvent, Fault, Faults, Runtime, RuntimeError,
+};
 use crate::data::{CallerEvent, RemoteDataAggregator, Timestamped};
 use crate::discovery::{Connector, ConnectorEvent, Discovery, Instance, PeerKey};
 use crate::ids::CallerId;
@@ -121,6 +123,8 @@ pub struct AggregatorStats {
     pub rejected: u64,
     /// Sources connected now.
     pub connections: u64,
+    /// Internal tasks that panicked or failed (see [`Aggregator::health`]).
+    pub faults: u64,
 }
 
 /// The new samples of a frame.
@@ -279,6 +283,8 @@ struct Core<R: Runtime> {
     stopping: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
     connection_events: queue::Sender<ConnectionEvent>,
+    /// Panics and fatal errors of the tasks in `tasks`.
+    faults: Arc<Faults>,
     /// Redial pacing, for sources at known addresses and discovered ones.
     backoff: Backoff,
     /// TLS for dialing sources.
@@ -620,18 +626,6 @@ impl<R: Runtime> Core<R> {
         Status::invalid_argument(why.to_owned())
     }
 
-    /// Dials a source at one of `addrs` and exchanges Hellos.
-    async fn handshake(
-        self: &Arc<Self>,
-        addrs: &[SocketAddr],
-    ) -> Result<(Peer, Streaming<Envelope>, Out), Status> {
-        let tls = self.tls_client.as_ref();
-        Ok(
-            handshake::dial::<R>(self.local(), addrs, self.backoff.unreachable_interval, tls)
-                .await?,
-        )
-    }
-
     fn local(&self) -> Local {
         Local::new(
             Role::Aggregator,
@@ -648,41 +642,47 @@ impl<R: Runtime> Core<R> {
         self: Arc<Self>,
         instance: Instance,
         ended: mpsc::UnboundedSender<(PeerKey, u64)>,
-    ) -> Result<Session, Status> {
+    ) -> Result<Session, DialError> {
         if let Some(schema) = instance.schema {
             if schema != R::Data::fingerprint() {
-                return Err(Status::failed_precondition(format!(
+                return Err(DialError::from(Status::failed_precondition(format!(
                     "{} advertises data schema {schema:016x}, this aggregator has {} ({:016x})",
                     instance.instance_name,
                     R::Data::MESSAGE_NAME,
                     R::Data::fingerprint()
-                )));
+                ))));
             }
         }
         let key = instance.peer_key();
-        let (peer, inbound, out) = self.handshake(&instance.addresses).await?;
+        let (peer, inbound, out) = handshake::dial::<R>(
+            self.local(),
+            &instance.addresses,
+            self.backoff.unreachable_interval,
+            self.tls_client.as_ref(),
+        )
+        .await?;
         if let Some(advertised) = instance.caller_id {
             if advertised != peer.id {
-                return Err(Status::failed_precondition(format!(
+                return Err(DialError::from(Status::failed_precondition(format!(
                     "{} advertises caller id {advertised} but answered as {}",
                     instance.instance_name, peer.id
-                )));
+                ))));
             }
         }
         let id = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let caller = peer.id;
         let core = Arc::clone(&self);
-        let task = tokio::spawn(async move {
-            if let Err(status) = core.run_session(peer, inbound, out).await {
+        let name = format!("session with source {caller}");
+        let task = spawn_owned(&self.tasks, &self.faults, name.clone(), async move {
+            // A panic ends this session only; the source is reconnected like after any
+            // other end while it stays advertised.
+            let session = core.run_session(peer, inbound, out);
+            if let Some(Err(status)) = core.faults.guard(&name, session).await {
                 tracing::debug!(%status, "session with discovered source ended");
             }
             let _ = ended.send((key, id));
         });
-        Ok(Session {
-            id,
-            caller,
-            task: task.abort_handle(),
-        })
+        Ok(Session { id, caller, task })
     }
 
     /// Follows discovery: keeps one session per discovered source, reconnects when a
@@ -690,7 +690,7 @@ impl<R: Runtime> Core<R> {
     /// no longer advertised as gone.
     async fn discover_loop(
         self: Arc<Self>,
-        mut connector: Connector<Session, Status>,
+        mut connector: Connector<Session, DialError>,
         mut ended: mpsc::UnboundedReceiver<(PeerKey, u64)>,
     ) {
         let mut sessions: HashMap<PeerKey, Session> = HashMap::new();
@@ -715,7 +715,8 @@ impl<R: Runtime> Core<R> {
                         }
                     }
                     Some(ConnectorEvent::ConnectFailed { peer, attempt, error, retry_in }) => {
-                        tracing::debug!(%peer, attempt, %error, ?retry_in, "connecting to a discovered source failed");
+                        let (error, failure) = (error.status, error.failure);
+                        tracing::debug!(%peer, attempt, %error, ?failure, ?retry_in, "connecting to a discovered source failed");
                         if is_permanent(&error) {
                             self.rejected.fetch_add(1, Ordering::Relaxed);
                         }
@@ -726,7 +727,26 @@ impl<R: Runtime> Core<R> {
                             error: format!("{peer}: {error}"),
                         });
                     }
-                    None => return,
+                    Some(ConnectorEvent::Panicked { peer, message, .. }) => {
+                        // A panicked attempt is retried by the connector; the connector's
+                        // own panic ends discovery (then `None` follows).
+                        let task = match &peer {
+                            Some(peer) => format!("connecting to discovered source {peer}"),
+                            None => "discovery connector".to_owned(),
+                        };
+                        self.faults.report(Fault::panicked(task, message));
+                    }
+                    None => {
+                        // Discovery ended while the aggregator runs: no source will be
+                        // found or reconnected any more.
+                        if !*self.stopping.borrow() {
+                            self.faults.report(Fault::failed(
+                                "discovery",
+                                "discovery ended; sources are no longer found or reconnected",
+                            ));
+                        }
+                        return;
+                    }
                 },
                 Some((key, id)) = ended.recv() => {
                     if sessions.get(&key).is_some_and(|s| s.id == id) {
@@ -749,6 +769,7 @@ impl<R: Runtime> Core<R> {
             &self.stopping,
             &self.connection_events,
             self.tls_client.as_ref(),
+            &self.faults,
             |peer, inbound, out| {
                 let mut stopping = stop.clone();
                 let core = &self;
@@ -787,21 +808,38 @@ impl<R: Runtime> Acceptor for Core<R> {
         mut inbound: Streaming<Envelope>,
         remote: Option<SocketAddr>,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
+        let faults = Arc::clone(&self.faults);
         Box::pin(async move {
-            let (peer, out, stream) = handshake::answer::<R>(self.local(), &mut inbound, remote)
+            // A panic while answering ends this stream only.
+            let accept = async move {
+                let (peer, out, stream) =
+                    handshake::answer::<R>(self.local(), &mut inbound, remote)
+                        .await
+                        .inspect_err(|_| {
+                            self.rejected.fetch_add(1, Ordering::Relaxed);
+                        })?;
+                let core = Arc::clone(&self);
+                let session_out = out.clone();
+                let task = format!("session with source {}", peer.id);
+                spawn_owned(
+                    &self.tasks,
+                    &self.faults,
+                    task.clone(),
+                    handshake::serve_session(out, async move {
+                        // A panic ends this session only, and the source is told.
+                        let session = core.run_session(peer, inbound, session_out);
+                        core.faults
+                            .guard(&task, session)
+                            .await
+                            .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))))
+                    }),
+                );
+                Ok::<_, Status>(stream)
+            };
+            faults
+                .guard("accepting a stream", accept)
                 .await
-                .inspect_err(|_| {
-                    self.rejected.fetch_add(1, Ordering::Relaxed);
-                })?;
-            let core = Arc::clone(&self);
-            let session_out = out.clone();
-            spawn_owned(
-                &self.tasks,
-                handshake::serve_session(out, async move {
-                    core.run_session(peer, inbound, session_out).await
-                }),
-            );
-            Ok(stream)
+                .unwrap_or_else(|| Err(Status::internal("accepting the stream panicked")))
         })
     }
 }
@@ -972,7 +1010,26 @@ impl<R: Runtime> Aggregator<R> {
             recovered: self.core.recovered.load(Ordering::Relaxed),
             rejected: self.core.rejected.load(Ordering::Relaxed),
             connections: self.connected().len() as u64,
+            faults: self.core.faults.count(),
         }
+    }
+
+    /// `Ok` while no internal task of the aggregator (a session, a dial loop, discovery)
+    /// has panicked or failed; otherwise the first such fault, as
+    /// [`RuntimeError::Internal`], every time after. A fault in a session ends only that
+    /// session: the others keep running, and the source is reconnected or accepted again.
+    /// Each fault is also a [`ConnectionEvent::Fault`].
+    pub fn health(&self) -> Result<(), RuntimeError> {
+        self.core
+            .faults
+            .first()
+            .map_or(Ok(()), |f| Err(RuntimeError::Internal(f)))
+    }
+
+    /// Waits for the aggregator's first fault (see [`health`](Self::health)); pending for
+    /// as long as none happens.
+    pub async fn fault(&self) -> Fault {
+        self.core.faults.wait().await
     }
 
     /// Stops dialing and serving and closes every connection.
@@ -1105,6 +1162,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             super::CONNECTION_EVENTS,
             crate::queue::OverflowPolicy::DropOldest,
         );
+        let faults = Arc::new(Faults::new(conn_tx.clone()));
         let core = Arc::new(Core::<R> {
             id: self.id.unwrap_or_else(CallerId::random),
             incarnation: super::random_u64(),
@@ -1123,6 +1181,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             stopping: watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
             connection_events: conn_tx,
+            faults,
             backoff: self.backoff.clone(),
             tls_client: self.tls_client.map(Arc::new),
         });
@@ -1139,19 +1198,23 @@ impl<R: Runtime> AggregatorBuilder<R> {
             let listener = discovery.listen(R::NAME)?;
             let (ended_tx, ended_rx) = mpsc::unbounded_channel();
             let connect_core = Arc::clone(&core);
-            let connector = Connector::with_backoff(
+            // Paced like the redial loops: unreachable sources are retried at the short
+            // cadence, sources that answered with exponential backoff.
+            let connector = Connector::with_pacing(
                 listener,
                 move |instance| {
                     Arc::clone(&connect_core).connect_discovered(instance, ended_tx.clone())
                 },
                 self.backoff.clone(),
+                |e: &DialError| e.failure,
             )?;
             let task = Arc::clone(&core).discover_loop(connector, ended_rx);
-            spawn_owned(&core.tasks, task);
+            spawn_owned(&core.tasks, &core.faults, "discovery".to_owned(), task);
         }
         for addrs in self.sources {
+            let name = format!("dial loop to {addrs:?}");
             let task = Arc::clone(&core).dial_loop(addrs);
-            spawn_owned(&core.tasks, task);
+            spawn_owned(&core.tasks, &core.faults, name, task);
         }
         Ok(Aggregator {
             core,

@@ -13,8 +13,8 @@ use tonic::{Status, Streaming};
 use super::buffer::BufferLimits;
 use super::service::{self, OutboundStream};
 use super::session::{envelope, AckPolicy, Delivery, Out, SessionConfig, OUTBOUND_FRAMES};
-use super::{is_permanent, ConnectionEvent, Runtime};
-use crate::backoff::{Backoff, Failure};
+use super::{is_permanent, ConnectionEvent, Faults, Runtime};
+use crate::backoff::{Backoff, Failure, Retries};
 use crate::ids::CallerId;
 use crate::queue;
 use crate::series::Series;
@@ -184,7 +184,8 @@ pub(crate) enum RedialEnd {
 /// Dials a peer at one of `addrs` and runs `session` on each connection, redialing
 /// whenever a dial fails or a session ends, until `stopping`, a permanent refusal, or
 /// the backoff's attempt limit. Every retry is reported on `events`. Dials use `tls`
-/// when set.
+/// when set. A session that panics is reported to `faults` and counts as a connection
+/// that broke.
 ///
 /// Pacing: failures where the peer answered back off exponentially; dials that never
 /// reached it retry at the backoff's short unreachable cadence. A connection that stayed
@@ -196,6 +197,7 @@ pub(crate) async fn redial<R, F, Fut>(
     stopping: &watch::Sender<bool>,
     events: &queue::Sender<ConnectionEvent>,
     tls: Option<&Arc<ClientTls>>,
+    faults: &Faults,
     mut session: F,
 ) -> RedialEnd
 where
@@ -205,10 +207,7 @@ where
 {
     let peer_role = local.peer_role();
     let mut stopping = stopping.subscribe();
-    // Failed attempts in a row (for the attempt limit and the events), and of those the
-    // ones where the peer answered (for the exponential delay).
-    let mut failed = 0_u32;
-    let mut answered = 0_u32;
+    let mut retries = Retries::default();
     loop {
         let dialed = tokio::select! {
             r = dial::<R>(local, addrs, backoff.unreachable_interval, tls) => r,
@@ -216,16 +215,20 @@ where
         };
         let (failure, error) = match dialed {
             Ok((peer, inbound, out)) => {
-                failed = 0;
+                retries.connected();
                 let up = tokio::time::Instant::now();
                 // Not raced with `stopping`: a session ends itself when stopping (the
                 // source sends Goodbye first).
-                let result = session(peer, inbound, out).await;
+                let task = format!("session with {peer_role} {}", peer.id);
+                let result = faults
+                    .guard(&task, session(peer, inbound, out))
+                    .await
+                    .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))));
                 if *stopping.borrow() {
                     return RedialEnd::Stopped;
                 }
                 if up.elapsed() >= backoff.max {
-                    answered = 0;
+                    retries.stable();
                 }
                 match result {
                     Ok(()) => {
@@ -248,17 +251,13 @@ where
                 (e.failure, e.status.to_string())
             }
         };
-        failed += 1;
-        if backoff.exhausted(failed) {
-            return RedialEnd::GaveUp(failed);
-        }
-        let delay = backoff.delay_after(failure, answered);
-        if failure == Failure::Answered {
-            answered = answered.saturating_add(1);
+        let delay = retries.fail(backoff, failure);
+        if backoff.exhausted(retries.failed()) {
+            return RedialEnd::GaveUp(retries.failed());
         }
         let _ = events.try_send(ConnectionEvent::Retrying {
             addrs: addrs.to_vec(),
-            attempt: failed,
+            attempt: retries.failed(),
             delay,
             error,
         });

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Aggregator, Runtime, Source};
+use super::{Aggregator, Fault, Runtime, Source};
 
 /// Something a [`RuntimeManager`] runs and stops.
 pub trait Managed: Send + Sync + 'static {
@@ -41,6 +41,13 @@ pub trait Managed: Send + Sync + 'static {
     fn stop_order(&self) -> u8 {
         1
     }
+
+    /// Resolves with the first fault of the runtime's internal tasks (a panic or a fatal
+    /// error that did not stop the runtime itself); the manager then reports it as its
+    /// error. The default never resolves.
+    fn fault(&self) -> Pin<Box<dyn Future<Output = Fault> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
 }
 
 impl<R: Runtime> Managed for Source<R> {
@@ -53,11 +60,19 @@ impl<R: Runtime> Managed for Source<R> {
     fn stop_order(&self) -> u8 {
         0
     }
+
+    fn fault(&self) -> Pin<Box<dyn Future<Output = Fault> + Send + '_>> {
+        Box::pin(Source::fault(self))
+    }
 }
 
 impl<R: Runtime> Managed for Aggregator<R> {
     fn stop(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.shutdown(grace))
+    }
+
+    fn fault(&self) -> Pin<Box<dyn Future<Output = Fault> + Send + '_>> {
+        Box::pin(Aggregator::fault(self))
     }
 }
 
@@ -82,7 +97,8 @@ pub enum ManagerError {
         /// Its error, as text.
         message: String,
     },
-    /// A runtime or task panicked.
+    /// A runtime or task panicked, or one of a runtime's internal tasks did (then
+    /// `message` names the task: `"session with source …: <panic message>"`).
     #[error("{name} panicked: {message}")]
     Panicked {
         /// The name it was registered or spawned under.
@@ -236,7 +252,9 @@ impl RuntimeManager {
 
     /// Registers a runtime, started by `init` when the manager starts. `init` usually
     /// builds a [`Source`] or [`Aggregator`]. An error it returns becomes the manager's
-    /// error (see [`check_for_error`](Self::check_for_error)).
+    /// error (see [`check_for_error`](Self::check_for_error)), and so does the first
+    /// fault of the runtime's internal tasks once it runs ([`Managed::fault`]: a session
+    /// that panicked, say).
     pub fn register<T, E, F, Fut>(&mut self, name: &str, init: F) -> RuntimeHandle<T>
     where
         T: Managed,
@@ -265,7 +283,18 @@ impl RuntimeManager {
                     }),
                 };
                 let managed = match &result {
-                    Ok(v) => Some(Arc::clone(v) as Arc<dyn Managed>),
+                    Ok(v) => {
+                        let managed = Arc::clone(v) as Arc<dyn Managed>;
+                        // The runtime's internal faults become the manager's error.
+                        let watched = Arc::clone(&managed);
+                        let errors = Arc::clone(&errors);
+                        let name = task_name.clone();
+                        tokio::spawn(async move {
+                            let fault = watched.fault().await;
+                            errors.set(fault_error(name, fault));
+                        });
+                        Some(managed)
+                    }
                     Err(e) => {
                         errors.set(e.clone());
                         None
@@ -387,11 +416,17 @@ impl RuntimeManager {
 
 fn panic_message(join: tokio::task::JoinError) -> String {
     match join.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned()),
+        Ok(payload) => super::panic_message(&*payload),
         Err(e) => e.to_string(),
+    }
+}
+
+/// The manager's error for a fault of the runtime registered as `name`.
+fn fault_error(name: String, fault: Fault) -> ManagerError {
+    let message = fault.to_string();
+    if fault.panicked {
+        ManagerError::Panicked { name, message }
+    } else {
+        ManagerError::Failed { name, message }
     }
 }

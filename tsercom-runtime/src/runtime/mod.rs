@@ -8,6 +8,7 @@
 
 mod aggregator;
 mod buffer;
+mod fault;
 mod handshake;
 mod manager;
 mod net;
@@ -22,6 +23,8 @@ pub use aggregator::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, SendEventError,
 };
 pub use buffer::BufferLimits;
+pub use fault::Fault;
+pub(crate) use fault::{panic_message, Faults};
 pub use manager::{Managed, ManagerError, RuntimeHandle, RuntimeManager};
 pub use service::StreamService;
 pub use session::{Delivery, SessionConfig};
@@ -106,6 +109,11 @@ pub enum ConnectionEvent {
         /// The refusal.
         status: tonic::Status,
     },
+    /// An internal task of the role (a session, a dial loop, discovery) panicked or failed.
+    /// Only that task ended: other connections keep running, and a session is redialed or
+    /// accepted again like one that broke. The first fault is kept (see
+    /// [`Source::health`], [`Aggregator::health`]).
+    Fault(Fault),
 }
 
 /// Capacity of a connection event queue; the oldest events are dropped beyond it.
@@ -139,6 +147,9 @@ pub enum RuntimeError {
     /// The role has been shut down.
     #[error("shut down")]
     ShutDown,
+    /// An internal task of the role panicked or failed (the first such fault).
+    #[error("internal fault in {0}")]
+    Internal(Fault),
 }
 
 /// A random number from the standard library's per-process random keys.
@@ -165,14 +176,20 @@ pub(crate) fn is_permanent(status: &tonic::Status) -> bool {
     )
 }
 
-/// Spawns `task` into `tasks`, first reaping the tasks that finished.
+/// Spawns `task` into `tasks`, first reaping the tasks that finished. A panic in `task`
+/// ends only it and is reported to `faults` as a fault of `name`.
 pub(crate) fn spawn_owned(
     tasks: &std::sync::Mutex<tokio::task::JoinSet<()>>,
+    faults: &std::sync::Arc<Faults>,
+    name: String,
     task: impl std::future::Future<Output = ()> + Send + 'static,
-) {
+) -> tokio::task::AbortHandle {
+    let faults = std::sync::Arc::clone(faults);
     let mut tasks = tasks.lock().unwrap_or_else(|e| e.into_inner());
     while tasks.try_join_next().is_some() {}
-    tasks.spawn(task);
+    tasks.spawn(async move {
+        let _ = faults.guard(&name, task).await;
+    })
 }
 
 /// Names an error from reading the peer's stream: tonic reports undecodable messages as

@@ -293,6 +293,18 @@ impl ClockLink {
         }
     }
 
+    /// Probes sent back to back at each probe time: one during the warm-up, `burst`
+    /// after it. On a connection idle between probes, the first of a burst pays for
+    /// waking each side's threads, one way more than the other, which biases its offset;
+    /// the next ones find both sides awake, and the clock filter picks them.
+    fn burst(&self) -> usize {
+        if self.book().estimator.window_len() < self.config.warmup {
+            1
+        } else {
+            self.config.burst.max(1)
+        }
+    }
+
     fn interval(&self) -> Duration {
         let book = self.book();
         self.config.interval_for(
@@ -594,6 +606,16 @@ impl AckPacer {
     }
 }
 
+/// Sends one time probe, stamped once there is room for it in `out` (so waiting for room
+/// does not count as network delay). False when the peer is gone.
+async fn send_probe(link: &ClockLink, clock: &dyn Clock, out: &Out) -> bool {
+    let Ok(permit) = out.reserve().await else {
+        return false;
+    };
+    permit.send(envelope(Kind::TimeProbe(link.probe(clock))));
+    true
+}
+
 /// Sends everything in `buffer` after the peer's resume point (the first value `resume`
 /// takes) as frames, acknowledges what `acks` says was received (coalesced by
 /// `ack_policy`), and probes the peer's clock through `clock_link` if given. Returns when
@@ -637,8 +659,7 @@ pub(crate) async fn pump(
         // Probe at once, and give the first estimate a bounded moment to arrive so the
         // first samples are not needlessly unsynchronized.
         if link.estimate().is_none() {
-            let probe = link.probe(clock);
-            if out.send(envelope(Kind::TimeProbe(probe))).await.is_err() {
+            if !send_probe(link, clock, out).await {
                 return;
             }
             next_probe = Instant::now() + probe_interval(link);
@@ -655,9 +676,10 @@ pub(crate) async fn pump(
     loop {
         if let Some((link, clock)) = clock_link {
             if Instant::now() >= next_probe {
-                let probe = link.probe(clock);
-                if out.send(envelope(Kind::TimeProbe(probe))).await.is_err() {
-                    return;
+                for _ in 0..link.burst() {
+                    if !send_probe(link, clock, out).await {
+                        return;
+                    }
                 }
                 next_probe = Instant::now() + probe_interval(link);
             }

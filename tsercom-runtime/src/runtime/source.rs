@@ -21,7 +21,7 @@ use super::session::{
     ack_channel, envelope, next_message, pump, AckSender, ClockLink, Delivery, Liveness, Out,
     PumpObserver, Received, SessionConfig,
 };
-use super::{spawn_owned, Backoff, ConnectionEvent, Runtime, RuntimeError};
+use super::{spawn_owned, Backoff, ConnectionEvent, Fault, Faults, Runtime, RuntimeError};
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
 use crate::ids::CallerId;
 use crate::queue::{self, OverflowPolicy};
@@ -69,6 +69,8 @@ pub struct SourceStats {
     pub events_lost: u64,
     /// Aggregators connected now.
     pub connections: u64,
+    /// Internal tasks that panicked or failed (see [`Source::health`]).
+    pub faults: u64,
 }
 
 /// One live connection to an aggregator.
@@ -124,6 +126,8 @@ struct Core<R: Runtime> {
     stopping: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
     connection_events: queue::Sender<ConnectionEvent>,
+    /// Panics and fatal errors of the tasks in `tasks`.
+    faults: Arc<Faults>,
     /// Set when the aggregator refused us for good; `send` then fails with it.
     refused: Mutex<Option<Status>>,
 }
@@ -358,6 +362,7 @@ impl<R: Runtime> Core<R> {
             &self.stopping,
             &self.connection_events,
             tls.as_ref(),
+            &self.faults,
             |peer, inbound, out| self.run_session(peer, inbound, out),
         )
         .await;
@@ -416,18 +421,34 @@ impl<R: Runtime> Acceptor for Core<R> {
         mut inbound: Streaming<Envelope>,
         remote: Option<SocketAddr>,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
+        let faults = Arc::clone(&self.faults);
         Box::pin(async move {
-            let (peer, out, stream) =
-                handshake::answer::<R>(self.local(), &mut inbound, remote).await?;
-            let core = Arc::clone(&self);
-            let session_out = out.clone();
-            spawn_owned(
-                &self.tasks,
-                handshake::serve_session(out, async move {
-                    core.run_session(peer, inbound, session_out).await
-                }),
-            );
-            Ok(stream)
+            // A panic while answering ends this stream only.
+            let accept = async move {
+                let (peer, out, stream) =
+                    handshake::answer::<R>(self.local(), &mut inbound, remote).await?;
+                let core = Arc::clone(&self);
+                let session_out = out.clone();
+                let task = format!("session with aggregator {}", peer.id);
+                spawn_owned(
+                    &self.tasks,
+                    &self.faults,
+                    task.clone(),
+                    handshake::serve_session(out, async move {
+                        // A panic ends this session only, and the aggregator is told.
+                        let session = core.run_session(peer, inbound, session_out);
+                        core.faults
+                            .guard(&task, session)
+                            .await
+                            .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))))
+                    }),
+                );
+                Ok::<_, Status>(stream)
+            };
+            faults
+                .guard("accepting a stream", accept)
+                .await
+                .unwrap_or_else(|| Err(Status::internal("accepting the stream panicked")))
         })
     }
 }
@@ -612,7 +633,25 @@ impl<R: Runtime> Source<R> {
             events_dropped: self.core.events.stats().dropped,
             events_lost: self.core.events_lost.load(Ordering::Relaxed),
             connections: lock(&self.core.conns).len() as u64,
+            faults: self.core.faults.count(),
         }
+    }
+
+    /// `Ok` while no internal task of the source (a session, the dial loop) has panicked
+    /// or failed; otherwise the first such fault, as [`RuntimeError::Internal`], every
+    /// time after. A fault ends only its task: the source keeps serving its other
+    /// connections and redials. Each fault is also a [`ConnectionEvent::Fault`].
+    pub fn health(&self) -> Result<(), RuntimeError> {
+        self.core
+            .faults
+            .first()
+            .map_or(Ok(()), |f| Err(RuntimeError::Internal(f)))
+    }
+
+    /// Waits for the source's first fault (see [`health`](Self::health)); pending for as
+    /// long as none happens.
+    pub async fn fault(&self) -> Fault {
+        self.core.faults.wait().await
     }
 
     /// Waits until every sample sent so far is acknowledged by every connected aggregator,
@@ -807,6 +846,7 @@ impl<R: Runtime> SourceBuilder<R> {
         let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
         let (conn_tx, conn_rx) =
             queue::bounded(super::CONNECTION_EVENTS, OverflowPolicy::DropOldest);
+        let faults = Arc::new(Faults::new(conn_tx.clone()));
         let core = Arc::new(Core::<R> {
             id: self.id.unwrap_or_else(CallerId::random),
             incarnation: super::random_u64(),
@@ -824,6 +864,7 @@ impl<R: Runtime> SourceBuilder<R> {
             stopping: watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
             connection_events: conn_tx,
+            faults,
             refused: Mutex::new(None),
         });
         let mut server = None;
@@ -847,7 +888,7 @@ impl<R: Runtime> SourceBuilder<R> {
         if !self.dial.is_empty() {
             let tls = self.tls_client.map(Arc::new);
             let task = Arc::clone(&core).dial_loop(self.dial, self.backoff, tls);
-            spawn_owned(&core.tasks, task);
+            spawn_owned(&core.tasks, &core.faults, "dial loop".to_owned(), task);
         }
         Ok(Source {
             core,
