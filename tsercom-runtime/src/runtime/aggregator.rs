@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
 use super::buffer::{BufferLimits, SendBuffer};
-use super::handshake::{self, DialError, Local, Peer, RedialEnd};
+use super::handshake::{self, DialError, Local, Peer, RedialEnd, Target};
 use super::service::{Acceptor, OutboundStream, StreamService};
 use super::session::{
     ack_channel, envelope, next_message, pump, AckSender, AuthorityTime, Delivery, Liveness, Out,
@@ -764,11 +764,13 @@ impl<R: Runtime> Core<R> {
         let stop = self.stopping.subscribe();
         let end = handshake::redial::<R, _, _>(
             self.local(),
-            &addrs,
+            Target {
+                addrs: &addrs,
+                tls: self.tls_client.as_ref(),
+            },
             &self.backoff,
             &self.stopping,
             &self.connection_events,
-            self.tls_client.as_ref(),
             &self.faults,
             |peer, inbound, out| {
                 let mut stopping = stop.clone();

@@ -170,6 +170,13 @@ pub(crate) async fn dial<R: Runtime>(
     Ok((peer, inbound, tx))
 }
 
+/// Where a [`redial`] loop dials: the peer's addresses, and TLS if set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub(crate) addrs: &'a [SocketAddr],
+    pub(crate) tls: Option<&'a Arc<ClientTls>>,
+}
+
 /// How a [`redial`] loop ended.
 #[derive(Debug)]
 pub(crate) enum RedialEnd {
@@ -192,11 +199,10 @@ pub(crate) enum RedialEnd {
 /// up for at least `Backoff::max` starts the exponential sequence over.
 pub(crate) async fn redial<R, F, Fut>(
     local: Local,
-    addrs: &[SocketAddr],
+    target: Target<'_>,
     backoff: &Backoff,
     stopping: &watch::Sender<bool>,
     events: &queue::Sender<ConnectionEvent>,
-    tls: Option<&Arc<ClientTls>>,
     faults: &Faults,
     mut session: F,
 ) -> RedialEnd
@@ -205,6 +211,7 @@ where
     F: FnMut(Peer, Streaming<Envelope>, Out) -> Fut,
     Fut: Future<Output = Result<(), Status>>,
 {
+    let Target { addrs, tls } = target;
     let peer_role = local.peer_role();
     let mut stopping = stopping.subscribe();
     let mut retries = Retries::default();

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
 use super::buffer::{BufferLimits, SendBuffer};
-use super::handshake::{self, Local, Peer, RedialEnd};
+use super::handshake::{self, Local, Peer, RedialEnd, Target};
 use super::service::{Acceptor, OutboundStream, StreamService};
 use super::session::{
     ack_channel, envelope, next_message, pump, AckSender, ClockLink, Delivery, Liveness, Out,
@@ -357,11 +357,13 @@ impl<R: Runtime> Core<R> {
     ) {
         let end = handshake::redial::<R, _, _>(
             self.local(),
-            &addrs,
+            Target {
+                addrs: &addrs,
+                tls: tls.as_ref(),
+            },
             &backoff,
             &self.stopping,
             &self.connection_events,
-            tls.as_ref(),
             &self.faults,
             |peer, inbound, out| self.run_session(peer, inbound, out),
         )
