@@ -247,6 +247,31 @@ def reconnect(lines):
     return "\n".join(out + [""] + notes)
 
 
+def tls(lines):
+    out = [
+        "| mode | samples/s | CPU µs/sample | connect p50 | connect p90 | CPU µs/connect |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    median = any(v.get("run") == "median" for v in lines if str(v.get("bench", "")).startswith("tls_"))
+    rows = {}
+    for v in lines:
+        if not str(v.get("bench", "")).startswith("tls_"):
+            continue
+        if median and v.get("run") != "median":
+            continue
+        rows.setdefault(v["mode"], {}).update(v)
+    for mode in ("plain", "tls", "mtls"):
+        v = rows.get(mode)
+        if v is None:
+            continue
+        out.append(
+            f"| {mode} | {fmt(v.get('samples_per_s'))} | {fmt(v.get('cpu_us_per_sample'), 2)} "
+            f"| {fmt(v.get('connect_p50_us'))} µs | {fmt(v.get('connect_p90_us'))} µs "
+            f"| {fmt(v.get('cpu_us_per_connect'))} |"
+        )
+    return "\n".join(out)
+
+
 def render(lines):
     benches = {v.get("bench") for v in lines}
     parts = [machine(lines)]
@@ -269,6 +294,12 @@ def render(lines):
             "### reconnect (veth between two network namespaces, 1 kHz stream, default settings)\n\n"
             "Time from `ip link set up` to the aggregator's first sample beyond what it had "
             "before the cut.\n\n" + reconnect(lines) + "\n"
+        )
+    if any(str(b).startswith("tls_") for b in benches):
+        parts.append(
+            "### TLS (1 source to an aggregator on loopback; connect = TCP, TLS, HTTP/2 and one gRPC check)\n\n"
+            + tls(lines)
+            + "\n"
         )
     parts.append("### targets (issue 7)\n\n" + targets(lines) + "\n")
     return "\n".join(parts)

@@ -15,8 +15,8 @@ mkdir -p "$out"
 {
   echo "{\"machine\":true,\"nproc\":$(nproc),\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')\",\"kernel\":\"$(uname -r)\",\"rustc\":\"$(rustc --version)\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"quick\":\"${TSERCOM_BENCH_QUICK:-}\"}"
 } > "$out/machine.jsonl"
-for bench in throughput acks latency timesync discovery reconnect; do
+for bench in throughput acks latency timesync discovery reconnect tls; do
   cargo bench --bench "$bench" > "$out/$bench.jsonl"
 done
 echo "{\"machine_after\":true,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >> "$out/machine.jsonl"
-python3 scripts/bench-report.py --update BENCHMARKS.md "$out"/machine.jsonl "$out"/throughput.jsonl "$out"/acks.jsonl "$out"/latency.jsonl "$out"/timesync.jsonl "$out"/discovery.jsonl "$out"/reconnect.jsonl
+python3 scripts/bench-report.py --update BENCHMARKS.md "$out"/machine.jsonl "$out"/throughput.jsonl "$out"/acks.jsonl "$out"/latency.jsonl "$out"/timesync.jsonl "$out"/discovery.jsonl "$out"/reconnect.jsonl "$out"/tls.jsonl

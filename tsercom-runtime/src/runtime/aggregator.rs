@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
 use super::buffer::{BufferLimits, SendBuffer};
-use super::handshake::{self, DialError, Local, Peer, RedialEnd};
+use super::handshake::{self, DialError, Local, Peer, RedialEnd, Target};
 use super::service::{Acceptor, OutboundStream, StreamService};
 use super::session::{
     ack_channel, envelope, next_message, pump, AckSender, AuthorityTime, Delivery, Liveness, Out,
@@ -31,6 +31,7 @@ use crate::queue;
 use crate::series::Series;
 use crate::time::{Clock, SystemClock, Timestamp};
 use crate::timesync::ProbeLimiter;
+use crate::transport::{ClientTls, ServerTls};
 use crate::wire::{self, envelope::Kind, Envelope, Role};
 
 /// A source's clock as it reported it in its last time probe.
@@ -286,6 +287,8 @@ struct Core<R: Runtime> {
     faults: Arc<Faults>,
     /// Redial pacing, for sources at known addresses and discovered ones.
     backoff: Backoff,
+    /// TLS for dialing sources.
+    tls_client: Option<Arc<ClientTls>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -655,6 +658,7 @@ impl<R: Runtime> Core<R> {
             self.local(),
             &instance.addresses,
             self.backoff.unreachable_interval,
+            self.tls_client.as_ref(),
         )
         .await?;
         if let Some(advertised) = instance.caller_id {
@@ -760,7 +764,10 @@ impl<R: Runtime> Core<R> {
         let stop = self.stopping.subscribe();
         let end = handshake::redial::<R, _, _>(
             self.local(),
-            &addrs,
+            Target {
+                addrs: &addrs,
+                tls: self.tls_client.as_ref(),
+            },
             &self.backoff,
             &self.stopping,
             &self.connection_events,
@@ -873,6 +880,8 @@ pub struct AggregatorBuilder<R: Runtime> {
     event_limits: BufferLimits,
     session: SessionConfig,
     backoff: Backoff,
+    tls_server: Option<ServerTls>,
+    tls_client: Option<ClientTls>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -890,6 +899,8 @@ impl<R: Runtime> Aggregator<R> {
             event_limits: BufferLimits::default(),
             session: SessionConfig::default(),
             backoff: Backoff::default(),
+            tls_server: None,
+            tls_client: None,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -1098,11 +1109,50 @@ impl<R: Runtime> AggregatorBuilder<R> {
         self
     }
 
+    /// Accepts sources on `.listen(addr)` over TLS; with [`ServerTls::client_ca_pem`],
+    /// sources must present a client certificate from that CA (mutual TLS). A source
+    /// whose certificate is refused is dropped during the handshake and sees the refusal;
+    /// the aggregator keeps serving the others.
+    pub fn tls_server(mut self, tls: ServerTls) -> Self {
+        self.tls_server = Some(tls);
+        self
+    }
+
+    /// Dials sources (`.source(addrs)` and `.discover(..)`) over TLS: their certificates
+    /// are verified against the roots of `tls`, for the name it sets or else the IP
+    /// address dialed (discovered addresses change: set
+    /// [`ClientTls::server_name`] to a name every source certificate carries), and its
+    /// client certificate, if any, is presented.
+    ///
+    /// A rejected certificate (either side's) on a `.source(addrs)` is not retried: it
+    /// ends that dial loop with [`ConnectionEvent::Refused`] (status `UNAUTHENTICATED`).
+    /// A discovered source that rejects is retried with the backoff while it stays
+    /// advertised, each failure reported as [`ConnectionEvent::Retrying`] naming the
+    /// rejection.
+    pub fn tls_client(mut self, tls: ClientTls) -> Self {
+        self.tls_client = Some(tls);
+        self
+    }
+
     /// Starts listening and/or dialing.
     pub async fn start(self) -> Result<Aggregator<R>, RuntimeError> {
         if self.listen.is_none() && self.sources.is_empty() && self.discover.is_none() {
             return Err(RuntimeError::Config(
                 "an aggregator needs `.discover(discovery)`, `.source(addrs)` or `.listen(addr)`"
+                    .into(),
+            ));
+        }
+        if self.tls_server.is_some() && self.listen.is_none() {
+            return Err(RuntimeError::Config(
+                "`.tls_server(..)` secures `.listen(addr)`, but this aggregator listens on \
+                 nothing; use `.tls_client(..)` for `.source`/`.discover`"
+                    .into(),
+            ));
+        }
+        if self.tls_client.is_some() && self.sources.is_empty() && self.discover.is_none() {
+            return Err(RuntimeError::Config(
+                "`.tls_client(..)` secures dialing sources, but this aggregator dials none; \
+                 use `.tls_server(..)` for `.listen`"
                     .into(),
             ));
         }
@@ -1135,13 +1185,14 @@ impl<R: Runtime> AggregatorBuilder<R> {
             connection_events: conn_tx,
             faults,
             backoff: self.backoff.clone(),
+            tls_client: self.tls_client.map(Arc::new),
         });
         let mut server = None;
         let mut local_addr = None;
         if let Some(addr) = self.listen {
             let acceptor: Arc<dyn Acceptor> = core.clone();
             let svc = StreamService::<R>::new(acceptor, core.config.max_frame_bytes);
-            let hosted = super::net::host(addr, svc).await?;
+            let hosted = super::net::host(addr, svc, self.tls_server).await?;
             local_addr = Some(hosted.local_addr());
             server = Some(hosted);
         }

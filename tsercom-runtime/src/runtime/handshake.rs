@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -17,6 +18,7 @@ use crate::backoff::{Backoff, Failure, Retries};
 use crate::ids::CallerId;
 use crate::queue;
 use crate::series::Series;
+use crate::transport::ClientTls;
 use crate::wire::{self, envelope::Kind, Envelope, Role};
 
 /// Who we are on a connection: what our Hello says.
@@ -121,12 +123,16 @@ impl From<DialError> for Status {
 
 /// Dials one of `addrs`, opens runtime `R`'s stream and exchanges Hellos (ours first).
 /// While no candidate answers, the connection request is re-sent every `resend_every`.
+///
+/// With `tls`, a rejected certificate (either side's) is `UNAUTHENTICATED`, which
+/// [`is_permanent`]: redialing cannot fix it until certificates change.
 pub(crate) async fn dial<R: Runtime>(
     local: Local,
     addrs: &[SocketAddr],
     resend_every: Duration,
+    tls: Option<&Arc<ClientTls>>,
 ) -> Result<(Peer, Streaming<Envelope>, Out), DialError> {
-    let channel = super::dial_any(addrs, CONNECT_TIMEOUT, resend_every)
+    let channel = super::dial_any(addrs, CONNECT_TIMEOUT, resend_every, tls)
         .await
         .map_err(|e| DialError {
             failure: if e.is_unreachable() {
@@ -134,7 +140,11 @@ pub(crate) async fn dial<R: Runtime>(
             } else {
                 Failure::Answered
             },
-            status: Status::unavailable(e.to_string()),
+            status: if e.is_certificate_rejected() {
+                Status::unauthenticated(e.to_string())
+            } else {
+                Status::unavailable(e.to_string())
+            },
         })?;
     let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
     let _ = tx.send(local.hello::<R>()).await;
@@ -160,6 +170,13 @@ pub(crate) async fn dial<R: Runtime>(
     Ok((peer, inbound, tx))
 }
 
+/// Where a [`redial`] loop dials: the peer's addresses, and TLS if set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub(crate) addrs: &'a [SocketAddr],
+    pub(crate) tls: Option<&'a Arc<ClientTls>>,
+}
+
 /// How a [`redial`] loop ended.
 #[derive(Debug)]
 pub(crate) enum RedialEnd {
@@ -173,15 +190,16 @@ pub(crate) enum RedialEnd {
 
 /// Dials a peer at one of `addrs` and runs `session` on each connection, redialing
 /// whenever a dial fails or a session ends, until `stopping`, a permanent refusal, or
-/// the backoff's attempt limit. Every retry is reported on `events`. A session that
-/// panics is reported to `faults` and counts as a connection that broke.
+/// the backoff's attempt limit. Every retry is reported on `events`. Dials use `tls`
+/// when set. A session that panics is reported to `faults` and counts as a connection
+/// that broke.
 ///
 /// Pacing: failures where the peer answered back off exponentially; dials that never
 /// reached it retry at the backoff's short unreachable cadence. A connection that stayed
 /// up for at least `Backoff::max` starts the exponential sequence over.
 pub(crate) async fn redial<R, F, Fut>(
     local: Local,
-    addrs: &[SocketAddr],
+    target: Target<'_>,
     backoff: &Backoff,
     stopping: &watch::Sender<bool>,
     events: &queue::Sender<ConnectionEvent>,
@@ -193,12 +211,13 @@ where
     F: FnMut(Peer, Streaming<Envelope>, Out) -> Fut,
     Fut: Future<Output = Result<(), Status>>,
 {
+    let Target { addrs, tls } = target;
     let peer_role = local.peer_role();
     let mut stopping = stopping.subscribe();
     let mut retries = Retries::default();
     loop {
         let dialed = tokio::select! {
-            r = dial::<R>(local, addrs, backoff.unreachable_interval) => r,
+            r = dial::<R>(local, addrs, backoff.unreachable_interval, tls) => r,
             _ = stopping.wait_for(|s| *s) => return RedialEnd::Stopped,
         };
         let (failure, error) = match dialed {

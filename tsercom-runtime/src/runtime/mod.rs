@@ -101,7 +101,8 @@ pub enum ConnectionEvent {
         attempts: u32,
     },
     /// The peer at `addrs` refused for a reason retrying cannot fix (schema mismatch,
-    /// another runtime, invalid input). Not retried.
+    /// another runtime, invalid input), or a TLS certificate was rejected, either side's
+    /// (`UNAUTHENTICATED`, naming the reason). Not retried.
     Refused {
         /// The addresses dialed.
         addrs: Vec<std::net::SocketAddr>,
@@ -137,7 +138,7 @@ pub enum RuntimeError {
         limit: usize,
     },
     /// The peer refused the connection for a reason retrying cannot fix (schema mismatch,
-    /// wrong runtime, invalid argument).
+    /// wrong runtime, invalid argument, a rejected TLS certificate).
     #[error("the peer refused the connection: {0}")]
     Refused(tonic::Status),
     /// Discovery could not start or publish.

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
 use super::buffer::{BufferLimits, SendBuffer};
-use super::handshake::{self, Local, Peer, RedialEnd};
+use super::handshake::{self, Local, Peer, RedialEnd, Target};
 use super::service::{Acceptor, OutboundStream, StreamService};
 use super::session::{
     ack_channel, envelope, next_message, pump, AckSender, ClockLink, Delivery, Liveness, Out,
@@ -28,6 +28,7 @@ use crate::queue::{self, OverflowPolicy};
 use crate::series::Series;
 use crate::time::{Clock, SystemClock, Timestamp};
 use crate::timesync::ClockEstimate;
+use crate::transport::{ClientTls, ServerTls};
 use crate::wire::{self, envelope::Kind, Envelope, Role};
 
 /// Size of the blocks samples are encoded into (see `Core::scratch`).
@@ -348,10 +349,18 @@ impl<R: Runtime> Core<R> {
     }
 
     /// Dials the aggregator at `addrs` and keeps redialing (see `handshake::redial`).
-    async fn dial_loop(self: Arc<Self>, addrs: Vec<SocketAddr>, backoff: Backoff) {
+    async fn dial_loop(
+        self: Arc<Self>,
+        addrs: Vec<SocketAddr>,
+        backoff: Backoff,
+        tls: Option<Arc<ClientTls>>,
+    ) {
         let end = handshake::redial::<R, _, _>(
             self.local(),
-            &addrs,
+            Target {
+                addrs: &addrs,
+                tls: tls.as_ref(),
+            },
             &backoff,
             &self.stopping,
             &self.connection_events,
@@ -487,6 +496,8 @@ pub struct SourceBuilder<R: Runtime> {
     backoff: Backoff,
     event_capacity: usize,
     event_policy: OverflowPolicy,
+    tls_server: Option<ServerTls>,
+    tls_client: Option<ClientTls>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -506,6 +517,8 @@ impl<R: Runtime> Source<R> {
             backoff: Backoff::default(),
             event_capacity: 1024,
             event_policy: OverflowPolicy::DropOldest,
+            tls_server: None,
+            tls_client: None,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -748,6 +761,26 @@ impl<R: Runtime> SourceBuilder<R> {
         self
     }
 
+    /// Serves the hosted stream (`.serve(addr)` or `.advertise(..)`) over TLS; with
+    /// [`ServerTls::client_ca_pem`], aggregators must present a client certificate from
+    /// that CA (mutual TLS). A dialing aggregator whose certificate is refused is dropped
+    /// during the handshake and sees the refusal; this source keeps serving the others.
+    pub fn tls_server(mut self, tls: ServerTls) -> Self {
+        self.tls_server = Some(tls);
+        self
+    }
+
+    /// Dials the aggregators of `.dial(addrs)` over TLS: their certificates are verified
+    /// against the roots of `tls` (for the name it sets, else the IP address dialed), and
+    /// its client certificate, if any, is presented. A rejected certificate (either
+    /// side's) is not retried: it ends the dial loop with
+    /// [`ConnectionEvent::Refused`] (status `UNAUTHENTICATED`), and `send` then fails
+    /// with [`RuntimeError::Refused`].
+    pub fn tls_client(mut self, tls: ClientTls) -> Self {
+        self.tls_client = Some(tls);
+        self
+    }
+
     /// Bounds of the send buffer.
     pub fn buffer(mut self, limits: BufferLimits) -> Self {
         self.buffer = limits;
@@ -793,6 +826,20 @@ impl<R: Runtime> SourceBuilder<R> {
                 _ => SocketAddr::from(([0, 0, 0, 0], 0)),
             })
         });
+        if self.tls_server.is_some() && serve.is_none() {
+            return Err(RuntimeError::Config(
+                "`.tls_server(..)` secures the hosted stream, but this source hosts none: add \
+                 `.serve(addr)` or `.advertise(discovery)`, or use `.tls_client(..)` for `.dial`"
+                    .into(),
+            ));
+        }
+        if self.tls_client.is_some() && self.dial.is_empty() {
+            return Err(RuntimeError::Config(
+                "`.tls_client(..)` secures dialing, but this source dials nothing: add \
+                 `.dial(addrs)`, or use `.tls_server(..)` for `.serve`/`.advertise`"
+                    .into(),
+            ));
+        }
         if self.session.max_frame_bytes < 1024 {
             return Err(RuntimeError::Config(
                 "SessionConfig::max_frame_bytes must be at least 1024".into(),
@@ -827,7 +874,7 @@ impl<R: Runtime> SourceBuilder<R> {
         if let Some(addr) = serve {
             let acceptor: Arc<dyn Acceptor> = core.clone();
             let svc = StreamService::<R>::new(acceptor, core.config.max_frame_bytes);
-            let hosted = super::net::host(addr, svc).await?;
+            let hosted = super::net::host(addr, svc, self.tls_server).await?;
             local_addr = Some(hosted.local_addr());
             server = Some(hosted);
         }
@@ -841,7 +888,8 @@ impl<R: Runtime> SourceBuilder<R> {
             publisher = Some(discovery.publish(ad)?);
         }
         if !self.dial.is_empty() {
-            let task = Arc::clone(&core).dial_loop(self.dial, self.backoff);
+            let tls = self.tls_client.map(Arc::new);
+            let task = Arc::clone(&core).dial_loop(self.dial, self.backoff, tls);
             spawn_owned(&core.tasks, &core.faults, "dial loop".to_owned(), task);
         }
         Ok(Source {

@@ -5,8 +5,8 @@
 //! which fails its reads and writes as soon as the server signals an abort (or is dropped).
 //! hyper then drops the connection and every RPC on it.
 //!
-//! This wrapper is also where TLS will slot in: the accepted stream is the one place a
-//! handshake would be performed before the bytes reach hyper.
+//! With TLS, [`TlsIncoming`] performs the handshake on this wrapper
+//! (`TlsStream<ServerIo>`), so an abort ends TLS connections too.
 
 use std::future::Future;
 use std::io;
@@ -15,9 +15,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Counts live connections and tells them when to abort.
@@ -143,4 +149,109 @@ impl Connected for ServerIo {
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
     }
+}
+
+/// How long a connection whose handshake failed is kept open for the client to read the
+/// alert, at most.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The accepted connections of a TLS server: each accepted socket is handshaken in its
+/// own task (a slow client holds up no one), and only connections whose handshake
+/// succeeded are handed on. The handshake tasks end with the stream.
+pub(crate) struct TlsIncoming<S> {
+    /// `None` once the listener has ended.
+    inner: Option<S>,
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+    handshakes: JoinSet<Option<TlsStream<ServerIo>>>,
+}
+
+impl<S> TlsIncoming<S> {
+    pub(crate) fn new(inner: S, acceptor: TlsAcceptor, timeout: Duration) -> Self {
+        Self {
+            inner: Some(inner),
+            acceptor,
+            timeout,
+            handshakes: JoinSet::new(),
+        }
+    }
+}
+
+impl<S> Stream for TlsIncoming<S>
+where
+    S: Stream<Item = io::Result<ServerIo>> + Unpin,
+{
+    type Item = io::Result<TlsStream<ServerIo>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        while let Some(inner) = this.inner.as_mut() {
+            match Pin::new(inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(io))) => {
+                    let handshake = handshake(this.acceptor.clone(), io, this.timeout);
+                    this.handshakes.spawn(handshake);
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.inner = None,
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            match this.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Some(tls)))) => return Poll::Ready(Some(Ok(tls))),
+                // A failed handshake (already logged), or a task that panicked.
+                Poll::Ready(Some(_)) => continue,
+                Poll::Ready(None) if this.inner.is_none() => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// One server handshake, bounded by `timeout`. On failure the connection is closed
+/// politely (see [`linger`]) and `None` returned.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    io: ServerIo,
+    timeout: Duration,
+) -> Option<TlsStream<ServerIo>> {
+    let peer = io.inner.peer_addr().ok();
+    let accept = acceptor.accept(io).into_fallible();
+    match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err((error, io))) => {
+            if super::tls::tls_failure(&error) == Some(super::tls::TlsFailure::Rejected) {
+                tracing::info!(?peer, %error, "TLS handshake refused: certificate rejected");
+            } else {
+                tracing::debug!(?peer, %error, "TLS handshake failed");
+            }
+            linger(io).await;
+            None
+        }
+        Err(_elapsed) => {
+            tracing::debug!(?peer, ?timeout, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Closes a connection whose handshake failed so that the client reads why.
+///
+/// With TLS 1.3 a client sends its certificate, then at once its first request; the
+/// server checks the certificate only then. Closing right after the alert, with that
+/// request unread, makes the kernel reset the connection, and the client sees a broken
+/// pipe instead of the alert. So: the alert is already written; send FIN, read and
+/// discard until the client closes (it does once it has read the alert), at most
+/// [`LINGER`].
+async fn linger(mut io: ServerIo) {
+    let _ = io.shutdown().await;
+    let mut discard = [0_u8; 4096];
+    let drain = async {
+        while let Ok(n) = io.read(&mut discard).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }

@@ -1,6 +1,7 @@
 //! Dialing a gRPC server that may be reachable at several addresses.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -9,7 +10,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use super::error::{DialFailure, DialFailureCause};
-use super::TransportError;
+use super::{ClientTls, TransportError};
 
 /// The connect timeout of a [`Dialer`] unless set otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -43,6 +44,7 @@ pub struct Dialer {
     http2_keepalive_interval: Option<Duration>,
     http2_keepalive_timeout: Duration,
     resend_every: Option<Duration>,
+    tls: Option<Arc<ClientTls>>,
 }
 
 impl Dialer {
@@ -62,6 +64,7 @@ impl Dialer {
             http2_keepalive_interval: Some(Duration::from_secs(6 * 60)),
             http2_keepalive_timeout: Duration::from_secs(20),
             resend_every: None,
+            tls: None,
         }
     }
 
@@ -94,6 +97,19 @@ impl Dialer {
     /// per candidate are in flight.
     pub fn resend_every(mut self, interval: Option<Duration>) -> Self {
         self.resend_every = interval.filter(|i| !i.is_zero());
+        self
+    }
+
+    /// Dials with TLS (default: plain-text HTTP/2): the server's certificate is verified
+    /// against the roots of `tls`, for the name it sets or else the address dialed, and
+    /// its client certificate, if any, is presented. The TLS handshake counts towards the
+    /// connect timeout.
+    ///
+    /// A rejected certificate fails the dial with
+    /// [`DialFailureCause::CertificateRejected`] (see
+    /// [`TransportError::is_certificate_rejected`]).
+    pub fn tls(mut self, tls: impl Into<Arc<ClientTls>>) -> Self {
+        self.tls = Some(tls.into());
         self
     }
 
@@ -207,9 +223,10 @@ impl Dialer {
         }
     }
 
-    /// The endpoint for one address; TLS settings will be applied here.
+    /// The endpoint for one address.
     fn endpoint(&self, addr: SocketAddr) -> Result<Endpoint, DialFailureCause> {
-        // `SocketAddr`'s Display brackets IPv6 addresses, as URIs need.
+        // `SocketAddr`'s Display brackets IPv6 addresses, as URIs need. With TLS the
+        // scheme stays `http`: the TLS connector below does the handshake.
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(DialFailureCause::InvalidEndpoint)?
             .tcp_nodelay(self.tcp_nodelay)
@@ -229,13 +246,21 @@ impl Dialer {
         deadline: tokio::time::Instant,
     ) -> Result<Channel, DialFailureCause> {
         let endpoint = self.endpoint(addr)?;
+        let tls = match &self.tls {
+            Some(tls) => Some(
+                tls.connector(addr, self.tcp_nodelay)
+                    .map_err(|e| DialFailureCause::TlsFailed(Box::new(e)))?,
+            ),
+            None => None,
+        };
         let connect = async {
-            let channel = endpoint
-                .connect()
-                .await
-                .map_err(DialFailureCause::Connect)?;
+            let connected = match &tls {
+                Some(connector) => endpoint.connect_with_connector(connector.clone()).await,
+                None => endpoint.connect().await,
+            };
+            let channel = connected.map_err(|e| DialFailureCause::from_connect(e, tls.as_ref()))?;
             if self.verify_grpc {
-                verify_grpc(&channel).await?;
+                verify_grpc(&channel, tls.as_ref()).await?;
             }
             Ok(channel)
         };
@@ -246,7 +271,10 @@ impl Dialer {
 }
 
 /// Succeeds once the peer answers a gRPC request, whatever the answer.
-async fn verify_grpc(channel: &Channel) -> Result<(), DialFailureCause> {
+async fn verify_grpc(
+    channel: &Channel,
+    tls: Option<&super::tls::TlsConnect>,
+) -> Result<(), DialFailureCause> {
     let request = HealthCheckRequest {
         service: String::new(),
     };
@@ -255,7 +283,7 @@ async fn verify_grpc(channel: &Channel) -> Result<(), DialFailureCause> {
         // A status the server sent has no source; one made from a local transport error
         // has it.
         Err(status) if std::error::Error::source(&status).is_none() => Ok(()),
-        Err(status) => Err(DialFailureCause::NotGrpc(status)),
+        Err(status) => Err(DialFailureCause::from_check(status, tls)),
     }
 }
 

@@ -51,6 +51,11 @@ pub enum TransportError {
         timeout: Duration,
     },
 
+    /// A TLS configuration could not be turned into a rustls configuration (the checks
+    /// that make [`ServerTls`](super::ServerTls) should have caught the reason).
+    #[error(transparent)]
+    Tls(#[from] super::TlsError),
+
     /// Every candidate address failed, at least one of them for a reason other than a
     /// timeout.
     #[error("could not connect to any candidate: {}", FailureList(.failures))]
@@ -71,6 +76,20 @@ impl TransportError {
             Self::AllFailed { failures } => {
                 !failures.is_empty() && failures.iter().all(|f| f.cause.is_unreachable())
             }
+            _ => false,
+        }
+    }
+
+    /// Whether a dial failed because a TLS certificate was rejected, ours by the peer
+    /// (mutual TLS: none presented, or not issued by the CA it trusts) or the peer's by us
+    /// (not issued by our roots, not valid for the name verified, expired). Retrying
+    /// cannot fix that until one side's certificates change, so the roles do not redial
+    /// (see [`crate::runtime::ConnectionEvent::Refused`]).
+    pub fn is_certificate_rejected(&self) -> bool {
+        match self {
+            Self::AllFailed { failures } => failures
+                .iter()
+                .any(|f| matches!(f.cause, DialFailureCause::CertificateRejected(_))),
             _ => false,
         }
     }
@@ -97,7 +116,76 @@ pub enum DialFailureCause {
     Connect(tonic::transport::Error),
     /// The connection was made but the peer did not answer a gRPC request.
     NotGrpc(tonic::Status),
+    /// The TLS handshake failed because a certificate was rejected: the peer's by us, or
+    /// ours by the peer (mutual TLS). The error names which and why.
+    CertificateRejected(BoxError),
+    /// The TLS handshake failed for another reason, typically a peer that does not speak
+    /// TLS.
+    TlsFailed(BoxError),
+    /// Dialing in plain text, the peer accepted the connection and closed it without an
+    /// HTTP/2 answer (a reset, or bytes that are not HTTP/2): what a server that requires
+    /// TLS does.
+    ClosedUnanswered(tonic::Status),
 }
+
+/// The error inside [`DialFailureCause::CertificateRejected`] and
+/// [`DialFailureCause::TlsFailed`]: a tonic transport error or status.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl DialFailureCause {
+    /// Sorts a failed connection: TLS failures get their own causes. `tls` is the
+    /// attempt's TLS connector, which knows the TLS error that ended its connection.
+    pub(crate) fn from_connect(
+        error: tonic::transport::Error,
+        tls: Option<&super::tls::TlsConnect>,
+    ) -> Self {
+        match tls_failure(&error, tls) {
+            Some((super::tls::TlsFailure::Rejected, e)) => Self::CertificateRejected(e),
+            Some((super::tls::TlsFailure::Other, e)) => Self::TlsFailed(e),
+            None => Self::Connect(error),
+        }
+    }
+
+    /// The same for a failed gRPC check (TLS 1.3 servers check the client certificate
+    /// after the client considers the handshake done: the rejection arrives here).
+    pub(crate) fn from_check(status: tonic::Status, tls: Option<&super::tls::TlsConnect>) -> Self {
+        match tls_failure(&status, tls) {
+            Some((super::tls::TlsFailure::Rejected, e)) => Self::CertificateRejected(e),
+            Some((super::tls::TlsFailure::Other, e)) => Self::TlsFailed(e),
+            None if tls.is_none() && closed_unanswered(&status) => Self::ClosedUnanswered(status),
+            None => Self::NotGrpc(status),
+        }
+    }
+}
+
+/// The TLS failure behind `error`: the one the connector recorded, else one found in the
+/// error's chain; with the error to report.
+fn tls_failure<E>(
+    error: &E,
+    tls: Option<&super::tls::TlsConnect>,
+) -> Option<(super::tls::TlsFailure, BoxError)>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(recorded) = tls.and_then(super::tls::TlsConnect::failure) {
+        let kind = super::tls::classify(&recorded);
+        return Some((kind, Box::new(recorded)));
+    }
+    let kind = super::tls::tls_failure(error)?;
+    Some((kind, Box::new(ErrorText(ErrorChain(error).to_string()))))
+}
+
+/// An error chain flattened to its text.
+#[derive(Debug)]
+struct ErrorText(String);
+
+impl fmt::Display for ErrorText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ErrorText {}
 
 impl DialFailureCause {
     /// Whether the attempt never reached the peer: it timed out, or the operating system
@@ -115,9 +203,29 @@ impl DialFailureCause {
                         | std::io::ErrorKind::AddrNotAvailable
                 )
             }),
-            Self::InvalidEndpoint(_) | Self::NotGrpc(_) => false,
+            Self::InvalidEndpoint(_)
+            | Self::NotGrpc(_)
+            | Self::ClosedUnanswered(_)
+            | Self::CertificateRejected(_)
+            | Self::TlsFailed(_) => false,
         }
     }
+}
+
+/// Whether a failed gRPC check ended because the peer closed or reset the connection,
+/// or sent bytes that are not HTTP/2 (a TLS alert record reads as an oversized frame).
+fn closed_unanswered(status: &tonic::Status) -> bool {
+    let closed = io_error_kind(status).is_some_and(|kind| {
+        matches!(
+            kind,
+            std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    });
+    closed
+        || ErrorChain(status).to_string().contains("FRAME_SIZE_ERROR")
+        || format!("{status:?}").contains("FRAME_SIZE_ERROR")
 }
 
 /// The kind of the first I/O error in `e`'s chain of sources.
@@ -147,6 +255,29 @@ impl fmt::Display for DialFailureCause {
             Self::NotGrpc(status) => write!(
                 f,
                 "the peer did not answer a gRPC request: {}",
+                ErrorChain(status)
+            ),
+            Self::CertificateRejected(e) => write!(
+                f,
+                "TLS certificate rejected (check the CA roots, client certificate and \
+                 server name): {}",
+                ErrorChain(e.as_ref())
+            ),
+            Self::TlsFailed(e) => {
+                let text = ErrorChain(e.as_ref()).to_string();
+                if text.contains("InvalidContentType") {
+                    write!(
+                        f,
+                        "TLS handshake failed: the peer does not speak TLS: {text}"
+                    )
+                } else {
+                    write!(f, "TLS handshake failed: {text}")
+                }
+            }
+            Self::ClosedUnanswered(status) => write!(
+                f,
+                "the peer closed the connection without answering; if it requires TLS, dial \
+                 with TLS: {}",
                 ErrorChain(status)
             ),
         }

@@ -43,18 +43,20 @@
 //!
 //! # TLS
 //!
-//! Not yet supported: connections are plain-text HTTP/2. TLS will be an option on
-//! [`ServerBuilder`] and [`Dialer`]; on the server it wraps each accepted socket where the
-//! abortable connection wrapper is made, on the client it is applied where a [`Dialer`]
-//! builds the endpoint of each candidate address.
+//! [`ServerBuilder::tls`] serves TLS (with [`ServerTls::client_ca_pem`], mutual TLS) and
+//! [`Dialer::tls`] dials with it; see [`ServerTls`] and [`ClientTls`] for what is
+//! verified and which name, and [`TransportError::is_certificate_rejected`] for how a
+//! rejected certificate is told apart from a connection that failed.
 
 mod conn;
 mod dial;
 mod error;
 mod limits;
 mod server;
+mod tls;
 
 pub use dial::{dial, Dialer, DEFAULT_CONNECT_TIMEOUT};
-pub use error::{DialFailure, DialFailureCause, TransportError};
+pub use error::{BoxError, DialFailure, DialFailureCause, TransportError};
 pub use limits::{MessageLimits, WithMessageLimits};
 pub use server::{HealthHandle, Server, ServerBuilder, Shutdown};
+pub use tls::{ClientTls, PemOrigin, PemRole, ServerTls, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};

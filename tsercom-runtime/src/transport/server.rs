@@ -16,13 +16,13 @@ use tonic::codegen::http::{Request, Response};
 use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, Router, TcpIncoming};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
-use super::conn::ConnTracker;
-use super::TransportError;
+use super::conn::{ConnTracker, TlsIncoming};
+use super::{ServerTls, TransportError};
 
 /// How long the serve task may take to wind down once its connections were aborted.
 const ABORT_JOIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -46,6 +46,7 @@ pub struct ServerBuilder {
     http2_keepalive_timeout: Duration,
     max_concurrent_streams: Option<u32>,
     max_frame_size: Option<u32>,
+    tls: Option<ServerTls>,
 }
 
 impl Default for ServerBuilder {
@@ -61,6 +62,7 @@ impl Default for ServerBuilder {
             http2_keepalive_timeout: Duration::from_secs(20),
             max_concurrent_streams: None,
             max_frame_size: None,
+            tls: None,
         }
     }
 }
@@ -76,6 +78,7 @@ impl fmt::Debug for ServerBuilder {
             .field("http2_keepalive_timeout", &self.http2_keepalive_timeout)
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("max_frame_size", &self.max_frame_size)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +153,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS (default: plain-text HTTP/2); with [`ServerTls::client_ca_pem`],
+    /// mutual TLS. Handshakes run concurrently, each bounded by
+    /// [`ServerTls::handshake_timeout`]. A client that fails one (no certificate, one
+    /// from another CA, plain text) gets the TLS alert that says why, is closed once it
+    /// has read it (so that it sees the reason, not a reset), and is logged (a rejected
+    /// certificate at info level, anything else at debug); the server goes on serving
+    /// the others.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Binds `addr` (port 0 picks a free port, see [`Server::local_addr`]) and starts
     /// serving in a background task.
     pub async fn serve(self, addr: SocketAddr) -> Result<Server, TransportError> {
@@ -194,6 +209,10 @@ impl ServerBuilder {
         let conns = tracker.clone();
         let incoming = incoming.map(move |accepted| accepted.map(|stream| conns.wrap(stream)));
 
+        let acceptor = match &self.tls {
+            Some(tls) => Some((tls.acceptor()?, tls.timeout())),
+            None => None,
+        };
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(self.http2_keepalive_interval)
             .http2_keepalive_timeout(Some(self.http2_keepalive_timeout))
@@ -203,22 +222,13 @@ impl ServerBuilder {
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let services = self.names.clone();
         let span = tracing::info_span!("grpc_server", %local_addr);
-        let task = runtime.spawn(
-            async move {
-                tracing::debug!(?services, "gRPC server listening");
-                let signal = async {
-                    // An error means the Server handle is gone; stop then too.
-                    let _ = shutdown_rx.await;
-                };
-                let result = router.serve_with_incoming_shutdown(incoming, signal).await;
-                match &result {
-                    Ok(()) => tracing::debug!("gRPC server stopped"),
-                    Err(error) => tracing::warn!(%error, "gRPC server failed"),
-                }
-                result
+        let task = match acceptor {
+            None => runtime.spawn(run(router, incoming, shutdown_rx, services).instrument(span)),
+            Some((acceptor, timeout)) => {
+                let incoming = TlsIncoming::new(Box::pin(incoming), acceptor, timeout);
+                runtime.spawn(run(router, incoming, shutdown_rx, services).instrument(span))
             }
-            .instrument(span),
-        );
+        };
 
         Ok(Server {
             local_addr,
@@ -229,6 +239,31 @@ impl ServerBuilder {
             task: Some(task),
         })
     }
+}
+
+/// The serve task: serves `incoming` until `shutdown` fires (or its sender is dropped).
+async fn run<I, IO>(
+    router: Router,
+    incoming: I,
+    shutdown: oneshot::Receiver<()>,
+    services: Vec<&'static str>,
+) -> Result<(), tonic::transport::Error>
+where
+    I: futures::Stream<Item = Result<IO, std::io::Error>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+{
+    tracing::debug!(?services, "gRPC server listening");
+    let signal = async {
+        // An error means the Server handle is gone; stop then too.
+        let _ = shutdown.await;
+    };
+    let result = router.serve_with_incoming_shutdown(incoming, signal).await;
+    match &result {
+        Ok(()) => tracing::debug!("gRPC server stopped"),
+        Err(error) => tracing::warn!(%error, "gRPC server failed"),
+    }
+    result
 }
 
 /// The gRPC name of the standard health service.

@@ -1,0 +1,358 @@
+//! TLS and mutual TLS end to end through the roles, in both topologies, over real
+//! sockets on loopback, with certificates made by rcgen at test time.
+
+#![allow(missing_docs)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::certs::{Ca, Leaf};
+use tsercom::discovery::MdnsConfig;
+use tsercom::queue::Receiver;
+use tsercom::tls::{ClientTls, ServerTls};
+use tsercom::{Aggregator, CallerId, ConnectionEvent, Discovery, Runtime, RuntimeError, Source};
+
+#[tsercom::series]
+#[derive(PartialEq)]
+pub struct Reading {
+    pub value: f64,
+}
+
+#[tsercom::series]
+#[derive(PartialEq)]
+pub struct Command {
+    pub n: u32,
+}
+
+macro_rules! runtime {
+    ($ty:ident, $name:literal) => {
+        pub struct $ty;
+        impl Runtime for $ty {
+            type Data = Reading;
+            type Event = Command;
+            const NAME: &'static str = $name;
+            const SERVICE: &'static str = concat!($name, ".Stream");
+            const OPEN_PATH: &'static str = concat!("/", $name, ".Stream/Open");
+        }
+    };
+}
+
+runtime!(Secure, "secure");
+runtime!(SecureDisc, "secure-disc");
+
+const DEADLINE: Duration = Duration::from_secs(20);
+/// The name every certificate of the "deployment" carries.
+const SERVICE_NAME: &str = "sensors.tsercom.test";
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: Ca,
+    other_ca: Ca,
+    /// A server certificate for 127.0.0.1 and `SERVICE_NAME`.
+    server: Leaf,
+    /// A server certificate for `SERVICE_NAME` only (no IP address).
+    named: Leaf,
+    client: Leaf,
+    stranger: Leaf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new(dir.path(), "main");
+        let other_ca = Ca::new(dir.path(), "other");
+        let server = ca.leaf(dir.path(), "server", &["127.0.0.1", SERVICE_NAME]);
+        let named = ca.leaf(dir.path(), "named", &[SERVICE_NAME]);
+        let client = ca.leaf(dir.path(), "client", &["client.tsercom.test"]);
+        let stranger = other_ca.leaf(dir.path(), "stranger", &["client.tsercom.test"]);
+        Pki {
+            _dir: dir,
+            ca,
+            other_ca,
+            server,
+            named,
+            client,
+            stranger,
+        }
+    }
+
+    fn server_tls(&self, leaf: &Leaf) -> ServerTls {
+        ServerTls::from_files(&leaf.cert_file, &leaf.key_file).unwrap()
+    }
+
+    fn mtls(&self, leaf: &Leaf) -> ServerTls {
+        self.server_tls(leaf).client_ca_file(&self.ca.file).unwrap()
+    }
+
+    fn client_tls(&self) -> ClientTls {
+        ClientTls::from_ca_file(&self.ca.file).unwrap()
+    }
+
+    fn client_with(&self, leaf: &Leaf) -> ClientTls {
+        self.client_tls()
+            .identity_pem(&leaf.cert, &leaf.key)
+            .unwrap()
+    }
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn next(events: &mut Receiver<ConnectionEvent>) -> ConnectionEvent {
+    tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .expect("a connection event within the deadline")
+        .expect("the event queue is open")
+}
+
+async fn send_n<R: Runtime<Data = Reading>>(source: &Source<R>, n: usize) {
+    for i in 0..n {
+        source.send(Reading { value: i as f64 }).await.unwrap();
+    }
+}
+
+fn assert_received_in_order<R: Runtime<Data = Reading>>(
+    agg: &Aggregator<R>,
+    id: CallerId,
+    n: usize,
+) {
+    let new = agg.data().reader().get_new_data();
+    let mine: Vec<_> = new.items.iter().filter(|(c, _)| *c == id).collect();
+    assert_eq!(mine.len(), n);
+    for (i, (_, item)) in mine.iter().enumerate() {
+        assert_eq!(item.value, Reading { value: i as f64 });
+    }
+}
+
+/// Waits for the event that ends a rejected dial, checking that nothing was retried
+/// before it: a certificate rejection is final.
+async fn expect_refused(events: &mut Receiver<ConnectionEvent>) -> tonic::Status {
+    match next(events).await {
+        ConnectionEvent::Refused { status, .. } => status,
+        other => panic!("expected Refused at once, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_source_dials_aggregator_and_samples_arrive() {
+    const N: usize = 2_000;
+    let pki = Pki::new();
+    let agg = Aggregator::<Secure>::builder()
+        .retention(None)
+        .listen(local())
+        .tls_server(pki.server_tls(&pki.server))
+        .start()
+        .await
+        .unwrap();
+    // Verified by IP address: the certificate names 127.0.0.1.
+    let source = Source::<Secure>::builder()
+        .dial(agg.local_addr())
+        .tls_client(pki.client_tls())
+        .start()
+        .await
+        .unwrap();
+    let mut events = source.connection_events().unwrap();
+    assert!(matches!(
+        next(&mut events).await,
+        ConnectionEvent::Connected { peer, .. } if peer == agg.id()
+    ));
+    send_n(&source, N).await;
+    wait_until("every sample", || agg.stats().received == N as u64).await;
+    assert_received_in_order(&agg, source.id(), N);
+    assert!(source.flush(DEADLINE).await, "every sample acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_aggregator_dials_source_verified_by_name() {
+    const N: usize = 2_000;
+    let pki = Pki::new();
+    // The source's certificate names no address: the aggregator verifies the name.
+    let source = Source::<Secure>::builder()
+        .serve(local())
+        .tls_server(pki.mtls(&pki.named))
+        .start()
+        .await
+        .unwrap();
+    let agg = Aggregator::<Secure>::builder()
+        .retention(None)
+        .source(source.local_addr())
+        .tls_client(
+            pki.client_with(&pki.client)
+                .server_name(SERVICE_NAME)
+                .unwrap(),
+        )
+        .start()
+        .await
+        .unwrap();
+    send_n(&source, N).await;
+    wait_until("every sample", || agg.stats().received == N as u64).await;
+    assert_received_in_order(&agg, source.id(), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_refuses_sources_without_a_good_certificate_and_serves_the_others() {
+    const N: usize = 500;
+    let pki = Pki::new();
+    let agg = Aggregator::<Secure>::builder()
+        .retention(None)
+        .listen(local())
+        .tls_server(pki.mtls(&pki.server))
+        .start()
+        .await
+        .unwrap();
+
+    // No client certificate.
+    let bare = Source::<Secure>::builder()
+        .dial(agg.local_addr())
+        .tls_client(pki.client_tls())
+        .start()
+        .await
+        .unwrap();
+    let status = expect_refused(&mut bare.connection_events().unwrap()).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    assert!(status.message().contains("CertificateRequired"), "{status}");
+    match bare.send(Reading { value: 0.0 }).await {
+        Err(RuntimeError::Refused(s)) => assert_eq!(s.code(), tonic::Code::Unauthenticated),
+        other => panic!("a refused source says so on send, got {other:?}"),
+    }
+
+    // A client certificate from another CA.
+    let stranger = Source::<Secure>::builder()
+        .dial(agg.local_addr())
+        .tls_client(pki.client_with(&pki.stranger))
+        .start()
+        .await
+        .unwrap();
+    let status = expect_refused(&mut stranger.connection_events().unwrap()).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    assert!(
+        status.message().contains("TLS certificate rejected"),
+        "{status}"
+    );
+
+    // The aggregator still serves a source with a good certificate.
+    let good = Source::<Secure>::builder()
+        .dial(agg.local_addr())
+        .tls_client(pki.client_with(&pki.client))
+        .start()
+        .await
+        .unwrap();
+    send_n(&good, N).await;
+    wait_until("the good source's samples", || {
+        agg.stats().received == N as u64
+    })
+    .await;
+    assert_received_in_order(&agg, good.id(), N);
+    assert_eq!(agg.connected(), vec![good.id()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_trusting_another_ca_refuses_the_aggregator() {
+    let pki = Pki::new();
+    let agg = Aggregator::<Secure>::builder()
+        .listen(local())
+        .tls_server(pki.server_tls(&pki.server))
+        .start()
+        .await
+        .unwrap();
+    let source = Source::<Secure>::builder()
+        .dial(agg.local_addr())
+        .tls_client(ClientTls::from_ca_pem(&pki.other_ca.pem).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let status = expect_refused(&mut source.connection_events().unwrap()).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    assert!(status.message().contains("UnknownIssuer"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_text_source_against_a_tls_aggregator_keeps_retrying_and_says_why() {
+    let pki = Pki::new();
+    let agg = Aggregator::<Secure>::builder()
+        .listen(local())
+        .tls_server(pki.server_tls(&pki.server))
+        .start()
+        .await
+        .unwrap();
+    let source = Source::<Secure>::builder()
+        .dial(agg.local_addr())
+        .start()
+        .await
+        .unwrap();
+    let mut events = source.connection_events().unwrap();
+    // Not a certificate rejection: retried (the server may be reconfigured), each
+    // failure reported.
+    for attempt in 1..=2 {
+        match next(&mut events).await {
+            ConnectionEvent::Retrying {
+                attempt: a, error, ..
+            } => {
+                assert_eq!(a, attempt);
+                println!("plain text source, TLS aggregator: {error}");
+            }
+            other => panic!("expected Retrying, got {other:?}"),
+        }
+    }
+    assert!(agg.connected().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misplaced_tls_settings_are_configuration_errors() {
+    let pki = Pki::new();
+    let e = Source::<Secure>::builder()
+        .dial(["127.0.0.1:1".parse().unwrap()])
+        .tls_server(pki.server_tls(&pki.server))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::Config(_)), "{e}");
+    let e = Aggregator::<Secure>::builder()
+        .listen(local())
+        .tls_client(pki.client_tls())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::Config(_)), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_over_discovery_verifies_the_deployment_name() {
+    const N: usize = 500;
+    let pki = Pki::new();
+    let mdns = || Discovery::mdns_with(MdnsConfig::loopback().port(15356));
+    let source = Source::<SecureDisc>::builder()
+        .advertise(mdns())
+        .tls_server(pki.mtls(&pki.named))
+        .start()
+        .await
+        .unwrap();
+    let agg = Aggregator::<SecureDisc>::builder()
+        .retention(None)
+        .discover(mdns())
+        .tls_client(
+            pki.client_with(&pki.client)
+                .server_name(SERVICE_NAME)
+                .unwrap(),
+        )
+        .start()
+        .await
+        .unwrap();
+    send_n(&source, N).await;
+    wait_until("every sample", || agg.stats().received == N as u64).await;
+    assert_received_in_order(&agg, source.id(), N);
+}

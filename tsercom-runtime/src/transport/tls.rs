@@ -1,0 +1,827 @@
+//! TLS and mutual TLS (rustls with ring; the handshakes are done here on both ends):
+//! [`ServerTls`] for the side that listens, [`ClientTls`] for the side that dials, and
+//! [`TlsError`] when the PEM they are made from is unusable.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// How long a TLS handshake may take unless set otherwise.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a PEM input came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemOrigin {
+    /// A file.
+    File(PathBuf),
+    /// Bytes handed over in memory.
+    Memory,
+}
+
+impl fmt::Display for PemOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "file `{}`", path.display()),
+            Self::Memory => f.write_str("in-memory PEM"),
+        }
+    }
+}
+
+/// What a PEM input was meant to hold, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PemRole {
+    /// The server's certificate chain.
+    ServerCertificate,
+    /// The server's private key.
+    ServerKey,
+    /// The CA that client certificates must lead to (mutual TLS).
+    ClientCa,
+    /// The CA roots that server certificates must lead to.
+    ServerCa,
+    /// The client's certificate chain (mutual TLS).
+    ClientCertificate,
+    /// The client's private key (mutual TLS).
+    ClientKey,
+}
+
+impl fmt::Display for PemRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ServerCertificate => "server certificate chain",
+            Self::ServerKey => "server private key",
+            Self::ClientCa => "client CA certificate",
+            Self::ServerCa => "CA root certificate",
+            Self::ClientCertificate => "client certificate chain",
+            Self::ClientKey => "client private key",
+        })
+    }
+}
+
+/// A TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read.
+    #[error("cannot read the {role} from `{}`: {source}", path.display())]
+    Read {
+        /// What the file should hold.
+        role: PemRole,
+        /// The file.
+        path: PathBuf,
+        /// Why reading failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PEM input is malformed (a section without its end, bad base64, ...).
+    #[error("the {role} ({origin}) is not valid PEM: {reason}")]
+    InvalidPem {
+        /// What the input should hold.
+        role: PemRole,
+        /// Where it came from.
+        origin: PemOrigin,
+        /// What the PEM parser said.
+        reason: String,
+    },
+    /// The PEM input has no section of the kind needed (`CERTIFICATE`, or a
+    /// `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`).
+    #[error("the {role} ({origin}) contains no {expected} section")]
+    Missing {
+        /// What the input should hold.
+        role: PemRole,
+        /// Where it came from.
+        origin: PemOrigin,
+        /// The PEM section looked for.
+        expected: &'static str,
+    },
+    /// A certificate or key was found but cannot be used: it does not parse, the key
+    /// type is unsupported, or the key does not belong to the certificate.
+    #[error("the {role} ({origin}) cannot be used: {reason}")]
+    Unusable {
+        /// What the input should hold.
+        role: PemRole,
+        /// Where it came from.
+        origin: PemOrigin,
+        /// What rustls said.
+        reason: String,
+    },
+    /// The name given to [`ClientTls::server_name`] is neither a DNS name nor an IP
+    /// address.
+    #[error("`{0}` is not a valid server name (expected a DNS name or an IP address)")]
+    InvalidServerName(String),
+}
+
+/// The PEM text of one input, checked, with where it came from.
+#[derive(Clone)]
+struct Pem {
+    bytes: Vec<u8>,
+    origin: PemOrigin,
+}
+
+impl Pem {
+    fn memory(bytes: impl AsRef<[u8]>) -> Self {
+        Self {
+            bytes: bytes.as_ref().to_vec(),
+            origin: PemOrigin::Memory,
+        }
+    }
+
+    fn file(role: PemRole, path: &Path) -> Result<Self, TlsError> {
+        let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+            role,
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            bytes,
+            origin: PemOrigin::File(path.to_owned()),
+        })
+    }
+
+    fn invalid(&self, role: PemRole, e: rustls::pki_types::pem::Error) -> TlsError {
+        TlsError::InvalidPem {
+            role,
+            origin: self.origin.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn unusable(&self, role: PemRole, reason: impl fmt::Display) -> TlsError {
+        TlsError::Unusable {
+            role,
+            origin: self.origin.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Every `CERTIFICATE` section, at least one.
+    fn certificates(&self, role: PemRole) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        let certs = CertificateDer::pem_slice_iter(&self.bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.invalid(role, e))?;
+        if certs.is_empty() {
+            return Err(TlsError::Missing {
+                role,
+                origin: self.origin.clone(),
+                expected: "CERTIFICATE",
+            });
+        }
+        Ok(certs)
+    }
+
+    /// The first private key section.
+    fn private_key(&self, role: PemRole) -> Result<PrivateKeyDer<'static>, TlsError> {
+        PrivateKeyDer::from_pem_slice(&self.bytes).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => TlsError::Missing {
+                role,
+                origin: self.origin.clone(),
+                expected: "PRIVATE KEY",
+            },
+            e => self.invalid(role, e),
+        })
+    }
+
+    /// Checks that the input holds CA certificates usable as trust anchors.
+    fn check_roots(&self, role: PemRole) -> Result<(), TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in self.certificates(role)? {
+            roots.add(cert).map_err(|e| self.unusable(role, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Pem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        write!(f, "Pem({})", self.origin)
+    }
+}
+
+/// A certificate chain and its private key, checked to belong together.
+#[derive(Clone, Debug)]
+struct KeyPair {
+    cert: Pem,
+    key: Pem,
+}
+
+impl KeyPair {
+    fn new(cert: Pem, key: Pem, cert_role: PemRole, key_role: PemRole) -> Result<Self, TlsError> {
+        let chain = cert.certificates(cert_role)?;
+        let der = key.private_key(key_role)?;
+        rustls::sign::CertifiedKey::from_der(chain, der, &provider()).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => key.unusable(
+                key_role,
+                format!("it does not belong to the {cert_role} ({})", cert.origin),
+            ),
+            rustls::Error::General(reason) => key.unusable(key_role, reason),
+            other => cert.unusable(cert_role, other),
+        })?;
+        Ok(Self { cert, key })
+    }
+}
+
+/// The crypto provider tsercom builds with (ring).
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The TLS settings of a listening side: its certificate and key, and optionally the
+/// CA that client certificates must lead to (mutual TLS).
+///
+/// The inputs are checked when the configuration is built: the chain must hold at least
+/// one certificate, the key must parse and belong to the first certificate, and the
+/// client CA must parse as a trust anchor. What a dialing side verifies, and which name,
+/// is described on [`ClientTls`].
+///
+/// ```
+/// # fn demo(cert_pem: &[u8], key_pem: &[u8], ca_pem: &[u8])
+/// #     -> Result<(), tsercom_runtime::transport::TlsError> {
+/// use tsercom_runtime::transport::ServerTls;
+///
+/// // TLS: clients verify this server.
+/// let tls = ServerTls::from_pem(cert_pem, key_pem)?;
+/// // Mutual TLS: the server also requires a client certificate issued by `ca_pem`.
+/// let mtls = ServerTls::from_pem(cert_pem, key_pem)?.client_ca_pem(ca_pem)?;
+/// # let _ = (tls, mtls);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    identity: KeyPair,
+    client_ca: Option<Pem>,
+    handshake_timeout: Duration,
+}
+
+impl ServerTls {
+    /// The server's certificate chain (leaf first, then intermediates) and private key
+    /// (PKCS#8, PKCS#1 or SEC1), as PEM.
+    pub fn from_pem(cert_chain: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<Self, TlsError> {
+        Self::new(Pem::memory(cert_chain), Pem::memory(key))
+    }
+
+    /// The same, read from PEM files.
+    pub fn from_files(
+        cert_chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, TlsError> {
+        let cert = Pem::file(PemRole::ServerCertificate, cert_chain.as_ref())?;
+        let key = Pem::file(PemRole::ServerKey, key.as_ref())?;
+        Self::new(cert, key)
+    }
+
+    fn new(cert: Pem, key: Pem) -> Result<Self, TlsError> {
+        Ok(Self {
+            identity: KeyPair::new(cert, key, PemRole::ServerCertificate, PemRole::ServerKey)?,
+            client_ca: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        })
+    }
+
+    /// Requires clients to present a certificate chain leading to one of the CA
+    /// certificates in `ca` (PEM): mutual TLS. Connections without one, or with one from
+    /// another CA, are refused during the handshake.
+    pub fn client_ca_pem(self, ca: impl AsRef<[u8]>) -> Result<Self, TlsError> {
+        self.with_client_ca(Pem::memory(ca))
+    }
+
+    /// The same, read from a PEM file.
+    pub fn client_ca_file(self, ca: impl AsRef<Path>) -> Result<Self, TlsError> {
+        let pem = Pem::file(PemRole::ClientCa, ca.as_ref())?;
+        self.with_client_ca(pem)
+    }
+
+    fn with_client_ca(mut self, ca: Pem) -> Result<Self, TlsError> {
+        ca.check_roots(PemRole::ClientCa)?;
+        self.client_ca = Some(ca);
+        Ok(self)
+    }
+
+    /// How long a client may take to complete the handshake before the connection is
+    /// dropped (default [`DEFAULT_HANDSHAKE_TIMEOUT`]). Handshakes run concurrently, so
+    /// a slow client holds up no one else.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Whether clients must present a certificate (mutual TLS).
+    pub fn requires_client_certificate(&self) -> bool {
+        self.client_ca.is_some()
+    }
+
+    /// How long a client may take to complete the handshake.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The rustls acceptor: TLS 1.2 and 1.3 with ring, ALPN `h2`, and with a client CA a
+    /// verifier that requires client certificates.
+    pub(crate) fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+        let provider = Arc::new(provider());
+        let cert = &self.identity.cert;
+        let key = &self.identity.key;
+        let chain = cert.certificates(PemRole::ServerCertificate)?;
+        let der = key.private_key(PemRole::ServerKey)?;
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| cert.unusable(PemRole::ServerCertificate, e))?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in ca.certificates(PemRole::ClientCa)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| ca.unusable(PemRole::ClientCa, e))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| ca.unusable(PemRole::ClientCa, e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(chain, der)
+            .map_err(|e| key.unusable(PemRole::ServerKey, e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// The TLS settings of a dialing side: the CA roots that server certificates must lead
+/// to, optionally a client certificate (for servers that require mutual TLS), and the
+/// name to verify.
+///
+/// Everything is checked when the configuration is built: that each PEM input holds what
+/// it should, that the private key matches its certificate, that CA certificates parse as
+/// trust anchors and that a server name is a valid DNS name or IP address.
+///
+/// # What is verified
+///
+/// - The server's certificate chain must lead to one of these roots (only these: not the
+///   operating system's store), and the certificate must name the server: by default the
+///   IP address dialed (as an IP subject alternative name), or the name set with
+///   [`server_name`](Self::server_name) (a DNS subject alternative name).
+/// - A server with [`ServerTls::client_ca_pem`] (mutual TLS) requires a client
+///   certificate chain that leads to its CA, and refuses the connection otherwise. Client
+///   certificates are not checked for names.
+///
+/// # Addresses, discovery and names
+///
+/// tsercom dials IP addresses: the ones given to `.dial(..)` or `.source(..)`, or the
+/// ones mDNS reports for a discovered source, which change with the network. Either issue
+/// certificates with an IP subject alternative name for every address they are reached
+/// at, or (more robust, and the way to go with discovery) give every server certificate
+/// of a deployment one DNS name, e.g. `sensors.example.internal`, and set it with
+/// [`server_name`](Self::server_name): that name is then verified, whatever address
+/// answered.
+///
+/// ```
+/// # fn demo(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8])
+/// #     -> Result<(), tsercom_runtime::transport::TlsError> {
+/// use tsercom_runtime::transport::ClientTls;
+///
+/// let tls = ClientTls::from_ca_pem(ca_pem)?
+///     // Verify this name instead of the IP address dialed.
+///     .server_name("sensors.example.internal")?
+///     // Mutual TLS: present a client certificate.
+///     .identity_pem(cert_pem, key_pem)?;
+/// # let _ = tls;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    roots: Pem,
+    identity: Option<KeyPair>,
+    server_name: Option<String>,
+    handshake_timeout: Duration,
+}
+
+impl ClientTls {
+    /// Trusts servers whose certificate chain leads to one of the CA certificates in `ca`
+    /// (PEM; several may be concatenated).
+    pub fn from_ca_pem(ca: impl AsRef<[u8]>) -> Result<Self, TlsError> {
+        Self::new(Pem::memory(ca))
+    }
+
+    /// The same, read from a PEM file.
+    pub fn from_ca_file(ca: impl AsRef<Path>) -> Result<Self, TlsError> {
+        Self::new(Pem::file(PemRole::ServerCa, ca.as_ref())?)
+    }
+
+    fn new(roots: Pem) -> Result<Self, TlsError> {
+        roots.check_roots(PemRole::ServerCa)?;
+        Ok(Self {
+            roots,
+            identity: None,
+            server_name: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        })
+    }
+
+    /// Presents this certificate chain and private key (PEM) to the server, for servers
+    /// that require mutual TLS.
+    pub fn identity_pem(
+        mut self,
+        cert_chain: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Self, TlsError> {
+        self.identity = Some(KeyPair::new(
+            Pem::memory(cert_chain),
+            Pem::memory(key),
+            PemRole::ClientCertificate,
+            PemRole::ClientKey,
+        )?);
+        Ok(self)
+    }
+
+    /// The same, read from PEM files.
+    pub fn identity_files(
+        mut self,
+        cert_chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, TlsError> {
+        let cert = Pem::file(PemRole::ClientCertificate, cert_chain.as_ref())?;
+        let key = Pem::file(PemRole::ClientKey, key.as_ref())?;
+        self.identity = Some(KeyPair::new(
+            cert,
+            key,
+            PemRole::ClientCertificate,
+            PemRole::ClientKey,
+        )?);
+        Ok(self)
+    }
+
+    /// The name the server's certificate must carry, as a DNS or IP subject alternative
+    /// name (default: the IP address dialed). Also sent as SNI when it is a DNS name.
+    ///
+    /// Set it whenever servers are reached at addresses their certificates do not name,
+    /// notably sources found by discovery (see "Addresses, discovery and names" above).
+    pub fn server_name(mut self, name: impl Into<String>) -> Result<Self, TlsError> {
+        let name = name.into();
+        if ServerName::try_from(name.as_str()).is_err() {
+            return Err(TlsError::InvalidServerName(name));
+        }
+        self.server_name = Some(name);
+        Ok(self)
+    }
+
+    /// How long the handshake may take (default [`DEFAULT_HANDSHAKE_TIMEOUT`]; the
+    /// dialer's connect timeout bounds it too).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The name verified, when set with [`server_name`](Self::server_name).
+    pub fn verified_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+
+    /// Whether a client certificate is presented.
+    pub fn has_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// The connector for one dial attempt to `addr`.
+    pub(crate) fn connector(
+        &self,
+        addr: SocketAddr,
+        nodelay: bool,
+    ) -> Result<TlsConnect, TlsError> {
+        let provider = Arc::new(provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in self.roots.certificates(PemRole::ServerCa)? {
+            roots
+                .add(cert)
+                .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?
+            .with_root_certificates(roots);
+        let mut config = match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some(pair) => {
+                let chain = pair.cert.certificates(PemRole::ClientCertificate)?;
+                let key = pair.key.private_key(PemRole::ClientKey)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| pair.key.unusable(PemRole::ClientKey, e))?
+            }
+        };
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        let name = match &self.server_name {
+            Some(name) => ServerName::try_from(name.clone())
+                .map_err(|_| TlsError::InvalidServerName(name.clone()))?,
+            None => ServerName::IpAddress(addr.ip().into()),
+        };
+        Ok(TlsConnect {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name,
+            addr,
+            nodelay,
+            timeout: self.handshake_timeout,
+            failure: Arc::new(Mutex::new(None)),
+        })
+    }
+}
+
+/// The ALPN protocol gRPC needs.
+const ALPN_H2: &[u8] = b"h2";
+
+/// Connects one dial attempt: TCP, then the TLS handshake, and remembers the TLS error
+/// that ends the connection, if any.
+///
+/// tonic and hyper report an HTTP/2 connection that ended under an RPC as "connection
+/// closed" without the reason; with TLS 1.3 that is how a client learns that the server
+/// rejected its certificate (the server checks it after the client's handshake is done).
+/// The reason is kept here for the dialer to report.
+#[derive(Clone)]
+pub(crate) struct TlsConnect {
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+    addr: SocketAddr,
+    nodelay: bool,
+    timeout: Duration,
+    failure: Arc<Mutex<Option<rustls::Error>>>,
+}
+
+impl TlsConnect {
+    /// The TLS error that ended a connection made by this connector, if one did.
+    pub(crate) fn failure(&self) -> Option<rustls::Error> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl tonic::codegen::Service<tonic::transport::Uri> for TlsConnect {
+    type Response = TokioIo<Recorded<tokio_rustls::client::TlsStream<TcpStream>>>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: tonic::transport::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(this.addr).await?;
+            tcp.set_nodelay(this.nodelay)?;
+            let handshake = this.connector.connect(this.name.clone(), tcp);
+            let tls = match tokio::time::timeout(this.timeout, handshake).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    record(&this.failure, &e);
+                    return Err(e);
+                }
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the TLS handshake took longer than {:?}", this.timeout),
+                    ))
+                }
+            };
+            if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the server did not negotiate HTTP/2 (ALPN h2) in the TLS handshake",
+                ));
+            }
+            Ok(TokioIo::new(Recorded {
+                inner: tls,
+                failure: this.failure,
+            }))
+        })
+    }
+}
+
+/// Stores the rustls error inside `e`, if any, unless one is stored already.
+fn record(slot: &Mutex<Option<rustls::Error>>, e: &std::io::Error) {
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert_with(|| tls.clone());
+    }
+}
+
+/// A stream that records the TLS error its reads or writes fail with.
+pub(crate) struct Recorded<T> {
+    inner: T,
+    failure: Arc<Mutex<Option<rustls::Error>>>,
+}
+
+impl<T> Recorded<T> {
+    fn check<R>(&self, result: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        if let Poll::Ready(Err(e)) = &result {
+            record(&self.failure, e);
+        }
+        result
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Recorded<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.check(result)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Recorded<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.check(result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.check(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.check(result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// How a TLS handshake failed, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsFailure {
+    /// A certificate was rejected, by us or by the peer: retrying cannot fix it.
+    Rejected,
+    /// Another TLS failure (the peer does not speak TLS, a protocol error).
+    Other,
+}
+
+/// The TLS failure in an error's chain, if any.
+///
+/// rustls errors are found by type where the layers keep them; h2 keeps only the text
+/// of an I/O error, which is how an alert the server sends after the handshake (TLS 1.3
+/// checks the client certificate last) reaches a client, so its text is matched too.
+pub(crate) fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = as_rustls(e) {
+            return Some(classify(tls));
+        }
+        if let Some(failure) = classify_text(&e.to_string()) {
+            return Some(failure);
+        }
+        next = e.source();
+    }
+    None
+}
+
+fn as_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    // `io::Error::source` skips the error it wraps; look at it directly.
+    e.downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+pub(crate) fn classify(e: &rustls::Error) -> TlsFailure {
+    match e {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            TlsFailure::Rejected
+        }
+        rustls::Error::AlertReceived(alert) if is_rejection(*alert) => TlsFailure::Rejected,
+        _ => TlsFailure::Other,
+    }
+}
+
+fn is_rejection(alert: rustls::AlertDescription) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        alert,
+        A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+            | A::CertificateRequired
+    )
+}
+
+/// Matches rustls' own wording ("received fatal alert: CertificateRequired", "invalid
+/// peer certificate: UnknownIssuer") in an error text.
+fn classify_text(text: &str) -> Option<TlsFailure> {
+    const REJECTION_ALERTS: [&str; 8] = [
+        "BadCertificate",
+        "UnsupportedCertificate",
+        "CertificateRevoked",
+        "CertificateExpired",
+        "CertificateUnknown",
+        "UnknownCA",
+        "AccessDenied",
+        "CertificateRequired",
+    ];
+    if text.contains("invalid peer certificate") || text.contains("peer sent no certificates") {
+        return Some(TlsFailure::Rejected);
+    }
+    let (_, alert) = text.split_once("received fatal alert: ")?;
+    let alert = alert.split(|c: char| !c.is_alphanumeric()).next()?;
+    Some(if REJECTION_ALERTS.contains(&alert) {
+        TlsFailure::Rejected
+    } else {
+        TlsFailure::Other
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_a_typed_error_naming_the_input() {
+        let e = ServerTls::from_pem("not pem", "not pem").err();
+        assert!(
+            matches!(
+                e,
+                Some(TlsError::Missing {
+                    role: PemRole::ServerCertificate,
+                    origin: PemOrigin::Memory,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        let e = ClientTls::from_ca_file("/nonexistent/ca.pem").err();
+        let text = e.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(text.contains("/nonexistent/ca.pem"), "{text}");
+        assert!(text.contains("CA root certificate"), "{text}");
+    }
+
+    #[test]
+    fn a_truncated_section_is_invalid_pem() {
+        let e = ClientTls::from_ca_pem("-----BEGIN CERTIFICATE-----\nAAAA\n").err();
+        assert!(matches!(e, Some(TlsError::InvalidPem { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn rustls_texts_are_classified() {
+        assert_eq!(
+            classify_text("tls handshake eof: received fatal alert: CertificateRequired"),
+            Some(TlsFailure::Rejected)
+        );
+        assert_eq!(
+            classify_text("received fatal alert: DecodeError"),
+            Some(TlsFailure::Other)
+        );
+        assert_eq!(
+            classify_text("invalid peer certificate: UnknownIssuer"),
+            Some(TlsFailure::Rejected)
+        );
+        assert_eq!(classify_text("connection refused"), None);
+    }
+}
