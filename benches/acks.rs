@@ -15,18 +15,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tsercom::{Aggregator, Delivery, SessionConfig, Source};
 
-use common::{emit, load_1m, median_line, reading, Weather, Window};
+use common::{emit, load_1m, median_line, reading, stream_through, Weather};
 
 const WARMUP: u64 = 1000;
 /// Samples the producer may be ahead of the reader (as in `throughput`).
-const WINDOW: u64 = 1 << 18;
 const POLL: Duration = Duration::from_millis(1);
 
 /// (arm name, delivery, ack interval).
@@ -135,46 +133,9 @@ async fn arm(name: &str, session: SessionConfig, samples: u64, limit: Duration) 
         "warm-up reached the reader"
     );
 
-    let consumed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + limit;
-    let window = Window::start();
-    let consumer = {
-        let consumed = Arc::clone(&consumed);
-        tokio::spawn(async move {
-            let mut n = 0;
-            while n < samples && Instant::now() < deadline {
-                let new = reader.get_new_data();
-                n += (new.items.len() + new.late.len()) as u64;
-                consumed.store(n, Ordering::Release);
-                if n < samples {
-                    tokio::time::sleep(POLL).await;
-                }
-            }
-            n
-        })
-    };
-    let producer = {
-        let source = Arc::clone(&source);
-        let consumed = Arc::clone(&consumed);
-        tokio::spawn(async move {
-            for i in 0..samples {
-                if i % 4096 == 0 {
-                    while i > consumed.load(Ordering::Acquire) + WINDOW {
-                        if Instant::now() >= deadline {
-                            return;
-                        }
-                        tokio::time::sleep(POLL).await;
-                    }
-                }
-                if source.send(reading(WARMUP + i)).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-    let n = consumer.await.expect("consumer");
-    let (wall, cpu) = window.stop();
-    let _ = producer.await;
+    let (n, wall, cpu) =
+        stream_through(Arc::clone(&source), reader, WARMUP, samples, deadline).await;
     let stats = source.stats();
     let agg_stats = agg.stats();
     drop(source);

@@ -11,7 +11,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,11 +23,10 @@ use tsercom::tls::{ClientTls, ServerTls};
 use tsercom::transport::{Dialer, Server};
 use tsercom::{Aggregator, Source};
 
-use common::{emit, load_1m, median_line, percentile, reading, Weather, Window};
+use common::{emit, load_1m, median_line, percentile, reading, stream_through, Weather, Window};
 
 const WARMUP: u64 = 1000;
 /// Samples the producer may be ahead of the reader.
-const WINDOW: u64 = 1 << 18;
 const POLL: Duration = Duration::from_millis(1);
 
 #[derive(Clone, Copy, PartialEq)]
@@ -165,46 +163,9 @@ async fn throughput(pki: &Pki, mode: Mode, total: u64, limit: Duration) -> serde
     let drained = reader.get_new_data().items.len() as u64;
     assert_eq!(drained, WARMUP, "warm-up reached the reader");
 
-    let consumed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + limit;
-    let window = Window::start();
-    let consumer = {
-        let consumed = Arc::clone(&consumed);
-        tokio::spawn(async move {
-            let mut n = 0;
-            while n < total && Instant::now() < deadline {
-                let new = reader.get_new_data();
-                n += (new.items.len() + new.late.len()) as u64;
-                consumed.store(n, Ordering::Release);
-                if n < total {
-                    tokio::time::sleep(POLL).await;
-                }
-            }
-            n
-        })
-    };
-    let producer = {
-        let source = Arc::clone(&source);
-        let consumed = Arc::clone(&consumed);
-        tokio::spawn(async move {
-            for i in 0..total {
-                if i % 4096 == 0 {
-                    while i > consumed.load(Ordering::Acquire) + WINDOW {
-                        if Instant::now() >= deadline {
-                            return;
-                        }
-                        tokio::time::sleep(POLL).await;
-                    }
-                }
-                if source.send(reading(WARMUP + i)).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-    let done = consumer.await.expect("consumer");
-    let (wall, cpu) = window.stop();
-    let _ = producer.await;
+    let (done, wall, cpu) =
+        stream_through(Arc::clone(&source), reader, WARMUP, total, deadline).await;
     drop(source);
     agg.shutdown(Duration::from_millis(200)).await;
     json!({

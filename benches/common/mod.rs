@@ -226,3 +226,58 @@ pub fn merge(into: &mut Value, from: &Value) {
         }
     }
 }
+
+/// Samples kept in flight between the producer and the consumer of [`stream_through`].
+pub const IN_FLIGHT: u64 = 1 << 18;
+
+/// The measured part of a one-source throughput run: `source` sends readings
+/// `first..first + samples` (at most [`IN_FLIGHT`] ahead of what `reader` has seen) while
+/// `reader` is polled every millisecond, until it has them all or `deadline`. Returns the
+/// samples read and the wall and CPU seconds of the window.
+pub async fn stream_through(
+    source: std::sync::Arc<tsercom::Source<Weather>>,
+    mut reader: tsercom::Reader<Reading>,
+    first: u64,
+    samples: u64,
+    deadline: Instant,
+) -> (u64, f64, f64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    const POLL: Duration = Duration::from_millis(1);
+    let consumed = Arc::new(AtomicU64::new(0));
+    let window = Window::start();
+    let consumer = {
+        let consumed = Arc::clone(&consumed);
+        tokio::spawn(async move {
+            let mut n = 0;
+            while n < samples && Instant::now() < deadline {
+                let new = reader.get_new_data();
+                n += (new.items.len() + new.late.len()) as u64;
+                consumed.store(n, Ordering::Release);
+                if n < samples {
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            n
+        })
+    };
+    let producer = tokio::spawn(async move {
+        for i in 0..samples {
+            if i % 4096 == 0 {
+                while i > consumed.load(Ordering::Acquire) + IN_FLIGHT {
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            if source.send(reading(first + i)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let n = consumer.await.unwrap_or(0);
+    let (wall, cpu) = window.stop();
+    let _ = producer.await;
+    (n, wall, cpu)
+}
