@@ -108,6 +108,52 @@ impl FromStr for Endpoint {
     }
 }
 
+/// What builders accept where an endpoint is expected: an [`Endpoint`], a
+/// [`SocketAddr`], or the text form (`"127.0.0.1:50051"`, `"unix:/run/app/agg.sock"`).
+///
+/// Text is parsed when the value is used, so a builder method can take it directly and
+/// report a bad address from its `start()` as a configuration error.
+pub trait IntoEndpoint {
+    /// The endpoint, or why the text is not one.
+    fn into_endpoint(self) -> Result<Endpoint, EndpointParseError>;
+}
+
+impl IntoEndpoint for Endpoint {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointParseError> {
+        Ok(self)
+    }
+}
+
+impl IntoEndpoint for &Endpoint {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointParseError> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoEndpoint for SocketAddr {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointParseError> {
+        Ok(Endpoint::Tcp(self))
+    }
+}
+
+impl IntoEndpoint for &str {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointParseError> {
+        self.parse()
+    }
+}
+
+impl IntoEndpoint for String {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointParseError> {
+        self.parse()
+    }
+}
+
+impl IntoEndpoint for &String {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointParseError> {
+        self.parse()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +169,18 @@ mod tests {
             let endpoint: Endpoint = text.parse().unwrap();
             assert_eq!(endpoint.to_string(), text);
         }
+    }
+
+    #[test]
+    fn builders_take_addresses_and_text() {
+        let addr: SocketAddr = "127.0.0.1:7".parse().unwrap();
+        assert_eq!(addr.into_endpoint(), Ok(Endpoint::Tcp(addr)));
+        assert_eq!("127.0.0.1:7".into_endpoint(), Ok(Endpoint::Tcp(addr)));
+        assert_eq!(
+            String::from("unix:/a").into_endpoint(),
+            Ok(Endpoint::unix("/a"))
+        );
+        assert!("nonsense".into_endpoint().is_err());
     }
 
     #[test]

@@ -57,7 +57,7 @@ mod server;
 mod tls;
 
 pub use dial::{dial, Dialer, DEFAULT_CONNECT_TIMEOUT};
-pub use endpoint::{Endpoint, EndpointParseError, UNIX_PREFIX};
+pub use endpoint::{Endpoint, EndpointParseError, IntoEndpoint, UNIX_PREFIX};
 pub use error::{BoxError, DialFailure, DialFailureCause, TransportError};
 pub use limits::{MessageLimits, WithMessageLimits};
 pub use server::{HealthHandle, Server, ServerBuilder, Shutdown};
