@@ -64,23 +64,6 @@ pub(crate) struct Module {
     pub(crate) names: Vec<syn::Ident>,
 }
 
-/// `get_reading` -> `GetReading`.
-pub(crate) fn camel_case(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut upper = true;
-    for c in s.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Whether `attr` is `#[series]`, `#[tsercom::series]` or the same through a renamed facade.
 fn is_series_attr(attr: &syn::Attribute) -> bool {
     let path = attr.path();
@@ -287,7 +270,7 @@ fn method(f: &mut syn::TraitItemFn, errors: &mut Errors) -> Option<Method> {
         f.default = Some(syn::parse_quote!({ async move #body }));
     }
     Some(Method {
-        proto_name: camel_case(&schema::unraw(&ident)),
+        proto_name: schema::camel_case(&schema::unraw(&ident)),
         ident,
         kind,
         request,

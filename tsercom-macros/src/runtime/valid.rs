@@ -18,18 +18,6 @@ pub(crate) const GENERATED_ITEMS: &[&str] = &[
     "proto_files",
 ];
 
-/// Messages and services the `.proto` text adds next to the series types (kept in step with
-/// `tsercom::rpc::__describe::GENERATED_NAMES`).
-const GENERATED_PROTO_NAMES: &[&str] = &[
-    "DataSample",
-    "DataFrame",
-    "EventSample",
-    "EventFrame",
-    "SourceEnvelope",
-    "AggregatorEnvelope",
-    "Stream",
-];
-
 /// Inherent methods of the generated clients, which rpc methods must not shadow.
 const CLIENT_METHODS: &[&str] = &["new", "connect", "with_message_limits"];
 
@@ -68,11 +56,11 @@ pub(crate) fn check(args: &Args, name: &str, m: &Module, errors: &mut Errors) {
             ));
         }
     }
-    if super::expand::service_type(name).is_none() {
+    if let Err(e) = schema::service_type(name) {
         let span = args.name.get().map_or_else(|| m.ident.span(), |l| l.span());
         errors.push(syn::Error::new(
             span,
-            format!("runtime name `{name}` has no mDNS service type: it needs at least one ASCII letter"),
+            format!("runtime name `{name}` has no mDNS service type: {e}"),
         ));
     }
     if let Some(lit) = args.package.get() {
@@ -97,12 +85,12 @@ pub(crate) fn check(args: &Args, name: &str, m: &Module, errors: &mut Errors) {
     }
     for s in &m.series {
         let n = schema::unraw(&s.ident);
-        if GENERATED_PROTO_NAMES.contains(&n.as_str()) {
+        if schema::GENERATED_NAMES.contains(&n.as_str()) {
             errors.push(syn::Error::new(
                 s.ident.span(),
                 format!(
                     "series `{n}` collides with a message or service of the runtime's .proto; rename it or set `#[tsercom::series(name = \"..\")]`; reserved names: {}",
-                    GENERATED_PROTO_NAMES.join(", ")
+                    schema::GENERATED_NAMES.join(", ")
                 ),
             ));
         }

@@ -75,7 +75,7 @@ pub use mdns::{InterfacePolicy, MdnsConfig, MDNS_PORT};
 pub use txt::{format_published_on, parse_published_on};
 
 /// The longest service name (the part between `_` and `._tcp.local.`) RFC 6763 §7.2 allows.
-pub const MAX_SERVICE_NAME_LEN: usize = 15;
+pub const MAX_SERVICE_NAME_LEN: usize = tsercom_proto::names::MAX_SERVICE_NAME_LEN;
 
 /// TXT key of the human-readable name (optional), as in the Python reference.
 pub const TXT_NAME: &str = "name";
@@ -133,57 +133,10 @@ pub enum DiscoveryError {
 /// characters are used as they are, which keeps them interoperable with Python tsercom peers
 /// that publish `_<name>._tcp.local.` directly.
 pub fn service_type(runtime_name: &str) -> Result<String, DiscoveryError> {
-    let invalid = |reason| DiscoveryError::InvalidName {
+    tsercom_proto::names::service_type(runtime_name).map_err(|e| DiscoveryError::InvalidName {
         name: runtime_name.to_owned(),
-        reason,
-    };
-    if runtime_name.is_empty() {
-        return Err(invalid("the name is empty"));
-    }
-    if runtime_name.len() > 255 {
-        return Err(invalid("the name is longer than 255 bytes"));
-    }
-    let mut name = String::with_capacity(runtime_name.len());
-    for c in runtime_name.chars() {
-        let c = match c {
-            'a'..='z' | '0'..='9' => c,
-            'A'..='Z' => c.to_ascii_lowercase(),
-            '_' | '-' => '-',
-            _ => {
-                return Err(invalid(
-                    "only ASCII letters, digits, '_' and '-' are allowed",
-                ))
-            }
-        };
-        if c == '-' && (name.is_empty() || name.ends_with('-')) {
-            continue;
-        }
-        name.push(c);
-    }
-    while name.ends_with('-') {
-        name.pop();
-    }
-    if !name.chars().any(|c| c.is_ascii_lowercase()) {
-        return Err(invalid("the name must contain at least one letter"));
-    }
-    if name.len() > MAX_SERVICE_NAME_LEN {
-        let hash = fnv1a64(name.as_bytes());
-        let mut prefix: String = name.chars().take(10).collect();
-        while prefix.ends_with('-') {
-            prefix.pop();
-        }
-        name = format!("{prefix}-{:04x}", hash & 0xffff);
-    }
-    Ok(format!("_{name}._tcp.local."))
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+        reason: e.0,
+    })
 }
 
 /// One discovered peer, as a listener reports it.

@@ -20,46 +20,6 @@ pub(crate) struct Ctx<'a> {
     pub(crate) module: &'a Module,
 }
 
-/// The mDNS service type of a runtime name, computed at compile time with the rules of
-/// `tsercom_runtime::discovery::service_type` (which publisher and listener call; a test
-/// keeps the two equal): lowercased, `_` -> `-`, runs of `-` collapsed and trimmed, names
-/// over 15 bytes shortened to 10 characters, `-` and 4 hex digits of an FNV-1a hash.
-/// `None` when no letter remains.
-pub(crate) fn service_type(runtime_name: &str) -> Option<String> {
-    let mut name = String::with_capacity(runtime_name.len());
-    for c in runtime_name.chars() {
-        let c = match c {
-            'a'..='z' | '0'..='9' => c,
-            'A'..='Z' => c.to_ascii_lowercase(),
-            '_' | '-' => '-',
-            _ => return None,
-        };
-        if c == '-' && (name.is_empty() || name.ends_with('-')) {
-            continue;
-        }
-        name.push(c);
-    }
-    while name.ends_with('-') {
-        name.pop();
-    }
-    if !name.chars().any(|c| c.is_ascii_lowercase()) {
-        return None;
-    }
-    if name.len() > 15 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        let mut prefix: String = name.chars().take(10).collect();
-        while prefix.ends_with('-') {
-            prefix.pop();
-        }
-        name = format!("{prefix}-{:04x}", h & 0xffff);
-    }
-    Some(format!("_{name}._tcp.local."))
-}
-
 /// The items added to the module.
 pub(crate) fn items(cx: &Ctx<'_>) -> Vec<syn::Item> {
     let k = &cx.krate;
@@ -68,7 +28,7 @@ pub(crate) fn items(cx: &Ctx<'_>) -> Vec<syn::Item> {
     let package = cx.package;
     let service = format!("{package}.Stream");
     let open_path = format!("/{service}/Open");
-    let service_type = service_type(name).unwrap_or_default();
+    let service_type = crate::schema::service_type(name).unwrap_or_default();
     let mut out: Vec<TokenStream> = Vec::new();
 
     let data = cx.args.data.get();
@@ -201,33 +161,4 @@ pub(crate) fn items(cx: &Ctx<'_>) -> Vec<syn::Item> {
         .filter(|t| !t.is_empty())
         .map(syn::Item::Verbatim)
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::service_type;
-    use crate::runtime::ast::camel_case;
-
-    #[test]
-    fn service_types() {
-        assert_eq!(
-            service_type("weather").as_deref(),
-            Some("_weather._tcp.local.")
-        );
-        assert_eq!(
-            service_type("Lab__Inst_").as_deref(),
-            Some("_lab-inst._tcp.local.")
-        );
-        assert_eq!(service_type("_1"), None);
-        let long = service_type("temperature_readings").unwrap_or_default();
-        assert!(long.starts_with("_temperatur-"), "{long}");
-        assert_eq!(long.len(), "_temperatur-abcd._tcp.local.".len());
-    }
-
-    #[test]
-    fn method_names() {
-        assert_eq!(camel_case("get_reading"), "GetReading");
-        assert_eq!(camel_case("latest"), "Latest");
-        assert_eq!(camel_case("getX"), "GetX");
-    }
 }
