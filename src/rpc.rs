@@ -21,10 +21,12 @@ where
 /// What generated code uses to describe a runtime's services. Not public API.
 #[doc(hidden)]
 pub mod __describe {
-    use std::collections::BTreeSet;
-    use std::fmt::Write as _;
+    use tsercom_runtime::schema::{
+        self, FieldDef, FieldType, MessageDef, MethodDef, SchemaRegistry, ServiceDef, STREAM_IMPORT,
+    };
+    use tsercom_runtime::wire::{self, WireModelError};
 
-    use tsercom_runtime::schema::{self, SchemaRegistry};
+    use tsercom_proto::names;
 
     /// One method of a custom service.
     pub struct Method {
@@ -50,28 +52,119 @@ pub mod __describe {
 
     /// The names of the messages and services `render` emits next to the series types; a
     /// series type of the runtime's package must not use them.
-    pub const GENERATED_NAMES: &[&str] = &[
-        "DataSample",
-        "DataFrame",
-        "EventSample",
-        "EventFrame",
-        "SourceEnvelope",
-        "AggregatorEnvelope",
-        "Stream",
-    ];
+    pub const GENERATED_NAMES: &[&str] = names::GENERATED_NAMES;
 
-    const STREAM_IMPORT: &str = "tsercom/stream.proto";
+    /// The wire's generic stream messages and service.
+    const WIRE_SAMPLE: &str = "tsercom.Sample";
+    const WIRE_FRAME: &str = "tsercom.Frame";
+    const WIRE_ENVELOPE: &str = "tsercom.Envelope";
+    const WIRE_SERVICE: &str = "tsercom.TsercomStream";
+    /// The field of `tsercom.Sample` that carries the encoded series value.
+    const WIRE_PAYLOAD: &str = "payload";
 
-    fn rel(package: &str, full: &str) -> String {
-        if schema::package_of(full) == package {
-            full.rsplit('.').next().unwrap_or(full).to_owned()
-        } else {
-            format!(".{full}")
+    /// Every field of `def`, oneof members included.
+    fn fields_mut(def: &mut MessageDef) -> impl Iterator<Item = &mut FieldDef> {
+        def.fields
+            .iter_mut()
+            .chain(def.oneofs.iter_mut().flat_map(|o| o.fields.iter_mut()))
+    }
+
+    /// The wire message `wire_name` renamed to `full_name`, with every field of type `from`
+    /// retyped to `to`.
+    fn typed(
+        wire_name: &str,
+        full_name: String,
+        from: &str,
+        to: &str,
+        comment: String,
+    ) -> Result<MessageDef, WireModelError> {
+        let mut def = wire::message(wire_name)?;
+        def.full_name = full_name;
+        def.comment = Some(comment);
+        for f in fields_mut(&mut def) {
+            if matches!(&f.ty, FieldType::Named(n) if n == from) {
+                f.ty = FieldType::Named(to.to_owned());
+            }
         }
+        Ok(def)
+    }
+
+    /// The typed stream of a runtime, derived from the wire definition (`tsercom.Sample`,
+    /// `tsercom.Frame`, `tsercom.Envelope`, `service TsercomStream`): the sample's payload
+    /// typed as the data or event message, and every other field and envelope kind as on the
+    /// wire.
+    fn typed_stream(
+        package: &str,
+        data: &str,
+        event: &str,
+    ) -> Result<(Vec<MessageDef>, ServiceDef), WireModelError> {
+        let full = |short: &str| format!("{package}.{short}");
+        let mut defs = Vec::new();
+        for (payload, sample, frame, envelope, who) in [
+            (
+                data,
+                names::DATA_SAMPLE,
+                names::DATA_FRAME,
+                names::SOURCE_ENVELOPE,
+                "a source sends (source -> aggregator)",
+            ),
+            (
+                event,
+                names::EVENT_SAMPLE,
+                names::EVENT_FRAME,
+                names::AGGREGATOR_ENVELOPE,
+                "an aggregator sends (aggregator -> source)",
+            ),
+        ] {
+            let mut s = wire::message(WIRE_SAMPLE)?;
+            s.full_name = full(sample);
+            s.comment = Some(format!(
+                "{WIRE_SAMPLE} with its payload typed as {payload}."
+            ));
+            for f in fields_mut(&mut s) {
+                if f.name == WIRE_PAYLOAD {
+                    f.ty = FieldType::Named(payload.to_owned());
+                }
+            }
+            defs.push(s);
+            defs.push(typed(
+                WIRE_FRAME,
+                full(frame),
+                WIRE_SAMPLE,
+                &full(sample),
+                format!("{WIRE_FRAME} of {sample}s."),
+            )?);
+            defs.push(typed(
+                WIRE_ENVELOPE,
+                full(envelope),
+                WIRE_FRAME,
+                &full(frame),
+                format!("What {who}: {WIRE_ENVELOPE} with typed frames."),
+            )?);
+        }
+        let mut service = wire::service(WIRE_SERVICE)?;
+        service.full_name = full(names::STREAM_SERVICE);
+        service.comment = Some(format!(
+            "The tsercom stream ({WIRE_SERVICE} of {STREAM_IMPORT}). Served by whichever side\n\
+             listens: as declared here when an aggregator listens and sources dial it; when a\n\
+             source listens, the same path carries {} requests and {} replies.",
+            names::AGGREGATOR_ENVELOPE,
+            names::SOURCE_ENVELOPE,
+        ));
+        for m in &mut service.methods {
+            if m.request == WIRE_ENVELOPE {
+                m.request = full(names::SOURCE_ENVELOPE);
+            }
+            if m.response == WIRE_ENVELOPE {
+                m.response = full(names::AGGREGATOR_ENVELOPE);
+            }
+        }
+        Ok((defs, service))
     }
 
     /// The `.proto` file of a runtime: its package's series definitions, the typed messages
-    /// of the tsercom stream, `service Stream` and the custom services.
+    /// of the tsercom stream, `service Stream` and the custom services, all rendered from
+    /// the schema model (the stream's part from the wire definition).
     pub fn render(
         package: &str,
         registry: &SchemaRegistry,
@@ -80,78 +173,40 @@ pub mod __describe {
         services: &[Service],
     ) -> String {
         let mut registry = registry.clone();
+        registry.set_generator("#[tsercom::runtime]");
         registry.add_import(STREAM_IMPORT);
-        let mut out = registry.render_package(package);
-        if let Some(rest) = out.strip_prefix("// Generated by #[tsercom::series]. Do not edit.\n") {
-            out = format!("// Generated by #[tsercom::runtime]. Do not edit.\n{rest}");
-        }
-        // Imports of the data, event, request and response types of other packages.
-        let mut extra: BTreeSet<String> = BTreeSet::new();
-        let referenced = services
-            .iter()
-            .flat_map(|s| s.methods.iter().flat_map(|m| [m.request, m.response]))
-            .chain([data, event]);
-        for ty in referenced {
-            let pkg = schema::package_of(ty);
-            if pkg != package {
-                extra.insert(schema::file_of_package(pkg));
-            }
-        }
-        for file in extra {
-            let line = format!("import \"{file}\";\n");
-            if !out.contains(&line) {
-                if let Some(at) = out.find("import ") {
-                    out.insert_str(at, &line);
+        let mut failure = None;
+        match typed_stream(package, data, event) {
+            Ok((defs, stream)) => {
+                for def in defs {
+                    registry.add_message(def);
                 }
+                registry.add_service(stream);
             }
+            // Unreachable with the committed descriptors (tsercom-proto tests them); the
+            // file then says why it lacks the stream instead of failing elsewhere.
+            Err(e) => failure = Some(e),
         }
-        for (dir, ty, who) in [
-            ("Data", data, "a source sends (source -> aggregator)"),
-            ("Event", event, "an aggregator sends (aggregator -> source)"),
-        ] {
-            let ty = rel(package, ty);
-            let _ = writeln!(
-                out,
-                "// One {lower} sample: tsercom.Sample with its payload typed.\n\
-                 message {dir}Sample {{\n  uint64 seq = 1;\n  sfixed64 time_ns = 2;\n  \
-                 {ty} payload = 3;\n  bool synchronized = 4;\n}}\n\n\
-                 message {dir}Frame {{\n  repeated {dir}Sample samples = 1;\n}}\n",
-                lower = dir.to_ascii_lowercase(),
-            );
-            let env = if dir == "Data" {
-                "SourceEnvelope"
-            } else {
-                "AggregatorEnvelope"
-            };
-            let _ = writeln!(
-                out,
-                "// What {who}: tsercom.Envelope with typed frames.\n\
-                 message {env} {{\n  oneof kind {{\n    .tsercom.Hello hello = 1;\n    \
-                 {dir}Frame frame = 2;\n    .tsercom.Ack ack = 3;\n    .tsercom.Gap gap = 4;\n    \
-                 .tsercom.TimeProbe time_probe = 5;\n    .tsercom.TimeReply time_reply = 6;\n  }}\n}}\n"
-            );
-        }
-        out.push_str(
-            "// The tsercom stream (see tsercom/stream.proto). Served by whichever side listens:\n\
-             // as declared here when an aggregator listens and sources dial it; when a source\n\
-             // listens, the same path carries AggregatorEnvelope requests and SourceEnvelope\n\
-             // replies.\n\
-             service Stream {\n  rpc Open(stream SourceEnvelope) returns (stream AggregatorEnvelope);\n}\n",
-        );
         for s in services {
-            let _ = writeln!(out, "\nservice {} {{", s.name);
-            for m in s.methods {
-                let _ = writeln!(
-                    out,
-                    "  rpc {}({}{}) returns ({}{});",
-                    m.name,
-                    if m.client_streaming { "stream " } else { "" },
-                    rel(package, m.request),
-                    if m.server_streaming { "stream " } else { "" },
-                    rel(package, m.response),
-                );
-            }
-            out.push_str("}\n");
+            registry.add_service(ServiceDef {
+                full_name: format!("{package}.{}", s.name),
+                comment: None,
+                methods: s
+                    .methods
+                    .iter()
+                    .map(|m| MethodDef {
+                        name: m.name.to_owned(),
+                        request: m.request.to_owned(),
+                        response: m.response.to_owned(),
+                        client_streaming: m.client_streaming,
+                        server_streaming: m.server_streaming,
+                    })
+                    .collect(),
+            });
+        }
+        let mut out = registry.render_package(package);
+        if let Some(e) = failure {
+            out.push_str(&format!("// error: the tsercom stream is missing: {e}\n"));
         }
         out
     }
@@ -160,7 +215,7 @@ pub mod __describe {
     /// files, the files of other packages, and the runtime's file (`own`) last.
     pub fn files(package: &str, registry: &SchemaRegistry, own: String) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
-        for (path, text) in tsercom_runtime::wire::PROTO_FILES {
+        for (path, text) in wire::PROTO_FILES {
             if *path == schema::CALLER_ID_IMPORT || *path == STREAM_IMPORT {
                 out.push(((*path).to_owned(), (*text).to_owned()));
             }

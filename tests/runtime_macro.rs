@@ -260,16 +260,18 @@ fn proto_text() {
         "message Query {",
         "message Summary {",
         "message DataSample {",
-        "  Reading payload = 3;",
-        "  Command payload = 3;",
+        "  .weather.Reading payload = 3;",
+        "  .weather.Command payload = 3;",
+        "    .weather.DataFrame frame = 2;",
+        "    .tsercom.Goodbye goodbye = 7;",
         "message SourceEnvelope {",
         "message AggregatorEnvelope {",
-        "service Stream {\n  rpc Open(stream SourceEnvelope) returns (stream AggregatorEnvelope);\n}",
+        "service Stream {\n  rpc Open(stream .weather.SourceEnvelope) returns (stream .weather.AggregatorEnvelope);\n}",
         "service Station {",
-        "  rpc Latest(Query) returns (Reading);",
-        "  rpc History(Query) returns (stream Reading);",
-        "  rpc Upload(stream Reading) returns (Summary);",
-        "  rpc Warm(stream Reading) returns (stream Reading);",
+        "  rpc Latest(.weather.Query) returns (.weather.Reading);",
+        "  rpc History(.weather.Query) returns (stream .weather.Reading);",
+        "  rpc Upload(stream .weather.Reading) returns (.weather.Summary);",
+        "  rpc Warm(stream .weather.Reading) returns (stream .weather.Reading);",
     ] {
         assert!(proto.contains(piece), "missing {piece:?} in:\n{proto}");
     }
@@ -373,7 +375,7 @@ fn other_packages_are_imported() {
         "{proto}"
     );
     assert!(
-        proto.contains("rpc Read(Tick) returns (.shared.types.SharedReading);"),
+        proto.contains("rpc Read(.lab.Tick) returns (.shared.types.SharedReading);"),
         "{proto}"
     );
     let paths: Vec<String> = lab::proto_files().into_iter().map(|(p, _)| p).collect();

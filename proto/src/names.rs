@@ -210,15 +210,15 @@ mod tests {
 
     #[test]
     fn service_types() {
-        assert_eq!(service_type("weather").as_deref(), Ok("_weather._tcp.local."));
+        assert_eq!(
+            service_type("weather").as_deref(),
+            Ok("_weather._tcp.local.")
+        );
         assert_eq!(
             service_type("Lab__Inst_").as_deref(),
             Ok("_lab-inst._tcp.local.")
         );
-        assert_eq!(
-            service_type("__a__b__").as_deref(),
-            Ok("_a-b._tcp.local.")
-        );
+        assert_eq!(service_type("__a__b__").as_deref(), Ok("_a-b._tcp.local."));
         assert!(service_type("_1").is_err());
         assert!(service_type("").is_err());
         assert!(service_type("a.b").is_err());

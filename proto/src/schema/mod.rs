@@ -62,7 +62,6 @@ impl FieldType {
     pub fn scalar(name: &'static str) -> Self {
         FieldType::Scalar(name)
     }
-
 }
 
 /// One field of a message (or of a oneof).
@@ -503,7 +502,6 @@ impl SchemaRegistry {
         h.finish()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -23,8 +23,6 @@ impl FieldType {
     }
 }
 
-
-
 pub(super) fn indent(depth: usize, out: &mut String) {
     for _ in 0..depth {
         out.push_str("  ");

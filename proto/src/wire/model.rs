@@ -103,7 +103,10 @@ fn convert(full_name: &str, m: &DescriptorProto) -> Result<MessageDef, WireModel
     def.oneofs = oneofs;
     for r in &m.reserved_range {
         // Descriptor ranges are end-exclusive.
-        if let (Ok(lo), Ok(hi)) = (u32::try_from(r.start()), u32::try_from(r.end().saturating_sub(1))) {
+        if let (Ok(lo), Ok(hi)) = (
+            u32::try_from(r.start()),
+            u32::try_from(r.end().saturating_sub(1)),
+        ) {
             def.reserved_tags.push((lo, hi));
         }
     }
