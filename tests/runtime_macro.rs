@@ -389,3 +389,90 @@ fn other_packages_are_imported() {
         ]
     );
 }
+
+/// A unit-only enum as the event type and as a field (`Mode`), and a single-variant enum as
+/// an rpc type, all inside the runtime module (issue: they were "not a tsercom series type").
+#[tsercom::runtime(data = Level, event = Command)]
+pub mod plant {
+    use tsercom::rpc::Status;
+
+    #[tsercom::series]
+    pub enum Command {
+        Calibrate,
+        Reset,
+    }
+
+    #[tsercom::series]
+    pub enum Mode {
+        Idle,
+        Running,
+    }
+
+    #[tsercom::series]
+    pub struct Level {
+        pub volts: f64,
+        pub mode: Mode,
+    }
+
+    #[tsercom::series]
+    pub enum Ping {
+        Now,
+    }
+
+    pub trait Control {
+        async fn ping(&self, request: Ping) -> Result<Ping, Status>;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unit_enum_events_and_fields_travel_end_to_end() {
+    let proto = plant::proto();
+    for piece in [
+        "message CommandMessage {\n  .plant.Command value = 1;\n}",
+        "  .plant.CommandMessage payload = 3;",
+        "  .plant.Mode mode = 2;",
+        "rpc Ping(.plant.PingMessage) returns (.plant.PingMessage);",
+    ] {
+        assert!(proto.contains(piece), "missing {piece:?} in:\n{proto}");
+    }
+    assert!(
+        !proto.contains("ModeMessage"),
+        "a field-only enum stays an enum:\n{proto}"
+    );
+
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let agg = plant::Aggregator::builder()
+        .listen(local)
+        .start()
+        .await
+        .unwrap();
+    let source = plant::Source::builder()
+        .dial([agg.local_addr().unwrap()])
+        .start()
+        .await
+        .unwrap();
+    let mut events = source.events().unwrap();
+    source
+        .send(plant::Level {
+            volts: 1.5,
+            mode: plant::Mode::Running,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while agg.stats().received < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got = agg.data().reader().get_new_data();
+    assert_eq!(got.items[0].1.value.mode, plant::Mode::Running);
+    // Both values of the event, the default (encoded as nothing) and a non-default one.
+    for command in [plant::Command::Reset, plant::Command::Calibrate] {
+        agg.send(source.id(), command).unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.value, command);
+    }
+}

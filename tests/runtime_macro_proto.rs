@@ -72,7 +72,10 @@ fn compile_runtime() -> Result<FileDescriptorSet, BoxError> {
         }
         std::fs::write(at, text)?;
     }
-    let own = files.last().map(|(p, _)| dir.path().join(p)).ok_or("no files")?;
+    let own = files
+        .last()
+        .map(|(p, _)| dir.path().join(p))
+        .ok_or("no files")?;
     Ok(protox::compile([own], [dir.path()])?)
 }
 
@@ -85,16 +88,28 @@ fn emitted_runtime_proto_carries_the_whole_wire() -> Result<(), BoxError> {
 
     // The typed counterparts: same fields, with the generic types replaced.
     let typed = [
-        ("tsercom.Sample", ["plant.v1.DataSample", "plant.v1.EventSample"]),
-        ("tsercom.Frame", ["plant.v1.DataFrame", "plant.v1.EventFrame"]),
+        (
+            "tsercom.Sample",
+            ["plant.v1.DataSample", "plant.v1.EventSample"],
+        ),
+        (
+            "tsercom.Frame",
+            ["plant.v1.DataFrame", "plant.v1.EventFrame"],
+        ),
         (
             "tsercom.Envelope",
             ["plant.v1.SourceEnvelope", "plant.v1.AggregatorEnvelope"],
         ),
     ];
     let retyped: BTreeMap<&str, [&str; 2]> = BTreeMap::from([
-        (".tsercom.Sample", [".plant.v1.DataSample", ".plant.v1.EventSample"]),
-        (".tsercom.Frame", [".plant.v1.DataFrame", ".plant.v1.EventFrame"]),
+        (
+            ".tsercom.Sample",
+            [".plant.v1.DataSample", ".plant.v1.EventSample"],
+        ),
+        (
+            ".tsercom.Frame",
+            [".plant.v1.DataFrame", ".plant.v1.EventFrame"],
+        ),
     ]);
     for (wire_name, [data, event]) in typed {
         let w = wire_msgs.get(wire_name).ok_or(wire_name)?;
@@ -119,14 +134,21 @@ fn emitted_runtime_proto_carries_the_whole_wire() -> Result<(), BoxError> {
     }
     let envelope = ours.get("plant.v1.SourceEnvelope").ok_or("envelope")?;
     assert!(
-        envelope.field.iter().any(|f| f.name() == "goodbye" && f.number() == 7),
+        envelope
+            .field
+            .iter()
+            .any(|f| f.name() == "goodbye" && f.number() == 7),
         "Goodbye is an envelope kind"
     );
 
     // Every other message of the stream's files is in the compiled set, as on the wire.
     let stream_files = ["tsercom/stream.proto", "tsercom/caller_id.proto"];
     let mut checked = 0;
-    for file in wire.file.iter().filter(|f| stream_files.contains(&f.name())) {
+    for file in wire
+        .file
+        .iter()
+        .filter(|f| stream_files.contains(&f.name()))
+    {
         for m in &file.message_type {
             let name = format!("{}.{}", file.package(), m.name());
             let got = ours.get(&name).ok_or_else(|| format!("{name} missing"))?;
@@ -160,7 +182,10 @@ fn emitted_runtime_proto_carries_the_whole_wire() -> Result<(), BoxError> {
         assert_eq!(m.server_streaming(), w.server_streaming());
     }
     assert_eq!(stream.method[0].input_type(), ".plant.v1.SourceEnvelope");
-    assert_eq!(stream.method[0].output_type(), ".plant.v1.AggregatorEnvelope");
+    assert_eq!(
+        stream.method[0].output_type(),
+        ".plant.v1.AggregatorEnvelope"
+    );
     assert!(file.service.iter().any(|s| s.name() == "Ops"));
     Ok(())
 }

@@ -229,6 +229,39 @@ fn typed_stream_messages_match_the_wire() {
     assert!(frame.samples[0].synchronized);
 }
 
+/// A `Goodbye` crosses languages both ways: Rust's `tsercom.Envelope` with `goodbye = 7`
+/// decodes in Python as the typed `SourceEnvelope`'s `goodbye`, and Python's typed
+/// `AggregatorEnvelope` goodbye decodes in Rust as `tsercom.Envelope`'s `Goodbye`.
+#[test]
+fn goodbye_crosses_languages() {
+    use tsercom::__private::prost::Message;
+    use tsercom::wire::{envelope, Envelope, Goodbye};
+    let Some(py) = Python::find("goodbye_crosses_languages") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = compile(&py, dir.path());
+    let env = Envelope {
+        kind: Some(envelope::Kind::Goodbye(Goodbye {})),
+    };
+    let stdout = py.run(
+        &scripts().join("runtime_xlang.py"),
+        &out,
+        &["goodbye"],
+        Some(&env.encode_to_vec()),
+    );
+    let stdout = String::from_utf8(stdout).unwrap();
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("goodbye"));
+    let hex = lines.next().unwrap();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let back = Envelope::decode(bytes.as_slice()).unwrap();
+    assert_eq!(back.kind, Some(envelope::Kind::Goodbye(Goodbye {})));
+}
+
 #[tsercom::series(package = "xshared.v1")]
 pub struct Shared {
     pub value: f64,

@@ -50,6 +50,13 @@ pub const AGGREGATOR_ENVELOPE: &str = "AggregatorEnvelope";
 /// The typed `tsercom.TsercomStream` service of a runtime.
 pub const STREAM_SERVICE: &str = "Stream";
 
+/// The message a proto enum travels in when it is a series value of its own (a data, event
+/// or rpc type): `pkg.Command` -> `pkg.CommandMessage`, defined as
+/// `message CommandMessage { Command value = 1; }`.
+pub fn enum_message_name(enum_full_name: &str) -> String {
+    format!("{enum_full_name}Message")
+}
+
 /// Why a runtime name cannot be turned into an mDNS service type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NameError(pub &'static str);

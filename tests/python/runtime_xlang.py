@@ -10,6 +10,9 @@ The modules `xlang_rt_pb2` / `xlang_rt_pb2_grpc` are compiled by grpcio-tools fr
   runtime_xlang.py envelope      reads an untyped tsercom.Envelope (Rust's encoding) on stdin,
                                  decodes it as the typed SourceEnvelope, prints its samples and
                                  writes (hex) a typed AggregatorEnvelope for Rust to decode.
+  runtime_xlang.py goodbye       the same with a Goodbye: decodes Rust's untyped Goodbye
+                                 envelope as the typed SourceEnvelope and answers with the
+                                 typed AggregatorEnvelope's Goodbye.
 """
 
 import sys
@@ -70,9 +73,22 @@ def envelope():
     print(out.SerializeToString().hex())
 
 
+def goodbye():
+    env = pb.SourceEnvelope()
+    env.ParseFromString(sys.stdin.buffer.read())
+    assert env.WhichOneof("kind") == "goodbye", env
+    print("goodbye")
+    out = pb.AggregatorEnvelope()
+    out.goodbye.SetInParent()
+    assert out.WhichOneof("kind") == "goodbye"
+    print(out.SerializeToString().hex())
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "envelope":
         envelope()
+    elif sys.argv[1] == "goodbye":
+        goodbye()
     elif sys.argv[1] == "client":
         client(int(sys.argv[2]))
     else:

@@ -4,6 +4,7 @@
 //! Each macro is parse -> validate -> expand; errors are collected, reported at once and
 //! spanned, and the annotated item is still emitted so one mistake does not cascade.
 
+mod internals;
 mod runtime;
 mod schema;
 mod series;

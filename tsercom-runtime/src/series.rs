@@ -111,7 +111,7 @@ pub mod codec {
         note = "supported: f64, f32, i32, i64, u32, u64, bool, String, Vec<u8>, bytes::Bytes, tsercom::Timestamp, tsercom::CallerId, and types annotated with `#[tsercom::series]` (also boxed); wrapped in Option<_>, Vec<_>, HashMap<_, _> or BTreeMap<_, _>",
         note = "`#[series(sint)]` applies to i32 and i64, `#[series(fixed)]` to i32, i64, u32 and u64"
     )]
-    pub trait Codec<K = kind::Plain>: Sized {
+    pub trait Codec<K = kind::Plain>: Sized + Clone + PartialEq + std::fmt::Debug {
         /// The schema type; registers any definitions it needs.
         fn proto_type(registry: &mut SchemaRegistry) -> FieldType;
         /// The proto3 default value.
@@ -129,6 +129,23 @@ pub mod codec {
             buf: &mut impl Buf,
             ctx: DecodeContext,
         ) -> Result<(), DecodeError>;
+        /// `Clone::clone`, reached through this trait so that the `Clone`, `PartialEq` and
+        /// `Debug` impls `#[tsercom::series]` generates report an unsupported field type
+        /// once, as unsupported, instead of once per trait.
+        #[inline]
+        fn clone_value(&self) -> Self {
+            self.clone()
+        }
+        /// `PartialEq::eq` (see [`clone_value`](Self::clone_value)).
+        #[inline]
+        fn eq_value(&self, other: &Self) -> bool {
+            self == other
+        }
+        /// The value as `Debug` (see [`clone_value`](Self::clone_value)).
+        #[inline]
+        fn debug_value(&self) -> &dyn std::fmt::Debug {
+            self
+        }
         /// Encodes a repeated field (packed for numbers).
         #[inline]
         fn encode_repeated(tag: u32, values: &[Self], buf: &mut impl BufMut) {
@@ -153,6 +170,16 @@ pub mod codec {
             Self::merge(wire_type, &mut v, buf, ctx)?;
             values.push(v);
             Ok(())
+        }
+    }
+
+    /// The `Debug` form of a map field, built from [`Codec::debug_value`] of its keys and
+    /// values.
+    pub struct DebugMap<'a>(pub Vec<(&'a dyn std::fmt::Debug, &'a dyn std::fmt::Debug)>);
+
+    impl std::fmt::Debug for DebugMap<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_map().entries(self.0.iter().copied()).finish()
         }
     }
 

@@ -5,9 +5,10 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, ToTokens};
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericArgument, Item, PathArguments, ReturnType, TraitItem, Type};
+use syn::{FnArg, Item, ReturnType, TraitItem, Type};
 
 use super::Errors;
+use crate::internals::types::{generic_args, only_arg, simple_name};
 use crate::schema;
 
 /// A `#[tsercom::series]` type declared in the module.
@@ -104,51 +105,10 @@ fn put_in_package(attr: &mut syn::Attribute, package: &str, krate: Option<&syn::
     attr.meta = syn::parse_quote!(#path(#args));
 }
 
-fn last_segment_with_arg<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
-    let Type::Path(p) = ty else { return None };
-    if p.qself.is_some() {
-        return None;
-    }
-    let seg = p.path.segments.last()?;
-    if seg.ident != name {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &seg.arguments else {
-        return None;
-    };
-    if args.args.len() != 1 {
-        return None;
-    }
-    match args.args.first()? {
-        GenericArgument::Type(t) => Some(t),
-        _ => None,
-    }
-}
-
 /// `Result<T, Status>` -> `T`.
 fn result_ok(ty: &Type) -> Option<&Type> {
-    let Type::Path(p) = ty else { return None };
-    let seg = p.path.segments.last()?;
-    if seg.ident != "Result" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &seg.arguments else {
-        return None;
-    };
-    if args.args.len() != 2 {
-        return None;
-    }
-    let mut it = args.args.iter();
-    let ok = match it.next()? {
-        GenericArgument::Type(t) => t,
-        _ => return None,
-    };
-    match it.next()? {
-        GenericArgument::Type(Type::Path(e))
-            if e.path.segments.last().is_some_and(|s| s.ident == "Status") =>
-        {
-            Some(ok)
-        }
+    match generic_args(ty, "Result")?.as_slice() {
+        [ok, status] if simple_name(status).as_deref() == Some("Status") => Some(ok),
         _ => None,
     }
 }
@@ -235,11 +195,11 @@ fn method(f: &mut syn::TraitItemFn, errors: &mut Errors) -> Option<Method> {
         (Some(a), Some(b)) if ok => (a, b),
         _ => return None,
     };
-    let (client, request) = match last_segment_with_arg(request, "Streaming") {
+    let (client, request) = match only_arg(request, "Streaming") {
         Some(t) => (true, t.clone()),
         None => (false, request.clone()),
     };
-    let (server, response) = match last_segment_with_arg(response, "ResponseStream") {
+    let (server, response) = match only_arg(response, "ResponseStream") {
         Some(t) => (true, t.clone()),
         None => (false, response.clone()),
     };

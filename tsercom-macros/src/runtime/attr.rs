@@ -1,11 +1,12 @@
 //! The arguments of `#[tsercom::runtime(..)]`. Keys are constants; duplicates are detected
 //! by [`Attr::set`].
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use syn::spanned::Spanned;
 use syn::LitStr;
 
-use super::Errors;
+use crate::internals::attr::{crate_path, unknown_key, Attr};
+use crate::internals::Errors;
 
 pub(crate) const DATA: &str = "data";
 pub(crate) const EVENT: &str = "event";
@@ -13,34 +14,10 @@ pub(crate) const NAME: &str = "name";
 pub(crate) const PACKAGE: &str = "package";
 pub(crate) const CRATE: &str = "crate";
 
-const KEYS: &str = "`data`, `event`, `name`, `package`, `crate`";
+const KEYS: &[&str] = &[DATA, EVENT, NAME, PACKAGE, CRATE];
 
-/// One argument value, remembering where it was set so a second setting is an error.
-pub(crate) struct Attr<T> {
-    key: &'static str,
-    value: Option<(Span, T)>,
-}
-
-impl<T> Attr<T> {
-    fn none(key: &'static str) -> Self {
-        Attr { key, value: None }
-    }
-
-    fn set(&mut self, errors: &mut Errors, span: Span, value: T) {
-        if self.value.is_some() {
-            errors.push(syn::Error::new(
-                span,
-                format!("duplicate runtime argument `{}`", self.key),
-            ));
-        } else {
-            self.value = Some((span, value));
-        }
-    }
-
-    pub(crate) fn get(&self) -> Option<&T> {
-        self.value.as_ref().map(|(_, v)| v)
-    }
-}
+/// What the duplicate and unknown-key errors call a key of `#[tsercom::runtime(..)]`.
+const WHAT: &str = "runtime argument";
 
 /// The arguments of the attribute.
 pub(crate) struct Args {
@@ -55,11 +32,11 @@ pub(crate) struct Args {
 /// Parses `#[tsercom::runtime(..)]` arguments, reporting every problem.
 pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Args {
     let mut out = Args {
-        data: Attr::none(DATA),
-        event: Attr::none(EVENT),
-        name: Attr::none(NAME),
-        package: Attr::none(PACKAGE),
-        krate: Attr::none(CRATE),
+        data: Attr::none(WHAT, DATA),
+        event: Attr::none(WHAT, EVENT),
+        name: Attr::none(WHAT, NAME),
+        package: Attr::none(WHAT, PACKAGE),
+        krate: Attr::none(WHAT, CRATE),
     };
     let parser = syn::meta::parser(|meta| {
         let span = meta.path.span();
@@ -76,31 +53,11 @@ pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Args {
             let lit: LitStr = meta.value()?.parse()?;
             out.package.set(errors, span, lit);
         } else if meta.path.is_ident(CRATE) {
-            let lit: LitStr = meta.value()?.parse()?;
-            match lit.parse::<syn::Path>() {
-                Ok(path) => out.krate.set(errors, span, (lit, path)),
-                Err(_) => errors.push(syn::Error::new(
-                    lit.span(),
-                    "`crate` must be a path such as \"::my_tsercom\"",
-                )),
+            if let Some(krate) = crate_path(&meta, errors)? {
+                out.krate.set(errors, span, krate);
             }
         } else {
-            let key = meta
-                .path
-                .get_ident()
-                .map_or_else(|| "this key".to_owned(), |i| format!("`{i}`"));
-            errors.push(syn::Error::new(
-                span,
-                format!("unknown runtime argument {key}; expected one of: {KEYS}"),
-            ));
-            // Skip its value so the other arguments are still checked.
-            if meta.input.peek(syn::Token![=]) {
-                let _: syn::Expr = meta.value()?.parse()?;
-            } else if meta.input.peek(syn::token::Paren) {
-                let _content;
-                syn::parenthesized!(_content in meta.input);
-                let _: TokenStream = _content.parse()?;
-            }
+            errors.push(unknown_key(&meta, WHAT, KEYS)?);
         }
         Ok(())
     });

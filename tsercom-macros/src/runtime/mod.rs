@@ -9,23 +9,12 @@ mod valid;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-/// Errors collected across all stages, reported at once.
-pub(crate) struct Errors(Vec<syn::Error>);
-
-impl Errors {
-    pub(crate) fn push(&mut self, e: syn::Error) {
-        self.0.push(e);
-    }
-
-    fn to_compile_errors(&self) -> TokenStream {
-        self.0.iter().map(syn::Error::to_compile_error).collect()
-    }
-}
+pub(crate) use crate::internals::Errors;
 
 /// The macro: the module with its items rewritten and the generated items added, or with
 /// every error found. The module is emitted either way, so one mistake does not cascade.
 pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
-    let mut errors = Errors(Vec::new());
+    let mut errors = Errors::new();
     let args = attr::parse(args, &mut errors);
     let mut module: syn::ItemMod = match syn::parse2(input.clone()) {
         Ok(m) => m,
@@ -67,7 +56,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         &mut errors,
     );
     valid::check(&args, &name, &parsed, &mut errors);
-    if errors.0.is_empty() {
+    if errors.is_empty() {
         let krate = args
             .krate
             .get()

@@ -3,10 +3,11 @@
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{Attribute, Fields, GenericArgument, Ident, PathArguments, Type};
+use syn::{Attribute, Fields, Ident, Type};
 
 use super::attr::{self, ContainerAttrs, FieldAttrs};
 use super::Errors;
+pub(crate) use crate::internals::types::{generic_args, only_arg, simple_name};
 use crate::schema;
 
 /// The annotated item.
@@ -78,46 +79,9 @@ pub(crate) enum VariantKind {
     Struct(Vec<Field>),
 }
 
-/// The only generic argument of `ty` if its last path segment is `name`.
-pub(crate) fn generic_args<'a>(ty: &'a Type, name: &str) -> Option<Vec<&'a Type>> {
-    let Type::Path(p) = ty else { return None };
-    if p.qself.is_some() {
-        return None;
-    }
-    let seg = p.path.segments.last()?;
-    if seg.ident != name {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &seg.arguments else {
-        return None;
-    };
-    Some(
-        args.args
-            .iter()
-            .filter_map(|a| match a {
-                GenericArgument::Type(t) => Some(t),
-                _ => None,
-            })
-            .collect(),
-    )
-}
-
-/// The last path segment's name if `ty` is a plain path without generics.
-pub(crate) fn simple_name(ty: &Type) -> Option<String> {
-    let Type::Path(p) = ty else { return None };
-    if p.qself.is_some() {
-        return None;
-    }
-    let seg = p.path.segments.last()?;
-    match seg.arguments {
-        PathArguments::None => Some(seg.ident.to_string()),
-        _ => None,
-    }
-}
-
-fn is_vec_u8(ty: &Type) -> bool {
-    generic_args(ty, "Vec")
-        .is_some_and(|a| a.len() == 1 && simple_name(a[0]).as_deref() == Some("u8"))
+/// `Vec<u8>`: protobuf `bytes`, not a repeated field.
+pub(crate) fn is_vec_u8(ty: &Type) -> bool {
+    only_arg(ty, "Vec").is_some_and(|a| simple_name(a).as_deref() == Some("u8"))
 }
 
 fn shape_of(ty: &Type) -> Shape {

@@ -2,12 +2,13 @@
 //! variants. Keys are constants; duplicates are detected by [`Attr::set`].
 
 use proc_macro2::Span;
-use syn::parse::ParseStream;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprRange, Lit, LitInt, LitStr, RangeLimits, Token};
 
-use super::Errors;
+pub(crate) use crate::internals::attr::Attr;
+use crate::internals::attr::{crate_path, unknown_key};
+use crate::internals::Errors;
 
 /// The helper attribute on fields and variants.
 pub(crate) const SERIES: &str = "series";
@@ -22,41 +23,12 @@ pub(crate) const SINT: &str = "sint";
 pub(crate) const FIXED: &str = "fixed";
 pub(crate) const CRATE: &str = "crate";
 
-const CONTAINER_KEYS: &str =
-    "`name`, `package`, `interpolate`, `reserved`, `reserved_names`, `crate`";
-const FIELD_KEYS: &str = "`tag`, `name`, `sint`, `fixed`";
-const VARIANT_KEYS: &str = "`tag`, `name`";
+const CONTAINER_KEYS: &[&str] = &[NAME, PACKAGE, INTERPOLATE, RESERVED, RESERVED_NAMES, CRATE];
+const FIELD_KEYS: &[&str] = &[TAG, NAME, SINT, FIXED];
+const VARIANT_KEYS: &[&str] = &[TAG, NAME];
 
-/// One attribute value, remembering where it was set so a second setting is an error.
-pub(crate) struct Attr<T> {
-    key: &'static str,
-    value: Option<(Span, T)>,
-}
-
-impl<T> Attr<T> {
-    pub(crate) fn none(key: &'static str) -> Self {
-        Attr { key, value: None }
-    }
-
-    pub(crate) fn set(&mut self, errors: &mut Errors, span: Span, value: T) {
-        if self.value.is_some() {
-            errors.push(syn::Error::new(
-                span,
-                format!("duplicate series attribute `{}`", self.key),
-            ));
-        } else {
-            self.value = Some((span, value));
-        }
-    }
-
-    pub(crate) fn get(&self) -> Option<&T> {
-        self.value.as_ref().map(|(_, v)| v)
-    }
-
-    pub(crate) fn span(&self) -> Option<Span> {
-        self.value.as_ref().map(|(s, _)| *s)
-    }
-}
+/// What the duplicate and unknown-key errors call a key of `#[tsercom::series(..)]`.
+const WHAT: &str = "series attribute";
 
 /// A reserved field number range, inclusive.
 pub(crate) struct Reserved {
@@ -88,19 +60,6 @@ pub(crate) struct FieldAttrs {
 pub(crate) struct VariantAttrs {
     pub(crate) tag: Attr<u32>,
     pub(crate) name: Attr<LitStr>,
-}
-
-/// Skips the value of an unknown key so parsing can go on.
-fn skip_value(input: ParseStream) -> syn::Result<()> {
-    if input.peek(Token![=]) {
-        input.parse::<Token![=]>()?;
-        input.parse::<Expr>()?;
-    } else if input.peek(syn::token::Paren) {
-        let content;
-        syn::parenthesized!(content in input);
-        content.parse::<proc_macro2::TokenStream>()?;
-    }
-    Ok(())
 }
 
 fn parse_u32(lit: &LitInt) -> syn::Result<u32> {
@@ -153,12 +112,12 @@ fn parse_reserved(expr: &Expr) -> syn::Result<Reserved> {
 /// Parses `#[tsercom::series(..)]` arguments.
 pub(crate) fn container(args: proc_macro2::TokenStream, errors: &mut Errors) -> ContainerAttrs {
     let mut attrs = ContainerAttrs {
-        name: Attr::none(NAME),
-        package: Attr::none(PACKAGE),
-        interpolate: Attr::none(INTERPOLATE),
-        reserved: Attr::none(RESERVED),
-        reserved_names: Attr::none(RESERVED_NAMES),
-        krate: Attr::none(CRATE),
+        name: Attr::none(WHAT, NAME),
+        package: Attr::none(WHAT, PACKAGE),
+        interpolate: Attr::none(WHAT, INTERPOLATE),
+        reserved: Attr::none(WHAT, RESERVED),
+        reserved_names: Attr::none(WHAT, RESERVED_NAMES),
+        krate: Attr::none(WHAT, CRATE),
     };
     let mut found = Vec::new();
     let parser = syn::meta::parser(|meta| {
@@ -170,13 +129,8 @@ pub(crate) fn container(args: proc_macro2::TokenStream, errors: &mut Errors) -> 
             let lit: LitStr = meta.value()?.parse()?;
             attrs.package.set(errors, span, lit);
         } else if meta.path.is_ident(CRATE) {
-            let lit: LitStr = meta.value()?.parse()?;
-            match lit.parse::<syn::Path>() {
-                Ok(path) => attrs.krate.set(errors, span, path),
-                Err(_) => errors.push(syn::Error::new(
-                    lit.span(),
-                    "`crate` must be a path such as \"::my_tsercom\"",
-                )),
+            if let Some((_, path)) = crate_path(&meta, errors)? {
+                attrs.krate.set(errors, span, path);
             }
         } else if meta.path.is_ident(INTERPOLATE) {
             attrs.interpolate.set(errors, span, ());
@@ -200,11 +154,7 @@ pub(crate) fn container(args: proc_macro2::TokenStream, errors: &mut Errors) -> 
                 .reserved_names
                 .set(errors, span, lits.into_iter().collect());
         } else {
-            found.push(meta.error(format!(
-                "unknown series attribute `{}`; expected one of: {CONTAINER_KEYS}",
-                path_text(&meta.path)
-            )));
-            skip_value(meta.input)?;
+            found.push(unknown_key(&meta, WHAT, CONTAINER_KEYS)?);
         }
         Ok(())
     });
@@ -217,21 +167,13 @@ pub(crate) fn container(args: proc_macro2::TokenStream, errors: &mut Errors) -> 
     attrs
 }
 
-fn path_text(path: &syn::Path) -> String {
-    path.segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect::<Vec<_>>()
-        .join("::")
-}
-
 /// Parses the `#[series(..)]` attributes of a field and removes them from `attrs`.
 pub(crate) fn field(attrs: &mut Vec<syn::Attribute>, errors: &mut Errors) -> FieldAttrs {
     let mut out = FieldAttrs {
-        tag: Attr::none(TAG),
-        name: Attr::none(NAME),
-        sint: Attr::none(SINT),
-        fixed: Attr::none(FIXED),
+        tag: Attr::none(WHAT, TAG),
+        name: Attr::none(WHAT, NAME),
+        sint: Attr::none(WHAT, SINT),
+        fixed: Attr::none(WHAT, FIXED),
     };
     for attr in take_series_attrs(attrs) {
         let mut unknown = Vec::new();
@@ -248,11 +190,7 @@ pub(crate) fn field(attrs: &mut Vec<syn::Attribute>, errors: &mut Errors) -> Fie
             } else if meta.path.is_ident(FIXED) {
                 out.fixed.set(errors, span, ());
             } else {
-                unknown.push(meta.error(format!(
-                    "unknown series field attribute `{}`; expected one of: {FIELD_KEYS}",
-                    path_text(&meta.path)
-                )));
-                skip_value(meta.input)?;
+                unknown.push(unknown_key(&meta, "series field attribute", FIELD_KEYS)?);
             }
             Ok(())
         });
@@ -269,8 +207,8 @@ pub(crate) fn field(attrs: &mut Vec<syn::Attribute>, errors: &mut Errors) -> Fie
 /// Parses the `#[series(..)]` attributes of a variant and removes them from `attrs`.
 pub(crate) fn variant(attrs: &mut Vec<syn::Attribute>, errors: &mut Errors) -> VariantAttrs {
     let mut out = VariantAttrs {
-        tag: Attr::none(TAG),
-        name: Attr::none(NAME),
+        tag: Attr::none(WHAT, TAG),
+        name: Attr::none(WHAT, NAME),
     };
     for attr in take_series_attrs(attrs) {
         let mut unknown = Vec::new();
@@ -283,11 +221,11 @@ pub(crate) fn variant(attrs: &mut Vec<syn::Attribute>, errors: &mut Errors) -> V
                 let lit: LitStr = meta.value()?.parse()?;
                 out.name.set(errors, span, lit);
             } else {
-                unknown.push(meta.error(format!(
-                    "unknown series variant attribute `{}`; expected one of: {VARIANT_KEYS}",
-                    path_text(&meta.path)
-                )));
-                skip_value(meta.input)?;
+                unknown.push(unknown_key(
+                    &meta,
+                    "series variant attribute",
+                    VARIANT_KEYS,
+                )?);
             }
             Ok(())
         });

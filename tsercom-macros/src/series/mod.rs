@@ -9,26 +9,7 @@ mod valid;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-/// Errors collected across all stages, reported at once.
-pub(crate) struct Errors(Vec<syn::Error>);
-
-impl Errors {
-    fn new() -> Self {
-        Errors(Vec::new())
-    }
-
-    pub(crate) fn push(&mut self, e: syn::Error) {
-        self.0.push(e);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn to_compile_errors(&self) -> TokenStream {
-        self.0.iter().map(syn::Error::to_compile_error).collect()
-    }
-}
+pub(crate) use crate::internals::Errors;
 
 /// The macro: the item (its `#[series]` helper attributes removed) and either its impls or
 /// every error found. The item is emitted either way, so one mistake does not cascade.
@@ -48,9 +29,10 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     }
     let impls = match &container {
         Some(c) => {
-            let user_default = expand::add_derives(&mut item, c);
+            let user = expand::UserDerives::of(&item);
+            expand::add_unit_enum_derives(&mut item, c, &user);
             if errors.is_empty() {
-                expand::impls(c, user_default)
+                expand::impls(c, &user)
             } else {
                 TokenStream::new()
             }

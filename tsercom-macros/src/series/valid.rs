@@ -240,9 +240,7 @@ fn check_elem(ty: &Type, errors: &mut Errors) {
                 return;
             };
             let name = seg.ident.to_string();
-            if ast::generic_args(ty, "Vec")
-                .is_some_and(|a| a.len() == 1 && ast::simple_name(a[0]).as_deref() == Some("u8"))
-            {
+            if ast::is_vec_u8(ty) {
                 return;
             }
             if let Some(args) = ast::generic_args(ty, "Box") {

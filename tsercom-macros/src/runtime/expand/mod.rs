@@ -118,10 +118,11 @@ pub(crate) fn items(cx: &Ctx<'_>) -> Vec<syn::Item> {
             #[doc = #doc_st]
             pub const SERVICE_TYPE: &str = #service_type;
 
-            /// Adds every schema definition of this runtime (its series types, data, event
-            /// and rpc message types) to `registry`.
+            /// Adds every schema definition of this runtime (its series types as fields
+            /// see them, so a unit-only enum is a proto enum; data, event and rpc message
+            /// types as messages) to `registry`.
             fn __tsercom_describe(registry: &mut #k::schema::SchemaRegistry) {
-                #( <#series as #k::Series>::describe(registry); )*
+                #( let _ = <#series as #p::runtime::series::codec::Codec>::proto_type(registry); )*
                 <#data as #k::Series>::describe(registry);
                 <#event as #k::Series>::describe(registry);
                 #( <#rpc_types as #k::Series>::describe(registry); )*
