@@ -2,6 +2,7 @@
 //! variants. Keys are constants; duplicates are detected by [`Attr::set`].
 
 use proc_macro2::Span;
+use syn::meta::ParseNestedMeta;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprRange, Lit, LitInt, LitStr, RangeLimits, Token};
@@ -175,32 +176,18 @@ pub(crate) fn field(attrs: &mut Vec<syn::Attribute>, errors: &mut Errors) -> Fie
         sint: Attr::none(WHAT, SINT),
         fixed: Attr::none(WHAT, FIXED),
     };
-    for attr in take_series_attrs(attrs) {
-        let mut unknown = Vec::new();
-        let res = attr.parse_nested_meta(|meta| {
-            let span = meta.path.span();
-            if meta.path.is_ident(TAG) {
-                let lit: LitInt = meta.value()?.parse()?;
-                out.tag.set(errors, lit.span(), parse_u32(&lit)?);
-            } else if meta.path.is_ident(NAME) {
-                let lit: LitStr = meta.value()?.parse()?;
-                out.name.set(errors, span, lit);
-            } else if meta.path.is_ident(SINT) {
-                out.sint.set(errors, span, ());
-            } else if meta.path.is_ident(FIXED) {
-                out.fixed.set(errors, span, ());
-            } else {
-                unknown.push(unknown_key(&meta, "series field attribute", FIELD_KEYS)?);
-            }
-            Ok(())
-        });
-        if let Err(e) = res {
-            errors.push(e);
-        }
-        for e in unknown {
-            errors.push(e);
-        }
-    }
+    let what = "series field attribute";
+    each_key(attrs, errors, what, FIELD_KEYS, |meta, errors| {
+        let flag = if meta.path.is_ident(SINT) {
+            &mut out.sint
+        } else if meta.path.is_ident(FIXED) {
+            &mut out.fixed
+        } else {
+            return tag_or_name(meta, errors, &mut out.tag, &mut out.name);
+        };
+        flag.set(errors, meta.path.span(), ());
+        Ok(true)
+    });
     out
 }
 
@@ -210,22 +197,46 @@ pub(crate) fn variant(attrs: &mut Vec<syn::Attribute>, errors: &mut Errors) -> V
         tag: Attr::none(WHAT, TAG),
         name: Attr::none(WHAT, NAME),
     };
+    let what = "series variant attribute";
+    each_key(attrs, errors, what, VARIANT_KEYS, |meta, errors| {
+        tag_or_name(meta, errors, &mut out.tag, &mut out.name)
+    });
+    out
+}
+
+/// `tag = N` or `name = ".."`; `false` for another key.
+fn tag_or_name(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+    tag: &mut Attr<u32>,
+    name: &mut Attr<LitStr>,
+) -> syn::Result<bool> {
+    if meta.path.is_ident(TAG) {
+        let lit: LitInt = meta.value()?.parse()?;
+        tag.set(errors, lit.span(), parse_u32(&lit)?);
+    } else if meta.path.is_ident(NAME) {
+        let lit: LitStr = meta.value()?.parse()?;
+        name.set(errors, meta.path.span(), lit);
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Runs `key` on every key of the `#[series(..)]` helper attributes in `attrs` (and removes
+/// them); a key `key` does not know (it returns `false`) is reported with the valid `keys`.
+fn each_key(
+    attrs: &mut Vec<syn::Attribute>,
+    errors: &mut Errors,
+    what: &str,
+    keys: &[&str],
+    mut key: impl FnMut(&ParseNestedMeta<'_>, &mut Errors) -> syn::Result<bool>,
+) {
     for attr in take_series_attrs(attrs) {
         let mut unknown = Vec::new();
         let res = attr.parse_nested_meta(|meta| {
-            let span = meta.path.span();
-            if meta.path.is_ident(TAG) {
-                let lit: LitInt = meta.value()?.parse()?;
-                out.tag.set(errors, lit.span(), parse_u32(&lit)?);
-            } else if meta.path.is_ident(NAME) {
-                let lit: LitStr = meta.value()?.parse()?;
-                out.name.set(errors, span, lit);
-            } else {
-                unknown.push(unknown_key(
-                    &meta,
-                    "series variant attribute",
-                    VARIANT_KEYS,
-                )?);
+            if !key(&meta, errors)? {
+                unknown.push(unknown_key(&meta, what, keys)?);
             }
             Ok(())
         });
@@ -236,7 +247,6 @@ pub(crate) fn variant(attrs: &mut Vec<syn::Attribute>, errors: &mut Errors) -> V
             errors.push(e);
         }
     }
-    out
 }
 
 fn take_series_attrs(attrs: &mut Vec<syn::Attribute>) -> Vec<syn::Attribute> {

@@ -55,7 +55,7 @@ fn main() {
     let _builder = weather::Aggregator::builder();
     assert_eq!(<weather::Runtime as Runtime>::OPEN_PATH, "/weather.Stream/Open");
     assert_eq!(weather::SERVICE_TYPE, "_weather._tcp.local.");
-    assert!(weather::proto().contains("rpc Bidi(stream Reading) returns (stream Command);"));
+    assert!(weather::proto().contains("rpc Bidi(stream .weather.Reading) returns (stream .weather.Command);"));
     let _client: fn(tsercom::__private::tonic::transport::Channel) -> weather::StationClient =
         weather::StationClient::new;
 }
