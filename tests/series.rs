@@ -556,3 +556,104 @@ fn conflicting_definitions_are_reported() {
     assert_eq!(reg.conflicts().len(), 1);
     assert_eq!(reg.conflicts()[0].full_name, "series.Tagged");
 }
+
+/// The `Clone`, `PartialEq` and `Debug` impls the macro writes (through the field codecs)
+/// behave as `#[derive]`d ones: same `Debug` text, field-wise equality, deep clones.
+#[test]
+fn written_std_impls_match_derived_ones() {
+    use std::collections::BTreeMap;
+
+    #[tsercom::series]
+    pub struct Written {
+        pub x: f64,
+        pub maybe: Option<String>,
+        pub many: Vec<i64>,
+        pub by_name: BTreeMap<String, u32>,
+        pub choice: Choice,
+    }
+
+    #[tsercom::series]
+    pub enum Choice {
+        Off,
+        Level(f64),
+        Tune { hz: u32, name: String },
+    }
+
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    pub struct Derived {
+        pub x: f64,
+        pub maybe: Option<String>,
+        pub many: Vec<i64>,
+        pub by_name: BTreeMap<String, u32>,
+        pub choice: DerivedChoice,
+    }
+
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    pub enum DerivedChoice {
+        Off,
+        Level(f64),
+        Tune { hz: u32, name: String },
+    }
+
+    let w = Written {
+        x: 1.5,
+        maybe: Some("a".into()),
+        many: vec![1, -2],
+        by_name: BTreeMap::from([("k".to_owned(), 7)]),
+        choice: Choice::Tune {
+            hz: 3,
+            name: "n".into(),
+        },
+    };
+    let d = Derived {
+        x: 1.5,
+        maybe: Some("a".into()),
+        many: vec![1, -2],
+        by_name: BTreeMap::from([("k".to_owned(), 7)]),
+        choice: DerivedChoice::Tune {
+            hz: 3,
+            name: "n".into(),
+        },
+    };
+    let derived = |text: String| text.replace("Derived", "Written");
+    assert_eq!(format!("{w:?}"), derived(format!("{d:?}")));
+    assert_eq!(format!("{w:#?}"), derived(format!("{d:#?}")));
+    assert_eq!(format!("{:?}", Choice::Off), "Off");
+    assert_eq!(format!("{:?}", Choice::Level(2.0)), "Level(2.0)");
+    let c = w.clone();
+    assert_eq!(c, w);
+    for changed in [
+        Written {
+            x: 2.0,
+            ..w.clone()
+        },
+        Written {
+            maybe: None,
+            ..w.clone()
+        },
+        Written {
+            many: vec![1],
+            ..w.clone()
+        },
+        Written {
+            by_name: BTreeMap::new(),
+            ..w.clone()
+        },
+        Written {
+            choice: Choice::Level(1.0),
+            ..w.clone()
+        },
+        Written {
+            choice: Choice::Tune {
+                hz: 4,
+                name: "n".into(),
+            },
+            ..w.clone()
+        },
+    ] {
+        assert_ne!(changed, w, "{changed:?}");
+    }
+    assert_eq!(Written::default().choice, Choice::Off);
+}

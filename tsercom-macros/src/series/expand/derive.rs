@@ -256,9 +256,11 @@ fn clone_expr(f: &Field, r: &TokenStream, p: &Paths) -> TokenStream {
     match (&f.shape, k) {
         (Shape::Singular(_), _) => quote!(#c::clone_value(#r)),
         (Shape::Optional(_), _) => {
-            quote!(::core::option::Option::map(::core::option::Option::as_ref(#r), #c::clone_value))
+            quote!(::core::option::Option::map(::core::option::Option::as_ref(#r), |v| #c::clone_value(v)))
         }
-        (Shape::Repeated(_), _) => quote!(#it::collect(#it::map(#r.iter(), #c::clone_value))),
+        (Shape::Repeated(_), _) => {
+            quote!(#it::collect(#it::map(#r.iter(), |v| #c::clone_value(v))))
+        }
         (Shape::Map { .. }, Some(k)) => {
             quote!(#it::collect(#it::map(#r.iter(), |(k, v)| (#k::clone_value(k), #c::clone_value(v)))))
         }
@@ -301,10 +303,10 @@ fn debug_expr(f: &Field, r: &TokenStream, p: &Paths) -> TokenStream {
     match (&f.shape, k) {
         (Shape::Singular(_), _) => quote!(#c::debug_value(#r)),
         (Shape::Optional(_), _) => {
-            quote!(::core::option::Option::map(::core::option::Option::as_ref(#r), #c::debug_value))
+            quote!(::core::option::Option::map(::core::option::Option::as_ref(#r), |v| #c::debug_value(v)))
         }
         (Shape::Repeated(_), _) => quote!(
-            #it::collect::<::std::vec::Vec<&dyn ::core::fmt::Debug>>(#it::map(#r.iter(), #c::debug_value))
+            #it::collect::<::std::vec::Vec<&dyn ::core::fmt::Debug>>(#it::map(#r.iter(), |v| #c::debug_value(v)))
         ),
         (Shape::Map { .. }, Some(k)) => quote!(#codec::DebugMap(#it::collect(#it::map(
             #r.iter(),

@@ -93,7 +93,6 @@ struct FieldCode {
 fn field_code(f: &Field, acc: &TokenStream, p: &Paths) -> FieldCode {
     let tag = f.tag;
     let k = kind(f, p);
-    let enc = &p.enc;
     let schema = &p.schema;
     let name = &f.proto_name;
     let some = quote!(::core::option::Option::Some);
@@ -114,7 +113,7 @@ fn field_code(f: &Field, acc: &TokenStream, p: &Paths) -> FieldCode {
             FieldCode {
                 encode: quote!(if let #some(v) = &#acc { #c::encode(#tag, v, buf); }),
                 len: quote!(match &#acc { #some(v) => #c::encoded_len(#tag, v), #none => 0 }),
-                merge: quote!(#c::merge(wire_type, #acc.get_or_insert_with(#c::default_value), buf, ctx)),
+                merge: quote!(#c::merge(wire_type, #acc.get_or_insert_with(|| #c::default_value()), buf, ctx)),
                 default: quote!(#none),
                 describe: quote!(#schema::FieldDef::new(#name, #tag, #schema::Label::Optional, #c::proto_type(registry))),
             }
@@ -134,35 +133,29 @@ fn field_code(f: &Field, acc: &TokenStream, p: &Paths) -> FieldCode {
                 let codec = &p.codec;
                 quote!(#codec::kind::Plain)
             };
-            let kc = codec_of(key, &plain, p);
+            // Every call goes through the value type's codec, so an unsupported value
+            // type is reported once.
             let vc = codec_of(value, &plain, p);
-            let m = if *btree {
-                quote!(btree_map)
+            let (encode, len, merge) = if *btree {
+                (
+                    quote!(encode_btree_map),
+                    quote!(encoded_len_btree_map),
+                    quote!(merge_btree_map),
+                )
             } else {
-                quote!(hash_map)
+                (
+                    quote!(encode_hash_map),
+                    quote!(encoded_len_hash_map),
+                    quote!(merge_hash_map),
+                )
             };
-            let codec = &p.codec;
             FieldCode {
-                encode: quote!(#enc::#m::encode_with_default(
-                    |t, k, b| #kc::encode(t, k, b),
-                    |t, k| #kc::encoded_len(t, k),
-                    |t, v, b| #vc::encode(t, v, b),
-                    |t, v| #vc::encoded_len(t, v),
-                    &#vc::default_value(),
-                    #tag, &#acc, buf);),
-                len: quote!(#enc::#m::encoded_len_with_default(
-                    |t, k| #kc::encoded_len(t, k),
-                    |t, v| #vc::encoded_len(t, v),
-                    &#vc::default_value(),
-                    #tag, &#acc)),
-                merge: quote!(#enc::#m::merge_with_default(
-                    |w, k, b, c| #kc::merge(w, k, b, c),
-                    |w, v, b, c| #vc::merge(w, v, b, c),
-                    #vc::default_value(),
-                    &mut #acc, buf, ctx)),
+                encode: quote!(#vc::#encode::<#key>(#tag, &#acc, buf);),
+                len: quote!(#vc::#len::<#key>(#tag, &#acc)),
+                merge: quote!(#vc::#merge::<#key>(wire_type, &mut #acc, buf, ctx)),
                 default: quote!(::core::default::Default::default()),
                 describe: quote!(#schema::FieldDef::new(#name, #tag, #schema::Label::Implicit,
-                    #codec::map_type::<#key, #value, #plain>(registry))),
+                    #vc::map_type::<#key>(registry))),
             }
         }
     }
