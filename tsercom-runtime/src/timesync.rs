@@ -16,14 +16,16 @@
 //! what they say. The drift range is the set of slopes of the lines that pass through
 //! every exchange's interval (computed exactly, pairwise, within an assumed 500 ppm
 //! between any two clocks); the offset range is the intersection of the intervals carried
-//! forward to the latest exchange with that drift range. The estimate is the middle of
-//! both (the offset centred with the middle drift), referred to the latest exchange; the
-//! reported uncertainty is the offset range's half width and grows with the drift range
-//! away from it. Only the smallest delay each way decides these ranges, so queueing and
-//! load spikes (which only ever add delay) widen nothing and pull nothing, and the bound
-//! holds for every reading: a bound, not a statistical guess, as long as the clocks run
-//! within 500 ppm of each other and are not stepped (a step is detected and restarts the
-//! history).
+//! forward to the latest exchange with that drift range. The drift applied is the
+//! weighted least-squares slope kept inside the drift range, and only once the range
+//! excludes zero or the slope stands out by five standard errors (no drift the data do
+//! not support); the offset is the middle of the intersection carried with it, referred
+//! to the latest exchange. The reported uncertainty is the distance from there to the ends
+//! of the offset range, growing with the drift range away from it. Only the smallest delay
+//! each way decides these ranges, so queueing and load spikes (which only ever add delay)
+//! cannot shrink them wrongly, and the bound holds for every reading: a bound, not a
+//! statistical guess, as long as the clocks run within 500 ppm of each other and are not
+//! stepped (a step is detected and restarts the history).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -221,6 +223,9 @@ const BURST_SPAN_NS: i64 = 5_000_000;
 const SLACK_NS: f64 = 50.0;
 /// The least-squares drift is not fitted over a shorter history than this.
 const MIN_DRIFT_SPAN_NS: i64 = 200_000_000;
+/// Standard errors a least-squares drift must stand out by to be applied before the
+/// exchanges rule out zero (see `fit`).
+const DRIFT_EVIDENCE: f64 = 5.0;
 
 /// Where an exchange puts the offset at its local mid time: `(low, high)` in ns. With
 /// one-way delays `up`, `down` (both at least zero, whatever the path), the measured
@@ -349,13 +354,16 @@ impl ClockEstimator {
     fn fit(&self) -> Option<ClockEstimate> {
         let min_rtt = self.window.iter().map(Exchange::round_trip_ns).min()?;
         let (b_lo, b_hi) = self.drift_range()?;
-        // The point drift: none while the exchanges allow none (no drift is applied that
-        // the data do not prove); once they rule zero out, the least-squares slope, kept
-        // inside what they allow.
-        let drift = if b_lo <= 0.0 && 0.0 <= b_hi {
+        // The point drift: the least-squares slope, kept inside what the exchanges allow.
+        // While they still allow none, it is applied only when it stands out of the noise
+        // by `DRIFT_EVIDENCE` standard errors (the residuals of loopback exchanges are
+        // correlated, so three made spurious drifts of 10 ppm look real); otherwise none
+        // is applied, which costs nothing when there is none.
+        let (slope, se) = self.fit_drift();
+        let drift = if b_lo <= 0.0 && 0.0 <= b_hi && slope.abs() < DRIFT_EVIDENCE * se {
             0.0
         } else {
-            self.fit_drift().clamp(b_lo, b_hi)
+            slope.clamp(b_lo, b_hi)
         };
         // Every exchange says where the offset was at its time (within half its round
         // trip), and the drift range says how far it can have moved since: the truth is
@@ -431,16 +439,17 @@ impl ClockEstimator {
     /// exchange weighted by how close its round trip is to the best one
     /// (`1 / (1 + (excess / scale)^2)`, where `scale` is the median excess and at least
     /// 20 µs), so exchanges delayed by queues, whose delays are likely asymmetric, count
-    /// for little. Zero over less than `MIN_DRIFT_SPAN_NS`; [`fit`](Self::fit) uses it
-    /// only once the exchanges rule out zero, and keeps it inside what they allow.
-    fn fit_drift(&self) -> f64 {
+    /// for little; with its standard error (infinite when there is too little to fit:
+    /// under `MIN_DRIFT_SPAN_NS`). [`fit`](Self::fit) decides whether to apply it.
+    fn fit_drift(&self) -> (f64, f64) {
+        let none = (0.0, f64::INFINITY);
         let (Some(first), Some(last)) = (self.bursts.front(), self.bursts.back()) else {
-            return 0.0;
+            return none;
         };
         if self.bursts.len() < 3
             || last.local_mid().saturating_sub(first.local_mid()) < MIN_DRIFT_SPAN_NS
         {
-            return 0.0;
+            return none;
         }
         let origin = first.local_mid();
         let min_rtt = self
@@ -476,11 +485,21 @@ impl ClockEstimator {
             sxy += w * (t - t_mean) * (o - o_mean);
             sxx += w * (t - t_mean) * (t - t_mean);
         }
-        if sxx > 0.0 {
-            sxy / sxx
-        } else {
-            0.0
+        if sxx <= 0.0 {
+            return none;
         }
+        let slope = sxy / sxx;
+        let (mut ss, mut sw2) = (0.0, 0.0);
+        for (w, t, o) in self.bursts.iter().map(point) {
+            let r = o - o_mean - slope * (t - t_mean);
+            ss += w * r * r;
+            sw2 += w * w;
+        }
+        let n_eff = sw * sw / sw2;
+        if n_eff <= 3.0 {
+            return none;
+        }
+        (slope, (ss / ((n_eff - 2.0) * sxx)).sqrt())
     }
 }
 
