@@ -3,6 +3,13 @@
 //! reference's NTP sync (its `timesync` scenario, same injected offset) when `TSERCOM_PY`
 //! names a Python with tsercom 1.1.3.
 //!
+//! Arms: a quiet loopback, a loopback with a CPU-load generator beside it (busy threads,
+//! one per core, at the bench's priority, stopped when the run ends and in any case
+//! after two minutes), and a relay that adds jitter. Each arm reports, per phase, the
+//! error percentiles and how many readings fell outside the reported bound: phase
+//! `first_second` (from the warm-up's end to one second after start), `early` (the
+//! next `measure`), `settled` (`measure` once the drift is known to 10 ppm).
+//!
 //! `cargo bench --bench timesync`; `TSERCOM_BENCH_QUICK=1` for a short run;
 //! `TSERCOM_BENCH_TRACE=1` prints every reading (error, drift, bound) to stderr. Prints one JSON
 //! object per line.
@@ -10,6 +17,7 @@
 #![allow(missing_docs)]
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,15 +51,64 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Busy threads beside the time sync, one per core: bounded (they stop on drop and in
+/// any case after two minutes).
+struct CpuLoad {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuLoad {
+    fn start() -> CpuLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|i| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ i as u64;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        // Arithmetic and memory traffic in bursts, with short sleeps
+                        // now and then, like a build beside the process.
+                        let mut buf = vec![0_u64; 1 << 14];
+                        for _ in 0..200 {
+                            for v in buf.iter_mut() {
+                                x ^= x << 13;
+                                x ^= x >> 7;
+                                x ^= x << 17;
+                                *v = v.wrapping_add(x);
+                            }
+                        }
+                        std::hint::black_box(&buf);
+                        if x % 7 == 0 {
+                            std::thread::sleep(Duration::from_micros(300));
+                        }
+                    }
+                })
+            })
+            .collect();
+        CpuLoad { stop, threads }
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 struct Run {
     first_estimate_ms: f64,
     /// Seconds from start until the drift was known to 10 ppm.
     settle_s: f64,
-    /// Over the first `measure` after the warm-up exchanges.
-    early: Errors,
-    /// Over `measure` once settled.
-    settled: Errors,
+    phases: [Errors; 3],
 }
+
+const PHASES: [&str; 3] = ["first_second", "early", "settled"];
 
 #[derive(Default)]
 struct Errors {
@@ -61,7 +118,27 @@ struct Errors {
     outside: u64,
 }
 
-async fn one_run(offset_ns: i64, drift_ppm: f64, delay: Option<Delay>, measure: Duration) -> Run {
+impl Errors {
+    fn extend(&mut self, other: Errors) {
+        self.abs_us.extend(other.abs_us);
+        self.bounds_us.extend(other.bounds_us);
+        self.outside += other.outside;
+    }
+}
+
+async fn one_run(
+    offset_ns: i64,
+    drift_ppm: f64,
+    delay: Option<Delay>,
+    measure: Duration,
+    settle_limit: Duration,
+) -> Run {
+    if std::env::var_os("TSERCOM_TIMESYNC_DUMP").is_some() {
+        eprintln!(
+            "RUN {offset_ns} {drift_ppm} {}",
+            SystemClock.now().as_nanos()
+        );
+    }
     let clock: Arc<dyn Clock> = Arc::new(SkewedClock::new(offset_ns, drift_ppm));
     let agg = Aggregator::<Bench>::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
@@ -91,10 +168,17 @@ async fn one_run(offset_ns: i64, drift_ppm: f64, delay: Option<Delay>, measure: 
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let first_second = measure_errors(
+        &estimate,
+        &*clock,
+        Duration::from_secs(1).saturating_sub(started.elapsed()),
+        started,
+    )
+    .await;
     let early = measure_errors(&estimate, &*clock, measure, started).await;
-    // Settled: the estimate says it knows the drift to 10 ppm.
+    // Settled: the estimate says it knows the drift to 10 ppm (or the limit passed).
     let mut settle_s = f64::NAN;
-    while started.elapsed() < Duration::from_secs(60) {
+    while started.elapsed() < settle_limit {
         if estimate().is_some_and(|e| e.drift_uncertainty_ppm <= 10.0) {
             settle_s = started.elapsed().as_secs_f64();
             break;
@@ -107,8 +191,7 @@ async fn one_run(offset_ns: i64, drift_ppm: f64, delay: Option<Delay>, measure: 
     Run {
         first_estimate_ms,
         settle_s,
-        early,
-        settled,
+        phases: [first_second, early, settled],
     }
 }
 
@@ -134,6 +217,7 @@ async fn measure_errors(
             let truth = before.as_nanos() + after.nanos_since(before) / 2 - local.as_nanos();
             let error = e.offset_at(local) - truth;
             errors.abs_us.push((error as f64 / 1e3).abs());
+            let bound = e.uncertainty_at(local).as_nanos() as f64 / 1e3;
             if std::env::var_os("TSERCOM_BENCH_TRACE").is_some() {
                 eprintln!(
                     "t={:.3}s err={:.1}us drift={:.1} unc={:.1}ppm n={} x={} bound={:.1}us",
@@ -143,10 +227,9 @@ async fn measure_errors(
                     e.drift_uncertainty_ppm,
                     e.samples,
                     e.exchanges,
-                    e.uncertainty_at(local).as_nanos() as f64 / 1e3
+                    bound
                 );
             }
-            let bound = e.uncertainty_at(local).as_nanos() as f64 / 1e3;
             errors.bounds_us.push(bound);
             if error.unsigned_abs() as f64 / 1e3 > bound {
                 errors.outside += 1;
@@ -198,6 +281,7 @@ fn main() {
     let quick = std::env::var("TSERCOM_BENCH_QUICK").as_deref() == Ok("1");
     let runs = if quick { 3 } else { 10 };
     let measure = Duration::from_secs(if quick { 1 } else { 3 });
+    let settle_limit = Duration::from_secs(if quick { 15 } else { 60 });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -209,32 +293,40 @@ fn main() {
         base: Duration::from_micros(1_500),
         jitter: Duration::from_micros(1_000),
     };
-    for (link, offset_ns, drift_ppm, delay) in [
-        ("loopback", 250_000_000_i64, 0.0, None),
-        ("loopback", -3_000_000_000, 100.0, None),
-        ("relay 2ms+-0.5ms", -3_000_000_000, 100.0, Some(jitter)),
+    for (link, offset_ns, drift_ppm, delay, load) in [
+        ("loopback", 250_000_000_i64, 0.0, None, false),
+        ("loopback", -3_000_000_000, 100.0, None, false),
+        ("loopback, cpu load", 250_000_000_i64, 0.0, None, true),
+        ("loopback, cpu load", -3_000_000_000, 100.0, None, true),
+        (
+            "relay 2ms+-0.5ms",
+            -3_000_000_000,
+            100.0,
+            Some(jitter),
+            false,
+        ),
     ] {
         let mut firsts = Vec::new();
         let mut settles = Vec::new();
-        let mut early = Errors::default();
-        let mut settled = Errors::default();
+        let mut phases: [Errors; 3] = Default::default();
         for _ in 0..runs {
-            let run = rt.block_on(one_run(offset_ns, drift_ppm, delay, measure));
+            let cpu_load = load.then(CpuLoad::start);
+            let run = rt.block_on(one_run(offset_ns, drift_ppm, delay, measure, settle_limit));
+            drop(cpu_load);
             firsts.push(run.first_estimate_ms);
             settles.push(run.settle_s);
-            for (all, one) in [(&mut early, run.early), (&mut settled, run.settled)] {
-                all.abs_us.extend(one.abs_us);
-                all.bounds_us.extend(one.bounds_us);
-                all.outside += one.outside;
+            for (all, one) in phases.iter_mut().zip(run.phases) {
+                all.extend(one);
             }
         }
         firsts.sort_by(f64::total_cmp);
         settles.sort_by(f64::total_cmp);
-        for (phase, errors) in [("after_warmup", &mut early), ("settled", &mut settled)] {
+        for (phase, errors) in PHASES.iter().zip(phases.iter_mut()) {
             errors.abs_us.sort_by(f64::total_cmp);
             errors.bounds_us.sort_by(f64::total_cmp);
+            let n = errors.abs_us.len();
             println!(
-                "{{\"bench\":\"timesync\",\"impl\":\"tsercom\",\"link\":\"{link}\",\"phase\":\"{phase}\",\"injected_offset_ms\":{},\"drift_ppm\":{},\"runs\":{},\"first_estimate_ms_p50\":{:.3},\"first_estimate_ms_max\":{:.3},\"settle_s_p50\":{:.2},\"settle_s_max\":{:.2},\"abs_error_us_p50\":{:.2},\"abs_error_us_p99\":{:.2},\"abs_error_us_max\":{:.2},\"reported_uncertainty_us_p50\":{:.2},\"error_samples\":{},\"outside_bound\":{}}}",
+                "{{\"bench\":\"timesync\",\"impl\":\"tsercom\",\"link\":\"{link}\",\"phase\":\"{phase}\",\"injected_offset_ms\":{},\"drift_ppm\":{},\"runs\":{},\"first_estimate_ms_p50\":{:.3},\"first_estimate_ms_max\":{:.3},\"settle_s_p50\":{:.2},\"settle_s_max\":{:.2},\"abs_error_us_p50\":{:.2},\"abs_error_us_p99\":{:.2},\"abs_error_us_max\":{:.2},\"reported_uncertainty_us_p50\":{:.2},\"error_samples\":{},\"outside_bound\":{},\"outside_bound_fraction\":{:.4}}}",
                 offset_ns as f64 / 1e6,
                 drift_ppm,
                 runs,
@@ -246,8 +338,9 @@ fn main() {
                 percentile(&errors.abs_us, 99.0),
                 percentile(&errors.abs_us, 100.0),
                 percentile(&errors.bounds_us, 50.0),
-                errors.abs_us.len(),
-                errors.outside
+                n,
+                errors.outside,
+                errors.outside as f64 / n.max(1) as f64
             );
         }
     }

@@ -2,6 +2,7 @@
 //! trait that time sync and stamping read from.
 
 use std::fmt;
+use std::ops::{Add, AddAssign, Sub, SubAssign};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,32 +80,28 @@ impl Timestamp {
         (secs, nanos)
     }
 
-    /// `self + d`, or `None` on overflow.
+    /// `self + d`, or `None` if the result is outside the range of `Timestamp`.
     pub fn checked_add(self, d: Duration) -> Option<Self> {
-        i64::try_from(d.as_nanos())
+        i64::try_from(i128::from(self.0).checked_add(i128::try_from(d.as_nanos()).ok()?)?)
             .ok()
-            .and_then(|n| self.0.checked_add(n))
             .map(Timestamp)
     }
 
-    /// `self - d`, or `None` on overflow.
+    /// `self - d`, or `None` if the result is outside the range of `Timestamp`.
     pub fn checked_sub(self, d: Duration) -> Option<Self> {
-        i64::try_from(d.as_nanos())
+        i64::try_from(i128::from(self.0).checked_sub(i128::try_from(d.as_nanos()).ok()?)?)
             .ok()
-            .and_then(|n| self.0.checked_sub(n))
             .map(Timestamp)
     }
 
-    /// `self + d`, saturating at [`Timestamp::MIN`] and [`Timestamp::MAX`].
+    /// `self + d`, saturating at [`Timestamp::MAX`] (what `+` does).
     pub fn saturating_add(self, d: Duration) -> Self {
-        let n = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        Timestamp(self.0.saturating_add(n))
+        self.checked_add(d).unwrap_or(Timestamp::MAX)
     }
 
-    /// `self - d`, saturating at [`Timestamp::MIN`] and [`Timestamp::MAX`].
+    /// `self - d`, saturating at [`Timestamp::MIN`] (what `-` does).
     pub fn saturating_sub(self, d: Duration) -> Self {
-        let n = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        Timestamp(self.0.saturating_sub(n))
+        self.checked_sub(d).unwrap_or(Timestamp::MIN)
     }
 
     /// Signed nanoseconds from `earlier` to `self` (saturating).
@@ -176,6 +173,81 @@ impl Timestamp {
                     .map_err(|_| out_of_range(d, -1))
             }
         }
+    }
+}
+
+/// `timestamp + duration`, saturating at [`Timestamp::MAX`] (like
+/// [`saturating_add`](Timestamp::saturating_add)); use
+/// [`checked_add`](Timestamp::checked_add) to detect overflow.
+///
+/// ```
+/// use std::time::Duration;
+/// use tsercom_runtime::Timestamp;
+///
+/// let t = Timestamp::from_nanos(1_000);
+/// assert_eq!(t + Duration::from_micros(1), Timestamp::from_nanos(2_000));
+/// assert_eq!(Timestamp::MAX + Duration::from_secs(1), Timestamp::MAX);
+/// assert_eq!(Timestamp::MAX.checked_add(Duration::from_secs(1)), None);
+/// ```
+impl Add<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, d: Duration) -> Timestamp {
+        self.saturating_add(d)
+    }
+}
+
+/// `timestamp += duration`, saturating at [`Timestamp::MAX`].
+impl AddAssign<Duration> for Timestamp {
+    fn add_assign(&mut self, d: Duration) {
+        *self = self.saturating_add(d);
+    }
+}
+
+/// `timestamp - duration`, saturating at [`Timestamp::MIN`] (like
+/// [`saturating_sub`](Timestamp::saturating_sub)); use
+/// [`checked_sub`](Timestamp::checked_sub) to detect overflow.
+///
+/// ```
+/// use std::time::Duration;
+/// use tsercom_runtime::Timestamp;
+///
+/// let t = Timestamp::from_nanos(1_000);
+/// assert_eq!(t - Duration::from_nanos(1_500), Timestamp::from_nanos(-500));
+/// assert_eq!(Timestamp::MIN - Duration::from_nanos(1), Timestamp::MIN);
+/// ```
+impl Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn sub(self, d: Duration) -> Timestamp {
+        self.saturating_sub(d)
+    }
+}
+
+/// `timestamp -= duration`, saturating at [`Timestamp::MIN`].
+impl SubAssign<Duration> for Timestamp {
+    fn sub_assign(&mut self, d: Duration) {
+        *self = self.saturating_sub(d);
+    }
+}
+
+/// `later - earlier`: the time elapsed, as [`std::time::Instant`] does it: zero when
+/// `earlier` is in fact later (use [`duration_since`](Timestamp::duration_since) to
+/// detect that, or [`nanos_since`](Timestamp::nanos_since) for a signed difference).
+///
+/// ```
+/// use std::time::Duration;
+/// use tsercom_runtime::Timestamp;
+///
+/// let (a, b) = (Timestamp::from_nanos(-5), Timestamp::from_nanos(1_000));
+/// assert_eq!(b - a, Duration::from_nanos(1_005));
+/// assert_eq!(a - b, Duration::ZERO);
+/// assert_eq!(Timestamp::MAX - Timestamp::MIN, Duration::from_nanos(u64::MAX));
+/// ```
+impl Sub<Timestamp> for Timestamp {
+    type Output = Duration;
+    fn sub(self, earlier: Timestamp) -> Duration {
+        // The difference of two i64 always fits in i128 and, when positive, in u64.
+        let diff = i128::from(self.0) - i128::from(earlier.0);
+        Duration::from_nanos(u64::try_from(diff.max(0)).unwrap_or(u64::MAX))
     }
 }
 

@@ -10,13 +10,22 @@
 //! ```
 //!
 //! Whatever the path asymmetry, the true offset is within half the round trip of what one
-//! exchange measured (an asymmetric path biases it by half the asymmetry, which no two-way
-//! exchange can observe). [`ClockEstimator`] keeps a window of exchanges, fits the drift by
-//! weighted least squares (applied once it is three standard errors from zero), keeps the
-//! exchanges whose round trips are close to the best one (the clock filter: queueing delay
-//! only ever adds to a round trip), and takes their mean offset at their mean time. That
-//! mean is within the mean of their half round trips of the truth, which is the reported
-//! uncertainty; away from the mean time, the drift's uncertainty adds to it.
+//! exchange measured (one-way delays are never negative; an asymmetric path biases the
+//! offset by half the asymmetry, which no two-way exchange can observe).
+//! [`ClockEstimator`] keeps the best exchange of each recent probe time and intersects
+//! what they say. The drift range is the set of slopes of the lines that pass through
+//! every exchange's interval (computed exactly, pairwise, within an assumed 500 ppm
+//! between any two clocks); the offset range is the intersection of the intervals carried
+//! forward to the latest exchange with that drift range. The drift applied is the
+//! weighted least-squares slope kept inside the drift range, and only once the range
+//! excludes zero or the slope stands out by five standard errors (no drift the data do
+//! not support); the offset is the middle of the intersection carried with it, referred
+//! to the latest exchange. The reported uncertainty is the distance from there to the ends
+//! of the offset range, growing with the drift range away from it. Only the smallest delay
+//! each way decides these ranges, so queueing and load spikes (which only ever add delay)
+//! cannot shrink them wrongly, and the bound holds for every reading: a bound, not a
+//! statistical guess, as long as the clocks run within 500 ppm of each other and are not
+//! stepped (a step is detected and restarts the history).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -49,9 +58,9 @@ pub struct TimeSyncConfig {
     /// on each side, unevenly, which biases its offset by tens of microseconds; the
     /// others find both sides awake, and the clock filter keeps them.
     pub burst: usize,
-    /// Exchanges kept in the window for the offset (default 96: 16 s of bursts once
-    /// stable). The drift is fitted over a longer history, the best exchange of each of
-    /// the last 256 probe times.
+    /// Exchanges counted for the warm-up and the smallest round trip reported (default
+    /// 96). The estimate rests on a longer history: the best exchange of each of the last
+    /// 256 probe times (about 25 s while settling, two minutes once stable).
     pub window: usize,
     /// Probes the authority answers per second on one connection; more are ignored
     /// (default 100).
@@ -147,21 +156,21 @@ pub enum ExchangeRejected {
 pub struct ClockEstimate {
     /// Authority time minus local time at `reference`, in ns.
     pub offset_ns: i64,
-    /// Local time the offset refers to.
+    /// Local time the offset refers to: that of the latest exchange.
     pub reference: Timestamp,
     /// How fast the authority's clock gains on the local one, in parts per million.
     pub drift_ppm: f64,
     /// The smallest round trip in the window.
     pub round_trip: Duration,
-    /// A bound on the error of `to_authority` at `reference`: the mean of half the round
-    /// trips of the exchanges the estimate rests on, whatever the path asymmetry; see
-    /// [`uncertainty_at`](Self::uncertainty_at) for other times.
+    /// A bound on the error of `offset_ns` at `reference`, whatever the path asymmetry
+    /// and the load (see the module docs); [`uncertainty_at`](Self::uncertainty_at) for
+    /// other times.
     pub uncertainty: Duration,
-    /// How fast the bound grows away from `reference`, in ppm: the drift's own
-    /// uncertainty (3 standard errors), or, while no drift is applied, the largest drift
-    /// the exchanges do not rule out.
+    /// How fast the bound grows away from `reference`, in ppm: how far the true drift
+    /// can be from `drift_ppm` given every exchange (at most 500 ppm, the largest drift
+    /// assumed between two clocks, before the exchanges say more).
     pub drift_uncertainty_ppm: f64,
-    /// Exchanges the estimate rests on (those that passed the clock filter).
+    /// Exchanges the estimate rests on (the best of each recent probe time).
     pub samples: usize,
     /// Exchanges accepted since the estimator started.
     pub exchanges: u64,
@@ -204,15 +213,31 @@ impl ClockEstimate {
 
 const MAX_ROUND_TRIP_NS: i64 = 10_000_000_000;
 const MAX_DRIFT_PPM: f64 = 500.0;
-const MIN_DRIFT_SPAN_NS: i64 = 500_000_000;
-/// Probe times remembered for the drift fit: about 20 s while settling (every 100 ms),
+/// Probe times remembered for the estimate: about 20 s while settling (every 100 ms),
 /// over two minutes once stable (every 500 ms).
 const BURST_HISTORY: usize = 256;
 /// Exchanges whose probes went out within this of each other are one burst.
 const BURST_SPAN_NS: i64 = 5_000_000;
-/// The drift bound (per ns) assumed before the exchanges say anything about it: 100 ppm,
-/// what ordinary quartz oscillators stay within.
-const UNKNOWN_DRIFT: f64 = 100e-6;
+/// Slack added to every exchange's half round trip, in ns: integer rounding of the
+/// timestamps and of the offset.
+const SLACK_NS: f64 = 50.0;
+/// The least-squares drift is not fitted over a shorter history than this.
+const MIN_DRIFT_SPAN_NS: i64 = 200_000_000;
+/// Standard errors a least-squares drift must stand out by to be applied before the
+/// exchanges rule out zero (see `fit`).
+const DRIFT_EVIDENCE: f64 = 5.0;
+
+/// Where an exchange puts the offset at its local mid time: `(low, high)` in ns. With
+/// one-way delays `up`, `down` (both at least zero, whatever the path), the measured
+/// offset is the truth plus `(up - down) / 2`, and the round trip is `up + down`, so the
+/// truth is within half the round trip of it; the clocks' drift during the exchange adds
+/// at most `MAX_DRIFT_PPM` of the round trip.
+fn interval(x: &Exchange) -> (f64, f64) {
+    let rtt = x.round_trip_ns() as f64;
+    let half = rtt / 2.0 + rtt * MAX_DRIFT_PPM / 1e6 + SLACK_NS;
+    let o = x.offset_ns() as f64;
+    (o - half, o + half)
+}
 
 /// Turns exchanges into a [`ClockEstimate`]; see the module docs.
 #[derive(Debug)]
@@ -262,7 +287,7 @@ impl ClockEstimator {
         if rtt > MAX_ROUND_TRIP_NS {
             return Err(ExchangeRejected::TooSlow(rtt));
         }
-        if let Some(est) = self.estimate.filter(|e| e.samples >= 4) {
+        if let Some(est) = self.estimate.filter(|_| self.window.len() >= 4) {
             let expected = est.offset_at(Timestamp::from_nanos(x.local_mid()));
             let err = x.offset_ns().saturating_sub(expected).unsigned_abs();
             let allowed = (est.uncertainty.as_nanos() as u64)
@@ -300,6 +325,12 @@ impl ClockEstimator {
                 self.bursts.push_back(x);
             }
         }
+        // An exchange no line through the others can reach means a clock moved under
+        // the history (a step below the outlier threshold): forget the oldest until the
+        // rest agree.
+        while self.bursts.len() > 1 && self.drift_range().is_none() {
+            self.bursts.pop_front();
+        }
         self.accepted += 1;
         self.estimate = self.fit();
         Ok(())
@@ -322,54 +353,105 @@ impl ClockEstimator {
 
     fn fit(&self) -> Option<ClockEstimate> {
         let min_rtt = self.window.iter().map(Exchange::round_trip_ns).min()?;
-        let (slope, slope_uncertainty) = self.fit_drift();
-        // Clock filter: keep exchanges whose round trip is close to the best one; queueing
-        // delay only ever adds to a round trip, so these are the most accurate.
-        let limit = min_rtt + (min_rtt / 2).max(20_000);
-        let chosen: Vec<&Exchange> = self
-            .window
-            .iter()
-            .filter(|x| x.round_trip_ns() <= limit)
-            .collect();
-        // The estimate is their mean offset at their mean local time. Each exchange's
-        // offset is within half its round trip of the truth at its time, whatever the path
-        // asymmetry, and at the mean time the drift cancels out (of the truth and of the
-        // estimate alike), so the mean is within the mean of the half round trips: a
-        // bound, not a statistical guess. Away from the mean time the drift's own
-        // uncertainty adds to it (`uncertainty_at`).
-        let n = chosen.len() as f64;
-        let t_ref = chosen.iter().map(|x| x.local_mid() as f64).sum::<f64>() / n;
-        let o_mean = chosen.iter().map(|x| x.offset_ns() as f64).sum::<f64>() / n;
-        let uncertainty_ns =
-            (chosen.iter().map(|x| x.round_trip_ns() as f64).sum::<f64>() / n / 2.0).max(1.0);
+        let (b_lo, b_hi) = self.drift_range()?;
+        // The point drift: the least-squares slope, kept inside what the exchanges allow.
+        // While they still allow none, it is applied only when it stands out of the noise
+        // by `DRIFT_EVIDENCE` standard errors (the residuals of loopback exchanges are
+        // correlated, so three made spurious drifts of 10 ppm look real); otherwise none
+        // is applied, which costs nothing when there is none.
+        let (slope, se) = self.fit_drift();
+        let drift = if b_lo <= 0.0 && 0.0 <= b_hi && slope.abs() < DRIFT_EVIDENCE * se {
+            0.0
+        } else {
+            slope.clamp(b_lo, b_hi)
+        };
+        // Every exchange says where the offset was at its time (within half its round
+        // trip), and the drift range says how far it can have moved since: the truth is
+        // in the intersection of those intervals, taken at the latest exchange so the
+        // drift's error is multiplied by as little time as possible.
+        let t_ref = self.bursts.iter().map(Exchange::local_mid).max()?;
+        let (mut lo, mut hi) = (f64::NEG_INFINITY, f64::INFINITY);
+        // The centre: the same intersection carried with the point drift (narrower, and
+        // centred on the smallest delay each way).
+        let (mut lo_b, mut hi_b) = (f64::NEG_INFINITY, f64::INFINITY);
+        for x in &self.bursts {
+            let (l, u) = interval(x);
+            let d = t_ref.saturating_sub(x.local_mid()) as f64;
+            let (down, up) = if d >= 0.0 { (b_lo, b_hi) } else { (b_hi, b_lo) };
+            lo = lo.max(l + down * d);
+            hi = hi.min(u + up * d);
+            lo_b = lo_b.max(l + drift * d);
+            hi_b = hi_b.min(u + drift * d);
+        }
+        let centre = if lo_b <= hi_b {
+            ((lo_b + hi_b) / 2.0).clamp(lo, hi)
+        } else {
+            (lo + hi) / 2.0
+        };
+        let half_width = (hi - centre).max(centre - lo).max(1.0);
         Some(ClockEstimate {
-            offset_ns: o_mean.round() as i64,
-            reference: Timestamp::from_nanos(t_ref as i64),
-            drift_ppm: slope * 1e6,
+            offset_ns: centre.round() as i64,
+            reference: Timestamp::from_nanos(t_ref),
+            drift_ppm: drift * 1e6,
             round_trip: Duration::from_nanos(min_rtt as u64),
-            uncertainty: Duration::from_nanos(uncertainty_ns.ceil() as u64),
-            drift_uncertainty_ppm: slope_uncertainty * 1e6,
-            samples: chosen.len(),
+            uncertainty: Duration::from_nanos(half_width.ceil() as u64),
+            drift_uncertainty_ppm: (b_hi - drift).max(drift - b_lo) * 1e6,
+            samples: self.bursts.len(),
             exchanges: self.accepted,
         })
     }
 
-    /// Drift (offset change per local ns) and its uncertainty: least squares over the best
-    /// exchange of each recent burst, each weighted by how close its round trip is to the best
-    /// one (`1 / (1 + (excess / scale)^2)`, where `scale` is the median excess and at
-    /// least 20 µs), so exchanges delayed by queues or outages, whose delays are likely
-    /// asymmetric, count for little while the typical exchange still counts. No drift,
-    /// with [`UNKNOWN_DRIFT`] as its uncertainty, until the history spans
-    /// `MIN_DRIFT_SPAN_NS`.
+    /// The drifts (offset change per local ns) every exchange in the history allows,
+    /// within the `MAX_DRIFT_PPM` assumed of any two clocks: the slopes of the lines
+    /// that pass through every exchange's interval (pairwise, exactly). `None` when no
+    /// line does: an exchange contradicts the others (a clock was stepped).
+    fn drift_range(&self) -> Option<(f64, f64)> {
+        let max = MAX_DRIFT_PPM / 1e6;
+        let (mut b_lo, mut b_hi) = (-max, max);
+        // Times relative to the first, so they stay exact in an f64.
+        let origin = self.bursts.front()?.local_mid();
+        let bounds: Vec<(f64, f64, f64)> = self
+            .bursts
+            .iter()
+            .map(|x| {
+                let (l, u) = interval(x);
+                (x.local_mid().saturating_sub(origin) as f64, l, u)
+            })
+            .collect();
+        for (j, &(tj, lj, uj)) in bounds.iter().enumerate() {
+            for &(ti, li, ui) in &bounds[..j] {
+                let dt = tj - ti;
+                if dt > 0.0 {
+                    b_lo = b_lo.max((lj - ui) / dt);
+                    b_hi = b_hi.min((uj - li) / dt);
+                } else if dt < 0.0 {
+                    b_lo = b_lo.max((li - uj) / -dt);
+                    b_hi = b_hi.min((ui - lj) / -dt);
+                } else if lj > ui || li > uj {
+                    return None;
+                }
+            }
+        }
+        (b_lo <= b_hi).then_some((b_lo, b_hi))
+    }
+
+    /// The least-squares drift (offset change per local ns) over the history, each
+    /// exchange weighted by how close its round trip is to the best one
+    /// (`1 / (1 + (excess / scale)^2)`, where `scale` is the median excess and at least
+    /// 20 µs), so exchanges delayed by queues, whose delays are likely asymmetric, count
+    /// for little; with its standard error (infinite when there is too little to fit:
+    /// under `MIN_DRIFT_SPAN_NS`). [`fit`](Self::fit) decides whether to apply it.
     fn fit_drift(&self) -> (f64, f64) {
+        let none = (0.0, f64::INFINITY);
         let (Some(first), Some(last)) = (self.bursts.front(), self.bursts.back()) else {
-            return (0.0, UNKNOWN_DRIFT);
+            return none;
         };
         if self.bursts.len() < 3
             || last.local_mid().saturating_sub(first.local_mid()) < MIN_DRIFT_SPAN_NS
         {
-            return (0.0, UNKNOWN_DRIFT);
+            return none;
         }
+        let origin = first.local_mid();
         let min_rtt = self
             .bursts
             .iter()
@@ -379,57 +461,45 @@ impl ClockEstimator {
         let mut excess: Vec<i64> = self
             .bursts
             .iter()
-            .map(|x| x.round_trip_ns() - min_rtt)
+            .map(|x| x.round_trip_ns().saturating_sub(min_rtt))
             .collect();
         let mid = excess.len() / 2;
         let scale = (*excess.select_nth_unstable(mid).1 as f64).max(20_000.0);
-        let weight = |x: &Exchange| {
-            let e = (x.round_trip_ns() - min_rtt) as f64 / scale;
-            1.0 / (1.0 + e * e)
+        let point = |x: &Exchange| {
+            let e = x.round_trip_ns().saturating_sub(min_rtt) as f64 / scale;
+            (
+                1.0 / (1.0 + e * e),
+                x.local_mid().saturating_sub(origin) as f64,
+                x.offset_ns() as f64,
+            )
         };
         let (mut sw, mut st, mut so) = (0.0, 0.0, 0.0);
-        for x in &self.bursts {
-            let w = weight(x);
+        for (w, t, o) in self.bursts.iter().map(point) {
             sw += w;
-            st += w * x.local_mid() as f64;
-            so += w * x.offset_ns() as f64;
+            st += w * t;
+            so += w * o;
         }
         let (t_mean, o_mean) = (st / sw, so / sw);
         let (mut sxy, mut sxx) = (0.0, 0.0);
-        for x in &self.bursts {
-            let w = weight(x);
-            let dx = x.local_mid() as f64 - t_mean;
-            sxy += w * dx * (x.offset_ns() as f64 - o_mean);
-            sxx += w * dx * dx;
+        for (w, t, o) in self.bursts.iter().map(point) {
+            sxy += w * (t - t_mean) * (o - o_mean);
+            sxx += w * (t - t_mean) * (t - t_mean);
         }
         if sxx <= 0.0 {
-            return (0.0, UNKNOWN_DRIFT);
+            return none;
         }
         let slope = sxy / sxx;
         let (mut ss, mut sw2) = (0.0, 0.0);
-        for x in &self.bursts {
-            let w = weight(x);
-            let r = x.offset_ns() as f64 - o_mean - slope * (x.local_mid() as f64 - t_mean);
+        for (w, t, o) in self.bursts.iter().map(point) {
+            let r = o - o_mean - slope * (t - t_mean);
             ss += w * r * r;
             sw2 += w * w;
         }
         let n_eff = sw * sw / sw2;
         if n_eff <= 3.0 {
-            return (0.0, UNKNOWN_DRIFT);
+            return none;
         }
-        let se = (ss / ((n_eff - 2.0) * sxx)).sqrt();
-        // Use the slope only where the data show it: |slope| at least 3 standard errors.
-        // A noisy slope extrapolated over seconds costs more than a small real drift
-        // (shrinking the slope by its noise instead applied spurious drifts of 100 ppm
-        // and more to loaded loopback links with no drift at all).
-        if slope.abs() < 3.0 * se {
-            // Not shown by the data: apply none, but do not claim it is absent.
-            return (0.0, (slope.abs() + 3.0 * se).min(UNKNOWN_DRIFT));
-        }
-        (
-            slope.clamp(-MAX_DRIFT_PPM / 1e6, MAX_DRIFT_PPM / 1e6),
-            3.0 * se,
-        )
+        (slope, (ss / ((n_eff - 2.0) * sxx)).sqrt())
     }
 }
 
@@ -566,54 +636,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod schedule_tests {
-    use super::*;
-
-    /// The default probe schedule against a clock 3 s behind and drifting 100 ppm, with
-    /// jittery round trips: after 3 s the drift is within 10 ppm and the offset within
-    /// 100 µs of the truth.
-    #[test]
-    fn default_schedule_converges_on_offset_and_drift() {
-        let config = TimeSyncConfig::default();
-        let mut e = ClockEstimator::new(config.window);
-        let truth = |t: i64| -3_000_000_000 - (t as f64 * 100e-6) as i64;
-        let mut t = 1_000_000_000_i64;
-        let start = t;
-        let mut n = 0_u64;
-        let mut jitter = 12345_u64;
-        while t - start < 3_000_000_000 {
-            jitter = jitter
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let up = 30_000 + (jitter >> 40) as i64 % 200_000;
-            let down = 30_000 + (jitter >> 20) as i64 % 200_000;
-            let t1 = t;
-            let t2 = t1 + up + truth(t1 + up);
-            let t3 = t2 + 5_000;
-            let t4 = t3 - truth(t1 + up) + down;
-            let _ = e.add(Exchange {
-                t1: Timestamp::from_nanos(t1),
-                t2: Timestamp::from_nanos(t2),
-                t3: Timestamp::from_nanos(t3),
-                t4: Timestamp::from_nanos(t4),
-            });
-            n += 1;
-            t += config
-                .interval_for(e.window_len(), e.estimate().as_ref())
-                .as_nanos() as i64;
-        }
-        let est = e.estimate().unwrap();
-        let drift_true = -100.0;
-        assert!(
-            (est.drift_ppm - drift_true).abs() < 10.0,
-            "{est:?} after {n} exchanges"
-        );
-        let err = est.offset_at(Timestamp::from_nanos(t)) - truth(t);
-        assert!(err.abs() < 100_000, "offset error {err} ns, {est:?}");
-        let bound = est.uncertainty_at(Timestamp::from_nanos(t));
-        assert!(
-            u128::from(err.unsigned_abs()) <= bound.as_nanos(),
-            "error {err} ns outside the reported bound {bound:?}"
-        );
-    }
-}
+mod sim_tests;

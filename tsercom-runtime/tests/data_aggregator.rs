@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tsercom_runtime::data::{AggregatorBuilder, CallerEvent, DataError, NewData};
+use tsercom_runtime::data::{AggregatorBuilder, CallerEvent, DataError, Inserted, NewData};
 use tsercom_runtime::queue::OverflowPolicy;
 use tsercom_runtime::schema::{FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
 use tsercom_runtime::{
@@ -680,4 +680,198 @@ fn handles_are_send_and_sync() {
     check::<tsercom_runtime::data::Reader<i64>>();
     check::<tsercom_runtime::data::Subscription<i64>>();
     check::<tsercom_runtime::queue::Sender<i64>>();
+}
+
+#[test]
+fn departed_callers_are_freed_after_retention_and_announced() {
+    let r = Duration::from_secs(1);
+    let clock = ManualClock::new(ts(1_000_000_000_000));
+    let agg = AggregatorBuilder::default()
+        .retention(r)
+        .max_callers(Some(10_000))
+        .clock(clock.clone())
+        .build::<i64>();
+    let mut events = agg.caller_events_with(20_000, OverflowPolicy::DropOldest);
+    let now = clock_now(&clock);
+    let stay = CallerId::random();
+    agg.insert(stay, at(now));
+    // Callers that each send one sample and leave (the case had 30,000).
+    let departed: Vec<CallerId> = (0..5_000).map(|_| CallerId::random()).collect();
+    for &c in &departed {
+        agg.insert(c, at(now));
+        agg.mark_left(c).unwrap();
+    }
+    assert_eq!(agg.stats().callers, 5_001);
+    assert!(agg.is_known(departed[0]), "data unexpired: still readable");
+    clock.advance(r + Duration::from_nanos(1));
+    agg.prune_expired();
+    let stats = agg.stats();
+    assert_eq!((stats.callers, stats.items), (1, 0));
+    assert_eq!(stats.forgotten_callers, 5_000);
+    assert!(!agg.is_known(departed[0]));
+    assert!(
+        agg.is_known(stay),
+        "a connected caller is kept with no data"
+    );
+    assert_eq!(agg.callers(), vec![stay]);
+    let mut forgotten = 0;
+    while let Ok(e) = events.try_recv() {
+        if let CallerEvent::Forgotten(c) = e {
+            assert!(departed.contains(&c));
+            forgotten += 1;
+        }
+    }
+    assert_eq!(forgotten, 5_000);
+    // A forgotten caller that comes back is a new caller.
+    agg.insert(departed[0], at(clock_now(&clock)));
+    assert!(agg.is_connected(departed[0]));
+}
+
+#[test]
+fn a_caller_that_leaves_with_no_data_is_forgotten_at_once() {
+    let agg = RemoteDataAggregator::<i64>::new();
+    let mut events = agg.caller_events();
+    let c = CallerId::random();
+    agg.add_caller(c);
+    assert_eq!(agg.get_most_recent(c), Ok(None));
+    agg.mark_left(c).unwrap();
+    assert!(!agg.is_known(c));
+    assert_eq!(agg.get_most_recent(c), Err(DataError::UnknownCaller(c)));
+    let got: Vec<CallerEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+    assert_eq!(
+        got,
+        vec![
+            CallerEvent::Joined(c),
+            CallerEvent::Left(c),
+            CallerEvent::Forgotten(c)
+        ]
+    );
+    assert_eq!(agg.stats().forgotten_callers, 1);
+}
+
+#[test]
+fn new_callers_beyond_the_cap_are_refused_with_a_typed_error_and_counted() {
+    let clock = ManualClock::new(ts(1_000_000_000_000));
+    let agg = AggregatorBuilder::default()
+        .retention(Duration::from_secs(1))
+        .max_callers(Some(2))
+        .clock(clock.clone())
+        .build::<i64>();
+    let mut events = agg.caller_events();
+    let now = clock_now(&clock);
+    let (a, b, c) = (CallerId::random(), CallerId::random(), CallerId::random());
+    agg.try_insert_batch(a, [at(now)]).unwrap();
+    agg.try_add_caller(b).unwrap();
+    assert_eq!(
+        agg.try_insert_batch(c, [at(now)]),
+        Err(DataError::TooManyCallers { limit: 2 })
+    );
+    assert_eq!(
+        agg.try_add_caller(c),
+        Err(DataError::TooManyCallers { limit: 2 })
+    );
+    // The old forms refuse the same way, silently but counted.
+    agg.insert(c, at(now));
+    assert!(!agg.is_known(c));
+    assert_eq!(agg.get_most_recent(c), Err(DataError::UnknownCaller(c)));
+    assert_eq!(agg.stats().refused_callers, 3);
+    // Known callers are unaffected.
+    assert_eq!(agg.try_insert_batch(a, [at(now + 1)]).unwrap().stored, 1);
+    // A departed caller holds its place until its items expire; then it makes room.
+    agg.insert(b, at(now));
+    agg.mark_left(b).unwrap();
+    assert!(agg.try_add_caller(c).is_err());
+    clock.advance(Duration::from_secs(2));
+    agg.try_insert_batch(c, [at(clock_now(&clock))]).unwrap();
+    assert_eq!(agg.callers().len(), 2);
+    assert!(agg.is_known(c) && !agg.is_known(b));
+    let got: Vec<CallerEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+    assert!(got.contains(&CallerEvent::Forgotten(b)), "{got:?}");
+    assert!(!got.contains(&CallerEvent::Joined(c)) || got.ends_with(&[CallerEvent::Joined(c)]));
+    // No cap at all when asked.
+    let open = AggregatorBuilder::default()
+        .max_callers(None)
+        .build::<i64>();
+    for _ in 0..50 {
+        open.try_add_caller(CallerId::random()).unwrap();
+    }
+    assert_eq!(open.stats().callers, 50);
+}
+
+#[test]
+fn items_dated_outside_the_window_are_refused_not_stored_and_counted() {
+    let clock = ManualClock::new(ts(1_000_000_000_000));
+    let agg = AggregatorBuilder::default()
+        .retention(Duration::from_secs(60))
+        .max_ahead(Some(Duration::from_secs(5)))
+        .max_behind(Some(Duration::from_secs(10)))
+        .clock(clock.clone())
+        .build::<i64>();
+    let mut sub = agg.subscribe();
+    let c = CallerId::random();
+    let now = clock_now(&clock);
+    let report = agg
+        .try_insert_batch(
+            c,
+            [
+                at(now),
+                at(i64::MAX),
+                at(now + 5_000_000_001),
+                at(now + 5_000_000_000),
+                at(now - 10_000_000_000),
+                at(now - 10_000_000_001),
+                at(i64::MIN),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            report.stored,
+            report.too_new,
+            report.too_old,
+            report.refused()
+        ),
+        (3, 2, 2, 4)
+    );
+    assert!(!report.all_stored());
+    // The most recent item is the latest accepted one, not the one stamped i64::MAX.
+    assert_eq!(
+        agg.get_most_recent(c).unwrap().unwrap().value,
+        now + 5_000_000_000
+    );
+    let published: Vec<i64> = std::iter::from_fn(|| sub.try_recv().ok())
+        .map(|(_, i)| i.value)
+        .collect();
+    assert_eq!(
+        published,
+        vec![now, now + 5_000_000_000, now - 10_000_000_000]
+    );
+    // Items already expired by the retention count as too old.
+    let late = agg.try_insert_batch(c, [at(now - 61_000_000_000)]).unwrap();
+    assert_eq!(late.too_old, 1);
+    let stats = agg.stats();
+    assert_eq!((stats.too_new, stats.too_old, stats.items), (2, 3, 3));
+    // Once the clock has passed them, all stored items expire: nothing is pinned.
+    clock.advance(Duration::from_secs(70));
+    assert_eq!(agg.get_most_recent(c).unwrap(), None);
+    assert_eq!(agg.stored_len(), 0);
+}
+
+#[test]
+fn default_window_refuses_far_future_times_and_none_accepts_them() {
+    let agg = RemoteDataAggregator::<i64>::new();
+    let c = CallerId::random();
+    let report = agg.try_insert_batch(c, [at(i64::MAX), at(5)]).unwrap();
+    assert_eq!(report, {
+        let mut r = Inserted::default();
+        r.stored = 1;
+        r.too_new = 1;
+        r
+    });
+    let open = AggregatorBuilder::default().max_ahead(None).build::<i64>();
+    assert!(open
+        .try_insert_batch(c, [at(i64::MAX)])
+        .unwrap()
+        .all_stored());
+    assert_eq!(open.get_most_recent(c).unwrap().unwrap().value, i64::MAX);
 }

@@ -134,3 +134,53 @@ fn skewed_clock_applies_offset_and_drift() {
     // 10 s at 100 ppm drift is 1 ms.
     assert_eq!(skewed.now().nanos_since(base.now()), 251_000_000);
 }
+
+#[test]
+fn operators_with_durations_saturate_and_checked_forms_say_when() {
+    let t = Timestamp::from_nanos(1_000);
+    let us = Duration::from_micros(1);
+    assert_eq!(t + us, Timestamp::from_nanos(2_000));
+    assert_eq!(t - us, Timestamp::UNIX_EPOCH);
+    let mut m = t;
+    m += us;
+    m += us;
+    m -= Duration::from_nanos(500);
+    assert_eq!(m, Timestamp::from_nanos(2_500));
+    // Saturating at both ends, where the checked forms return None.
+    assert_eq!(Timestamp::MAX + Duration::from_nanos(1), Timestamp::MAX);
+    assert_eq!(Timestamp::MIN - Duration::from_nanos(1), Timestamp::MIN);
+    assert_eq!(Timestamp::MAX + Duration::MAX, Timestamp::MAX);
+    assert_eq!(Timestamp::MAX.checked_add(Duration::MAX), None);
+    let mut low = Timestamp::MIN;
+    low -= Duration::MAX;
+    assert_eq!(low, Timestamp::MIN);
+    // A duration longer than i64::MAX nanoseconds still lands in range from below.
+    let whole_range = Duration::from_nanos(u64::MAX);
+    assert_eq!(Timestamp::MIN + whole_range, Timestamp::MAX);
+    assert_eq!(
+        Timestamp::MIN.checked_add(whole_range),
+        Some(Timestamp::MAX)
+    );
+    assert_eq!(
+        Timestamp::MAX.checked_sub(whole_range),
+        Some(Timestamp::MIN)
+    );
+    assert_eq!(Timestamp::MAX - whole_range, Timestamp::MIN);
+}
+
+#[test]
+fn difference_of_timestamps_is_the_elapsed_duration_or_zero() {
+    let (a, b) = (Timestamp::from_nanos(-5), Timestamp::from_nanos(1_000));
+    assert_eq!(b - a, Duration::from_nanos(1_005));
+    assert_eq!(
+        a - b,
+        Duration::ZERO,
+        "like Instant: earlier - later is zero"
+    );
+    assert_eq!(b - b, Duration::ZERO);
+    assert_eq!(
+        Timestamp::MAX - Timestamp::MIN,
+        Duration::from_nanos(u64::MAX)
+    );
+    assert_eq!(a + (b - a), b);
+}

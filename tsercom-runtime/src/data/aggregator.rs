@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use super::limits::{DataStats, Inserted, Limits, Window};
 use super::store::Store;
 use super::{CallerEvent, DataError, NewData, Timestamped};
 use crate::queue::{self, OverflowPolicy, Sender};
@@ -52,7 +53,26 @@ const DEFAULT_EVENT_CAPACITY: usize = 256;
 ///   [`prune_expired`](Self::prune_expired) periodically.
 ///
 /// Items already expired when inserted are discarded (not stored, not published). A
-/// caller that [left](Self::mark_left) is forgotten once all its items have expired.
+/// caller that [left](Self::mark_left) is forgotten once all its items have expired
+/// (announced as [`CallerEvent::Forgotten`]); one that left with no items is forgotten
+/// at once.
+///
+/// # Limits
+///
+/// What a peer sends cannot grow the aggregator without bound or pin it:
+///
+/// - item times are checked against a window around the aggregator's clock: items more
+///   than [`max_ahead`](AggregatorBuilder::max_ahead) ahead of it (default 10 minutes;
+///   a time of `i64::MAX` would otherwise never expire and stay the most recent item for
+///   good) or behind the retention cutoff (or
+///   [`max_behind`](AggregatorBuilder::max_behind)) are refused, not stored, and counted;
+/// - at most [`max_callers`](AggregatorBuilder::max_callers) callers are known at once
+///   (default 10,000): a new caller beyond that is refused with
+///   [`DataError::TooManyCallers`] (after forgetting departed callers whose items all
+///   expired), and counted.
+///
+/// [`try_insert_batch`](Self::try_insert_batch) says what happened to a batch
+/// ([`Inserted`], or the error); [`stats`](Self::stats) gives the counters.
 ///
 /// # Reading
 ///
@@ -124,6 +144,7 @@ struct Inner<D> {
     blocking_subscribers: AtomicUsize,
     clock: Arc<dyn Clock>,
     retention: Option<Duration>,
+    limits: Limits,
     pruner: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -146,6 +167,8 @@ struct State<D> {
     /// Cursor of every live reader, by reader id.
     readers: HashMap<u64, u64>,
     next_reader: u64,
+    /// Counters reported by `stats` (sizes are filled in there).
+    counts: DataStats,
 }
 
 struct Fanout<D> {
@@ -159,19 +182,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Drops expired items of every caller and forgets departed callers left with none.
-fn prune_all<D>(state: &mut State<D>, cutoff: Timestamp) {
-    state.callers.retain(|_, store| {
+/// Drops expired items of every caller and forgets departed callers left with none;
+/// returns the callers forgotten.
+fn prune_all<D>(state: &mut State<D>, cutoff: Timestamp) -> Vec<CallerId> {
+    let mut forgotten = Vec::new();
+    state.callers.retain(|&caller, store| {
         store.prune(cutoff);
-        !(store.left && store.entries.is_empty())
+        let keep = !(store.left && store.entries.is_empty());
+        if !keep {
+            forgotten.push(caller);
+        }
+        keep
     });
+    state.counts.forgotten_callers += forgotten.len() as u64;
+    forgotten
 }
 
 /// Configuration of a [`RemoteDataAggregator`]. Defaults: no retention (keep
-/// everything), the system clock.
+/// everything), the system clock, at most 10,000 known callers, item times at most 10
+/// minutes ahead of the clock.
 pub struct AggregatorBuilder {
     retention: Option<Duration>,
     clock: Arc<dyn Clock>,
+    limits: Limits,
 }
 
 impl fmt::Debug for AggregatorBuilder {
@@ -179,6 +212,7 @@ impl fmt::Debug for AggregatorBuilder {
         f.debug_struct("AggregatorBuilder")
             .field("retention", &self.retention)
             .field("clock", &self.clock)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -188,6 +222,7 @@ impl Default for AggregatorBuilder {
         AggregatorBuilder {
             retention: None,
             clock: Arc::new(SystemClock),
+            limits: Limits::default(),
         }
     }
 }
@@ -207,6 +242,37 @@ impl AggregatorBuilder {
         self
     }
 
+    /// At most `max` callers known at once (default
+    /// [`DEFAULT_MAX_CALLERS`](super::DEFAULT_MAX_CALLERS), 10,000); `None` for no cap.
+    /// A caller is known from its first insert (or
+    /// [`add_caller`](RemoteDataAggregator::add_caller)) until it has left and its items
+    /// have expired. A new caller beyond the cap is refused with
+    /// [`DataError::TooManyCallers`] (the runtime answers `RESOURCE_EXHAUSTED`) and
+    /// counted in [`DataStats::refused_callers`]; nothing of it is stored.
+    pub fn max_callers(mut self, max: Option<usize>) -> Self {
+        self.limits.max_callers = max;
+        self
+    }
+
+    /// Items whose time is more than `max` ahead of the aggregator's clock are refused
+    /// (not stored, not published, counted in [`DataStats::too_new`]); `None` accepts any
+    /// time. Default [`DEFAULT_MAX_AHEAD`](super::DEFAULT_MAX_AHEAD), 10 minutes: far more
+    /// than any synchronized clock is off, and a sample stamped far in the future would
+    /// otherwise outlive the retention and stay the most recent item.
+    pub fn max_ahead(mut self, max: Option<Duration>) -> Self {
+        self.limits.max_ahead = max;
+        self
+    }
+
+    /// Items whose time is more than `max` behind the aggregator's clock are refused
+    /// (counted in [`DataStats::too_old`]); default `None`: only the retention limits
+    /// how old an item may be (items already expired on arrival are refused and counted
+    /// the same way).
+    pub fn max_behind(mut self, max: Option<Duration>) -> Self {
+        self.limits.max_behind = max;
+        self
+    }
+
     /// Creates the aggregator. With a retention timeout and inside a tokio runtime, this
     /// spawns the background pruning task.
     pub fn build<D: Clone + Send + Sync + 'static>(self) -> RemoteDataAggregator<D> {
@@ -216,6 +282,7 @@ impl AggregatorBuilder {
                 last_arrival: 0,
                 readers: HashMap::new(),
                 next_reader: 0,
+                counts: DataStats::default(),
             }),
             fanout: Mutex::new(Fanout {
                 items: Vec::new(),
@@ -225,6 +292,7 @@ impl AggregatorBuilder {
             blocking_subscribers: AtomicUsize::new(0),
             clock: self.clock,
             retention: self.retention,
+            limits: self.limits,
             pruner: Mutex::new(None),
         });
         if let (Some(retention), Ok(rt)) = (self.retention, tokio::runtime::Handle::try_current()) {
@@ -280,6 +348,10 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
             .map(|r| self.inner.clock.now().saturating_sub(r))
     }
 
+    fn cutoff_at(&self, now: Timestamp) -> Option<Timestamp> {
+        self.inner.retention.map(|r| now.saturating_sub(r))
+    }
+
     /// Stores one item of `caller`. See [`insert_batch`](Self::insert_batch).
     pub fn insert(&self, caller: CallerId, item: Timestamped<D>) {
         self.insert_batch(caller, std::iter::once(item));
@@ -288,13 +360,29 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     /// Stores a batch of items of `caller`, like [`insert_batch`](Self::insert_batch),
     /// but waits asynchronously (instead of parking the thread) while a
     /// [`OverflowPolicy::Block`] subscriber is full. Cancelling it while it waits stores
-    /// nothing.
+    /// nothing. What was refused is counted; see
+    /// [`try_insert_batch_async`](Self::try_insert_batch_async) to learn it.
     pub async fn insert_batch_async<I>(&self, caller: CallerId, items: I)
     where
         I: IntoIterator<Item = Timestamped<D>>,
     {
+        // Refusals are counted in `stats`; this form does not report them.
+        let _ = self.try_insert_batch_async(caller, items).await;
+    }
+
+    /// [`insert_batch_async`](Self::insert_batch_async) that says what it did: how many
+    /// items were stored and refused ([`Inserted`]), or
+    /// [`DataError::TooManyCallers`] when `caller` is new and the cap is reached.
+    pub async fn try_insert_batch_async<I>(
+        &self,
+        caller: CallerId,
+        items: I,
+    ) -> Result<Inserted, DataError>
+    where
+        I: IntoIterator<Item = Timestamped<D>>,
+    {
         self.wait_for_room().await;
-        self.store_and_publish(caller, items);
+        self.store_and_publish(caller, items)
     }
 
     /// Waits until no [`OverflowPolicy::Block`] subscription is full.
@@ -320,7 +408,9 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
 
     /// Stores a batch of items of `caller` under one lock, in any time order, and
     /// publishes them to subscribers. A caller seen for the first time (or again after it
-    /// left) is announced as [`CallerEvent::Joined`].
+    /// left) is announced as [`CallerEvent::Joined`]. Items outside the accepted time
+    /// window and new callers beyond the cap are refused and counted (see the type-level
+    /// docs on limits); [`try_insert_batch`](Self::try_insert_batch) reports them.
     ///
     /// Never blocks, unless a subscriber asked for [`OverflowPolicy::Block`] and its
     /// queue is full: then this call first parks the calling thread until that
@@ -336,19 +426,54 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     where
         I: IntoIterator<Item = Timestamped<D>>,
     {
+        // Refusals are counted in `stats`; this form does not report them.
+        let _ = self.try_insert_batch(caller, items);
+    }
+
+    /// [`insert_batch`](Self::insert_batch) that says what it did: how many items were
+    /// stored and how many refused for their time ([`Inserted`]), or
+    /// [`DataError::TooManyCallers`] (nothing stored) when `caller` is new and
+    /// [`max_callers`](AggregatorBuilder::max_callers) callers are known.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tsercom_runtime::{CallerId, DataError, ManualClock, RemoteDataAggregator, Timestamp, Timestamped};
+    ///
+    /// let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+    /// let agg = RemoteDataAggregator::<u8>::builder()
+    ///     .clock(clock.clone())
+    ///     .max_callers(Some(1))
+    ///     .max_ahead(Some(Duration::from_secs(1)))
+    ///     .build();
+    /// let (a, b) = (CallerId::random(), CallerId::random());
+    /// let report = agg.try_insert_batch(a, [
+    ///     Timestamped::new(Timestamp::from_nanos(1_000_000_000), 0, 1),
+    ///     Timestamped::new(Timestamp::MAX, 1, 2),
+    /// ])?;
+    /// assert_eq!((report.stored, report.too_new), (1, 1));
+    /// assert_eq!(agg.try_add_caller(b), Err(DataError::TooManyCallers { limit: 1 }));
+    /// assert_eq!(agg.stats().refused_callers, 1);
+    /// # Ok::<(), DataError>(())
+    /// ```
+    pub fn try_insert_batch<I>(&self, caller: CallerId, items: I) -> Result<Inserted, DataError>
+    where
+        I: IntoIterator<Item = Timestamped<D>>,
+    {
         if self.inner.blocking_subscribers.load(Ordering::Acquire) > 0 {
             queue::block_on(self.wait_for_room());
         }
-        self.store_and_publish(caller, items);
+        self.store_and_publish(caller, items)
     }
 
     /// Stores and publishes without waiting; Block subscriptions may go over capacity
     /// by this batch.
-    fn store_and_publish<I>(&self, caller: CallerId, items: I)
+    fn store_and_publish<I>(&self, caller: CallerId, items: I) -> Result<Inserted, DataError>
     where
         I: IntoIterator<Item = Timestamped<D>>,
     {
-        let cutoff = self.cutoff();
+        let now = self.inner.clock.now();
+        let cutoff = self.cutoff_at(now);
+        let window = Window::at(&self.inner.limits, cutoff, now);
         let publish = self.inner.item_subscribers.load(Ordering::Acquire) > 0;
         let items = items.into_iter();
         let mut published: Vec<Timestamped<D>> = if publish {
@@ -358,18 +483,36 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         };
         let mut guard = lock(&self.inner.state);
         let state = &mut *guard;
-        let mut joined = false;
+        let mut events = Vec::new();
+        if let Some(limit) = self.inner.limits.max_callers {
+            if !state.callers.contains_key(&caller) && state.callers.len() >= limit {
+                // Make room from departed callers whose items all expired, if any.
+                if let Some(cutoff) = cutoff {
+                    events.extend(
+                        prune_all(state, cutoff)
+                            .into_iter()
+                            .map(CallerEvent::Forgotten),
+                    );
+                }
+                if state.callers.len() >= limit {
+                    state.counts.refused_callers += 1;
+                    self.announce(guard, &events);
+                    tracing::debug!(%caller, limit, "caller refused: too many callers known");
+                    return Err(DataError::TooManyCallers { limit });
+                }
+            }
+        }
         let store = match state.callers.entry(caller) {
             MapEntry::Occupied(e) => {
                 let store = e.into_mut();
                 if store.left {
                     store.left = false;
-                    joined = true;
+                    events.push(CallerEvent::Joined(caller));
                 }
                 store
             }
             MapEntry::Vacant(e) => {
-                joined = true;
+                events.push(CallerEvent::Joined(caller));
                 e.insert(Store::new())
             }
         };
@@ -377,44 +520,61 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
             store.prune(cutoff);
         }
         let track_late = !state.readers.is_empty();
+        let mut report = Inserted::default();
         for item in items {
-            if cutoff.is_some_and(|c| item.time < c) {
+            if window.low.is_some_and(|low| item.time < low) {
+                report.too_old += 1;
                 continue;
             }
+            if window.high.is_some_and(|high| item.time > high) {
+                report.too_new += 1;
+                continue;
+            }
+            report.stored += 1;
             state.last_arrival += 1;
             if publish {
                 published.push(item.clone());
             }
             store.push(state.last_arrival, item, track_late);
         }
-        if !publish && !joined {
+        state.counts.too_old += report.too_old as u64;
+        state.counts.too_new += report.too_new as u64;
+        if report.too_new > 0 {
+            tracing::debug!(%caller, refused = report.too_new, "items dated too far ahead refused");
+        }
+        if !publish && events.is_empty() {
+            return Ok(report);
+        }
+        let fanout = lock(&self.inner.fanout);
+        drop(guard);
+        self.deliver(fanout, &events, Some((caller, published)));
+        Ok(report)
+    }
+
+    /// Delivers `events` (no items) after releasing the state lock.
+    fn announce(&self, guard: MutexGuard<'_, State<D>>, events: &[CallerEvent]) {
+        if events.is_empty() {
             return;
         }
         let fanout = lock(&self.inner.fanout);
         drop(guard);
-        self.deliver(
-            fanout,
-            joined.then_some(CallerEvent::Joined(caller)),
-            caller,
-            published,
-        );
+        self.deliver(fanout, events, None);
     }
 
     /// Sends an event and items to the subscribers, dropping closed subscriptions.
     fn deliver(
         &self,
         mut fanout: MutexGuard<'_, Fanout<D>>,
-        event: Option<CallerEvent>,
-        caller: CallerId,
-        items: Vec<Timestamped<D>>,
+        events: &[CallerEvent],
+        items: Option<(CallerId, Vec<Timestamped<D>>)>,
     ) {
         let before = fanout.items.len();
-        if let Some(event) = event {
+        if !events.is_empty() {
             fanout
                 .events
-                .retain(|tx| tx.force_send_iter(&mut std::iter::once(event)).is_ok());
+                .retain(|tx| tx.force_send_iter(&mut events.iter().copied()).is_ok());
         }
-        if !items.is_empty() {
+        if let Some((caller, items)) = items.filter(|(_, items)| !items.is_empty()) {
             // Every subscriber but the last gets clones; the last gets the items.
             let mut items = Some(items);
             let mut i = 0;
@@ -466,12 +626,40 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     /// Adds `caller` with no data yet, announcing it as [`CallerEvent::Joined`] if it is
     /// new (or had left). Reads of it then return `Ok(None)` rather than an error.
     pub fn add_caller(&self, caller: CallerId) {
-        self.insert_batch(caller, std::iter::empty());
+        // A refusal is counted in `stats`; this form does not report it.
+        let _ = self.try_add_caller(caller);
+    }
+
+    /// [`add_caller`](Self::add_caller), refused with [`DataError::TooManyCallers`] when
+    /// `caller` is new and [`max_callers`](AggregatorBuilder::max_callers) callers are
+    /// known: the check a runtime makes when a source connects, before accepting it.
+    pub fn try_add_caller(&self, caller: CallerId) -> Result<(), DataError> {
+        self.try_insert_batch(caller, std::iter::empty())
+            .map(|_| ())
+    }
+
+    /// Whether `caller` is known: it has items, was added, or left with items that have
+    /// not expired yet. A runtime frees what it keeps per caller once this is false
+    /// (or on [`CallerEvent::Forgotten`]).
+    pub fn is_known(&self, caller: CallerId) -> bool {
+        lock(&self.inner.state).callers.contains_key(&caller)
+    }
+
+    /// The counters (refused callers and items, forgotten callers) and current sizes;
+    /// no pruning happens here.
+    pub fn stats(&self) -> DataStats {
+        let state = lock(&self.inner.state);
+        DataStats {
+            callers: state.callers.len(),
+            items: state.callers.values().map(|s| s.entries.len()).sum(),
+            ..state.counts
+        }
     }
 
     /// Records that `caller`'s source disconnected and announces [`CallerEvent::Left`]
-    /// (once). Its data stays readable until it expires; a later insert announces it as
-    /// joined again.
+    /// (once). Its data stays readable until it expires, then it is forgotten
+    /// ([`CallerEvent::Forgotten`]); with no data it is forgotten at once. A later insert
+    /// announces it as joined again.
     pub fn mark_left(&self, caller: CallerId) -> Result<(), DataError> {
         let mut guard = lock(&self.inner.state);
         let store = guard
@@ -484,13 +672,15 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         store.left = true;
         if let Some(cutoff) = self.cutoff() {
             store.prune(cutoff);
-            if store.entries.is_empty() {
-                guard.callers.remove(&caller);
-            }
         }
-        let fanout = lock(&self.inner.fanout);
-        drop(guard);
-        self.deliver(fanout, Some(CallerEvent::Left(caller)), caller, Vec::new());
+        let mut events = vec![CallerEvent::Left(caller)];
+        if store.entries.is_empty() {
+            // Nothing left to read: forget it now, retention or not.
+            guard.callers.remove(&caller);
+            guard.counts.forgotten_callers += 1;
+            events.push(CallerEvent::Forgotten(caller));
+        }
+        self.announce(guard, &events);
         Ok(())
     }
 
@@ -500,7 +690,14 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
         let Some(cutoff) = self.cutoff() else {
             return;
         };
-        prune_all(&mut lock(&self.inner.state), cutoff);
+        self.prune_and_announce(lock(&self.inner.state), cutoff);
+    }
+
+    /// [`prune_all`], then announces the callers it forgot.
+    fn prune_and_announce(&self, mut guard: MutexGuard<'_, State<D>>, cutoff: Timestamp) {
+        let forgotten = prune_all(&mut guard, cutoff);
+        let events: Vec<CallerEvent> = forgotten.into_iter().map(CallerEvent::Forgotten).collect();
+        self.announce(guard, &events);
     }
 
     /// Runs `f` on `caller`'s store after pruning it.
@@ -539,12 +736,10 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     /// The callers the aggregator knows: those with data or added, including those that
     /// left but still have unexpired data. In [`CallerId`] order.
     pub fn callers(&self) -> Vec<CallerId> {
-        let cutoff = self.cutoff();
-        let mut state = lock(&self.inner.state);
-        if let Some(cutoff) = cutoff {
-            prune_all(&mut state, cutoff);
+        if let Some(cutoff) = self.cutoff() {
+            self.prune_and_announce(lock(&self.inner.state), cutoff);
         }
-        state.callers.keys().copied().collect()
+        lock(&self.inner.state).callers.keys().copied().collect()
     }
 
     /// Whether `caller` is known and has not [left](Self::mark_left).

@@ -9,9 +9,11 @@
 //! subscriptions whose overflow policy the subscriber picks.
 
 mod aggregator;
+mod limits;
 mod store;
 
 pub use aggregator::{AggregatorBuilder, Reader, RemoteDataAggregator, Subscription};
+pub use limits::{DataStats, Inserted, DEFAULT_MAX_AHEAD, DEFAULT_MAX_CALLERS};
 
 use crate::{CallerId, Timestamp};
 
@@ -78,6 +80,7 @@ impl<D> Default for NewData<D> {
 
 /// A change in the set of sources an aggregator knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CallerEvent {
     /// A caller was added (its first item arrived, or
     /// [`RemoteDataAggregator::add_caller`] was called), or came back after leaving.
@@ -85,6 +88,9 @@ pub enum CallerEvent {
     /// [`RemoteDataAggregator::mark_left`] was called: the source disconnected. Its data
     /// stays readable until the retention timeout drops it.
     Left(CallerId),
+    /// A caller that left is no longer known: all its items expired (or it had none),
+    /// and everything the aggregator kept for it is freed.
+    Forgotten(CallerId),
 }
 
 /// Errors of the data layer.
@@ -98,4 +104,12 @@ pub enum DataError {
     /// A [`Reader`] was passed to an aggregator other than the one that created it.
     #[error("the reader belongs to another aggregator")]
     ForeignReader,
+    /// A new caller was refused: the aggregator already knows
+    /// [`max_callers`](AggregatorBuilder::max_callers) callers. A runtime answers it with
+    /// `RESOURCE_EXHAUSTED`.
+    #[error("too many callers: {limit} are known already")]
+    TooManyCallers {
+        /// The configured cap.
+        limit: usize,
+    },
 }
