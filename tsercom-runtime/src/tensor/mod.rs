@@ -53,6 +53,7 @@ pub use aggregate::{AggregateMuxer, Publisher};
 pub use chunk::{Chunk, Compression, CompressionPolicy, Update};
 pub use demuxer::{Demuxer, DemuxerStats};
 pub use dtype::{DType, Element};
+pub use half::{bf16, f16};
 pub use muxer::{CompleteMuxer, MuxerConfig, SparseMuxer};
 pub use smoothed::{SmoothedConfig, SmoothedDemuxer, SmoothedHandle};
 pub use value::{Tensor, TensorSpec, MAX_TENSOR_BYTES};
