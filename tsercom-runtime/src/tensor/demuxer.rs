@@ -52,7 +52,7 @@ pub struct Demuxer {
 }
 
 impl Demuxer {
-    /// A demuxer for `spec`, keeping the default history (60 s, 256 timestamps).
+    /// A demuxer for `spec`, keeping the default history (60 s, 64 timestamps).
     pub fn new(spec: TensorSpec) -> Self {
         Self::with_config(spec, MuxerConfig::default())
     }

@@ -27,7 +27,8 @@ pub struct MuxerConfig {
     /// How far behind the newest timestamp a state is kept (and can still be edited).
     /// Default 60 s, as in the reference.
     pub history: Duration,
-    /// At most this many timestamps are kept. Default 256.
+    /// At most this many timestamps are kept. Default 64. Memory is about `max_history` full
+    /// tensors on each side: lower it for large tensors.
     pub max_history: usize,
     /// When chunks are LZ4-compressed. Default: from 1 KiB, when it shrinks them.
     pub compression: CompressionPolicy,
@@ -40,7 +41,7 @@ impl Default for MuxerConfig {
     fn default() -> Self {
         MuxerConfig {
             history: Duration::from_secs(60),
-            max_history: 256,
+            max_history: 64,
             compression: CompressionPolicy::default(),
             merge_gap_bytes: 32,
         }
