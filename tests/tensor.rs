@@ -233,3 +233,20 @@ fn a_series_field_of_type_tensor_is_in_the_schema() {
     let back: vision::Frame = tsercom::__private::prost::Message::decode(&buf[..]).unwrap();
     assert!(back.start.is_none());
 }
+
+/// The README's "Tensors" example, verbatim.
+#[test]
+fn readme_example() -> Result<(), tsercom::TensorError> {
+    let spec = TensorSpec::new(DType::F32, vec![2, 3], 0.0)?; // both ends know it
+    let mut source = SparseMuxer::new(spec.clone());
+    let mut receiver = Demuxer::new(spec);
+
+    let (t1, t2) = (Timestamp::from_nanos(1_000), Timestamp::from_nanos(2_000));
+    let a = Tensor::from_vec(vec![2, 3], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+    let b = Tensor::from_vec(vec![2, 3], vec![1.0f32, 2.0, 9.0, 4.0, 5.0, 6.0])?;
+    receiver.apply(&source.process(&a, t1)?)?;
+    let update = source.process(&b, t2)?; // one chunk: element 2
+    assert_eq!(update.chunks.len(), 1);
+    assert_eq!(receiver.apply(&update)?, vec![(t2, b)]);
+    Ok(())
+}
