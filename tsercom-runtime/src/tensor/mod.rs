@@ -27,8 +27,9 @@
 //!
 //! let t = Timestamp::from_nanos(1_000);
 //! let x = Tensor::from_vec(vec![2, 3], vec![0.0f32, 1.0, 0.0, 0.0, 2.0, 3.0])?;
-//! let update = source.process(&x, t)?;          // two chunks: [1] and [4, 5]
-//! assert_eq!(update.chunks.len(), 2);
+//! let update = source.process(&x, t)?;          // elements 1..6 (nearby runs join)
+//! assert_eq!(update.chunks.len(), 1);
+//! assert_eq!(update.chunks[0].starting_index, 1);
 //! let changed = receiver.apply(&update)?;       // what changed at the receiver
 //! assert_eq!(changed, vec![(t, x)]);
 //! # Ok::<(), tsercom_runtime::tensor::TensorError>(())
