@@ -125,12 +125,22 @@ fn main() {
     }));
 }
 
+/// Waits (at most 10 s) until a source is connected to `agg`.
+async fn connected<R: tsercom::Runtime>(agg: &Aggregator<R>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agg.connected().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// 16 MiB f32 tensors as a runtime's data type.
 async fn dense_tsercom(n: u64) -> Value {
     let load = load_1m();
     let agg = Aggregator::<Dense>::builder()
         .listen(local())
-        .retention(Some(Duration::from_millis(100)))
+        // Long enough for a tensor to arrive (an item already expired on arrival is dropped),
+        // short enough to bound memory.
+        .retention(Some(Duration::from_secs(2)))
         .session(session())
         .start()
         .await
@@ -237,7 +247,7 @@ async fn sparse(layout: &str, n: u64) -> Value {
     };
     let agg = Aggregator::<Sparse>::builder()
         .listen(local())
-        .retention(Some(Duration::from_secs(1)))
+        .retention(Some(Duration::from_secs(10)))
         .session(session())
         .start()
         .await
@@ -249,6 +259,7 @@ async fn sparse(layout: &str, n: u64) -> Value {
         .start()
         .await
         .expect("source");
+    connected(&agg).await;
     let mut muxer = SparseMuxer::with_config(spec.clone(), config);
     let mut values = noise(SPARSE_LEN, 3);
     let first = Tensor::from_slice(vec![SPARSE_LEN], &values).expect("tensor");
