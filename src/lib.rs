@@ -46,6 +46,7 @@ pub use tsercom_runtime::runtime::{
     RuntimeHandle, RuntimeManager, SendEventError, SessionConfig, Source, SourceBuilder,
     SourceStats, StreamService,
 };
+pub use tsercom_runtime::tensor::{self, DType, Tensor, TensorError, TensorSpec};
 pub use tsercom_runtime::time::{
     self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
 };

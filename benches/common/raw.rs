@@ -142,7 +142,8 @@ where
         let app = self.app.clone();
         Box::pin(async move {
             let codec = tonic_prost::ProstCodec::<RawAck, M>::default();
-            let mut grpc = tonic::server::Grpc::new(codec);
+            // No size limit (tonic's default is 4 MiB): the tensor bench sends 16 MiB.
+            let mut grpc = tonic::server::Grpc::new(codec).max_decoding_message_size(usize::MAX);
             Ok(grpc.streaming(Push(app), req).await)
         })
     }

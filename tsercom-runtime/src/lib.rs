@@ -17,6 +17,7 @@ pub mod queue;
 pub mod runtime;
 pub mod schema;
 pub mod series;
+pub mod tensor;
 pub mod time;
 pub mod timesync;
 pub mod transport;

@@ -1,0 +1,343 @@
+//! Tensors: (1) dense 16 MiB f32 tensors from a source to an aggregator through tsercom
+//! (`Tensor` as the data type), MB/s, against a raw tonic bytes stream of the same payloads
+//! in the same run; (2) a 1M-element f32 tensor with 1 % of its elements changed per update
+//! (one contiguous block, and scattered), through a sparse muxer, tsercom and a demuxer at
+//! the aggregator: wire bytes per update against the changed bytes, and updates/s. One JSON
+//! object per line on stdout.
+//!
+//! `cargo bench --bench tensor`; `TSERCOM_BENCH_QUICK=1` for the short run. The Python
+//! reference's muxer needs PyTorch, which the bench venv does not install: no Python arm.
+
+#![allow(missing_docs)]
+
+#[allow(dead_code, unreachable_pub)]
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tsercom::tensor::{Demuxer, MuxerConfig, SparseMuxer, Update};
+use tsercom::{
+    Aggregator, BufferLimits, DType, OverflowPolicy, SessionConfig, Source, Tensor, TensorSpec,
+    Timestamp,
+};
+
+use common::{emit, load_1m, raw, Window};
+
+const MIB: usize = 1 << 20;
+const DENSE_BYTES: usize = 16 * MIB;
+const SPARSE_LEN: usize = 1 << 20;
+const CHANGED: usize = SPARSE_LEN / 100;
+/// Tensors a sender may be ahead of the receiver.
+const AHEAD: u64 = 3;
+const POLL: Duration = Duration::from_millis(1);
+
+/// Dense tensors as the data type.
+struct Dense;
+
+impl tsercom::Runtime for Dense {
+    type Data = Tensor;
+    type Event = Tensor;
+    const NAME: &'static str = "dense";
+    const SERVICE: &'static str = "dense.Stream";
+    const OPEN_PATH: &'static str = "/dense.Stream/Open";
+}
+
+/// Sparse updates as the data type.
+struct Sparse;
+
+impl tsercom::Runtime for Sparse {
+    type Data = Update;
+    type Event = Update;
+    const NAME: &'static str = "sparse";
+    const SERVICE: &'static str = "sparse.Stream";
+    const OPEN_PATH: &'static str = "/sparse.Stream/Open";
+}
+
+/// A raw tonic message: the tensor's bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawBytes {
+    #[prost(bytes = "bytes", tag = "1")]
+    data: Bytes,
+}
+
+impl raw::RawMessage for RawBytes {
+    const PATH: &'static str = "/bench.Raw/PushBytes";
+}
+
+fn session() -> SessionConfig {
+    SessionConfig {
+        max_frame_bytes: 2 * DENSE_BYTES,
+        ..SessionConfig::default()
+    }
+}
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("addr")
+}
+
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / 1024.0
+        })
+        .collect()
+}
+
+fn main() {
+    let quick = common::quick();
+    let rt = common::tokio_runtime();
+    let dense_n: u64 = if quick { 24 } else { 96 };
+    let sparse_n: u64 = if quick { 150 } else { 600 };
+    let runs = if quick { 1 } else { 3 };
+    let mut ratios = Vec::new();
+    for run in 1..=runs {
+        let mut t = rt.block_on(dense_tsercom(dense_n));
+        t["run"] = json!(run);
+        emit(&t);
+        let mut r = rt.block_on(dense_raw(dense_n));
+        r["run"] = json!(run);
+        emit(&r);
+        if let (Some(a), Some(b)) = (t["mb_per_s"].as_f64(), r["mb_per_s"].as_f64()) {
+            ratios.push(a / b);
+        }
+        for layout in ["block", "scattered"] {
+            let mut s = rt.block_on(sparse(layout, sparse_n));
+            s["run"] = json!(run);
+            emit(&s);
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    emit(&json!({
+        "bench": "tensor",
+        "ratio": true,
+        "impl": "tsercom-dense",
+        "against": "tonic-raw-bytes",
+        "mb_per_s_ratio": ratios.get(ratios.len() / 2),
+        "runs": runs,
+    }));
+}
+
+/// Waits (at most 10 s) until a source is connected to `agg`.
+async fn connected<R: tsercom::Runtime>(agg: &Aggregator<R>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agg.connected().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// 16 MiB f32 tensors as a runtime's data type.
+async fn dense_tsercom(n: u64) -> Value {
+    let load = load_1m();
+    let agg = Aggregator::<Dense>::builder()
+        .listen(local())
+        // Long enough for a tensor to arrive (an item already expired on arrival is dropped),
+        // short enough to bound memory.
+        .retention(Some(Duration::from_secs(2)))
+        .session(session())
+        .start()
+        .await
+        .expect("aggregator");
+    let mut data = agg.data().subscribe_with(8, OverflowPolicy::Block);
+    let limits = BufferLimits {
+        max_bytes: 8 * DENSE_BYTES,
+        ..BufferLimits::default()
+    };
+    let source = Source::<Dense>::builder()
+        .dial([agg.local_addr().expect("listening")])
+        .session(session())
+        .buffer(limits)
+        .start()
+        .await
+        .expect("source");
+    let tensor =
+        Tensor::from_vec(vec![DENSE_BYTES / 4], noise(DENSE_BYTES / 4, 7)).expect("tensor");
+    // Warm-up: one tensor end to end.
+    source.send(tensor.clone()).await.expect("send");
+    let _ = data.recv().await;
+    let (received, wall, cpu) = {
+        let window = Window::start();
+        let mut got = 0u64;
+        let mut sent = 0u64;
+        while got < n {
+            while sent < n && sent < got + AHEAD {
+                source.send(tensor.clone()).await.expect("send");
+                sent += 1;
+            }
+            match tokio::time::timeout(Duration::from_secs(30), data.recv()).await {
+                Ok(Some((_, t))) => {
+                    assert_eq!(t.value.len(), tensor.len());
+                    got += 1;
+                }
+                _ => break,
+            }
+        }
+        let (wall, cpu) = window.stop();
+        (got, wall, cpu)
+    };
+    source.shutdown(Duration::from_secs(5)).await;
+    agg.shutdown(Duration::from_secs(5)).await;
+    let mb = (received as usize * DENSE_BYTES) as f64 / 1e6;
+    json!({
+        "bench": "tensor", "impl": "tsercom-dense", "tensor_bytes": DENSE_BYTES,
+        "tensors": received, "mb_per_s": mb / wall, "cpu_ms_per_tensor": cpu * 1e3 / received as f64,
+        "load_1m": load,
+    })
+}
+
+/// The same payloads as bytes on a hand-written tonic stream.
+async fn dense_raw(n: u64) -> Value {
+    let load = load_1m();
+    let (app_tx, mut app_rx) = mpsc::channel::<RawBytes>(8);
+    let server = raw::serve::<RawBytes>(app_tx).await;
+    let (tx, _acks) = raw::open::<RawBytes>(server.addr).await;
+    let payload = Tensor::from_vec(vec![DENSE_BYTES / 4], noise(DENSE_BYTES / 4, 7))
+        .expect("tensor")
+        .into_bytes();
+    tx.send(RawBytes {
+        data: payload.clone(),
+    })
+    .await
+    .expect("send");
+    let _ = app_rx.recv().await;
+    let window = Window::start();
+    let mut got = 0u64;
+    let mut sent = 0u64;
+    while got < n {
+        while sent < n && sent < got + AHEAD {
+            tx.send(RawBytes {
+                data: payload.clone(),
+            })
+            .await
+            .expect("send");
+            sent += 1;
+        }
+        match tokio::time::timeout(Duration::from_secs(30), app_rx.recv()).await {
+            Ok(Some(m)) => {
+                assert_eq!(m.data.len(), DENSE_BYTES);
+                got += 1;
+            }
+            _ => break,
+        }
+    }
+    let (wall, cpu) = window.stop();
+    let mb = (got as usize * DENSE_BYTES) as f64 / 1e6;
+    json!({
+        "bench": "tensor", "impl": "tonic-raw-bytes", "tensor_bytes": DENSE_BYTES,
+        "tensors": got, "mb_per_s": mb / wall, "cpu_ms_per_tensor": cpu * 1e3 / got as f64,
+        "load_1m": load,
+    })
+}
+
+/// A 1M-element f32 tensor, 1 % changed per update: muxer at the source, demuxer at the
+/// aggregator. `layout` is `block` (one contiguous run) or `scattered` (random elements).
+async fn sparse(layout: &str, n: u64) -> Value {
+    let load = load_1m();
+    let spec = TensorSpec::flat(DType::F32, SPARSE_LEN, 0.0).expect("spec");
+    let config = MuxerConfig {
+        max_history: 4,
+        ..MuxerConfig::default()
+    };
+    let agg = Aggregator::<Sparse>::builder()
+        .listen(local())
+        .retention(Some(Duration::from_secs(10)))
+        .session(session())
+        .start()
+        .await
+        .expect("aggregator");
+    let mut data = agg.data().subscribe_with(64, OverflowPolicy::Block);
+    let source = Source::<Sparse>::builder()
+        .dial([agg.local_addr().expect("listening")])
+        .session(session())
+        .start()
+        .await
+        .expect("source");
+    connected(&agg).await;
+    let mut muxer = SparseMuxer::with_config(spec.clone(), config);
+    let mut values = noise(SPARSE_LEN, 3);
+    let first = Tensor::from_slice(vec![SPARSE_LEN], &values).expect("tensor");
+    let t0 = Timestamp::from_nanos(1_700_000_000_000_000_000);
+    source
+        .send(muxer.process(&first, t0).expect("mux"))
+        .await
+        .expect("send");
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = std::sync::Arc::clone(&progress);
+    let consumer = tokio::spawn(async move {
+        let mut demuxer = Demuxer::with_config(spec, config);
+        let mut got = 0u64;
+        let mut last = None;
+        while got <= n {
+            match tokio::time::timeout(Duration::from_secs(30), data.recv()).await {
+                Ok(Some((_, u))) => {
+                    last = demuxer.apply(&u.value).expect("apply").pop();
+                    got += 1;
+                    seen.store(got, std::sync::atomic::Ordering::Release);
+                }
+                _ => break,
+            }
+        }
+        (got, last)
+    });
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut wire = 0usize;
+    let mut sent_state = first;
+    let window = Window::start();
+    for i in 1..=n {
+        // At most 32 updates in flight (the send buffer is bounded in bytes).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while i > progress.load(std::sync::atomic::Ordering::Acquire) + 32
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(POLL).await;
+        }
+        match layout {
+            "block" => {
+                let at = (rand() as usize) % (SPARSE_LEN - CHANGED);
+                for v in &mut values[at..at + CHANGED] {
+                    *v += 1.0;
+                }
+            }
+            _ => {
+                for _ in 0..CHANGED {
+                    values[(rand() as usize) % SPARSE_LEN] += 1.0;
+                }
+            }
+        }
+        let state = Tensor::from_slice(vec![SPARSE_LEN], &values).expect("tensor");
+        let update = muxer
+            .process(&state, t0.saturating_add(Duration::from_millis(i)))
+            .expect("mux");
+        wire += prost::Message::encoded_len(&update);
+        source.send(update).await.expect("send");
+        sent_state = state;
+    }
+    let (got, last) = consumer.await.expect("consumer");
+    let (wall, cpu) = window.stop();
+    let exact = last.is_some_and(|(_, t)| t == sent_state);
+    source.shutdown(Duration::from_secs(5)).await;
+    agg.shutdown(Duration::from_secs(5)).await;
+    let per_update = wire as f64 / n as f64;
+    let changed_bytes = (CHANGED * 4) as f64;
+    json!({
+        "bench": "tensor", "impl": format!("tsercom-sparse-{layout}"), "elements": SPARSE_LEN,
+        "changed_per_update": CHANGED, "updates": got.saturating_sub(1),
+        "wire_bytes_per_update": per_update, "changed_bytes_per_update": changed_bytes,
+        "wire_to_changed": per_update / changed_bytes,
+        "updates_per_s": (got.saturating_sub(1)) as f64 / wall,
+        "cpu_ms_per_update": cpu * 1e3 / n as f64, "receiver_exact": exact, "load_1m": load,
+    })
+}

@@ -1,0 +1,244 @@
+//! [`Tensor`] and [`Update`] as series types: [`Series`] (a runtime's data or event type),
+//! the field [`Codec`] of `#[tsercom::series]`, and their schema (`tsercom.TensorInitializer`,
+//! `tsercom.TensorUpdate`, `tsercom.TensorChunk`, `tsercom.ServerTimestamp`,
+//! `tsercom.CompressionType`), rendered like any other series schema.
+
+use std::any::TypeId;
+
+use bytes::{Buf, BufMut};
+use prost::encoding::{DecodeContext, WireType};
+use prost::DecodeError;
+
+use super::{Tensor, Update};
+use crate::schema::{EnumDef, FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
+use crate::series::codec::{self, Codec, Lerp};
+use crate::series::{Interpolate, Series};
+use crate::wire;
+
+const INITIALIZER: &str = "tsercom.TensorInitializer";
+const UPDATE: &str = "tsercom.TensorUpdate";
+const CHUNK: &str = "tsercom.TensorChunk";
+const SERVER_TIMESTAMP: &str = "tsercom.ServerTimestamp";
+const COMPRESSION: &str = "tsercom.CompressionType";
+
+fn named(n: &str) -> FieldType {
+    FieldType::Named(n.to_owned())
+}
+
+fn describe_update(reg: &mut SchemaRegistry) {
+    if reg.begin(SERVER_TIMESTAMP, TypeId::of::<wire::ServerTimestamp>()) {
+        let mut m = MessageDef::new(SERVER_TIMESTAMP);
+        m.fields.push(FieldDef::new(
+            "timestamp",
+            1,
+            Label::Implicit,
+            named("google.protobuf.Timestamp"),
+        ));
+        reg.add_message(m);
+    }
+    if reg.begin(COMPRESSION, TypeId::of::<wire::CompressionType>()) {
+        reg.add_enum(EnumDef {
+            full_name: COMPRESSION.to_owned(),
+            values: vec![("NONE".to_owned(), 0), ("LZ4".to_owned(), 1)],
+        });
+    }
+    if reg.begin(CHUNK, TypeId::of::<wire::TensorChunk>()) {
+        let mut m = MessageDef::new(CHUNK);
+        m.fields.push(FieldDef::new(
+            "timestamp",
+            1,
+            Label::Implicit,
+            named(SERVER_TIMESTAMP),
+        ));
+        m.fields.push(FieldDef::new(
+            "starting_index",
+            2,
+            Label::Implicit,
+            FieldType::scalar("int64"),
+        ));
+        m.fields.push(FieldDef::new(
+            "data_bytes",
+            3,
+            Label::Implicit,
+            FieldType::scalar("bytes"),
+        ));
+        m.fields.push(FieldDef::new(
+            "compression",
+            4,
+            Label::Implicit,
+            named(COMPRESSION),
+        ));
+        reg.add_message(m);
+    }
+    if reg.begin(UPDATE, TypeId::of::<wire::TensorUpdate>()) {
+        let mut m = MessageDef::new(UPDATE);
+        m.fields
+            .push(FieldDef::new("chunks", 1, Label::Repeated, named(CHUNK)));
+        reg.add_message(m);
+    }
+}
+
+fn describe_initializer(reg: &mut SchemaRegistry) {
+    describe_update(reg);
+    if reg.begin(INITIALIZER, TypeId::of::<wire::TensorInitializer>()) {
+        let mut m = MessageDef::new(INITIALIZER);
+        m.fields.push(FieldDef::new(
+            "shape",
+            1,
+            Label::Repeated,
+            FieldType::scalar("int64"),
+        ));
+        m.fields.push(FieldDef::new(
+            "dtype",
+            2,
+            Label::Implicit,
+            FieldType::scalar("string"),
+        ));
+        m.fields.push(FieldDef::new(
+            "fill_value",
+            3,
+            Label::Implicit,
+            FieldType::scalar("double"),
+        ));
+        m.fields.push(FieldDef::new(
+            "initial_state",
+            4,
+            Label::Implicit,
+            named(UPDATE),
+        ));
+        reg.add_message(m);
+    }
+}
+
+/// A tensor travels as a self-contained `tsercom.TensorInitializer`.
+impl Series for Tensor {
+    const MESSAGE_NAME: &'static str = INITIALIZER;
+
+    fn describe(registry: &mut SchemaRegistry) {
+        describe_initializer(registry);
+    }
+}
+
+/// An update travels as `tsercom.TensorUpdate`.
+impl Series for Update {
+    const MESSAGE_NAME: &'static str = UPDATE;
+
+    fn describe(registry: &mut SchemaRegistry) {
+        describe_update(registry);
+    }
+}
+
+macro_rules! message_codec {
+    ($ty:ty, $describe:ident, $name:ident) => {
+        /// A nested message field of a `#[tsercom::series]` type.
+        impl Codec for $ty {
+            fn proto_type(registry: &mut SchemaRegistry) -> FieldType {
+                $describe(registry);
+                named($name)
+            }
+            fn default_value() -> Self {
+                <$ty>::default()
+            }
+            fn skip_implicit(&self) -> bool {
+                false
+            }
+            fn encode(tag: u32, value: &Self, buf: &mut impl BufMut) {
+                codec::message_encode(tag, value, buf)
+            }
+            fn encoded_len(tag: u32, value: &Self) -> usize {
+                codec::message_encoded_len(tag, value)
+            }
+            fn merge(
+                wire_type: WireType,
+                value: &mut Self,
+                buf: &mut impl Buf,
+                ctx: DecodeContext,
+            ) -> Result<(), DecodeError> {
+                // A tensor is one value: a second occurrence replaces the first.
+                *value = <$ty>::default();
+                codec::message_merge(wire_type, value, buf, ctx)
+            }
+        }
+    };
+}
+
+message_codec!(Tensor, describe_initializer, INITIALIZER);
+message_codec!(Update, describe_update, UPDATE);
+
+/// Element-wise linear interpolation of two tensors of the same dtype and shape (integers
+/// round, bool takes the nearer side); otherwise the nearer of the two.
+impl Lerp for Tensor {
+    fn lerp(a: &Self, b: &Self, t: f64) -> Self {
+        if a.dtype() != b.dtype() || a.shape() != b.shape() || a.dtype() == super::DType::Bool {
+            return if t < 0.5 { a.clone() } else { b.clone() };
+        }
+        let dtype = a.dtype();
+        let size = dtype.size();
+        let mut out = vec![0u8; a.as_bytes().len()];
+        for ((x, y), o) in a
+            .as_bytes()
+            .chunks_exact(size)
+            .zip(b.as_bytes().chunks_exact(size))
+            .zip(out.chunks_exact_mut(size))
+        {
+            let v = codec::lerp_f64(dtype.read_f64(x), dtype.read_f64(y), t);
+            dtype.write_f64(v, o);
+        }
+        Tensor::new(dtype, a.shape().to_vec(), out).unwrap_or_else(|_| a.clone())
+    }
+}
+
+impl Interpolate for Tensor {
+    fn interpolate(a: &Self, b: &Self, t: f64) -> Self {
+        <Tensor as Lerp>::lerp(a, b, t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_is_the_reference_tensor_proto() {
+        let files = Tensor::proto_files();
+        let (path, text) = files.last().unwrap();
+        assert_eq!(path, "tsercom.proto");
+        for line in [
+            "import \"google/protobuf/timestamp.proto\";",
+            "message TensorInitializer {",
+            "  repeated int64 shape = 1;",
+            "  string dtype = 2;",
+            "  double fill_value = 3;",
+            "  .tsercom.TensorUpdate initial_state = 4;",
+            "  repeated .tsercom.TensorChunk chunks = 1;",
+            "  .tsercom.ServerTimestamp timestamp = 1;",
+            "  int64 starting_index = 2;",
+            "  bytes data_bytes = 3;",
+            "  .tsercom.CompressionType compression = 4;",
+            "  LZ4 = 1;",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(Tensor::schema().conflicts().is_empty());
+        assert_ne!(Tensor::fingerprint(), Update::fingerprint());
+    }
+
+    #[test]
+    fn tensors_interpolate_element_wise() {
+        let a = Tensor::from_vec(vec![2], vec![0.0f32, 10.0]).unwrap();
+        let b = Tensor::from_vec(vec![2], vec![1.0f32, 20.0]).unwrap();
+        let m = Tensor::interpolate(&a, &b, 0.25);
+        assert_eq!(m.to_vec::<f32>().unwrap(), [0.25, 12.5]);
+        let i = Tensor::from_vec(vec![1], vec![0i32]).unwrap();
+        let j = Tensor::from_vec(vec![1], vec![3i32]).unwrap();
+        assert_eq!(
+            Tensor::interpolate(&i, &j, 0.5).to_vec::<i32>().unwrap(),
+            [2]
+        );
+        assert_eq!(
+            Tensor::interpolate(&a, &i, 0.7),
+            i,
+            "different dtypes: nearer side"
+        );
+    }
+}
