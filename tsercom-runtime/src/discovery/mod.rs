@@ -65,12 +65,16 @@ use crate::ids::CallerId;
 use crate::time::Timestamp;
 
 pub mod connector;
+#[cfg(feature = "dns")]
+mod dns;
 mod fixed;
 mod mdns;
 mod txt;
 
 pub use crate::backoff::{Backoff, Failure};
 pub use connector::{Connector, ConnectorEvent, PeerKey};
+#[cfg(feature = "dns")]
+pub use dns::{DnsConfig, DnsLookup, DnsRegistry, DnsUpdate, TsigAlgorithm, TsigKey};
 pub use mdns::{InterfacePolicy, MdnsConfig, MDNS_PORT};
 pub use txt::{format_published_on, parse_published_on};
 
@@ -87,6 +91,10 @@ pub const TXT_CALLER_ID: &str = "caller_id";
 pub const TXT_SCHEMA: &str = "schema";
 /// TXT key of the wire protocol version ([`crate::wire::PROTOCOL_VERSION`]), in decimal.
 pub const TXT_PROTO: &str = "proto";
+/// TXT key saying the source serves only TLS: `tls=1` (absent or `tls=0`: plain text).
+/// Listeners report it as [`Instance::requires_tls`]; refusing to dial such a source in
+/// plain text is the dialing side's decision.
+pub const TXT_TLS: &str = "tls";
 
 /// Why a discovery operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +117,14 @@ pub enum DiscoveryError {
         /// What was being done.
         op: &'static str,
         /// The daemon's message.
+        message: String,
+    },
+    /// A DNS query or update failed, or a DNS name in the configuration is invalid.
+    #[error("DNS {op} failed: {message}")]
+    Dns {
+        /// What was being done.
+        op: &'static str,
+        /// What went wrong.
         message: String,
     },
     /// Discovery needs a tokio runtime, and none is running on this thread.
@@ -209,6 +225,8 @@ pub struct Instance {
     pub protocol_version: Option<u32>,
     /// When the record was published, from the `published_on` TXT key (read as UTC).
     pub published_on: Option<Timestamp>,
+    /// The source serves only TLS (TXT key `tls=1`); `false` when the key is absent.
+    pub requires_tls: bool,
 }
 
 impl Instance {
@@ -227,6 +245,7 @@ impl Instance {
             schema: None,
             protocol_version: None,
             published_on: None,
+            requires_tls: false,
         }
     }
 
@@ -273,6 +292,7 @@ pub struct Advertisement {
     pub(crate) name: Option<String>,
     pub(crate) schema: Option<u64>,
     pub(crate) instance_name: Option<String>,
+    pub(crate) requires_tls: bool,
 }
 
 impl Advertisement {
@@ -285,6 +305,7 @@ impl Advertisement {
             name: None,
             schema: None,
             instance_name: None,
+            requires_tls: false,
         }
     }
 
@@ -305,6 +326,13 @@ impl Advertisement {
     /// than a removal and an addition.
     pub fn instance_name(mut self, label: impl Into<String>) -> Self {
         self.instance_name = Some(label.into());
+        self
+    }
+
+    /// Says that the source serves only TLS (TXT key `tls=1`), so aggregators know not to
+    /// dial it in plain text.
+    pub fn requires_tls(mut self, requires_tls: bool) -> Self {
+        self.requires_tls = requires_tls;
         self
     }
 
