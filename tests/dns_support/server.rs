@@ -2,7 +2,7 @@
 //! port), one primary zone held in memory, RFC 2136 updates applied (optionally TSIG-checked).
 //! The test edits the zone directly too (add, remove records).
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
