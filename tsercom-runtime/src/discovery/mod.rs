@@ -2,7 +2,23 @@
 //!
 //! The default registry is mDNS (DNS-SD over multicast, [RFC 6762]/[RFC 6763]) through the
 //! `mdns-sd` crate; [`Discovery::fixed`] is a static list of addresses that produces the same
-//! event stream, and [`Discovery::custom`] plugs in any other [`Registry`].
+//! event stream, `Discovery::dns` (cargo feature `dns`) uses unicast DNS: DNS-SD browsing,
+//! SRV names served by Consul or Kubernetes, and RFC 2136 self-registration; and
+//! [`Discovery::custom`] plugs in any other [`Registry`].
+//!
+//! # Writing a registry
+//!
+//! A [`Registry`] has two halves. `listen` returns a [`Listener`] built with
+//! [`Listener::new`] from the receiving end of a bounded channel of [`DiscoveryEvent`]s
+//! (plus anything to keep alive, such as a guard that aborts its task on drop) and optionally
+//! a [`Verifier`]; it reports [`DiscoveryEvent::Added`] once per instance,
+//! [`DiscoveryEvent::Updated`] only when something changed, and
+//! [`DiscoveryEvent::Removed`] when it is gone. Instances are built with [`Instance::new`]
+//! and [`Instance::with_caller_id`]; a registry without caller ids leaves it `None`, and
+//! the connector then keys the instance by its name. `publish` returns
+//! [`Publisher::custom`] around a [`PublishHandle`] that withdraws the record on `close`.
+//! The DNS registry is written this way, and the crate's `tests/registry_custom.rs` has a
+//! complete in-memory registry.
 //!
 //! * A source calls [`Discovery::publish`] with an [`Advertisement`]; the returned
 //!   [`Publisher`] keeps the record alive and withdraws it (an mDNS "goodbye") on
