@@ -1,8 +1,11 @@
 //! Discovery: time from a source publishing over mDNS (loopback) to a listener's "added",
-//! and from a source starting to an aggregator having a connected stream to it.
+//! and from a source starting to an aggregator having a connected stream to it; with the
+//! feature `dns`, also from a source's DNS-SD records being added to an authoritative
+//! server (`hickory-server` on 127.0.0.1, TTL 1 s) to an aggregator with the default DNS
+//! polling being connected to it.
 //!
-//! `cargo bench --bench discovery`; `TSERCOM_BENCH_QUICK=1` for 5 runs instead of 20.
-//! Prints one JSON object per line.
+//! `cargo bench --features dns --bench discovery`; `TSERCOM_BENCH_QUICK=1` for 5 runs
+//! instead of 20. Prints one JSON object per line.
 
 #![allow(missing_docs)]
 
@@ -27,6 +30,59 @@ impl Runtime for Bench {
 }
 
 const LIMIT: Duration = Duration::from_secs(10);
+
+#[cfg(feature = "dns")]
+#[path = "../tests/dns_support/server.rs"]
+mod server;
+
+/// Record added -> aggregator connected, through DNS-SD with a 1 s TTL.
+#[cfg(feature = "dns")]
+async fn dns_arm(runs: usize) {
+    use std::net::SocketAddr;
+    use tsercom::discovery::DnsConfig;
+
+    let dns = server::TestDns::start("bench.test.", None).await;
+    let agg = Aggregator::<Bench>::builder()
+        .discover(Discovery::dns(
+            DnsConfig::browse("bench.test.").name_server(dns.addr),
+        ))
+        .start()
+        .await
+        .expect("aggregator");
+    let service = dns.name(&format!("_{}._tcp", Bench::NAME));
+    let mut connected = Vec::new();
+    for i in 0..runs {
+        let source = Source::<Bench>::builder()
+            .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .start()
+            .await
+            .expect("source");
+        let id = source.id();
+        let port = source.local_addr().expect("served").port();
+        let txt = [format!("caller_id={id}")];
+        let start = Instant::now();
+        let instance = dns
+            .add_instance(&service, &format!("run-{i}"), port, &txt, 1)
+            .await;
+        while !agg.connected().contains(&id) {
+            assert!(start.elapsed() < LIMIT, "not connected within the limit");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        connected.push(start.elapsed().as_secs_f64() * 1e3);
+        dns.remove(&service, hickory_proto::rr::RecordType::PTR)
+            .await;
+        dns.remove(&instance, hickory_proto::rr::RecordType::SRV)
+            .await;
+        source.shutdown(Duration::from_millis(200)).await;
+        let gone = Instant::now();
+        while agg.connected().contains(&id) && gone.elapsed() < LIMIT {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    summary("dns_record_to_connected", connected);
+    agg.shutdown(Duration::from_millis(200)).await;
+    dns.shutdown().await;
+}
 
 fn mdns() -> Discovery {
     Discovery::mdns_with(MdnsConfig::loopback().port(15355))
@@ -108,5 +164,8 @@ fn main() {
         }
         summary("start_to_connected", connected);
         agg.shutdown(Duration::from_millis(200)).await;
+
+        #[cfg(feature = "dns")]
+        dns_arm(runs).await;
     });
 }

@@ -319,6 +319,7 @@ fn to_instance(resolved: &ResolvedService) -> Option<Instance> {
         schema: decoded.schema,
         protocol_version: decoded.protocol_version,
         published_on: decoded.published_on,
+        requires_tls: decoded.requires_tls,
     })
 }
 
@@ -373,6 +374,7 @@ pub(crate) fn publish(config: &MdnsConfig, ad: Advertisement) -> Result<Publishe
         ad.caller_id,
         ad.schema,
         PROTOCOL_VERSION,
+        ad.requires_tls,
     );
     let info = ServiceInfo::new(&ty, &label, &host, (), ad.port, &props[..])
         .map_err(mdns_err("service record"))?

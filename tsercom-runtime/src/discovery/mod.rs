@@ -2,7 +2,23 @@
 //!
 //! The default registry is mDNS (DNS-SD over multicast, [RFC 6762]/[RFC 6763]) through the
 //! `mdns-sd` crate; [`Discovery::fixed`] is a static list of addresses that produces the same
-//! event stream, and [`Discovery::custom`] plugs in any other [`Registry`].
+//! event stream, `Discovery::dns` (cargo feature `dns`) uses unicast DNS: DNS-SD browsing,
+//! SRV names served by Consul or Kubernetes, and RFC 2136 self-registration; and
+//! [`Discovery::custom`] plugs in any other [`Registry`].
+//!
+//! # Writing a registry
+//!
+//! A [`Registry`] has two halves. `listen` returns a [`Listener`] built with
+//! [`Listener::new`] from the receiving end of a bounded channel of [`DiscoveryEvent`]s
+//! (plus anything to keep alive, such as a guard that aborts its task on drop) and optionally
+//! a [`Verifier`]; it reports [`DiscoveryEvent::Added`] once per instance,
+//! [`DiscoveryEvent::Updated`] only when something changed, and
+//! [`DiscoveryEvent::Removed`] when it is gone. Instances are built with [`Instance::new`]
+//! and [`Instance::with_caller_id`]; a registry without caller ids leaves it `None`, and
+//! the connector then keys the instance by its name. `publish` returns
+//! [`Publisher::custom`] around a [`PublishHandle`] that withdraws the record on `close`.
+//! The DNS registry is written this way, and the crate's `tests/registry_custom.rs` has a
+//! complete in-memory registry.
 //!
 //! * A source calls [`Discovery::publish`] with an [`Advertisement`]; the returned
 //!   [`Publisher`] keeps the record alive and withdraws it (an mDNS "goodbye") on
@@ -65,12 +81,16 @@ use crate::ids::CallerId;
 use crate::time::Timestamp;
 
 pub mod connector;
+#[cfg(feature = "dns")]
+mod dns;
 mod fixed;
 mod mdns;
 mod txt;
 
 pub use crate::backoff::{Backoff, Failure};
 pub use connector::{Connector, ConnectorEvent, PeerKey};
+#[cfg(feature = "dns")]
+pub use dns::{DnsConfig, DnsLookup, DnsRegistry, DnsUpdate, TsigAlgorithm, TsigKey};
 pub use mdns::{InterfacePolicy, MdnsConfig, MDNS_PORT};
 pub use txt::{format_published_on, parse_published_on};
 
@@ -87,6 +107,10 @@ pub const TXT_CALLER_ID: &str = "caller_id";
 pub const TXT_SCHEMA: &str = "schema";
 /// TXT key of the wire protocol version ([`crate::wire::PROTOCOL_VERSION`]), in decimal.
 pub const TXT_PROTO: &str = "proto";
+/// TXT key saying the source serves only TLS: `tls=1` (absent or `tls=0`: plain text).
+/// Listeners report it as [`Instance::requires_tls`]; refusing to dial such a source in
+/// plain text is the dialing side's decision.
+pub const TXT_TLS: &str = "tls";
 
 /// Why a discovery operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +133,14 @@ pub enum DiscoveryError {
         /// What was being done.
         op: &'static str,
         /// The daemon's message.
+        message: String,
+    },
+    /// A DNS query or update failed, or a DNS name in the configuration is invalid.
+    #[error("DNS {op} failed: {message}")]
+    Dns {
+        /// What was being done.
+        op: &'static str,
+        /// What went wrong.
         message: String,
     },
     /// Discovery needs a tokio runtime, and none is running on this thread.
@@ -162,6 +194,8 @@ pub struct Instance {
     pub protocol_version: Option<u32>,
     /// When the record was published, from the `published_on` TXT key (read as UTC).
     pub published_on: Option<Timestamp>,
+    /// The source serves only TLS (TXT key `tls=1`); `false` when the key is absent.
+    pub requires_tls: bool,
 }
 
 impl Instance {
@@ -180,6 +214,7 @@ impl Instance {
             schema: None,
             protocol_version: None,
             published_on: None,
+            requires_tls: false,
         }
     }
 
@@ -226,6 +261,7 @@ pub struct Advertisement {
     pub(crate) name: Option<String>,
     pub(crate) schema: Option<u64>,
     pub(crate) instance_name: Option<String>,
+    pub(crate) requires_tls: bool,
 }
 
 impl Advertisement {
@@ -238,6 +274,7 @@ impl Advertisement {
             name: None,
             schema: None,
             instance_name: None,
+            requires_tls: false,
         }
     }
 
@@ -258,6 +295,13 @@ impl Advertisement {
     /// than a removal and an addition.
     pub fn instance_name(mut self, label: impl Into<String>) -> Self {
         self.instance_name = Some(label.into());
+        self
+    }
+
+    /// Says that the source serves only TLS (TXT key `tls=1`), so aggregators know not to
+    /// dial it in plain text.
+    pub fn requires_tls(mut self, requires_tls: bool) -> Self {
+        self.requires_tls = requires_tls;
         self
     }
 

@@ -3,7 +3,7 @@
 use crate::ids::CallerId;
 use crate::time::Timestamp;
 
-use super::{TXT_CALLER_ID, TXT_NAME, TXT_PROTO, TXT_PUBLISHED_ON, TXT_SCHEMA};
+use super::{TXT_CALLER_ID, TXT_NAME, TXT_PROTO, TXT_PUBLISHED_ON, TXT_SCHEMA, TXT_TLS};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
@@ -116,6 +116,7 @@ pub(crate) fn encode(
     caller_id: CallerId,
     schema: Option<u64>,
     proto: u32,
+    requires_tls: bool,
 ) -> Vec<(String, String)> {
     let mut props = vec![
         (
@@ -131,6 +132,9 @@ pub(crate) fn encode(
     if let Some(schema) = schema {
         props.push((TXT_SCHEMA.to_owned(), format!("{schema:016x}")));
     }
+    if requires_tls {
+        props.push((TXT_TLS.to_owned(), "1".to_owned()));
+    }
     props
 }
 
@@ -142,6 +146,7 @@ pub(crate) struct Decoded {
     pub(crate) schema: Option<u64>,
     pub(crate) protocol_version: Option<u32>,
     pub(crate) published_on: Option<Timestamp>,
+    pub(crate) requires_tls: bool,
 }
 
 /// Decodes TXT properties strictly. A bad value of an optional key drops that key with a
@@ -156,7 +161,7 @@ pub(crate) fn decode<'a>(
         let key_lc = key.to_ascii_lowercase();
         let known = matches!(
             key_lc.as_str(),
-            TXT_CALLER_ID | TXT_NAME | TXT_SCHEMA | TXT_PROTO | TXT_PUBLISHED_ON
+            TXT_CALLER_ID | TXT_NAME | TXT_SCHEMA | TXT_PROTO | TXT_PUBLISHED_ON | TXT_TLS
         );
         if !known {
             continue;
@@ -183,6 +188,14 @@ pub(crate) fn decode<'a>(
                     Err(format!("{text:?} is not 16 hex digits"))
                 }
             }
+            TXT_TLS => match text {
+                "1" => {
+                    out.requires_tls = true;
+                    Ok(())
+                }
+                "0" => Ok(()),
+                _ => Err(format!("{text:?} is neither 1 nor 0")),
+            },
             TXT_PROTO => text
                 .parse::<u32>()
                 .map(|v| out.protocol_version = Some(v))
@@ -249,6 +262,7 @@ mod tests {
             ],
         );
         let ok = ok.unwrap_or_default();
+        assert!(!ok.requires_tls);
         assert_eq!(ok.schema, Some(255));
         assert_eq!(ok.protocol_version, Some(1));
         assert_eq!(ok.name.as_deref(), Some("n"));
@@ -263,6 +277,31 @@ mod tests {
         );
         assert_eq!(bad, Ok(Decoded::default()));
         assert!(decode("x", [("caller_id", Some(b"not-a-uuid".as_slice()))]).is_err());
+        // tls=1 is read; anything but 1 or 0 is dropped (plain text assumed, logged).
+        let tls = decode("x", [("TLS", Some(b"1".as_slice()))]).unwrap_or_default();
+        assert!(tls.requires_tls);
+        for bad in [b"yes".as_slice(), b"", b"2"] {
+            let d = decode("x", [("tls", Some(bad))]).unwrap_or_default();
+            assert!(!d.requires_tls);
+        }
+        let props = encode(
+            None,
+            Timestamp::UNIX_EPOCH,
+            CallerId::random(),
+            None,
+            1,
+            true,
+        );
+        assert!(props.contains(&("tls".to_owned(), "1".to_owned())));
+        let props = encode(
+            None,
+            Timestamp::UNIX_EPOCH,
+            CallerId::random(),
+            None,
+            1,
+            false,
+        );
+        assert!(props.iter().all(|(k, _)| k != "tls"));
         assert!(decode("x", [("caller_id", Some(b"\xff".as_slice()))]).is_err());
     }
 }
