@@ -267,8 +267,8 @@ fn caller_id_text(m: &DynamicMessage) -> String {
     }
 }
 
-/// A field value as JSON: messages as objects keyed by field name (fields at their
-/// default left out, as in protobuf's JSON mapping), lists as arrays, maps as objects keyed
+/// A field value as JSON: messages as objects keyed by field name (every field without
+/// presence, at its default when unset; fields with presence only when set), lists as arrays, maps as objects keyed
 /// by the key's text, 64-bit integers as JSON numbers, non-finite floats as the strings
 /// `"NaN"`, `"Infinity"`, `"-Infinity"`, bytes as base64, enums by name.
 pub fn to_json(value: &Value) -> serde_json::Value {
@@ -307,8 +307,12 @@ pub fn message_json(m: &DynamicMessage) -> serde_json::Value {
         return serde_json::Value::String(caller_id_text(m));
     }
     let mut obj = serde_json::Map::new();
-    for (field, value) in m.fields() {
-        let json = match (field.kind(), value) {
+    for field in desc.fields() {
+        if field.supports_presence() && !m.has_field(&field) {
+            continue;
+        }
+        let value = m.get_field(&field);
+        let json = match (field.kind(), value.as_ref()) {
             (Kind::Enum(e), Value::EnumNumber(n)) => e
                 .get_value(*n)
                 .map_or_else(|| serde_json::Value::from(*n), |v| v.name().into()),

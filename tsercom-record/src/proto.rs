@@ -162,7 +162,7 @@ impl ProtoFiles {
             };
             if let (Some(data), Some(event)) = (payload("DataSample"), payload("EventSample")) {
                 out.push(RuntimeSchema {
-                    name: package,
+                    package,
                     path: path.clone(),
                     text: text.clone(),
                     data,
@@ -173,20 +173,22 @@ impl ProtoFiles {
         Ok(out)
     }
 
-    /// The runtime named `name`, see [`runtimes`](Self::runtimes).
-    pub fn runtime(&self, name: &str) -> Result<RuntimeSchema, RecordError> {
+    /// The runtime of protobuf package `package`, see [`runtimes`](Self::runtimes).
+    pub fn runtime(&self, package: &str) -> Result<RuntimeSchema, RecordError> {
         let all = self.runtimes()?;
-        let names: Vec<String> = all.iter().map(|r| r.name.clone()).collect();
-        all.into_iter().find(|r| r.name == name).ok_or_else(|| {
-            RecordError::Schema(format!(
-                "no .proto defines runtime `{name}` (runtimes found: {})",
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            ))
-        })
+        let names: Vec<String> = all.iter().map(|r| r.package.clone()).collect();
+        all.into_iter()
+            .find(|r| r.package == package)
+            .ok_or_else(|| {
+                RecordError::Schema(format!(
+                    "no .proto defines the runtime of package `{package}` (runtimes found: {})",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            })
     }
 }
 
@@ -205,8 +207,9 @@ impl FileResolver for Memory {
 /// A runtime as its `.proto` describes it: its name, data and event messages.
 #[derive(Debug, Clone)]
 pub struct RuntimeSchema {
-    /// The runtime's name (its protobuf package).
-    pub name: String,
+    /// The runtime's protobuf package (its name too, unless `#[tsercom::runtime]` was
+    /// given another `name`, which the `.proto` does not record).
+    pub package: String,
     /// The import path of its `.proto` file.
     pub path: String,
     /// The `.proto` text.

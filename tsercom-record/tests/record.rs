@@ -82,7 +82,7 @@ fn reading(i: u32) -> lab::Reading {
         celsius: f64::from(i) + 0.5,
         delta: -i64::from(i),
         seq: 1000 + u64::from(i),
-        maybe: (i % 2 == 0).then_some(f64::from(i)),
+        maybe: (i.is_multiple_of(2)).then_some(f64::from(i)),
         values: vec![1.0, f64::from(i)],
         tags: BTreeMap::from([("a".to_owned(), i)]),
         place: lab::Place {
@@ -92,7 +92,7 @@ fn reading(i: u32) -> lab::Reading {
         maybe_place: None,
         at: Timestamp::from_nanos(1_700_000_000_000_000_000 + i64::from(i)),
         who: CallerId::random(),
-        kind: if i % 2 == 0 {
+        kind: if i.is_multiple_of(2) {
             Kind::Idle
         } else {
             Kind::Measure
@@ -232,7 +232,11 @@ fn records_and_reads_back_with_rotation() {
                 want.at.as_nanos()
             );
             assert_eq!(col("who").as_string::<i32>().value(row).len(), 36);
-            let kind = if i % 2 == 0 { "IDLE" } else { "MEASURE" };
+            let kind = if i.is_multiple_of(2) {
+                "IDLE"
+            } else {
+                "MEASURE"
+            };
             assert!(
                 col("kind").as_string::<i32>().value(row).ends_with(kind),
                 "{}",
