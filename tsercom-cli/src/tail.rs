@@ -60,7 +60,7 @@ pub(crate) async fn run(
         };
         let line = serde_json::json!({
             "caller_id": item.caller.to_string(),
-            "time": format!("{}Z", format_published_on(item.time)),
+            "time": format!("{}Z", format_published_on(item.time).replacen(' ', "T", 1)),
             "time_ns": item.time.as_nanos(),
             "seq": item.seq,
             "synchronized": item.synchronized,
