@@ -63,7 +63,8 @@ pub(crate) async fn run(
             .name("tsercom-record".into())
             .spawn(move || write_all(rx, recorders, &progress))?
     };
-    let collector = tokio::spawn(net::collect(net_opts, tls, target, schemas, tx, stop_rx));
+    let mut collector = tokio::spawn(net::collect(net_opts, tls, target, schemas, tx, stop_rx));
+    let mut collected = None;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let started = Instant::now();
@@ -75,6 +76,10 @@ pub(crate) async fn run(
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = sleep_until(deadline) => break,
+            r = &mut collector => {
+                collected = Some(r);
+                break;
+            }
             _ = tick.tick() => {
                 if tty || last_line.elapsed() >= Duration::from_secs(10) {
                     print_progress(&progress, started, tty);
@@ -85,7 +90,10 @@ pub(crate) async fn run(
     }
     // Stop connecting; every sample already received is in the queue and gets written.
     let _ = stop_tx.send(true);
-    let collected = collector.await;
+    let collected = match collected {
+        Some(r) => r,
+        None => collector.await,
+    };
     let summaries = tokio::task::spawn_blocking(move || writer.join())
         .await
         .map_err(|e| CliError::Source(format!("the recorder thread failed: {e}")))?
