@@ -8,6 +8,7 @@ mod net;
 mod record;
 mod stream;
 mod tail;
+mod telemetry;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,6 +23,9 @@ use crate::net::{NetOpts, ProtoOpts, Target, TlsOpts};
 struct Cli {
     #[command(flatten)]
     net: NetOpts,
+    /// Serve metrics in the Prometheus text format on this address (e.g. 127.0.0.1:9184).
+    #[arg(long, value_name = "ADDR", global = true)]
+    metrics: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -148,6 +152,9 @@ fn fail(e: &CliError) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Some(addr) = cli.metrics {
+        telemetry::serve_prometheus(addr)?;
+    }
     match cli.command {
         Command::Browse {
             runtimes,

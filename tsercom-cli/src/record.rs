@@ -14,6 +14,7 @@ use tsercom_runtime::transport::ClientTls;
 use crate::net::{self, NetOpts, Target};
 use crate::stream::Received;
 use crate::tail::sleep_until;
+use crate::telemetry::RecordMetrics;
 use crate::CliError;
 
 /// Where and how to record.
@@ -147,6 +148,7 @@ fn write_all(
 ) -> Result<Vec<RecordSummary>, RecordError> {
     let mut sources = HashSet::new();
     let mut n = 0u64;
+    let metrics = RecordMetrics::new();
     while let Some(item) = rx.blocking_recv() {
         let Some(rec) = recorders.get_mut(&item.data_schema) else {
             continue;
@@ -161,12 +163,14 @@ fn write_all(
             Ok(()) => {}
             Err(e @ RecordError::Decode { .. }) => {
                 progress.rejected.fetch_add(1, Ordering::Relaxed);
+                metrics.rejected.increment(1);
                 tracing::warn!(error = %e, "sample not recorded");
                 continue;
             }
             Err(e) => return Err(e),
         }
         n += 1;
+        metrics.rows.increment(1);
         if sources.insert(item.caller) {
             progress
                 .sources
@@ -176,6 +180,8 @@ fn write_all(
             progress.samples.store(n, Ordering::Relaxed);
             let bytes = recorders.values().map(Recorder::bytes).sum();
             progress.bytes.store(bytes, Ordering::Relaxed);
+            metrics.bytes.set(bytes as f64);
+            metrics.queue_depth.set(rx.len() as f64);
         }
     }
     progress.samples.store(n, Ordering::Relaxed);

@@ -16,6 +16,7 @@ use tsercom_runtime::transport::{ClientTls, Dialer};
 use tsercom_runtime::wire::{self, envelope::Kind, Envelope, Role};
 use tsercom_runtime::{CallerId, Timestamp};
 
+use crate::telemetry::SourceMetrics;
 use crate::CliError;
 
 /// The largest frame we accept.
@@ -176,6 +177,7 @@ pub(crate) async fn session(
         0 => 4096,
         n => n.div_ceil(2),
     };
+    let metrics = SourceMetrics::connected(&speaks.runtime, caller);
     let mut last = resume.last(caller, incarnation);
     let _ = tx.send(envelope(Kind::Ack(wire::Ack { seq: last }))).await;
     let idle = match theirs.idle_timeout_ms {
@@ -202,12 +204,15 @@ pub(crate) async fn session(
         };
         match kind {
             Kind::Frame(frame) => {
+                let mut n = 0u64;
                 for s in frame.samples {
                     if s.seq <= last {
                         continue; // already held (resent after a reconnect)
                     }
                     last = s.seq;
                     unacked += 1;
+                    n += 1;
+                    metrics.bytes.increment(s.payload.len() as u64);
                     let item = Received {
                         caller,
                         data_schema: speaks.data_schema,
@@ -220,6 +225,8 @@ pub(crate) async fn session(
                         return Ok(End::Stopped);
                     }
                 }
+                metrics.samples.increment(n);
+                metrics.seen();
                 resume.set(caller, incarnation, last);
                 if unacked >= ack_every && !best_effort {
                     unacked = 0;
@@ -238,6 +245,10 @@ pub(crate) async fn session(
             }
             Kind::Gap(gap) => {
                 tracing::warn!(%caller, first = gap.first_seq, last = gap.last_seq, "the source dropped samples before they were sent");
+                metrics.gaps.increment(1);
+                metrics
+                    .gap_samples
+                    .increment(gap.last_seq.saturating_sub(gap.first_seq).saturating_add(1));
                 last = last.max(gap.last_seq);
                 resume.set(caller, incarnation, last);
             }

@@ -317,6 +317,28 @@ async fn tail_prints_the_values_sent() {
     }
 }
 
+/// The body of `GET /metrics` at `addr`.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// The value of `name` for the source `caller_id` in a Prometheus text exposition.
+fn metric(text: &str, name: &str, caller_id: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| l.contains(&format!("caller_id=\"{caller_id}\"")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 fn python() -> Option<PathBuf> {
     let exe = std::env::var_os("TSERCOM_PYTHON")
         .map(PathBuf::from)
@@ -358,8 +380,14 @@ async fn record_writes_parquet_that_python_reads_back() {
             .unwrap();
         sources.push(source);
     }
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
     let mut rec = Running::spawn(
         tsercom()
+            .arg("--metrics")
+            .arg(metrics_addr.to_string())
             .args(["record", "clirecord", "--rotate-mb", "1", "-o"])
             .arg(&out_dir)
             .arg("--proto")
@@ -385,6 +413,17 @@ async fn record_writes_parquet_that_python_reads_back() {
         })
     })
     .await;
+    // The Prometheus endpoint counts what each source sent.
+    let text = scrape(metrics_addr);
+    for source in &sources {
+        let id = source.id().to_string();
+        assert_eq!(
+            metric(&text, "tsercom_source_samples_total", &id),
+            Some(f64::from(N)),
+            "{text}"
+        );
+        assert_eq!(metric(&text, "tsercom_source_connected", &id), Some(1.0));
+    }
     rec.interrupt();
     assert!(rec.wait().success());
     let files: Vec<PathBuf> = std::fs::read_dir(&out_dir)
