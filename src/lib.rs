@@ -121,6 +121,11 @@ pub mod tls {
 }
 pub use tsercom_runtime::wire;
 
+/// Recording what an aggregator collects to Parquet (the `record` feature): see
+/// [`tsercom_record`].
+#[cfg(feature = "record")]
+pub use tsercom_record as record;
+
 /// The types most programs use, for `use tsercom::prelude::*`.
 pub mod prelude {
     pub use crate::{

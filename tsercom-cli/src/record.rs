@@ -1,0 +1,189 @@
+//! `tsercom record`: every source of a runtime to Parquet, through the `Recorder`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tsercom_record::{RecordError, RecordSummary, Recorder, RuntimeSchema};
+use tsercom_runtime::transport::ClientTls;
+
+use crate::net::{self, NetOpts, Target};
+use crate::stream::Received;
+use crate::tail::sleep_until;
+use crate::telemetry::RecordMetrics;
+use crate::CliError;
+
+/// Where and how to record.
+#[derive(Debug)]
+pub(crate) struct Options {
+    pub(crate) dir: PathBuf,
+    pub(crate) rotate_bytes: u64,
+    pub(crate) rotate_age: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
+}
+
+/// What the recording thread reports while it runs.
+#[derive(Debug, Default)]
+struct Progress {
+    samples: AtomicU64,
+    bytes: AtomicU64,
+    sources: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// Records until Ctrl-C (or SIGTERM, or `duration`), then writes what was received.
+pub(crate) async fn run(
+    net_opts: NetOpts,
+    tls: Option<Arc<ClientTls>>,
+    target: Target,
+    schemas: HashMap<u64, RuntimeSchema>,
+    opts: Options,
+) -> Result<(), CliError> {
+    // One recorder per data schema version; created before anything connects so a bad
+    // directory fails at once.
+    let mut recorders = HashMap::new();
+    for (fp, rt) in &schemas {
+        let mut b = Recorder::builder(&opts.dir, rt.data.clone())
+            .max_file_bytes(opts.rotate_bytes)
+            .file_prefix(format!("{}-{fp:016x}", target.runtime));
+        if let Some(age) = opts.rotate_age {
+            b = b.max_file_age(age);
+        }
+        recorders.insert(*fp, b.build()?);
+    }
+    let (tx, rx) = mpsc::channel::<Received>(8192);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let progress = Arc::new(Progress::default());
+    let writer = {
+        let progress = Arc::clone(&progress);
+        std::thread::Builder::new()
+            .name("tsercom-record".into())
+            .spawn(move || write_all(rx, recorders, &progress))?
+    };
+    let mut collector = tokio::spawn(net::collect(net_opts, tls, target, schemas, tx, stop_rx));
+    let mut collected = None;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_line = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = sleep_until(deadline) => break,
+            r = &mut collector => {
+                collected = Some(r);
+                break;
+            }
+            _ = tick.tick() => {
+                if tty || last_line.elapsed() >= Duration::from_secs(10) {
+                    print_progress(&progress, started, tty);
+                    last_line = Instant::now();
+                }
+            }
+        }
+    }
+    // Stop connecting; every sample already received is in the queue and gets written.
+    let _ = stop_tx.send(true);
+    let collected = match collected {
+        Some(r) => r,
+        None => collector.await,
+    };
+    let summaries = tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .map_err(|e| CliError::Source(format!("the recorder thread failed: {e}")))?
+        .map_err(|_| CliError::Source("the recorder thread panicked".into()))??;
+    if tty {
+        eprintln!();
+    }
+    let files: usize = summaries.iter().map(|s| s.files.len()).sum();
+    let rows: u64 = summaries.iter().map(|s| s.rows).sum();
+    let bytes: u64 = summaries.iter().map(|s| s.bytes).sum();
+    eprintln!(
+        "tsercom: recorded {rows} samples from {} sources to {files} files ({:.1} MB) in {}",
+        progress.sources.load(Ordering::Relaxed),
+        bytes as f64 / 1e6,
+        opts.dir.display()
+    );
+    let rejected = progress.rejected.load(Ordering::Relaxed);
+    if rejected > 0 {
+        eprintln!("tsercom: {rejected} samples did not decode and were not recorded");
+    }
+    match collected {
+        Ok(r) => r,
+        Err(e) => Err(CliError::Source(format!("the collector failed: {e}"))),
+    }
+}
+
+fn print_progress(p: &Progress, started: Instant, tty: bool) {
+    let samples = p.samples.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    let line = format!(
+        "{samples} samples, {:.1} MB, {} sources, {:.0} samples/s",
+        p.bytes.load(Ordering::Relaxed) as f64 / 1e6,
+        p.sources.load(Ordering::Relaxed),
+        samples as f64 / secs
+    );
+    let mut err = std::io::stderr();
+    let _ = if tty {
+        write!(err, "\r\x1b[2K{line}")
+    } else {
+        writeln!(err, "{line}")
+    };
+    let _ = err.flush();
+}
+
+/// The recording thread: writes every queued sample until the queue closes, then
+/// finishes every file.
+fn write_all(
+    mut rx: mpsc::Receiver<Received>,
+    mut recorders: HashMap<u64, Recorder>,
+    progress: &Progress,
+) -> Result<Vec<RecordSummary>, RecordError> {
+    let mut sources = HashSet::new();
+    let mut n = 0u64;
+    let metrics = RecordMetrics::new();
+    while let Some(item) = rx.blocking_recv() {
+        let Some(rec) = recorders.get_mut(&item.data_schema) else {
+            continue;
+        };
+        match rec.record_encoded(
+            item.caller,
+            item.time,
+            item.seq,
+            item.synchronized,
+            &item.payload,
+        ) {
+            Ok(()) => {}
+            Err(e @ RecordError::Decode { .. }) => {
+                progress.rejected.fetch_add(1, Ordering::Relaxed);
+                metrics.rejected.increment(1);
+                tracing::warn!(error = %e, "sample not recorded");
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        n += 1;
+        metrics.rows.increment(1);
+        if sources.insert(item.caller) {
+            progress
+                .sources
+                .store(sources.len() as u64, Ordering::Relaxed);
+        }
+        if n.is_multiple_of(1024) || rx.is_empty() {
+            progress.samples.store(n, Ordering::Relaxed);
+            let bytes = recorders.values().map(Recorder::bytes).sum();
+            progress.bytes.store(bytes, Ordering::Relaxed);
+            metrics.bytes.set(bytes as f64);
+            metrics.queue_depth.set(rx.len() as f64);
+        }
+    }
+    progress.samples.store(n, Ordering::Relaxed);
+    recorders.into_values().map(Recorder::finish).collect()
+}
