@@ -60,6 +60,10 @@ async fn dns_arm(runs: usize) {
         let id = source.id();
         let port = source.local_addr().expect("served").port();
         let txt = [format!("caller_id={id}")];
+        // Spread the moment the record appears over the polling period, so the runs do
+        // not all land just before (or after) a query.
+        let phase = u64::try_from(i).unwrap_or(0).wrapping_mul(397) % 1000;
+        tokio::time::sleep(Duration::from_millis(phase)).await;
         let start = Instant::now();
         let instance = dns
             .add_instance(&service, &format!("run-{i}"), port, &txt, 1)
