@@ -24,8 +24,9 @@
 //! of the offset range, growing with the drift range away from it. Only the smallest delay
 //! each way decides these ranges, so queueing and load spikes (which only ever add delay)
 //! cannot shrink them wrongly, and the bound holds for every reading: a bound, not a
-//! statistical guess, as long as the clocks run within 500 ppm of each other and are not
-//! stepped (a step is detected and restarts the history).
+//! statistical guess, as long as the clocks run within 500 ppm of each other, their drift
+//! is steady over the history (at most two minutes) and they are not stepped (a step is
+//! detected and restarts the history).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -213,9 +214,11 @@ impl ClockEstimate {
 
 const MAX_ROUND_TRIP_NS: i64 = 10_000_000_000;
 const MAX_DRIFT_PPM: f64 = 500.0;
-/// Probe times remembered for the estimate: about 20 s while settling (every 100 ms),
-/// over two minutes once stable (every 500 ms).
+/// Probe times remembered for the estimate: once full, the older half is thinned (the
+/// loosest go first) until the history spans `MAX_HISTORY_NS`.
 const BURST_HISTORY: usize = 256;
+/// The longest time the history spans: the drift is assumed constant over it.
+const MAX_HISTORY_NS: i64 = 120_000_000_000;
 /// Exchanges whose probes went out within this of each other are one burst.
 const BURST_SPAN_NS: i64 = 5_000_000;
 /// Slack added to every exchange's half round trip, in ns: integer rounding of the
@@ -320,7 +323,7 @@ impl ClockEstimator {
             }
             _ => {
                 if self.bursts.len() == BURST_HISTORY {
-                    self.bursts.pop_front();
+                    self.evict_one();
                 }
                 self.bursts.push_back(x);
             }
@@ -399,6 +402,27 @@ impl ClockEstimator {
             samples: self.bursts.len(),
             exchanges: self.accepted,
         })
+    }
+
+    /// Makes room in the full history: the oldest entry once the history spans
+    /// `MAX_HISTORY_NS`, else the loosest (longest round trip) of the older half, so the
+    /// history keeps growing in span (narrowing the drift range) while the recent half,
+    /// which the offset rests on, stays whole.
+    fn evict_one(&mut self) {
+        let span = match (self.bursts.front(), self.bursts.back()) {
+            (Some(a), Some(b)) => b.local_mid().saturating_sub(a.local_mid()),
+            _ => return,
+        };
+        let half = self.bursts.len() / 2;
+        let loosest = (1..half).max_by_key(|&i| self.bursts[i].round_trip_ns());
+        match loosest {
+            Some(i) if span < MAX_HISTORY_NS => {
+                self.bursts.remove(i);
+            }
+            _ => {
+                self.bursts.pop_front();
+            }
+        }
     }
 
     /// The drifts (offset change per local ns) every exchange in the history allows,

@@ -267,3 +267,35 @@ fn default_schedule_converges_on_offset_and_drift() {
         "error {err} ns outside the reported bound {bound:?}"
     );
 }
+
+/// On a slow link (round trips of 0.6 to 1.2 ms, a debug build on a busy machine) the
+/// drift range narrows only as the history spans more time: once the history is full it
+/// must keep growing in span (thinning its older half) rather than stay at 256 probe times.
+#[test]
+fn a_full_history_keeps_growing_in_span_so_the_drift_gets_known() {
+    let mut e = ClockEstimator::new(96);
+    let mut rng = Rng(7);
+    let truth = |t: i64| -3_000_000_000 - (t as f64 * 100e-6) as i64;
+    let mut t = 0_i64;
+    while t < 90_000_000_000 {
+        let (up, down) = (300_000 + rng.below(300_000), 300_000 + rng.below(300_000));
+        let t2 = t + up + truth(t + up);
+        let _ = e.add(Exchange {
+            t1: Timestamp::from_nanos(t),
+            t2: Timestamp::from_nanos(t2),
+            t3: Timestamp::from_nanos(t2 + 5_000),
+            t4: Timestamp::from_nanos(t + up + 5_000 + down),
+        });
+        t += 100_000_000;
+    }
+    let est = e.estimate().unwrap();
+    assert_eq!(est.samples, BURST_HISTORY);
+    assert!(est.drift_uncertainty_ppm <= 10.0, "{est:?}");
+    assert!(
+        (est.drift_ppm + 100.0).abs() <= est.drift_uncertainty_ppm,
+        "{est:?}"
+    );
+    let now = Timestamp::from_nanos(t);
+    let error = est.offset_at(now) - truth(t);
+    assert!(u128::from(error.unsigned_abs()) <= est.uncertainty_at(now).as_nanos());
+}
