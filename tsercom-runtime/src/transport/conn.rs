@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
@@ -50,7 +50,7 @@ impl ConnTracker {
     }
 
     /// Wraps an accepted stream.
-    pub(crate) fn wrap(&self, inner: TcpStream) -> ServerIo {
+    pub(crate) fn wrap(&self, inner: Socket) -> ServerIo {
         self.live.fetch_add(1, Ordering::AcqRel);
         let mut abort = self.abort.clone();
         ServerIo {
@@ -65,9 +65,88 @@ impl ConnTracker {
     }
 }
 
-/// An accepted TCP stream that fails once the server aborts.
+/// A connected stream socket, accepted or dialed: TCP or Unix domain socket.
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    /// Connects to `endpoint` (setting `TCP_NODELAY` as asked, for TCP).
+    pub(crate) async fn connect(endpoint: &super::Endpoint, nodelay: bool) -> io::Result<Self> {
+        match endpoint {
+            super::Endpoint::Tcp(addr) => {
+                let tcp = TcpStream::connect(addr).await?;
+                tcp.set_nodelay(nodelay)?;
+                Ok(Socket::Tcp(tcp))
+            }
+            super::Endpoint::Unix(path) => Ok(Socket::Unix(UnixStream::connect(path).await?)),
+        }
+    }
+
+    /// The peer, for logs: its address, or `unix` for a Unix socket peer.
+    pub(crate) fn peer(&self) -> String {
+        match self {
+            Socket::Tcp(s) => s
+                .peer_addr()
+                .map_or_else(|_| "unknown".to_owned(), |a| a.to_string()),
+            Socket::Unix(_) => "unix".to_owned(),
+        }
+    }
+}
+
+macro_rules! on_socket {
+    ($socket:expr, $s:ident => $body:expr) => {
+        match $socket {
+            Socket::Tcp($s) => $body,
+            Socket::Unix($s) => $body,
+        }
+    };
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        on_socket!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        on_socket!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        on_socket!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        on_socket!(self, s => s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_socket!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_socket!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// An accepted stream that fails once the server aborts.
 pub(crate) struct ServerIo {
-    inner: TcpStream,
+    inner: Socket,
     abort: Pin<Box<dyn Future<Output = ()> + Send>>,
     aborted: bool,
     live: Arc<AtomicUsize>,
@@ -144,10 +223,19 @@ impl AsyncWrite for ServerIo {
 }
 
 impl Connected for ServerIo {
+    /// TCP connection info for both kinds, so that tonic's `Request::remote_addr` and
+    /// `Request::peer_certs` (which look for exactly this type) work; a Unix socket
+    /// connection has no addresses (`None`, `None`).
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        match &self.inner {
+            Socket::Tcp(s) => s.connect_info(),
+            Socket::Unix(_) => TcpConnectInfo {
+                local_addr: None,
+                remote_addr: None,
+            },
+        }
     }
 }
 
@@ -215,21 +303,21 @@ async fn handshake(
     io: ServerIo,
     timeout: Duration,
 ) -> Option<TlsStream<ServerIo>> {
-    let peer = io.inner.peer_addr().ok();
+    let peer = io.inner.peer();
     let accept = acceptor.accept(io).into_fallible();
     match tokio::time::timeout(timeout, accept).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err((error, io))) => {
             if super::tls::tls_failure(&error) == Some(super::tls::TlsFailure::Rejected) {
-                tracing::info!(?peer, %error, "TLS handshake refused: certificate rejected");
+                tracing::info!(%peer, %error, "TLS handshake refused: certificate rejected");
             } else {
-                tracing::debug!(?peer, %error, "TLS handshake failed");
+                tracing::debug!(%peer, %error, "TLS handshake failed");
             }
             linger(io).await;
             None
         }
         Err(_elapsed) => {
-            tracing::debug!(?peer, ?timeout, "TLS handshake timed out");
+            tracing::debug!(%peer, ?timeout, "TLS handshake timed out");
             None
         }
     }

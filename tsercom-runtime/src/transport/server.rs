@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
@@ -16,13 +15,14 @@ use tonic::codegen::http::{Request, Response};
 use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
-use tonic::transport::server::{Connected, Router, TcpIncoming};
+use tonic::transport::server::{Connected, Router};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 use super::conn::{ConnTracker, TlsIncoming};
-use super::{ServerTls, TransportError};
+use super::listen::{bind_unix, Incoming, Listener, SocketFile, TcpOptions};
+use super::{Endpoint, ServerTls, TransportError};
 
 /// How long the serve task may take to wind down once its connections were aborted.
 const ABORT_JOIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -168,10 +168,39 @@ impl ServerBuilder {
     /// Binds `addr` (port 0 picks a free port, see [`Server::local_addr`]) and starts
     /// serving in a background task.
     pub async fn serve(self, addr: SocketAddr) -> Result<Server, TransportError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| TransportError::Bind { addr, source })?;
-        self.serve_with_listener(listener).await
+        self.serve_endpoint(Endpoint::Tcp(addr)).await
+    }
+
+    /// Binds `endpoint`, a TCP address or a Unix domain socket path, and starts serving
+    /// in a background task (see [`Server::endpoint`] for the bound endpoint).
+    ///
+    /// A Unix socket is served exactly like TCP: the same services, health service,
+    /// connection tracking, TLS if set, and graceful shutdown; `TCP_NODELAY` and TCP
+    /// keepalive do not apply. Binding a path:
+    /// - a file already there that is a socket nobody answers on (left behind by a
+    ///   process that ended without removing it) is replaced;
+    /// - a socket another server answers on is [`TransportError::UnixPathInUse`], any
+    ///   other file [`TransportError::NotASocket`] (left alone);
+    /// - a directory that cannot be written is [`TransportError::UnixPermissionDenied`],
+    ///   anything else [`TransportError::BindUnix`]; each names the path.
+    ///
+    /// The socket file is created with the process's umask and removed when the server
+    /// shuts down or is dropped (unless the path meanwhile names another file).
+    pub async fn serve_endpoint(self, endpoint: Endpoint) -> Result<Server, TransportError> {
+        self.check()?;
+        match endpoint {
+            Endpoint::Tcp(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| TransportError::Bind { addr, source })?;
+                self.serve_with_listener(listener).await
+            }
+            Endpoint::Unix(path) => {
+                let (listener, file) = bind_unix(&path).await?;
+                self.start(Listener::Unix(listener), Endpoint::Unix(path), Some(file))
+                    .await
+            }
+        }
     }
 
     /// Starts serving on a listener the caller bound.
@@ -179,12 +208,29 @@ impl ServerBuilder {
         self,
         listener: TcpListener,
     ) -> Result<Server, TransportError> {
+        self.check()?;
+        let local_addr = listener.local_addr().map_err(TransportError::LocalAddr)?;
+        self.start(Listener::Tcp(listener), Endpoint::Tcp(local_addr), None)
+            .await
+    }
+
+    /// Fails early on what would make serving fail.
+    fn check(&self) -> Result<(), TransportError> {
         if let Some(name) = self.duplicate {
             return Err(TransportError::DuplicateService(name));
         }
+        tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+        Ok(())
+    }
+
+    async fn start(
+        self,
+        listener: Listener,
+        endpoint: Endpoint,
+        socket_file: Option<SocketFile>,
+    ) -> Result<Server, TransportError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
-        let local_addr = listener.local_addr().map_err(TransportError::LocalAddr)?;
 
         let mut routes = self.routes;
         let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -203,11 +249,11 @@ impl ServerBuilder {
         let health = HealthHandle::new(reporter, names);
 
         let (tracker, abort_tx) = ConnTracker::new();
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(self.tcp_nodelay))
-            .with_keepalive(self.tcp_keepalive);
-        let conns = tracker.clone();
-        let incoming = incoming.map(move |accepted| accepted.map(|stream| conns.wrap(stream)));
+        let tcp = TcpOptions {
+            nodelay: self.tcp_nodelay,
+            keepalive: self.tcp_keepalive,
+        };
+        let incoming = Incoming::new(listener, tracker.clone(), tcp);
 
         let acceptor = match &self.tls {
             Some(tls) => Some((tls.acceptor()?, tls.timeout())),
@@ -221,7 +267,7 @@ impl ServerBuilder {
             .add_routes(routes.routes());
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let services = self.names.clone();
-        let span = tracing::info_span!("grpc_server", %local_addr);
+        let span = tracing::info_span!("grpc_server", %endpoint);
         let task = match acceptor {
             None => runtime.spawn(run(router, incoming, shutdown_rx, services).instrument(span)),
             Some((acceptor, timeout)) => {
@@ -231,7 +277,8 @@ impl ServerBuilder {
         };
 
         Ok(Server {
-            local_addr,
+            endpoint,
+            socket_file,
             health,
             shutdown_tx: Some(shutdown_tx),
             abort_tx,
@@ -276,7 +323,9 @@ const HEALTH_SERVICE_NAME: &str = <tonic_health::pb::health_server::HealthServer
 /// Stop it with [`shutdown`](Self::shutdown). Dropping the handle stops it abruptly: the
 /// listener closes and every open connection is aborted.
 pub struct Server {
-    local_addr: SocketAddr,
+    endpoint: Endpoint,
+    /// The socket file of a Unix socket server, removed at shutdown or drop.
+    socket_file: Option<SocketFile>,
     health: HealthHandle,
     shutdown_tx: Option<oneshot::Sender<()>>,
     abort_tx: watch::Sender<bool>,
@@ -287,7 +336,7 @@ pub struct Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
+            .field("endpoint", &self.endpoint)
             .field("connections", &self.tracker.live())
             .finish_non_exhaustive()
     }
@@ -311,9 +360,27 @@ impl Server {
         ServerBuilder::new()
     }
 
-    /// The address the server is bound to (with the real port when bound to port 0).
+    /// The endpoint the server is bound to: for TCP with the real port when bound to
+    /// port 0, for a Unix domain socket the path as given.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The TCP address the server is bound to (with the real port when bound to port 0);
+    /// `None` for a Unix domain socket server.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.as_tcp()
+    }
+
+    /// The TCP address the server is bound to (with the real port when bound to port 0).
+    ///
+    /// A Unix domain socket server has no socket address: this returns the unspecified
+    /// address `0.0.0.0:0`, which nothing can dial. Code that may serve on either should
+    /// use [`endpoint`](Self::endpoint) or [`tcp_addr`](Self::tcp_addr).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.endpoint
+            .as_tcp()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The handle that sets the health statuses this server reports.
@@ -336,6 +403,11 @@ impl Server {
         if let Some(tx) = self.shutdown_tx.take() {
             let _ = tx.send(());
         }
+        // New connections to a Unix socket fail from now on (the path is gone), like
+        // those to a closed TCP port.
+        if let Some(file) = self.socket_file.take() {
+            file.remove();
+        }
         let Some(mut task) = self.task.take() else {
             return Ok(Shutdown::Graceful);
         };
@@ -344,7 +416,7 @@ impl Server {
             Err(_elapsed) => {
                 let connections = self.tracker.live();
                 tracing::info!(
-                    local_addr = %self.local_addr,
+                    endpoint = %self.endpoint,
                     connections,
                     ?grace,
                     "shutdown deadline passed, aborting connections"
