@@ -98,6 +98,10 @@ pub enum TransportError {
     #[error(transparent)]
     Tls(#[from] super::TlsError),
 
+    /// A TLS reload was asked of a server that serves plain text.
+    #[error("the server was started without TLS; a reload cannot turn TLS on")]
+    TlsNotEnabled,
+
     /// Every candidate address failed, at least one of them for a reason other than a
     /// timeout.
     #[error("could not connect to any candidate: {}", FailureList(.failures))]

@@ -12,7 +12,8 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::net::{TcpListener, UnixListener};
 
-use super::conn::{ConnTracker, ServerIo, Socket};
+use super::conn::{ConnTracker, Refusal, ServerIo, Socket};
+use super::stats::bump;
 use super::TransportError;
 
 /// A bound listening socket.
@@ -130,9 +131,11 @@ fn unix_bind_error(path: &Path, source: io::Error) -> TransportError {
     }
 }
 
-/// The accepted connections of a listener, wrapped for the tracker.
+/// The accepted connections of a listener, admitted by the tracker.
 ///
-/// Accept errors never end the stream: a connection that failed before it was accepted
+/// A connection beyond the server's limits is closed at once and counted (see
+/// [`ConnTracker::admit`]), with a warning logged at most once per
+/// [`REFUSAL_LOG_INTERVAL`]. Accept errors never end the stream: a connection that failed before it was accepted
 /// is skipped, and running out of file descriptors (or kernel memory) pauses accepting
 /// for [`ACCEPT_BACKOFF`] instead of retrying at once, which would spin a core while the
 /// pending connections stay queued.
@@ -143,6 +146,8 @@ pub(crate) struct Incoming {
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Accept errors in a row; enough of them also pause accepting.
     errors_in_row: u32,
+    /// When a refusal was last logged, and how many were not logged since.
+    refusal_log: Option<(tokio::time::Instant, u64)>,
 }
 
 /// How long accepting pauses when the process or system is out of file descriptors.
@@ -156,6 +161,7 @@ impl Incoming {
             tcp,
             backoff: None,
             errors_in_row: 0,
+            refusal_log: None,
         }
     }
 
@@ -178,6 +184,39 @@ impl Incoming {
             Listener::Unix(listener) => listener
                 .poll_accept(cx)
                 .map_ok(|(stream, _)| Socket::Unix(stream)),
+        }
+    }
+}
+
+/// How often a refused connection is logged at most (each one is counted).
+pub(crate) const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Incoming {
+    /// Logs a refused connection, unless one was logged less than
+    /// [`REFUSAL_LOG_INTERVAL`] ago (then it is only counted in the next line).
+    fn log_refusal(&mut self, refusal: Refusal) {
+        let now = tokio::time::Instant::now();
+        let suppressed = match &mut self.refusal_log {
+            Some((last, suppressed)) if now.duration_since(*last) < REFUSAL_LOG_INTERVAL => {
+                *suppressed = suppressed.saturating_add(1);
+                return;
+            }
+            Some((_, suppressed)) => *suppressed,
+            None => 0,
+        };
+        self.refusal_log = Some((now, 0));
+        match refusal {
+            Refusal::Total(max) => tracing::warn!(
+                max_connections = max,
+                also_refused_since_last_report = suppressed,
+                "connection refused: the server has its maximum number of connections open"
+            ),
+            Refusal::PerIp(ip, max) => tracing::warn!(
+                %ip,
+                max_connections_per_ip = max,
+                also_refused_since_last_report = suppressed,
+                "connection refused: this address has its maximum number of connections open"
+            ),
         }
     }
 }
@@ -210,13 +249,18 @@ impl Stream for Incoming {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(socket)) => {
                     this.errors_in_row = 0;
-                    return Poll::Ready(Some(Ok(this.tracker.wrap(socket))));
+                    match this.tracker.admit(socket) {
+                        Ok(io) => return Poll::Ready(Some(Ok(io))),
+                        // Dropping the socket closes it.
+                        Err(refusal) => this.log_refusal(refusal),
+                    }
                 }
                 Poll::Ready(Err(error))
                     if is_resource_exhaustion(&error)
                         || this.errors_in_row >= MAX_ERRORS_IN_ROW =>
                 {
                     this.errors_in_row = 0;
+                    bump(&this.tracker.counters().accept_pauses);
                     tracing::warn!(
                         %error,
                         backoff = ?ACCEPT_BACKOFF,

@@ -78,17 +78,27 @@
 //! rejected certificate is told apart from a connection that failed.
 
 mod conn;
+mod deadline;
 mod dial;
 mod endpoint;
 mod error;
+mod health;
 mod limits;
 mod listen;
 mod server;
+mod stats;
 mod tls;
+mod tls_accept;
 
 pub use dial::{dial, Dialer, DEFAULT_CONNECT_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointParseError, IntoEndpoint, UNIX_PREFIX};
 pub use error::{BoxError, DialFailure, DialFailureCause, TransportError};
+pub use health::HealthHandle;
 pub use limits::{MessageLimits, WithMessageLimits};
-pub use server::{HealthHandle, Server, ServerBuilder, Shutdown};
+pub use server::{
+    Server, ServerBuilder, Shutdown, DEFAULT_FIRST_REQUEST_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP,
+};
+pub use stats::ServerStats;
 pub use tls::{ClientTls, PemOrigin, PemRole, ServerTls, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use tls_accept::{TlsRejection, TlsRejectionCause, TlsReloader};
