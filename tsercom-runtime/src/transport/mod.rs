@@ -85,6 +85,7 @@ mod error;
 mod health;
 mod limits;
 mod listen;
+mod pin;
 mod server;
 mod stats;
 mod tls;

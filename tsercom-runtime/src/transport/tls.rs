@@ -131,6 +131,13 @@ pub enum TlsError {
         .0.display()
     )]
     UnixNeedsServerName(PathBuf),
+    /// A pin given to [`ClientTls::pin_spki_sha256`] is neither 32 bytes nor 64 hex
+    /// digits.
+    #[error(
+        "`{0}` is not a SHA-256 pin (expected 32 bytes, or 64 hex digits, `:` separators \
+         allowed)"
+    )]
+    InvalidPin(String),
 }
 
 /// The PEM text of one input, checked, with where it came from.
@@ -328,6 +335,22 @@ impl ServerTls {
         self
     }
 
+    /// The SHA-256 digest of this server's public key (its certificate's DER
+    /// SubjectPublicKeyInfo), in lower-case hex: the pin for
+    /// [`ClientTls::pin_spki_sha256`].
+    pub fn spki_sha256(&self) -> Result<String, TlsError> {
+        let cert = &self.identity.cert;
+        let chain = cert.certificates(PemRole::ServerCertificate)?;
+        let leaf = chain.first().ok_or(TlsError::Missing {
+            role: PemRole::ServerCertificate,
+            origin: cert.origin.clone(),
+            expected: "CERTIFICATE",
+        })?;
+        let digest = super::pin::spki_sha256(leaf)
+            .map_err(|e| cert.unusable(PemRole::ServerCertificate, e))?;
+        Ok(super::pin::hex(&digest))
+    }
+
     /// Whether clients must present a certificate (mutual TLS).
     pub fn requires_client_certificate(&self) -> bool {
         self.client_ca.is_some()
@@ -423,6 +446,7 @@ pub struct ClientTls {
     identity: Option<KeyPair>,
     server_name: Option<String>,
     handshake_timeout: Duration,
+    pins: Vec<super::pin::SpkiDigest>,
 }
 
 impl ClientTls {
@@ -443,6 +467,7 @@ impl ClientTls {
             roots,
             identity: None,
             server_name: None,
+            pins: Vec::new(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         })
     }
@@ -501,6 +526,29 @@ impl ClientTls {
         self
     }
 
+    /// Accepts only servers whose certificate's public key has this SHA-256 digest (of
+    /// its DER SubjectPublicKeyInfo), on top of the usual chain and name checks. Call it
+    /// again to accept several keys (while rotating them). `pin` is the 32-byte digest
+    /// or its 64 hex digits (`:` separators allowed), for example from
+    /// [`ServerTls::spki_sha256`] or `openssl x509 -in server.pem -pubkey -noout |
+    /// openssl pkey -pubin -outform der | openssl dgst -sha256`.
+    ///
+    /// A server with another key fails the dial as a rejected certificate
+    /// ([`DialFailureCause::CertificateRejected`](super::DialFailureCause), final for
+    /// the roles) whose message says "not pinned" and gives the digest found.
+    pub fn pin_spki_sha256(mut self, pin: impl AsRef<[u8]>) -> Result<Self, TlsError> {
+        let digest = super::pin::parse_pin(pin.as_ref())?;
+        if !self.pins.contains(&digest) {
+            self.pins.push(digest);
+        }
+        Ok(self)
+    }
+
+    /// Whether servers are pinned ([`pin_spki_sha256`](Self::pin_spki_sha256)).
+    pub fn is_pinned(&self) -> bool {
+        !self.pins.is_empty()
+    }
+
     /// The name verified, when set with [`server_name`](Self::server_name).
     pub fn verified_name(&self) -> Option<&str> {
         self.server_name.as_deref()
@@ -524,10 +572,23 @@ impl ClientTls {
                 .add(cert)
                 .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?;
         }
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?
-            .with_root_certificates(roots);
+            .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?;
+        let builder = if self.pins.is_empty() {
+            builder.with_root_certificates(roots)
+        } else {
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?;
+            let verifier = super::pin::PinningVerifier::new(webpki, self.pins.clone());
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        };
         let mut config = match &self.identity {
             None => builder.with_no_client_auth(),
             Some(pair) => {
