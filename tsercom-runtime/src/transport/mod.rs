@@ -70,12 +70,41 @@
 //! # }
 //! ```
 //!
+//! # Bounded resources
+//!
+//! A server accepts connections in its own accept loop, which bounds what peers can
+//! hold:
+//! - a connection that has not opened its first request (HTTP/2 preface, then the
+//!   `HEADERS` of a request) within [`ServerBuilder::first_request_timeout`] of being
+//!   accepted, TLS handshake included, is closed (default
+//!   [`DEFAULT_FIRST_REQUEST_TIMEOUT`], 10 s). The roles' own Hello exchange has its own
+//!   deadline, which is not this one;
+//! - at most [`ServerBuilder::max_connections`] connections in total and
+//!   [`ServerBuilder::max_connections_per_ip`] per remote address are open (defaults
+//!   [`DEFAULT_MAX_CONNECTIONS`], [`DEFAULT_MAX_CONNECTIONS_PER_IP`]); one more is closed
+//!   at once, counted and logged (a warning at most once a second);
+//! - running out of file descriptors (`EMFILE`/`ENFILE`) pauses accepting for 100 ms
+//!   instead of retrying at once, so the loop does not spin while the deadline frees
+//!   descriptors.
+//!
+//! [`Server::stats`] reads the counters ([`ServerStats`]).
+//!
 //! # TLS
 //!
 //! [`ServerBuilder::tls`] serves TLS (with [`ServerTls::client_ca_pem`], mutual TLS) and
 //! [`Dialer::tls`] dials with it; see [`ServerTls`] and [`ClientTls`] for what is
 //! verified and which name, and [`TransportError::is_certificate_rejected`] for how a
 //! rejected certificate is told apart from a connection that failed.
+//!
+//! - Pinning: [`ClientTls::pin_spki_sha256`] accepts only servers whose public key has
+//!   one of the given SHA-256 digests ([`ServerTls::spki_sha256`] computes it), on top of
+//!   the chain and name checks; another key is a rejected certificate.
+//! - Reload: [`Server::tls_reloader`] / [`Server::reload_tls`] swap the certificate, key
+//!   and client CA of a running server; new handshakes use them, established
+//!   connections keep theirs.
+//! - Failed handshakes on the listening side are counted in [`Server::stats`] and
+//!   published by [`Server::tls_rejections`] ([`TlsRejection`]), for the roles to turn
+//!   into connection events.
 
 mod conn;
 mod deadline;
@@ -90,6 +119,7 @@ mod server;
 mod stats;
 mod tls;
 mod tls_accept;
+mod tls_connect;
 
 pub use dial::{dial, Dialer, DEFAULT_CONNECT_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointParseError, IntoEndpoint, UNIX_PREFIX};
