@@ -3,17 +3,12 @@
 //! [`TlsError`] when the PEM they are made from is unusable.
 
 use std::fmt;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use super::tls_connect::ALPN_H2;
+pub(crate) use super::tls_connect::{classify, tls_failure, TlsConnect, TlsFailure};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -122,6 +117,22 @@ pub enum TlsError {
     /// address.
     #[error("`{0}` is not a valid server name (expected a DNS name or an IP address)")]
     InvalidServerName(String),
+    /// Dialing a Unix domain socket with TLS needs a name to verify the server's
+    /// certificate for: there is no IP address to verify. Set
+    /// [`ClientTls::server_name`].
+    #[error(
+        "dialing the Unix socket {} with TLS needs a server name to verify; set \
+         ClientTls::server_name",
+        .0.display()
+    )]
+    UnixNeedsServerName(PathBuf),
+    /// A pin given to [`ClientTls::pin_spki_sha256`] is neither 32 bytes nor 64 hex
+    /// digits.
+    #[error(
+        "`{0}` is not a SHA-256 pin (expected 32 bytes, or 64 hex digits, `:` separators \
+         allowed)"
+    )]
+    InvalidPin(String),
 }
 
 /// The PEM text of one input, checked, with where it came from.
@@ -319,6 +330,22 @@ impl ServerTls {
         self
     }
 
+    /// The SHA-256 digest of this server's public key (its certificate's DER
+    /// SubjectPublicKeyInfo), in lower-case hex: the pin for
+    /// [`ClientTls::pin_spki_sha256`].
+    pub fn spki_sha256(&self) -> Result<String, TlsError> {
+        let cert = &self.identity.cert;
+        let chain = cert.certificates(PemRole::ServerCertificate)?;
+        let leaf = chain.first().ok_or(TlsError::Missing {
+            role: PemRole::ServerCertificate,
+            origin: cert.origin.clone(),
+            expected: "CERTIFICATE",
+        })?;
+        let digest = super::pin::spki_sha256(leaf)
+            .map_err(|e| cert.unusable(PemRole::ServerCertificate, e))?;
+        Ok(super::pin::hex(&digest))
+    }
+
     /// Whether clients must present a certificate (mutual TLS).
     pub fn requires_client_certificate(&self) -> bool {
         self.client_ca.is_some()
@@ -414,6 +441,7 @@ pub struct ClientTls {
     identity: Option<KeyPair>,
     server_name: Option<String>,
     handshake_timeout: Duration,
+    pins: Vec<super::pin::SpkiDigest>,
 }
 
 impl ClientTls {
@@ -434,6 +462,7 @@ impl ClientTls {
             roots,
             identity: None,
             server_name: None,
+            pins: Vec::new(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         })
     }
@@ -492,6 +521,29 @@ impl ClientTls {
         self
     }
 
+    /// Accepts only servers whose certificate's public key has this SHA-256 digest (of
+    /// its DER SubjectPublicKeyInfo), on top of the usual chain and name checks. Call it
+    /// again to accept several keys (while rotating them). `pin` is the 32-byte digest
+    /// or its 64 hex digits (`:` separators allowed), for example from
+    /// [`ServerTls::spki_sha256`] or `openssl x509 -in server.pem -pubkey -noout |
+    /// openssl pkey -pubin -outform der | openssl dgst -sha256`.
+    ///
+    /// A server with another key fails the dial as a rejected certificate
+    /// ([`DialFailureCause::CertificateRejected`](super::DialFailureCause), final for
+    /// the roles) whose message says "not pinned" and gives the digest found.
+    pub fn pin_spki_sha256(mut self, pin: impl AsRef<[u8]>) -> Result<Self, TlsError> {
+        let digest = super::pin::parse_pin(pin.as_ref())?;
+        if !self.pins.contains(&digest) {
+            self.pins.push(digest);
+        }
+        Ok(self)
+    }
+
+    /// Whether servers are pinned ([`pin_spki_sha256`](Self::pin_spki_sha256)).
+    pub fn is_pinned(&self) -> bool {
+        !self.pins.is_empty()
+    }
+
     /// The name verified, when set with [`server_name`](Self::server_name).
     pub fn verified_name(&self) -> Option<&str> {
         self.server_name.as_deref()
@@ -502,10 +554,10 @@ impl ClientTls {
         self.identity.is_some()
     }
 
-    /// The connector for one dial attempt to `addr`.
+    /// The connector for one dial attempt to `endpoint`.
     pub(crate) fn connector(
         &self,
-        addr: SocketAddr,
+        endpoint: &super::Endpoint,
         nodelay: bool,
     ) -> Result<TlsConnect, TlsError> {
         let provider = Arc::new(provider());
@@ -515,10 +567,23 @@ impl ClientTls {
                 .add(cert)
                 .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?;
         }
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?
-            .with_root_certificates(roots);
+            .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?;
+        let builder = if self.pins.is_empty() {
+            builder.with_root_certificates(roots)
+        } else {
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| self.roots.unusable(PemRole::ServerCa, e))?;
+            let verifier = super::pin::PinningVerifier::new(webpki, self.pins.clone());
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        };
         let mut config = match &self.identity {
             None => builder.with_no_client_auth(),
             Some(pair) => {
@@ -533,249 +598,21 @@ impl ClientTls {
         let name = match &self.server_name {
             Some(name) => ServerName::try_from(name.clone())
                 .map_err(|_| TlsError::InvalidServerName(name.clone()))?,
-            None => ServerName::IpAddress(addr.ip().into()),
+            None => match endpoint {
+                super::Endpoint::Tcp(addr) => ServerName::IpAddress(addr.ip().into()),
+                super::Endpoint::Unix(path) => {
+                    return Err(TlsError::UnixNeedsServerName(path.clone()))
+                }
+            },
         };
-        Ok(TlsConnect {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        Ok(TlsConnect::new(
+            config,
             name,
-            addr,
+            endpoint.clone(),
             nodelay,
-            timeout: self.handshake_timeout,
-            failure: Arc::new(Mutex::new(None)),
-        })
+            self.handshake_timeout,
+        ))
     }
-}
-
-/// The ALPN protocol gRPC needs.
-const ALPN_H2: &[u8] = b"h2";
-
-/// Connects one dial attempt: TCP, then the TLS handshake, and remembers the TLS error
-/// that ends the connection, if any.
-///
-/// tonic and hyper report an HTTP/2 connection that ended under an RPC as "connection
-/// closed" without the reason; with TLS 1.3 that is how a client learns that the server
-/// rejected its certificate (the server checks it after the client's handshake is done).
-/// The reason is kept here for the dialer to report.
-#[derive(Clone)]
-pub(crate) struct TlsConnect {
-    connector: tokio_rustls::TlsConnector,
-    name: ServerName<'static>,
-    addr: SocketAddr,
-    nodelay: bool,
-    timeout: Duration,
-    failure: Arc<Mutex<Option<rustls::Error>>>,
-}
-
-impl TlsConnect {
-    /// The TLS error that ended a connection made by this connector, if one did.
-    pub(crate) fn failure(&self) -> Option<rustls::Error> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-impl tonic::codegen::Service<tonic::transport::Uri> for TlsConnect {
-    type Response = TokioIo<Recorded<tokio_rustls::client::TlsStream<TcpStream>>>;
-    type Error = std::io::Error;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: tonic::transport::Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let tcp = TcpStream::connect(this.addr).await?;
-            tcp.set_nodelay(this.nodelay)?;
-            let handshake = this.connector.connect(this.name.clone(), tcp);
-            let tls = match tokio::time::timeout(this.timeout, handshake).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    record(&this.failure, &e);
-                    return Err(e);
-                }
-                Err(_) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the TLS handshake took longer than {:?}", this.timeout),
-                    ))
-                }
-            };
-            if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "the server did not negotiate HTTP/2 (ALPN h2) in the TLS handshake",
-                ));
-            }
-            Ok(TokioIo::new(Recorded {
-                inner: tls,
-                failure: this.failure,
-            }))
-        })
-    }
-}
-
-/// Stores the rustls error inside `e`, if any, unless one is stored already.
-fn record(slot: &Mutex<Option<rustls::Error>>, e: &std::io::Error) {
-    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert_with(|| tls.clone());
-    }
-}
-
-/// A stream that records the TLS error its reads or writes fail with.
-pub(crate) struct Recorded<T> {
-    inner: T,
-    failure: Arc<Mutex<Option<rustls::Error>>>,
-}
-
-impl<T> Recorded<T> {
-    fn check<R>(&self, result: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
-        if let Poll::Ready(Err(e)) = &result {
-            record(&self.failure, e);
-        }
-        result
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Recorded<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.check(result)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Recorded<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.check(result)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.check(result)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_flush(cx);
-        this.check(result)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// How a TLS handshake failed, as far as retrying is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TlsFailure {
-    /// A certificate was rejected, by us or by the peer: retrying cannot fix it.
-    Rejected,
-    /// Another TLS failure (the peer does not speak TLS, a protocol error).
-    Other,
-}
-
-/// The TLS failure in an error's chain, if any.
-///
-/// rustls errors are found by type where the layers keep them; h2 keeps only the text
-/// of an I/O error, which is how an alert the server sends after the handshake (TLS 1.3
-/// checks the client certificate last) reaches a client, so its text is matched too.
-pub(crate) fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if let Some(tls) = as_rustls(e) {
-            return Some(classify(tls));
-        }
-        if let Some(failure) = classify_text(&e.to_string()) {
-            return Some(failure);
-        }
-        next = e.source();
-    }
-    None
-}
-
-fn as_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-        return Some(tls);
-    }
-    // `io::Error::source` skips the error it wraps; look at it directly.
-    e.downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-}
-
-pub(crate) fn classify(e: &rustls::Error) -> TlsFailure {
-    match e {
-        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
-            TlsFailure::Rejected
-        }
-        rustls::Error::AlertReceived(alert) if is_rejection(*alert) => TlsFailure::Rejected,
-        _ => TlsFailure::Other,
-    }
-}
-
-fn is_rejection(alert: rustls::AlertDescription) -> bool {
-    use rustls::AlertDescription as A;
-    matches!(
-        alert,
-        A::BadCertificate
-            | A::UnsupportedCertificate
-            | A::CertificateRevoked
-            | A::CertificateExpired
-            | A::CertificateUnknown
-            | A::UnknownCA
-            | A::AccessDenied
-            | A::CertificateRequired
-    )
-}
-
-/// Matches rustls' own wording ("received fatal alert: CertificateRequired", "invalid
-/// peer certificate: UnknownIssuer") in an error text.
-fn classify_text(text: &str) -> Option<TlsFailure> {
-    const REJECTION_ALERTS: [&str; 8] = [
-        "BadCertificate",
-        "UnsupportedCertificate",
-        "CertificateRevoked",
-        "CertificateExpired",
-        "CertificateUnknown",
-        "UnknownCA",
-        "AccessDenied",
-        "CertificateRequired",
-    ];
-    if text.contains("invalid peer certificate") || text.contains("peer sent no certificates") {
-        return Some(TlsFailure::Rejected);
-    }
-    let (_, alert) = text.split_once("received fatal alert: ")?;
-    let alert = alert.split(|c: char| !c.is_alphanumeric()).next()?;
-    Some(if REJECTION_ALERTS.contains(&alert) {
-        TlsFailure::Rejected
-    } else {
-        TlsFailure::Other
-    })
 }
 
 #[cfg(test)]
@@ -806,22 +643,5 @@ mod tests {
     fn a_truncated_section_is_invalid_pem() {
         let e = ClientTls::from_ca_pem("-----BEGIN CERTIFICATE-----\nAAAA\n").err();
         assert!(matches!(e, Some(TlsError::InvalidPem { .. })), "{e:?}");
-    }
-
-    #[test]
-    fn rustls_texts_are_classified() {
-        assert_eq!(
-            classify_text("tls handshake eof: received fatal alert: CertificateRequired"),
-            Some(TlsFailure::Rejected)
-        );
-        assert_eq!(
-            classify_text("received fatal alert: DecodeError"),
-            Some(TlsFailure::Other)
-        );
-        assert_eq!(
-            classify_text("invalid peer certificate: UnknownIssuer"),
-            Some(TlsFailure::Rejected)
-        );
-        assert_eq!(classify_text("connection refused"), None);
     }
 }
