@@ -64,7 +64,7 @@ struct Errors {
 async fn one_run(offset_ns: i64, drift_ppm: f64, delay: Option<Delay>, measure: Duration) -> Run {
     let clock: Arc<dyn Clock> = Arc::new(SkewedClock::new(offset_ns, drift_ppm));
     let agg = Aggregator::<Bench>::builder()
-        .listen("127.0.0.1:0".parse().expect("address"))
+        .listen("127.0.0.1:0")
         .start()
         .await
         .expect("aggregator");

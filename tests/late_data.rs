@@ -130,7 +130,7 @@ impl Conn {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_announced_lost_that_arrive_late_are_delivered_and_reported() {
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .start()
         .await

@@ -51,7 +51,7 @@ fn sync_code_drives_runtimes_and_shutdown_delivers_trailing_data() {
     let mut manager = RuntimeManager::new();
     let agg = manager.register("aggregator", || async {
         Aggregator::<Plant>::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
+            .listen("127.0.0.1:0")
             .retention(None)
             .start()
             .await
@@ -241,7 +241,7 @@ fn a_panic_in_one_session_is_reported_and_other_sources_keep_flowing() {
     let mut manager = RuntimeManager::new();
     let agg = manager.register("aggregator", || async {
         Aggregator::<Fickle>::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
+            .listen("127.0.0.1:0")
             .retention(None)
             .start()
             .await
@@ -357,7 +357,7 @@ impl tsercom::Clock for TrippedClock {
 async fn a_dialing_source_whose_session_panics_reports_it_and_redials() {
     use tsercom::Clock as _;
     let agg = Aggregator::<Plant>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .start()
         .await

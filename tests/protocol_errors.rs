@@ -122,7 +122,7 @@ async fn call(channel: Channel, messages: Vec<Vec<u8>>) -> Status {
 
 async fn setup() -> (Aggregator<Tank>, Channel) {
     let agg = Aggregator::<Tank>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();

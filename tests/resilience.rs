@@ -99,7 +99,7 @@ async fn cut_links_lose_nothing_and_duplicate_nothing_with_an_ack_per_frame() {
 
 async fn cut_links(session: SessionConfig) {
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .session(session.clone())
         .start()
@@ -155,7 +155,7 @@ async fn with_coalesced_acks_flush_and_shutdown_still_deliver_everything() {
         ..SessionConfig::default()
     };
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .session(session.clone())
         .start()
@@ -192,7 +192,7 @@ async fn with_coalesced_acks_flush_and_shutdown_still_deliver_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn best_effort_flows_keeps_nothing_and_reports_an_outage_as_a_gap() {
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .start()
         .await
@@ -264,7 +264,7 @@ async fn best_effort_flows_keeps_nothing_and_reports_an_outage_as_a_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregator_reconnects_to_a_source_and_events_survive() {
     let source = Source::<Ticks>::builder()
-        .serve("127.0.0.1:0".parse().unwrap())
+        .serve("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -298,7 +298,7 @@ async fn source_clock_skew_is_measured_and_samples_arrive_in_aggregator_time() {
     // The source's clock is 250 ms ahead and runs 100 ppm fast.
     let skewed: Arc<dyn Clock> = Arc::new(SkewedClock::new(250_000_000, 100.0));
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -355,7 +355,7 @@ async fn a_clock_3s_behind_and_drifting_100ppm_is_tracked_within_100us_and_10ppm
     // minus source) falls by 100 us every second.
     let skewed: Arc<dyn Clock> = Arc::new(SkewedClock::new(-3_000_000_000, 100.0));
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -408,7 +408,7 @@ async fn without_a_clock_estimate_samples_still_flow_marked_unsynchronized() {
     let mut session = SessionConfig::default();
     session.timesync.max_probes_per_second = 0;
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .session(session)
         .start()
         .await
@@ -435,7 +435,7 @@ async fn under_delay_and_jitter_the_offset_error_stays_within_the_reported_uncer
     // 2 ms +/- 0.5 ms each way (what `tc netem delay 2ms 0.5ms` would do), through a relay.
     let skewed: Arc<dyn Clock> = Arc::new(SkewedClock::new(-3_000_000_000, 0.0));
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -485,7 +485,7 @@ async fn next(
 async fn connection_state_changes_reach_the_user_as_events() {
     use tsercom::ConnectionEvent;
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -541,7 +541,7 @@ async fn connection_state_changes_reach_the_user_as_events() {
 async fn a_silently_blackholed_connection_is_detected_and_the_stream_resumes() {
     use tsercom::ConnectionEvent;
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .start()
         .await

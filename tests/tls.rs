@@ -315,7 +315,7 @@ async fn a_plain_text_source_against_a_tls_aggregator_keeps_retrying_and_says_wh
 async fn misplaced_tls_settings_are_configuration_errors() {
     let pki = Pki::new();
     let e = Source::<Secure>::builder()
-        .dial(["127.0.0.1:1".parse().unwrap()])
+        .dial(["127.0.0.1:1"])
         .tls_server(pki.server_tls(&pki.server))
         .start()
         .await

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tsercom_runtime::data::{AggregatorBuilder, CallerEvent, DataError, NewData};
+use tsercom_runtime::data::{CallerEvent, DataError, NewData, RemoteDataAggregatorBuilder};
 use tsercom_runtime::queue::OverflowPolicy;
 use tsercom_runtime::schema::{FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
 use tsercom_runtime::{
@@ -218,7 +218,7 @@ fn many_late_arrivals_between_reads_are_all_reported_once() {
 
 fn retained(r: Duration) -> (RemoteDataAggregator<i64>, ManualClock) {
     let clock = ManualClock::new(ts(1_000_000_000_000));
-    let agg = AggregatorBuilder::default()
+    let agg = RemoteDataAggregatorBuilder::default()
         .retention(r)
         .clock(clock.clone())
         .build();
@@ -514,7 +514,7 @@ fn readers_see_every_item_exactly_once_under_random_arrival_and_reads() {
 /// runs: readers then see each item at most once, and every item still held at the end.
 fn random_arrival_and_reads(seed: u64, expire: bool) {
     let clock = ManualClock::new(ts(0));
-    let mut builder = AggregatorBuilder::default().clock(clock.clone());
+    let mut builder = RemoteDataAggregatorBuilder::default().clock(clock.clone());
     if expire {
         builder = builder.retention(Duration::from_nanos(200));
     }

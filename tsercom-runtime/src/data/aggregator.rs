@@ -40,7 +40,7 @@ const DEFAULT_EVENT_CAPACITY: usize = 256;
 ///
 /// # Retention
 ///
-/// With a retention timeout `r` (see [`AggregatorBuilder::retention`]), an item whose
+/// With a retention timeout `r` (see [`RemoteDataAggregatorBuilder::retention`]), an item whose
 /// time is older than `now - r` by the aggregator's [`Clock`] is expired:
 ///
 /// - **reads** never return an expired item: every read first prunes the callers it
@@ -169,30 +169,30 @@ fn prune_all<D>(state: &mut State<D>, cutoff: Timestamp) {
 
 /// Configuration of a [`RemoteDataAggregator`]. Defaults: no retention (keep
 /// everything), the system clock.
-pub struct AggregatorBuilder {
+pub struct RemoteDataAggregatorBuilder {
     retention: Option<Duration>,
     clock: Arc<dyn Clock>,
 }
 
-impl fmt::Debug for AggregatorBuilder {
+impl fmt::Debug for RemoteDataAggregatorBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AggregatorBuilder")
+        f.debug_struct("RemoteDataAggregatorBuilder")
             .field("retention", &self.retention)
             .field("clock", &self.clock)
             .finish()
     }
 }
 
-impl Default for AggregatorBuilder {
+impl Default for RemoteDataAggregatorBuilder {
     fn default() -> Self {
-        AggregatorBuilder {
+        RemoteDataAggregatorBuilder {
             retention: None,
             clock: Arc::new(SystemClock),
         }
     }
 }
 
-impl AggregatorBuilder {
+impl RemoteDataAggregatorBuilder {
     /// Keep each caller's items for `retention` (by item time, against the clock); see
     /// the type-level docs for when expired items are dropped. A zero duration means no
     /// retention limit.
@@ -261,12 +261,12 @@ impl<D: Clone + Send + Sync + 'static> Default for RemoteDataAggregator<D> {
 impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     /// An aggregator with no retention limit on the system clock.
     pub fn new() -> Self {
-        AggregatorBuilder::default().build()
+        RemoteDataAggregatorBuilder::default().build()
     }
 
     /// Configuration: retention and clock.
-    pub fn builder() -> AggregatorBuilder {
-        AggregatorBuilder::default()
+    pub fn builder() -> RemoteDataAggregatorBuilder {
+        RemoteDataAggregatorBuilder::default()
     }
 
     /// The retention timeout, if any.
@@ -874,7 +874,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pruning_task_ends_with_the_last_handle() {
-        let agg: RemoteDataAggregator<i64> = AggregatorBuilder::default()
+        let agg: RemoteDataAggregator<i64> = RemoteDataAggregatorBuilder::default()
             .retention(Duration::from_secs(1))
             .build();
         let task = lock(&agg.inner.pruner)
@@ -893,7 +893,7 @@ mod tests {
 
     #[test]
     fn no_pruning_task_outside_a_runtime() {
-        let agg: RemoteDataAggregator<i64> = AggregatorBuilder::default()
+        let agg: RemoteDataAggregator<i64> = RemoteDataAggregatorBuilder::default()
             .retention(Duration::from_secs(1))
             .build();
         assert!(lock(&agg.inner.pruner).is_none());

@@ -11,7 +11,7 @@
 mod aggregator;
 mod store;
 
-pub use aggregator::{AggregatorBuilder, Reader, RemoteDataAggregator, Subscription};
+pub use aggregator::{Reader, RemoteDataAggregator, RemoteDataAggregatorBuilder, Subscription};
 
 use crate::{CallerId, Timestamp};
 
