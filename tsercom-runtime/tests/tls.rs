@@ -261,3 +261,59 @@ fn bad_pem_is_a_typed_error_that_names_the_input() {
         other => panic!("expected an invalid name, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn tls_over_a_unix_socket_verifies_the_configured_name() {
+    let pki = Pki::new();
+    let endpoint = tsercom_runtime::transport::Endpoint::unix(pki.dir.path().join("tls.sock"));
+    let server = Server::builder()
+        .tls(pki.mtls())
+        .serve_endpoint(endpoint.clone())
+        .await
+        .unwrap();
+    let client = pki
+        .client_tls()
+        .identity_files(&pki.client.cert_file, &pki.client.key_file)
+        .unwrap();
+
+    // With the name the certificate carries: verified and served.
+    let named = client.clone().server_name("server.tsercom.test").unwrap();
+    let channel = Dialer::new([&endpoint]).tls(named).dial().await.unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+
+    // Without a name there is nothing to verify the certificate for: a typed refusal.
+    let e = Dialer::new([&endpoint])
+        .tls(client)
+        .dial()
+        .await
+        .unwrap_err();
+    match only_cause(&e) {
+        DialFailureCause::TlsFailed(inner) => assert!(
+            matches!(
+                inner.downcast_ref::<TlsError>(),
+                Some(TlsError::UnixNeedsServerName(_))
+            ),
+            "{e}"
+        ),
+        other => panic!("expected a TLS configuration failure, got {other:?}"),
+    }
+    assert!(e.to_string().contains("server_name"), "{e}");
+
+    // A client certificate from another CA is rejected over a Unix socket too.
+    let stranger = pki
+        .client_tls()
+        .server_name("server.tsercom.test")
+        .unwrap()
+        .identity_pem(&pki.stranger.cert, &pki.stranger.key)
+        .unwrap();
+    let e = Dialer::new([&endpoint])
+        .tls(stranger)
+        .dial()
+        .await
+        .unwrap_err();
+    assert!(e.is_certificate_rejected(), "{e}");
+    drop(server);
+}

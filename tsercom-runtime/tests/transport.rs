@@ -1,4 +1,5 @@
-//! Serving and dialing over real sockets on 127.0.0.1 and [::1].
+//! Serving and dialing over real sockets on 127.0.0.1 and [::1], and over Unix domain
+//! sockets: the tests that do not depend on TCP run on both (modules `tcp` and `unix`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream};
+use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -16,8 +18,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use tsercom_runtime::transport::{
-    dial, DialFailureCause, Dialer, HealthHandle, MessageLimits, Server, Shutdown, TransportError,
-    WithMessageLimits,
+    dial, DialFailureCause, Dialer, Endpoint, HealthHandle, MessageLimits, Server, ServerBuilder,
+    Shutdown, TransportError, WithMessageLimits,
 };
 use tsercom_runtime::wire::tsercom_stream_client::TsercomStreamClient;
 use tsercom_runtime::wire::tsercom_stream_server::{TsercomStream, TsercomStreamServer};
@@ -45,13 +47,87 @@ impl TsercomStream for Echo {
 const LOCALHOST_V4: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 const LOCALHOST_V6: SocketAddr = SocketAddr::new(std::net::IpAddr::V6(Ipv6Addr::LOCALHOST), 0);
 
-async fn echo_server() -> Server {
-    Server::builder()
-        .add_service(TsercomStreamServer::new(Echo))
-        .serve(LOCALHOST_V4)
-        .await
-        .unwrap()
+/// The transport a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tcp,
+    Unix,
 }
+
+/// Where a test's Unix sockets live; removed when the test ends.
+struct Dir(Option<TempDir>);
+
+impl Dir {
+    fn new(kind: Kind) -> Self {
+        Dir((kind == Kind::Unix).then(|| tempfile::tempdir().unwrap()))
+    }
+
+    /// A fresh endpoint: a Unix socket path in the directory, or port 0 on 127.0.0.1.
+    fn endpoint(&self, name: &str) -> Endpoint {
+        match &self.0 {
+            Some(dir) => Endpoint::unix(dir.path().join(format!("{name}.sock"))),
+            None => LOCALHOST_V4.into(),
+        }
+    }
+
+    /// An endpoint nothing listens on.
+    async fn closed(&self, name: &str) -> Endpoint {
+        match &self.0 {
+            Some(_) => self.endpoint(name),
+            None => closed_port(LOCALHOST_V4).await.into(),
+        }
+    }
+}
+
+async fn serve_on(kind: Kind, builder: ServerBuilder) -> (Server, Dir) {
+    let dir = Dir::new(kind);
+    let server = builder
+        .serve_endpoint(dir.endpoint("server"))
+        .await
+        .unwrap();
+    (server, dir)
+}
+
+async fn echo_server(kind: Kind) -> (Server, Dir) {
+    serve_on(
+        kind,
+        Server::builder().add_service(TsercomStreamServer::new(Echo)),
+    )
+    .await
+}
+
+/// Runs each named `async fn(Kind)` as a test on TCP (module `tcp`) and on Unix
+/// domain sockets (module `unix`).
+macro_rules! on_every_transport {
+    ($($name:ident),* $(,)?) => {
+        mod tcp {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Kind::Tcp).await
+            })*
+        }
+        mod unix {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Kind::Unix).await
+            })*
+        }
+    };
+}
+
+on_every_transport!(
+    serves_two_services_on_one_server,
+    health_reports_each_service_and_follows_the_handle,
+    graceful_shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections,
+    shutdown_deadline_aborts_a_stream_that_never_ends,
+    shutdown_tells_health_watchers_not_serving,
+    dropping_the_server_aborts_its_connections,
+    duplicate_services_are_refused,
+    dial_picks_the_live_endpoint_among_closed_ones,
+    dialing_only_dead_endpoints_names_each_of_them,
+    dial_accepts_a_grpc_server_without_the_health_service,
+    message_limits_apply_to_the_service,
+);
 
 /// An open echo stream: `tx` sends, `rx` receives the echoes.
 struct OpenStream {
@@ -125,12 +201,18 @@ impl Drop for SilentListener {
     }
 }
 
-/// Waits until connecting to `addr` is refused.
-async fn until_refused(addr: SocketAddr) {
+/// Waits until connecting to `endpoint` is refused (for a Unix socket: until the path
+/// is gone or refuses).
+async fn until_refused(endpoint: &Endpoint) {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
     within(async {
         loop {
-            match tokio::net::TcpStream::connect(addr).await {
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            let result = match endpoint {
+                Endpoint::Tcp(addr) => tokio::net::TcpStream::connect(addr).await.map(drop),
+                Endpoint::Unix(path) => tokio::net::UnixStream::connect(path).await.map(drop),
+            };
+            match result {
+                Err(e) if matches!(e.kind(), ConnectionRefused | NotFound) => return,
                 _ => tokio::task::yield_now().await,
             }
         }
@@ -138,14 +220,24 @@ async fn until_refused(addr: SocketAddr) {
     .await;
 }
 
-#[tokio::test]
-async fn serves_two_services_on_one_port_0_server() {
-    let server = echo_server().await;
-    let addr = server.local_addr();
-    assert_ne!(addr.port(), 0, "the real port is reported");
-    assert_eq!(addr.ip(), LOCALHOST_V4.ip());
+async fn serves_two_services_on_one_server(kind: Kind) {
+    let (server, _dir) = echo_server(kind).await;
+    let endpoint = server.endpoint().clone();
+    match kind {
+        Kind::Tcp => {
+            let addr = server.local_addr();
+            assert_ne!(addr.port(), 0, "the real port is reported");
+            assert_eq!(addr.ip(), LOCALHOST_V4.ip());
+            assert_eq!(endpoint, Endpoint::Tcp(addr));
+            assert_eq!(server.tcp_addr(), Some(addr));
+        }
+        Kind::Unix => {
+            assert!(endpoint.as_unix().unwrap().exists());
+            assert_eq!(server.tcp_addr(), None);
+        }
+    }
 
-    let channel = dial([addr]).await.unwrap();
+    let channel = dial([endpoint]).await.unwrap();
     let mut stream = open_stream(channel.clone()).await;
     stream.round_trip().await;
     assert_eq!(
@@ -157,10 +249,9 @@ async fn serves_two_services_on_one_port_0_server() {
     assert_eq!(server.shutdown(DEADLINE).await.unwrap(), Shutdown::Graceful);
 }
 
-#[tokio::test]
-async fn health_reports_each_service_and_follows_the_handle() {
-    let server = echo_server().await;
-    let channel = dial([server.local_addr()]).await.unwrap();
+async fn health_reports_each_service_and_follows_the_handle(kind: Kind) {
+    let (server, _dir) = echo_server(kind).await;
+    let channel = dial([server.endpoint()]).await.unwrap();
     let echo_name = "tsercom.TsercomStream";
 
     assert_eq!(
@@ -205,16 +296,15 @@ async fn health_reports_each_service_and_follows_the_handle() {
     server.shutdown(DEADLINE).await.unwrap();
 }
 
-#[tokio::test]
-async fn graceful_shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() {
-    let server = echo_server().await;
-    let addr = server.local_addr();
-    let channel = dial([addr]).await.unwrap();
+async fn graceful_shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections(kind: Kind) {
+    let (server, _dir) = echo_server(kind).await;
+    let endpoint = server.endpoint().clone();
+    let channel = dial([&endpoint]).await.unwrap();
     let mut stream = open_stream(channel).await;
     stream.round_trip().await;
 
     let shutdown = tokio::spawn(server.shutdown(DEADLINE));
-    until_refused(addr).await;
+    until_refused(&endpoint).await;
 
     // The stream opened before the shutdown still works...
     stream.round_trip().await;
@@ -225,8 +315,11 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish_and_refuses_new_conne
     let outcome = within(shutdown).await.unwrap().unwrap();
     assert_eq!(outcome, Shutdown::Graceful);
 
-    // After the shutdown, new dials fail.
-    let error = Dialer::new([addr])
+    // After the shutdown, new dials fail (and a Unix socket file is gone).
+    if let Some(path) = endpoint.as_unix() {
+        assert!(!path.exists(), "{} was not removed", path.display());
+    }
+    let error = Dialer::new([endpoint])
         .connect_timeout(Duration::from_secs(2))
         .dial()
         .await
@@ -234,10 +327,9 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish_and_refuses_new_conne
     assert!(matches!(error, TransportError::AllFailed { .. }), "{error}");
 }
 
-#[tokio::test]
-async fn shutdown_deadline_aborts_a_stream_that_never_ends() {
-    let server = echo_server().await;
-    let channel = dial([server.local_addr()]).await.unwrap();
+async fn shutdown_deadline_aborts_a_stream_that_never_ends(kind: Kind) {
+    let (server, _dir) = echo_server(kind).await;
+    let channel = dial([server.endpoint()]).await.unwrap();
     let mut stream = open_stream(channel).await;
     stream.round_trip().await;
 
@@ -249,10 +341,9 @@ async fn shutdown_deadline_aborts_a_stream_that_never_ends() {
     assert!(ended.is_err(), "expected an error, got {ended:?}");
 }
 
-#[tokio::test]
-async fn shutdown_tells_health_watchers_not_serving() {
-    let server = echo_server().await;
-    let channel = dial([server.local_addr()]).await.unwrap();
+async fn shutdown_tells_health_watchers_not_serving(kind: Kind) {
+    let (server, _dir) = echo_server(kind).await;
+    let channel = dial([server.endpoint()]).await.unwrap();
     let request = HealthCheckRequest {
         service: String::new(),
     };
@@ -274,26 +365,28 @@ async fn shutdown_tells_health_watchers_not_serving() {
     assert!(within(watch.message()).await.is_err());
 }
 
-#[tokio::test]
-async fn dropping_the_server_aborts_its_connections() {
-    let server = echo_server().await;
-    let addr = server.local_addr();
-    let channel = dial([addr]).await.unwrap();
+async fn dropping_the_server_aborts_its_connections(kind: Kind) {
+    let (server, _dir) = echo_server(kind).await;
+    let endpoint = server.endpoint().clone();
+    let channel = dial([&endpoint]).await.unwrap();
     let mut stream = open_stream(channel).await;
     stream.round_trip().await;
 
     drop(server);
     let ended = within(stream.rx.message()).await;
     assert!(ended.is_err(), "expected an error, got {ended:?}");
-    until_refused(addr).await;
+    until_refused(&endpoint).await;
+    if let Some(path) = endpoint.as_unix() {
+        assert!(!path.exists(), "{} was not removed", path.display());
+    }
 }
 
-#[tokio::test]
-async fn duplicate_services_are_refused() {
+async fn duplicate_services_are_refused(kind: Kind) {
+    let dir = Dir::new(kind);
     let error = Server::builder()
         .add_service(TsercomStreamServer::new(Echo))
         .add_service(TsercomStreamServer::new(Echo))
-        .serve(LOCALHOST_V4)
+        .serve_endpoint(dir.endpoint("dup"))
         .await
         .unwrap_err();
     assert!(
@@ -330,7 +423,7 @@ async fn serves_on_a_listener_the_caller_bound() {
 
 #[tokio::test]
 async fn dial_picks_the_live_address_among_closed_and_silent_ones() {
-    let server = echo_server().await;
+    let (server, _dir) = echo_server(Kind::Tcp).await;
     let silent = SilentListener::start().await;
     let closed_a = closed_port(LOCALHOST_V4).await;
     let closed_b = closed_port(LOCALHOST_V4).await;
@@ -344,38 +437,58 @@ async fn dial_picks_the_live_address_among_closed_and_silent_ones() {
         .unwrap();
     // The attempts run together: the silent listener does not hold up the live one.
     assert!(started.elapsed() < connect_timeout);
-    assert_eq!(peer, server.local_addr());
+    assert_eq!(peer, server.endpoint().clone());
     open_stream(channel).await.round_trip().await;
 }
 
-#[tokio::test]
-async fn dialing_only_dead_addresses_names_each_of_them() {
-    let closed_a = closed_port(LOCALHOST_V4).await;
-    let closed_b = closed_port(LOCALHOST_V4).await;
-    let error = dial([closed_a, closed_b]).await.unwrap_err();
+async fn dial_picks_the_live_endpoint_among_closed_ones(kind: Kind) {
+    let (server, dir) = echo_server(kind).await;
+    let closed_a = dir.closed("closed-a").await;
+    let closed_b = dir.closed("closed-b").await;
+    // A TCP candidate beside a Unix one: a dialer takes both.
+    let closed_tcp: Endpoint = closed_port(LOCALHOST_V4).await.into();
+    let live = server.endpoint().clone();
+    let (peer, channel) = Dialer::new([closed_a, closed_tcp, live.clone(), closed_b])
+        .dial_peer()
+        .await
+        .unwrap();
+    assert_eq!(peer, live);
+    open_stream(channel).await.round_trip().await;
+}
+
+async fn dialing_only_dead_endpoints_names_each_of_them(kind: Kind) {
+    let dir = Dir::new(kind);
+    let closed_a = dir.closed("closed-a").await;
+    let closed_b = dir.closed("closed-b").await;
+    let error = dial([closed_a.clone(), closed_b.clone()])
+        .await
+        .unwrap_err();
     let TransportError::AllFailed { failures } = &error else {
         panic!("expected AllFailed, got {error}");
     };
-    let addrs: Vec<SocketAddr> = failures.iter().map(|f| f.addr).collect();
-    assert_eq!(addrs, [closed_a, closed_b]);
+    let endpoints: Vec<Endpoint> = failures.iter().map(|f| f.endpoint.clone()).collect();
+    assert_eq!(endpoints, [closed_a.clone(), closed_b.clone()]);
     assert!(failures
         .iter()
         .all(|f| matches!(f.cause, DialFailureCause::Connect(_))));
     let message = error.to_string();
     assert!(message.contains(&closed_a.to_string()), "{message}");
     assert!(message.contains(&closed_b.to_string()), "{message}");
-    assert!(message.to_lowercase().contains("refused"), "{message}");
+    let expected = match kind {
+        Kind::Tcp => "refused",
+        Kind::Unix => "no such file",
+    };
+    assert!(message.to_lowercase().contains(expected), "{message}");
+    // A missing socket file means nobody listens: like an unreachable host.
+    assert_eq!(error.is_unreachable(), kind == Kind::Unix, "{error}");
 }
 
-#[tokio::test]
-async fn dial_accepts_a_grpc_server_without_the_health_service() {
-    let server = Server::builder()
+async fn dial_accepts_a_grpc_server_without_the_health_service(kind: Kind) {
+    let builder = Server::builder()
         .health(false)
-        .add_service(TsercomStreamServer::new(Echo))
-        .serve(LOCALHOST_V4)
-        .await
-        .unwrap();
-    let channel = dial([server.local_addr()]).await.unwrap();
+        .add_service(TsercomStreamServer::new(Echo));
+    let (server, _dir) = serve_on(kind, builder).await;
+    let channel = dial([server.endpoint()]).await.unwrap();
     let missing = health_status(channel.clone(), "").await.unwrap_err();
     assert_eq!(missing.code(), tonic::Code::Unimplemented);
     open_stream(channel).await.round_trip().await;
@@ -383,7 +496,7 @@ async fn dial_accepts_a_grpc_server_without_the_health_service() {
 
 #[tokio::test]
 async fn dialing_nothing_is_an_error() {
-    let error = dial([]).await.unwrap_err();
+    let error = dial(Vec::<Endpoint>::new()).await.unwrap_err();
     assert!(matches!(error, TransportError::NoCandidates), "{error}");
 }
 
@@ -397,8 +510,11 @@ async fn connect_timeout_against_a_listener_that_never_answers() {
         .await
         .unwrap_err();
     match &error {
-        TransportError::TimedOut { addrs, timeout: t } => {
-            assert_eq!(addrs, &[silent.addr]);
+        TransportError::TimedOut {
+            endpoints,
+            timeout: t,
+        } => {
+            assert_eq!(endpoints, &[Endpoint::Tcp(silent.addr)]);
             assert_eq!(*t, timeout);
         }
         other => panic!("expected TimedOut, got {other}"),
@@ -426,7 +542,7 @@ async fn ipv6_loopback_works() {
     // An IPv4 candidate that is closed and the IPv6 one that is live.
     let closed = closed_port(LOCALHOST_V4).await;
     let (peer, channel) = Dialer::new([closed, addr]).dial_peer().await.unwrap();
-    assert_eq!(peer, addr);
+    assert_eq!(peer, Endpoint::Tcp(addr));
     open_stream(channel.clone()).await.round_trip().await;
     assert_eq!(
         health_status(channel, "").await.unwrap(),
@@ -434,16 +550,12 @@ async fn ipv6_loopback_works() {
     );
 }
 
-#[tokio::test]
-async fn message_limits_apply_to_the_service() {
-    let server = Server::builder()
-        .add_service(
-            TsercomStreamServer::new(Echo).with_message_limits(MessageLimits::symmetric(1024)),
-        )
-        .serve(LOCALHOST_V4)
-        .await
-        .unwrap();
-    let mut stream = open_stream(dial([server.local_addr()]).await.unwrap()).await;
+async fn message_limits_apply_to_the_service(kind: Kind) {
+    let builder = Server::builder().add_service(
+        TsercomStreamServer::new(Echo).with_message_limits(MessageLimits::symmetric(1024)),
+    );
+    let (server, _dir) = serve_on(kind, builder).await;
+    let mut stream = open_stream(dial([server.endpoint()]).await.unwrap()).await;
     stream.round_trip().await;
 
     let too_big = Envelope {

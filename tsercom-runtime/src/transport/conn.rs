@@ -5,41 +5,69 @@
 //! which fails its reads and writes as soon as the server signals an abort (or is dropped).
 //! hyper then drops the connection and every RPC on it.
 //!
-//! With TLS, [`TlsIncoming`] performs the handshake on this wrapper
+//! With TLS, `TlsIncoming` (in `tls_accept.rs`) performs the handshake on this wrapper
 //! (`TlsStream<ServerIo>`), so an abort ends TLS connections too.
+//!
+//! The tracker also admits connections: it refuses (closes at once) a connection beyond
+//! the server's total or per-IP limit, and counts what it refuses in [`Counters`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use std::time::Duration;
-
-use futures::Stream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
+use tokio::time::Instant;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// Counts live connections and tells them when to abort.
+use super::stats::{bump, Counters};
+
+/// How many connections a server admits: in total, and per remote IP address (`None`:
+/// no limit).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnLimits {
+    pub(crate) total: Option<usize>,
+    pub(crate) per_ip: Option<usize>,
+}
+
+/// Open connections per remote IP address.
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// Admits and counts live connections and tells them when to abort.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnTracker {
     live: Arc<AtomicUsize>,
     abort: watch::Receiver<bool>,
+    limits: ConnLimits,
+    per_ip: PerIp,
+    counters: Arc<Counters>,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The server has its maximum number of connections open.
+    Total(usize),
+    /// The remote IP address has its maximum number of connections open.
+    PerIp(IpAddr, usize),
 }
 
 impl ConnTracker {
     /// A tracker and the sender that aborts its connections (`true`, or dropping it).
-    pub(crate) fn new() -> (Self, watch::Sender<bool>) {
+    pub(crate) fn new(limits: ConnLimits, counters: Arc<Counters>) -> (Self, watch::Sender<bool>) {
         let (tx, rx) = watch::channel(false);
         let tracker = Self {
             live: Arc::new(AtomicUsize::new(0)),
             abort: rx,
+            limits,
+            per_ip: Arc::default(),
+            counters,
         };
         (tracker, tx)
     }
@@ -49,11 +77,41 @@ impl ConnTracker {
         self.live.load(Ordering::Acquire)
     }
 
-    /// Wraps an accepted stream.
-    pub(crate) fn wrap(&self, inner: TcpStream) -> ServerIo {
+    /// The server's counters.
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Admits an accepted stream within the limits, or refuses it (the caller closes it).
+    /// Called from the one accept loop only, so a check and its increment do not race
+    /// with another admission.
+    pub(crate) fn admit(&self, inner: Socket) -> Result<ServerIo, Refusal> {
+        if let Some(max) = self.limits.total {
+            if self.live() >= max {
+                bump(&self.counters.refused_max_connections);
+                return Err(Refusal::Total(max));
+            }
+        }
+        let ip = match &inner {
+            Socket::Tcp(s) => s.peer_addr().ok().map(|a| a.ip()),
+            Socket::Unix(_) => None,
+        };
+        if let Some(ip) = ip {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let open = per_ip.entry(ip).or_insert(0);
+            if let Some(max) = self.limits.per_ip.filter(|max| *open >= *max) {
+                if *open == 0 {
+                    per_ip.remove(&ip);
+                }
+                bump(&self.counters.refused_per_ip);
+                return Err(Refusal::PerIp(ip, max));
+            }
+            *open = open.saturating_add(1);
+        }
+        bump(&self.counters.accepted);
         self.live.fetch_add(1, Ordering::AcqRel);
         let mut abort = self.abort.clone();
-        ServerIo {
+        Ok(ServerIo {
             inner,
             abort: Box::pin(async move {
                 // An error means the sender is gone: the server was dropped, abort too.
@@ -61,19 +119,113 @@ impl ConnTracker {
             }),
             aborted: false,
             live: Arc::clone(&self.live),
+            ip,
+            per_ip: Arc::clone(&self.per_ip),
+            accepted_at: Instant::now(),
+        })
+    }
+}
+
+/// A connected stream socket, accepted or dialed: TCP or Unix domain socket.
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    /// Connects to `endpoint` (setting `TCP_NODELAY` as asked, for TCP).
+    pub(crate) async fn connect(endpoint: &super::Endpoint, nodelay: bool) -> io::Result<Self> {
+        match endpoint {
+            super::Endpoint::Tcp(addr) => {
+                let tcp = TcpStream::connect(addr).await?;
+                tcp.set_nodelay(nodelay)?;
+                Ok(Socket::Tcp(tcp))
+            }
+            super::Endpoint::Unix(path) => Ok(Socket::Unix(UnixStream::connect(path).await?)),
+        }
+    }
+
+    /// The peer's address, for a TCP connection.
+    pub(crate) fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Socket::Tcp(s) => s.peer_addr().ok(),
+            Socket::Unix(_) => None,
         }
     }
 }
 
-/// An accepted TCP stream that fails once the server aborts.
+macro_rules! on_socket {
+    ($socket:expr, $s:ident => $body:expr) => {
+        match $socket {
+            Socket::Tcp($s) => $body,
+            Socket::Unix($s) => $body,
+        }
+    };
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        on_socket!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        on_socket!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        on_socket!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        on_socket!(self, s => s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_socket!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_socket!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// An accepted stream that fails once the server aborts.
 pub(crate) struct ServerIo {
-    inner: TcpStream,
+    inner: Socket,
     abort: Pin<Box<dyn Future<Output = ()> + Send>>,
     aborted: bool,
     live: Arc<AtomicUsize>,
+    /// The remote IP address, counted in `per_ip` while the connection is open.
+    ip: Option<IpAddr>,
+    per_ip: PerIp,
+    accepted_at: Instant,
 }
 
 impl ServerIo {
+    /// The accepted socket.
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.inner
+    }
+
+    /// When the connection was accepted.
+    pub(crate) fn accepted_at(&self) -> Instant {
+        self.accepted_at
+    }
+
     fn check_abort(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         if !self.aborted && self.abort.as_mut().poll(cx).is_ready() {
             self.aborted = true;
@@ -92,6 +244,15 @@ impl ServerIo {
 impl Drop for ServerIo {
     fn drop(&mut self) {
         self.live.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(open) = per_ip.get_mut(&ip) {
+                *open = open.saturating_sub(1);
+                if *open == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -144,114 +305,18 @@ impl AsyncWrite for ServerIo {
 }
 
 impl Connected for ServerIo {
+    /// TCP connection info for both kinds, so that tonic's `Request::remote_addr` and
+    /// `Request::peer_certs` (which look for exactly this type) work; a Unix socket
+    /// connection has no addresses (`None`, `None`).
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-/// How long a connection whose handshake failed is kept open for the client to read the
-/// alert, at most.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// The accepted connections of a TLS server: each accepted socket is handshaken in its
-/// own task (a slow client holds up no one), and only connections whose handshake
-/// succeeded are handed on. The handshake tasks end with the stream.
-pub(crate) struct TlsIncoming<S> {
-    /// `None` once the listener has ended.
-    inner: Option<S>,
-    acceptor: TlsAcceptor,
-    timeout: Duration,
-    handshakes: JoinSet<Option<TlsStream<ServerIo>>>,
-}
-
-impl<S> TlsIncoming<S> {
-    pub(crate) fn new(inner: S, acceptor: TlsAcceptor, timeout: Duration) -> Self {
-        Self {
-            inner: Some(inner),
-            acceptor,
-            timeout,
-            handshakes: JoinSet::new(),
+        match &self.inner {
+            Socket::Tcp(s) => s.connect_info(),
+            Socket::Unix(_) => TcpConnectInfo {
+                local_addr: None,
+                remote_addr: None,
+            },
         }
     }
-}
-
-impl<S> Stream for TlsIncoming<S>
-where
-    S: Stream<Item = io::Result<ServerIo>> + Unpin,
-{
-    type Item = io::Result<TlsStream<ServerIo>>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        while let Some(inner) = this.inner.as_mut() {
-            match Pin::new(inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(io))) => {
-                    let handshake = handshake(this.acceptor.clone(), io, this.timeout);
-                    this.handshakes.spawn(handshake);
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => this.inner = None,
-                Poll::Pending => break,
-            }
-        }
-        loop {
-            match this.handshakes.poll_join_next(cx) {
-                Poll::Ready(Some(Ok(Some(tls)))) => return Poll::Ready(Some(Ok(tls))),
-                // A failed handshake (already logged), or a task that panicked.
-                Poll::Ready(Some(_)) => continue,
-                Poll::Ready(None) if this.inner.is_none() => return Poll::Ready(None),
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-/// One server handshake, bounded by `timeout`. On failure the connection is closed
-/// politely (see [`linger`]) and `None` returned.
-async fn handshake(
-    acceptor: TlsAcceptor,
-    io: ServerIo,
-    timeout: Duration,
-) -> Option<TlsStream<ServerIo>> {
-    let peer = io.inner.peer_addr().ok();
-    let accept = acceptor.accept(io).into_fallible();
-    match tokio::time::timeout(timeout, accept).await {
-        Ok(Ok(tls)) => Some(tls),
-        Ok(Err((error, io))) => {
-            if super::tls::tls_failure(&error) == Some(super::tls::TlsFailure::Rejected) {
-                tracing::info!(?peer, %error, "TLS handshake refused: certificate rejected");
-            } else {
-                tracing::debug!(?peer, %error, "TLS handshake failed");
-            }
-            linger(io).await;
-            None
-        }
-        Err(_elapsed) => {
-            tracing::debug!(?peer, ?timeout, "TLS handshake timed out");
-            None
-        }
-    }
-}
-
-/// Closes a connection whose handshake failed so that the client reads why.
-///
-/// With TLS 1.3 a client sends its certificate, then at once its first request; the
-/// server checks the certificate only then. Closing right after the alert, with that
-/// request unread, makes the kernel reset the connection, and the client sees a broken
-/// pipe instead of the alert. So: the alert is already written; send FIN, read and
-/// discard until the client closes (it does once it has read the alert), at most
-/// [`LINGER`].
-async fn linger(mut io: ServerIo) {
-    let _ = io.shutdown().await;
-    let mut discard = [0_u8; 4096];
-    let drain = async {
-        while let Ok(n) = io.read(&mut discard).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
 }

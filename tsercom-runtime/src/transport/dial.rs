@@ -1,32 +1,45 @@
 //! Dialing a gRPC server that may be reachable at several addresses.
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tonic::transport::{Channel, Endpoint};
+use hyper_util::rt::TokioIo;
+use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+use super::conn::Socket;
 use super::error::{DialFailure, DialFailureCause};
-use super::{ClientTls, TransportError};
+use super::{ClientTls, Endpoint, TransportError};
 
 /// The connect timeout of a [`Dialer`] unless set otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Dials the first of `addrs` that answers, with the default settings of [`Dialer`].
-pub async fn dial(addrs: impl IntoIterator<Item = SocketAddr>) -> Result<Channel, TransportError> {
-    Dialer::new(addrs).dial().await
+/// Dials the first of `endpoints` that answers, with the default settings of [`Dialer`].
+///
+/// Takes socket addresses or [`Endpoint`]s (TCP or Unix domain socket).
+pub async fn dial(
+    endpoints: impl IntoIterator<Item = impl Into<Endpoint>>,
+) -> Result<Channel, TransportError> {
+    Dialer::new(endpoints).dial().await
 }
 
 /// Connects to a gRPC server that may be reachable at several addresses (IPv4 and IPv6,
-/// typically from mDNS or DNS).
+/// typically from mDNS or DNS), or at a Unix domain socket path.
 ///
 /// Every candidate is tried at the same time; the first connection established wins and
 /// the other attempts are cancelled. Each attempt has the connect timeout, so a dial
-/// takes at most that long. The resulting [`Channel`] reconnects to the winning address
+/// takes at most that long. The resulting [`Channel`] reconnects to the winning endpoint
 /// by itself if the connection drops later.
+///
+/// A Unix domain socket endpoint ([`Endpoint::Unix`]) is dialed through the socket file;
+/// with TLS, [`ClientTls::server_name`] must be set (there is no IP address to verify),
+/// else the attempt fails with [`TlsError::UnixNeedsServerName`](super::TlsError).
 ///
 /// A connection counts as established once the peer has answered a gRPC request (see
 /// [`verify_grpc`](Self::verify_grpc)): a TCP handshake alone does not prove that a
@@ -37,7 +50,7 @@ pub async fn dial(addrs: impl IntoIterator<Item = SocketAddr>) -> Result<Channel
 /// open (see [`http2_keepalive`](Self::http2_keepalive)).
 #[derive(Debug, Clone)]
 pub struct Dialer {
-    addrs: Vec<SocketAddr>,
+    endpoints: Vec<Endpoint>,
     connect_timeout: Duration,
     tcp_nodelay: bool,
     verify_grpc: bool,
@@ -48,16 +61,18 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// A dialer for `addrs`, in order of preference (duplicates are ignored).
-    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+    /// A dialer for `endpoints` (socket addresses or [`Endpoint`]s), in order of
+    /// preference (duplicates are ignored).
+    pub fn new(endpoints: impl IntoIterator<Item = impl Into<Endpoint>>) -> Self {
         let mut unique = Vec::new();
-        for addr in addrs {
-            if !unique.contains(&addr) {
-                unique.push(addr);
+        for endpoint in endpoints {
+            let endpoint = endpoint.into();
+            if !unique.contains(&endpoint) {
+                unique.push(endpoint);
             }
         }
         Self {
-            addrs: unique,
+            endpoints: unique,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tcp_nodelay: true,
             verify_grpc: true,
@@ -133,9 +148,9 @@ impl Dialer {
         self
     }
 
-    /// The candidate addresses, duplicates removed.
-    pub fn addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+    /// The candidate endpoints, duplicates removed.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
     }
 
     /// Connects to the first candidate that answers.
@@ -144,24 +159,24 @@ impl Dialer {
     }
 
     /// Connects to the first candidate that answers and tells which one it was.
-    pub async fn dial_peer(&self) -> Result<(SocketAddr, Channel), TransportError> {
+    pub async fn dial_peer(&self) -> Result<(Endpoint, Channel), TransportError> {
         /// Attempts per candidate in flight at most, with `resend_every`.
         const MAX_IN_FLIGHT: usize = 16;
-        if self.addrs.is_empty() {
+        if self.endpoints.is_empty() {
             return Err(TransportError::NoCandidates);
         }
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        let start = |index: usize, addr: SocketAddr| async move {
-            (index, addr, self.attempt(addr, deadline).await)
+        let start = |index: usize, endpoint: Endpoint| async move {
+            (index, self.attempt(&endpoint, deadline).await)
         };
         let mut attempts: FuturesUnordered<_> = self
-            .addrs
+            .endpoints
             .iter()
             .enumerate()
-            .map(|(index, &addr)| start(index, addr))
+            .map(|(index, endpoint)| start(index, endpoint.clone()))
             .collect();
-        let mut in_flight = vec![1_usize; self.addrs.len()];
-        let mut failures: Vec<Option<DialFailure>> = self.addrs.iter().map(|_| None).collect();
+        let mut in_flight = vec![1_usize; self.endpoints.len()];
+        let mut failures: Vec<Option<DialFailure>> = self.endpoints.iter().map(|_| None).collect();
         let mut resend = self.resend_every.map(|every| {
             let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -176,18 +191,20 @@ impl Dialer {
             };
             tokio::select! {
                 next = attempts.next() => match next {
-                    Some((_, addr, Ok(channel))) => {
-                        tracing::debug!(%addr, "dialed");
+                    Some((index, Ok(channel))) => {
+                        let Some(endpoint) = self.endpoints.get(index) else { continue };
+                        tracing::debug!(%endpoint, "dialed");
                         // Dropping `attempts` cancels the attempts still running.
-                        return Ok((addr, channel));
+                        return Ok((endpoint.clone(), channel));
                     }
-                    Some((index, addr, Err(cause))) => {
-                        tracing::debug!(%addr, %cause, "dial attempt failed");
+                    Some((index, Err(cause))) => {
+                        let Some(endpoint) = self.endpoints.get(index) else { continue };
+                        tracing::debug!(%endpoint, %cause, "dial attempt failed");
                         if let Some(n) = in_flight.get_mut(index) {
-                            *n -= 1;
+                            *n = n.saturating_sub(1);
                         }
                         if let Some(slot) = failures.get_mut(index) {
-                            *slot = Some(DialFailure { addr, cause });
+                            *slot = Some(DialFailure { endpoint: endpoint.clone(), cause });
                         }
                     }
                     None => break,
@@ -197,12 +214,12 @@ impl Dialer {
                         resend = None;
                         continue;
                     }
-                    for (index, &addr) in self.addrs.iter().enumerate() {
+                    for (index, endpoint) in self.endpoints.iter().enumerate() {
                         // Only candidates still waiting: one that refused has answered.
                         if let Some(n) = in_flight.get_mut(index) {
                             if *n > 0 && *n < MAX_IN_FLIGHT {
                                 *n += 1;
-                                attempts.push(start(index, addr));
+                                attempts.push(start(index, endpoint.clone()));
                             }
                         }
                     }
@@ -215,7 +232,7 @@ impl Dialer {
             .all(|f| matches!(f.cause, DialFailureCause::TimedOut(_)))
         {
             Err(TransportError::TimedOut {
-                addrs: failures.iter().map(|f| f.addr).collect(),
+                endpoints: failures.iter().map(|f| f.endpoint.clone()).collect(),
                 timeout: self.connect_timeout,
             })
         } else {
@@ -223,11 +240,19 @@ impl Dialer {
         }
     }
 
-    /// The endpoint for one address.
-    fn endpoint(&self, addr: SocketAddr) -> Result<Endpoint, DialFailureCause> {
+    /// The tonic endpoint for one candidate.
+    fn tonic_endpoint(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<tonic::transport::Endpoint, DialFailureCause> {
         // `SocketAddr`'s Display brackets IPv6 addresses, as URIs need. With TLS the
-        // scheme stays `http`: the TLS connector below does the handshake.
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        // scheme stays `http`: the TLS connector below does the handshake. A Unix socket
+        // is reached by the connector; the URI only names the HTTP/2 authority.
+        let uri = match endpoint {
+            Endpoint::Tcp(addr) => format!("http://{addr}"),
+            Endpoint::Unix(_) => "http://localhost".to_owned(),
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(uri)
             .map_err(DialFailureCause::InvalidEndpoint)?
             .tcp_nodelay(self.tcp_nodelay)
             .keep_alive_while_idle(false)
@@ -242,21 +267,25 @@ impl Dialer {
     /// tonic's own `connect_timeout` would cover the TCP handshake only).
     async fn attempt(
         &self,
-        addr: SocketAddr,
+        target: &Endpoint,
         deadline: tokio::time::Instant,
     ) -> Result<Channel, DialFailureCause> {
-        let endpoint = self.endpoint(addr)?;
+        let endpoint = self.tonic_endpoint(target)?;
         let tls = match &self.tls {
             Some(tls) => Some(
-                tls.connector(addr, self.tcp_nodelay)
+                tls.connector(target, self.tcp_nodelay)
                     .map_err(|e| DialFailureCause::TlsFailed(Box::new(e)))?,
             ),
             None => None,
         };
         let connect = async {
-            let connected = match &tls {
-                Some(connector) => endpoint.connect_with_connector(connector.clone()).await,
-                None => endpoint.connect().await,
+            let connected = match (&tls, target) {
+                (Some(connector), _) => endpoint.connect_with_connector(connector.clone()).await,
+                (None, Endpoint::Tcp(_)) => endpoint.connect().await,
+                (None, Endpoint::Unix(path)) => {
+                    let connector = UnixConnect { path: path.clone() };
+                    endpoint.connect_with_connector(connector).await
+                }
             };
             let channel = connected.map_err(|e| DialFailureCause::from_connect(e, tls.as_ref()))?;
             if self.verify_grpc {
@@ -267,6 +296,28 @@ impl Dialer {
         tokio::time::timeout_at(deadline, connect)
             .await
             .unwrap_or(Err(DialFailureCause::TimedOut(self.connect_timeout)))
+    }
+}
+
+/// Connects plain-text dial attempts to a Unix domain socket.
+#[derive(Clone)]
+struct UnixConnect {
+    path: PathBuf,
+}
+
+impl tonic::codegen::Service<tonic::transport::Uri> for UnixConnect {
+    type Response = TokioIo<Socket>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: tonic::transport::Uri) -> Self::Future {
+        let endpoint = Endpoint::Unix(self.path.clone());
+        Box::pin(async move { Ok(TokioIo::new(Socket::connect(&endpoint, false).await?)) })
     }
 }
 
@@ -290,6 +341,7 @@ async fn verify_grpc(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
@@ -299,14 +351,15 @@ mod tests {
     fn candidates_keep_their_order_without_duplicates() {
         let a = addr("127.0.0.1:1");
         let b = addr("[::1]:2");
-        let dialer = Dialer::new([a, b, a, b]);
-        assert_eq!(dialer.addrs(), [a, b]);
+        let c = Endpoint::unix("/run/x.sock");
+        let dialer = Dialer::new([a.into(), b.into(), c.clone(), a.into(), c.clone()]);
+        assert_eq!(dialer.endpoints(), [a.into(), b.into(), c]);
     }
 
     #[test]
     fn ipv6_endpoints_are_bracketed() {
-        let dialer = Dialer::new([]);
-        let endpoint = dialer.endpoint(addr("[::1]:50051"));
+        let dialer = Dialer::new(Vec::<Endpoint>::new());
+        let endpoint = dialer.tonic_endpoint(&addr("[::1]:50051").into());
         let uri = endpoint.map(|e| e.uri().to_string()).unwrap_or_default();
         assert_eq!(uri, "http://[::1]:50051/");
     }
@@ -331,7 +384,7 @@ mod tests {
     #[test]
     fn timeouts_are_unreachable() {
         let error = TransportError::TimedOut {
-            addrs: vec![addr("127.0.0.1:1")],
+            endpoints: vec![addr("127.0.0.1:1").into()],
             timeout: Duration::from_secs(3),
         };
         assert!(error.is_unreachable());
@@ -342,12 +395,12 @@ mod tests {
     #[test]
     fn a_timeout_names_every_address() {
         let error = TransportError::TimedOut {
-            addrs: vec![addr("127.0.0.1:1"), addr("[::1]:2")],
+            endpoints: vec![addr("127.0.0.1:1").into(), Endpoint::unix("/a.sock")],
             timeout: Duration::from_secs(3),
         };
         assert_eq!(
             error.to_string(),
-            "connecting timed out after 3s (tried 127.0.0.1:1, [::1]:2)"
+            "connecting timed out after 3s (tried 127.0.0.1:1, unix:/a.sock)"
         );
     }
 }

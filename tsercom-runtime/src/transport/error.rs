@@ -2,7 +2,10 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use super::Endpoint;
 
 /// Everything that can go wrong while serving or dialing.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +19,45 @@ pub enum TransportError {
         /// Why the operating system refused.
         #[source]
         source: std::io::Error,
+    },
+
+    /// The Unix domain socket path could not be bound (or inspected before binding):
+    /// its directory does not exist, the path is too long (about 100 bytes at most), ...
+    #[error("failed to bind the Unix socket {}: {source}", .path.display())]
+    BindUnix {
+        /// The socket path that was asked for.
+        path: PathBuf,
+        /// Why the operating system refused.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The Unix domain socket path, or its directory, may not be written or read by this
+    /// process.
+    #[error("permission denied binding the Unix socket {}: {source}", .path.display())]
+    UnixPermissionDenied {
+        /// The socket path that was asked for.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another server answers on the Unix domain socket path. (A socket file nobody
+    /// answers on, left behind by a process that ended without removing it, is replaced
+    /// instead.)
+    #[error("the Unix socket {} is in use: another server answers on it", .path.display())]
+    UnixPathInUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+
+    /// A file that is not a socket exists at the Unix domain socket path; it is left
+    /// alone.
+    #[error("{} exists and is not a socket; refusing to replace it", .path.display())]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
     },
 
     /// The address a listener is bound to could not be read.
@@ -43,10 +85,10 @@ pub enum TransportError {
     NoCandidates,
 
     /// Every candidate address timed out.
-    #[error("connecting timed out after {timeout:?} (tried {})", AddrList(.addrs))]
+    #[error("connecting timed out after {timeout:?} (tried {})", AddrList(.endpoints))]
     TimedOut {
-        /// The addresses that were tried.
-        addrs: Vec<SocketAddr>,
+        /// The endpoints that were tried.
+        endpoints: Vec<Endpoint>,
         /// The connect timeout that expired.
         timeout: Duration,
     },
@@ -55,6 +97,10 @@ pub enum TransportError {
     /// that make [`ServerTls`](super::ServerTls) should have caught the reason).
     #[error(transparent)]
     Tls(#[from] super::TlsError),
+
+    /// A TLS reload was asked of a server that serves plain text.
+    #[error("the server was started without TLS; a reload cannot turn TLS on")]
+    TlsNotEnabled,
 
     /// Every candidate address failed, at least one of them for a reason other than a
     /// timeout.
@@ -98,8 +144,8 @@ impl TransportError {
 /// Why one candidate address could not be dialed.
 #[derive(Debug)]
 pub struct DialFailure {
-    /// The address that was tried.
-    pub addr: SocketAddr,
+    /// The endpoint that was tried.
+    pub endpoint: Endpoint,
     /// What went wrong.
     pub cause: DialFailureCause,
 }
@@ -201,6 +247,8 @@ impl DialFailureCause {
                         | std::io::ErrorKind::NetworkDown
                         | std::io::ErrorKind::TimedOut
                         | std::io::ErrorKind::AddrNotAvailable
+                        // A Unix socket path that does not exist: nobody listens there.
+                        | std::io::ErrorKind::NotFound
                 )
             }),
             Self::InvalidEndpoint(_)
@@ -242,7 +290,7 @@ fn io_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::Error
 
 impl fmt::Display for DialFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.addr, self.cause)
+        write!(f, "{}: {}", self.endpoint, self.cause)
     }
 }
 
@@ -306,7 +354,7 @@ impl fmt::Display for ErrorChain<'_> {
     }
 }
 
-struct AddrList<'a>(&'a [SocketAddr]);
+struct AddrList<'a>(&'a [Endpoint]);
 
 impl fmt::Display for AddrList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,5 +1,5 @@
 //! Serving and dialing gRPC: one server hosting several tonic services, and a dialer that
-//! races several candidate addresses.
+//! races several candidate addresses, over TCP or Unix domain sockets.
 //!
 //! - [`Server::builder`] hosts any number of tonic services (generated `FooServer<T>`s)
 //!   on one socket, binds port 0 and reports the real address
@@ -8,6 +8,8 @@
 //!   down gracefully with a deadline ([`Server::shutdown`]).
 //! - [`dial`] / [`Dialer`] connect to the first of several addresses (IPv4 and IPv6) that
 //!   answers, all tried at once, each attempt bounded by a connect timeout.
+//! - Both work on an [`Endpoint`]: a TCP address or a Unix domain socket path
+//!   (`unix:/run/app/agg.sock`), see [Unix domain sockets](#unix-domain-sockets).
 //! - Every failure is a [`TransportError`].
 //!
 //! ```
@@ -41,6 +43,33 @@
 //! apply a [`MessageLimits`] to the service before [`ServerBuilder::add_service`] and to the
 //! client built on the dialed channel, with [`WithMessageLimits`].
 //!
+//! # Unix domain sockets
+//!
+//! [`ServerBuilder::serve_endpoint`] with [`Endpoint::Unix`] serves on a socket path
+//! (tokio's `UnixListener` behind tonic's incoming-stream hook), with everything a TCP
+//! server has: health, connection tracking, TLS and graceful shutdown. It replaces a stale
+//! socket file, refuses a path someone answers on or a file that is not a socket, and
+//! removes the file when the server stops. [`Server::endpoint`] is the bound endpoint;
+//! [`Server::local_addr`] is meaningful for TCP only. [`Dialer`] dials a path through
+//! tonic's connector hook. Over TLS, set [`ClientTls::server_name`]: there is no IP
+//! address to verify.
+//!
+//! ```
+//! use tsercom_runtime::transport::{dial, Endpoint, Server};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let endpoint = Endpoint::unix(dir.path().join("agg.sock"));
+//! let server = Server::builder().serve_endpoint(endpoint.clone()).await?;
+//! let channel = dial([&endpoint]).await?;
+//! # drop(channel);
+//! drop(server); // removes agg.sock
+//! assert!(!dir.path().join("agg.sock").exists());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # TLS
 //!
 //! [`ServerBuilder::tls`] serves TLS (with [`ServerTls::client_ca_pem`], mutual TLS) and
@@ -49,16 +78,27 @@
 //! rejected certificate is told apart from a connection that failed.
 
 mod conn;
+mod deadline;
 mod dial;
 mod endpoint;
 mod error;
+mod health;
 mod limits;
+mod listen;
 mod server;
+mod stats;
 mod tls;
+mod tls_accept;
 
 pub use dial::{dial, Dialer, DEFAULT_CONNECT_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointParseError, IntoEndpoint, UNIX_PREFIX};
 pub use error::{BoxError, DialFailure, DialFailureCause, TransportError};
+pub use health::HealthHandle;
 pub use limits::{MessageLimits, WithMessageLimits};
-pub use server::{HealthHandle, Server, ServerBuilder, Shutdown};
+pub use server::{
+    Server, ServerBuilder, Shutdown, DEFAULT_FIRST_REQUEST_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP,
+};
+pub use stats::ServerStats;
 pub use tls::{ClientTls, PemOrigin, PemRole, ServerTls, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use tls_accept::{TlsRejection, TlsRejectionCause, TlsReloader};

@@ -1,28 +1,44 @@
 //! Hosting several tonic services on one gRPC server.
 
-use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Mutex};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
-use tonic::transport::server::{Connected, Router, TcpIncoming};
-use tonic_health::server::HealthReporter;
+use tonic::transport::server::{Connected, Router};
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
-use super::conn::{ConnTracker, TlsIncoming};
-use super::{ServerTls, TransportError};
+use super::conn::{ConnLimits, ConnTracker};
+use super::deadline::FirstRequest;
+use super::listen::{bind_unix, Incoming, Listener, SocketFile, TcpOptions};
+use super::stats::{Counters, ServerStats};
+use super::tls_accept::{
+    Report, SharedAcceptor, TlsIncoming, TlsRejection, TlsReloader, REJECTIONS_CAPACITY,
+};
+use super::{Endpoint, HealthHandle, ServerTls, TransportError};
+
+/// How long a connection may take to open its first request unless set otherwise
+/// ([`ServerBuilder::first_request_timeout`]).
+pub const DEFAULT_FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many connections a server keeps open at most unless set otherwise
+/// ([`ServerBuilder::max_connections`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// How many connections one remote IP address may keep open at most unless set otherwise
+/// ([`ServerBuilder::max_connections_per_ip`]).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 128;
 
 /// How long the serve task may take to wind down once its connections were aborted.
 const ABORT_JOIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,7 +46,10 @@ const ABORT_JOIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Configures and starts a [`Server`].
 ///
 /// Defaults: `TCP_NODELAY` on, HTTP/2 keepalive pings every 60 s with a 20 s timeout, the
-/// standard gRPC health service (`grpc.health.v1.Health`) on, HTTP/1 refused.
+/// standard gRPC health service (`grpc.health.v1.Health`) on, HTTP/1 refused; at most
+/// [`DEFAULT_MAX_CONNECTIONS`] connections, [`DEFAULT_MAX_CONNECTIONS_PER_IP`] per remote
+/// IP address, each of which must open a request within
+/// [`DEFAULT_FIRST_REQUEST_TIMEOUT`].
 ///
 /// Message size limits are a property of each tonic service, not of the server: set them
 /// on the service with [`WithMessageLimits`](super::WithMessageLimits) (or the generated
@@ -47,6 +66,8 @@ pub struct ServerBuilder {
     max_concurrent_streams: Option<u32>,
     max_frame_size: Option<u32>,
     tls: Option<ServerTls>,
+    first_request_timeout: Option<Duration>,
+    limits: ConnLimits,
 }
 
 impl Default for ServerBuilder {
@@ -63,6 +84,11 @@ impl Default for ServerBuilder {
             max_concurrent_streams: None,
             max_frame_size: None,
             tls: None,
+            first_request_timeout: Some(DEFAULT_FIRST_REQUEST_TIMEOUT),
+            limits: ConnLimits {
+                total: Some(DEFAULT_MAX_CONNECTIONS),
+                per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
+            },
         }
     }
 }
@@ -79,6 +105,9 @@ impl fmt::Debug for ServerBuilder {
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("max_frame_size", &self.max_frame_size)
             .field("tls", &self.tls.is_some())
+            .field("first_request_timeout", &self.first_request_timeout)
+            .field("max_connections", &self.limits.total)
+            .field("max_connections_per_ip", &self.limits.per_ip)
             .finish_non_exhaustive()
     }
 }
@@ -165,13 +194,77 @@ impl ServerBuilder {
         self
     }
 
+    /// Closes a connection that has not opened its first request (sent the HTTP/2
+    /// connection preface and the `HEADERS` of a request) within `timeout` of being
+    /// accepted, TLS handshake included (default [`DEFAULT_FIRST_REQUEST_TIMEOUT`];
+    /// `None`: no limit). Such connections are counted in
+    /// [`ServerStats::first_request_timeouts`].
+    ///
+    /// Sockets that never speak would otherwise hold a file descriptor each for as long
+    /// as the peer likes. A client that connects and opens no RPC for that long (a
+    /// [`Dialer`](super::Dialer) with `verify_grpc(false)`, say) is closed too; its
+    /// channel reconnects at its next RPC. The application's own handshake deadline
+    /// (the roles' Hello exchange) is not this one.
+    pub fn first_request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.first_request_timeout = timeout;
+        self
+    }
+
+    /// Keeps at most `max` connections open (default [`DEFAULT_MAX_CONNECTIONS`];
+    /// `None`: no limit). One more is accepted and closed at once, counted in
+    /// [`ServerStats::refused_max_connections`] and logged (a warning at most once a
+    /// second).
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        self.limits.total = max;
+        self
+    }
+
+    /// Keeps at most `max` connections open per remote IP address (default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`]; `None`: no limit), so one host cannot take
+    /// every connection. One more from that address is closed at once, counted in
+    /// [`ServerStats::refused_per_ip`] and logged. Unix socket clients have no address
+    /// and count towards [`max_connections`](Self::max_connections) only.
+    pub fn max_connections_per_ip(mut self, max: Option<usize>) -> Self {
+        self.limits.per_ip = max;
+        self
+    }
+
     /// Binds `addr` (port 0 picks a free port, see [`Server::local_addr`]) and starts
     /// serving in a background task.
     pub async fn serve(self, addr: SocketAddr) -> Result<Server, TransportError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| TransportError::Bind { addr, source })?;
-        self.serve_with_listener(listener).await
+        self.serve_endpoint(Endpoint::Tcp(addr)).await
+    }
+
+    /// Binds `endpoint`, a TCP address or a Unix domain socket path, and starts serving
+    /// in a background task (see [`Server::endpoint`] for the bound endpoint).
+    ///
+    /// A Unix socket is served exactly like TCP: the same services, health service,
+    /// connection tracking, TLS if set, and graceful shutdown; `TCP_NODELAY` and TCP
+    /// keepalive do not apply. Binding a path:
+    /// - a file already there that is a socket nobody answers on (left behind by a
+    ///   process that ended without removing it) is replaced;
+    /// - a socket another server answers on is [`TransportError::UnixPathInUse`], any
+    ///   other file [`TransportError::NotASocket`] (left alone);
+    /// - a directory that cannot be written is [`TransportError::UnixPermissionDenied`],
+    ///   anything else [`TransportError::BindUnix`]; each names the path.
+    ///
+    /// The socket file is created with the process's umask and removed when the server
+    /// shuts down or is dropped (unless the path meanwhile names another file).
+    pub async fn serve_endpoint(self, endpoint: Endpoint) -> Result<Server, TransportError> {
+        self.check()?;
+        match endpoint {
+            Endpoint::Tcp(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| TransportError::Bind { addr, source })?;
+                self.serve_with_listener(listener).await
+            }
+            Endpoint::Unix(path) => {
+                let (listener, file) = bind_unix(&path).await?;
+                self.start(Listener::Unix(listener), Endpoint::Unix(path), Some(file))
+                    .await
+            }
+        }
     }
 
     /// Starts serving on a listener the caller bound.
@@ -179,12 +272,29 @@ impl ServerBuilder {
         self,
         listener: TcpListener,
     ) -> Result<Server, TransportError> {
+        self.check()?;
+        let local_addr = listener.local_addr().map_err(TransportError::LocalAddr)?;
+        self.start(Listener::Tcp(listener), Endpoint::Tcp(local_addr), None)
+            .await
+    }
+
+    /// Fails early on what would make serving fail.
+    fn check(&self) -> Result<(), TransportError> {
         if let Some(name) = self.duplicate {
             return Err(TransportError::DuplicateService(name));
         }
+        tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+        Ok(())
+    }
+
+    async fn start(
+        self,
+        listener: Listener,
+        endpoint: Endpoint,
+        socket_file: Option<SocketFile>,
+    ) -> Result<Server, TransportError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
-        let local_addr = listener.local_addr().map_err(TransportError::LocalAddr)?;
 
         let mut routes = self.routes;
         let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -202,17 +312,23 @@ impl ServerBuilder {
         let names = self.names.iter().map(|n| (*n).to_owned()).collect();
         let health = HealthHandle::new(reporter, names);
 
-        let (tracker, abort_tx) = ConnTracker::new();
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(self.tcp_nodelay))
-            .with_keepalive(self.tcp_keepalive);
-        let conns = tracker.clone();
-        let incoming = incoming.map(move |accepted| accepted.map(|stream| conns.wrap(stream)));
+        let counters = Arc::new(Counters::default());
+        let (tracker, abort_tx) = ConnTracker::new(self.limits, Arc::clone(&counters));
+        let tcp = TcpOptions {
+            nodelay: self.tcp_nodelay,
+            keepalive: self.tcp_keepalive,
+        };
+        let incoming = Incoming::new(listener, tracker.clone(), tcp);
+        let first_request = self.first_request_timeout;
+        let guard = move |accepted_at: tokio::time::Instant| {
+            first_request.and_then(|t| accepted_at.checked_add(t))
+        };
 
         let acceptor = match &self.tls {
-            Some(tls) => Some((tls.acceptor()?, tls.timeout())),
+            Some(tls) => Some((Arc::new(RwLock::new(tls.acceptor()?)), tls.timeout())),
             None => None,
         };
+        let (rejections, _) = broadcast::channel(REJECTIONS_CAPACITY);
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(self.http2_keepalive_interval)
             .http2_keepalive_timeout(Some(self.http2_keepalive_timeout))
@@ -221,17 +337,41 @@ impl ServerBuilder {
             .add_routes(routes.routes());
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let services = self.names.clone();
-        let span = tracing::info_span!("grpc_server", %local_addr);
+        let span = tracing::info_span!("grpc_server", %endpoint);
+        let shared = acceptor.as_ref().map(|(a, _)| Arc::clone(a));
         let task = match acceptor {
-            None => runtime.spawn(run(router, incoming, shutdown_rx, services).instrument(span)),
+            None => {
+                let counters = Arc::clone(&counters);
+                let incoming = incoming.map(move |accepted| {
+                    accepted.map(|io| {
+                        let deadline = guard(io.accepted_at());
+                        FirstRequest::new(io, deadline, Arc::clone(&counters))
+                    })
+                });
+                runtime.spawn(run(router, incoming, shutdown_rx, services).instrument(span))
+            }
             Some((acceptor, timeout)) => {
-                let incoming = TlsIncoming::new(Box::pin(incoming), acceptor, timeout);
+                let report = Report {
+                    counters: Arc::clone(&counters),
+                    rejections: rejections.clone(),
+                };
+                let incoming = TlsIncoming::new(Box::pin(incoming), acceptor, timeout, report);
+                let counters = Arc::clone(&counters);
+                let incoming = incoming.map(move |handshaken| {
+                    handshaken.map(|tls| {
+                        let deadline = guard(tls.get_ref().0.accepted_at());
+                        FirstRequest::new(tls, deadline, Arc::clone(&counters))
+                    })
+                });
                 runtime.spawn(run(router, incoming, shutdown_rx, services).instrument(span))
             }
         };
 
         Ok(Server {
-            local_addr,
+            endpoint,
+            socket_file,
+            acceptor: shared,
+            rejections,
             health,
             shutdown_tx: Some(shutdown_tx),
             abort_tx,
@@ -276,7 +416,12 @@ const HEALTH_SERVICE_NAME: &str = <tonic_health::pb::health_server::HealthServer
 /// Stop it with [`shutdown`](Self::shutdown). Dropping the handle stops it abruptly: the
 /// listener closes and every open connection is aborted.
 pub struct Server {
-    local_addr: SocketAddr,
+    endpoint: Endpoint,
+    /// The socket file of a Unix socket server, removed at shutdown or drop.
+    socket_file: Option<SocketFile>,
+    /// The TLS acceptor new handshakes use, for a TLS server.
+    acceptor: Option<SharedAcceptor>,
+    rejections: broadcast::Sender<TlsRejection>,
     health: HealthHandle,
     shutdown_tx: Option<oneshot::Sender<()>>,
     abort_tx: watch::Sender<bool>,
@@ -287,7 +432,7 @@ pub struct Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
+            .field("endpoint", &self.endpoint)
             .field("connections", &self.tracker.live())
             .finish_non_exhaustive()
     }
@@ -311,9 +456,59 @@ impl Server {
         ServerBuilder::new()
     }
 
-    /// The address the server is bound to (with the real port when bound to port 0).
+    /// The endpoint the server is bound to: for TCP with the real port when bound to
+    /// port 0, for a Unix domain socket the path as given.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The TCP address the server is bound to (with the real port when bound to port 0);
+    /// `None` for a Unix domain socket server.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.as_tcp()
+    }
+
+    /// The TCP address the server is bound to (with the real port when bound to port 0).
+    ///
+    /// A Unix domain socket server has no socket address: this returns the unspecified
+    /// address `0.0.0.0:0`, which nothing can dial. Code that may serve on either should
+    /// use [`endpoint`](Self::endpoint) or [`tcp_addr`](Self::tcp_addr).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.endpoint
+            .as_tcp()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The server's connection counters: open now, accepted, refused by the limits,
+    /// closed for opening no request in time, accept pauses, failed TLS handshakes.
+    pub fn stats(&self) -> ServerStats {
+        self.tracker.counters().snapshot(self.tracker.live())
+    }
+
+    /// Every TLS handshake that fails from now on, as it happens: a client certificate
+    /// rejected (mutual TLS), a client that does not speak TLS, a handshake that timed
+    /// out. Each is also counted in [`stats`](Self::stats) and logged. A subscriber that
+    /// falls more than 64 behind misses the oldest (the receiver reports how many). A
+    /// server without TLS never publishes any.
+    pub fn tls_rejections(&self) -> broadcast::Receiver<TlsRejection> {
+        self.rejections.subscribe()
+    }
+
+    /// The handle that reloads this TLS server's certificate, key and client CA (see
+    /// [`TlsReloader`]); `None` for a server without TLS.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.acceptor
+            .as_ref()
+            .map(|a| TlsReloader::new(Arc::clone(a)))
+    }
+
+    /// Serves `tls` to new handshakes from now on, without a restart: the same as
+    /// [`TlsReloader::reload`]. A server started without TLS cannot turn to TLS:
+    /// [`TransportError::TlsNotEnabled`].
+    pub fn reload_tls(&self, tls: &ServerTls) -> Result<(), TransportError> {
+        self.tls_reloader()
+            .ok_or(TransportError::TlsNotEnabled)?
+            .reload(tls)
     }
 
     /// The handle that sets the health statuses this server reports.
@@ -336,6 +531,11 @@ impl Server {
         if let Some(tx) = self.shutdown_tx.take() {
             let _ = tx.send(());
         }
+        // New connections to a Unix socket fail from now on (the path is gone), like
+        // those to a closed TCP port.
+        if let Some(file) = self.socket_file.take() {
+            file.remove();
+        }
         let Some(mut task) = self.task.take() else {
             return Ok(Shutdown::Graceful);
         };
@@ -344,7 +544,7 @@ impl Server {
             Err(_elapsed) => {
                 let connections = self.tracker.live();
                 tracing::info!(
-                    local_addr = %self.local_addr,
+                    endpoint = %self.endpoint,
                     connections,
                     ?grace,
                     "shutdown deadline passed, aborting connections"
@@ -374,94 +574,5 @@ impl Drop for Server {
             task.abort();
         }
         let _ = self.abort_tx.send(true);
-    }
-}
-
-/// Sets the statuses the standard gRPC health service reports.
-///
-/// The overall status has the empty name `""` ([`HealthHandle::OVERALL`]). Each added
-/// service starts `SERVING`; [`Server::shutdown`] turns everything `NOT_SERVING`, after
-/// which the handle changes nothing. Without the health service
-/// ([`ServerBuilder::health`]) the statuses are kept but nobody can query them.
-#[derive(Clone)]
-pub struct HealthHandle {
-    reporter: HealthReporter,
-    state: Arc<Mutex<HealthState>>,
-}
-
-struct HealthState {
-    /// Every name ever given a status, so that shutdown can turn them all `NOT_SERVING`.
-    names: BTreeSet<String>,
-    shutting_down: bool,
-}
-
-impl fmt::Debug for HealthHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HealthHandle").finish_non_exhaustive()
-    }
-}
-
-impl HealthHandle {
-    /// The name of the overall server status.
-    pub const OVERALL: &'static str = "";
-
-    fn new(reporter: HealthReporter, names: BTreeSet<String>) -> Self {
-        let state = HealthState {
-            names,
-            shutting_down: false,
-        };
-        Self {
-            reporter,
-            state: Arc::new(Mutex::new(state)),
-        }
-    }
-
-    /// Reports service `S` as `SERVING`.
-    pub async fn set_serving<S: NamedService>(&self) {
-        self.set(S::NAME, ServingStatus::Serving).await;
-    }
-
-    /// Reports service `S` as `NOT_SERVING`.
-    pub async fn set_not_serving<S: NamedService>(&self) {
-        self.set(S::NAME, ServingStatus::NotServing).await;
-    }
-
-    /// Reports the service named `name` as `SERVING` (`""` is the whole server; a name
-    /// not seen before is added).
-    pub async fn set_serving_by_name(&self, name: &str) {
-        self.set(name, ServingStatus::Serving).await;
-    }
-
-    /// Reports the service named `name` as `NOT_SERVING` (`""` is the whole server; a
-    /// name not seen before is added).
-    pub async fn set_not_serving_by_name(&self, name: &str) {
-        self.set(name, ServingStatus::NotServing).await;
-    }
-
-    async fn set(&self, name: &str, status: ServingStatus) {
-        let mut state = self.state.lock().await;
-        if state.shutting_down {
-            tracing::debug!(
-                service = name,
-                ?status,
-                "health status ignored: shutting down"
-            );
-            return;
-        }
-        tracing::debug!(service = name, ?status, "health status set");
-        state.names.insert(name.to_owned());
-        self.reporter.set_service_status(name, status).await;
-    }
-
-    /// Turns every status `NOT_SERVING` for good.
-    async fn shut_down(&self) {
-        let mut state = self.state.lock().await;
-        state.shutting_down = true;
-        state.names.insert(Self::OVERALL.to_owned());
-        for name in &state.names {
-            self.reporter
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
     }
 }

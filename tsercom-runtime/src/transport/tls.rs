@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -12,8 +11,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+
+use super::conn::Socket;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -122,6 +122,15 @@ pub enum TlsError {
     /// address.
     #[error("`{0}` is not a valid server name (expected a DNS name or an IP address)")]
     InvalidServerName(String),
+    /// Dialing a Unix domain socket with TLS needs a name to verify the server's
+    /// certificate for: there is no IP address to verify. Set
+    /// [`ClientTls::server_name`].
+    #[error(
+        "dialing the Unix socket {} with TLS needs a server name to verify; set \
+         ClientTls::server_name",
+        .0.display()
+    )]
+    UnixNeedsServerName(PathBuf),
 }
 
 /// The PEM text of one input, checked, with where it came from.
@@ -502,10 +511,10 @@ impl ClientTls {
         self.identity.is_some()
     }
 
-    /// The connector for one dial attempt to `addr`.
+    /// The connector for one dial attempt to `endpoint`.
     pub(crate) fn connector(
         &self,
-        addr: SocketAddr,
+        endpoint: &super::Endpoint,
         nodelay: bool,
     ) -> Result<TlsConnect, TlsError> {
         let provider = Arc::new(provider());
@@ -533,12 +542,17 @@ impl ClientTls {
         let name = match &self.server_name {
             Some(name) => ServerName::try_from(name.clone())
                 .map_err(|_| TlsError::InvalidServerName(name.clone()))?,
-            None => ServerName::IpAddress(addr.ip().into()),
+            None => match endpoint {
+                super::Endpoint::Tcp(addr) => ServerName::IpAddress(addr.ip().into()),
+                super::Endpoint::Unix(path) => {
+                    return Err(TlsError::UnixNeedsServerName(path.clone()))
+                }
+            },
         };
         Ok(TlsConnect {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             name,
-            addr,
+            endpoint: endpoint.clone(),
             nodelay,
             timeout: self.handshake_timeout,
             failure: Arc::new(Mutex::new(None)),
@@ -560,7 +574,7 @@ const ALPN_H2: &[u8] = b"h2";
 pub(crate) struct TlsConnect {
     connector: tokio_rustls::TlsConnector,
     name: ServerName<'static>,
-    addr: SocketAddr,
+    endpoint: super::Endpoint,
     nodelay: bool,
     timeout: Duration,
     failure: Arc<Mutex<Option<rustls::Error>>>,
@@ -577,7 +591,7 @@ impl TlsConnect {
 }
 
 impl tonic::codegen::Service<tonic::transport::Uri> for TlsConnect {
-    type Response = TokioIo<Recorded<tokio_rustls::client::TlsStream<TcpStream>>>;
+    type Response = TokioIo<Recorded<tokio_rustls::client::TlsStream<Socket>>>;
     type Error = std::io::Error;
     type Future =
         Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
@@ -589,9 +603,8 @@ impl tonic::codegen::Service<tonic::transport::Uri> for TlsConnect {
     fn call(&mut self, _uri: tonic::transport::Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let tcp = TcpStream::connect(this.addr).await?;
-            tcp.set_nodelay(this.nodelay)?;
-            let handshake = this.connector.connect(this.name.clone(), tcp);
+            let socket = Socket::connect(&this.endpoint, this.nodelay).await?;
+            let handshake = this.connector.connect(this.name.clone(), socket);
             let tls = match tokio::time::timeout(this.timeout, handshake).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
