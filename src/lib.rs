@@ -35,16 +35,16 @@ pub mod rpc;
 pub use tsercom_macros::runtime;
 #[doc(inline)]
 pub use tsercom_macros::series;
+pub use tsercom_runtime::backoff::Backoff;
 pub use tsercom_runtime::data::{
     self, CallerEvent, DataError, NewData, Reader, RemoteDataAggregator, Subscription, Timestamped,
 };
 pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryEvent, Instance};
-pub use tsercom_runtime::queue::{self, OverflowPolicy};
-pub use tsercom_runtime::backoff::Backoff;
 pub use tsercom_runtime::engine::{
     BufferLimits, ConnectionEvent, Delivery, Runtime, RuntimeError, SessionConfig, StreamService,
 };
 pub use tsercom_runtime::manager::{Managed, ManagerError, RuntimeHandle, RuntimeManager};
+pub use tsercom_runtime::queue::{self, OverflowPolicy};
 pub use tsercom_runtime::roles::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, Event, PeerClock, SendEventError,
     Source, SourceBuilder, SourceStats,

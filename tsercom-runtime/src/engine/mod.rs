@@ -22,7 +22,7 @@ pub use buffer::BufferLimits;
 pub use config::{Delivery, SessionConfig};
 pub use service::StreamService;
 
-pub(crate) use net::{check_dialable, endpoints, serve};
+pub(crate) use net::{endpoints, serve};
 
 use crate::series::Series;
 use crate::task::Fault;

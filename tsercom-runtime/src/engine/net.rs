@@ -16,16 +16,14 @@ pub(crate) async fn host<R: Runtime>(
     svc: StreamService<R>,
     tls: Option<ServerTls>,
 ) -> Result<Server, RuntimeError> {
-    let Some(addr) = endpoint.as_tcp() else {
-        return Err(RuntimeError::Config(format!(
-            "cannot serve on {endpoint}: this build's transport serves TCP addresses only"
-        )));
-    };
     let mut builder = Server::builder().add_service(svc);
     if let Some(tls) = tls {
         builder = builder.tls(tls);
     }
-    builder.serve(addr).await.map_err(RuntimeError::Transport)
+    builder
+        .serve_endpoint(endpoint.clone())
+        .await
+        .map_err(RuntimeError::Transport)
 }
 
 /// Connects to the first of `addrs` that answers gRPC within `timeout`, re-sending the
@@ -36,7 +34,7 @@ pub(crate) async fn dial_any(
     resend_every: Duration,
     tls: Option<&Arc<ClientTls>>,
 ) -> Result<tonic::transport::Channel, TransportError> {
-    let mut dialer = Dialer::new(addrs.iter().filter_map(Endpoint::as_tcp))
+    let mut dialer = Dialer::new(addrs.iter().cloned())
         .connect_timeout(timeout)
         .resend_every(Some(resend_every));
     if let Some(tls) = tls {
@@ -55,7 +53,7 @@ pub(crate) async fn serve<Ro: Role>(
     let acceptor: Arc<dyn Acceptor> = Arc::clone(role) as Arc<dyn Acceptor>;
     let svc = StreamService::<Ro::Runtime>::new(acceptor, role.shared().config.max_frame_bytes);
     let server = host(endpoint, svc, tls).await?;
-    let local = Endpoint::Tcp(server.local_addr());
+    let local = server.endpoint().clone();
     Ok((server, local))
 }
 
@@ -68,14 +66,4 @@ pub(crate) fn endpoints(
         .into_iter()
         .map(|e| e.map_err(|e| RuntimeError::Config(format!("invalid address: {e}"))))
         .collect()
-}
-
-/// Refuses endpoints this build cannot dial (Unix sockets, until the transport dials them).
-pub(crate) fn check_dialable(addrs: &[Endpoint]) -> Result<(), RuntimeError> {
-    match addrs.iter().find(|e| e.is_unix()) {
-        Some(e) => Err(RuntimeError::Config(format!(
-            "cannot dial {e}: this build's transport dials TCP addresses only"
-        ))),
-        None => Ok(()),
-    }
 }

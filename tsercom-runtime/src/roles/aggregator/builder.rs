@@ -170,9 +170,6 @@ impl<R: Runtime> AggregatorBuilder<R> {
             .into_iter()
             .map(engine::endpoints)
             .collect::<Result<Vec<_>, _>>()?;
-        for addrs in &sources {
-            engine::check_dialable(addrs)?;
-        }
         let mut data = RemoteDataAggregator::<R::Data>::builder().clock(Arc::clone(&self.clock));
         if let Some(r) = self.retention {
             data = data.retention(r);

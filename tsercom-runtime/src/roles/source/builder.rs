@@ -173,7 +173,6 @@ impl<R: Runtime> SourceBuilder<R> {
             }),
         };
         let dial = engine::endpoints(self.dial)?;
-        engine::check_dialable(&dial)?;
         if self.tls_server.is_some() && serve.is_none() {
             return Err(RuntimeError::Config(
                 "`.tls_server(..)` secures the hosted stream, but this source hosts none: add \
