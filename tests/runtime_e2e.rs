@@ -189,3 +189,29 @@ async fn a_source_that_leaves_is_reported_and_refuses_events_on(transport: Trans
     let latest = agg.data().get_most_recent(id).unwrap().unwrap();
     assert_eq!(latest.value, Tick { n: 0 });
 }
+
+#[tokio::test]
+async fn text_that_is_not_an_address_is_a_configuration_error() {
+    let e = Source::<Ticks>::builder()
+        .dial(["no-port-here"])
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, tsercom::RuntimeError::Config(m) if m.contains("no-port-here")),
+        "{e}"
+    );
+    let e = Aggregator::<Ticks>::builder()
+        .listen("10.0.0.1:not-a-port")
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, tsercom::RuntimeError::Config(_)), "{e}");
+    let e = Source::<Ticks>::builder()
+        .serve(Transport::Unix.listen())
+        .advertise(tsercom::Discovery::mdns())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, tsercom::RuntimeError::Config(_)), "{e}");
+}

@@ -173,6 +173,14 @@ impl<R: Runtime> SourceBuilder<R> {
             }),
         };
         let dial = engine::endpoints(self.dial)?;
+        if self.advertise.is_some() && serve.as_ref().is_some_and(Endpoint::is_unix) {
+            return Err(RuntimeError::Config(
+                "`.advertise(..)` announces a TCP port, but `.serve(..)` is a Unix socket: \
+                 serve on a TCP address to advertise, or let aggregators `.source(..)` the \
+                 socket path"
+                    .into(),
+            ));
+        }
         if self.tls_server.is_some() && serve.is_none() {
             return Err(RuntimeError::Config(
                 "`.tls_server(..)` secures the hosted stream, but this source hosts none: add \
