@@ -2,10 +2,10 @@
 //! spawned into something that aborts it when dropped, and a panic in one is caught,
 //! ends only that task, and is reported as a [`Fault`] instead of lost with it.
 //!
-//! [`Tasks`] owns a role's tasks (sessions, dial loops, discovery) and reports through
-//! [`Faults`]: logged, counted, kept as the role's first fault (see `Source::health`),
+//! `Tasks` owns a role's tasks (sessions, dial loops, discovery) and reports through
+//! `Faults`: logged, counted, kept as the role's first fault (see `Source::health`),
 //! sent as a `ConnectionEvent::Fault`, and reported by a `RuntimeManager` that runs the
-//! role. [`catch`] catches a panic of one future; [`Owned`] is one task aborted on drop.
+//! role. `catch` catches a panic of one future; `Owned` is one task aborted on drop.
 
 use std::any::Any;
 use std::fmt;

@@ -1,6 +1,6 @@
-//! The connection engine both roles run on: the stream service and its [`Acceptor`]
+//! The connection engine both roles run on: the stream service and its `Acceptor`
 //! (`service`), the Hello exchange and the dial/redial/answer paths (`handshake`), one
-//! [`Connection`](connection) per peer driven by the role's handler (`connection`), and
+//! `Connection` per peer driven by the role's handler (`connection`), and
 //! what a connection is made of: its settings (`config`), outbound buffer (`buffer`),
 //! pump (`pump`), acknowledgements (`acks`) and clock link (`clock_link`).
 //!

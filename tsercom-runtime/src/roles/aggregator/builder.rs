@@ -130,9 +130,9 @@ impl<R: Runtime> AggregatorBuilder<R> {
     /// client certificate, if any, is presented.
     ///
     /// A rejected certificate (either side's) on a `.source(addrs)` is not retried: it
-    /// ends that dial loop with [`ConnectionEvent::Refused`] (status `UNAUTHENTICATED`).
+    /// ends that dial loop with [`ConnectionEvent::Refused`](crate::engine::ConnectionEvent::Refused) (status `UNAUTHENTICATED`).
     /// A discovered source that rejects is retried with the backoff while it stays
-    /// advertised, each failure reported as [`ConnectionEvent::Retrying`] naming the
+    /// advertised, each failure reported as [`ConnectionEvent::Retrying`](crate::engine::ConnectionEvent::Retrying) naming the
     /// rejection.
     pub fn tls_client(mut self, tls: ClientTls) -> Self {
         self.tls_client = Some(tls);

@@ -119,7 +119,7 @@ impl<R: Runtime> SourceBuilder<R> {
     /// against the roots of `tls` (for the name it sets, else the IP address dialed), and
     /// its client certificate, if any, is presented. A rejected certificate (either
     /// side's) is not retried: it ends the dial loop with
-    /// [`ConnectionEvent::Refused`] (status `UNAUTHENTICATED`), and `send` then fails
+    /// [`ConnectionEvent::Refused`](crate::engine::ConnectionEvent::Refused) (status `UNAUTHENTICATED`), and `send` then fails
     /// with [`RuntimeError::Refused`].
     pub fn tls_client(mut self, tls: ClientTls) -> Self {
         self.tls_client = Some(tls);

@@ -72,8 +72,8 @@ pub struct SourceStats {
 /// with discovery, the recommended topology) or dials a known aggregator (the classic
 /// topology), with the same guarantees either way: samples carry sequence numbers and
 /// are kept until acknowledged, so a reconnecting aggregator resumes without loss or
-/// duplicates within the buffer's bounds. [`Delivery::BestEffort`] (set in
-/// [`SessionConfig::delivery`]) trades that for no retention and no acknowledgements,
+/// duplicates within the buffer's bounds. [`Delivery::BestEffort`](crate::engine::Delivery::BestEffort) (set in
+/// [`SessionConfig::delivery`](crate::engine::SessionConfig::delivery)) trades that for no retention and no acknowledgements,
 /// with losses reported as gaps.
 pub struct Source<R: Runtime> {
     core: Arc<Core<R>>,
@@ -240,9 +240,9 @@ impl<R: Runtime> Source<R> {
     /// Waits until every sample sent so far is acknowledged by every connected aggregator,
     /// or `timeout` passes; returns whether everything was acknowledged.
     ///
-    /// Acknowledgements are coalesced (see [`SessionConfig::ack_interval`]), so this
+    /// Acknowledgements are coalesced (see [`SessionConfig::ack_interval`](crate::engine::SessionConfig::ack_interval)), so this
     /// returns at most one `ack_interval` later than the last sample's arrival. On a
-    /// [`Delivery::BestEffort`] connection there are no acknowledgements: it waits until
+    /// [`Delivery::BestEffort`](crate::engine::Delivery::BestEffort) connection there are no acknowledgements: it waits until
     /// every sample was handed to each connection (written to its stream), which says
     /// nothing about arrival.
     pub async fn flush(&self, timeout: Duration) -> bool {
