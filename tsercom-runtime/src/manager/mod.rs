@@ -4,7 +4,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tsercom_runtime::runtime::{Managed, ManagerError, RuntimeManager};
+//! use tsercom_runtime::manager::{Managed, ManagerError, RuntimeManager};
 //!
 //! let mut manager = RuntimeManager::new();
 //! let answer = manager.register("answer", || async { Ok::<_, std::io::Error>(Answer(42)) });
