@@ -4,9 +4,12 @@
 
 #![allow(missing_docs)]
 
+mod support;
+
 use std::time::Duration;
 
-use tsercom::{Aggregator, ManagerError, Runtime, RuntimeManager, Source};
+use support::DEADLINE;
+use tsercom::{Aggregator, ManagerError, RuntimeManager, Source};
 
 #[tsercom::series]
 #[derive(PartialEq)]
@@ -20,17 +23,11 @@ pub struct Ping {
     pub id: u32,
 }
 
-pub struct Plant;
+/// The runtime `plant`.
+#[tsercom::runtime(data = super::Sample, event = super::Ping)]
+pub mod plant {}
 
-impl Runtime for Plant {
-    type Data = Sample;
-    type Event = Ping;
-    const NAME: &'static str = "plant";
-    const SERVICE: &'static str = "plant.Stream";
-    const OPEN_PATH: &'static str = "/plant.Stream/Open";
-}
-
-const DEADLINE: Duration = Duration::from_secs(20);
+type Plant = plant::Runtime;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -226,15 +223,11 @@ mod fragile_codec {
     }
 }
 
-pub struct Fickle;
+/// The runtime `fickle`.
+#[tsercom::runtime(data = super::Fragile, event = super::Ping)]
+pub mod fickle {}
 
-impl Runtime for Fickle {
-    type Data = Fragile;
-    type Event = Ping;
-    const NAME: &'static str = "fickle";
-    const SERVICE: &'static str = "fickle.Stream";
-    const OPEN_PATH: &'static str = "/fickle.Stream/Open";
-}
+type Fickle = fickle::Runtime;
 
 #[test]
 fn a_panic_in_one_session_is_reported_and_other_sources_keep_flowing() {

@@ -22,15 +22,11 @@ pub struct Reset {
     pub hard: bool,
 }
 
-pub struct Tank;
+/// The runtime `tank`.
+#[tsercom::runtime(data = super::Level, event = super::Reset)]
+pub mod tank {}
 
-impl Runtime for Tank {
-    type Data = Level;
-    type Event = Reset;
-    const NAME: &'static str = "tank";
-    const SERVICE: &'static str = "tank.Stream";
-    const OPEN_PATH: &'static str = "/tank.Stream/Open";
-}
+type Tank = tank::Runtime;
 
 /// Sends raw bytes as messages and decodes replies as envelopes.
 #[derive(Default)]
