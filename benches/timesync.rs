@@ -141,7 +141,7 @@ async fn one_run(
     }
     let clock: Arc<dyn Clock> = Arc::new(SkewedClock::new(offset_ns, drift_ppm));
     let agg = Aggregator::<Bench>::builder()
-        .listen("127.0.0.1:0".parse().expect("address"))
+        .listen("127.0.0.1:0")
         .start()
         .await
         .expect("aggregator");

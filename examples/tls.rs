@@ -98,7 +98,7 @@ async fn main() -> Result<(), Error> {
 
     // The aggregator: TLS with its certificate, and sources must present one from `ca`.
     let aggregator = plant::Aggregator::builder()
-        .listen("127.0.0.1:0".parse()?)
+        .listen("127.0.0.1:0")
         .tls_server(ServerTls::from_files(&agg_cert, &agg_key)?.client_ca_file(&ca)?)
         .start()
         .await?;

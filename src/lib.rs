@@ -35,18 +35,22 @@ pub mod rpc;
 pub use tsercom_macros::runtime;
 #[doc(inline)]
 pub use tsercom_macros::series;
+pub use tsercom_runtime::backoff::Backoff;
 pub use tsercom_runtime::data::{
     self, CallerEvent, DataError, NewData, Reader, RemoteDataAggregator, Subscription, Timestamped,
 };
 pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryEvent, Instance};
-pub use tsercom_runtime::queue::{self, OverflowPolicy};
-pub use tsercom_runtime::runtime::{
-    Aggregator, AggregatorBuilder, AggregatorStats, Backoff, BufferLimits, ConnectionEvent,
-    DataGap, Delivery, Event, Fault, Managed, ManagerError, PeerClock, Runtime, RuntimeError,
-    RuntimeHandle, RuntimeManager, SendEventError, SessionConfig, Source, SourceBuilder,
-    SourceStats, StreamService,
+pub use tsercom_runtime::engine::{
+    BufferLimits, ConnectionEvent, Delivery, Runtime, RuntimeError, SessionConfig, StreamService,
 };
 pub use tsercom_runtime::tensor::{self, DType, Tensor, TensorError, TensorSpec};
+pub use tsercom_runtime::manager::{Managed, ManagerError, RuntimeHandle, RuntimeManager};
+pub use tsercom_runtime::queue::{self, OverflowPolicy};
+pub use tsercom_runtime::roles::{
+    Aggregator, AggregatorBuilder, AggregatorStats, DataGap, Event, PeerClock, SendEventError,
+    Source, SourceBuilder, SourceStats,
+};
+pub use tsercom_runtime::task::Fault;
 pub use tsercom_runtime::time::{
     self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
 };
@@ -93,14 +97,14 @@ pub mod tls {
     //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     //! // Aggregator: TLS server; sources must present a certificate from `ca.pem` (mTLS).
     //! let aggregator = weather::Aggregator::builder()
-    //!     .listen("0.0.0.0:50051".parse()?)
+    //!     .listen("0.0.0.0:50051")
     //!     .tls_server(ServerTls::from_files("agg.pem", "agg.key")?.client_ca_file("ca.pem")?)
     //!     .start()
     //!     .await?;
     //!
     //! // Source: verifies the aggregator's certificate for `aggregator.example.internal`.
     //! let source = weather::Source::builder()
-    //!     .dial(["10.0.0.5:50051".parse()?])
+    //!     .dial(["10.0.0.5:50051"])
     //!     .tls_client(
     //!         ClientTls::from_ca_file("ca.pem")?
     //!             .server_name("aggregator.example.internal")?

@@ -4,10 +4,11 @@
 
 #![allow(missing_docs)]
 
-use std::time::Duration;
+mod support;
 
+use support::{wait_until, DEADLINE};
 use tsercom::discovery::MdnsConfig;
-use tsercom::{Aggregator, CallerEvent, CallerId, Discovery, Runtime, SendEventError, Source};
+use tsercom::{Aggregator, CallerEvent, CallerId, Discovery, SendEventError, Source};
 
 #[tsercom::series]
 #[derive(PartialEq)]
@@ -21,37 +22,20 @@ pub struct Poke {
     pub n: u32,
 }
 
-macro_rules! runtime {
-    ($ty:ident, $name:literal) => {
-        pub struct $ty;
-        impl Runtime for $ty {
-            type Data = Reading;
-            type Event = Poke;
-            const NAME: &'static str = $name;
-            const SERVICE: &'static str = concat!($name, ".Stream");
-            const OPEN_PATH: &'static str = concat!("/", $name, ".Stream/Open");
-        }
-    };
-}
+/// The runtime `disc_three`.
+#[tsercom::runtime(data = super::Reading, event = super::Poke)]
+pub mod disc_three {}
 
-runtime!(Three, "disc-three");
-runtime!(Restart, "disc-restart");
+type Three = disc_three::Runtime;
 
-const DEADLINE: Duration = Duration::from_secs(30);
+/// The runtime `disc_restart`.
+#[tsercom::runtime(data = super::Reading, event = super::Poke)]
+pub mod disc_restart {}
+
+type Restart = disc_restart::Runtime;
 
 fn mdns() -> Discovery {
     Discovery::mdns_with(MdnsConfig::loopback().port(15354))
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

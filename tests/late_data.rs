@@ -8,49 +8,15 @@
 
 #![allow(missing_docs)]
 
-use std::time::Duration;
+mod support;
 
+use support::{wait_until, Nudge, Tick, Ticks, DEADLINE};
 use tokio::sync::mpsc;
 use tsercom::__private::prost::Message;
 use tsercom::__private::tonic::{self, transport::Channel, Streaming};
 use tsercom::__private::tonic_prost::ProstCodec;
 use tsercom::wire::{self, envelope::Kind, Envelope};
 use tsercom::{Aggregator, CallerId, Runtime, Series, Timestamp};
-
-#[tsercom::series]
-#[derive(PartialEq)]
-pub struct Tick {
-    pub n: u64,
-}
-
-#[tsercom::series]
-#[derive(PartialEq)]
-pub struct Nudge {
-    pub by: i64,
-}
-
-pub struct Ticks;
-
-impl Runtime for Ticks {
-    type Data = Tick;
-    type Event = Nudge;
-    const NAME: &'static str = "ticks";
-    const SERVICE: &'static str = "ticks.Stream";
-    const OPEN_PATH: &'static str = "/ticks.Stream/Open";
-}
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 fn env(kind: Kind) -> Envelope {
     Envelope { kind: Some(kind) }
@@ -130,7 +96,7 @@ impl Conn {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_announced_lost_that_arrive_late_are_delivered_and_reported() {
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .start()
         .await

@@ -4,9 +4,12 @@
 
 #![allow(missing_docs)]
 
+mod support;
+
 use std::time::Duration;
 
-use tsercom::{Aggregator, ManagerError, Runtime, RuntimeManager, Source};
+use support::DEADLINE;
+use tsercom::{Aggregator, ManagerError, RuntimeManager, Source};
 
 #[tsercom::series]
 #[derive(PartialEq)]
@@ -20,17 +23,11 @@ pub struct Ping {
     pub id: u32,
 }
 
-pub struct Plant;
+/// The runtime `plant`.
+#[tsercom::runtime(data = super::Sample, event = super::Ping)]
+pub mod plant {}
 
-impl Runtime for Plant {
-    type Data = Sample;
-    type Event = Ping;
-    const NAME: &'static str = "plant";
-    const SERVICE: &'static str = "plant.Stream";
-    const OPEN_PATH: &'static str = "/plant.Stream/Open";
-}
-
-const DEADLINE: Duration = Duration::from_secs(20);
+type Plant = plant::Runtime;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -51,7 +48,7 @@ fn sync_code_drives_runtimes_and_shutdown_delivers_trailing_data() {
     let mut manager = RuntimeManager::new();
     let agg = manager.register("aggregator", || async {
         Aggregator::<Plant>::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
+            .listen("127.0.0.1:0")
             .retention(None)
             .start()
             .await
@@ -226,22 +223,18 @@ mod fragile_codec {
     }
 }
 
-pub struct Fickle;
+/// The runtime `fickle`.
+#[tsercom::runtime(data = super::Fragile, event = super::Ping)]
+pub mod fickle {}
 
-impl Runtime for Fickle {
-    type Data = Fragile;
-    type Event = Ping;
-    const NAME: &'static str = "fickle";
-    const SERVICE: &'static str = "fickle.Stream";
-    const OPEN_PATH: &'static str = "/fickle.Stream/Open";
-}
+type Fickle = fickle::Runtime;
 
 #[test]
 fn a_panic_in_one_session_is_reported_and_other_sources_keep_flowing() {
     let mut manager = RuntimeManager::new();
     let agg = manager.register("aggregator", || async {
         Aggregator::<Fickle>::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
+            .listen("127.0.0.1:0")
             .retention(None)
             .start()
             .await
@@ -357,7 +350,7 @@ impl tsercom::Clock for TrippedClock {
 async fn a_dialing_source_whose_session_panics_reports_it_and_redials() {
     use tsercom::Clock as _;
     let agg = Aggregator::<Plant>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .start()
         .await

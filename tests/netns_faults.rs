@@ -650,7 +650,7 @@ fn a_killed_source_restarted_with_its_id_file_continues_as_the_same_caller() {
     let agg = rt
         .block_on(
             Aggregator::<Ticks>::builder()
-                .listen("127.0.0.1:0".parse().unwrap())
+                .listen("127.0.0.1:0")
                 .retention(None)
                 .start(),
         )
@@ -758,7 +758,7 @@ impl Drop for CountingProxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_mismatch_is_refused_once_and_not_retried() {
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -794,7 +794,7 @@ async fn a_schema_mismatch_is_refused_once_and_not_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_source_tells_its_user() {
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -831,7 +831,7 @@ async fn a_refused_source_tells_its_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dialing_aggregator_does_not_retry_a_schema_mismatch() {
     let source = Source::<MismatchedTicks>::builder()
-        .serve("127.0.0.1:0".parse().unwrap())
+        .serve("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -866,7 +866,7 @@ async fn a_dialing_aggregator_does_not_retry_a_schema_mismatch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dialing_aggregator_counts_a_refused_source() {
     let source = Source::<MismatchedTicks>::builder()
-        .serve("127.0.0.1:0".parse().unwrap())
+        .serve("127.0.0.1:0")
         .start()
         .await
         .unwrap();

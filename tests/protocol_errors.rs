@@ -22,15 +22,11 @@ pub struct Reset {
     pub hard: bool,
 }
 
-pub struct Tank;
+/// The runtime `tank`.
+#[tsercom::runtime(data = super::Level, event = super::Reset)]
+pub mod tank {}
 
-impl Runtime for Tank {
-    type Data = Level;
-    type Event = Reset;
-    const NAME: &'static str = "tank";
-    const SERVICE: &'static str = "tank.Stream";
-    const OPEN_PATH: &'static str = "/tank.Stream/Open";
-}
+type Tank = tank::Runtime;
 
 /// Sends raw bytes as messages and decodes replies as envelopes.
 #[derive(Default)]
@@ -122,7 +118,7 @@ async fn call(channel: Channel, messages: Vec<Vec<u8>>) -> Status {
 
 async fn setup() -> (Aggregator<Tank>, Channel) {
     let agg = Aggregator::<Tank>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();

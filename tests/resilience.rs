@@ -9,45 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::proxy::{Delay, Proxy};
+use support::{wait_until, Nudge, Tick, Ticks, Transport, DEADLINE};
 use tsercom::{
-    Aggregator, Backoff, Clock, Delivery, Runtime, SessionConfig, SkewedClock, Source, SystemClock,
+    Aggregator, Backoff, Clock, Delivery, SessionConfig, SkewedClock, Source, SystemClock,
     Timestamp,
 };
-
-#[tsercom::series]
-#[derive(PartialEq)]
-pub struct Tick {
-    pub n: u64,
-}
-
-#[tsercom::series]
-#[derive(PartialEq)]
-pub struct Nudge {
-    pub by: i64,
-}
-
-pub struct Ticks;
-
-impl Runtime for Ticks {
-    type Data = Tick;
-    type Event = Nudge;
-    const NAME: &'static str = "ticks";
-    const SERVICE: &'static str = "ticks.Stream";
-    const OPEN_PATH: &'static str = "/ticks.Stream/Open";
-}
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// A reading of `skewed` and the true offset (system minus skewed time) at it, from
 /// system-clock readings bracketing it closely, so a preemption between the two clock
@@ -99,7 +65,7 @@ async fn cut_links_lose_nothing_and_duplicate_nothing_with_an_ack_per_frame() {
 
 async fn cut_links(session: SessionConfig) {
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .session(session.clone())
         .start()
@@ -147,22 +113,26 @@ async fn cut_links(session: SessionConfig) {
     wait_until("the buffer released", || source.stats().buffered == 0).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_coalesced_acks_flush_and_shutdown_still_deliver_everything() {
+crate::on_every_transport!(
+    with_coalesced_acks_flush_and_shutdown_still_deliver_everything,
+    with_coalesced_acks_flush_and_shutdown_still_deliver_everything_on
+);
+
+async fn with_coalesced_acks_flush_and_shutdown_still_deliver_everything_on(transport: Transport) {
     // Far sparser than the default, so the ack after the last frame is a deferred one.
     let session = SessionConfig {
         ack_interval: Duration::from_millis(200),
         ..SessionConfig::default()
     };
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen(transport.listen())
         .retention(None)
         .session(session.clone())
         .start()
         .await
         .unwrap();
     let source = Source::<Ticks>::builder()
-        .dial([agg.local_addr().unwrap()])
+        .dial(agg.local_endpoint().cloned())
         .session(session)
         .start()
         .await
@@ -192,7 +162,7 @@ async fn with_coalesced_acks_flush_and_shutdown_still_deliver_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn best_effort_flows_keeps_nothing_and_reports_an_outage_as_a_gap() {
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .start()
         .await
@@ -264,7 +234,7 @@ async fn best_effort_flows_keeps_nothing_and_reports_an_outage_as_a_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregator_reconnects_to_a_source_and_events_survive() {
     let source = Source::<Ticks>::builder()
-        .serve("127.0.0.1:0".parse().unwrap())
+        .serve("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -293,17 +263,23 @@ async fn aggregator_reconnects_to_a_source_and_events_survive() {
     wait_until("second sample", || agg.stats().received == 2).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn source_clock_skew_is_measured_and_samples_arrive_in_aggregator_time() {
+crate::on_every_transport!(
+    source_clock_skew_is_measured_and_samples_arrive_in_aggregator_time,
+    source_clock_skew_is_measured_and_samples_arrive_in_aggregator_time_on
+);
+
+async fn source_clock_skew_is_measured_and_samples_arrive_in_aggregator_time_on(
+    transport: Transport,
+) {
     // The source's clock is 250 ms ahead and runs 100 ppm fast.
     let skewed: Arc<dyn Clock> = Arc::new(SkewedClock::new(250_000_000, 100.0));
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen(transport.listen())
         .start()
         .await
         .unwrap();
     let source = Source::<Ticks>::builder()
-        .dial([agg.local_addr().unwrap()])
+        .dial(agg.local_endpoint().cloned())
         .clock(Arc::clone(&skewed))
         .start()
         .await
@@ -355,7 +331,7 @@ async fn a_clock_3s_behind_and_drifting_100ppm_is_tracked_within_100us_and_10ppm
     // minus source) falls by 100 us every second.
     let skewed: Arc<dyn Clock> = Arc::new(SkewedClock::new(-3_000_000_000, 100.0));
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -402,20 +378,26 @@ async fn a_clock_3s_behind_and_drifting_100ppm_is_tracked_within_100us_and_10ppm
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_clock_estimate_samples_still_flow_marked_unsynchronized() {
+crate::on_every_transport!(
+    without_a_clock_estimate_samples_still_flow_marked_unsynchronized,
+    without_a_clock_estimate_samples_still_flow_marked_unsynchronized_on
+);
+
+async fn without_a_clock_estimate_samples_still_flow_marked_unsynchronized_on(
+    transport: Transport,
+) {
     // An aggregator that answers no time probes: the source never gets an estimate.
     let mut session = SessionConfig::default();
     session.timesync.max_probes_per_second = 0;
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen(transport.listen())
         .session(session)
         .start()
         .await
         .unwrap();
     let skewed: Arc<dyn Clock> = Arc::new(SkewedClock::new(-3_000_000_000, 0.0));
     let source = Source::<Ticks>::builder()
-        .dial([agg.local_addr().unwrap()])
+        .dial(agg.local_endpoint().cloned())
         .clock(Arc::clone(&skewed))
         .start()
         .await
@@ -435,7 +417,7 @@ async fn under_delay_and_jitter_the_offset_error_stays_within_the_reported_uncer
     // 2 ms +/- 0.5 ms each way (what `tc netem delay 2ms 0.5ms` would do), through a relay.
     let skewed: Arc<dyn Clock> = Arc::new(SkewedClock::new(-3_000_000_000, 0.0));
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -485,7 +467,7 @@ async fn next(
 async fn connection_state_changes_reach_the_user_as_events() {
     use tsercom::ConnectionEvent;
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -541,7 +523,7 @@ async fn connection_state_changes_reach_the_user_as_events() {
 async fn a_silently_blackholed_connection_is_detected_and_the_stream_resumes() {
     use tsercom::ConnectionEvent;
     let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen("127.0.0.1:0")
         .retention(None)
         .start()
         .await

@@ -3,71 +3,18 @@
 
 #![allow(missing_docs)]
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod support;
 
-use tsercom::{Aggregator, CallerId, Runtime, Source};
+use support::{wait_until, Nudge, Tick, Ticks, Transport, DEADLINE};
+use tsercom::{Aggregator, CallerId, Source};
 
-#[tsercom::series]
-#[derive(PartialEq)]
-pub struct Reading {
-    pub celsius: f64,
-    pub humidity: f32,
-    pub station: String,
-}
-
-#[tsercom::series]
-#[derive(PartialEq)]
-pub enum Command {
-    Idle,
-    SetRate { hz: u32 },
-}
-
-pub struct Weather;
-
-impl Runtime for Weather {
-    type Data = Reading;
-    type Event = Command;
-    const NAME: &'static str = "weather";
-    const SERVICE: &'static str = "weather.Stream";
-    const OPEN_PATH: &'static str = "/weather.Stream/Open";
-}
-
-const LOCAL: &str = "127.0.0.1:0";
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn local() -> SocketAddr {
-    LOCAL.parse().unwrap()
-}
-
-fn reading(i: usize, station: &str) -> Reading {
-    Reading {
-        celsius: i as f64,
-        humidity: (i % 100) as f32,
-        station: station.to_owned(),
-    }
-}
-
-/// Waits until `cond` holds, polling, or fails after `DEADLINE`.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn send_all(source: &Source<Weather>, n: usize) {
-    let name = source.id().to_string();
+async fn send_all(source: &Source<Ticks>, n: usize) {
     for i in 0..n {
-        source.send(reading(i, &name)).await.unwrap();
+        source.send(Tick { n: i as u64 }).await.unwrap();
     }
 }
 
-fn assert_exactly_once_in_order(agg: &Aggregator<Weather>, ids: &[CallerId], n: usize) {
+fn assert_exactly_once_in_order(agg: &Aggregator<Ticks>, ids: &[CallerId], n: usize) {
     let mut reader = agg.data().reader();
     let new = reader.get_new_data();
     assert!(new.late.is_empty(), "no sample is late");
@@ -76,29 +23,33 @@ fn assert_exactly_once_in_order(agg: &Aggregator<Weather>, ids: &[CallerId], n: 
         assert_eq!(mine.len(), n, "caller {id}");
         for (i, (_, item)) in mine.iter().enumerate() {
             assert_eq!(item.seq, i as u64 + 1);
-            assert_eq!(item.value, reading(i, &id.to_string()));
+            assert_eq!(item.value, Tick { n: i as u64 });
         }
         assert!(mine.windows(2).all(|w| w[0].1.time <= w[1].1.time));
     }
     assert_eq!(new.items.len(), n * ids.len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aggregator_dials_three_sources() {
+crate::on_every_transport!(
+    aggregator_dials_three_sources,
+    aggregator_dials_three_sources_on
+);
+
+async fn aggregator_dials_three_sources_on(transport: Transport) {
     const N: usize = 10_000;
     let mut sources = Vec::new();
     for _ in 0..3 {
         sources.push(
-            Source::<Weather>::builder()
-                .serve(local())
+            Source::<Ticks>::builder()
+                .serve(transport.listen())
                 .start()
                 .await
                 .unwrap(),
         );
     }
-    let mut builder = Aggregator::<Weather>::builder().retention(None);
+    let mut builder = Aggregator::<Ticks>::builder().retention(None);
     for s in &sources {
-        builder = builder.source(s.local_addr());
+        builder = builder.source(s.local_endpoint().cloned());
     }
     let agg = builder.start().await.unwrap();
     for s in &sources {
@@ -114,21 +65,22 @@ async fn aggregator_dials_three_sources() {
     assert_eq!(agg.stats().duplicates, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sources_dial_the_aggregator() {
+crate::on_every_transport!(sources_dial_the_aggregator, sources_dial_the_aggregator_on);
+
+async fn sources_dial_the_aggregator_on(transport: Transport) {
     const N: usize = 10_000;
-    let agg = Aggregator::<Weather>::builder()
-        .listen(local())
+    let agg = Aggregator::<Ticks>::builder()
+        .listen(transport.listen())
         .retention(None)
         .start()
         .await
         .unwrap();
-    let addr = agg.local_addr().unwrap();
+    let addr = agg.local_endpoint().unwrap().clone();
     let mut sources = Vec::new();
     for _ in 0..3 {
         sources.push(
-            Source::<Weather>::builder()
-                .dial([addr])
+            Source::<Ticks>::builder()
+                .dial([&addr])
                 .start()
                 .await
                 .unwrap(),
@@ -142,21 +94,25 @@ async fn sources_dial_the_aggregator() {
     assert_exactly_once_in_order(&agg, &ids, N);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_reach_one_source_or_all() {
-    let agg = Aggregator::<Weather>::builder()
-        .listen(local())
+crate::on_every_transport!(
+    events_reach_one_source_or_all,
+    events_reach_one_source_or_all_on
+);
+
+async fn events_reach_one_source_or_all_on(transport: Transport) {
+    let agg = Aggregator::<Ticks>::builder()
+        .listen(transport.listen())
         .start()
         .await
         .unwrap();
-    let addr = agg.local_addr().unwrap();
-    let a = Source::<Weather>::builder()
-        .dial([addr])
+    let addr = agg.local_endpoint().unwrap().clone();
+    let a = Source::<Ticks>::builder()
+        .dial([&addr])
         .start()
         .await
         .unwrap();
-    let b = Source::<Weather>::builder()
-        .dial([addr])
+    let b = Source::<Ticks>::builder()
+        .dial([&addr])
         .start()
         .await
         .unwrap();
@@ -164,51 +120,55 @@ async fn events_reach_one_source_or_all() {
     let mut b_events = b.events().unwrap();
     wait_until("both connected", || agg.connected().len() == 2).await;
 
-    agg.send(a.id(), Command::SetRate { hz: 10 }).unwrap();
+    agg.send(a.id(), Nudge { by: 10 }).unwrap();
     let e = tokio::time::timeout(DEADLINE, a_events.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(e.value, Command::SetRate { hz: 10 });
+    assert_eq!(e.value, Nudge { by: 10 });
     assert_eq!(e.from, agg.id());
     assert_eq!(e.seq, 1);
 
-    let sent_to = agg.broadcast(Command::Idle);
+    let sent_to = agg.broadcast(Nudge { by: 0 });
     assert_eq!(sent_to.len(), 2);
     let e = tokio::time::timeout(DEADLINE, a_events.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(e.value, Command::Idle);
+    assert_eq!(e.value, Nudge { by: 0 });
     let e = tokio::time::timeout(DEADLINE, b_events.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(e.value, Command::Idle);
+    assert_eq!(e.value, Nudge { by: 0 });
 
     let stranger = CallerId::random();
     assert_eq!(
-        agg.send(stranger, Command::Idle),
+        agg.send(stranger, Nudge { by: 0 }),
         Err(tsercom::SendEventError::UnknownCaller(stranger))
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_that_leaves_is_reported_and_refuses_events() {
-    let agg = Aggregator::<Weather>::builder()
-        .listen(local())
+crate::on_every_transport!(
+    a_source_that_leaves_is_reported_and_refuses_events,
+    a_source_that_leaves_is_reported_and_refuses_events_on
+);
+
+async fn a_source_that_leaves_is_reported_and_refuses_events_on(transport: Transport) {
+    let agg = Aggregator::<Ticks>::builder()
+        .listen(transport.listen())
         .start()
         .await
         .unwrap();
     let mut caller_events = agg.caller_events();
-    let addr = agg.local_addr().unwrap();
-    let source = Source::<Weather>::builder()
-        .dial([addr])
+    let addr = agg.local_endpoint().unwrap().clone();
+    let source = Source::<Ticks>::builder()
+        .dial([&addr])
         .start()
         .await
         .unwrap();
     let id = source.id();
-    source.send(reading(0, "x")).await.unwrap();
+    source.send(Tick { n: 0 }).await.unwrap();
     let joined = tokio::time::timeout(DEADLINE, caller_events.recv())
         .await
         .unwrap();
@@ -222,10 +182,36 @@ async fn a_source_that_leaves_is_reported_and_refuses_events() {
         .unwrap();
     assert_eq!(left, Some(tsercom::CallerEvent::Left(id)));
     assert_eq!(
-        agg.send(id, Command::Idle),
+        agg.send(id, Nudge { by: 0 }),
         Err(tsercom::SendEventError::Disconnected(id))
     );
     // Its data stays readable.
     let latest = agg.data().get_most_recent(id).unwrap().unwrap();
-    assert_eq!(latest.value, reading(0, "x"));
+    assert_eq!(latest.value, Tick { n: 0 });
+}
+
+#[tokio::test]
+async fn text_that_is_not_an_address_is_a_configuration_error() {
+    let e = Source::<Ticks>::builder()
+        .dial(["no-port-here"])
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, tsercom::RuntimeError::Config(m) if m.contains("no-port-here")),
+        "{e}"
+    );
+    let e = Aggregator::<Ticks>::builder()
+        .listen("10.0.0.1:not-a-port")
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, tsercom::RuntimeError::Config(_)), "{e}");
+    let e = Source::<Ticks>::builder()
+        .serve(Transport::Unix.listen())
+        .advertise(tsercom::Discovery::mdns())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, tsercom::RuntimeError::Config(_)), "{e}");
 }

@@ -6,9 +6,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use support::certs::{Ca, Leaf};
+use support::{wait_until, DEADLINE};
 use tsercom::discovery::MdnsConfig;
 use tsercom::queue::Receiver;
 use tsercom::tls::{ClientTls, ServerTls};
@@ -26,23 +26,18 @@ pub struct Command {
     pub n: u32,
 }
 
-macro_rules! runtime {
-    ($ty:ident, $name:literal) => {
-        pub struct $ty;
-        impl Runtime for $ty {
-            type Data = Reading;
-            type Event = Command;
-            const NAME: &'static str = $name;
-            const SERVICE: &'static str = concat!($name, ".Stream");
-            const OPEN_PATH: &'static str = concat!("/", $name, ".Stream/Open");
-        }
-    };
-}
+/// The runtime `secure`.
+#[tsercom::runtime(data = super::Reading, event = super::Command)]
+pub mod secure {}
 
-runtime!(Secure, "secure");
-runtime!(SecureDisc, "secure-disc");
+type Secure = secure::Runtime;
 
-const DEADLINE: Duration = Duration::from_secs(20);
+/// The runtime `secure_disc`.
+#[tsercom::runtime(data = super::Reading, event = super::Command)]
+pub mod secure_disc {}
+
+type SecureDisc = secure_disc::Runtime;
+
 /// The name every certificate of the "deployment" carries.
 const SERVICE_NAME: &str = "sensors.tsercom.test";
 
@@ -98,17 +93,6 @@ impl Pki {
         self.client_tls()
             .identity_pem(&leaf.cert, &leaf.key)
             .unwrap()
-    }
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -315,7 +299,7 @@ async fn a_plain_text_source_against_a_tls_aggregator_keeps_retrying_and_says_wh
 async fn misplaced_tls_settings_are_configuration_errors() {
     let pki = Pki::new();
     let e = Source::<Secure>::builder()
-        .dial(["127.0.0.1:1".parse().unwrap()])
+        .dial(["127.0.0.1:1"])
         .tls_server(pki.server_tls(&pki.server))
         .start()
         .await

@@ -1,9 +1,12 @@
 //! Helpers shared by the end-to-end tests.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 #[path = "../../tsercom-runtime/tests/common/certs.rs"]
 pub mod certs;
 pub mod netns;
 pub mod proxy;
 pub mod python;
+pub mod roles;
+
+pub use roles::{wait_until, wait_until_blocking, Nudge, Tick, Ticks, Transport, DEADLINE};

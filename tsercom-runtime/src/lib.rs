@@ -2,7 +2,11 @@
 //!
 //! Users depend on the `tsercom` facade crate, which re-exports this crate's public API.
 //! Modules are named after concepts: [`ids`] (who is talking), [`time`] (when), [`wire`]
-//! (what goes on the wire), [`series`] (typed data) and [`schema`] (its `.proto` description).
+//! (what goes on the wire), [`series`] (typed data) and [`schema`] (its `.proto`
+//! description); [`transport`] (the sockets), [`engine`] (one connection engine for both
+//! roles), [`roles`] ([`Source`](roles::Source) and [`Aggregator`](roles::Aggregator)),
+//! [`manager`] (running roles in isolation), [`discovery`], [`data`] (what an aggregator
+//! received), [`queue`] and [`task`] (owned tasks and their faults).
 
 #![cfg_attr(
     not(test),
@@ -12,12 +16,15 @@
 pub mod backoff;
 pub mod data;
 pub mod discovery;
+pub mod engine;
 pub mod ids;
+pub mod manager;
 pub mod queue;
-pub mod runtime;
+pub mod roles;
 pub mod schema;
 pub mod series;
 pub mod tensor;
+pub mod task;
 pub mod time;
 pub mod timesync;
 pub mod transport;

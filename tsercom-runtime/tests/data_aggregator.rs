@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tsercom_runtime::data::{AggregatorBuilder, CallerEvent, DataError, Inserted, NewData};
+use tsercom_runtime::data::{CallerEvent, DataError, Inserted, NewData, RemoteDataAggregatorBuilder};
 use tsercom_runtime::queue::OverflowPolicy;
 use tsercom_runtime::schema::{FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
 use tsercom_runtime::{
@@ -218,7 +218,7 @@ fn many_late_arrivals_between_reads_are_all_reported_once() {
 
 fn retained(r: Duration) -> (RemoteDataAggregator<i64>, ManualClock) {
     let clock = ManualClock::new(ts(1_000_000_000_000));
-    let agg = AggregatorBuilder::default()
+    let agg = RemoteDataAggregatorBuilder::default()
         .retention(r)
         .clock(clock.clone())
         .build();
@@ -514,7 +514,7 @@ fn readers_see_every_item_exactly_once_under_random_arrival_and_reads() {
 /// runs: readers then see each item at most once, and every item still held at the end.
 fn random_arrival_and_reads(seed: u64, expire: bool) {
     let clock = ManualClock::new(ts(0));
-    let mut builder = AggregatorBuilder::default().clock(clock.clone());
+    let mut builder = RemoteDataAggregatorBuilder::default().clock(clock.clone());
     if expire {
         builder = builder.retention(Duration::from_nanos(200));
     }
@@ -686,7 +686,7 @@ fn handles_are_send_and_sync() {
 fn departed_callers_are_freed_after_retention_and_announced() {
     let r = Duration::from_secs(1);
     let clock = ManualClock::new(ts(1_000_000_000_000));
-    let agg = AggregatorBuilder::default()
+    let agg = RemoteDataAggregatorBuilder::default()
         .retention(r)
         .max_callers(Some(10_000))
         .clock(clock.clone())
@@ -752,7 +752,7 @@ fn a_caller_that_leaves_with_no_data_is_forgotten_at_once() {
 #[test]
 fn new_callers_beyond_the_cap_are_refused_with_a_typed_error_and_counted() {
     let clock = ManualClock::new(ts(1_000_000_000_000));
-    let agg = AggregatorBuilder::default()
+    let agg = RemoteDataAggregatorBuilder::default()
         .retention(Duration::from_secs(1))
         .max_callers(Some(2))
         .clock(clock.clone())
@@ -789,7 +789,7 @@ fn new_callers_beyond_the_cap_are_refused_with_a_typed_error_and_counted() {
     assert!(got.contains(&CallerEvent::Forgotten(b)), "{got:?}");
     assert!(!got.contains(&CallerEvent::Joined(c)) || got.ends_with(&[CallerEvent::Joined(c)]));
     // No cap at all when asked.
-    let open = AggregatorBuilder::default()
+    let open = RemoteDataAggregatorBuilder::default()
         .max_callers(None)
         .build::<i64>();
     for _ in 0..50 {
@@ -801,7 +801,7 @@ fn new_callers_beyond_the_cap_are_refused_with_a_typed_error_and_counted() {
 #[test]
 fn items_dated_outside_the_window_are_refused_not_stored_and_counted() {
     let clock = ManualClock::new(ts(1_000_000_000_000));
-    let agg = AggregatorBuilder::default()
+    let agg = RemoteDataAggregatorBuilder::default()
         .retention(Duration::from_secs(60))
         .max_ahead(Some(Duration::from_secs(5)))
         .max_behind(Some(Duration::from_secs(10)))
@@ -868,7 +868,7 @@ fn default_window_refuses_far_future_times_and_none_accepts_them() {
         r.too_new = 1;
         r
     });
-    let open = AggregatorBuilder::default().max_ahead(None).build::<i64>();
+    let open = RemoteDataAggregatorBuilder::default().max_ahead(None).build::<i64>();
     assert!(open
         .try_insert_batch(c, [at(i64::MAX)])
         .unwrap()

@@ -41,7 +41,7 @@ const DEFAULT_EVENT_CAPACITY: usize = 256;
 ///
 /// # Retention
 ///
-/// With a retention timeout `r` (see [`AggregatorBuilder::retention`]), an item whose
+/// With a retention timeout `r` (see [`RemoteDataAggregatorBuilder::retention`]), an item whose
 /// time is older than `now - r` by the aggregator's [`Clock`] is expired:
 ///
 /// - **reads** never return an expired item: every read first prunes the callers it
@@ -62,11 +62,11 @@ const DEFAULT_EVENT_CAPACITY: usize = 256;
 /// What a peer sends cannot grow the aggregator without bound or pin it:
 ///
 /// - item times are checked against a window around the aggregator's clock: items more
-///   than [`max_ahead`](AggregatorBuilder::max_ahead) ahead of it (default 10 minutes;
+///   than [`max_ahead`](RemoteDataAggregatorBuilder::max_ahead) ahead of it (default 10 minutes;
 ///   a time of `i64::MAX` would otherwise never expire and stay the most recent item for
 ///   good) or behind the retention cutoff (or
-///   [`max_behind`](AggregatorBuilder::max_behind)) are refused, not stored, and counted;
-/// - at most [`max_callers`](AggregatorBuilder::max_callers) callers are known at once
+///   [`max_behind`](RemoteDataAggregatorBuilder::max_behind)) are refused, not stored, and counted;
+/// - at most [`max_callers`](RemoteDataAggregatorBuilder::max_callers) callers are known at once
 ///   (default 10,000): a new caller beyond that is refused with
 ///   [`DataError::TooManyCallers`] (after forgetting departed callers whose items all
 ///   expired), and counted.
@@ -201,15 +201,15 @@ fn prune_all<D>(state: &mut State<D>, cutoff: Timestamp) -> Vec<CallerId> {
 /// Configuration of a [`RemoteDataAggregator`]. Defaults: no retention (keep
 /// everything), the system clock, at most 10,000 known callers, item times at most 10
 /// minutes ahead of the clock.
-pub struct AggregatorBuilder {
+pub struct RemoteDataAggregatorBuilder {
     retention: Option<Duration>,
     clock: Arc<dyn Clock>,
     limits: Limits,
 }
 
-impl fmt::Debug for AggregatorBuilder {
+impl fmt::Debug for RemoteDataAggregatorBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AggregatorBuilder")
+        f.debug_struct("RemoteDataAggregatorBuilder")
             .field("retention", &self.retention)
             .field("clock", &self.clock)
             .field("limits", &self.limits)
@@ -217,9 +217,9 @@ impl fmt::Debug for AggregatorBuilder {
     }
 }
 
-impl Default for AggregatorBuilder {
+impl Default for RemoteDataAggregatorBuilder {
     fn default() -> Self {
-        AggregatorBuilder {
+        RemoteDataAggregatorBuilder {
             retention: None,
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
@@ -227,7 +227,7 @@ impl Default for AggregatorBuilder {
     }
 }
 
-impl AggregatorBuilder {
+impl RemoteDataAggregatorBuilder {
     /// Keep each caller's items for `retention` (by item time, against the clock); see
     /// the type-level docs for when expired items are dropped. A zero duration means no
     /// retention limit.
@@ -329,12 +329,12 @@ impl<D: Clone + Send + Sync + 'static> Default for RemoteDataAggregator<D> {
 impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     /// An aggregator with no retention limit on the system clock.
     pub fn new() -> Self {
-        AggregatorBuilder::default().build()
+        RemoteDataAggregatorBuilder::default().build()
     }
 
     /// Configuration: retention and clock.
-    pub fn builder() -> AggregatorBuilder {
-        AggregatorBuilder::default()
+    pub fn builder() -> RemoteDataAggregatorBuilder {
+        RemoteDataAggregatorBuilder::default()
     }
 
     /// The retention timeout, if any.
@@ -433,7 +433,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     /// [`insert_batch`](Self::insert_batch) that says what it did: how many items were
     /// stored and how many refused for their time ([`Inserted`]), or
     /// [`DataError::TooManyCallers`] (nothing stored) when `caller` is new and
-    /// [`max_callers`](AggregatorBuilder::max_callers) callers are known.
+    /// [`max_callers`](RemoteDataAggregatorBuilder::max_callers) callers are known.
     ///
     /// ```
     /// use std::time::Duration;
@@ -631,7 +631,7 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     }
 
     /// [`add_caller`](Self::add_caller), refused with [`DataError::TooManyCallers`] when
-    /// `caller` is new and [`max_callers`](AggregatorBuilder::max_callers) callers are
+    /// `caller` is new and [`max_callers`](RemoteDataAggregatorBuilder::max_callers) callers are
     /// known: the check a runtime makes when a source connects, before accepting it.
     pub fn try_add_caller(&self, caller: CallerId) -> Result<(), DataError> {
         self.try_insert_batch(caller, std::iter::empty())
@@ -1069,7 +1069,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pruning_task_ends_with_the_last_handle() {
-        let agg: RemoteDataAggregator<i64> = AggregatorBuilder::default()
+        let agg: RemoteDataAggregator<i64> = RemoteDataAggregatorBuilder::default()
             .retention(Duration::from_secs(1))
             .build();
         let task = lock(&agg.inner.pruner)
@@ -1088,7 +1088,7 @@ mod tests {
 
     #[test]
     fn no_pruning_task_outside_a_runtime() {
-        let agg: RemoteDataAggregator<i64> = AggregatorBuilder::default()
+        let agg: RemoteDataAggregator<i64> = RemoteDataAggregatorBuilder::default()
             .retention(Duration::from_secs(1))
             .build();
         assert!(lock(&agg.inner.pruner).is_none());

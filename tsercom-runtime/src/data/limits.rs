@@ -7,11 +7,11 @@ use std::time::Duration;
 use crate::Timestamp;
 
 /// Default cap on known callers (see
-/// [`AggregatorBuilder::max_callers`](super::AggregatorBuilder::max_callers)).
+/// [`RemoteDataAggregatorBuilder::max_callers`](super::RemoteDataAggregatorBuilder::max_callers)).
 pub const DEFAULT_MAX_CALLERS: usize = 10_000;
 
 /// Default for how far ahead of the receiver's clock an item's time may be (see
-/// [`AggregatorBuilder::max_ahead`](super::AggregatorBuilder::max_ahead)): 10 minutes.
+/// [`RemoteDataAggregatorBuilder::max_ahead`](super::RemoteDataAggregatorBuilder::max_ahead)): 10 minutes.
 pub const DEFAULT_MAX_AHEAD: Duration = Duration::from_secs(600);
 
 /// The limits, as configured on the builder.
@@ -57,7 +57,7 @@ impl Window {
 
 /// What one insert did with the items it was given: how many were stored, and how many
 /// were refused because their time was outside the accepted window (see
-/// [`AggregatorBuilder::max_ahead`](super::AggregatorBuilder::max_ahead)). Returned by
+/// [`RemoteDataAggregatorBuilder::max_ahead`](super::RemoteDataAggregatorBuilder::max_ahead)). Returned by
 /// [`try_insert_batch`](super::RemoteDataAggregator::try_insert_batch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -66,10 +66,10 @@ pub struct Inserted {
     pub stored: usize,
     /// Items refused as older than the window: already expired by the retention, or
     /// further behind the receiver's clock than
-    /// [`max_behind`](super::AggregatorBuilder::max_behind).
+    /// [`max_behind`](super::RemoteDataAggregatorBuilder::max_behind).
     pub too_old: usize,
     /// Items refused as further ahead of the receiver's clock than
-    /// [`max_ahead`](super::AggregatorBuilder::max_ahead).
+    /// [`max_ahead`](super::RemoteDataAggregatorBuilder::max_ahead).
     pub too_new: usize,
 }
 
@@ -95,7 +95,7 @@ pub struct DataStats {
     pub callers: usize,
     /// Items held in memory now.
     pub items: usize,
-    /// New callers refused because [`max_callers`](super::AggregatorBuilder::max_callers)
+    /// New callers refused because [`max_callers`](super::RemoteDataAggregatorBuilder::max_callers)
     /// were known (each refused insert or add counts once).
     pub refused_callers: u64,
     /// Items refused as older than the accepted window (see [`Inserted::too_old`]).

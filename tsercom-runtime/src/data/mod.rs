@@ -12,7 +12,7 @@ mod aggregator;
 mod limits;
 mod store;
 
-pub use aggregator::{AggregatorBuilder, Reader, RemoteDataAggregator, Subscription};
+pub use aggregator::{Reader, RemoteDataAggregator, RemoteDataAggregatorBuilder, Subscription};
 pub use limits::{DataStats, Inserted, DEFAULT_MAX_AHEAD, DEFAULT_MAX_CALLERS};
 
 use crate::{CallerId, Timestamp};

@@ -3,21 +3,18 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::{
-    spawn_guarded, AbortOnDrop, DiscoveryError, DiscoveryEvent, Instance, Listener, Verifier,
-};
+use super::{DiscoveryError, DiscoveryEvent, Instance, Listener, Verifier};
 use crate::backoff::{Backoff, Failure, Retries};
 use crate::ids::CallerId;
+use crate::task::{self, Owned};
 
 /// How the [`Connector`] tells peers apart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,7 +123,7 @@ impl<T, E: fmt::Debug> fmt::Debug for ConnectorEvent<T, E> {
 pub struct Connector<T, E> {
     events: mpsc::Receiver<ConnectorEvent<T, E>>,
     commands: mpsc::Sender<PeerKey>,
-    _task: AbortOnDrop,
+    _task: Owned,
 }
 
 impl<T, E> fmt::Debug for Connector<T, E> {
@@ -195,18 +192,18 @@ impl<T: Send + 'static, E: Send + 'static> Connector<T, E> {
             next_generation: 0,
             out: events_tx,
         };
-        let task = spawn_guarded(async move {
-            let run = AssertUnwindSafe(state.run(listener, commands_rx));
-            if let Err(payload) = run.catch_unwind().await {
+        let task = task::try_spawn(async move {
+            if let Err(message) = task::catch(state.run(listener, commands_rx)).await {
                 let _ = panics
                     .send(ConnectorEvent::Panicked {
                         peer: None,
-                        message: crate::runtime::panic_message(&*payload),
+                        message,
                         retry_in: Duration::ZERO,
                     })
                     .await;
             }
-        })?;
+        })
+        .ok_or(DiscoveryError::NoRuntime)?;
         Ok(Connector {
             events,
             commands,
@@ -330,10 +327,7 @@ impl<T: Send + 'static, E: Send + 'static> State<T, E> {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let result = AssertUnwindSafe(connect(instance))
-                .catch_unwind()
-                .await
-                .map_err(|payload| crate::runtime::panic_message(&*payload));
+            let result = task::catch(connect(instance)).await;
             (key, generation, result)
         })
     }

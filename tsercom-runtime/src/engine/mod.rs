@@ -1,36 +1,32 @@
-//! The roles: [`Source`] (produces data, receives events) and [`Aggregator`] (collects
-//! every source's data keyed by `CallerId`, sends events, is the time authority), over the
-//! tsercom stream of a [`Runtime`].
+//! The connection engine both roles run on: the stream service and its `Acceptor`
+//! (`service`), the Hello exchange and the dial/redial/answer paths (`handshake`), one
+//! `Connection` per peer driven by the role's handler (`connection`), and
+//! what a connection is made of: its settings (`config`), outbound buffer (`buffer`),
+//! pump (`pump`), acknowledgements (`acks`) and clock link (`clock_link`).
 //!
-//! `#[tsercom::runtime]` implements [`Runtime`] for a module and names these types for it
-//! (`weather::Source` is `Source<weather::Runtime>`); everything here is generic so the
-//! generated code stays small.
+//! A role ([`Source`](crate::roles::Source), [`Aggregator`](crate::roles::Aggregator))
+//! implements the engine's `Role` and `Handler` traits; everything else is here, once.
 
-mod aggregator;
-mod buffer;
-mod fault;
-mod handshake;
-mod manager;
+mod acks;
+pub(crate) mod buffer;
+pub(crate) mod clock_link;
+mod config;
+pub(crate) mod connection;
+pub(crate) mod handshake;
 mod net;
-mod service;
-mod session;
-mod source;
+mod pump;
+pub(crate) mod service;
+pub(crate) mod shared;
 
-pub(crate) use net::dial_any;
-
-pub use crate::backoff::Backoff;
-pub use aggregator::{
-    Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, SendEventError,
-};
 pub use buffer::BufferLimits;
-pub use fault::Fault;
-pub(crate) use fault::{panic_message, Faults};
-pub use manager::{Managed, ManagerError, RuntimeHandle, RuntimeManager};
+pub use config::{Delivery, SessionConfig};
 pub use service::StreamService;
-pub use session::{Delivery, SessionConfig};
-pub use source::{Event, Source, SourceBuilder, SourceStats};
+
+pub(crate) use net::{endpoints, serve};
 
 use crate::series::Series;
+use crate::task::Fault;
+use crate::transport::Endpoint;
 
 /// A runtime: a name and the data and event types that travel on its stream.
 ///
@@ -62,8 +58,9 @@ pub trait Runtime: Send + Sync + 'static {
     }
 }
 
-/// A change in a role's connections, for [`Source::connection_events`] and
-/// [`Aggregator::connection_events`]: every state change is visible to the user, not only
+/// A change in a role's connections, for
+/// [`Source::connection_events`](crate::roles::Source::connection_events) and
+/// [`Aggregator::connection_events`](crate::roles::Aggregator::connection_events): every state change is visible to the user, not only
 /// in a log.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -73,7 +70,7 @@ pub enum ConnectionEvent {
         /// The peer's identity.
         peer: crate::ids::CallerId,
         /// Its address, when known.
-        addr: Option<std::net::SocketAddr>,
+        addr: Option<Endpoint>,
     },
     /// The connection to `peer` ended.
     Disconnected {
@@ -85,7 +82,7 @@ pub enum ConnectionEvent {
     /// Connecting to `addrs` failed; the next attempt is in `delay`.
     Retrying {
         /// The addresses dialed.
-        addrs: Vec<std::net::SocketAddr>,
+        addrs: Vec<Endpoint>,
         /// How many attempts failed in a row.
         attempt: u32,
         /// The wait before the next attempt.
@@ -96,7 +93,7 @@ pub enum ConnectionEvent {
     /// Reconnecting to `addrs` stopped after `attempts` failures (`Backoff::max_attempts`).
     GaveUp {
         /// The addresses dialed.
-        addrs: Vec<std::net::SocketAddr>,
+        addrs: Vec<Endpoint>,
         /// Attempts made.
         attempts: u32,
     },
@@ -105,14 +102,15 @@ pub enum ConnectionEvent {
     /// (`UNAUTHENTICATED`, naming the reason). Not retried.
     Refused {
         /// The addresses dialed.
-        addrs: Vec<std::net::SocketAddr>,
+        addrs: Vec<Endpoint>,
         /// The refusal.
         status: tonic::Status,
     },
     /// An internal task of the role (a session, a dial loop, discovery) panicked or failed.
     /// Only that task ended: other connections keep running, and a session is redialed or
     /// accepted again like one that broke. The first fault is kept (see
-    /// [`Source::health`], [`Aggregator::health`]).
+    /// [`Source::health`](crate::roles::Source::health),
+    /// [`Aggregator::health`](crate::roles::Aggregator::health)).
     Fault(Fault),
 }
 
@@ -174,33 +172,4 @@ pub(crate) fn is_permanent(status: &tonic::Status) -> bool {
             | tonic::Code::Unimplemented
             | tonic::Code::Unauthenticated
     )
-}
-
-/// Spawns `task` into `tasks`, first reaping the tasks that finished. A panic in `task`
-/// ends only it and is reported to `faults` as a fault of `name`.
-pub(crate) fn spawn_owned(
-    tasks: &std::sync::Mutex<tokio::task::JoinSet<()>>,
-    faults: &std::sync::Arc<Faults>,
-    name: String,
-    task: impl std::future::Future<Output = ()> + Send + 'static,
-) -> tokio::task::AbortHandle {
-    let faults = std::sync::Arc::clone(faults);
-    let mut tasks = tasks.lock().unwrap_or_else(|e| e.into_inner());
-    while tasks.try_join_next().is_some() {}
-    tasks.spawn(async move {
-        let _ = faults.guard(&name, task).await;
-    })
-}
-
-/// Names an error from reading the peer's stream: tonic reports undecodable messages as
-/// INTERNAL, which to the peer means "my bug"; it is the peer's invalid input.
-pub(crate) fn inbound_error(
-    status: tonic::Status,
-    rejected: &std::sync::atomic::AtomicU64,
-) -> tonic::Status {
-    if status.code() == tonic::Code::Internal && status.message().contains("decode") {
-        rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return tonic::Status::invalid_argument(format!("malformed message: {}", status.message()));
-    }
-    status
 }

@@ -1,24 +1,30 @@
 //! The first messages of a connection: each side's `Hello`, and the checks that refuse a
-//! peer of another runtime, schema or protocol version with a status that says why; and
-//! the redial loop both roles use when they dial.
+//! peer of another runtime, schema or protocol version with a status that says why; the
+//! dialing side ([`dial`], and [`dial_loop`], which redials), and the answering side
+//! ([`answer`], used by the stream service's acceptor). Both roles use these.
+//!
+//! The peer's Hello is checked in one place, [`check`]: every number and name a peer
+//! states about itself is validated there.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use super::acks::AckPolicy;
 use super::buffer::BufferLimits;
+use super::config::{Delivery, SessionConfig};
+use super::connection;
+use super::pump::{envelope, Out, OUTBOUND_FRAMES};
 use super::service::{self, OutboundStream};
-use super::session::{envelope, AckPolicy, Delivery, Out, SessionConfig, OUTBOUND_FRAMES};
-use super::{is_permanent, ConnectionEvent, Faults, Runtime};
-use crate::backoff::{Backoff, Failure, Retries};
+use super::shared::{self, Shared};
+use super::{is_permanent, ConnectionEvent, Runtime};
+use crate::backoff::{Failure, Retries};
 use crate::ids::CallerId;
-use crate::queue;
 use crate::series::Series;
-use crate::transport::ClientTls;
+use crate::transport::{ClientTls, Endpoint};
 use crate::wire::{self, envelope::Kind, Envelope, Role};
 
 /// Who we are on a connection: what our Hello says.
@@ -62,7 +68,8 @@ impl Local {
         envelope(Kind::Hello(hello::<R>(self)))
     }
 
-    fn peer_role(&self) -> &'static str {
+    /// What the peer is: "aggregator" or "source".
+    pub(crate) fn peer_role(&self) -> &'static str {
         match self.role {
             Role::Source => "aggregator",
             _ => "source",
@@ -128,11 +135,11 @@ impl From<DialError> for Status {
 /// [`is_permanent`]: redialing cannot fix it until certificates change.
 pub(crate) async fn dial<R: Runtime>(
     local: Local,
-    addrs: &[SocketAddr],
+    addrs: &[Endpoint],
     resend_every: Duration,
     tls: Option<&Arc<ClientTls>>,
 ) -> Result<(Peer, Streaming<Envelope>, Out), DialError> {
-    let channel = super::dial_any(addrs, CONNECT_TIMEOUT, resend_every, tls)
+    let channel = super::net::dial_any(addrs, CONNECT_TIMEOUT, resend_every, tls)
         .await
         .map_err(|e| DialError {
             failure: if e.is_unreachable() {
@@ -166,20 +173,20 @@ pub(crate) async fn dial<R: Runtime>(
             ))
         })??;
     let theirs = read_hello(&local, &mut inbound).await?;
-    let peer = check::<R>(&local, &theirs, addrs.first().copied())?;
+    let peer = check::<R>(&local, &theirs, addrs.first().cloned())?;
     Ok((peer, inbound, tx))
 }
 
 /// Where a [`redial`] loop dials: the peer's addresses, and TLS if set.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Target<'a> {
-    pub(crate) addrs: &'a [SocketAddr],
-    pub(crate) tls: Option<&'a Arc<ClientTls>>,
+struct Target<'a> {
+    addrs: &'a [Endpoint],
+    tls: Option<&'a Arc<ClientTls>>,
 }
 
 /// How a [`redial`] loop ended.
 #[derive(Debug)]
-pub(crate) enum RedialEnd {
+enum RedialEnd {
     /// The role is stopping.
     Stopped,
     /// The peer refused for a reason retrying cannot fix.
@@ -189,29 +196,30 @@ pub(crate) enum RedialEnd {
 }
 
 /// Dials a peer at one of `addrs` and runs `session` on each connection, redialing
-/// whenever a dial fails or a session ends, until `stopping`, a permanent refusal, or
-/// the backoff's attempt limit. Every retry is reported on `events`. Dials use `tls`
-/// when set. A session that panics is reported to `faults` and counts as a connection
-/// that broke.
+/// whenever a dial fails or a session ends, until the role stops, a permanent refusal,
+/// or the backoff's attempt limit. Every retry is reported as a connection event. Dials
+/// use `tls` when set. A session that panics is reported as a fault and counts as a
+/// connection that broke.
 ///
 /// Pacing: failures where the peer answered back off exponentially; dials that never
 /// reached it retry at the backoff's short unreachable cadence. A connection that stayed
 /// up for at least `Backoff::max` starts the exponential sequence over.
-pub(crate) async fn redial<R, F, Fut>(
-    local: Local,
-    target: Target<'_>,
-    backoff: &Backoff,
-    stopping: &watch::Sender<bool>,
-    events: &queue::Sender<ConnectionEvent>,
-    faults: &Faults,
-    mut session: F,
-) -> RedialEnd
+async fn redial<R, F, Fut>(shared: &Shared, target: Target<'_>, mut session: F) -> RedialEnd
 where
     R: Runtime,
     F: FnMut(Peer, Streaming<Envelope>, Out) -> Fut,
     Fut: Future<Output = Result<(), Status>>,
 {
     let Target { addrs, tls } = target;
+    let Shared {
+        local,
+        backoff,
+        stopping,
+        events,
+        tasks,
+        ..
+    } = shared;
+    let local = *local;
     let peer_role = local.peer_role();
     let mut stopping = stopping.subscribe();
     let mut retries = Retries::default();
@@ -227,7 +235,8 @@ where
                 // Not raced with `stopping`: a session ends itself when stopping (the
                 // source sends Goodbye first).
                 let task = format!("session with {peer_role} {}", peer.id);
-                let result = faults
+                let result = tasks
+                    .faults()
                     .guard(&task, session(peer, inbound, out))
                     .await
                     .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))));
@@ -275,12 +284,48 @@ where
     }
 }
 
+/// Dials the peer of `role` at `addrs` and keeps redialing (see [`redial`]), running a
+/// [`connection`] on each connection; reports how the loop ended as a connection event.
+pub(crate) async fn dial_loop<Ro: shared::Role>(role: Arc<Ro>, addrs: Vec<Endpoint>) {
+    let shared = role.shared();
+    let peer_role = shared.local.peer_role();
+    let target = Target {
+        addrs: &addrs,
+        tls: shared.tls_client.as_ref(),
+    };
+    let end = redial::<Ro::Runtime, _, _>(shared, target, |peer, inbound, out| {
+        let role = &role;
+        async move { connection::run(role, peer, inbound, out).await.map(|_| ()) }
+    })
+    .await;
+    match end {
+        RedialEnd::Stopped => {}
+        RedialEnd::Refused(status) => {
+            tracing::error!(%status, ?addrs, "the {peer_role} refused the connection; not retrying");
+            role.refused_by_peer(&status);
+            let _ = shared
+                .events
+                .try_send(ConnectionEvent::Refused { addrs, status });
+        }
+        RedialEnd::GaveUp(attempts) => {
+            tracing::error!(
+                attempts,
+                ?addrs,
+                "giving up reconnecting to the {peer_role}"
+            );
+            let _ = shared
+                .events
+                .try_send(ConnectionEvent::GaveUp { addrs, attempts });
+        }
+    }
+}
+
 /// The dialed side: reads and checks the dialer's Hello and answers with ours. Returns
 /// the peer, the sender of our side, and the response stream to hand to tonic.
 pub(crate) async fn answer<R: Runtime>(
     local: Local,
     inbound: &mut Streaming<Envelope>,
-    remote: Option<SocketAddr>,
+    remote: Option<Endpoint>,
 ) -> Result<(Peer, Out, OutboundStream), Status> {
     let theirs = read_hello(&local, inbound).await?;
     let peer = check::<R>(&local, &theirs, remote)?;
@@ -303,7 +348,7 @@ pub(crate) async fn serve_session(out: Out, session: impl Future<Output = Result
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     pub(crate) id: CallerId,
-    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) addr: Option<Endpoint>,
     pub(crate) max_frame_bytes: usize,
     pub(crate) incarnation: u64,
     /// The peer's idle timeout (`None`: it has none, or did not say).
@@ -369,7 +414,7 @@ fn role_name(role: i32) -> &'static str {
 pub(crate) fn check<R: Runtime>(
     local: &Local,
     theirs: &wire::Hello,
-    addr: Option<SocketAddr>,
+    addr: Option<Endpoint>,
 ) -> Result<Peer, Status> {
     let ours = local.role;
     if theirs.protocol_version != wire::PROTOCOL_VERSION {

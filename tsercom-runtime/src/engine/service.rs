@@ -2,11 +2,11 @@
 //! runtime is served under its own gRPC path (`/weather.Stream/Open`).
 //!
 //! This is the code tonic-build would generate for one bidi-streaming method, written once
-//! by hand and parameterised by the runtime's service name.
+//! by hand and parameterised by the runtime's service name; and the one [`Acceptor`]
+//! both roles answer incoming streams with.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,7 +15,11 @@ use futures::Stream;
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::{Status, Streaming};
 
+use super::connection;
+use super::handshake;
+use super::shared::Role;
 use super::Runtime;
+use crate::transport::Endpoint;
 use crate::wire::Envelope;
 
 /// What the server side of a stream returns: envelopes, or a status that ends the call.
@@ -26,8 +30,56 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
     fn accept(
         self: Arc<Self>,
         inbound: Streaming<Envelope>,
-        remote: Option<SocketAddr>,
+        remote: Option<Endpoint>,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>>;
+}
+
+/// Every role accepts the same way: answer the Hello, then run the connection in a task
+/// of the role. A panic while answering ends that stream only; a panic in the session
+/// ends that session only, and the peer is told.
+impl<Ro: Role> Acceptor for Ro {
+    fn accept(
+        self: Arc<Self>,
+        mut inbound: Streaming<Envelope>,
+        remote: Option<Endpoint>,
+    ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
+        Box::pin(async move {
+            let role = Arc::clone(&self);
+            let accept = async move {
+                let shared = role.shared();
+                let (peer, out, stream) =
+                    handshake::answer::<Ro::Runtime>(shared.local, &mut inbound, remote)
+                        .await
+                        .inspect_err(|_| role.refused_peer())?;
+                let session_role = Arc::clone(&role);
+                let session_out = out.clone();
+                let task = format!("session with {} {}", shared.local.peer_role(), peer.id);
+                shared.tasks.spawn(
+                    task.clone(),
+                    handshake::serve_session(out, async move {
+                        let session = connection::run(&session_role, peer, inbound, session_out);
+                        match session_role
+                            .shared()
+                            .tasks
+                            .faults()
+                            .guard(&task, session)
+                            .await
+                        {
+                            Some(result) => result.map(|_| ()),
+                            None => Err(Status::internal(format!("{task} panicked"))),
+                        }
+                    }),
+                );
+                Ok::<_, Status>(stream)
+            };
+            self.shared()
+                .tasks
+                .faults()
+                .guard("accepting a stream", accept)
+                .await
+                .unwrap_or_else(|| Err(Status::internal("accepting the stream panicked")))
+        })
+    }
 }
 
 /// The tonic service of a runtime's tsercom stream.
@@ -79,7 +131,7 @@ impl tonic::server::StreamingService<Envelope> for OpenSvc {
     fn call(&mut self, request: tonic::Request<Streaming<Envelope>>) -> Self::Future {
         let acceptor = Arc::clone(&self.0);
         Box::pin(async move {
-            let remote = request.remote_addr();
+            let remote = request.remote_addr().map(Endpoint::Tcp);
             let inbound = request.into_inner();
             acceptor
                 .accept(inbound, remote)

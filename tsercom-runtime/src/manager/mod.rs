@@ -4,7 +4,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tsercom_runtime::runtime::{Managed, ManagerError, RuntimeManager};
+//! use tsercom_runtime::manager::{Managed, ManagerError, RuntimeManager};
 //!
 //! let mut manager = RuntimeManager::new();
 //! let answer = manager.register("answer", || async { Ok::<_, std::io::Error>(Answer(42)) });
@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Aggregator, Fault, Runtime, Source};
+use crate::engine::Runtime;
+use crate::roles::{Aggregator, Source};
+use crate::task::{join_error_message, Fault};
 
 /// Something a [`RuntimeManager`] runs and stops.
 pub trait Managed: Send + Sync + 'static {
@@ -279,7 +281,7 @@ impl RuntimeManager {
                     }),
                     Err(join) => Err(ManagerError::Panicked {
                         name: task_name.clone(),
-                        message: panic_message(join),
+                        message: join_error_message(join),
                     }),
                 };
                 let managed = match &result {
@@ -356,7 +358,7 @@ impl RuntimeManager {
                 }),
                 Err(join) if join.is_panic() => errors.set(ManagerError::Panicked {
                     name,
-                    message: panic_message(join),
+                    message: join_error_message(join),
                 }),
                 Err(_) => {}
             }
@@ -411,13 +413,6 @@ impl RuntimeManager {
         drop(started);
         tokio.shutdown_timeout(grace);
         Ok(())
-    }
-}
-
-fn panic_message(join: tokio::task::JoinError) -> String {
-    match join.try_into_panic() {
-        Ok(payload) => super::panic_message(&*payload),
-        Err(e) => e.to_string(),
     }
 }
 

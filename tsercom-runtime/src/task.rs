@@ -1,11 +1,11 @@
-//! Faults: panics and fatal errors of a role's internal tasks (sessions, pumps, dial
-//! loops, discovery), kept and reported instead of lost with the task.
+//! Owned tasks and their faults, for the roles, discovery and the manager: every task is
+//! spawned into something that aborts it when dropped, and a panic in one is caught,
+//! ends only that task, and is reported as a [`Fault`] instead of lost with it.
 //!
-//! Every task a role spawns runs under [`Faults::guard`] (through `spawn_owned`), so a
-//! panic ends only that task: the other sessions keep running, the fault is logged,
-//! counted, sent as [`ConnectionEvent::Fault`], kept as the role's first fault (see
-//! `Source::health`), and reported by a [`RuntimeManager`](super::RuntimeManager) that runs
-//! the role.
+//! `Tasks` owns a role's tasks (sessions, dial loops, discovery) and reports through
+//! `Faults`: logged, counted, kept as the role's first fault (see `Source::health`),
+//! sent as a `ConnectionEvent::Fault`, and reported by a `RuntimeManager` that runs the
+//! role. `catch` catches a panic of one future; `Owned` is one task aborted on drop.
 
 use std::any::Any;
 use std::fmt;
@@ -13,11 +13,11 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::{Arc, Mutex};
+
 use futures::FutureExt;
 use tokio::sync::watch;
-
-use super::ConnectionEvent;
-use crate::queue;
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 /// A panic or fatal error in one of a role's internal tasks.
 ///
@@ -45,11 +45,6 @@ impl Fault {
         }
     }
 
-    /// A panic of `task`, with the message of its payload.
-    pub(crate) fn panic(task: impl Into<String>, payload: &(dyn Any + Send)) -> Fault {
-        Fault::panicked(task, panic_message(payload))
-    }
-
     /// A panic of `task` with `message`.
     pub(crate) fn panicked(task: impl Into<String>, message: impl Into<String>) -> Fault {
         Fault {
@@ -66,8 +61,25 @@ impl fmt::Display for Fault {
     }
 }
 
+/// Runs `task`; a panic in it is caught and returned as its message, so it ends this
+/// future only.
+pub(crate) async fn catch<F: Future>(task: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(task)
+        .catch_unwind()
+        .await
+        .map_err(|payload| panic_message(&*payload))
+}
+
+/// Why a joined task did not finish: its panic message, or that it was cancelled.
+pub(crate) fn join_error_message(join: tokio::task::JoinError) -> String {
+    match join.try_into_panic() {
+        Ok(payload) => panic_message(&*payload),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// The text of a panic payload (`panic!` with a literal or a formatted message).
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -76,20 +88,29 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The faults of one role: the first is kept (sticky), all are counted and reported.
-#[derive(Debug)]
 pub(crate) struct Faults {
     first: watch::Sender<Option<Fault>>,
     count: AtomicU64,
-    events: queue::Sender<ConnectionEvent>,
+    /// Where each fault is reported besides the log (a role's connection events).
+    report: Box<dyn Fn(Fault) + Send + Sync>,
+}
+
+impl fmt::Debug for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Faults")
+            .field("first", &*self.first.borrow())
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Faults {
-    /// Faults reported as connection events on `events` too.
-    pub(crate) fn new(events: queue::Sender<ConnectionEvent>) -> Faults {
+    /// Faults reported to `report` too.
+    pub(crate) fn new(report: impl Fn(Fault) + Send + Sync + 'static) -> Faults {
         Faults {
             first: watch::Sender::new(None),
             count: AtomicU64::new(0),
-            events,
+            report: Box::new(report),
         }
     }
 
@@ -105,16 +126,16 @@ impl Faults {
                 false
             }
         });
-        let _ = self.events.try_send(ConnectionEvent::Fault(fault));
+        (self.report)(fault);
     }
 
     /// Runs `task`; a panic in it is caught and reported as a fault of `name` (then
     /// `None`), so it ends this future only.
     pub(crate) async fn guard<F: Future>(&self, name: &str, task: F) -> Option<F::Output> {
-        match AssertUnwindSafe(task).catch_unwind().await {
+        match catch(task).await {
             Ok(output) => Some(output),
-            Err(payload) => {
-                self.report(Fault::panic(name, &*payload));
+            Err(message) => {
+                self.report(Fault::panicked(name, message));
                 None
             }
         }
@@ -144,15 +165,87 @@ impl Faults {
     }
 }
 
+/// The tasks of one role, each aborted when the role stops; a panic in one is a fault of
+/// the role (see [`Faults`]).
+#[derive(Debug)]
+pub(crate) struct Tasks {
+    set: Mutex<JoinSet<()>>,
+    faults: Arc<Faults>,
+}
+
+impl Tasks {
+    /// No tasks yet; their faults go to `faults`.
+    pub(crate) fn new(faults: Arc<Faults>) -> Tasks {
+        Tasks {
+            set: Mutex::new(JoinSet::new()),
+            faults,
+        }
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.set.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spawns `task`, first reaping the tasks that finished. A panic in `task` ends
+    /// only it and is reported as a fault of `name`.
+    pub(crate) fn spawn(
+        &self,
+        name: String,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> AbortHandle {
+        let faults = Arc::clone(&self.faults);
+        let mut set = self.set();
+        while set.try_join_next().is_some() {}
+        set.spawn(async move {
+            let _ = faults.guard(&name, task).await;
+        })
+    }
+
+    /// The faults of these tasks.
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Waits up to `timeout` for every task to end by itself, then aborts the rest.
+    pub(crate) async fn join(&self, timeout: std::time::Duration) {
+        let mut set = std::mem::take(&mut *self.set());
+        let _ =
+            tokio::time::timeout(timeout, async { while set.join_next().await.is_some() {} }).await;
+        set.abort_all();
+    }
+
+    /// Aborts every task.
+    pub(crate) fn abort_all(&self) {
+        self.set().abort_all();
+    }
+}
+
+/// One task, aborted when this is dropped.
+#[derive(Debug)]
+pub(crate) struct Owned(JoinHandle<()>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Spawns `task` on the current tokio runtime, owned by the returned handle; `None`
+/// outside a tokio runtime.
+pub(crate) fn try_spawn(task: impl Future<Output = ()> + Send + 'static) -> Option<Owned> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    Some(Owned(handle.spawn(task)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::OverflowPolicy;
 
     #[tokio::test]
     async fn a_panic_is_caught_reported_once_as_first_and_counted() {
-        let (tx, mut rx) = queue::bounded(8, OverflowPolicy::DropOldest);
-        let faults = Faults::new(tx);
+        let reported = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&reported);
+        let faults = Faults::new(move |f| sink.lock().unwrap().push(f));
         assert_eq!(faults.guard("quiet", async { 7 }).await, Some(7));
         assert_eq!(faults.first(), None);
         let out = faults
@@ -173,11 +266,8 @@ mod tests {
         assert_eq!(first.to_string(), "session with source x: boom 42");
         assert_eq!(faults.count(), 2);
         assert_eq!(faults.first(), Some(first.clone()));
-        let mut events = Vec::new();
-        rx.try_recv_many(&mut events, 8);
-        assert!(
-            matches!(events.first(), Some(ConnectionEvent::Fault(f)) if *f == first),
-            "{events:?}"
-        );
+        let reported = reported.lock().unwrap();
+        assert_eq!(reported.len(), 2);
+        assert_eq!(reported[0], first);
     }
 }

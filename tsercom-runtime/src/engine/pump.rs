@@ -1,0 +1,203 @@
+//! The pump: sends a connection's outbound samples as frames, its acknowledgements, its
+//! time probes and its keepalives.
+
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tonic::Status;
+
+use super::acks::{AckPacer, AckReceiver};
+use super::buffer::Next;
+use super::clock_link::{ClockLink, Stamp};
+use super::connection::{Connection, Handler};
+use crate::time::Clock;
+use crate::wire::{self, envelope::Kind, Envelope};
+
+/// Envelopes (or a final status, on the serving side) going to the peer.
+pub(crate) type Out = mpsc::Sender<Result<Envelope, Status>>;
+
+/// Frames queued behind the one being written. Samples that arrive while these are in
+/// flight are batched into the next frame; an idle stream sends each sample at once.
+pub(crate) const OUTBOUND_FRAMES: usize = 2;
+
+pub(crate) fn envelope(kind: Kind) -> Result<Envelope, Status> {
+    Ok(Envelope { kind: Some(kind) })
+}
+
+/// Sends one time probe, stamped once there is room for it in `out` (so waiting for room
+/// does not count as network delay). False when the peer is gone.
+async fn send_probe(link: &ClockLink, clock: &dyn Clock, out: &Out) -> bool {
+    let Ok(permit) = out.reserve().await else {
+        return false;
+    };
+    permit.send(envelope(Kind::TimeProbe(link.probe(clock))));
+    true
+}
+
+/// Sends everything in the handler's outbound buffer after the peer's resume point (the
+/// first value `resume` takes) as frames, acknowledges what `acks` says was received
+/// (coalesced by the connection's ack policy), and probes the peer's clock through the
+/// handler's clock link if it has one. Returns when the peer is gone (`out` closed).
+///
+/// Keeps the peer's dead-peer detection fed (`liveness.keepalive`): with a clock link,
+/// probes go out at least that often; without one, a bare `Ack` goes out when nothing
+/// was sent for that long, by this pump or by the reader's time replies.
+///
+/// Acks go through here rather than from the reading side so a reader never waits for
+/// room in `out`: both peers can then stream at full speed in both directions without
+/// ever waiting on each other.
+pub(crate) async fn pump<H: Handler>(
+    conn: &Connection<'_, H>,
+    mut resume: watch::Receiver<Option<u64>>,
+    mut acks: AckReceiver,
+) {
+    let Connection {
+        handler,
+        out,
+        config,
+        liveness,
+        ack_policy,
+        ..
+    } = *conn;
+    let buffer = handler.outbound();
+    let stamp = handler.stamp();
+    let clock_link = handler.clock_link().map(|link| (link, conn.clock));
+    let sent_elsewhere = &conn.replies;
+    let max_bytes = config.max_frame_bytes.min(conn.peer.max_frame_bytes) - 64;
+    let probe_interval = |link: &ClockLink| match liveness.keepalive {
+        Some(keepalive) => link.interval().min(keepalive),
+        None => link.interval(),
+    };
+    // Probes feed the peer's detector where there are probes; bare acks elsewhere.
+    let keepalive = liveness.keepalive.filter(|_| clock_link.is_none());
+    let mut last_sent = Instant::now();
+    let mut elsewhere = sent_elsewhere.load(Ordering::Relaxed);
+    let mut next_probe = Instant::now();
+    let mut cursor: Option<u64> = None;
+    let mut pacer = AckPacer::new(ack_policy, *acks.rx.borrow_and_update());
+    if let Some((link, clock)) = clock_link {
+        // Probe at once, and give the first estimate a bounded moment to arrive so the
+        // first samples are not needlessly unsynchronized.
+        if link.estimate().is_none() {
+            if !send_probe(link, clock, out).await {
+                return;
+            }
+            next_probe = Instant::now() + probe_interval(link);
+            let deadline = Instant::now() + config.first_estimate_wait;
+            while link.estimate().is_none() && Instant::now() < deadline {
+                tokio::select! {
+                    () = link.estimated.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = out.closed() => return,
+                }
+            }
+        }
+    }
+    loop {
+        if let Some((link, clock)) = clock_link {
+            if Instant::now() >= next_probe {
+                for _ in 0..link.burst() {
+                    if !send_probe(link, clock, out).await {
+                        return;
+                    }
+                }
+                next_probe = Instant::now() + probe_interval(link);
+            }
+        }
+        if acks.rx.has_changed().unwrap_or(false) {
+            pacer.update(*acks.rx.borrow_and_update());
+        }
+        if pacer.pending.is_some() && !pacer.flush(&mut acks, out).await {
+            return;
+        }
+        if let Some(at) = pacer.sent_at {
+            last_sent = last_sent.max(at);
+        }
+        if cursor.is_none() {
+            cursor = *resume.borrow_and_update();
+        }
+        // Registered before the read, so an append after it ends the wait below.
+        let appended = buffer.appended();
+        let next = match cursor {
+            Some(c) => buffer.next_after(c, config.max_frame_samples, max_bytes),
+            None => Next::Empty,
+        };
+        match next {
+            Next::Samples(samples) => {
+                last_sent = Instant::now();
+                let last_seq = samples.last().map_or(0, |s| s.seq);
+                let stamps = stamp.stamp_all(&samples);
+                let frame = wire::Frame {
+                    samples: samples
+                        .into_iter()
+                        .zip(stamps)
+                        .map(|(s, (time_ns, synchronized))| wire::Sample {
+                            seq: s.seq,
+                            time_ns,
+                            payload: s.payload,
+                            synchronized,
+                        })
+                        .collect(),
+                };
+                if out.send(envelope(Kind::Frame(frame))).await.is_err() {
+                    return;
+                }
+                cursor = Some(last_seq);
+                handler.sent(last_seq);
+            }
+            Next::Gap {
+                first,
+                last,
+                first_time,
+                last_time,
+            } => {
+                let gap = wire::Gap {
+                    first_seq: first,
+                    last_seq: last,
+                    first_time_ns: stamp.stamp_one(first_time).0,
+                    last_time_ns: stamp.stamp_one(last_time).0,
+                };
+                handler.gap_sent(&gap);
+                last_sent = Instant::now();
+                if out.send(envelope(Kind::Gap(gap))).await.is_err() {
+                    return;
+                }
+                cursor = Some(last);
+            }
+            Next::Empty => {
+                let probe_wait = tokio::time::sleep_until(next_probe);
+                let keepalive_wait =
+                    tokio::time::sleep_until(last_sent + keepalive.unwrap_or_default());
+                let ack_due = pacer.due();
+                let ack_wait = tokio::time::sleep_until(ack_due.unwrap_or(next_probe));
+                tokio::select! {
+                    () = appended => {}
+                    changed = resume.changed(), if cursor.is_none() => if changed.is_err() { return },
+                    changed = acks.rx.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        pacer.update(*acks.rx.borrow_and_update());
+                    }
+                    // Frames received meanwhile were stored without waking us.
+                    () = ack_wait, if ack_due.is_some() => pacer.update(*acks.rx.borrow()),
+                    _ = probe_wait, if clock_link.is_some() => {}
+                    _ = keepalive_wait, if keepalive.is_some() => {
+                        let now_elsewhere = sent_elsewhere.load(Ordering::Relaxed);
+                        if now_elsewhere == elsewhere {
+                            // Nothing new to acknowledge, only to show we are alive.
+                            let seq = pacer.sent.seq;
+                            if out.send(envelope(Kind::Ack(wire::Ack { seq }))).await.is_err() {
+                                return;
+                            }
+                        }
+                        elsewhere = now_elsewhere;
+                        last_sent = Instant::now();
+                    }
+                    _ = out.closed() => return,
+                }
+            }
+        }
+    }
+}

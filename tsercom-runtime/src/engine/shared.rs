@@ -1,0 +1,118 @@
+//! What the engine needs from a role: [`Shared`], the state every role has (who it is,
+//! its settings, its tasks and its connection events), and [`Role`], the few things
+//! that differ (how a connection is registered, the role's [`Handler`]).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tonic::Status;
+
+use super::config::SessionConfig;
+use super::connection::Handler;
+use super::handshake::{Local, Peer};
+use super::{ConnectionEvent, Runtime, RuntimeError, CONNECTION_EVENTS};
+use crate::backoff::Backoff;
+use crate::queue::{self, OverflowPolicy};
+use crate::task::{Fault, Faults, Tasks};
+use crate::time::Clock;
+use crate::transport::ClientTls;
+
+/// A role as the engine drives it: the Acceptor, the dial loops and every connection
+/// work on any `Role`.
+pub(crate) trait Role: Send + Sync + Sized + 'static {
+    /// The runtime whose stream the role speaks.
+    type Runtime: Runtime;
+    /// What the role does on one connection.
+    type Handler: Handler;
+    /// Whether the role says `Goodbye` on its connections when it stops (so the peer
+    /// knows it left on purpose), or just ends them.
+    const SAYS_GOODBYE: bool;
+
+    /// The state every role has.
+    fn shared(&self) -> &Shared;
+
+    /// A connection with `peer` is up: registers it, and returns its handler and the
+    /// last sequence number held from the peer (where the peer resumes).
+    fn connect(self: &Arc<Self>, peer: &Peer) -> (Self::Handler, u64);
+
+    /// A dialing peer's Hello was refused (another runtime, schema, or invalid input).
+    fn refused_peer(&self) {}
+
+    /// A peer refused this side for a reason retrying cannot fix; its dial loop ends.
+    fn refused_by_peer(&self, _status: &Status) {}
+}
+
+/// The state every role has.
+pub(crate) struct Shared {
+    /// What our Hello says.
+    pub(crate) local: Local,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: SessionConfig,
+    /// Redial pacing.
+    pub(crate) backoff: Backoff,
+    /// TLS for dialing.
+    pub(crate) tls_client: Option<Arc<ClientTls>>,
+    /// Set once the role stops; every connection and loop watches it.
+    pub(crate) stopping: watch::Sender<bool>,
+    /// Sessions, dial loops, discovery; their panics are faults.
+    pub(crate) tasks: Tasks,
+    pub(crate) events: queue::Sender<ConnectionEvent>,
+}
+
+impl Shared {
+    /// The state of a role whose Hello is `local`; returns it and the receiving end of
+    /// its connection events.
+    pub(crate) fn new(
+        local: Local,
+        clock: Arc<dyn Clock>,
+        config: SessionConfig,
+        backoff: Backoff,
+        tls_client: Option<ClientTls>,
+    ) -> (Shared, queue::Receiver<ConnectionEvent>) {
+        let (events, events_rx) = queue::bounded(CONNECTION_EVENTS, OverflowPolicy::DropOldest);
+        let fault_events = events.clone();
+        let faults = Faults::new(move |fault| {
+            let _ = fault_events.try_send(ConnectionEvent::Fault(fault));
+        });
+        let shared = Shared {
+            local,
+            clock,
+            config,
+            backoff,
+            tls_client: tls_client.map(Arc::new),
+            stopping: watch::Sender::new(false),
+            tasks: Tasks::new(Arc::new(faults)),
+            events,
+        };
+        (shared, events_rx)
+    }
+
+    /// Whether the role is stopping.
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Stops at once: every connection and loop ends, every task is aborted.
+    pub(crate) fn stop_now(&self) {
+        self.stopping.send_replace(true);
+        self.tasks.abort_all();
+    }
+
+    /// `Ok` while no task has panicked or failed; otherwise the first fault.
+    pub(crate) fn health(&self) -> Result<(), RuntimeError> {
+        self.tasks
+            .faults()
+            .first()
+            .map_or(Ok(()), |f| Err(RuntimeError::Internal(f)))
+    }
+
+    /// Waits for the first fault.
+    pub(crate) async fn fault(&self) -> Fault {
+        self.tasks.faults().wait().await
+    }
+
+    /// How many faults happened.
+    pub(crate) fn fault_count(&self) -> u64 {
+        self.tasks.faults().count()
+    }
+}

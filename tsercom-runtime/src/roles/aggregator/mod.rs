@@ -1,0 +1,299 @@
+//! The aggregator role: collects every source's data keyed by `CallerId`, sends events,
+//! is the time authority. Its builder is in `builder`, its state and its side of a
+//! connection in `core`, following discovery in `discover`, the numbering it holds per
+//! source in `ledger`; the connection itself is the engine's.
+
+mod builder;
+mod core;
+mod discover;
+mod ledger;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+
+pub use builder::AggregatorBuilder;
+
+use self::core::{lock, Core};
+use crate::data::{CallerEvent, RemoteDataAggregator};
+use crate::engine::{ConnectionEvent, Delivery, Runtime, RuntimeError};
+use crate::ids::CallerId;
+use crate::queue;
+use crate::task::Fault;
+use crate::time::Timestamp;
+use crate::transport::Endpoint;
+
+/// A source's clock as it reported it in its last time probe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeerClock {
+    /// Aggregator time minus source time, ns.
+    pub offset_ns: i64,
+    /// The source's bound on the error of its conversions.
+    pub uncertainty: Duration,
+    /// The smallest round trip the source measured.
+    pub round_trip: Duration,
+    /// Drift of the aggregator's clock relative to the source's, ppm.
+    pub drift_ppm: f64,
+}
+
+/// Samples a source announced lost: evicted from its buffer before this aggregator
+/// acknowledged them, or, on a [`Delivery::BestEffort`] connection, in flight or sent
+/// while no connection was up.
+///
+/// An announcement is the source's view when it resumed. Copies of some of those
+/// samples may still be on their way on an older connection that has not noticed it
+/// is broken (the source evicts a sample it already wrote to that connection). Such
+/// samples are not dropped as duplicates: they are stored and delivered like any other
+/// (a [`Reader`](crate::data::Reader) reports them in [`NewData::late`](crate::data::NewData::late)
+/// when it already returned newer ones), and counted in `recovered` here and in
+/// [`AggregatorStats::recovered`]. The gap keeps the range that was announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataGap {
+    /// The source.
+    pub caller: CallerId,
+    /// First and last sequence numbers lost.
+    pub first_seq: u64,
+    /// Last sequence number lost.
+    pub last_seq: u64,
+    /// Times of the first and last lost samples (aggregator clock).
+    pub first_time: Timestamp,
+    /// Time of the last lost sample.
+    pub last_time: Timestamp,
+    /// Samples of the range that arrived after all (late, on an older connection).
+    pub recovered: u64,
+}
+
+impl DataGap {
+    /// How many samples were announced lost.
+    pub fn count(&self) -> u64 {
+        self.last_seq - self.first_seq + 1
+    }
+
+    /// How many samples are still missing: announced lost and not recovered.
+    pub fn missing(&self) -> u64 {
+        self.count().saturating_sub(self.recovered)
+    }
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendEventError {
+    /// No source with this id ever connected.
+    #[error("unknown caller {0}")]
+    UnknownCaller(CallerId),
+    /// The source left (closed its connection or was removed from discovery) and is not
+    /// expected back.
+    #[error("caller {0} is disconnected")]
+    Disconnected(CallerId),
+    /// The event does not fit in a frame.
+    #[error("event of {size} bytes exceeds the frame limit of {limit} bytes")]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Counters of an aggregator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AggregatorStats {
+    /// Samples received and stored.
+    pub received: u64,
+    /// Samples received again after a reconnect and dropped as duplicates.
+    pub duplicates: u64,
+    /// Samples announced lost by sources (see `Aggregator::gaps`).
+    pub lost: u64,
+    /// Samples announced lost that arrived after all and were delivered (late, on an
+    /// older connection; see [`DataGap`]). `lost - recovered` are missing.
+    pub recovered: u64,
+    /// Streams refused or ended for invalid input.
+    pub rejected: u64,
+    /// Sources connected now.
+    pub connections: u64,
+    /// Internal tasks that panicked or failed (see [`Aggregator::health`]).
+    pub faults: u64,
+}
+
+/// An aggregator: collects every connected source's data, keyed by `CallerId`, in its
+/// own clock (it is the time authority), and sends events back.
+///
+/// Build one with [`Aggregator::builder`]. It dials sources (found by discovery, or at
+/// known addresses: the recommended topology) and/or accepts sources that dial it (the
+/// classic topology). Data is read through [`Aggregator::data`].
+pub struct Aggregator<R: Runtime> {
+    core: Arc<Core<R>>,
+    connection_events: Mutex<Option<queue::Receiver<ConnectionEvent>>>,
+    local_endpoint: Option<Endpoint>,
+    server: Mutex<Option<crate::transport::Server>>,
+}
+
+impl<R: Runtime> std::fmt::Debug for Aggregator<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aggregator")
+            .field("runtime", &R::NAME)
+            .field("id", &self.core.shared.local.id)
+            .field("local_endpoint", &self.local_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Aggregator<R> {
+    /// A builder with safe defaults: a random identity, the system clock, data kept for
+    /// 10 minutes (see [`AggregatorBuilder::retention`]).
+    pub fn builder() -> AggregatorBuilder<R> {
+        AggregatorBuilder::new()
+    }
+
+    /// This aggregator's identity (sources use it to resume events).
+    pub fn id(&self) -> CallerId {
+        self.core.shared.local.id
+    }
+
+    /// The endpoint sources can dial, when the aggregator listens (with the port chosen
+    /// when it asked for port 0).
+    pub fn local_endpoint(&self) -> Option<&Endpoint> {
+        self.local_endpoint.as_ref()
+    }
+
+    /// The TCP address sources can dial, when the aggregator listens over TCP.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.local_endpoint.as_ref().and_then(Endpoint::as_tcp)
+    }
+
+    /// The received data: per-caller series with cursors, lookups and subscriptions.
+    pub fn data(&self) -> &RemoteDataAggregator<R::Data> {
+        &self.core.data
+    }
+
+    /// Joined/left notifications of sources.
+    pub fn caller_events(&self) -> queue::Receiver<CallerEvent> {
+        self.core.data.caller_events()
+    }
+
+    /// Connection state changes (connected, disconnected, retrying, gave up, refused).
+    /// The first call returns the queue filled since start (the oldest events are
+    /// dropped beyond 256); later calls return `None`.
+    pub fn connection_events(&self) -> Option<queue::Receiver<ConnectionEvent>> {
+        lock(&self.connection_events).take()
+    }
+
+    /// The sources connected now.
+    pub fn connected(&self) -> Vec<CallerId> {
+        let mut ids: Vec<CallerId> = lock(&self.core.callers)
+            .iter()
+            .filter(|(_, s)| lock(&s.live).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Sends an event to one source, stamped now. Returns its sequence number.
+    ///
+    /// The event is buffered and acknowledged like data: a source that is reconnecting
+    /// gets it when it is back. A source that never connected, or left on purpose, is an
+    /// error.
+    pub fn send(&self, caller: CallerId, event: R::Event) -> Result<u64, SendEventError> {
+        let state = lock(&self.core.callers)
+            .get(&caller)
+            .cloned()
+            .ok_or(SendEventError::UnknownCaller(caller))?;
+        if state.left.load(Ordering::Acquire) {
+            return Err(SendEventError::Disconnected(caller));
+        }
+        let bytes = Bytes::from(event.encode_to_vec());
+        let limit = self.core.shared.config.max_frame_bytes - 128;
+        if bytes.len() > limit {
+            return Err(SendEventError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        let seq = state
+            .events
+            .push_many(std::iter::once((self.core.shared.clock.now(), bytes)));
+        if self.core.shared.config.delivery == Delivery::BestEffort && lock(&state.live).is_none() {
+            // Best effort keeps nothing for a source that is not connected; it is told
+            // of the gap when it is back.
+            state.events.evict_all();
+        }
+        Ok(seq)
+    }
+
+    /// Sends an event to every connected source; returns the sources it went to.
+    pub fn broadcast(&self, event: R::Event) -> Vec<CallerId> {
+        let mut sent = Vec::new();
+        for id in self.connected() {
+            if self.send(id, event.clone()).is_ok() {
+                sent.push(id);
+            }
+        }
+        sent
+    }
+
+    /// Each known source's clock, as it last reported it.
+    pub fn clocks(&self) -> Vec<(CallerId, Option<PeerClock>)> {
+        let mut v: Vec<_> = lock(&self.core.callers)
+            .iter()
+            .map(|(id, s)| (*id, *lock(&s.clock)))
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    /// Samples sources reported lost (evicted from their buffers before this aggregator
+    /// acknowledged them, or lost on a best-effort connection), each with how many of
+    /// them arrived late after all (see [`DataGap`]).
+    pub fn gaps(&self) -> Vec<DataGap> {
+        lock(&self.core.gaps).clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AggregatorStats {
+        AggregatorStats {
+            received: self.core.received.load(Ordering::Relaxed),
+            duplicates: self.core.duplicates.load(Ordering::Relaxed),
+            lost: self.core.lost.load(Ordering::Relaxed),
+            recovered: self.core.recovered.load(Ordering::Relaxed),
+            rejected: self.core.rejected.load(Ordering::Relaxed),
+            connections: self.connected().len() as u64,
+            faults: self.core.shared.fault_count(),
+        }
+    }
+
+    /// `Ok` while no internal task of the aggregator (a session, a dial loop, discovery)
+    /// has panicked or failed; otherwise the first such fault, as
+    /// [`RuntimeError::Internal`], every time after. A fault in a session ends only that
+    /// session: the others keep running, and the source is reconnected or accepted again.
+    /// Each fault is also a [`ConnectionEvent::Fault`].
+    pub fn health(&self) -> Result<(), RuntimeError> {
+        self.core.shared.health()
+    }
+
+    /// Waits for the aggregator's first fault (see [`health`](Self::health)); pending for
+    /// as long as none happens.
+    pub async fn fault(&self) -> Fault {
+        self.core.shared.fault().await
+    }
+
+    /// Stops dialing and serving and closes every connection.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.core.shared.stopping.send_replace(true);
+        let server = lock(&self.server).take();
+        if let Some(server) = server {
+            let _ = server.shutdown(grace).await;
+        }
+        self.core.shared.tasks.abort_all();
+    }
+}
+
+impl<R: Runtime> Drop for Aggregator<R> {
+    fn drop(&mut self) {
+        self.core.shared.stop_now();
+    }
+}

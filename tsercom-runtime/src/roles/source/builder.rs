@@ -1,0 +1,250 @@
+//! Configuring and starting a [`Source`].
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::engine::handshake::dial_loop;
+
+use super::core::Core;
+use super::{Source, SCRATCH_BLOCK};
+use crate::backoff::Backoff;
+use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
+use crate::engine::buffer::{BufferLimits, SendBuffer};
+use crate::engine::handshake::Local;
+use crate::engine::shared::Shared;
+use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
+use crate::ids::CallerId;
+use crate::queue::{self, OverflowPolicy};
+use crate::series::Series;
+use crate::time::{Clock, SystemClock};
+use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
+use crate::wire::Role;
+
+/// Configures and starts a [`Source`].
+pub struct SourceBuilder<R: Runtime> {
+    id: Option<CallerId>,
+    clock: Arc<dyn Clock>,
+    serve: Option<Result<Endpoint, EndpointParseError>>,
+    dial: Vec<Result<Endpoint, EndpointParseError>>,
+    advertise: Option<Discovery>,
+    name: Option<String>,
+    buffer: BufferLimits,
+    session: SessionConfig,
+    backoff: Backoff,
+    event_capacity: usize,
+    event_policy: OverflowPolicy,
+    tls_server: Option<ServerTls>,
+    tls_client: Option<ClientTls>,
+    _runtime: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Runtime> SourceBuilder<R> {
+    /// The defaults (see [`Source::builder`]).
+    pub(super) fn new() -> SourceBuilder<R> {
+        SourceBuilder {
+            id: None,
+            clock: Arc::new(SystemClock),
+            serve: None,
+            dial: Vec::new(),
+            advertise: None,
+            name: None,
+            buffer: BufferLimits::default(),
+            session: SessionConfig::default(),
+            backoff: Backoff::default(),
+            event_capacity: 1024,
+            event_policy: OverflowPolicy::DropOldest,
+            tls_server: None,
+            tls_client: None,
+            _runtime: std::marker::PhantomData,
+        }
+    }
+
+    /// The source's identity (default: a random id). Use `CallerId::persistent(path)` to
+    /// keep it across restarts.
+    pub fn identity(mut self, id: CallerId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The clock samples are stamped from (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Hosts the stream on `endpoint`, for aggregators to dial: a TCP address (port 0
+    /// picks a free port; see [`Source::local_endpoint`]), an [`Endpoint`], or its text
+    /// (`"0.0.0.0:50051"`, `"unix:/run/app/source.sock"`). Text that is not an address
+    /// makes `start` fail with [`RuntimeError::Config`].
+    pub fn serve(mut self, endpoint: impl IntoEndpoint) -> Self {
+        self.serve = Some(endpoint.into_endpoint());
+        self
+    }
+
+    /// Advertises the hosted stream with `discovery` (e.g. `Discovery::mdns()`), so
+    /// aggregators find this source and dial it. Without `.serve(addr)`, serves on
+    /// `127.0.0.1:0` for loopback-only mDNS and on `0.0.0.0:0` otherwise.
+    pub fn advertise(mut self, discovery: Discovery) -> Self {
+        self.advertise = Some(discovery);
+        self
+    }
+
+    /// A human-readable name, advertised with the source (TXT key `name`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Dials an aggregator at one of `addrs` (tried concurrently; the first to answer
+    /// wins), and redials with `backoff` whenever the connection ends. Each address is a
+    /// TCP address, an [`Endpoint`] or its text (`"10.0.0.5:50051"`,
+    /// `"unix:/run/app/agg.sock"`); text that is not an address makes `start` fail with
+    /// [`RuntimeError::Config`].
+    pub fn dial(mut self, addrs: impl IntoIterator<Item = impl IntoEndpoint>) -> Self {
+        self.dial
+            .extend(addrs.into_iter().map(IntoEndpoint::into_endpoint));
+        self
+    }
+
+    /// Serves the hosted stream (`.serve(addr)` or `.advertise(..)`) over TLS; with
+    /// [`ServerTls::client_ca_pem`], aggregators must present a client certificate from
+    /// that CA (mutual TLS). A dialing aggregator whose certificate is refused is dropped
+    /// during the handshake and sees the refusal; this source keeps serving the others.
+    pub fn tls_server(mut self, tls: ServerTls) -> Self {
+        self.tls_server = Some(tls);
+        self
+    }
+
+    /// Dials the aggregators of `.dial(addrs)` over TLS: their certificates are verified
+    /// against the roots of `tls` (for the name it sets, else the IP address dialed), and
+    /// its client certificate, if any, is presented. A rejected certificate (either
+    /// side's) is not retried: it ends the dial loop with
+    /// [`ConnectionEvent::Refused`](crate::engine::ConnectionEvent::Refused) (status `UNAUTHENTICATED`), and `send` then fails
+    /// with [`RuntimeError::Refused`].
+    pub fn tls_client(mut self, tls: ClientTls) -> Self {
+        self.tls_client = Some(tls);
+        self
+    }
+
+    /// Bounds of the send buffer.
+    pub fn buffer(mut self, limits: BufferLimits) -> Self {
+        self.buffer = limits;
+        self
+    }
+
+    /// Frame limits, timeouts and time sync settings.
+    pub fn session(mut self, config: SessionConfig) -> Self {
+        self.session = config;
+        self
+    }
+
+    /// Reconnection backoff when dialing.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The event queue: `capacity` events at most (default 1024), and what happens when
+    /// it is full (default `DropOldest`; drops are counted in
+    /// `SourceStats::events_dropped`). `Block` holds up the connection instead (events
+    /// then wait at the aggregator, acknowledged only once queued here).
+    pub fn event_queue(mut self, capacity: usize, policy: OverflowPolicy) -> Self {
+        self.event_capacity = capacity.max(1);
+        self.event_policy = policy;
+        self
+    }
+
+    /// Starts serving and/or dialing.
+    pub async fn start(self) -> Result<Source<R>, RuntimeError> {
+        if self.serve.is_none() && self.dial.is_empty() && self.advertise.is_none() {
+            return Err(RuntimeError::Config(
+                "a source needs `.advertise(discovery)` or `.serve(addr)` (aggregators dial \
+                 it), or `.dial(addrs)` (it dials an aggregator)"
+                    .into(),
+            ));
+        }
+        let serve = match self.serve {
+            Some(given) => Some(engine::endpoints([given])?.remove(0)),
+            None => self.advertise.as_ref().map(|d| match d {
+                Discovery::Mdns(c) if c.interfaces == InterfacePolicy::LoopbackOnly => {
+                    Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))
+                }
+                _ => Endpoint::Tcp(SocketAddr::from(([0, 0, 0, 0], 0))),
+            }),
+        };
+        let dial = engine::endpoints(self.dial)?;
+        if self.advertise.is_some() && serve.as_ref().is_some_and(Endpoint::is_unix) {
+            return Err(RuntimeError::Config(
+                "`.advertise(..)` announces a TCP port, but `.serve(..)` is a Unix socket: \
+                 serve on a TCP address to advertise, or let aggregators `.source(..)` the \
+                 socket path"
+                    .into(),
+            ));
+        }
+        if self.tls_server.is_some() && serve.is_none() {
+            return Err(RuntimeError::Config(
+                "`.tls_server(..)` secures the hosted stream, but this source hosts none: add \
+                 `.serve(addr)` or `.advertise(discovery)`, or use `.tls_client(..)` for `.dial`"
+                    .into(),
+            ));
+        }
+        if self.tls_client.is_some() && dial.is_empty() {
+            return Err(RuntimeError::Config(
+                "`.tls_client(..)` secures dialing, but this source dials nothing: add \
+                 `.dial(addrs)`, or use `.tls_server(..)` for `.serve`/`.advertise`"
+                    .into(),
+            ));
+        }
+        if self.session.max_frame_bytes < 1024 {
+            return Err(RuntimeError::Config(
+                "SessionConfig::max_frame_bytes must be at least 1024".into(),
+            ));
+        }
+        let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
+        let data = SendBuffer::new(self.buffer);
+        let local = Local::new(
+            Role::Source,
+            self.id.unwrap_or_else(CallerId::random),
+            engine::random_u64(),
+            &self.session,
+            data.limits(),
+        );
+        let (shared, conn_rx) = Shared::new(
+            local,
+            self.clock,
+            self.session,
+            self.backoff,
+            self.tls_client,
+        );
+        let core = Arc::new(Core::<R>::new(shared, data, events_tx, SCRATCH_BLOCK));
+        let mut server = None;
+        let mut local_endpoint = None;
+        if let Some(endpoint) = serve {
+            let (hosted, local) = engine::serve(&core, &endpoint, self.tls_server).await?;
+            local_endpoint = Some(local);
+            server = Some(hosted);
+        }
+        let mut publisher = None;
+        let port = local_endpoint.as_ref().and_then(Endpoint::as_tcp);
+        if let (Some(discovery), Some(addr)) = (&self.advertise, port) {
+            let mut ad = Advertisement::new(R::NAME, local.id, addr.port())
+                .schema(<R::Data as Series>::fingerprint());
+            if let Some(name) = &self.name {
+                ad = ad.name(name.clone());
+            }
+            publisher = Some(discovery.publish(ad)?);
+        }
+        if !dial.is_empty() {
+            let task = dial_loop(Arc::clone(&core), dial);
+            core.shared.tasks.spawn("dial loop".to_owned(), task);
+        }
+        Ok(Source {
+            core,
+            events: Mutex::new(Some(events_rx)),
+            connection_events: Mutex::new(Some(conn_rx)),
+            local_endpoint,
+            server: Mutex::new(server),
+            publisher: Mutex::new(publisher),
+        })
+    }
+}

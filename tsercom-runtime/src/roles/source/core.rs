@@ -1,0 +1,245 @@
+//! The source's state and what it does on a connection to an aggregator: its
+//! [`Handler`] (events in, acknowledgements of its samples, the aggregator's clock).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use prost::Message;
+use tonic::Status;
+
+use super::Event;
+use crate::engine::buffer::SendBuffer;
+use crate::engine::clock_link::ClockLink;
+use crate::engine::connection::Handler;
+use crate::engine::handshake::Peer;
+use crate::engine::shared::{Role, Shared};
+use crate::engine::{Delivery, Runtime};
+use crate::ids::CallerId;
+use crate::queue;
+use crate::series::Series;
+use crate::time::Timestamp;
+use crate::wire;
+
+/// One live connection to an aggregator.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) peer: Peer,
+    pub(super) link: Arc<ClockLink>,
+    /// Acknowledged by the aggregator; on a best-effort connection, handed to it.
+    pub(super) acked: AtomicU64,
+    best_effort: bool,
+}
+
+pub(super) struct Core<R: Runtime> {
+    pub(super) shared: Shared,
+    pub(super) data: SendBuffer,
+    /// Samples are encoded into shared blocks of this buffer and split off: one
+    /// allocation per block instead of one per sample (and no promotion of a
+    /// `Vec`-backed `Bytes` to a shared one when a connection clones it).
+    pub(super) scratch: Mutex<BytesMut>,
+    pub(super) events: queue::Sender<Event<R::Event>>,
+    /// Per aggregator: its incarnation and the last event received from it.
+    event_progress: Mutex<HashMap<CallerId, (u64, u64)>>,
+    pub(super) conns: Mutex<Vec<Arc<Conn>>>,
+    /// Clock links per aggregator, kept across its connections.
+    links: Mutex<HashMap<CallerId, Arc<ClockLink>>>,
+    pub(super) sent: AtomicU64,
+    pub(super) events_delivered: AtomicU64,
+    pub(super) events_lost: AtomicU64,
+    /// Set when the aggregator refused us for good; `send` then fails with it.
+    pub(super) refused: Mutex<Option<Status>>,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<R: Runtime> Core<R> {
+    /// A source with `shared` state, sending from `data`, delivering events to `events`.
+    pub(super) fn new(
+        shared: Shared,
+        data: SendBuffer,
+        events: queue::Sender<Event<R::Event>>,
+        scratch_block: usize,
+    ) -> Self {
+        Core {
+            shared,
+            data,
+            scratch: Mutex::new(BytesMut::with_capacity(scratch_block)),
+            events,
+            event_progress: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Vec::new()),
+            links: Mutex::new(HashMap::new()),
+            sent: AtomicU64::new(0),
+            events_delivered: AtomicU64::new(0),
+            events_lost: AtomicU64::new(0),
+            refused: Mutex::new(None),
+        }
+    }
+
+    /// Releases what every connected aggregator acknowledged (or, on a best-effort
+    /// connection, was handed). When every connection is best effort, what they were
+    /// handed is forgotten rather than released, so a reconnecting aggregator is told
+    /// exactly what it missed.
+    fn release(&self) {
+        let conns = lock(&self.conns);
+        if let Some(min) = conns.iter().map(|c| c.acked.load(Ordering::Acquire)).min() {
+            if conns.iter().all(|c| c.best_effort) {
+                self.data.forget_through(min);
+            } else {
+                self.data.release_through(min);
+            }
+        }
+    }
+
+    /// A best-effort source with no connection keeps nothing: what it holds is evicted
+    /// (counted, and announced as a gap to an aggregator that comes back).
+    pub(super) fn drop_unconnected(&self) {
+        if self.shared.config.delivery == Delivery::BestEffort {
+            let conns = lock(&self.conns);
+            if conns.is_empty() {
+                self.data.evict_all();
+            }
+        }
+    }
+}
+
+impl<R: Runtime> Role for Core<R> {
+    type Runtime = R;
+    type Handler = AggregatorLink<R>;
+    const SAYS_GOODBYE: bool = true;
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn connect(self: &Arc<Self>, peer: &Peer) -> (AggregatorLink<R>, u64) {
+        let conn =
+            Arc::new(Conn {
+                peer: peer.clone(),
+                link: Arc::clone(lock(&self.links).entry(peer.id).or_insert_with(|| {
+                    Arc::new(ClockLink::new(self.shared.config.timesync.clone()))
+                })),
+                acked: AtomicU64::new(0),
+                best_effort: peer.delivery == Delivery::BestEffort,
+            });
+        lock(&self.conns).push(Arc::clone(&conn));
+        let last_event = match lock(&self.event_progress).get(&peer.id) {
+            Some(&(incarnation, last)) if incarnation == peer.incarnation => last,
+            _ => 0,
+        };
+        let link = AggregatorLink {
+            core: Arc::clone(self),
+            conn,
+        };
+        (link, last_event)
+    }
+
+    fn refused_by_peer(&self, status: &Status) {
+        *lock(&self.refused) = Some(status.clone());
+    }
+}
+
+/// The source's side of one connection to an aggregator; dropping it forgets the
+/// connection.
+pub(super) struct AggregatorLink<R: Runtime> {
+    core: Arc<Core<R>>,
+    conn: Arc<Conn>,
+}
+
+impl<R: Runtime> Drop for AggregatorLink<R> {
+    fn drop(&mut self) {
+        lock(&self.core.conns).retain(|c| !Arc::ptr_eq(c, &self.conn));
+        self.core.drop_unconnected();
+    }
+}
+
+impl<R: Runtime> AggregatorLink<R> {
+    fn progress(&self, last_event: u64) {
+        lock(&self.core.event_progress)
+            .insert(self.conn.peer.id, (self.conn.peer.incarnation, last_event));
+    }
+}
+
+impl<R: Runtime> Handler for AggregatorLink<R> {
+    type Stamp = ClockLink;
+
+    fn outbound(&self) -> &SendBuffer {
+        &self.core.data
+    }
+
+    fn stamp(&self) -> &ClockLink {
+        &self.conn.link
+    }
+
+    fn clock_link(&self) -> Option<&ClockLink> {
+        Some(&self.conn.link)
+    }
+
+    async fn frame(&self, frame: wire::Frame, mut last_event: u64) -> Result<u64, Status> {
+        let est = self.conn.link.estimate();
+        for s in frame.samples {
+            if s.seq <= last_event {
+                continue;
+            }
+            let value = R::Event::decode(s.payload).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "event {} does not decode as {}: {e}",
+                    s.seq,
+                    R::Event::MESSAGE_NAME
+                ))
+            })?;
+            let time = Timestamp::from_nanos(s.time_ns);
+            let event = Event {
+                from: self.conn.peer.id,
+                time,
+                local_time: est.map_or(time, |e| e.to_local(time)),
+                synchronized: est.is_some(),
+                seq: s.seq,
+                value,
+            };
+            // Waits only under `OverflowPolicy::Block` (back-pressure to the
+            // aggregator); the drop policies count what they drop.
+            if self.core.events.send(event).await.is_ok() {
+                self.core.events_delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            last_event = s.seq;
+        }
+        self.progress(last_event);
+        Ok(last_event)
+    }
+
+    fn gap(&self, gap: &wire::Gap, last_event: u64) -> Option<u64> {
+        if gap.last_seq <= last_event || gap.first_seq > gap.last_seq {
+            return None;
+        }
+        let lost = gap.last_seq - gap.first_seq.max(last_event + 1) + 1;
+        self.core.events_lost.fetch_add(lost, Ordering::Relaxed);
+        tracing::warn!(lost, aggregator = %self.conn.peer.id, "events lost by the aggregator");
+        self.progress(gap.last_seq);
+        Some(gap.last_seq)
+    }
+
+    fn ack(&self, seq: u64) {
+        self.conn.acked.store(seq, Ordering::Release);
+        self.core.release();
+    }
+
+    fn gap_sent(&self, gap: &wire::Gap) {
+        tracing::warn!(
+            first = gap.first_seq,
+            last = gap.last_seq,
+            "samples evicted before the aggregator acknowledged them"
+        );
+    }
+
+    fn sent(&self, seq: u64) {
+        if self.conn.best_effort {
+            // Nothing is kept for a best-effort connection once it has the samples.
+            self.conn.acked.store(seq, Ordering::Release);
+            self.core.release();
+        }
+    }
+}

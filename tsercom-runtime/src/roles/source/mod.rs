@@ -1,0 +1,299 @@
+//! The data source role: produces samples, receives events. Its builder is in
+//! `builder`, its state and its side of a connection in `core`; the connection itself
+//! is the engine's.
+
+mod builder;
+mod core;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+
+pub use builder::SourceBuilder;
+
+use self::core::{lock, Core};
+use crate::engine::ConnectionEvent;
+use crate::engine::{Runtime, RuntimeError};
+use crate::ids::CallerId;
+use crate::queue;
+use crate::task::Fault;
+use crate::time::Timestamp;
+use crate::timesync::ClockEstimate;
+use crate::transport::Endpoint;
+
+/// An event received by a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<E> {
+    /// The aggregator that sent it.
+    pub from: CallerId,
+    /// When the aggregator stamped it, in the aggregator's clock.
+    pub time: Timestamp,
+    /// The same instant in this source's clock (equal to `time` until the clock
+    /// estimate exists; see `synchronized`).
+    pub local_time: Timestamp,
+    /// Whether `local_time` was converted with a clock estimate.
+    pub synchronized: bool,
+    /// The event's sequence number from its aggregator.
+    pub seq: u64,
+    /// The event.
+    pub value: E,
+}
+
+/// Size of the blocks samples are encoded into (see `Core::scratch`).
+const SCRATCH_BLOCK: usize = 64 << 10;
+
+/// Counters of a source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Samples accepted by `send`.
+    pub sent: u64,
+    /// Samples evicted from the send buffer before an aggregator acknowledged them.
+    pub evicted: u64,
+    /// Samples held in the send buffer now.
+    pub buffered: u64,
+    /// Events delivered to the event queue.
+    pub events: u64,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: u64,
+    /// Events an aggregator reported it could not deliver (evicted from its buffer).
+    pub events_lost: u64,
+    /// Aggregators connected now.
+    pub connections: u64,
+    /// Internal tasks that panicked or failed (see [`Source::health`]).
+    pub faults: u64,
+}
+
+/// A data source: sends samples to every connected aggregator and receives their events.
+///
+/// Build one with [`Source::builder`]. It either hosts the stream (aggregators dial it;
+/// with discovery, the recommended topology) or dials a known aggregator (the classic
+/// topology), with the same guarantees either way: samples carry sequence numbers and
+/// are kept until acknowledged, so a reconnecting aggregator resumes without loss or
+/// duplicates within the buffer's bounds. [`Delivery::BestEffort`](crate::engine::Delivery::BestEffort) (set in
+/// [`SessionConfig::delivery`](crate::engine::SessionConfig::delivery)) trades that for no retention and no acknowledgements,
+/// with losses reported as gaps.
+pub struct Source<R: Runtime> {
+    core: Arc<Core<R>>,
+    events: Mutex<Option<queue::Receiver<Event<R::Event>>>>,
+    connection_events: Mutex<Option<queue::Receiver<ConnectionEvent>>>,
+    local_endpoint: Option<Endpoint>,
+    server: Mutex<Option<crate::transport::Server>>,
+    publisher: Mutex<Option<crate::discovery::Publisher>>,
+}
+
+impl<R: Runtime> std::fmt::Debug for Source<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("runtime", &R::NAME)
+            .field("id", &self.core.shared.local.id)
+            .field("local_endpoint", &self.local_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Source<R> {
+    /// A builder with safe defaults: a random identity, the system clock, a 64 MiB / 60 s
+    /// send buffer and 1024 queued events.
+    pub fn builder() -> SourceBuilder<R> {
+        SourceBuilder::new()
+    }
+
+    /// This source's identity.
+    pub fn id(&self) -> CallerId {
+        self.core.shared.local.id
+    }
+
+    /// The endpoint the source serves on, when it hosts the stream (with the port
+    /// chosen when it asked for port 0).
+    pub fn local_endpoint(&self) -> Option<&Endpoint> {
+        self.local_endpoint.as_ref()
+    }
+
+    /// The TCP address the source serves on, when it hosts the stream over TCP.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.local_endpoint.as_ref().and_then(Endpoint::as_tcp)
+    }
+
+    /// Sends a sample stamped with the current time. Returns its sequence number.
+    ///
+    /// The sample is encoded and buffered at once; connections send it in the next frame,
+    /// stamped in each aggregator's clock.
+    pub async fn send(&self, value: R::Data) -> Result<u64, RuntimeError> {
+        self.send_at(self.core.shared.clock.now(), value).await
+    }
+
+    /// Sends a sample stamped `local_time`, a time of this source's clock; each
+    /// connection converts it to its aggregator's clock.
+    pub async fn send_at(
+        &self,
+        local_time: Timestamp,
+        value: R::Data,
+    ) -> Result<u64, RuntimeError> {
+        // One sample needs no intermediate list (this is the hot path of `send`).
+        self.check_running()?;
+        let payload = self.encode(&value)?;
+        let seq = self
+            .core
+            .data
+            .push_many(std::iter::once((local_time, payload)));
+        self.core.sent.fetch_add(1, Ordering::Relaxed);
+        self.core.drop_unconnected();
+        Ok(seq)
+    }
+
+    fn check_running(&self) -> Result<(), RuntimeError> {
+        if self.core.shared.is_stopping() {
+            return Err(RuntimeError::ShutDown);
+        }
+        if let Some(status) = lock(&self.core.refused).clone() {
+            return Err(RuntimeError::Refused(status));
+        }
+        Ok(())
+    }
+
+    /// Encodes a sample, refusing one larger than a frame may carry.
+    fn encode(&self, value: &R::Data) -> Result<Bytes, RuntimeError> {
+        let limit = self.core.shared.config.max_frame_bytes - 128;
+        let size = value.encoded_len();
+        if size > limit {
+            return Err(RuntimeError::TooLarge { size, limit });
+        }
+        let mut scratch = lock(&self.core.scratch);
+        // Empty after the last split: this reuses the block's rest, or starts a new
+        // block of at least SCRATCH_BLOCK bytes.
+        scratch.reserve(size.max(1));
+        // Cannot fail: a BytesMut grows as needed.
+        let _ = value.encode(&mut *scratch);
+        Ok(scratch.split().freeze())
+    }
+
+    /// Sends several samples at once (cheaper than one `send` each). Returns the sequence
+    /// number of the last.
+    pub async fn send_batch_at(
+        &self,
+        items: impl IntoIterator<Item = (Timestamp, R::Data)>,
+    ) -> Result<u64, RuntimeError> {
+        self.check_running()?;
+        let mut encoded = Vec::new();
+        for (time, value) in items {
+            encoded.push((time, self.encode(&value)?));
+        }
+        let n = encoded.len() as u64;
+        let seq = self.core.data.push_many(encoded);
+        self.core.sent.fetch_add(n, Ordering::Relaxed);
+        self.core.drop_unconnected();
+        Ok(seq)
+    }
+
+    /// The events from aggregators. The first call returns the queue filled since start;
+    /// later calls return `None`.
+    pub fn events(&self) -> Option<queue::Receiver<Event<R::Event>>> {
+        lock(&self.events).take()
+    }
+
+    /// Connection state changes (connected, disconnected, retrying, gave up, refused).
+    /// The first call returns the queue filled since start (the oldest events are
+    /// dropped beyond 256); later calls return `None`.
+    pub fn connection_events(&self) -> Option<queue::Receiver<ConnectionEvent>> {
+        lock(&self.connection_events).take()
+    }
+
+    /// The clock estimate of each connected aggregator.
+    pub fn clocks(&self) -> Vec<(CallerId, Option<ClockEstimate>)> {
+        lock(&self.core.conns)
+            .iter()
+            .map(|c| (c.peer.id, c.link.estimate()))
+            .collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SourceStats {
+        SourceStats {
+            sent: self.core.sent.load(Ordering::Relaxed),
+            evicted: self.core.data.evicted(),
+            buffered: self.core.data.len() as u64,
+            events: self.core.events_delivered.load(Ordering::Relaxed),
+            events_dropped: self.core.events.stats().dropped,
+            events_lost: self.core.events_lost.load(Ordering::Relaxed),
+            connections: lock(&self.core.conns).len() as u64,
+            faults: self.core.shared.fault_count(),
+        }
+    }
+
+    /// `Ok` while no internal task of the source (a session, the dial loop) has panicked
+    /// or failed; otherwise the first such fault, as [`RuntimeError::Internal`], every
+    /// time after. A fault ends only its task: the source keeps serving its other
+    /// connections and redials. Each fault is also a [`ConnectionEvent::Fault`].
+    pub fn health(&self) -> Result<(), RuntimeError> {
+        self.core.shared.health()
+    }
+
+    /// Waits for the source's first fault (see [`health`](Self::health)); pending for as
+    /// long as none happens.
+    pub async fn fault(&self) -> Fault {
+        self.core.shared.fault().await
+    }
+
+    /// Waits until every sample sent so far is acknowledged by every connected aggregator,
+    /// or `timeout` passes; returns whether everything was acknowledged.
+    ///
+    /// Acknowledgements are coalesced (see [`SessionConfig::ack_interval`](crate::engine::SessionConfig::ack_interval)), so this
+    /// returns at most one `ack_interval` later than the last sample's arrival. On a
+    /// [`Delivery::BestEffort`](crate::engine::Delivery::BestEffort) connection there are no acknowledgements: it waits until
+    /// every sample was handed to each connection (written to its stream), which says
+    /// nothing about arrival.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let target = self.core.data.last_seq();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let acked = {
+                let conns = lock(&self.core.conns);
+                !conns.is_empty()
+                    && conns
+                        .iter()
+                        .all(|c| c.acked.load(Ordering::Acquire) >= target)
+            };
+            if acked || target == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Stops the source: waits up to `timeout` for connected aggregators to acknowledge
+    /// what was sent, then closes every connection and the server.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        let flushed = self.flush(timeout).await;
+        let publisher = lock(&self.publisher).take();
+        if let Some(publisher) = publisher {
+            if let Err(e) = publisher.close().await {
+                tracing::warn!(error = %e, "withdrawing the advertisement failed");
+            }
+        }
+        self.core.shared.stopping.send_replace(true);
+        // Sessions end their streams cleanly now; give them a moment to do so.
+        self.core
+            .shared
+            .tasks
+            .join(Duration::from_millis(500))
+            .await;
+        let server = lock(&self.server).take();
+        if let Some(server) = server {
+            let _ = server.shutdown(Duration::from_millis(500)).await;
+        }
+        self.core.shared.tasks.abort_all();
+        flushed
+    }
+}
+
+impl<R: Runtime> Drop for Source<R> {
+    fn drop(&mut self) {
+        self.core.shared.stop_now();
+    }
+}
