@@ -81,7 +81,7 @@ impl CpuLoad {
                             }
                         }
                         std::hint::black_box(&buf);
-                        if x % 7 == 0 {
+                        if x.is_multiple_of(7) {
                             std::thread::sleep(Duration::from_micros(300));
                         }
                     }

@@ -43,7 +43,6 @@ pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryE
 pub use tsercom_runtime::engine::{
     BufferLimits, ConnectionEvent, Delivery, Runtime, RuntimeError, SessionConfig, StreamService,
 };
-pub use tsercom_runtime::tensor::{self, DType, Tensor, TensorError, TensorSpec};
 pub use tsercom_runtime::manager::{Managed, ManagerError, RuntimeHandle, RuntimeManager};
 pub use tsercom_runtime::queue::{self, OverflowPolicy};
 pub use tsercom_runtime::roles::{
@@ -51,6 +50,7 @@ pub use tsercom_runtime::roles::{
     Source, SourceBuilder, SourceStats,
 };
 pub use tsercom_runtime::task::Fault;
+pub use tsercom_runtime::tensor::{self, DType, Tensor, TensorError, TensorSpec};
 pub use tsercom_runtime::time::{
     self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
 };

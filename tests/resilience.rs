@@ -342,11 +342,11 @@ async fn a_clock_3s_behind_and_drifting_100ppm_is_tracked_within_100us_and_10ppm
         .await
         .unwrap();
     let estimate = || source.clocks().first().and_then(|(_, e)| *e);
-    // Warm-up: until the estimate says it knows the drift to 5 ppm (three standard
-    // errors; half the 10 ppm asked of it, as a debug build on a loaded machine makes the
-    // noise less regular than the estimator assumes).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !estimate().is_some_and(|e| e.drift_uncertainty_ppm <= 5.0) {
+    // Warm-up: until the estimate says it knows the drift to 10 ppm (the uncertainty is a
+    // hard range from the exchanges' round trips, so it narrows more slowly than a
+    // statistical one, and more slowly still in a debug build on a loaded machine).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !estimate().is_some_and(|e| e.drift_uncertainty_ppm <= 10.0) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the drift was not pinned down: {:?}",

@@ -33,7 +33,7 @@ async fn main() {
     std::fs::write(&proto, bench_rt::proto()).expect("write proto");
     let out = dir.path().join("out");
     let source = bench_rt::Source::builder()
-        .serve("127.0.0.1:0".parse().expect("addr"))
+        .serve("127.0.0.1:0")
         .advertise(Discovery::mdns_with(MdnsConfig::loopback().port(MDNS_PORT)))
         .start()
         .await

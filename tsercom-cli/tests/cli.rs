@@ -159,7 +159,7 @@ async fn browse_sees_three_sources_and_their_departure() {
     let mut sources = Vec::new();
     for i in 0..3 {
         let s = browse_rt::Source::builder()
-            .serve("127.0.0.1:0".parse().unwrap())
+            .serve("127.0.0.1:0")
             .advertise(mdns())
             .name(format!("sensor-{i}"))
             .start()
@@ -219,7 +219,7 @@ async fn schema_prints_the_proto_the_source_advertises() {
     write_protos(&dir.path().join("v1"), &schema_rt::proto_files());
     write_protos(&dir.path().join("v2"), &schema_v2::proto_files());
     let _source = schema_rt::Source::builder()
-        .serve("127.0.0.1:0".parse().unwrap())
+        .serve("127.0.0.1:0")
         .advertise(mdns())
         .name("roof")
         .start()
@@ -275,7 +275,7 @@ async fn tail_prints_the_values_sent() {
     let dir = tempfile::tempdir().unwrap();
     write_protos(dir.path(), &tail_rt::proto_files());
     let source = tail_rt::Source::builder()
-        .serve("127.0.0.1:0".parse().unwrap())
+        .serve("127.0.0.1:0")
         .advertise(mdns())
         .name("roof")
         .start()
@@ -372,7 +372,7 @@ async fn record_writes_parquet_that_python_reads_back() {
     let mut sources = Vec::new();
     for s in 0..2 {
         let source = record_rt::Source::builder()
-            .serve("127.0.0.1:0".parse().unwrap())
+            .serve("127.0.0.1:0")
             .advertise(mdns())
             .name(format!("st-{s}"))
             .start()

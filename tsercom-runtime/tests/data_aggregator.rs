@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tsercom_runtime::data::{CallerEvent, DataError, Inserted, NewData, RemoteDataAggregatorBuilder};
+use tsercom_runtime::data::{
+    CallerEvent, DataError, Inserted, NewData, RemoteDataAggregatorBuilder,
+};
 use tsercom_runtime::queue::OverflowPolicy;
 use tsercom_runtime::schema::{FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
 use tsercom_runtime::{
@@ -868,7 +870,9 @@ fn default_window_refuses_far_future_times_and_none_accepts_them() {
         r.too_new = 1;
         r
     });
-    let open = RemoteDataAggregatorBuilder::default().max_ahead(None).build::<i64>();
+    let open = RemoteDataAggregatorBuilder::default()
+        .max_ahead(None)
+        .build::<i64>();
     assert!(open
         .try_insert_batch(c, [at(i64::MAX)])
         .unwrap()
