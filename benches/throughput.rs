@@ -10,13 +10,13 @@
 #[allow(dead_code, unreachable_pub)]
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tsercom::transport::Endpoint;
 use tsercom::{Aggregator, Source};
 
 use common::raw::{self, RawBatch, RawMessage, RawSample, BATCH};
@@ -28,7 +28,12 @@ const WARMUP: u64 = 1000;
 const WINDOW: u64 = 1 << 18;
 const POLL: Duration = Duration::from_millis(1);
 
-const ARMS: [&str; 3] = ["tsercom", "tonic-raw-per-message", "tonic-raw-batched"];
+const ARMS: [&str; 4] = [
+    "tsercom",
+    "tsercom-unix",
+    "tonic-raw-per-message",
+    "tonic-raw-batched",
+];
 
 struct Config {
     samples: u64,
@@ -103,7 +108,8 @@ async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
     let per_source = config.samples / sources as u64;
     let load = load_1m();
     let (total, done, window) = match arm {
-        "tsercom" => tsercom_arm(sources, per_source, config.deadline).await,
+        "tsercom" => tsercom_arm(Transport::Tcp, sources, per_source, config.deadline).await,
+        "tsercom-unix" => tsercom_arm(Transport::Unix, sources, per_source, config.deadline).await,
         "tonic-raw-per-message" => {
             raw_arm::<RawSample, _, _>(sources, per_source, config.deadline, |tx, i| {
                 let tx = tx.clone();
@@ -134,7 +140,7 @@ async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
         "cpu_s_per_million": cpu / (done.max(1) as f64 / 1e6),
         "cpu_us_per_sample": cpu * 1e6 / done.max(1) as f64,
         "cpu_cores": cpu / wall,
-        "consumer": if arm == "tsercom" { "reader poll 1 ms" } else { "app channel" },
+        "consumer": if arm.starts_with("tsercom") { "reader poll 1 ms" } else { "app channel" },
         "batch": if arm == "tonic-raw-batched" { BATCH } else { 1 },
         "load_1m": load,
     })
@@ -160,19 +166,36 @@ async fn wait_count(count: &AtomicU64, target: u64, deadline: Instant) -> u64 {
 }
 
 /// The full runtime: sources dial one aggregator on loopback; a reader drains it.
-async fn tsercom_arm(sources: usize, per_source: u64, limit: Duration) -> (u64, u64, (f64, f64)) {
-    let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+/// The transport a tsercom arm runs on.
+#[derive(Clone, Copy)]
+enum Transport {
+    Tcp,
+    Unix,
+}
+
+async fn tsercom_arm(
+    transport: Transport,
+    sources: usize,
+    per_source: u64,
+    limit: Duration,
+) -> (u64, u64, (f64, f64)) {
+    // The socket file lives as long as this directory (the whole arm).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen: Endpoint = match transport {
+        Transport::Tcp => "127.0.0.1:0".parse().expect("addr"),
+        Transport::Unix => Endpoint::unix(dir.path().join("agg.sock")),
+    };
     let agg = Aggregator::<Weather>::builder()
-        .listen(local)
+        .listen(listen)
         .retention(None)
         .start()
         .await
         .expect("aggregator");
-    let addr = agg.local_addr().expect("listening");
+    let addr = agg.local_endpoint().expect("listening").clone();
     let mut srcs = Vec::new();
     for _ in 0..sources {
         let s = Source::<Weather>::builder()
-            .dial([addr])
+            .dial([addr.clone()])
             .start()
             .await
             .expect("source");
