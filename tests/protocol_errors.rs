@@ -182,6 +182,33 @@ async fn malformed_envelope_and_payload_are_invalid_argument() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_beyond_what_was_sent_is_refused_and_the_aggregator_serves_on() {
+    let (agg, channel) = setup().await;
+    // Nothing was sent to this peer: acknowledging 2^64-1 (which once overflowed a
+    // cursor and released samples the peer never got) names the field and the limit.
+    let status = call(
+        channel.clone(),
+        vec![
+            hello(Level::fingerprint()),
+            env(Kind::Ack(wire::Ack { seq: u64::MAX })),
+        ],
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("Ack.seq"), "{status:?}");
+    assert_eq!(agg.stats().rejected, 1);
+    // The aggregator is healthy and still accepts a well-behaved peer.
+    assert!(agg.health().is_ok());
+    let source = Source::<Tank>::builder()
+        .dial([agg.local_addr().unwrap()])
+        .start()
+        .await
+        .unwrap();
+    source.send(Level { value: 1.0 }).await.unwrap();
+    assert!(source.flush(Duration::from_secs(20)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frame_is_resource_exhausted() {
     let (_agg, channel) = setup().await;
     let big = env(Kind::Frame(wire::Frame {

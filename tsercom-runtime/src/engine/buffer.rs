@@ -235,11 +235,13 @@ impl SendBuffer {
         let inner = self.lock();
         let first_held = inner.samples.front().map_or(inner.next_seq, |s| s.seq);
         let cursor = if cursor == 0 { first_held - 1 } else { cursor };
-        if cursor + 1 < first_held && cursor < inner.evicted_through {
+        // `cursor` comes from the peer (its Ack): no arithmetic on it may overflow.
+        let next = cursor.saturating_add(1);
+        if next < first_held && cursor < inner.evicted_through {
             return Next::Gap {
-                first: cursor + 1,
+                first: next,
                 last: first_held - 1,
-                first_time: inner.lost_time(cursor + 1),
+                first_time: inner.lost_time(next),
                 last_time: inner.evicted_last_time,
             };
         }
@@ -320,6 +322,18 @@ mod tests {
         b.release_through(3);
         assert_eq!(seqs(b.next_after(3, 100, 1 << 20)), vec![4, 5]);
         assert!(matches!(b.next_after(9, 100, 1 << 20), Next::Empty));
+    }
+
+    #[test]
+    fn a_cursor_at_the_end_of_the_numbers_is_no_overflow() {
+        let b = SendBuffer::new(BufferLimits::default());
+        assert_eq!(b.push_many((1..=3).map(p)), 3);
+        assert!(matches!(b.next_after(u64::MAX, 100, 1 << 20), Next::Empty));
+        assert!(matches!(
+            b.next_after(u64::MAX - 1, 100, 1 << 20),
+            Next::Empty
+        ));
+        assert_eq!(seqs(b.next_after(0, 100, 1 << 20)), vec![1, 2, 3]);
     }
 
     #[test]

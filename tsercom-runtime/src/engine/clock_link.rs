@@ -225,7 +225,12 @@ impl Mapping {
             .map_or(now.as_nanos(), |s| s.start.max(now.as_nanos()));
         let target = estimate.offset_at(Timestamp::from_nanos(start));
         let base = match self.offset(start) {
-            Some(current) if (target - current).abs() <= STEP_NS => current,
+            // Both come from estimates fed by the peer's times: no overflow.
+            Some(current)
+                if target.saturating_sub(current).unsigned_abs() <= STEP_NS.unsigned_abs() =>
+            {
+                current
+            }
             _ => target,
         };
         if self.segments.len() == MAX_SEGMENTS {

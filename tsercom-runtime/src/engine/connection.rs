@@ -231,6 +231,15 @@ impl<H: Handler> Connection<'_, H> {
                     }
                 }
                 Some(Kind::Ack(ack)) => {
+                    // A peer can acknowledge only what it was sent: anything beyond would
+                    // release samples it never received.
+                    let last = self.handler.outbound().last_seq();
+                    if ack.seq > last {
+                        return Err(self.reject(&format!(
+                            "Ack.seq {} is beyond the last sequence number sent ({last})",
+                            ack.seq
+                        )));
+                    }
                     self.handler.ack(ack.seq);
                     if resume.borrow().is_none() {
                         resume.send_replace(Some(ack.seq));
