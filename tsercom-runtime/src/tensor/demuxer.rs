@@ -70,10 +70,26 @@ impl Demuxer {
         }
     }
 
-    /// A demuxer from a peer's `TensorInitializer`, with its initial state applied.
+    /// A demuxer from a peer's `TensorInitializer`, with its initial state applied and the
+    /// default [`MuxerConfig`] (so a tensor over 64 MiB is refused; see
+    /// [`from_initializer_with`](Self::from_initializer_with)).
     pub fn from_initializer(init: &wire::TensorInitializer) -> Result<Self, TensorError> {
+        Self::from_initializer_with(init, MuxerConfig::default())
+    }
+
+    /// A demuxer from a peer's `TensorInitializer` with `config`. A shape whose tensor is
+    /// larger than `config.max_tensor_bytes` is [`TensorError::TooLarge`], before any memory
+    /// is allocated for it.
+    pub fn from_initializer_with(
+        init: &wire::TensorInitializer,
+        config: MuxerConfig,
+    ) -> Result<Self, TensorError> {
         let (spec, update) = TensorSpec::from_initializer(init)?;
-        let mut d = Demuxer::new(spec);
+        let bytes = spec.len().saturating_mul(spec.dtype.size());
+        if bytes > config.max_tensor_bytes {
+            return Err(TensorError::TooLarge(bytes as u128));
+        }
+        let mut d = Demuxer::with_config(spec, config);
         d.apply(&update)?;
         Ok(d)
     }

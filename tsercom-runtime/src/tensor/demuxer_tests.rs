@@ -201,6 +201,38 @@ fn an_unknown_dtype_in_an_initializer_is_an_error() {
 }
 
 #[test]
+fn an_initializer_naming_a_huge_shape_is_refused_before_allocating() {
+    // 2^27 f64 elements = 1 GiB, named by an initializer of a few bytes.
+    let init = wire::TensorInitializer {
+        shape: vec![1 << 27],
+        dtype: "float64".into(),
+        fill_value: 0.0,
+        initial_state: None,
+    };
+    assert_eq!(
+        Demuxer::from_initializer(&init).unwrap_err(),
+        TensorError::TooLarge(1 << 30)
+    );
+    // Within a raised limit the same shape is accepted (a smaller one here, to keep the test
+    // light): the limit is the receiver's choice.
+    let small = wire::TensorInitializer {
+        shape: vec![1 << 20],
+        ..init
+    };
+    let tight = MuxerConfig {
+        max_tensor_bytes: 1 << 20,
+        ..MuxerConfig::default()
+    };
+    assert!(Demuxer::from_initializer_with(&small, tight).is_err());
+    let loose = MuxerConfig {
+        max_tensor_bytes: 8 << 20,
+        ..MuxerConfig::default()
+    };
+    let d = Demuxer::from_initializer_with(&small, loose).unwrap();
+    assert_eq!(d.spec().len(), 1 << 20);
+}
+
+#[test]
 fn chunks_older_than_the_history_are_dropped_and_counted() {
     let config = MuxerConfig {
         history: std::time::Duration::from_secs(15),

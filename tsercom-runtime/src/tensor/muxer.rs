@@ -35,6 +35,12 @@ pub struct MuxerConfig {
     /// Changed runs this close (in bytes) are sent as one chunk. Default 32 (about the
     /// framing of a chunk).
     pub merge_gap_bytes: usize,
+    /// The largest tensor (element bytes) a demuxer accepts from a peer's
+    /// `TensorInitializer` ([`Demuxer::from_initializer_with`](super::Demuxer::from_initializer_with)).
+    /// Default 64 MiB: a few-byte initializer can name any shape, and the receiver keeps
+    /// up to `max_history` full copies of it. Raise it for larger tensors (at most
+    /// [`MAX_TENSOR_BYTES`](super::MAX_TENSOR_BYTES)).
+    pub max_tensor_bytes: usize,
 }
 
 impl Default for MuxerConfig {
@@ -44,6 +50,7 @@ impl Default for MuxerConfig {
             max_history: 64,
             compression: CompressionPolicy::default(),
             merge_gap_bytes: 32,
+            max_tensor_bytes: 64 << 20,
         }
     }
 }
