@@ -484,3 +484,16 @@ print(json.dumps(out))
         assert_eq!(got["time_type"], "timestamp[ns, tz=UTC]");
     }
 }
+
+#[test]
+fn an_interface_that_does_not_exist_is_a_one_line_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tsercom"))
+        .args(["--interface", "nosuch0", "browse", "--once", "weather"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuch0"), "{err}");
+    assert!(err.contains("interface"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -105,6 +105,7 @@ fn mdns_err(op: &'static str) -> impl FnOnce(mdns_sd::Error) -> DiscoveryError {
 /// nothing goes out on an excluded interface. (The daemon does join the multicast group on
 /// every interface when it starts, before the policy applies; that sends no mDNS traffic.)
 fn start_daemon(config: &MdnsConfig) -> Result<ServiceDaemon, DiscoveryError> {
+    check_interfaces(&config.interfaces)?;
     let daemon = ServiceDaemon::new_with_port(config.port).map_err(mdns_err("daemon start"))?;
     let applied = match &config.interfaces {
         InterfacePolicy::AllNonLoopback => {
@@ -127,6 +128,46 @@ fn start_daemon(config: &MdnsConfig) -> Result<ServiceDaemon, DiscoveryError> {
         return Err(mdns_err("interface selection")(e));
     }
     Ok(daemon)
+}
+
+/// Refuses a named interface that does not exist (or has no address), and warns when the
+/// default policy has no interface to use: mDNS would then find nothing and say nothing.
+fn check_interfaces(policy: &InterfacePolicy) -> Result<(), DiscoveryError> {
+    let interfaces = match if_addrs::get_if_addrs() {
+        Ok(list) => list,
+        Err(e) => {
+            // Listing is only a check: the daemon itself may still manage.
+            tracing::debug!(error = %e, "could not list network interfaces");
+            return Ok(());
+        }
+    };
+    match policy {
+        InterfacePolicy::Named(names) => {
+            for name in names {
+                if !interfaces.iter().any(|i| &i.name == name) {
+                    let mut available: Vec<String> =
+                        interfaces.iter().map(|i| i.name.clone()).collect();
+                    available.sort();
+                    available.dedup();
+                    return Err(DiscoveryError::NoSuchInterface {
+                        name: name.clone(),
+                        available,
+                    });
+                }
+            }
+        }
+        InterfacePolicy::AllNonLoopback => {
+            if interfaces.iter().all(|i| i.is_loopback()) {
+                tracing::warn!(
+                    "mDNS has no non-loopback network interface with an address: nothing \
+                     will be advertised or found beyond this host (use \
+                     MdnsConfig::loopback() for sources on this host)"
+                );
+            }
+        }
+        InterfacePolicy::LoopbackOnly => {}
+    }
+    Ok(())
 }
 
 /// Logs the daemon's errors and name changes until the daemon stops.

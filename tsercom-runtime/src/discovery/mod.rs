@@ -149,6 +149,14 @@ pub enum DiscoveryError {
     /// The registry or its daemon has stopped.
     #[error("discovery registry is closed")]
     Closed,
+    /// An interface named in [`InterfacePolicy::Named`] does not exist or has no address.
+    #[error("no network interface {name:?} with an address (interfaces here: {})", available.join(", "))]
+    NoSuchInterface {
+        /// The name asked for.
+        name: String,
+        /// The interfaces that have an address, for the message.
+        available: Vec<String>,
+    },
 }
 
 /// Normalises a runtime name into the mDNS service type `_<name>._tcp.local.`.
