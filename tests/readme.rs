@@ -7,7 +7,9 @@ const MANIFEST: &str = include_str!("../newcomer/Cargo.toml");
 
 /// The fenced block that follows `marker` (its first line is the fence).
 fn block_after<'a>(text: &'a str, marker: &str) -> &'a str {
-    let at = text.find(marker).unwrap_or_else(|| panic!("{marker:?} not in the README"));
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} not in the README"));
     let rest = &text[at..];
     let open = rest.find("```").expect("no fenced block after the marker");
     let body_start = open + rest[open..].find('\n').expect("fence line") + 1;

@@ -591,3 +591,74 @@ async fn a_silently_blackholed_connection_is_detected_and_the_stream_resumes() {
     assert_eq!(ns, (1..=sent).collect::<Vec<_>>());
     assert!(agg.gaps().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregator_away_for_a_while_resumes_where_it_stopped_while_another_keeps_up() {
+    let source = Source::<Ticks>::builder()
+        .serve("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+    // A dials the source directly; B through a proxy that will cut and block its link.
+    let a = Aggregator::<Ticks>::builder()
+        .source([addr])
+        .backoff(fast_backoff())
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(addr).await;
+    let b = Aggregator::<Ticks>::builder()
+        .source([proxy.addr()])
+        .backoff(fast_backoff())
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    wait_until("both aggregators connected", || {
+        a.connected().len() == 1 && b.connected().len() == 1
+    })
+    .await;
+    let mut next = 0_u64;
+    for _ in 0..1_000 {
+        next += 1;
+        source.send(Tick { n: next }).await.unwrap();
+    }
+    wait_until("both have the first 1000", || {
+        a.stats().received == next && b.stats().received == next
+    })
+    .await;
+
+    // B goes away; A keeps up and acknowledges everything sent meanwhile.
+    proxy.block(true);
+    proxy.cut();
+    wait_until("B sees its source gone", || b.connected().is_empty()).await;
+    for _ in 0..3_000 {
+        next += 1;
+        source.send(Tick { n: next }).await.unwrap();
+    }
+    wait_until("A has everything", || a.stats().received == next).await;
+    assert!(source.flush(DEADLINE).await, "A acknowledged everything");
+    // What B has not acknowledged is still held for it.
+    assert!(source.stats().buffered >= 3_000, "{:?}", source.stats());
+
+    // B comes back and gets exactly what it missed: no gap, nothing twice.
+    proxy.block(false);
+    wait_until("B has everything", || b.stats().received == next).await;
+    let ns: Vec<u64> = b
+        .data()
+        .reader()
+        .get_new_data()
+        .items
+        .iter()
+        .map(|(_, t)| t.value.n)
+        .collect();
+    assert_eq!(ns, (1..=next).collect::<Vec<_>>());
+    assert!(b.gaps().is_empty());
+    assert_eq!(b.stats().lost, 0);
+    assert!(a.gaps().is_empty());
+    // Once both have acknowledged it, nothing stays buffered.
+    assert!(source.flush(DEADLINE).await);
+    wait_until("the buffer released", || source.stats().buffered == 0).await;
+}

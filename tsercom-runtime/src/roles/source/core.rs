@@ -43,6 +43,11 @@ pub(super) struct Core<R: Runtime> {
     /// Per aggregator: its incarnation and the last event received from it.
     event_progress: Mutex<HashMap<CallerId, (u64, u64)>>,
     pub(super) conns: Mutex<Vec<Arc<Conn>>>,
+    /// Aggregators whose resumable connection ended: what each acknowledged, and when it
+    /// left. Their samples are kept (within the buffer's limits) for
+    /// `BufferLimits::max_age` after they left, so one that comes back resumes where it
+    /// stopped even if the others acknowledged everything meanwhile.
+    departed: Mutex<HashMap<CallerId, (u64, std::time::Instant)>>,
     /// Clock links per aggregator, kept across its connections.
     links: Mutex<HashMap<CallerId, Arc<ClockLink>>>,
     pub(super) sent: AtomicU64,
@@ -71,6 +76,7 @@ impl<R: Runtime> Core<R> {
             events,
             event_progress: Mutex::new(HashMap::new()),
             conns: Mutex::new(Vec::new()),
+            departed: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
             sent: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
@@ -79,18 +85,30 @@ impl<R: Runtime> Core<R> {
         }
     }
 
-    /// Releases what every connected aggregator acknowledged (or, on a best-effort
-    /// connection, was handed). When every connection is best effort, what they were
+    /// Releases what every aggregator acknowledged (or, on a best-effort connection, was
+    /// handed): each connected one, and each that left a resumable connection less than
+    /// `max_age` ago. A slow or absent aggregator never holds back the others (each reads
+    /// the buffer at its own cursor; the buffer's limits evict what is too old or too
+    /// much), and one that comes back within its window loses nothing the buffer still
+    /// holds. When every connection is best effort and none is awaited, what they were
     /// handed is forgotten rather than released, so a reconnecting aggregator is told
     /// exactly what it missed.
     fn release(&self) {
         let conns = lock(&self.conns);
-        if let Some(min) = conns.iter().map(|c| c.acked.load(Ordering::Acquire)).min() {
-            if conns.iter().all(|c| c.best_effort) {
-                self.data.forget_through(min);
-            } else {
-                self.data.release_through(min);
-            }
+        let awaited = {
+            let mut departed = lock(&self.departed);
+            let max_age = self.data.limits().max_age;
+            departed.retain(|_, (_, left)| left.elapsed() < max_age);
+            departed.values().map(|&(acked, _)| acked).min()
+        };
+        let live = conns.iter().map(|c| c.acked.load(Ordering::Acquire)).min();
+        let Some(min) = live.into_iter().chain(awaited).min() else {
+            return;
+        };
+        if awaited.is_none() && conns.iter().all(|c| c.best_effort) {
+            self.data.forget_through(min);
+        } else {
+            self.data.release_through(min);
         }
     }
 
@@ -126,6 +144,7 @@ impl<R: Runtime> Role for Core<R> {
                 best_effort: peer.delivery == Delivery::BestEffort,
             });
         lock(&self.conns).push(Arc::clone(&conn));
+        lock(&self.departed).remove(&peer.id);
         let last_event = match lock(&self.event_progress).get(&peer.id) {
             Some(&(incarnation, last)) if incarnation == peer.incarnation => last,
             _ => 0,
@@ -151,7 +170,17 @@ pub(super) struct AggregatorLink<R: Runtime> {
 
 impl<R: Runtime> Drop for AggregatorLink<R> {
     fn drop(&mut self) {
-        lock(&self.core.conns).retain(|c| !Arc::ptr_eq(c, &self.conn));
+        let mut conns = lock(&self.core.conns);
+        conns.retain(|c| !Arc::ptr_eq(c, &self.conn));
+        let id = self.conn.peer.id;
+        let resumable = !self.conn.best_effort
+            && !self.core.shared.is_stopping()
+            && !conns.iter().any(|c| c.peer.id == id);
+        drop(conns);
+        if resumable {
+            let acked = self.conn.acked.load(Ordering::Acquire);
+            lock(&self.core.departed).insert(id, (acked, std::time::Instant::now()));
+        }
         self.core.drop_unconnected();
     }
 }
