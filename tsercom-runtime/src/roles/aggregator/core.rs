@@ -286,7 +286,12 @@ impl<R: Runtime> Handler for SourceLink<R> {
             recovered: 0,
         };
         tracing::warn!(source = %self.caller, lost = gap.count(), "source reports lost samples");
-        self.core.lost.fetch_add(gap.count(), Ordering::Relaxed);
+        let _ = self
+            .core
+            .lost
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(gap.count()))
+            });
         lock(&self.core.gaps).push(gap);
         Some(last_seq)
     }

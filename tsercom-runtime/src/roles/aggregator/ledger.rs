@@ -61,7 +61,7 @@ impl Ledger {
         if first > last || last <= self.last {
             return None;
         }
-        let first = first.max(self.last + 1);
+        let first = first.max(self.last.saturating_add(1));
         if self.missing.len() == MISSING_RANGES {
             self.missing.pop_front();
         }

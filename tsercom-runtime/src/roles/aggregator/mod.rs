@@ -69,7 +69,11 @@ pub struct DataGap {
 impl DataGap {
     /// How many samples were announced lost.
     pub fn count(&self) -> u64 {
-        self.last_seq - self.first_seq + 1
+        // Announcements are checked (`first_seq <= last_seq < 2^63`); saturating for a
+        // value built by hand.
+        self.last_seq
+            .saturating_sub(self.first_seq)
+            .saturating_add(1)
     }
 
     /// How many samples are still missing: announced lost and not recovered.
