@@ -119,6 +119,7 @@ pub(crate) async fn run<Ro: Role>(
 ) -> Result<End, Status> {
     let shared = role.shared();
     let peer_role = shared.local.peer_role();
+    role.admit(&peer)?;
     // Declared before the handler, so it is dropped after it: the role has forgotten
     // the connection when the user hears it ended.
     let mut announce = Announce {

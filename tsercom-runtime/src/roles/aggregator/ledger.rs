@@ -8,7 +8,7 @@ const MISSING_RANGES: usize = 1024;
 
 /// What the aggregator holds of one source's numbering: the last sequence number, and
 /// the ranges before it that were announced lost and have not arrived.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Ledger {
     pub(super) last: u64,
     /// Disjoint, ascending, all below `last`; the oldest are forgotten beyond
