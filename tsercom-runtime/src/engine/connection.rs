@@ -286,6 +286,13 @@ impl<H: Handler> Connection<'_, H> {
                 }
                 Some(Kind::TimeReply(reply)) => {
                     let received_at = self.clock.now();
+                    if reply.transmit_ns < reply.receive_ns {
+                        return Err(self.reject(&format!(
+                            "TimeReply.transmit_ns {} is before TimeReply.receive_ns {}: a \
+                             reply cannot leave before its probe arrived",
+                            reply.transmit_ns, reply.receive_ns
+                        )));
+                    }
                     match self.handler.clock_link() {
                         Some(link) => link.on_reply(&reply, received_at),
                         None => {
