@@ -423,3 +423,38 @@ async fn a_time_reply_with_extreme_times_ends_only_the_attackers_stream() {
     real.health().unwrap();
     good.check(&agg).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_idle_sockets_are_refused_or_closed_and_a_new_source_gets_in() {
+    use tokio::io::AsyncReadExt;
+    let agg = aggregator(|b| b).await;
+    let good = Good::start(&agg).await;
+    let addr = agg.local_addr().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Every socket that never speaks is closed by the server: beyond the per-address
+    // limit at once, the others at the first-request deadline (10 s by default).
+    let closed = idle.into_iter().map(|mut socket| async move {
+        let mut buf = [0_u8; 64];
+        loop {
+            match tokio::time::timeout(DEADLINE, socket.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                // What a server sends unasked (its HTTP/2 settings) is not a close.
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!("an idle socket was not closed within {DEADLINE:?}"),
+            }
+        }
+    });
+    tsercom::__private::futures::future::join_all(closed).await;
+    // A source that comes now gets in.
+    let late = Source::<Ticks>::builder()
+        .dial([addr])
+        .start()
+        .await
+        .unwrap();
+    let id = late.id();
+    wait_until("the late source connected", || agg.connected().contains(&id)).await;
+    good.check(&agg).await;
+}
