@@ -455,6 +455,9 @@ async fn three_hundred_idle_sockets_are_refused_or_closed_and_a_new_source_gets_
         .await
         .unwrap();
     let id = late.id();
-    wait_until("the late source connected", || agg.connected().contains(&id)).await;
+    wait_until("the late source connected", || {
+        agg.connected().contains(&id)
+    })
+    .await;
     good.check(&agg).await;
 }

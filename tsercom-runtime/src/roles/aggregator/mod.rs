@@ -288,6 +288,14 @@ impl<R: Runtime> Aggregator<R> {
         }
     }
 
+    /// The counters of the aggregator's server (connections open now, refused,
+    /// closed for never starting a request, TLS handshakes rejected), when it listens.
+    pub fn server_stats(&self) -> Option<crate::transport::ServerStats> {
+        lock(&self.server)
+            .as_ref()
+            .map(crate::transport::Server::stats)
+    }
+
     /// `Ok` while no internal task of the aggregator (a session, a dial loop, discovery)
     /// has panicked or failed; otherwise the first such fault, as
     /// [`RuntimeError::Internal`], every time after. A fault in a session ends only that
