@@ -215,7 +215,8 @@ impl<R: Runtime> AggregatorBuilder<R> {
             self.backoff,
             self.tls_client,
         );
-        let core = Arc::new(Core::<R>::new(shared, self.event_limits, data.build()));
+        let data = data.faults(shared.tasks.faults_handle()).build();
+        let core = Arc::new(Core::<R>::new(shared, self.event_limits, data));
         // Never dropped: under `Block` the queue goes over capacity rather than losing a
         // `Forgotten`, and this task drains it.
         let departed = core.data.caller_events_with(1024, OverflowPolicy::Block);
