@@ -22,50 +22,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::netns::{answer, child_role, pair_or_skip, ranges, Child, Reply, Side};
-use tsercom::{Aggregator, Backoff, BufferLimits, CallerId, Runtime, RuntimeError, Source};
+use support::{wait_until, wait_until_blocking, Nudge, Tick, Ticks, DEADLINE};
+use tsercom::{Aggregator, Backoff, BufferLimits, CallerId, RuntimeError, Source};
 
-#[tsercom::series]
-#[derive(PartialEq)]
-pub struct Tick {
-    pub n: u64,
-}
-
-#[tsercom::series]
-#[derive(PartialEq)]
-pub struct Nudge {
-    pub by: i64,
-}
-
-pub struct Ticks;
-
-impl Runtime for Ticks {
-    type Data = Tick;
-    type Event = Nudge;
-    const NAME: &'static str = "ticks";
-    const SERVICE: &'static str = "ticks.Stream";
-    const OPEN_PATH: &'static str = "/ticks.Stream/Open";
-}
-
-/// Another data type under the same runtime name: a schema mismatch.
+/// Another data type under the same runtime name as [`Ticks`]: a schema mismatch.
 #[tsercom::series]
 #[derive(PartialEq)]
 pub struct Celsius {
     pub degrees: f64,
 }
 
-pub struct MismatchedTicks;
+/// The runtime `ticks` again (same name, stream and service), carrying [`Celsius`].
+#[tsercom::runtime(data = super::Celsius, event = super::Nudge, name = "ticks")]
+pub mod mismatched {}
 
-impl Runtime for MismatchedTicks {
-    type Data = Celsius;
-    type Event = Nudge;
-    const NAME: &'static str = "ticks";
-    const SERVICE: &'static str = "ticks.Stream";
-    const OPEN_PATH: &'static str = "/ticks.Stream/Open";
-}
+type MismatchedTicks = mismatched::Runtime;
 
 const ENTRY: &str = "child_entry";
-/// Bound of any single wait in these tests.
-const DEADLINE: Duration = Duration::from_secs(20);
 const SHORT: Duration = Duration::from_secs(5);
 
 fn fast_backoff() -> Backoff {
@@ -559,15 +532,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Waits (blocking) until `cond` holds, or panics after `DEADLINE`.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// 3. An aggregator process killed with SIGKILL mid-stream and restarted on the same
 ///    address: the source reconnects, and the new aggregator receives exactly what the
 ///    old one had not acknowledged plus everything sent after, once each, in order.
@@ -595,7 +559,7 @@ fn a_killed_aggregator_restarted_on_its_address_gets_everything_unacknowledged()
     agg.kill();
     let killed_at = total.load(Ordering::Relaxed);
     rt.block_on(stream).unwrap();
-    wait_until("the source to see the aggregator gone", || {
+    wait_until_blocking("the source to see the aggregator gone", || {
         source.stats().connections == 0
     });
     // No acknowledgement can arrive now: what the source holds is what the old
@@ -664,9 +628,9 @@ fn a_killed_source_restarted_with_its_id_file_continues_as_the_same_caller() {
     let id: CallerId = id.parse().unwrap();
     assert_eq!(CallerId::persistent(&id_file).unwrap(), id);
     src.request("stream max=20000 rate=1000", "STREAMING", SHORT);
-    wait_until("the stream to flow", || agg.stats().received >= 500);
+    wait_until_blocking("the stream to flow", || agg.stats().received >= 500);
     src.kill();
-    wait_until("the aggregator to see the source gone", || {
+    wait_until_blocking("the aggregator to see the source gone", || {
         agg.connected().is_empty()
     });
     let first_run = agg.stats().received;
@@ -682,7 +646,7 @@ fn a_killed_source_restarted_with_its_id_file_continues_as_the_same_caller() {
         "SENT",
         DEADLINE,
     );
-    wait_until("the restarted source's samples", || {
+    wait_until_blocking("the restarted source's samples", || {
         agg.stats().received >= first_run + SECOND
     });
     assert_eq!(agg.data().callers(), vec![id], "one caller");
@@ -773,11 +737,10 @@ async fn a_schema_mismatch_is_refused_once_and_not_retried() {
         .await
         .unwrap();
     source.send(Celsius { degrees: 21.5 }).await.unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while agg.stats().rejected == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no rejection seen");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("the aggregator to reject the source", || {
+        agg.stats().rejected > 0
+    })
+    .await;
     // An observation window: a retrying source would dial ~50 more times in it.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stats = agg.stats();
@@ -803,11 +766,10 @@ async fn a_refused_source_tells_its_user() {
         .start()
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while agg.stats().rejected == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no rejection seen");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("the aggregator to reject the source", || {
+        agg.stats().rejected > 0
+    })
+    .await;
     let deadline = tokio::time::Instant::now() + SHORT;
     loop {
         match source.send(Celsius { degrees: 1.0 }).await {
@@ -846,11 +808,7 @@ async fn a_dialing_aggregator_does_not_retry_a_schema_mismatch() {
         .start()
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while proxy.accepted() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no dial seen");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("the aggregator to dial", || proxy.accepted() > 0).await;
     // An observation window: a retrying aggregator would dial ~50 more times in it.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(proxy.accepted(), 1, "one connection attempt, no retries");

@@ -206,6 +206,11 @@ impl Tasks {
         &self.faults
     }
 
+    /// The faults of these tasks, to report to from elsewhere (a data store's pruning).
+    pub(crate) fn faults_handle(&self) -> Arc<Faults> {
+        Arc::clone(&self.faults)
+    }
+
     /// Waits up to `timeout` for every task to end by itself, then aborts the rest.
     pub(crate) async fn join(&self, timeout: std::time::Duration) {
         let mut set = std::mem::take(&mut *self.set());

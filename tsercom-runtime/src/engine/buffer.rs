@@ -229,12 +229,13 @@ impl SendBuffer {
     }
 
     /// Up to `max_samples` samples (and about `max_bytes` bytes, at least one) after
-    /// `cursor`, or the gap a reader at `cursor` has to be told about first. A new reader
-    /// (cursor 0) starts at the oldest sample held, with no gap.
+    /// `cursor`, or the gap a reader at `cursor` has to be told about first. A reader
+    /// that holds nothing (cursor 0: a new peer, or one resuming with `Ack 0`) is told
+    /// about the samples removed before it came (evicted, or handed to a best-effort
+    /// connection) like any other: they are lost to it too.
     pub(crate) fn next_after(&self, cursor: u64, max_samples: usize, max_bytes: usize) -> Next {
         let inner = self.lock();
         let first_held = inner.samples.front().map_or(inner.next_seq, |s| s.seq);
-        let cursor = if cursor == 0 { first_held - 1 } else { cursor };
         // `cursor` comes from the peer (its Ack): no arithmetic on it may overflow.
         let next = cursor.saturating_add(1);
         if next < first_held && cursor < inner.evicted_through {
@@ -359,8 +360,11 @@ mod tests {
         }
         // After the gap the reader continues at the first held sample.
         assert_eq!(seqs(b.next_after(4, 100, 1 << 20)), vec![5, 6, 7]);
-        // A new reader starts at the oldest held sample, with no gap.
-        assert_eq!(seqs(b.next_after(0, 100, 1 << 20)), vec![5, 6, 7]);
+        // A reader that holds nothing (Ack 0) is told about the evicted samples too.
+        match b.next_after(0, 100, 1 << 20) {
+            Next::Gap { first, last, .. } => assert_eq!((first, last), (1, 4)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -26,6 +26,11 @@ use crate::time::Clock;
 use crate::timesync::ProbeLimiter;
 use crate::wire::{self, envelope::Kind, Envelope};
 
+/// The largest sequence number a peer may use, 2^63 - 1: numbering starts at 1 per
+/// incarnation, so at a billion samples a second it lasts 292 years. Anything beyond it
+/// is invalid input, and with it every `+ 1` and range size on a peer's numbers fits.
+pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
+
 /// How a connection ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
@@ -114,6 +119,7 @@ pub(crate) async fn run<Ro: Role>(
 ) -> Result<End, Status> {
     let shared = role.shared();
     let peer_role = shared.local.peer_role();
+    role.admit(&peer)?;
     // Declared before the handler, so it is dropped after it: the role has forgotten
     // the connection when the user hears it ended.
     let mut announce = Announce {
@@ -216,15 +222,20 @@ impl<H: Handler> Connection<'_, H> {
             };
             match env.kind {
                 Some(Kind::Frame(frame)) => {
-                    bytes += frame
-                        .samples
-                        .iter()
-                        .map(|s| s.payload.len() as u64)
-                        .sum::<u64>();
+                    for s in &frame.samples {
+                        if s.seq == 0 || s.seq > MAX_SEQ {
+                            return Err(self.reject(&format!(
+                                "Sample.seq {} is outside 1..={MAX_SEQ}",
+                                s.seq
+                            )));
+                        }
+                        bytes = bytes.saturating_add(s.payload.len() as u64);
+                    }
                     last = self.handler.frame(frame, last).await?;
                     acks.send_replace(Received { seq: last, bytes });
                 }
                 Some(Kind::Gap(gap)) => {
+                    check_gap(&gap, last).map_err(|why| self.reject(&why))?;
                     if let Some(seq) = self.handler.gap(&gap, last) {
                         last = seq;
                         acks.send_replace(Received { seq: last, bytes });
@@ -252,6 +263,12 @@ impl<H: Handler> Connection<'_, H> {
                             "time probe sent to a source; the aggregator is the time authority",
                         ));
                     }
+                    if probe.estimated && !probe.drift_ppm.is_finite() {
+                        return Err(self.reject(&format!(
+                            "TimeProbe.drift_ppm {} is not a finite number",
+                            probe.drift_ppm
+                        )));
+                    }
                     self.handler.probe(&probe);
                     if limiter.allow(received_at) {
                         let reply = wire::TimeReply {
@@ -269,6 +286,13 @@ impl<H: Handler> Connection<'_, H> {
                 }
                 Some(Kind::TimeReply(reply)) => {
                     let received_at = self.clock.now();
+                    if reply.transmit_ns < reply.receive_ns {
+                        return Err(self.reject(&format!(
+                            "TimeReply.transmit_ns {} is before TimeReply.receive_ns {}: a \
+                             reply cannot leave before its probe arrived",
+                            reply.transmit_ns, reply.receive_ns
+                        )));
+                    }
                     match self.handler.clock_link() {
                         Some(link) => link.on_reply(&reply, received_at),
                         None => {
@@ -312,6 +336,37 @@ impl<H: Handler> Connection<'_, H> {
     }
 }
 
+/// Checks a peer's `Gap` against what can be true: a non-empty range of valid sequence
+/// numbers (`1 <= first_seq <= last_seq <= MAX_SEQ`) that starts no later than right
+/// after the last sample held (`last`): a sender announces what it lost from where the
+/// receiver is, so a later start would leave samples neither sent nor announced. The
+/// times are the sender's report of when the lost samples were taken; a source may send
+/// samples with any times (`send_at`), so their order is not checked and no arithmetic
+/// is done on them.
+fn check_gap(gap: &wire::Gap, last: u64) -> Result<(), String> {
+    if gap.first_seq == 0 || gap.first_seq > MAX_SEQ {
+        return Err(format!(
+            "Gap.first_seq {} is outside 1..={MAX_SEQ}",
+            gap.first_seq
+        ));
+    }
+    if gap.last_seq < gap.first_seq || gap.last_seq > MAX_SEQ {
+        return Err(format!(
+            "Gap.last_seq {} is outside Gap.first_seq..={MAX_SEQ} ({}..={MAX_SEQ})",
+            gap.last_seq, gap.first_seq
+        ));
+    }
+    if gap.first_seq > last.saturating_add(1) {
+        return Err(format!(
+            "Gap.first_seq {} is beyond the next sequence number expected ({}): samples \
+             in between were neither sent nor announced lost",
+            gap.first_seq,
+            last.saturating_add(1)
+        ));
+    }
+    Ok(())
+}
+
 /// The next message from the peer, or an `UNAVAILABLE` error if none arrived within
 /// `idle_timeout`: the connection is presumed dead.
 async fn next_message(
@@ -328,5 +383,45 @@ async fn next_message(
                      presumed dead"
                 )))
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_gap, MAX_SEQ};
+    use crate::wire;
+
+    fn gap(first_seq: u64, last_seq: u64) -> wire::Gap {
+        wire::Gap {
+            first_seq,
+            last_seq,
+            first_time_ns: i64::MAX,
+            last_time_ns: i64::MIN,
+        }
+    }
+
+    #[test]
+    fn gaps_are_checked_against_what_can_be_true() {
+        assert_eq!(check_gap(&gap(1, 5), 0), Ok(()));
+        assert_eq!(
+            check_gap(&gap(3, MAX_SEQ), 10),
+            Ok(()),
+            "overlap with what is held"
+        );
+        assert_eq!(check_gap(&gap(11, 11), 10), Ok(()));
+        for (g, last, field) in [
+            (gap(0, 5), 0, "Gap.first_seq 0"),
+            (gap(5, 4), 10, "Gap.last_seq 4"),
+            (gap(1, u64::MAX), 0, "Gap.last_seq 18446744073709551615"),
+            (
+                gap(u64::MAX, u64::MAX),
+                u64::MAX,
+                "Gap.first_seq 18446744073709551615",
+            ),
+            (gap(12, 20), 10, "Gap.first_seq 12 is beyond"),
+        ] {
+            let err = check_gap(&g, last).unwrap_err();
+            assert!(err.starts_with(field), "{err}");
+        }
     }
 }

@@ -106,6 +106,10 @@ pub enum ConnectionEvent {
         /// The refusal.
         status: tonic::Status,
     },
+    /// A peer's TLS handshake on this role's listening side failed: its certificate was
+    /// rejected (mutual TLS), it did not speak TLS, or it timed out. The connection was
+    /// dropped; also counted in the server's stats.
+    TlsRejected(crate::transport::TlsRejection),
     /// An internal task of the role (a session, a dial loop, discovery) panicked or failed.
     /// Only that task ended: other connections keep running, and a session is redialed or
     /// accepted again like one that broke. The first fault is kept (see

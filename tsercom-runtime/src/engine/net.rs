@@ -5,18 +5,31 @@ use std::time::Duration;
 
 use super::service::{Acceptor, StreamService};
 use super::shared::Role;
-use super::{Runtime, RuntimeError};
+use super::{ConnectionEvent, Runtime, RuntimeError};
+use crate::task::Fault;
 use crate::transport::{
     ClientTls, Dialer, Endpoint, EndpointParseError, Server, ServerTls, TransportError,
 };
+use tokio::sync::broadcast::error::RecvError;
 
 /// Serves `svc` (and the gRPC health service) on `endpoint`, with TLS if `tls` is set.
+///
+/// With an `idle_timeout`, the server pings (HTTP/2) a connection from which nothing
+/// arrived for that long and closes it when the ping is not answered within it too: a
+/// dead peer's TCP connection closes about two idle timeouts after it went silent, like
+/// its stream, instead of lingering for the default keepalive (60 s and 20 s). A live
+/// connection carries time probes and acknowledgements more often than that, so it is
+/// never pinged.
 pub(crate) async fn host<R: Runtime>(
     endpoint: &Endpoint,
     svc: StreamService<R>,
     tls: Option<ServerTls>,
+    idle_timeout: Option<Duration>,
 ) -> Result<Server, RuntimeError> {
     let mut builder = Server::builder().add_service(svc);
+    if let Some(idle) = idle_timeout {
+        builder = builder.http2_keepalive(Some(idle), idle);
+    }
     if let Some(tls) = tls {
         builder = builder.tls(tls);
     }
@@ -52,8 +65,46 @@ pub(crate) async fn serve<Ro: Role>(
 ) -> Result<(Server, Endpoint), RuntimeError> {
     let acceptor: Arc<dyn Acceptor> = Arc::clone(role) as Arc<dyn Acceptor>;
     let svc = StreamService::<Ro::Runtime>::new(acceptor, role.shared().config.max_frame_bytes);
-    let server = host(endpoint, svc, tls).await?;
+    let shared = role.shared();
+    let with_tls = tls.is_some();
+    let server = host(endpoint, svc, tls, shared.config.idle_timeout).await?;
     let local = server.endpoint().clone();
+    // A failure of the server's task is a fault of the role.
+    let mut failure = server.failure();
+    let weak = Arc::downgrade(role);
+    let name = format!("gRPC server on {local}");
+    shared.tasks.spawn(name.clone(), async move {
+        let Ok(failed) = failure.wait_for(Option::is_some).await else {
+            return;
+        };
+        let message = failed.clone().unwrap_or_default();
+        if let Some(role) = weak.upgrade() {
+            role.shared()
+                .tasks
+                .faults()
+                .report(Fault::failed(name, message));
+        }
+    });
+    if with_tls {
+        // Handshakes this side refused are the user's to see, like those it dialed.
+        let mut rejections = server.tls_rejections();
+        let events = shared.events.clone();
+        shared
+            .tasks
+            .spawn(format!("TLS rejections on {local}"), async move {
+                loop {
+                    match rejections.recv().await {
+                        Ok(rejection) => {
+                            let _ = events.try_send(ConnectionEvent::TlsRejected(rejection));
+                        }
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "TLS rejections missed");
+                        }
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            });
+    }
     Ok((server, local))
 }
 

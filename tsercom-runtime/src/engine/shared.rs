@@ -31,6 +31,13 @@ pub(crate) trait Role: Send + Sync + Sized + 'static {
     /// The state every role has.
     fn shared(&self) -> &Shared;
 
+    /// Whether a connection with `peer` may start, checked before it is registered: a
+    /// refusal (e.g. `RESOURCE_EXHAUSTED` when too many callers are known) ends the
+    /// stream with that status, and the connection is never reported as connected.
+    fn admit(&self, _peer: &Peer) -> Result<(), Status> {
+        Ok(())
+    }
+
     /// A connection with `peer` is up: registers it, and returns its handler and the
     /// last sequence number held from the peer (where the peer resumes).
     fn connect(self: &Arc<Self>, peer: &Peer) -> (Self::Handler, u64);

@@ -336,6 +336,7 @@ impl ServerBuilder {
             .max_frame_size(self.max_frame_size)
             .add_routes(routes.routes());
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let (failed_tx, failed) = watch::channel(None);
         let services = self.names.clone();
         let span = tracing::info_span!("grpc_server", %endpoint);
         let shared = acceptor.as_ref().map(|(a, _)| Arc::clone(a));
@@ -348,7 +349,10 @@ impl ServerBuilder {
                         FirstRequest::new(io, deadline, Arc::clone(&counters))
                     })
                 });
-                runtime.spawn(run(router, incoming, shutdown_rx, services).instrument(span))
+                runtime.spawn(
+                    supervised(run(router, incoming, shutdown_rx, services), failed_tx)
+                        .instrument(span),
+                )
             }
             Some((acceptor, timeout)) => {
                 let report = Report {
@@ -363,7 +367,10 @@ impl ServerBuilder {
                         FirstRequest::new(tls, deadline, Arc::clone(&counters))
                     })
                 });
-                runtime.spawn(run(router, incoming, shutdown_rx, services).instrument(span))
+                runtime.spawn(
+                    supervised(run(router, incoming, shutdown_rx, services), failed_tx)
+                        .instrument(span),
+                )
             }
         };
 
@@ -377,6 +384,7 @@ impl ServerBuilder {
             abort_tx,
             tracker,
             task: Some(task),
+            failed,
         })
     }
 }
@@ -406,6 +414,35 @@ where
     result
 }
 
+/// Runs the serve task, publishing on `failed` how it failed (an error or a panic), so
+/// the owner of the server can report it as a fault; a panic is resumed after, so
+/// [`Server::shutdown`] still sees it.
+async fn supervised<F>(
+    serve: F,
+    failed: watch::Sender<Option<String>>,
+) -> Result<(), tonic::transport::Error>
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(serve).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => {
+            failed.send_replace(Some(format!("the gRPC server failed: {error}")));
+            Err(error)
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            failed.send_replace(Some(format!("the gRPC server panicked: {message}")));
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
 /// The gRPC name of the standard health service.
 const HEALTH_SERVICE_NAME: &str = <tonic_health::pb::health_server::HealthServer<
     tonic_health::server::HealthService,
@@ -427,6 +464,8 @@ pub struct Server {
     abort_tx: watch::Sender<bool>,
     tracker: ConnTracker,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// Set when the serve task failed (an error or a panic).
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl fmt::Debug for Server {
@@ -492,6 +531,12 @@ impl Server {
     /// server without TLS never publishes any.
     pub fn tls_rejections(&self) -> broadcast::Receiver<TlsRejection> {
         self.rejections.subscribe()
+    }
+
+    /// Becomes `Some` (with what happened) if the serve task fails: an error or a panic.
+    /// A role reports it as a fault.
+    pub(crate) fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failed.clone()
     }
 
     /// The handle that reloads this TLS server's certificate, key and client CA (see
@@ -574,5 +619,34 @@ impl Drop for Server {
             task.abort();
         }
         let _ = self.abort_tx.send(true);
+    }
+}
+
+#[cfg(test)]
+mod supervised_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_serve_task_that_panics_is_published_as_failed() {
+        let (tx, mut rx) = watch::channel(None);
+        let task = tokio::spawn(supervised(
+            async {
+                let boom: Option<u8> = None;
+                if boom.is_none() {
+                    panic!("serve loop broke");
+                }
+                Ok(())
+            },
+            tx,
+        ));
+        assert!(task.await.unwrap_err().is_panic(), "the panic is resumed");
+        let failed = rx.wait_for(Option::is_some).await.unwrap().clone();
+        assert_eq!(
+            failed.as_deref(),
+            Some("the gRPC server panicked: serve loop broke")
+        );
+        let (tx, rx) = watch::channel(None);
+        supervised(async { Ok(()) }, tx).await.unwrap();
+        assert_eq!(*rx.borrow(), None, "a clean stop is no failure");
     }
 }

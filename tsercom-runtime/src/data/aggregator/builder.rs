@@ -11,6 +11,7 @@ use super::{lock, Fanout, Inner, RemoteDataAggregator, State};
 use crate::data::limits::{DataStats, Limits};
 #[cfg(doc)]
 use crate::data::DataError;
+use crate::task::Faults;
 use crate::{Clock, SystemClock};
 
 /// Configuration of a [`RemoteDataAggregator`]. Defaults: no retention (keep
@@ -20,6 +21,8 @@ pub struct RemoteDataAggregatorBuilder {
     retention: Option<Duration>,
     clock: Arc<dyn Clock>,
     limits: Limits,
+    /// Where a panic of the pruning task is reported (a role's faults).
+    faults: Option<Arc<Faults>>,
 }
 
 impl fmt::Debug for RemoteDataAggregatorBuilder {
@@ -38,11 +41,19 @@ impl Default for RemoteDataAggregatorBuilder {
             retention: None,
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
+            faults: None,
         }
     }
 }
 
 impl RemoteDataAggregatorBuilder {
+    /// Reports a panic while pruning to `faults` (a role's), instead of only logging it.
+    /// Either way pruning goes on at the next period.
+    pub(crate) fn faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
     /// Keep each caller's items for `retention` (by item time, against the clock); see
     /// the type-level docs for when expired items are dropped. A zero duration means no
     /// retention limit.
@@ -113,24 +124,39 @@ impl RemoteDataAggregatorBuilder {
         if let (Some(retention), Ok(rt)) = (self.retention, tokio::runtime::Handle::try_current()) {
             let period = (retention / 10).max(Duration::from_millis(1));
             let weak = Arc::downgrade(&inner);
-            let task = rt.spawn(prune_periodically(weak, period));
+            let task = rt.spawn(prune_periodically(weak, period, self.faults));
             *lock(&inner.pruner) = Some(task);
         }
         RemoteDataAggregator { inner }
     }
 }
 
+/// Prunes every `period` while a handle of the aggregator lives. A panic while pruning
+/// (a clock that panics, say) ends that round only: it is reported to `faults` (or
+/// logged), and pruning goes on, so memory stays bounded.
 async fn prune_periodically<D: Clone + Send + Sync + 'static>(
     inner: Weak<Inner<D>>,
     period: Duration,
+    faults: Option<Arc<Faults>>,
 ) {
+    const TASK: &str = "pruning expired data";
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match inner.upgrade() {
-            Some(inner) => RemoteDataAggregator { inner }.prune_expired(),
-            None => return,
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let round = async move { RemoteDataAggregator { inner }.prune_expired() };
+        match &faults {
+            Some(faults) => {
+                let _ = faults.guard(TASK, round).await;
+            }
+            None => {
+                if let Err(message) = crate::task::catch(round).await {
+                    tracing::error!(task = TASK, %message, "internal task fault");
+                }
+            }
         }
     }
 }

@@ -76,3 +76,58 @@ fn no_pruning_task_outside_a_runtime() {
         .build();
     assert!(lock(&agg.inner.pruner).is_none());
 }
+
+/// A clock that panics while `broken` is set.
+#[derive(Debug, Clone)]
+struct FlakyClock {
+    broken: Arc<std::sync::atomic::AtomicBool>,
+    at: crate::ManualClock,
+}
+
+impl crate::Clock for FlakyClock {
+    fn now(&self) -> Timestamp {
+        if self.broken.load(Ordering::SeqCst) {
+            panic!("clock broke");
+        }
+        self.at.now()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_pruning_is_a_fault_and_pruning_goes_on() {
+    use crate::Clock as _;
+    let reported = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&reported);
+    let faults = Arc::new(crate::task::Faults::new(move |f| {
+        sink.lock().unwrap().push(f)
+    }));
+    let clock = FlakyClock {
+        broken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        at: crate::ManualClock::new(Timestamp::from_nanos(10_000_000_000)),
+    };
+    let agg: RemoteDataAggregator<i64> = RemoteDataAggregatorBuilder::default()
+        .retention(Duration::from_secs(1))
+        .clock(clock.clone())
+        .faults(Arc::clone(&faults))
+        .build();
+    let c = CallerId::random();
+    agg.insert(c, Timestamped::new(clock.now(), 1, 7));
+    clock.broken.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        tokio::task::yield_now().await;
+    }
+    assert!(faults.count() >= 1, "the panic was reported");
+    let first = faults.first().unwrap();
+    assert_eq!(first.task, "pruning expired data");
+    assert_eq!(first.message, "clock broke");
+    // The clock works again: the next rounds prune what expired.
+    clock.broken.store(false, Ordering::SeqCst);
+    clock.at.advance(Duration::from_secs(5));
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(agg.stats().items, 0, "pruning went on after the panic");
+    assert!(!reported.lock().unwrap().is_empty());
+}

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::core::Core;
+use super::core::{forget_departed, Core};
 use super::{discover, Aggregator};
 use crate::backoff::Backoff;
 use crate::data::RemoteDataAggregator;
@@ -13,6 +13,7 @@ use crate::engine::handshake::{dial_loop, Local};
 use crate::engine::shared::Shared;
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
 use crate::ids::CallerId;
+use crate::queue::OverflowPolicy;
 use crate::time::{Clock, SystemClock};
 use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
 use crate::wire::Role;
@@ -22,6 +23,8 @@ pub struct AggregatorBuilder<R: Runtime> {
     id: Option<CallerId>,
     clock: Arc<dyn Clock>,
     retention: Option<Duration>,
+    max_callers: Option<usize>,
+    max_ahead: Option<Duration>,
     listen: Option<Result<Endpoint, EndpointParseError>>,
     sources: Vec<Vec<Result<Endpoint, EndpointParseError>>>,
     discover: Option<Discovery>,
@@ -40,6 +43,8 @@ impl<R: Runtime> AggregatorBuilder<R> {
             id: None,
             clock: Arc::new(SystemClock),
             retention: Some(Duration::from_secs(600)),
+            max_callers: Some(crate::data::DEFAULT_MAX_CALLERS),
+            max_ahead: Some(crate::data::DEFAULT_MAX_AHEAD),
             listen: None,
             sources: Vec::new(),
             discover: None,
@@ -67,6 +72,27 @@ impl<R: Runtime> AggregatorBuilder<R> {
     /// How long data is kept (default 10 minutes); `None` keeps it until the process ends.
     pub fn retention(mut self, retention: Option<Duration>) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// At most `max` sources known at once (default
+    /// [`DEFAULT_MAX_CALLERS`](crate::data::DEFAULT_MAX_CALLERS)): connected ones, and
+    /// departed ones until their data expires. A new source beyond it is refused with
+    /// `RESOURCE_EXHAUSTED` and counted in
+    /// [`AggregatorStats::refused_callers`](super::AggregatorStats::refused_callers).
+    /// `None` removes the cap.
+    pub fn max_callers(mut self, max: Option<usize>) -> Self {
+        self.max_callers = max;
+        self
+    }
+
+    /// How far ahead of the aggregator's clock a sample's time may be (default
+    /// [`DEFAULT_MAX_AHEAD`](crate::data::DEFAULT_MAX_AHEAD)); later samples, and samples
+    /// older than the retention, are not stored but counted in
+    /// [`AggregatorStats::refused_samples`](super::AggregatorStats::refused_samples).
+    /// `None` accepts any future time.
+    pub fn max_ahead(mut self, max: Option<Duration>) -> Self {
+        self.max_ahead = max;
         self
     }
 
@@ -174,6 +200,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
         if let Some(r) = self.retention {
             data = data.retention(r);
         }
+        let data = data.max_callers(self.max_callers).max_ahead(self.max_ahead);
         let local = Local::new(
             Role::Aggregator,
             self.id.unwrap_or_else(CallerId::random),
@@ -188,7 +215,15 @@ impl<R: Runtime> AggregatorBuilder<R> {
             self.backoff,
             self.tls_client,
         );
-        let core = Arc::new(Core::<R>::new(shared, self.event_limits, data.build()));
+        let data = data.faults(shared.tasks.faults_handle()).build();
+        let core = Arc::new(Core::<R>::new(shared, self.event_limits, data));
+        // Never dropped: under `Block` the queue goes over capacity rather than losing a
+        // `Forgotten`, and this task drains it.
+        let departed = core.data.caller_events_with(1024, OverflowPolicy::Block);
+        core.shared.tasks.spawn(
+            "freeing departed sources".to_owned(),
+            forget_departed(Arc::downgrade(&core), departed),
+        );
         let mut server = None;
         let mut local_endpoint = None;
         if let Some(endpoint) = listen {

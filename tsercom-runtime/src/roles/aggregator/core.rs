@@ -1,7 +1,8 @@
 //! The aggregator's state and what it does on a connection to a source: its
 //! [`Handler`] (samples and gaps in, acknowledgements of its events, time probes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use tonic::Status;
 
 use super::ledger::{Admit, Ledger};
 use super::{DataGap, PeerClock};
-use crate::data::{RemoteDataAggregator, Timestamped};
+use crate::data::{CallerEvent, DataError, RemoteDataAggregator, Timestamped};
 use crate::engine::buffer::{BufferLimits, SendBuffer};
 use crate::engine::clock_link::{AuthorityTime, ClockLink};
 use crate::engine::connection::Handler;
@@ -23,9 +24,12 @@ use crate::series::Series;
 use crate::time::Timestamp;
 use crate::wire;
 
-/// The new samples of a frame.
-struct Accepted<D> {
-    items: Vec<Timestamped<D>>,
+/// Gaps kept for [`Aggregator::gaps`](super::Aggregator::gaps): the newest, the oldest
+/// dropped beyond it (about 80 bytes each).
+pub(super) const MAX_GAPS: usize = 4096;
+
+/// What a frame held once it is stored: what the ledger recorded.
+struct Committed {
     /// The last sequence number held for the caller.
     last: u64,
     /// Samples dropped as already received.
@@ -51,13 +55,16 @@ pub(super) struct Core<R: Runtime> {
     pub(super) event_limits: BufferLimits,
     pub(super) data: RemoteDataAggregator<R::Data>,
     pub(super) callers: Mutex<HashMap<CallerId, Arc<CallerState>>>,
-    pub(super) gaps: Mutex<Vec<DataGap>>,
+    /// The newest [`MAX_GAPS`] gaps.
+    pub(super) gaps: Mutex<VecDeque<DataGap>>,
     pub(super) next_generation: AtomicU64,
     pub(super) received: AtomicU64,
     pub(super) duplicates: AtomicU64,
     pub(super) lost: AtomicU64,
     pub(super) recovered: AtomicU64,
     pub(super) rejected: AtomicU64,
+    /// Samples the data store refused for their time (outside its window).
+    pub(super) refused_samples: AtomicU64,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,13 +83,14 @@ impl<R: Runtime> Core<R> {
             event_limits,
             data,
             callers: Mutex::new(HashMap::new()),
-            gaps: Mutex::new(Vec::new()),
+            gaps: Mutex::new(VecDeque::new()),
             next_generation: AtomicU64::new(1),
             received: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             recovered: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            refused_samples: AtomicU64::new(0),
         }
     }
 
@@ -101,46 +109,85 @@ impl<R: Runtime> Core<R> {
     }
 
     /// Decodes a frame's new samples (dropping duplicates of what this caller already
-    /// sent); returns them, the last sequence number held, and the duplicates dropped.
-    fn accept_frame(
+    /// sent) without recording them as held: that happens in [`commit`](Self::commit)
+    /// once they are stored, so a frame that is not stored (a sample that does not
+    /// decode, or whose decoding panics, or a session aborted while the store waits) is
+    /// neither acknowledged nor skipped when the source sends it again.
+    fn decode_frame(
         &self,
         state: &CallerState,
         frame: wire::Frame,
-    ) -> Result<Accepted<R::Data>, Status> {
-        let mut ledger = lock(&state.ledger);
+    ) -> Result<(Vec<Timestamped<R::Data>>, u64), Status> {
+        // Which samples are new, on a copy of the ledger (its missing ranges are usually
+        // empty, so the copy allocates nothing).
+        let mut ledger = lock(&state.ledger).clone();
         let mut items = Vec::with_capacity(frame.samples.len());
         let mut duplicates = 0;
-        let mut recovered = Vec::new();
         for s in frame.samples {
-            match ledger.admit(s.seq) {
-                Admit::New => {}
-                Admit::Recovered => recovered.push(s.seq),
-                Admit::Duplicate => {
-                    duplicates += 1;
-                    continue;
-                }
+            if ledger.admit(s.seq) == Admit::Duplicate {
+                duplicates += 1;
+                continue;
             }
-            let value = R::Data::decode(s.payload).map_err(|e| {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                Status::invalid_argument(format!(
-                    "sample {} does not decode as {}: {e}",
-                    s.seq,
-                    R::Data::MESSAGE_NAME
-                ))
-            })?;
+            let seq = s.seq;
+            let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| R::Data::decode(s.payload)));
+            let value = match decoded {
+                Ok(Ok(value)) => value,
+                Ok(Err(e)) => {
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(Status::invalid_argument(format!(
+                        "Sample.payload of sample {seq} does not decode as {}: {e}",
+                        R::Data::MESSAGE_NAME
+                    )));
+                }
+                Err(_) => {
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(Status::invalid_argument(format!(
+                        "Sample.payload of sample {seq}: decoding it as {} panicked",
+                        R::Data::MESSAGE_NAME
+                    )));
+                }
+            };
             items.push(Timestamped {
                 time: Timestamp::from_nanos(s.time_ns),
-                seq: s.seq,
+                seq,
                 synchronized: s.synchronized,
                 value,
             });
         }
-        Ok(Accepted {
-            items,
+        Ok((items, duplicates))
+    }
+
+    /// Records stored samples as held. A sample another connection of the same caller
+    /// stored meanwhile counts as a duplicate (it was stored twice).
+    fn commit(&self, state: &CallerState, seqs: impl Iterator<Item = u64>) -> Committed {
+        let mut ledger = lock(&state.ledger);
+        let mut duplicates = 0;
+        let mut recovered = Vec::new();
+        for seq in seqs {
+            match ledger.admit(seq) {
+                Admit::New => {}
+                Admit::Recovered => recovered.push(seq),
+                Admit::Duplicate => duplicates += 1,
+            }
+        }
+        Committed {
             last: ledger.last,
             duplicates,
             recovered,
-        })
+        }
+    }
+
+    /// Frees what is kept for `caller` once the data store forgot it (it left, and its
+    /// data expired), unless it is connected again.
+    pub(super) fn forget(&self, caller: CallerId) {
+        let mut callers = lock(&self.callers);
+        let gone = callers
+            .get(&caller)
+            .is_some_and(|s| lock(&s.live).is_none() && !self.data.is_known(caller));
+        if gone {
+            callers.remove(&caller);
+            tracing::debug!(%caller, "departed source forgotten");
+        }
     }
 
     /// Counts samples of announced gaps that arrived after all, on their gaps.
@@ -170,6 +217,14 @@ impl<R: Runtime> Role for Core<R> {
         &self.shared
     }
 
+    fn admit(&self, peer: &Peer) -> Result<(), Status> {
+        self.data.try_add_caller(peer.id).map_err(|e| {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(source = %peer.id, "source refused: {e}");
+            Status::resource_exhausted(e.to_string())
+        })
+    }
+
     fn connect(self: &Arc<Self>, peer: &Peer) -> (SourceLink<R>, u64) {
         let state = self.caller(peer.id);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
@@ -193,6 +248,7 @@ impl<R: Runtime> Role for Core<R> {
             generation,
             left_on_purpose: false,
             peer_best_effort: peer.delivery == Delivery::BestEffort,
+            refused: AtomicU64::new(0),
         };
         (link, last)
     }
@@ -216,10 +272,20 @@ pub(super) struct SourceLink<R: Runtime> {
     left_on_purpose: bool,
     /// The connection is best effort: events handed to it are not kept.
     peer_best_effort: bool,
+    /// Samples of this connection the data store refused for their time.
+    refused: AtomicU64,
 }
 
 impl<R: Runtime> Drop for SourceLink<R> {
     fn drop(&mut self) {
+        let refused = self.refused.load(Ordering::Relaxed);
+        if refused > 0 {
+            tracing::warn!(
+                source = %self.caller,
+                refused,
+                "samples of this connection refused: their times were outside the window"
+            );
+        }
         let mut live = lock(&self.state.live);
         if *live == Some(self.generation) {
             *live = None;
@@ -251,19 +317,41 @@ impl<R: Runtime> Handler for SourceLink<R> {
     }
 
     async fn frame(&self, frame: wire::Frame, _last: u64) -> Result<u64, Status> {
-        let Accepted {
-            items,
-            last,
-            duplicates,
-            recovered,
-        } = self.core.accept_frame(&self.state, frame)?;
+        let (items, dropped) = self.core.decode_frame(&self.state, frame)?;
+        let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
         let n = items.len() as u64;
         if n > 0 {
             // Waits (without blocking a thread) only for a subscriber that asked for
-            // back-pressure with `OverflowPolicy::Block`.
-            self.core.data.insert_batch_async(self.caller, items).await;
+            // back-pressure with `OverflowPolicy::Block`. Cancelled there, nothing is
+            // stored and nothing is recorded as held.
+            let inserted = self
+                .core
+                .data
+                .try_insert_batch_async(self.caller, items)
+                .await
+                .map_err(|e| match e {
+                    DataError::TooManyCallers { .. } => Status::resource_exhausted(e.to_string()),
+                    other => Status::internal(other.to_string()),
+                })?;
+            let refused = inserted.refused() as u64;
+            if refused > 0 {
+                // Their times are outside the window around this aggregator's clock:
+                // held (acknowledged, so not sent again) but not stored.
+                self.refused.fetch_add(refused, Ordering::Relaxed);
+                self.core
+                    .refused_samples
+                    .fetch_add(refused, Ordering::Relaxed);
+            }
+            self.core
+                .received
+                .fetch_add(inserted.stored as u64, Ordering::Relaxed);
         }
-        self.core.received.fetch_add(n, Ordering::Relaxed);
+        let Committed {
+            last,
+            duplicates,
+            recovered,
+        } = self.core.commit(&self.state, seqs.into_iter());
+        let duplicates = duplicates + dropped;
         if duplicates > 0 {
             self.core
                 .duplicates
@@ -286,8 +374,17 @@ impl<R: Runtime> Handler for SourceLink<R> {
             recovered: 0,
         };
         tracing::warn!(source = %self.caller, lost = gap.count(), "source reports lost samples");
-        self.core.lost.fetch_add(gap.count(), Ordering::Relaxed);
-        lock(&self.core.gaps).push(gap);
+        let _ = self
+            .core
+            .lost
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(gap.count()))
+            });
+        let mut gaps = lock(&self.core.gaps);
+        if gaps.len() == MAX_GAPS {
+            gaps.pop_front();
+        }
+        gaps.push_back(gap);
         Some(last_seq)
     }
 
@@ -329,5 +426,21 @@ impl<R: Runtime> Handler for SourceLink<R> {
         // Only a Goodbye means the source left on purpose; any other end is a lost
         // connection, and the source is expected back.
         self.left_on_purpose = matches!(end, Ok(crate::engine::connection::End::Goodbye));
+    }
+}
+
+/// Frees the state of sources the data store forgot (see [`Core::forget`]); ends with
+/// the aggregator.
+pub(super) async fn forget_departed<R: Runtime>(
+    core: std::sync::Weak<Core<R>>,
+    mut events: crate::queue::Receiver<CallerEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        if let CallerEvent::Forgotten(caller) = event {
+            let Some(core) = core.upgrade() else {
+                return;
+            };
+            core.forget(caller);
+        }
     }
 }

@@ -8,7 +8,7 @@ const MISSING_RANGES: usize = 1024;
 
 /// What the aggregator holds of one source's numbering: the last sequence number, and
 /// the ranges before it that were announced lost and have not arrived.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Ledger {
     pub(super) last: u64,
     /// Disjoint, ascending, all below `last`; the oldest are forgotten beyond
@@ -61,7 +61,7 @@ impl Ledger {
         if first > last || last <= self.last {
             return None;
         }
-        let first = first.max(self.last + 1);
+        let first = first.max(self.last.saturating_add(1));
         if self.missing.len() == MISSING_RANGES {
             self.missing.pop_front();
         }

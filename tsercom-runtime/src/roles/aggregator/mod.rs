@@ -69,7 +69,11 @@ pub struct DataGap {
 impl DataGap {
     /// How many samples were announced lost.
     pub fn count(&self) -> u64 {
-        self.last_seq - self.first_seq + 1
+        // Announcements are checked (`first_seq <= last_seq < 2^63`); saturating for a
+        // value built by hand.
+        self.last_seq
+            .saturating_sub(self.first_seq)
+            .saturating_add(1)
     }
 
     /// How many samples are still missing: announced lost and not recovered.
@@ -111,8 +115,18 @@ pub struct AggregatorStats {
     /// Samples announced lost that arrived after all and were delivered (late, on an
     /// older connection; see [`DataGap`]). `lost - recovered` are missing.
     pub recovered: u64,
-    /// Streams refused or ended for invalid input.
+    /// Streams refused or ended for invalid input, or refused because
+    /// [`max_callers`](AggregatorBuilder::max_callers) sources are known.
     pub rejected: u64,
+    /// Samples received and not stored because their time was outside the window around
+    /// the aggregator's clock (see [`AggregatorBuilder::max_ahead`]); they are
+    /// acknowledged (sending them again would not help). Each connection also logs its
+    /// own count when it ends.
+    pub refused_samples: u64,
+    /// Sources refused because [`max_callers`](AggregatorBuilder::max_callers) were
+    /// known (each refused connection counts once); the source is told
+    /// `RESOURCE_EXHAUSTED`.
+    pub refused_callers: u64,
     /// Sources connected now.
     pub connections: u64,
     /// Internal tasks that panicked or failed (see [`Aggregator::health`]).
@@ -236,7 +250,9 @@ impl<R: Runtime> Aggregator<R> {
         sent
     }
 
-    /// Each known source's clock, as it last reported it.
+    /// Each known source's clock, as it last reported it. A source that left is listed
+    /// until its data expires (the retention), then forgotten with everything kept for
+    /// it ([`CallerEvent::Forgotten`]).
     pub fn clocks(&self) -> Vec<(CallerId, Option<PeerClock>)> {
         let mut v: Vec<_> = lock(&self.core.callers)
             .iter()
@@ -248,9 +264,13 @@ impl<R: Runtime> Aggregator<R> {
 
     /// Samples sources reported lost (evicted from their buffers before this aggregator
     /// acknowledged them, or lost on a best-effort connection), each with how many of
-    /// them arrived late after all (see [`DataGap`]).
+    /// them arrived late after all (see [`DataGap`]), oldest first.
+    ///
+    /// Bounded: the newest 4096 announcements are kept, the oldest dropped beyond that
+    /// ([`AggregatorStats::lost`] still counts every one). A late sample is matched
+    /// against the kept ones only.
     pub fn gaps(&self) -> Vec<DataGap> {
-        lock(&self.core.gaps).clone()
+        lock(&self.core.gaps).iter().copied().collect()
     }
 
     /// Counters.
@@ -261,9 +281,19 @@ impl<R: Runtime> Aggregator<R> {
             lost: self.core.lost.load(Ordering::Relaxed),
             recovered: self.core.recovered.load(Ordering::Relaxed),
             rejected: self.core.rejected.load(Ordering::Relaxed),
+            refused_samples: self.core.refused_samples.load(Ordering::Relaxed),
+            refused_callers: self.core.data.stats().refused_callers,
             connections: self.connected().len() as u64,
             faults: self.core.shared.fault_count(),
         }
+    }
+
+    /// The counters of the aggregator's server (connections open now, refused,
+    /// closed for never starting a request, TLS handshakes rejected), when it listens.
+    pub fn server_stats(&self) -> Option<crate::transport::ServerStats> {
+        lock(&self.server)
+            .as_ref()
+            .map(crate::transport::Server::stats)
     }
 
     /// `Ok` while no internal task of the aggregator (a session, a dial loop, discovery)

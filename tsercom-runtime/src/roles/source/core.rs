@@ -244,8 +244,17 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
         if gap.last_seq <= last_event || gap.first_seq > gap.last_seq {
             return None;
         }
-        let lost = gap.last_seq - gap.first_seq.max(last_event + 1) + 1;
-        self.core.events_lost.fetch_add(lost, Ordering::Relaxed);
+        // The engine checked `1 <= first_seq <= last_seq < 2^63`; saturating regardless.
+        let lost = gap
+            .last_seq
+            .saturating_sub(gap.first_seq.max(last_event.saturating_add(1)))
+            .saturating_add(1);
+        let _ = self
+            .core
+            .events_lost
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(lost))
+            });
         tracing::warn!(lost, aggregator = %self.conn.peer.id, "events lost by the aggregator");
         self.progress(gap.last_seq);
         Some(gap.last_seq)
