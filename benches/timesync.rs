@@ -11,7 +11,8 @@
 //! next `measure`), `settled` (`measure` once the drift is known to 10 ppm).
 //!
 //! `cargo bench --bench timesync`; `TSERCOM_BENCH_QUICK=1` for a short run;
-//! `TSERCOM_BENCH_TRACE=1` prints every reading (error, drift, bound) to stderr. Prints one JSON
+//! `TSERCOM_BENCH_FILTER=<text>` runs only the arms whose label (`<link> <drift>ppm`)
+//! contains it; `TSERCOM_BENCH_TRACE=1` prints every reading (error, drift, bound) to stderr. Prints one JSON
 //! object per line.
 
 #![allow(missing_docs)]
@@ -306,6 +307,11 @@ fn main() {
             false,
         ),
     ] {
+        // `TSERCOM_BENCH_FILTER=100ppm` (or `relay`, `cpu load`...) runs only matching arms.
+        let label = format!("{link} {drift_ppm}ppm");
+        if std::env::var("TSERCOM_BENCH_FILTER").is_ok_and(|f| !label.contains(f.as_str())) {
+            continue;
+        }
         let mut firsts = Vec::new();
         let mut settles = Vec::new();
         let mut phases: [Errors; 3] = Default::default();
