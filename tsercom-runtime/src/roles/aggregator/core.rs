@@ -21,6 +21,7 @@ use crate::engine::shared::{Role, Shared};
 use crate::engine::{Delivery, Runtime};
 use crate::ids::CallerId;
 use crate::series::Series;
+use crate::task::Fault;
 use crate::time::Timestamp;
 use crate::wire;
 
@@ -115,6 +116,7 @@ impl<R: Runtime> Core<R> {
     /// neither acknowledged nor skipped when the source sends it again.
     fn decode_frame(
         &self,
+        caller: CallerId,
         state: &CallerState,
         frame: wire::Frame,
     ) -> Result<(Vec<Timestamped<R::Data>>, u64), Status> {
@@ -139,7 +141,14 @@ impl<R: Runtime> Core<R> {
                         R::Data::MESSAGE_NAME
                     )));
                 }
-                Err(_) => {
+                Err(payload) => {
+                    // A decoder that panics is a bug of this program, not of the peer: a
+                    // fault of the role (health, events, the manager), and the session
+                    // ends without recording the frame.
+                    self.shared.tasks.faults().report(Fault::panicked(
+                        format!("session with source {caller}"),
+                        crate::task::panic_message(&*payload),
+                    ));
                     self.rejected.fetch_add(1, Ordering::Relaxed);
                     return Err(Status::invalid_argument(format!(
                         "Sample.payload of sample {seq}: decoding it as {} panicked",
@@ -317,7 +326,7 @@ impl<R: Runtime> Handler for SourceLink<R> {
     }
 
     async fn frame(&self, frame: wire::Frame, _last: u64) -> Result<u64, Status> {
-        let (items, dropped) = self.core.decode_frame(&self.state, frame)?;
+        let (items, dropped) = self.core.decode_frame(self.caller, &self.state, frame)?;
         let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
         let n = items.len() as u64;
         if n > 0 {
