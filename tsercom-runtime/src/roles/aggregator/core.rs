@@ -39,6 +39,9 @@ struct Committed {
     recovered: Vec<u64>,
 }
 
+/// A frame's new samples, decoded, and how many of it were duplicates.
+type Decoded<D> = (Vec<Timestamped<D>>, u64);
+
 pub(super) struct CallerState {
     /// The source's incarnation and the last sample received from it.
     ledger: Mutex<Ledger>,
@@ -119,7 +122,7 @@ impl<R: Runtime> Core<R> {
         caller: CallerId,
         state: &CallerState,
         frame: wire::Frame,
-    ) -> Result<(Vec<Timestamped<R::Data>>, u64), Status> {
+    ) -> Result<Decoded<R::Data>, Status> {
         // Which samples are new, on a copy of the ledger (its missing ranges are usually
         // empty, so the copy allocates nothing).
         let mut ledger = lock(&state.ledger).clone();
