@@ -242,6 +242,20 @@ pub(crate) fn try_spawn(task: impl Future<Output = ()> + Send + 'static) -> Opti
     Some(Owned(handle.spawn(task)))
 }
 
+/// [`try_spawn`] for a task no role owns (a discovery registry's browser, monitor or
+/// registration): a panic in it is caught and logged as a fault of `name`, and ends
+/// only it (whoever reads its output sees the end of it).
+pub(crate) fn try_spawn_logged(
+    name: &'static str,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> Option<Owned> {
+    try_spawn(async move {
+        if let Err(message) = catch(task).await {
+            tracing::error!(task = name, %message, panicked = true, "internal task fault");
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -478,15 +478,6 @@ impl fmt::Debug for Listener {
     }
 }
 
-/// Aborts a task when dropped.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl Listener {
     /// The capacity of a listener's event queue.
     pub const QUEUE: usize = 1024;
@@ -536,14 +527,6 @@ impl futures::Stream for Listener {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
     }
-}
-
-pub(crate) fn spawn_guarded<F>(fut: F) -> Result<AbortOnDrop, DiscoveryError>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| DiscoveryError::NoRuntime)?;
-    Ok(AbortOnDrop(handle.spawn(fut)))
 }
 
 #[cfg(test)]

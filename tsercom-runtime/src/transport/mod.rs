@@ -111,6 +111,7 @@ mod deadline;
 mod dial;
 mod endpoint;
 mod error;
+mod guarded;
 mod health;
 mod limits;
 mod listen;

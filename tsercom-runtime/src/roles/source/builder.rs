@@ -10,31 +10,25 @@ use super::{Source, SCRATCH_BLOCK};
 use crate::backoff::Backoff;
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
 use crate::engine::buffer::{BufferLimits, SendBuffer};
-use crate::engine::handshake::Local;
-use crate::engine::shared::Shared;
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
 use crate::ids::CallerId;
 use crate::queue::{self, OverflowPolicy};
+use crate::roles::settings::{role_setters, RoleSettings};
 use crate::series::Series;
-use crate::time::{Clock, SystemClock};
+use crate::time::Clock;
 use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
 use crate::wire::Role;
 
 /// Configures and starts a [`Source`].
 pub struct SourceBuilder<R: Runtime> {
-    id: Option<CallerId>,
-    clock: Arc<dyn Clock>,
+    settings: RoleSettings,
     serve: Option<Result<Endpoint, EndpointParseError>>,
     dial: Vec<Result<Endpoint, EndpointParseError>>,
     advertise: Option<Discovery>,
     name: Option<String>,
     buffer: BufferLimits,
-    session: SessionConfig,
-    backoff: Backoff,
     event_capacity: usize,
     event_policy: OverflowPolicy,
-    tls_server: Option<ServerTls>,
-    tls_client: Option<ClientTls>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -42,34 +36,16 @@ impl<R: Runtime> SourceBuilder<R> {
     /// The defaults (see [`Source::builder`]).
     pub(super) fn new() -> SourceBuilder<R> {
         SourceBuilder {
-            id: None,
-            clock: Arc::new(SystemClock),
+            settings: RoleSettings::default(),
             serve: None,
             dial: Vec::new(),
             advertise: None,
             name: None,
             buffer: BufferLimits::default(),
-            session: SessionConfig::default(),
-            backoff: Backoff::default(),
             event_capacity: 1024,
             event_policy: OverflowPolicy::DropOldest,
-            tls_server: None,
-            tls_client: None,
             _runtime: std::marker::PhantomData,
         }
-    }
-
-    /// The source's identity (default: a random id). Use `CallerId::persistent(path)` to
-    /// keep it across restarts.
-    pub fn identity(mut self, id: CallerId) -> Self {
-        self.id = Some(id);
-        self
-    }
-
-    /// The clock samples are stamped from (default: the system clock).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
     }
 
     /// Hosts the stream on `endpoint`, for aggregators to dial: a TCP address (port 0
@@ -106,41 +82,9 @@ impl<R: Runtime> SourceBuilder<R> {
         self
     }
 
-    /// Serves the hosted stream (`.serve(addr)` or `.advertise(..)`) over TLS; with
-    /// [`ServerTls::client_ca_pem`], aggregators must present a client certificate from
-    /// that CA (mutual TLS). A dialing aggregator whose certificate is refused is dropped
-    /// during the handshake and sees the refusal; this source keeps serving the others.
-    pub fn tls_server(mut self, tls: ServerTls) -> Self {
-        self.tls_server = Some(tls);
-        self
-    }
-
-    /// Dials the aggregators of `.dial(addrs)` over TLS: their certificates are verified
-    /// against the roots of `tls` (for the name it sets, else the IP address dialed), and
-    /// its client certificate, if any, is presented. A rejected certificate (either
-    /// side's) is not retried: it ends the dial loop with
-    /// [`ConnectionEvent::Refused`](crate::engine::ConnectionEvent::Refused) (status `UNAUTHENTICATED`), and `send` then fails
-    /// with [`RuntimeError::Refused`].
-    pub fn tls_client(mut self, tls: ClientTls) -> Self {
-        self.tls_client = Some(tls);
-        self
-    }
-
     /// Bounds of the send buffer.
     pub fn buffer(mut self, limits: BufferLimits) -> Self {
         self.buffer = limits;
-        self
-    }
-
-    /// Frame limits, timeouts and time sync settings.
-    pub fn session(mut self, config: SessionConfig) -> Self {
-        self.session = config;
-        self
-    }
-
-    /// Reconnection backoff when dialing.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
         self
     }
 
@@ -152,6 +96,23 @@ impl<R: Runtime> SourceBuilder<R> {
         self.event_capacity = capacity.max(1);
         self.event_policy = policy;
         self
+    }
+
+    role_setters! {
+        identity: "The source's identity (default: a random id). Use `CallerId::persistent(path)` to
+    keep it across restarts.",
+        clock: "The clock samples are stamped from (default: the system clock).",
+        backoff: "Reconnection backoff when dialing.",
+        tls_server: "Serves the hosted stream (`.serve(addr)` or `.advertise(..)`) over TLS; with
+[`ServerTls::client_ca_pem`], aggregators must present a client certificate from
+that CA (mutual TLS). A dialing aggregator whose certificate is refused is dropped
+during the handshake and sees the refusal; this source keeps serving the others.",
+        tls_client: "Dials the aggregators of `.dial(addrs)` over TLS: their certificates are verified
+against the roots of `tls` (for the name it sets, else the IP address dialed), and
+its client certificate, if any, is presented. A rejected certificate (either
+side's) is not retried: it ends the dial loop with
+[`ConnectionEvent::Refused`](crate::engine::ConnectionEvent::Refused) (status `UNAUTHENTICATED`), and `send` then fails
+with [`RuntimeError::Refused`].",
     }
 
     /// Starts serving and/or dialing.
@@ -181,53 +142,40 @@ impl<R: Runtime> SourceBuilder<R> {
                     .into(),
             ));
         }
-        if self.tls_server.is_some() && serve.is_none() {
+        if self.settings.tls_server.is_some() && serve.is_none() {
             return Err(RuntimeError::Config(
                 "`.tls_server(..)` secures the hosted stream, but this source hosts none: add \
                  `.serve(addr)` or `.advertise(discovery)`, or use `.tls_client(..)` for `.dial`"
                     .into(),
             ));
         }
-        if self.tls_client.is_some() && dial.is_empty() {
+        if self.settings.tls_client.is_some() && dial.is_empty() {
             return Err(RuntimeError::Config(
                 "`.tls_client(..)` secures dialing, but this source dials nothing: add \
                  `.dial(addrs)`, or use `.tls_server(..)` for `.serve`/`.advertise`"
                     .into(),
             ));
         }
-        if self.session.max_frame_bytes < 1024 {
+        if self.settings.session.max_frame_bytes < 1024 {
             return Err(RuntimeError::Config(
                 "SessionConfig::max_frame_bytes must be at least 1024".into(),
             ));
         }
         let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
         let data = SendBuffer::new(self.buffer);
-        let local = Local::new(
-            Role::Source,
-            self.id.unwrap_or_else(CallerId::random),
-            engine::random_u64(),
-            &self.session,
-            data.limits(),
-        );
-        let (shared, conn_rx) = Shared::new(
-            local,
-            self.clock,
-            self.session,
-            self.backoff,
-            self.tls_client,
-        );
+        let (shared, conn_rx, tls_server) = self.settings.into_shared(Role::Source, data.limits());
         let core = Arc::new(Core::<R>::new(shared, data, events_tx, SCRATCH_BLOCK));
         let mut server = None;
         let mut local_endpoint = None;
         if let Some(endpoint) = serve {
-            let (hosted, local) = engine::serve(&core, &endpoint, self.tls_server).await?;
+            let (hosted, local) = engine::serve(&core, &endpoint, tls_server).await?;
             local_endpoint = Some(local);
             server = Some(hosted);
         }
         let mut publisher = None;
         let port = local_endpoint.as_ref().and_then(Endpoint::as_tcp);
         if let (Some(discovery), Some(addr)) = (&self.advertise, port) {
-            let mut ad = Advertisement::new(R::NAME, local.id, addr.port())
+            let mut ad = Advertisement::new(R::NAME, core.shared.local.id, addr.port())
                 .schema(<R::Data as Series>::fingerprint());
             if let Some(name) = &self.name {
                 ad = ad.name(name.clone());
