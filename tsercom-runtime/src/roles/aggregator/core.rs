@@ -28,6 +28,9 @@ use crate::wire;
 /// dropped beyond it (about 80 bytes each).
 pub(super) const MAX_GAPS: usize = 4096;
 
+/// A frame's new samples, decoded, and how many of its samples were duplicates.
+type Decoded<D> = (Vec<Timestamped<D>>, u64);
+
 /// What a frame held once it is stored: what the ledger recorded.
 struct Committed {
     /// The last sequence number held for the caller.
@@ -117,7 +120,7 @@ impl<R: Runtime> Core<R> {
         &self,
         state: &CallerState,
         frame: wire::Frame,
-    ) -> Result<(Vec<Timestamped<R::Data>>, u64), Status> {
+    ) -> Result<Decoded<R::Data>, Status> {
         // Which samples are new, on a copy of the ledger (its missing ranges are usually
         // empty, so the copy allocates nothing).
         let mut ledger = lock(&state.ledger).clone();
