@@ -29,6 +29,9 @@ use crate::wire;
 /// dropped beyond it (about 80 bytes each).
 pub(super) const MAX_GAPS: usize = 4096;
 
+/// A frame's new samples, decoded, and how many of its samples were duplicates.
+type Decoded<D> = (Vec<Timestamped<D>>, u64);
+
 /// What a frame held once it is stored: what the ledger recorded.
 struct Committed {
     /// The last sequence number held for the caller.

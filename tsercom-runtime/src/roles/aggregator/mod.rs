@@ -5,6 +5,8 @@
 
 mod builder;
 mod core;
+#[cfg(test)]
+mod core_tests;
 mod discover;
 mod ledger;
 
