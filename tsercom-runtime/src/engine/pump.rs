@@ -125,6 +125,7 @@ pub(crate) async fn pump<H: Handler>(
         };
         match next {
             Next::Samples(samples) => {
+                crate::hops::mark_all(samples.iter().map(|s| s.seq), crate::hops::Hop::Pumped);
                 last_sent = Instant::now();
                 let last_seq = samples.last().map_or(0, |s| s.seq);
                 let stamps = stamp.stamp_all(&samples);

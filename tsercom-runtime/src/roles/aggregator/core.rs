@@ -251,6 +251,10 @@ impl<R: Runtime> Handler for SourceLink<R> {
     }
 
     async fn frame(&self, frame: wire::Frame, _last: u64) -> Result<u64, Status> {
+        #[cfg(feature = "hop-trace")]
+        let seqs: Vec<u64> = frame.samples.iter().map(|s| s.seq).collect();
+        #[cfg(feature = "hop-trace")]
+        crate::hops::mark_all(seqs.iter().copied(), crate::hops::Hop::Read);
         let Accepted {
             items,
             last,
@@ -263,6 +267,8 @@ impl<R: Runtime> Handler for SourceLink<R> {
             // back-pressure with `OverflowPolicy::Block`.
             self.core.data.insert_batch_async(self.caller, items).await;
         }
+        #[cfg(feature = "hop-trace")]
+        crate::hops::mark_all(seqs.into_iter(), crate::hops::Hop::Stored);
         self.core.received.fetch_add(n, Ordering::Relaxed);
         if duplicates > 0 {
             self.core

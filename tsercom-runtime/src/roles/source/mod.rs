@@ -139,6 +139,7 @@ impl<R: Runtime> Source<R> {
             .core
             .data
             .push_many(std::iter::once((local_time, payload)));
+        crate::hops::mark(seq, crate::hops::Hop::Buffered);
         self.core.sent.fetch_add(1, Ordering::Relaxed);
         self.core.drop_unconnected();
         Ok(seq)
