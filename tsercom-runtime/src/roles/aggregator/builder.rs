@@ -30,6 +30,7 @@ pub struct AggregatorBuilder<R: Runtime> {
     backoff: Backoff,
     tls_server: Option<ServerTls>,
     tls_client: Option<ClientTls>,
+    same_host: bool,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -48,6 +49,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             backoff: Backoff::default(),
             tls_server: None,
             tls_client: None,
+            same_host: true,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -93,6 +95,16 @@ impl<R: Runtime> AggregatorBuilder<R> {
     /// finds, once per caller id; reconnects with backoff while a source stays advertised.
     pub fn discover(mut self, discovery: Discovery) -> Self {
         self.discover = Some(discovery);
+        self
+    }
+
+    /// Whether a discovered source on this host is dialed on the Unix socket it
+    /// advertises (default `true`): when its advertised host identity is this one's (same
+    /// machine, same network namespace) and the socket exists here, the aggregator dials
+    /// the socket, falling back to the advertised TCP addresses if that fails. Not used
+    /// with `.tls_client(..)` (the socket is plain text). `false`: always TCP.
+    pub fn same_host(mut self, enabled: bool) -> Self {
+        self.same_host = enabled;
         self
     }
 
@@ -197,7 +209,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             server = Some(hosted);
         }
         if let Some(discovery) = &self.discover {
-            discover::start(&core, discovery)?;
+            discover::start(&core, discovery, self.same_host)?;
         }
         for addrs in sources {
             let name = format!("dial loop to {addrs:?}");

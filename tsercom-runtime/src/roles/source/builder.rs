@@ -17,6 +17,7 @@ use crate::ids::CallerId;
 use crate::queue::{self, OverflowPolicy};
 use crate::series::Series;
 use crate::time::{Clock, SystemClock};
+use crate::transport::same_host::{self, host_identity as same_host_identity};
 use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
 use crate::wire::Role;
 
@@ -35,6 +36,7 @@ pub struct SourceBuilder<R: Runtime> {
     event_policy: OverflowPolicy,
     tls_server: Option<ServerTls>,
     tls_client: Option<ClientTls>,
+    same_host: bool,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -55,6 +57,7 @@ impl<R: Runtime> SourceBuilder<R> {
             event_policy: OverflowPolicy::DropOldest,
             tls_server: None,
             tls_client: None,
+            same_host: true,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -154,6 +157,18 @@ impl<R: Runtime> SourceBuilder<R> {
         self
     }
 
+    /// Whether an advertised source also serves on a Unix socket for aggregators on the
+    /// same host (default `true`). The socket is `$XDG_RUNTIME_DIR` (else `/tmp`)
+    /// `/tsercom-<pid>-<n>.sock`, removed when the source stops; its path and this host's
+    /// identity (a hash of the machine id and the network namespace) go into the
+    /// advertisement (TXT keys `host`, `unix`). An aggregator that sees the same host
+    /// identity and can reach the socket dials it, otherwise TCP. A source that serves
+    /// TLS (`.tls_server`) never opens the socket. `false`: TCP only.
+    pub fn same_host_socket(mut self, enabled: bool) -> Self {
+        self.same_host = enabled;
+        self
+    }
+
     /// Starts serving and/or dialing.
     pub async fn start(self) -> Result<Source<R>, RuntimeError> {
         if self.serve.is_none() && self.dial.is_empty() && self.advertise.is_none() {
@@ -219,6 +234,21 @@ impl<R: Runtime> SourceBuilder<R> {
         let core = Arc::new(Core::<R>::new(shared, data, events_tx, SCRATCH_BLOCK));
         let mut server = None;
         let mut local_endpoint = None;
+        // The same-host socket: only beside an advertised plain-text TCP server.
+        let mut same_host = None;
+        if self.same_host && self.advertise.is_some() && self.tls_server.is_none() {
+            if let Some(host) = same_host_identity() {
+                let path = same_host::socket_path();
+                match engine::serve(&core, &Endpoint::unix(&path), None).await {
+                    Ok((hosted, _)) => same_host = Some((hosted, host.to_owned(), path)),
+                    Err(error) => tracing::warn!(
+                        path = %path.display(),
+                        %error,
+                        "no same-host Unix socket; aggregators on this host will use TCP"
+                    ),
+                }
+            }
+        }
         if let Some(endpoint) = serve {
             let (hosted, local) = engine::serve(&core, &endpoint, self.tls_server).await?;
             local_endpoint = Some(local);
@@ -232,6 +262,9 @@ impl<R: Runtime> SourceBuilder<R> {
             if let Some(name) = &self.name {
                 ad = ad.name(name.clone());
             }
+            if let Some((_, host, path)) = &same_host {
+                ad = ad.same_host(host.clone(), path.clone());
+            }
             publisher = Some(discovery.publish(ad)?);
         }
         if !dial.is_empty() {
@@ -244,6 +277,7 @@ impl<R: Runtime> SourceBuilder<R> {
             connection_events: Mutex::new(Some(conn_rx)),
             local_endpoint,
             server: Mutex::new(server),
+            same_host_server: Mutex::new(same_host.map(|(server, _, _)| server)),
             publisher: Mutex::new(publisher),
         })
     }
