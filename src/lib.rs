@@ -43,6 +43,9 @@ pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryE
 pub use tsercom_runtime::engine::{
     BufferLimits, ConnectionEvent, Delivery, Runtime, RuntimeError, SessionConfig, StreamService,
 };
+/// Bench only (feature `hop-trace`): when each sample reached each hop of its path.
+#[cfg(feature = "hop-trace")]
+pub use tsercom_runtime::hops;
 pub use tsercom_runtime::manager::{Managed, ManagerError, RuntimeHandle, RuntimeManager};
 pub use tsercom_runtime::queue::{self, OverflowPolicy};
 pub use tsercom_runtime::roles::{

@@ -363,6 +363,8 @@ fn to_instance(resolved: &ResolvedService) -> Option<Instance> {
         protocol_version: decoded.protocol_version,
         published_on: decoded.published_on,
         requires_tls: decoded.requires_tls,
+        host: decoded.host,
+        unix_socket: decoded.unix_socket,
     })
 }
 
@@ -411,7 +413,7 @@ pub(crate) fn publish(config: &MdnsConfig, ad: Advertisement) -> Result<Publishe
     tokio::runtime::Handle::try_current().map_err(|_| DiscoveryError::NoRuntime)?;
     // A fresh host name per publication: two publications never share address records.
     let host = format!("tsercom-{}.local.", uuid::Uuid::new_v4().simple());
-    let props = txt::encode(
+    let mut props = txt::encode(
         ad.name.as_deref(),
         Timestamp::now(),
         ad.caller_id,
@@ -419,6 +421,7 @@ pub(crate) fn publish(config: &MdnsConfig, ad: Advertisement) -> Result<Publishe
         PROTOCOL_VERSION,
         ad.requires_tls,
     );
+    props.extend(txt::same_host(&ad));
     let info = ServiceInfo::new(&ty, &label, &host, (), ad.port, &props[..])
         .map_err(mdns_err("service record"))?
         .enable_addr_auto();

@@ -55,6 +55,13 @@ pub(crate) trait Handler: Send + Sync {
     /// Maps the outbound samples' times to the peer's clock.
     fn stamp(&self) -> &Self::Stamp;
 
+    /// The stamp for the producer's fast path into an idle connection
+    /// ([`super::direct`]); `None` (the default) keeps every frame in the pump, as a
+    /// handler whose [`Handler::sent`] must see every frame needs.
+    fn direct_stamp(&self) -> Option<std::sync::Arc<dyn Stamp>> {
+        None
+    }
+
     /// The clock link to the peer when the peer is the time authority (this side probes
     /// and takes replies); `None` when this side is the authority (it answers probes).
     fn clock_link(&self) -> Option<&ClockLink>;

@@ -158,7 +158,10 @@ pub(crate) async fn dial<R: Runtime>(
     // A client cannot send a status: the first `Err` ends our side of the stream.
     let outbound = futures::stream::unfold(rx, |mut rx| async move {
         match rx.recv().await {
-            Some(Ok(env)) => Some((env, rx)),
+            Some(Ok(env)) => {
+                crate::hops::mark_envelope(&env, crate::hops::Hop::Written);
+                Some((env, rx))
+            }
             _ => None,
         }
     });
@@ -331,7 +334,14 @@ pub(crate) async fn answer<R: Runtime>(
     let peer = check::<R>(&local, &theirs, remote)?;
     let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
     let _ = tx.send(local.hello::<R>()).await;
-    let stream: OutboundStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    #[cfg(feature = "hop-trace")]
+    let stream = futures::StreamExt::inspect(stream, |r| {
+        if let Ok(env) = r {
+            crate::hops::mark_envelope(env, crate::hops::Hop::Written);
+        }
+    });
+    let stream: OutboundStream = Box::pin(stream);
     Ok((peer, tx, stream))
 }
 

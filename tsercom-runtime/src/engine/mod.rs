@@ -12,6 +12,7 @@ pub(crate) mod buffer;
 pub(crate) mod clock_link;
 mod config;
 pub(crate) mod connection;
+mod direct;
 pub(crate) mod handshake;
 mod net;
 mod pump;

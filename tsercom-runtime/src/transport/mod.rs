@@ -116,6 +116,7 @@ mod health;
 mod limits;
 mod listen;
 mod pin;
+pub(crate) mod same_host;
 mod server;
 mod stats;
 mod tls;

@@ -308,6 +308,8 @@ async fn resolve_instance(
     instance.protocol_version = decoded.protocol_version;
     instance.published_on = decoded.published_on;
     instance.requires_tls = decoded.requires_tls;
+    instance.host = decoded.host;
+    instance.unix_socket = decoded.unix_socket;
     Ok(Some(instance))
 }
 

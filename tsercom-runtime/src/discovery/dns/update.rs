@@ -115,6 +115,7 @@ impl Plan {
             ad.requires_tls,
         )
         .into_iter()
+        .chain(txt::same_host(ad))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
         Ok(Plan {

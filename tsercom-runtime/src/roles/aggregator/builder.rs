@@ -28,6 +28,7 @@ pub struct AggregatorBuilder<R: Runtime> {
     sources: Vec<Vec<Result<Endpoint, EndpointParseError>>>,
     discover: Option<Discovery>,
     event_limits: BufferLimits,
+    same_host: bool,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -43,6 +44,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             sources: Vec::new(),
             discover: None,
             event_limits: BufferLimits::default(),
+            same_host: true,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -97,6 +99,16 @@ impl<R: Runtime> AggregatorBuilder<R> {
     /// finds, once per caller id; reconnects with backoff while a source stays advertised.
     pub fn discover(mut self, discovery: Discovery) -> Self {
         self.discover = Some(discovery);
+        self
+    }
+
+    /// Whether a discovered source on this host is dialed on the Unix socket it
+    /// advertises (default `true`): when its advertised host identity is this one's (same
+    /// machine, same network namespace) and the socket exists here, the aggregator dials
+    /// the socket, falling back to the advertised TCP addresses if that fails. Not used
+    /// with `.tls_client(..)` (the socket is plain text). `false`: always TCP.
+    pub fn same_host(mut self, enabled: bool) -> Self {
+        self.same_host = enabled;
         self
     }
 
@@ -185,7 +197,7 @@ rejection.",
             server = Some(hosted);
         }
         if let Some(discovery) = &self.discover {
-            discover::start(&core, discovery)?;
+            discover::start(&core, discovery, self.same_host)?;
         }
         for addrs in sources {
             let name = format!("dial loop to {addrs:?}");

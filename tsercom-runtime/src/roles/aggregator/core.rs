@@ -42,9 +42,6 @@ struct Committed {
     recovered: Vec<u64>,
 }
 
-/// A frame's new samples, decoded, and how many of it were duplicates.
-type Decoded<D> = (Vec<Timestamped<D>>, u64);
-
 pub(super) struct CallerState {
     /// The source's incarnation and the last sample received from it.
     ledger: Mutex<Ledger>,
@@ -332,6 +329,8 @@ impl<R: Runtime> Handler for SourceLink<R> {
     }
 
     async fn frame(&self, frame: wire::Frame, _last: u64) -> Result<u64, Status> {
+        #[cfg(feature = "hop-trace")]
+        crate::hops::mark_all(frame.samples.iter().map(|s| s.seq), crate::hops::Hop::Read);
         let (items, dropped) = self.core.decode_frame(self.caller, &self.state, frame)?;
         let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
         let n = items.len() as u64;
@@ -361,6 +360,8 @@ impl<R: Runtime> Handler for SourceLink<R> {
                 .received
                 .fetch_add(inserted.stored as u64, Ordering::Relaxed);
         }
+        #[cfg(feature = "hop-trace")]
+        crate::hops::mark_all(seqs.iter().copied(), crate::hops::Hop::Stored);
         let Committed {
             last,
             duplicates,

@@ -16,6 +16,7 @@ use crate::queue::{self, OverflowPolicy};
 use crate::roles::settings::{role_setters, RoleSettings};
 use crate::series::Series;
 use crate::time::Clock;
+use crate::transport::same_host::{self, host_identity as same_host_identity};
 use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
 use crate::wire::Role;
 
@@ -29,6 +30,7 @@ pub struct SourceBuilder<R: Runtime> {
     buffer: BufferLimits,
     event_capacity: usize,
     event_policy: OverflowPolicy,
+    same_host: bool,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -44,6 +46,7 @@ impl<R: Runtime> SourceBuilder<R> {
             buffer: BufferLimits::default(),
             event_capacity: 1024,
             event_policy: OverflowPolicy::DropOldest,
+            same_host: true,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -115,6 +118,18 @@ side's) is not retried: it ends the dial loop with
 with [`RuntimeError::Refused`].",
     }
 
+    /// Whether an advertised source also serves on a Unix socket for aggregators on the
+    /// same host (default `true`). The socket is `$XDG_RUNTIME_DIR` (else `/tmp`)
+    /// `/tsercom-<pid>-<n>.sock`, removed when the source stops; its path and this host's
+    /// identity (a hash of the machine id and the network namespace) go into the
+    /// advertisement (TXT keys `host`, `unix`). An aggregator that sees the same host
+    /// identity and can reach the socket dials it, otherwise TCP. A source that serves
+    /// TLS (`.tls_server`) never opens the socket. `false`: TCP only.
+    pub fn same_host_socket(mut self, enabled: bool) -> Self {
+        self.same_host = enabled;
+        self
+    }
+
     /// Starts serving and/or dialing.
     pub async fn start(self) -> Result<Source<R>, RuntimeError> {
         if self.serve.is_none() && self.dial.is_empty() && self.advertise.is_none() {
@@ -167,6 +182,21 @@ with [`RuntimeError::Refused`].",
         let core = Arc::new(Core::<R>::new(shared, data, events_tx, SCRATCH_BLOCK));
         let mut server = None;
         let mut local_endpoint = None;
+        // The same-host socket: only beside an advertised plain-text TCP server.
+        let mut same_host = None;
+        if self.same_host && self.advertise.is_some() && tls_server.is_none() {
+            if let Some(host) = same_host_identity() {
+                let path = same_host::socket_path();
+                match engine::serve(&core, &Endpoint::unix(&path), None).await {
+                    Ok((hosted, _)) => same_host = Some((hosted, host.to_owned(), path)),
+                    Err(error) => tracing::warn!(
+                        path = %path.display(),
+                        %error,
+                        "no same-host Unix socket; aggregators on this host will use TCP"
+                    ),
+                }
+            }
+        }
         if let Some(endpoint) = serve {
             let (hosted, local) = engine::serve(&core, &endpoint, tls_server).await?;
             local_endpoint = Some(local);
@@ -180,6 +210,9 @@ with [`RuntimeError::Refused`].",
             if let Some(name) = &self.name {
                 ad = ad.name(name.clone());
             }
+            if let Some((_, host, path)) = &same_host {
+                ad = ad.same_host(host.clone(), path.clone());
+            }
             publisher = Some(discovery.publish(ad)?);
         }
         if !dial.is_empty() {
@@ -192,6 +225,7 @@ with [`RuntimeError::Refused`].",
             connection_events: Mutex::new(Some(conn_rx)),
             local_endpoint,
             server: Mutex::new(server),
+            same_host_server: Mutex::new(same_host.map(|(server, _, _)| server)),
             publisher: Mutex::new(publisher),
         })
     }

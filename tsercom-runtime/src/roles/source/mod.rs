@@ -81,6 +81,8 @@ pub struct Source<R: Runtime> {
     connection_events: Mutex<Option<queue::Receiver<ConnectionEvent>>>,
     local_endpoint: Option<Endpoint>,
     server: Mutex<Option<crate::transport::Server>>,
+    /// The same-host Unix socket's server, beside an advertised TCP server.
+    same_host_server: Mutex<Option<crate::transport::Server>>,
     publisher: Mutex<Option<crate::discovery::Publisher>>,
 }
 
@@ -139,6 +141,7 @@ impl<R: Runtime> Source<R> {
             .core
             .data
             .push_many(std::iter::once((local_time, payload)));
+        crate::hops::mark(seq, crate::hops::Hop::Buffered);
         self.core.sent.fetch_add(1, Ordering::Relaxed);
         self.core.drop_unconnected();
         Ok(seq)
@@ -283,8 +286,11 @@ impl<R: Runtime> Source<R> {
             .tasks
             .join(Duration::from_millis(500))
             .await;
-        let server = lock(&self.server).take();
-        if let Some(server) = server {
+        let servers = [
+            lock(&self.server).take(),
+            lock(&self.same_host_server).take(),
+        ];
+        for server in servers.into_iter().flatten() {
             let _ = server.shutdown(Duration::from_millis(500)).await;
         }
         self.core.shared.tasks.abort_all();
