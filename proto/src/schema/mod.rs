@@ -22,8 +22,11 @@ use std::any::TypeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+pub mod compat;
+mod parse;
 mod render;
 
+pub use parse::{parse, ParseError, SCALARS};
 use render::{render_comment, render_enum, render_message, render_service};
 
 pub use crate::names::Fnv1a64;
@@ -306,6 +309,11 @@ impl SchemaRegistry {
         self.defs.values()
     }
 
+    /// The services, in the order added.
+    pub fn services(&self) -> &[ServiceDef] {
+        &self.services
+    }
+
     /// The definition named `full_name`.
     pub fn get(&self, full_name: &str) -> Option<&Definition> {
         self.defs.get(full_name)
@@ -480,6 +488,41 @@ impl SchemaRegistry {
         out
     }
 
+    /// The whole schema as one text that [`parse`] reads back into an equal schema: per
+    /// package (sorted), a `package` statement, its definitions (sorted by name, fields by
+    /// number) and its services; no comments, no imports. For one package this is a valid
+    /// `.proto` file but for its missing imports. This is what a Hello carries and what a
+    /// schema snapshot holds.
+    pub fn schema_text(&self) -> String {
+        let mut packages: BTreeSet<&str> = self.packages();
+        packages.extend(self.services.iter().map(|s| package_of(&s.full_name)));
+        let mut out = String::new();
+        for pkg in packages {
+            if !pkg.is_empty() {
+                let _ = writeln!(out, "package {pkg};");
+            }
+            for def in self.defs.values() {
+                if package_of(def.full_name()) != pkg {
+                    continue;
+                }
+                match def {
+                    Definition::Message(m) => render_message(m, 0, &mut out),
+                    Definition::Enum(e) => render_enum(e, &mut out),
+                }
+            }
+            for s in &self.services {
+                if package_of(&s.full_name) == pkg {
+                    let bare = ServiceDef {
+                        comment: None,
+                        ..s.clone()
+                    };
+                    render_service(&bare, &mut out);
+                }
+            }
+        }
+        out
+    }
+
     /// A canonical text of every definition (sorted by name, fields by number), the input of
     /// [`fingerprint`](Self::fingerprint).
     pub fn canonical(&self) -> String {
@@ -536,5 +579,68 @@ mod tests {
         other.reserved_names.push("x".into());
         reg.add_message(other);
         assert_eq!(reg.conflicts().len(), 1);
+    }
+
+    #[test]
+    fn rendered_files_parse_back() {
+        let mut reg = SchemaRegistry::new();
+        let mut a = MessageDef::new("w.Reading");
+        a.comment = Some("A reading.\n\nWith /* odd */ text.".into());
+        a.reserved_tags.push((4, 6));
+        a.reserved_names.push("old".into());
+        a.fields.push(FieldDef::new(
+            "t",
+            1,
+            Label::Optional,
+            FieldType::Named("google.protobuf.Timestamp".into()),
+        ));
+        a.fields.push(FieldDef::new(
+            "tags",
+            2,
+            Label::Implicit,
+            FieldType::Map("string", Box::new(FieldType::Named("w.Mode".into()))),
+        ));
+        a.oneofs.push(OneofDef {
+            name: "kind".into(),
+            fields: vec![FieldDef::new(
+                "x",
+                3,
+                Label::Implicit,
+                FieldType::scalar("sint64"),
+            )],
+        });
+        let mut inner = MessageDef::new("w.Reading.Inner");
+        inner.fields.push(FieldDef::new(
+            "v",
+            1,
+            Label::Repeated,
+            FieldType::scalar("float"),
+        ));
+        a.nested.push(inner);
+        reg.add_message(a);
+        reg.add_enum(EnumDef {
+            full_name: "w.Mode".into(),
+            values: vec![("MODE_A".into(), 0), ("MODE_B".into(), -1)],
+        });
+        reg.add_service(ServiceDef {
+            full_name: "w.Api".into(),
+            comment: Some("Service.".into()),
+            methods: vec![MethodDef {
+                name: "Get".into(),
+                request: "w.Reading".into(),
+                response: "w.Reading".into(),
+                client_streaming: true,
+                server_streaming: false,
+            }],
+        });
+        let file = reg.render_package("w");
+        let back = parse(&file).map_err(|e| format!("{e}\n{file}")).unwrap();
+        assert_eq!(back.schema_text(), reg.schema_text());
+        assert!(compat::check(&reg, &back).is_empty());
+        assert!(compat::check(&back, &reg).is_empty());
+        let again = parse(&reg.schema_text()).unwrap();
+        assert_eq!(again.schema_text(), reg.schema_text());
+        let err = parse("package w;\nmessage A {\n  int32 x = ;\n}").unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
     }
 }
