@@ -122,9 +122,13 @@ fn tokenize(text: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
     Ok(out)
 }
 
+/// How deeply messages may nest in a text.
+const MAX_DEPTH: usize = 32;
+
 struct Parser {
     toks: Vec<(Tok, usize)>,
     pos: usize,
+    depth: usize,
     package: String,
     reg: SchemaRegistry,
 }
@@ -291,7 +295,12 @@ impl Parser {
             };
             match w.as_str() {
                 "message" => {
+                    if self.depth >= MAX_DEPTH {
+                        return self.err(format!("messages nest deeper than {MAX_DEPTH}"));
+                    }
+                    self.depth += 1;
                     let nested = self.message(&m.full_name.clone())?;
+                    self.depth -= 1;
                     m.nested.push(nested);
                 }
                 "enum" => return self.err("enums nested in a message are not supported"),
@@ -541,6 +550,7 @@ pub fn parse(text: &str) -> Result<SchemaRegistry, ParseError> {
     let mut p = Parser {
         toks: tokenize(text)?,
         pos: 0,
+        depth: 0,
         package: String::new(),
         reg: SchemaRegistry::new(),
     };
