@@ -256,11 +256,7 @@ fn type_name(ty: &Type, names: &BTreeMap<String, String>) -> String {
 }
 
 /// The schema type of a field's value type, as `tsercom::Series` describes it.
-fn field_type(
-    ty: &Type,
-    f: &series_ast::Field,
-    names: &BTreeMap<String, String>,
-) -> FieldType {
+fn field_type(ty: &Type, f: &series_ast::Field, names: &BTreeMap<String, String>) -> FieldType {
     if series_ast::is_vec_u8(ty) {
         return FieldType::Scalar("bytes");
     }
@@ -294,6 +290,5 @@ fn field_type(
 
 /// The snapshot path argument, or the default.
 pub(crate) fn path_of(arg: Option<&LitStr>, name: &str) -> String {
-    arg.map(LitStr::value)
-        .unwrap_or_else(|| default_path(name))
+    arg.map(LitStr::value).unwrap_or_else(|| default_path(name))
 }
