@@ -254,3 +254,85 @@ async fn an_incompatible_version_is_refused_naming_the_field() {
     assert_eq!(agg.stats().received, 0);
     assert!(agg.stats().rejected >= 1);
 }
+
+/// A Python source compiled from the v1 `.proto` (`v1::proto_files()`, by grpcio-tools)
+/// speaks the stream protocol to a v2 aggregator: its Hello carries v1's schemas, and its
+/// samples arrive with the field it does not know defaulted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_source_of_v1_streams_to_a_v2_aggregator() {
+    use support::python::{scripts, Python};
+    let Some(py) = Python::find("a_python_source_of_v1_streams_to_a_v2_aggregator") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let include = dir.path().join("proto");
+    let mut names = Vec::new();
+    for (path, text) in v1::proto_files() {
+        let file = include.join(&path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, text).unwrap();
+        names.push(path);
+    }
+    let out = dir.path().join("py");
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    py.protoc(&include, &refs, &out);
+
+    let agg = Aggregator::<v2::Runtime>::builder()
+        .listen("127.0.0.1:0")
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let port = agg.local_addr().unwrap().port().to_string();
+    let caller = tsercom::CallerId::random();
+    let stdin = format!(
+        "{}\n---\n{}",
+        v1::Reading::schema().schema_text(),
+        v1::Command::schema().schema_text()
+    );
+    let args = [
+        port,
+        format!("{:016x}", v1::Reading::fingerprint()),
+        format!("{:016x}", v1::Command::fingerprint()),
+        caller.to_string(),
+        "50".to_owned(),
+    ];
+    let script = scripts().join("schema_evolution.py");
+    let stdout = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        py.run(&script, &out, &args, Some(stdin.as_bytes()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(stdout).unwrap(),
+        "hello evolve.Reading\nacked 50\n"
+    );
+    let items = agg.data().reader().get_new_data().items;
+    assert_eq!(items.len(), 50);
+    for (i, (id, item)) in items.iter().enumerate() {
+        assert_eq!(*id, caller);
+        let i = i as u32;
+        assert_eq!(
+            item.value,
+            v2::Reading {
+                celsius: f64::from(i) + 0.25,
+                count: i,
+                station: String::new(),
+            }
+        );
+    }
+    assert_eq!(agg.stats().schema_differs, 1);
+    assert_eq!(
+        agg.peer_schemas(),
+        vec![(
+            caller,
+            tsercom::PeerSchema {
+                data_fingerprint: v1::Reading::fingerprint(),
+                event_fingerprint: v1::Command::fingerprint(),
+                data_differs: true,
+                event_differs: true,
+            }
+        )]
+    );
+}
