@@ -4,9 +4,9 @@
 //! run time). Incompatible changes are errors spanned on the field, variant or method;
 //! `TSERCOM_BLESS=1` at build time writes the snapshot instead.
 //!
-//! The macro models what it sees: structs and unit-only enums of the module (with the
-//! names, numbers and types `#[tsercom::series]` gives them) and the service traits. Enums
-//! with data and types declared outside the module are compared by name only.
+//! The macro models what it sees: the series structs and enums of the module (with the
+//! names, numbers and types `#[tsercom::series]` gives them) and the service traits. Types
+//! declared outside the module are compared by name only.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,13 +16,14 @@ use quote::quote;
 use syn::{Item, LitStr, Type};
 use tsercom_proto::schema::compat::{self, Incompatibility, Location};
 use tsercom_proto::schema::{
-    parse, EnumDef, FieldDef, FieldType, Label, MessageDef, MethodDef, SchemaRegistry, ServiceDef,
+    parse, EnumDef, FieldDef, FieldType, Label, MessageDef, MethodDef, OneofDef, SchemaRegistry,
+    ServiceDef,
 };
 
 use super::ast::Module;
 use super::Errors;
 use crate::internals::types::simple_name;
-use crate::series::ast::{self as series_ast, Data, Shape};
+use crate::series::ast::{self as series_ast, Data, Shape, VariantKind};
 use crate::series::attr as series_attr;
 
 /// The default snapshot path, relative to the crate's `CARGO_MANIFEST_DIR`.
@@ -117,6 +118,35 @@ fn message(path: &str, i: &Incompatibility) -> String {
 }
 
 impl Model {
+    /// The fields of message `message`, remembering where each is written.
+    fn fields(
+        &mut self,
+        message: &str,
+        fields: &[series_ast::Field],
+        names: &BTreeMap<String, String>,
+    ) -> Vec<FieldDef> {
+        let mut out = Vec::new();
+        for f in fields {
+            let (label, ty) = match &f.shape {
+                Shape::Singular(t) => (Label::Implicit, field_type(t, f, names)),
+                Shape::Optional(t) => (Label::Optional, field_type(t, f, names)),
+                Shape::Repeated(t) => (Label::Repeated, field_type(t, f, names)),
+                Shape::Map { key, value, .. } => {
+                    let key = match field_type(key, f, names) {
+                        FieldType::Scalar(s) => s,
+                        _ => "string",
+                    };
+                    let value = field_type(value, f, names);
+                    (Label::Implicit, FieldType::Map(key, Box::new(value)))
+                }
+            };
+            self.spans
+                .insert(format!("{message}.{}", f.proto_name), f.name_span);
+            out.push(FieldDef::new(f.proto_name.clone(), f.tag, label, ty));
+        }
+        out
+    }
+
     fn span_of(&self, i: &Incompatibility, fallback: Span) -> Span {
         let (key, parent) = match &i.location {
             Location::Field { message, field, .. } => (format!("{message}.{field}"), message),
@@ -175,26 +205,7 @@ fn model(items: &[Item], module: &Module, package: &str) -> Model {
         match &c.data {
             Data::Struct(fields) => {
                 let mut m = MessageDef::new(&c.full_name);
-                for f in fields {
-                    let (label, ty) = match &f.shape {
-                        Shape::Singular(t) => (Label::Implicit, field_type(t, f, &names)),
-                        Shape::Optional(t) => (Label::Optional, field_type(t, f, &names)),
-                        Shape::Repeated(t) => (Label::Repeated, field_type(t, f, &names)),
-                        Shape::Map { key, value, .. } => {
-                            let key = match field_type(key, f, &names) {
-                                FieldType::Scalar(s) => s,
-                                _ => "string",
-                            };
-                            let value = field_type(value, f, &names);
-                            (Label::Implicit, FieldType::Map(key, Box::new(value)))
-                        }
-                    };
-                    model
-                        .spans
-                        .insert(format!("{}.{}", c.full_name, f.proto_name), f.name_span);
-                    m.fields
-                        .push(FieldDef::new(f.proto_name.clone(), f.tag, label, ty));
-                }
+                m.fields = model.fields(&c.full_name, fields, &names);
                 if let Some(r) = c.attrs.reserved.get() {
                     m.reserved_tags = r.iter().map(|r| (r.lo, r.hi)).collect();
                 }
@@ -213,7 +224,42 @@ fn model(items: &[Item], module: &Module, package: &str) -> Model {
                     values,
                 });
             }
-            Data::Oneof(_) => {}
+            Data::Oneof(variants) => {
+                let mut m = MessageDef::new(&c.full_name);
+                let mut oneof = OneofDef {
+                    name: "value".into(),
+                    fields: Vec::new(),
+                };
+                for v in variants {
+                    let key = format!("{}.{}", c.full_name, v.proto_name);
+                    model.spans.insert(key, v.ident.span());
+                    let nested = format!("{}.{}", c.full_name, crate::schema::unraw(&v.ident));
+                    let field =
+                        |ty| FieldDef::new(v.proto_name.clone(), v.tag, Label::Implicit, ty);
+                    match &v.kind {
+                        VariantKind::Unit => {
+                            m.nested.push(MessageDef::new(&nested));
+                            oneof.fields.push(field(FieldType::Named(nested)));
+                        }
+                        VariantKind::Newtype(f) => {
+                            if let Shape::Singular(t) = &f.shape {
+                                oneof.fields.push(field(field_type(t, f, &names)));
+                            }
+                        }
+                        VariantKind::Struct(fields) => {
+                            let mut n = MessageDef::new(&nested);
+                            n.fields = model.fields(&nested, fields, &names);
+                            m.nested.push(n);
+                            oneof.fields.push(field(FieldType::Named(nested)));
+                        }
+                    }
+                }
+                m.oneofs.push(oneof);
+                if let Some(r) = c.attrs.reserved.get() {
+                    m.reserved_tags = r.iter().map(|r| (r.lo, r.hi)).collect();
+                }
+                model.reg.add_message(m);
+            }
         }
     }
     for s in &module.services {
