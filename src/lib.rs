@@ -41,7 +41,8 @@ pub use tsercom_runtime::data::{
 };
 pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryEvent, Instance};
 pub use tsercom_runtime::engine::{
-    BufferLimits, ConnectionEvent, Delivery, Runtime, RuntimeError, SessionConfig, StreamService,
+    BufferLimits, ConnectionEvent, Delivery, PeerSchema, Runtime, RuntimeError, SessionConfig,
+    StreamService,
 };
 /// Bench only (feature `hop-trace`): when each sample reached each hop of its path.
 #[cfg(feature = "hop-trace")]

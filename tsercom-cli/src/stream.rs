@@ -135,6 +135,9 @@ pub(crate) async fn session(
         delivery: wire::Delivery::Resumable as i32,
         ack_every_samples: 0,
         ack_every_bytes: 0,
+        // No schema text: the peer requires equal fingerprints.
+        data_schema_desc: Vec::new(),
+        event_schema_desc: Vec::new(),
     };
     let _ = tx.send(envelope(Kind::Hello(hello))).await;
     let mut grpc = tonic::client::Grpc::new(channel)

@@ -70,6 +70,8 @@ fn stream_messages_round_trip() {
             delivery: tsercom_runtime::wire::Delivery::BestEffort as i32,
             ack_every_samples: 1 << 18,
             ack_every_bytes: 16 << 20,
+            data_schema_desc: b"package weather;\nmessage Reading {\n}\n".to_vec(),
+            event_schema_desc: Vec::new(),
         }),
         envelope::Kind::Frame(Frame {
             samples: vec![

@@ -133,6 +133,16 @@ pub struct Hello {
     pub ack_every_samples: u64,
     #[prost(uint64, tag = "14")]
     pub ack_every_bytes: u64,
+    /// The data and event schemas themselves (UTF-8 `.proto` text as
+    /// `tsercom_proto::schema::SchemaRegistry::schema_text` writes it: `package` statements,
+    /// messages, enums; no comments). When a fingerprint differs, the receiver checks the two
+    /// schemas with the rules of schema evolution: compatible versions connect, others are
+    /// refused naming the first incompatibility. Empty from peers that predate it: they need
+    /// equal fingerprints.
+    #[prost(bytes = "vec", tag = "20")]
+    pub data_schema_desc: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "21")]
+    pub event_schema_desc: ::prost::alloc::vec::Vec<u8>,
 }
 /// One sample (data or event) with its sequence number and timestamp.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

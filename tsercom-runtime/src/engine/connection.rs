@@ -136,9 +136,14 @@ pub(crate) async fn run<Ro: Role>(
     };
     let (handler, last) = role.connect(&peer);
     tracing::info!(peer = %peer.id, addr = ?peer.addr, "connected to the {peer_role}");
+    if !peer.schema.is_same() {
+        tracing::info!(peer = %peer.id, schema = ?peer.schema, "the {peer_role} speaks another, compatible schema");
+    }
+    shared.schemas.connected(peer.id, peer.schema);
     let _ = shared.events.try_send(ConnectionEvent::Connected {
         peer: peer.id,
         addr: peer.addr.clone(),
+        schema: peer.schema,
     });
     out.send(envelope(Kind::Ack(wire::Ack { seq: last })))
         .await

@@ -18,6 +18,7 @@ use super::buffer::BufferLimits;
 use super::config::{Delivery, SessionConfig};
 use super::connection;
 use super::pump::{envelope, Out, OUTBOUND_FRAMES};
+use super::schemas::{self, PeerSchema};
 use super::service::{self, OutboundStream};
 use super::shared::{self, Shared};
 use super::{is_permanent, ConnectionEvent, Runtime};
@@ -368,6 +369,8 @@ pub(crate) struct Peer {
     /// How often the peer wants acknowledgements (`u64::MAX`: no wish).
     pub(crate) ack_every_samples: u64,
     pub(crate) ack_every_bytes: u64,
+    /// The peer's schemas, and whether they differ (compatibly) from ours.
+    pub(crate) schema: PeerSchema,
 }
 
 impl Peer {
@@ -408,6 +411,8 @@ pub(crate) fn hello<R: Runtime>(local: &Local) -> wire::Hello {
         delivery: local.delivery.to_wire() as i32,
         ack_every_samples: local.ack_every_samples,
         ack_every_bytes: local.ack_every_bytes,
+        data_schema_desc: schemas::desc::<R::Data>(),
+        event_schema_desc: schemas::desc::<R::Event>(),
     }
 }
 
@@ -419,7 +424,8 @@ fn role_name(role: i32) -> &'static str {
     }
 }
 
-/// Checks the peer's Hello against ours: protocol version, runtime, role, both schemas and
+/// Checks the peer's Hello against ours: protocol version, runtime, role, both schemas
+/// (equal, or compatible under the rules of schema evolution: see [`schemas::check`]) and
 /// the caller id. Every refusal names what differed, on both sides.
 pub(crate) fn check<R: Runtime>(
     local: &Local,
@@ -453,8 +459,25 @@ pub(crate) fn check<R: Runtime>(
             role_name(theirs.role)
         )));
     }
-    check_schema::<R::Data>("data", theirs.data_schema, &theirs.data_type)?;
-    check_schema::<R::Event>("event", theirs.event_schema, &theirs.event_type)?;
+    let peer_role = local.peer_role();
+    let schema = PeerSchema {
+        data_fingerprint: theirs.data_schema,
+        event_fingerprint: theirs.event_schema,
+        data_differs: schemas::check::<R::Data>(
+            "data",
+            peer_role,
+            theirs.data_schema,
+            &theirs.data_type,
+            &theirs.data_schema_desc,
+        )?,
+        event_differs: schemas::check::<R::Event>(
+            "event",
+            peer_role,
+            theirs.event_schema,
+            &theirs.event_type,
+            &theirs.event_schema_desc,
+        )?,
+    };
     let id = CallerId::try_from(theirs.caller_id.clone())
         .map_err(|e| Status::invalid_argument(format!("invalid caller id in Hello: {e}")))?;
     let max_frame_bytes = match theirs.max_frame_bytes {
@@ -479,19 +502,6 @@ pub(crate) fn check<R: Runtime>(
             0 => u64::MAX,
             n => n,
         },
+        schema,
     })
-}
-
-fn check_schema<S: Series>(what: &str, fingerprint: u64, name: &str) -> Result<(), Status> {
-    if fingerprint == S::fingerprint() && name == S::MESSAGE_NAME {
-        return Ok(());
-    }
-    Err(Status::failed_precondition(format!(
-        "{what} schema mismatch: this peer has {} (fingerprint {:016x}), the other has {} \
-         (fingerprint {:016x}); both sides must be built from the same series definitions",
-        S::MESSAGE_NAME,
-        S::fingerprint(),
-        name,
-        fingerprint
-    )))
 }

@@ -10,6 +10,7 @@ use tonic::Status;
 use super::config::SessionConfig;
 use super::connection::Handler;
 use super::handshake::{Local, Peer};
+use super::schemas::SchemaLedger;
 use super::{ConnectionEvent, Runtime, RuntimeError, CONNECTION_EVENTS};
 use crate::backoff::Backoff;
 use crate::queue::{self, OverflowPolicy};
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     /// Sessions, dial loops, discovery; their panics are faults.
     pub(crate) tasks: Tasks,
     pub(crate) events: queue::Sender<ConnectionEvent>,
+    /// The peers that spoke another (compatible) schema.
+    pub(crate) schemas: SchemaLedger,
 }
 
 impl Shared {
@@ -90,6 +93,7 @@ impl Shared {
             stopping: watch::Sender::new(false),
             tasks: Tasks::new(Arc::new(faults)),
             events,
+            schemas: SchemaLedger::default(),
         };
         (shared, events_rx)
     }

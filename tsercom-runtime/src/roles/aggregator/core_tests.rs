@@ -109,6 +109,12 @@ fn peer(id: CallerId) -> Peer {
         delivery: Delivery::Resumable,
         ack_every_samples: u64::MAX,
         ack_every_bytes: u64::MAX,
+        schema: crate::engine::schemas::PeerSchema {
+            data_fingerprint: 0,
+            event_fingerprint: 0,
+            data_differs: false,
+            event_differs: false,
+        },
     }
 }
 

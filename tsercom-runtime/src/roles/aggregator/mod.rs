@@ -21,7 +21,7 @@ pub use builder::AggregatorBuilder;
 
 use self::core::{lock, Core};
 use crate::data::{CallerEvent, RemoteDataAggregator};
-use crate::engine::{ConnectionEvent, Delivery, Runtime, RuntimeError};
+use crate::engine::{ConnectionEvent, Delivery, PeerSchema, Runtime, RuntimeError};
 use crate::ids::CallerId;
 use crate::queue;
 use crate::task::Fault;
@@ -133,6 +133,9 @@ pub struct AggregatorStats {
     pub connections: u64,
     /// Internal tasks that panicked or failed (see [`Aggregator::health`]).
     pub faults: u64,
+    /// Connections made with sources whose schema differs from this side's, compatibly
+    /// (another version of the series types; see [`Aggregator::peer_schemas`]).
+    pub schema_differs: u64,
 }
 
 /// An aggregator: collects every connected source's data, keyed by `CallerId`, in its
@@ -287,6 +290,7 @@ impl<R: Runtime> Aggregator<R> {
             refused_callers: self.core.data.stats().refused_callers,
             connections: self.connected().len() as u64,
             faults: self.core.shared.fault_count(),
+            schema_differs: self.core.shared.schemas.differing(),
         }
     }
 
@@ -296,6 +300,14 @@ impl<R: Runtime> Aggregator<R> {
         lock(&self.server)
             .as_ref()
             .map(crate::transport::Server::stats)
+    }
+
+    /// The sources that connected with another version of the schemas (compatible with this
+    /// side's: each reads what it knows of the other's samples), with the fingerprints
+    /// they speak; the most recent 1024, sorted by id. Sources that speak this side's exact
+    /// schemas are not listed.
+    pub fn peer_schemas(&self) -> Vec<(CallerId, PeerSchema)> {
+        self.core.shared.schemas.peers()
     }
 
     /// `Ok` while no internal task of the aggregator (a session, a dial loop, discovery)

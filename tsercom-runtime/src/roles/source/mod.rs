@@ -16,7 +16,7 @@ pub use builder::SourceBuilder;
 
 use self::core::{lock, Core};
 use crate::engine::ConnectionEvent;
-use crate::engine::{Runtime, RuntimeError};
+use crate::engine::{PeerSchema, Runtime, RuntimeError};
 use crate::ids::CallerId;
 use crate::queue;
 use crate::task::Fault;
@@ -64,6 +64,9 @@ pub struct SourceStats {
     pub connections: u64,
     /// Internal tasks that panicked or failed (see [`Source::health`]).
     pub faults: u64,
+    /// Connections made with aggregators whose schema differs from this side's, compatibly
+    /// (another version of the series types; see [`Source::peer_schemas`]).
+    pub schema_differs: u64,
 }
 
 /// A data source: sends samples to every connected aggregator and receives their events.
@@ -223,7 +226,16 @@ impl<R: Runtime> Source<R> {
             events_lost: self.core.events_lost.load(Ordering::Relaxed),
             connections: lock(&self.core.conns).len() as u64,
             faults: self.core.shared.fault_count(),
+            schema_differs: self.core.shared.schemas.differing(),
         }
+    }
+
+    /// The aggregators that connected with another version of the schemas (compatible with this
+    /// side's: each reads what it knows of the other's samples), with the fingerprints
+    /// they speak; the most recent 1024, sorted by id. Aggregators that speak this side's exact
+    /// schemas are not listed.
+    pub fn peer_schemas(&self) -> Vec<(CallerId, PeerSchema)> {
+        self.core.shared.schemas.peers()
     }
 
     /// `Ok` while no internal task of the source (a session, the dial loop) has panicked
