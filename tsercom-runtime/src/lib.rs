@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod data;
 pub mod discovery;
 pub mod engine;
+pub mod identity;
 pub mod ids;
 pub mod manager;
 pub mod queue;
