@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::netns::{answer, child_role, pair_or_skip, ranges, Child, Reply, Side};
-use tsercom::{Aggregator, Backoff, BufferLimits, CallerId, Runtime, RuntimeError, Source};
+use tsercom::{
+    Aggregator, Backoff, BufferLimits, CallerId, Identity, Runtime, RuntimeError, Source,
+};
 
 #[tsercom::series]
 #[derive(PartialEq)]
@@ -219,7 +221,7 @@ async fn child_source(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) {
         });
     }
     if let Some(path) = env("NETNS_ID_FILE") {
-        builder = builder.identity(CallerId::persistent(path).unwrap());
+        builder = builder.identity(Identity::persistent(path).unwrap());
     }
     let source = Arc::new(builder.start().await.unwrap());
     answer(&format!("READY id={}", source.id()));

@@ -33,7 +33,8 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
@@ -286,58 +287,92 @@ pub(crate) fn nonce() -> Vec<u8> {
     out
 }
 
-/// The first key seen for each id, remembered while the role keeps state of the id
-/// (trust on first use), bounded in count.
+/// The first key seen for each id (trust on first use), remembered while the role keeps
+/// state of the id: entries are forgotten only when the table is full, and then only
+/// those of ids with no live session that were last seen longer than `forget_after` ago.
+/// Not synchronised: its owner (the engine's session table) locks it.
 #[derive(Debug)]
 pub(crate) struct KnownKeys {
-    keys: Mutex<HashMap<CallerId, [u8; PUBLIC_KEY_LEN]>>,
+    keys: HashMap<CallerId, Known>,
     max: usize,
+    forget_after: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Known {
+    key: [u8; PUBLIC_KEY_LEN],
+    /// When a session of the id last ended (or was admitted).
+    last_seen: Instant,
 }
 
 impl KnownKeys {
-    /// A table of at most `max` identities.
-    pub(crate) fn new(max: usize) -> KnownKeys {
+    /// A table of at most `max` identities; when full, those not seen for
+    /// `forget_after` (never, if `None`) make room.
+    pub(crate) fn new(max: usize, forget_after: Option<Duration>) -> KnownKeys {
         KnownKeys {
-            keys: Mutex::new(HashMap::new()),
+            keys: HashMap::new(),
             max,
+            forget_after,
         }
     }
 
-    /// Accepts `key` for `id` if it is the one first seen for it (remembering it if
-    /// none was).
-    pub(crate) fn check(&self, id: CallerId, key: &[u8]) -> Result<(), ProofError> {
-        let key: [u8; PUBLIC_KEY_LEN] = key.try_into().map_err(|_| ProofError::Malformed {
-            field: "public_key",
-            expected: PUBLIC_KEY_LEN,
-        })?;
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let len = keys.len();
-        match keys.get(&id) {
-            Some(known) if *known == key => Ok(()),
-            Some(known) => Err(ProofError::KeyMismatch {
-                id,
-                known: hex(known),
-                presented: hex(&key),
-            }),
-            None if len >= self.max => Err(ProofError::Full(self.max)),
-            None => {
-                keys.insert(id, key);
-                Ok(())
+    /// Whether a key is remembered for `id`.
+    pub(crate) fn knows(&self, id: CallerId) -> bool {
+        self.keys.contains_key(&id)
+    }
+
+    /// Accepts `key` for `id` if it is the one first seen for it, remembering it if none
+    /// was. When the table is full, ids for which `live` is false and that were not seen
+    /// for `forget_after` are forgotten first.
+    pub(crate) fn check(
+        &mut self,
+        id: CallerId,
+        key: &[u8; PUBLIC_KEY_LEN],
+        live: impl Fn(CallerId) -> bool,
+    ) -> Result<(), ProofError> {
+        let now = Instant::now();
+        if let Some(known) = self.keys.get_mut(&id) {
+            if known.key != *key {
+                return Err(ProofError::KeyMismatch {
+                    id,
+                    known: hex(&known.key),
+                    presented: hex(key),
+                });
+            }
+            known.last_seen = now;
+            return Ok(());
+        }
+        if self.keys.len() >= self.max {
+            if let Some(after) = self.forget_after {
+                self.keys.retain(|&id, k| {
+                    live(id) || now.saturating_duration_since(k.last_seen) < after
+                });
+            }
+            if self.keys.len() >= self.max {
+                return Err(ProofError::Full(self.max));
             }
         }
+        self.keys.insert(
+            id,
+            Known {
+                key: *key,
+                last_seen: now,
+            },
+        );
+        Ok(())
     }
 
-    /// Forgets the key of `id` (when the role forgets the id).
-    pub(crate) fn forget(&self, id: CallerId) {
-        self.keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+    /// A session of `id` ended now.
+    pub(crate) fn seen(&mut self, id: CallerId) {
+        if let Some(known) = self.keys.get_mut(&id) {
+            known.last_seen = Instant::now();
+        }
     }
 
     /// How many ids are remembered.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.keys.len()
     }
 }
 
@@ -455,26 +490,38 @@ mod tests {
 
     #[test]
     fn the_first_key_seen_for_an_id_is_kept() {
-        let known = KnownKeys::new(2);
+        let mut known = KnownKeys::new(2, Some(Duration::ZERO));
         let id = CallerId::random();
         let (k1, k2) = (
             Identity::random().public_key(),
             Identity::random().public_key(),
         );
-        assert_eq!(known.check(id, &k1), Ok(()));
-        assert_eq!(known.check(id, &k1), Ok(()));
+        let live = |_| true;
+        assert_eq!(known.check(id, &k1, live), Ok(()));
+        assert_eq!(known.check(id, &k1, live), Ok(()));
         assert!(matches!(
-            known.check(id, &k2),
+            known.check(id, &k2, live),
             Err(ProofError::KeyMismatch { .. })
         ));
-        assert_eq!(known.check(CallerId::random(), &k2), Ok(()));
+        let other = CallerId::random();
+        assert_eq!(known.check(other, &k2, live), Ok(()));
+        // Full, and every id is live: a new one is refused.
         assert_eq!(
-            known.check(CallerId::random(), &k2),
+            known.check(CallerId::random(), &k2, live),
             Err(ProofError::Full(2))
         );
-        known.forget(id);
-        assert_eq!(known.check(id, &k2), Ok(()));
+        // Full, and `id` is gone (not live, not seen for `forget_after`): it makes room.
+        assert_eq!(known.check(CallerId::random(), &k2, |c| c == other), Ok(()));
+        assert!(!known.knows(id));
+        assert!(known.knows(other));
         assert_eq!(known.len(), 2);
+        // Without `forget_after`, nothing is forgotten.
+        let mut forever = KnownKeys::new(1, None);
+        assert_eq!(forever.check(id, &k1, |_| false), Ok(()));
+        assert_eq!(
+            forever.check(other, &k1, |_| false),
+            Err(ProofError::Full(1))
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub(crate) mod handshake;
 mod net;
 mod pump;
 pub(crate) mod service;
+pub(crate) mod sessions;
 pub(crate) mod shared;
 
 pub use buffer::BufferLimits;

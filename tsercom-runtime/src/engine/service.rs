@@ -47,16 +47,36 @@ impl<Ro: Role> Acceptor for Ro {
             let role = Arc::clone(&self);
             let accept = async move {
                 let shared = role.shared();
-                let (peer, out, stream) =
-                    handshake::answer::<Ro::Runtime>(shared.local, &mut inbound, remote)
+                let (answered, out, stream) =
+                    handshake::answer::<Ro::Runtime>(shared, &mut inbound, remote)
                         .await
                         .inspect_err(|_| role.refused_peer())?;
                 let session_role = Arc::clone(&role);
                 let session_out = out.clone();
-                let task = format!("session with {} {}", shared.local.peer_role(), peer.id);
+                let task = format!(
+                    "session with {} {}",
+                    shared.local.peer_role(),
+                    answered.id()
+                );
                 shared.tasks.spawn(
                     task.clone(),
                     handshake::serve_session(out, async move {
+                        // The dialer's proof follows our Hello; it is admitted (or
+                        // refused, with the status it is told) before anything else.
+                        let admitted = handshake::admit_answered::<Ro::Runtime>(
+                            session_role.shared(),
+                            answered,
+                            &mut inbound,
+                        )
+                        .await;
+                        let peer = match admitted {
+                            Ok(peer) => peer,
+                            Err(status) => {
+                                tracing::info!(%status, "refused a {}", session_role.shared().local.peer_role());
+                                session_role.refused_peer();
+                                return Err(status);
+                            }
+                        };
                         let session = connection::run(&session_role, peer, inbound, session_out);
                         match session_role
                             .shared()

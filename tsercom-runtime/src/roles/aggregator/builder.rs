@@ -12,6 +12,8 @@ use crate::engine::buffer::BufferLimits;
 use crate::engine::handshake::{dial_loop, Local};
 use crate::engine::shared::Shared;
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
+use crate::identity::Identity;
+#[cfg(doc)]
 use crate::ids::CallerId;
 use crate::time::{Clock, SystemClock};
 use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
@@ -19,7 +21,7 @@ use crate::wire::Role;
 
 /// Configures and starts an [`Aggregator`].
 pub struct AggregatorBuilder<R: Runtime> {
-    id: Option<CallerId>,
+    id: Option<Identity>,
     clock: Arc<dyn Clock>,
     retention: Option<Duration>,
     listen: Option<Result<Endpoint, EndpointParseError>>,
@@ -52,9 +54,12 @@ impl<R: Runtime> AggregatorBuilder<R> {
         }
     }
 
-    /// The aggregator's identity (default: random).
-    pub fn identity(mut self, id: CallerId) -> Self {
-        self.id = Some(id);
+    /// The aggregator's identity (default: a random id with a key for the life of the
+    /// process). Sources remember the key that proved an id, so an aggregator that keeps
+    /// its id across restarts needs [`Identity::persistent`], which keeps the key beside
+    /// the id; a bare [`CallerId`] gets a new key each time the process starts.
+    pub fn identity(mut self, id: impl Into<Identity>) -> Self {
+        self.id = Some(id.into());
         self
     }
 
@@ -174,15 +179,23 @@ impl<R: Runtime> AggregatorBuilder<R> {
         if let Some(r) = self.retention {
             data = data.retention(r);
         }
+        let identity = self.id.unwrap_or_else(Identity::random);
         let local = Local::new(
             Role::Aggregator,
-            self.id.unwrap_or_else(CallerId::random),
+            identity.id(),
             engine::random_u64(),
             &self.session,
             &self.event_limits,
         );
         let (shared, conn_rx) = Shared::new(
             local,
+            identity,
+            // A source's key is remembered as long as its data (and at least 10 minutes).
+            Some(
+                self.retention
+                    .unwrap_or(Duration::MAX)
+                    .max(crate::engine::sessions::KEYS_KEPT),
+            ),
             self.clock,
             self.session,
             self.backoff,

@@ -78,13 +78,8 @@ impl<R: Runtime> Core<R> {
             .copied()
             .map(Endpoint::Tcp)
             .collect();
-        let (peer, inbound, out) = handshake::dial::<R>(
-            shared.local,
-            &addresses,
-            shared.backoff.unreachable_interval,
-            shared.tls_client.as_ref(),
-        )
-        .await?;
+        let (peer, inbound, out) =
+            handshake::dial::<R>(shared, &addresses, shared.tls_client.as_ref()).await?;
         if let Some(advertised) = instance.caller_id {
             if advertised != peer.id {
                 return Err(DialError::from(Status::failed_precondition(format!(

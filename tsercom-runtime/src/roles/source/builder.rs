@@ -13,6 +13,8 @@ use crate::engine::buffer::{BufferLimits, SendBuffer};
 use crate::engine::handshake::Local;
 use crate::engine::shared::Shared;
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
+use crate::identity::Identity;
+#[cfg(doc)]
 use crate::ids::CallerId;
 use crate::queue::{self, OverflowPolicy};
 use crate::series::Series;
@@ -22,7 +24,7 @@ use crate::wire::Role;
 
 /// Configures and starts a [`Source`].
 pub struct SourceBuilder<R: Runtime> {
-    id: Option<CallerId>,
+    id: Option<Identity>,
     clock: Arc<dyn Clock>,
     serve: Option<Result<Endpoint, EndpointParseError>>,
     dial: Vec<Result<Endpoint, EndpointParseError>>,
@@ -59,10 +61,13 @@ impl<R: Runtime> SourceBuilder<R> {
         }
     }
 
-    /// The source's identity (default: a random id). Use `CallerId::persistent(path)` to
-    /// keep it across restarts.
-    pub fn identity(mut self, id: CallerId) -> Self {
-        self.id = Some(id);
+    /// The source's identity (default: a random id with a key for the life of the
+    /// process). Use [`Identity::persistent`] to keep the id *and* the key that proves it
+    /// across restarts: aggregators remember the key that proved an id and refuse
+    /// another one (`PERMISSION_DENIED`). A bare [`CallerId`] gets a new key each time
+    /// the process starts.
+    pub fn identity(mut self, id: impl Into<Identity>) -> Self {
+        self.id = Some(id.into());
         self
     }
 
@@ -202,15 +207,18 @@ impl<R: Runtime> SourceBuilder<R> {
         }
         let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
         let data = SendBuffer::new(self.buffer);
+        let identity = self.id.unwrap_or_else(Identity::random);
         let local = Local::new(
             Role::Source,
-            self.id.unwrap_or_else(CallerId::random),
+            identity.id(),
             engine::random_u64(),
             &self.session,
             data.limits(),
         );
         let (shared, conn_rx) = Shared::new(
             local,
+            identity,
+            Some(crate::engine::sessions::KEYS_KEPT),
             self.clock,
             self.session,
             self.backoff,
