@@ -321,6 +321,11 @@ impl KnownKeys {
         self.keys.contains_key(&id)
     }
 
+    /// The key remembered for `id`.
+    pub(crate) fn key_of(&self, id: CallerId) -> Option<&[u8; PUBLIC_KEY_LEN]> {
+        self.keys.get(&id).map(|k| &k.key)
+    }
+
     /// Accepts `key` for `id` if it is the one first seen for it, remembering it if none
     /// was. When the table is full, ids for which `live` is false and that were not seen
     /// for `forget_after` are forgotten first.

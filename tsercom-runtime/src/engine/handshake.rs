@@ -425,6 +425,10 @@ pub(crate) async fn answer<R: Runtime>(
     let theirs = read_hello(&local, inbound).await?;
     let peer = check::<R>(&local, &theirs, remote)?;
     let key = presented_key(&theirs)?;
+    // What no proof can change is refused at once, as the call's status.
+    shared
+        .sessions
+        .precheck(peer.id, key.as_ref(), local.peer_role())?;
     let nonce = identity::nonce();
     let proof = match key {
         Some(_) => shared.identity.prove(&Transcript {

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | proves key `K` | binds `X` to `K`; replaces a live session of `X` | replaces a live session of `X` |
 //! | proves another key | (binds `X` to it, as above) | `PERMISSION_DENIED` |
-//! | proves nothing (sends no key) | admitted unproven if `X` has no live session, else `ALREADY_EXISTS` | `PERMISSION_DENIED` |
+//! | proves nothing (sends no key) | admitted unproven if `X` has no live session, else `ALREADY_EXISTS` | `ALREADY_EXISTS` while `X` has a live session, else `PERMISSION_DENIED` |
 //!
 //! A replaced session ends with `ABORTED` naming why, and the new one starts once it has
 //! ended (bounded wait). A refused peer changes nothing of the live session.
@@ -48,7 +48,6 @@ struct Inner {
 #[derive(Debug)]
 struct Live {
     generation: u64,
-    proven: bool,
     /// Set to the reason when the session is replaced; closed when its claim is dropped.
     replace: watch::Sender<Option<String>>,
 }
@@ -100,6 +99,20 @@ impl Claim {
     }
 }
 
+fn already_exists(id: CallerId) -> Status {
+    Status::already_exists(format!(
+        "caller id {id} already has a live session; a second session must prove the id's \
+         key to replace it"
+    ))
+}
+
+fn unproven(id: CallerId, peer_role: &str) -> Status {
+    Status::permission_denied(format!(
+        "{peer_role} refused: caller id {id} is bound to the key that proved it before, and \
+         this peer proved no key"
+    ))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -135,6 +148,34 @@ impl Sessions {
         Ok(claim)
     }
 
+    /// Refuses early, before anything is proved, what [`Sessions::admit`] would refuse
+    /// whatever the proof: a key other than the one bound to `id`, or no key for an id
+    /// that is bound or live. Changes nothing.
+    pub(crate) fn precheck(
+        &self,
+        id: CallerId,
+        key: Option<&[u8; PUBLIC_KEY_LEN]>,
+        peer_role: &str,
+    ) -> Result<(), Status> {
+        let inner = lock(&self.inner);
+        match key {
+            Some(key) => match inner.known.key_of(id) {
+                Some(known) if known != key => Err(Status::permission_denied(format!(
+                    "{peer_role} refused: {}",
+                    ProofError::KeyMismatch {
+                        id,
+                        known: hex(known),
+                        presented: hex(key),
+                    }
+                ))),
+                _ => Ok(()),
+            },
+            None if inner.live.contains_key(&id) => Err(already_exists(id)),
+            None if inner.known.knows(id) => Err(unproven(id, peer_role)),
+            None => Ok(()),
+        }
+    }
+
     #[allow(clippy::type_complexity)]
     fn try_admit(
         self: &Arc<Self>,
@@ -153,24 +194,15 @@ impl Sessions {
                     )),
                     e => Status::permission_denied(format!("{peer_role} refused: {e}")),
                 })?,
-            None if known.knows(id) => {
-                return Err(Status::permission_denied(format!(
-                    "{peer_role} refused: caller id {id} is bound to the key that proved it \
-                     before, and this peer proved no key"
-                )));
+            None if known.knows(id) && !live.contains_key(&id) => {
+                return Err(unproven(id, peer_role));
             }
             None => {}
         }
         let replaced = match live.get(&id) {
             None => None,
             Some(_) if key.is_some() => live.remove(&id).map(|old| old.replace),
-            Some(old) => {
-                return Err(Status::already_exists(format!(
-                    "caller id {id} already has a live session ({}); a second session \
-                     must prove the id's key to replace it",
-                    if old.proven { "proven" } else { "unproven" }
-                )));
-            }
+            Some(_) => return Err(already_exists(id)),
         };
         if let Some(old) = &replaced {
             old.send_replace(Some(format!(
@@ -185,7 +217,6 @@ impl Sessions {
             id,
             Live {
                 generation,
-                proven: key.is_some(),
                 replace,
             },
         );
@@ -216,7 +247,7 @@ mod tests {
         let key = Identity::random().public_key();
         let first = sessions.admit(id, Some(&key), "source").await.unwrap();
         let err = sessions.admit(id, None, "source").await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err}");
         // Another key: refused, naming the id.
         let other = Identity::random().public_key();
         let err = sessions
@@ -228,6 +259,11 @@ mod tests {
         // The first is still live and not replaced.
         assert!(first.replaced.borrow().is_none());
         assert!(lock(&sessions.inner).live.contains_key(&id));
+        // Once it ended, the id stays bound to its key: no proof, no session.
+        drop(first);
+        let err = sessions.admit(id, None, "source").await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        let _back = sessions.admit(id, Some(&key), "source").await.unwrap();
     }
 
     #[tokio::test]
