@@ -23,7 +23,7 @@ use super::buffer::BufferLimits;
 use super::config::{Delivery, SessionConfig};
 use super::connection;
 use super::pump::{envelope, Out, OUTBOUND_FRAMES};
-use super::service::{self, OutboundStream};
+use super::service::{self, CertBinding, OutboundStream};
 use super::sessions::Claim;
 use super::shared::{self, Shared};
 use super::{is_permanent, ConnectionEvent, Runtime};
@@ -420,10 +420,29 @@ pub(crate) async fn answer<R: Runtime>(
     shared: &Shared,
     inbound: &mut Streaming<Envelope>,
     remote: Option<Endpoint>,
+    bound: CertBinding,
 ) -> Result<(Answered, Out, OutboundStream), Status> {
     let local = shared.local;
     let theirs = read_hello(&local, inbound).await?;
     let peer = check::<R>(&local, &theirs, remote)?;
+    // With mutual TLS, a certificate that names a caller id admits only that id.
+    match bound {
+        Err(e) => {
+            return Err(Status::permission_denied(format!(
+                "{} refused: {e}",
+                local.peer_role()
+            )))
+        }
+        Ok(Some(id)) if id != peer.id => {
+            return Err(Status::permission_denied(format!(
+                "{} refused: its client certificate binds caller id {id}, but its Hello \
+                 claims {}",
+                local.peer_role(),
+                peer.id
+            )))
+        }
+        Ok(_) => {}
+    }
     let key = presented_key(&theirs)?;
     // What no proof can change is refused at once, as the call's status.
     shared
