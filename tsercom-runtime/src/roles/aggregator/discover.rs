@@ -70,8 +70,16 @@ impl<R: Runtime> Core<R> {
                 ))));
             }
         }
-        let key = instance.peer_key();
         let shared = &self.shared;
+        if instance.requires_tls && shared.tls_client.is_none() {
+            // Never in plain text: what it would send (Hello, samples) is meant for TLS.
+            return Err(DialError::from(Status::failed_precondition(format!(
+                "{} requires TLS (TXT tls=1) and this aggregator has no `.tls_client(..)`; \
+                 not dialing it in plain text",
+                instance.instance_name
+            ))));
+        }
+        let key = instance.peer_key();
         let addresses: Vec<Endpoint> = instance
             .addresses
             .iter()

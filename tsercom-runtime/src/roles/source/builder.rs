@@ -227,6 +227,7 @@ impl<R: Runtime> SourceBuilder<R> {
         let core = Arc::new(Core::<R>::new(shared, data, events_tx, SCRATCH_BLOCK));
         let mut server = None;
         let mut local_endpoint = None;
+        let serves_tls = self.tls_server.is_some();
         if let Some(endpoint) = serve {
             let (hosted, local) = engine::serve(&core, &endpoint, self.tls_server).await?;
             local_endpoint = Some(local);
@@ -236,7 +237,9 @@ impl<R: Runtime> SourceBuilder<R> {
         let port = local_endpoint.as_ref().and_then(Endpoint::as_tcp);
         if let (Some(discovery), Some(addr)) = (&self.advertise, port) {
             let mut ad = Advertisement::new(R::NAME, local.id, addr.port())
-                .schema(<R::Data as Series>::fingerprint());
+                .schema(<R::Data as Series>::fingerprint())
+                // TXT `tls=1`: aggregators never dial this source in plain text.
+                .requires_tls(serves_tls);
             if let Some(name) = &self.name {
                 ad = ad.name(name.clone());
             }
