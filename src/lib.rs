@@ -25,6 +25,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub use tsercom_runtime::identity::{self, Identity, IdentityError};
 pub use tsercom_runtime::ids::{self, CallerId, CallerIdError};
 pub use tsercom_runtime::schema;
 pub use tsercom_runtime::series::{Interpolate, Series};

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use support::netns::{answer, child_role, pair_or_skip, ranges, Child, Reply, Side};
 use support::{wait_until, wait_until_blocking, Nudge, Tick, Ticks, DEADLINE};
-use tsercom::{Aggregator, Backoff, BufferLimits, CallerId, RuntimeError, Source};
+use tsercom::{Aggregator, Backoff, BufferLimits, CallerId, Identity, RuntimeError, Source};
 
 /// Another data type under the same runtime name as [`Ticks`]: a schema mismatch.
 #[tsercom::series]
@@ -192,7 +192,7 @@ async fn child_source(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) {
         });
     }
     if let Some(path) = env("NETNS_ID_FILE") {
-        builder = builder.identity(CallerId::persistent(path).unwrap());
+        builder = builder.identity(Identity::persistent(path).unwrap());
     }
     let source = Arc::new(builder.start().await.unwrap());
     answer(&format!("READY id={}", source.id()));

@@ -18,6 +18,7 @@ pub mod data;
 pub mod discovery;
 pub mod engine;
 pub mod hops;
+pub mod identity;
 pub mod ids;
 pub mod manager;
 pub mod queue;

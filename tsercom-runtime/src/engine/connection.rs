@@ -170,6 +170,7 @@ pub(crate) async fn run<Ro: Role>(
     let result = tokio::select! {
         r = conn.read(&mut inbound, resume_tx, ack_tx, last) => r,
         () = pump(&conn, resume_rx, ack_rx) => Ok(End::Closed),
+        reason = peer.replaced() => Err(Status::aborted(reason)),
         _ = stopping.wait_for(|s| *s) => Ok(End::Stopped),
     };
     if matches!(result, Ok(End::Stopped)) && Ro::SAYS_GOODBYE {
@@ -317,6 +318,9 @@ impl<H: Handler> Connection<'_, H> {
                 Some(Kind::Goodbye(_)) => return Ok(End::Goodbye),
                 Some(Kind::Hello(_)) => {
                     return Err(self.reject("a second Hello on one connection"));
+                }
+                Some(Kind::Proof(_)) => {
+                    return Err(self.reject("a Proof after the handshake"));
                 }
                 None => return Err(self.reject("an envelope with no content")),
             }

@@ -18,6 +18,7 @@ mod net;
 mod pump;
 pub(crate) mod schemas;
 pub(crate) mod service;
+pub(crate) mod sessions;
 pub(crate) mod shared;
 
 pub use buffer::BufferLimits;

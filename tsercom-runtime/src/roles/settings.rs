@@ -10,7 +10,7 @@ use crate::engine::buffer::BufferLimits;
 use crate::engine::handshake::Local;
 use crate::engine::shared::Shared;
 use crate::engine::{self, ConnectionEvent, SessionConfig};
-use crate::ids::CallerId;
+use crate::identity::Identity;
 use crate::queue;
 use crate::time::{Clock, SystemClock};
 use crate::transport::{ClientTls, ServerTls};
@@ -18,7 +18,7 @@ use crate::wire::Role;
 
 /// The settings every role's builder has.
 pub(crate) struct RoleSettings {
-    pub(crate) id: Option<CallerId>,
+    pub(crate) id: Option<Identity>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) session: SessionConfig,
     pub(crate) backoff: Backoff,
@@ -42,22 +42,27 @@ impl Default for RoleSettings {
 
 impl RoleSettings {
     /// The engine state of a `role` whose send buffer is bounded by `buffer`: its side
-    /// of every connection and the state its connections share, the receiver of its
-    /// connection events, and the server TLS for `engine::serve`.
+    /// of every connection and the state its connections share (remembering the key that
+    /// proved a peer's id for `forget_keys_after` after its last session), the receiver of
+    /// its connection events, and the server TLS for `engine::serve`.
     pub(crate) fn into_shared(
         self,
         role: Role,
         buffer: &BufferLimits,
+        forget_keys_after: Option<std::time::Duration>,
     ) -> (Shared, queue::Receiver<ConnectionEvent>, Option<ServerTls>) {
+        let identity = self.id.unwrap_or_else(Identity::random);
         let local = Local::new(
             role,
-            self.id.unwrap_or_else(CallerId::random),
+            identity.id(),
             engine::random_u64(),
             &self.session,
             buffer,
         );
         let (shared, events) = Shared::new(
             local,
+            identity,
+            forget_keys_after,
             self.clock,
             self.session,
             self.backoff,
@@ -78,8 +83,8 @@ macro_rules! role_setters {
         tls_client: $tls_client:literal $(,)?
     ) => {
         #[doc = $identity]
-        pub fn identity(mut self, id: CallerId) -> Self {
-            self.settings.id = Some(id);
+        pub fn identity(mut self, id: impl Into<Identity>) -> Self {
+            self.settings.id = Some(id.into());
             self
         }
 

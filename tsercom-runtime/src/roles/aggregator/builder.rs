@@ -11,6 +11,8 @@ use crate::discovery::Discovery;
 use crate::engine::buffer::BufferLimits;
 use crate::engine::handshake::dial_loop;
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
+use crate::identity::Identity;
+#[cfg(doc)]
 use crate::ids::CallerId;
 use crate::queue::OverflowPolicy;
 use crate::roles::settings::{role_setters, RoleSettings};
@@ -177,9 +179,16 @@ rejection.",
             data = data.retention(r);
         }
         let data = data.max_callers(self.max_callers).max_ahead(self.max_ahead);
-        let (shared, conn_rx, tls_server) = self
-            .settings
-            .into_shared(Role::Aggregator, &self.event_limits);
+        let (shared, conn_rx, tls_server) = self.settings.into_shared(
+            Role::Aggregator,
+            &self.event_limits,
+            // A source's key is remembered as long as its data (and at least 10 minutes).
+            Some(
+                self.retention
+                    .unwrap_or(Duration::MAX)
+                    .max(crate::engine::sessions::KEYS_KEPT),
+            ),
+        );
         let data = data.faults(shared.tasks.faults_handle()).build();
         let core = Arc::new(Core::<R>::new(shared, self.event_limits, data));
         // Never dropped: under `Block` the queue goes over capacity rather than losing a

@@ -82,15 +82,12 @@ impl Runtime for Rt {
 fn core() -> Arc<Core<Rt>> {
     let config = SessionConfig::default();
     let limits = BufferLimits::default();
-    let local = Local::new(
-        wire::Role::Aggregator,
-        CallerId::random(),
-        1,
-        &config,
-        &limits,
-    );
+    let identity = crate::identity::Identity::random();
+    let local = Local::new(wire::Role::Aggregator, identity.id(), 1, &config, &limits);
     let (shared, _events) = Shared::new(
         local,
+        identity,
+        None,
         Arc::new(SystemClock),
         config,
         Backoff::default(),
@@ -115,6 +112,7 @@ fn peer(id: CallerId) -> Peer {
             data_differs: false,
             event_differs: false,
         },
+        claim: None,
     }
 }
 

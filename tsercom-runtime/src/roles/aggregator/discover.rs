@@ -74,8 +74,16 @@ impl<R: Runtime> Core<R> {
                 ))));
             }
         }
-        let key = instance.peer_key();
         let shared = &self.shared;
+        if instance.requires_tls && shared.tls_client.is_none() {
+            // Never in plain text: what it would send (Hello, samples) is meant for TLS.
+            return Err(DialError::from(Status::failed_precondition(format!(
+                "{} requires TLS (TXT tls=1) and this aggregator has no `.tls_client(..)`; \
+                 not dialing it in plain text",
+                instance.instance_name
+            ))));
+        }
+        let key = instance.peer_key();
         let addresses: Vec<Endpoint> = instance
             .addresses
             .iter()
@@ -89,14 +97,7 @@ impl<R: Runtime> Core<R> {
             .flatten();
         let mut dialed = None;
         if let Some(path) = socket {
-            match handshake::dial::<R>(
-                shared.local,
-                &[Endpoint::unix(&path)],
-                shared.backoff.unreachable_interval,
-                None,
-            )
-            .await
-            {
+            match handshake::dial::<R>(shared, &[Endpoint::unix(&path)], None).await {
                 Ok(d) => dialed = Some(d),
                 Err(e) => tracing::debug!(
                     path = %path.display(),
@@ -107,15 +108,7 @@ impl<R: Runtime> Core<R> {
         }
         let (peer, inbound, out) = match dialed {
             Some(d) => d,
-            None => {
-                handshake::dial::<R>(
-                    shared.local,
-                    &addresses,
-                    shared.backoff.unreachable_interval,
-                    shared.tls_client.as_ref(),
-                )
-                .await?
-            }
+            None => handshake::dial::<R>(shared, &addresses, shared.tls_client.as_ref()).await?,
         };
         if let Some(advertised) = instance.caller_id {
             if advertised != peer.id {

@@ -11,6 +11,8 @@ use crate::backoff::Backoff;
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
 use crate::engine::buffer::{BufferLimits, SendBuffer};
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
+use crate::identity::Identity;
+#[cfg(doc)]
 use crate::ids::CallerId;
 use crate::queue::{self, OverflowPolicy};
 use crate::roles::settings::{role_setters, RoleSettings};
@@ -178,8 +180,13 @@ with [`RuntimeError::Refused`].",
         }
         let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
         let data = SendBuffer::new(self.buffer);
-        let (shared, conn_rx, tls_server) = self.settings.into_shared(Role::Source, data.limits());
+        let (shared, conn_rx, tls_server) = self.settings.into_shared(
+            Role::Source,
+            data.limits(),
+            Some(crate::engine::sessions::KEYS_KEPT),
+        );
         let core = Arc::new(Core::<R>::new(shared, data, events_tx, SCRATCH_BLOCK));
+        let serves_tls = tls_server.is_some();
         let mut server = None;
         let mut local_endpoint = None;
         // The same-host socket: only beside an advertised plain-text TCP server.
@@ -206,7 +213,9 @@ with [`RuntimeError::Refused`].",
         let port = local_endpoint.as_ref().and_then(Endpoint::as_tcp);
         if let (Some(discovery), Some(addr)) = (&self.advertise, port) {
             let mut ad = Advertisement::new(R::NAME, core.shared.local.id, addr.port())
-                .schema(<R::Data as Series>::fingerprint());
+                .schema(<R::Data as Series>::fingerprint())
+                // TXT `tls=1`: aggregators never dial this source in plain text.
+                .requires_tls(serves_tls);
             if let Some(name) = &self.name {
                 ad = ad.name(name.clone());
             }
