@@ -43,7 +43,21 @@ pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryE
 pub use tsercom_runtime::engine::{
     BufferLimits, ConnectionEvent, Delivery, Runtime, RuntimeError, SessionConfig, StreamService,
 };
-pub use tsercom_runtime::manager::{Managed, ManagerError, RuntimeHandle, RuntimeManager};
+pub use tsercom_runtime::manager::{
+    child, child_main, ChildEntry, ChildEvent, Managed, ManagerError, Restart, RuntimeHandle,
+    RuntimeManager, SourceSpec,
+};
+
+/// The child hook for process isolation ([`child`]): the first line of `main`, listing
+/// the runtimes whose sources may run in a child (`tsercom::child_main!(weather::Runtime)`).
+/// In the application it does nothing; in a child process started by
+/// [`RuntimeManager::start_out_of_process`] it runs the child and never returns.
+#[macro_export]
+macro_rules! child_main {
+    ($($runtime:ty),* $(,)?) => {
+        $crate::child_main(&[$($crate::ChildEntry::of::<$runtime>()),*])
+    };
+}
 pub use tsercom_runtime::queue::{self, OverflowPolicy};
 pub use tsercom_runtime::roles::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, Event, PeerClock, SendEventError,

@@ -79,7 +79,7 @@ pub(crate) fn join_error_message(join: tokio::task::JoinError) -> String {
 }
 
 /// The text of a panic payload (`panic!` with a literal or a formatted message).
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
