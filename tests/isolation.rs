@@ -60,7 +60,10 @@ fn main() {
     let tests: [(&str, fn()); 6] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
-        ("kill_9_is_reported_and_restart_resumes_the_stream", kill_and_restart),
+        (
+            "kill_9_is_reported_and_restart_resumes_the_stream",
+            kill_and_restart,
+        ),
         ("shutdown_delivers_the_last_data", shutdown_delivers),
         ("two_children_fail_independently", two_children),
         ("a_missing_hook_is_a_clear_error", missing_hook),
@@ -144,7 +147,10 @@ fn next_child_event(
     }
 }
 
-fn send(handle: &tsercom::RuntimeHandle<tsercom::Source<Plant>>, range: std::ops::RangeInclusive<u64>) {
+fn send(
+    handle: &tsercom::RuntimeHandle<tsercom::Source<Plant>>,
+    range: std::ops::RangeInclusive<u64>,
+) {
     handle
         .block_on(|s| async move {
             for n in range {
@@ -254,7 +260,9 @@ fn shutdown_delivers() {
     send(&source, 1..=N);
     // At once: what the handle holds crosses, the child forwards and flushes, then exits.
     manager.shutdown(Duration::from_secs(5)).unwrap();
-    wait_until("the trailing samples", || values(&agg, id).len() as u64 == N);
+    wait_until("the trailing samples", || {
+        values(&agg, id).len() as u64 == N
+    });
     assert_eq!(values(&agg, id), (1..=N).collect::<Vec<_>>());
 }
 
@@ -293,10 +301,8 @@ fn two_children() {
 fn missing_hook() {
     std::env::set_var(NO_HOOK_ENV, "1");
     let mut manager = RuntimeManager::new();
-    let source = manager.register_source::<Plant>(
-        "hookless",
-        SourceSpec::new().dial(["127.0.0.1:1"]),
-    );
+    let source =
+        manager.register_source::<Plant>("hookless", SourceSpec::new().dial(["127.0.0.1:1"]));
     manager.start_out_of_process().unwrap();
     let error = source.wait(DEADLINE).unwrap_err();
     std::env::remove_var(NO_HOOK_ENV);

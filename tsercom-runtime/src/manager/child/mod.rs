@@ -40,35 +40,7 @@
 //! an in-memory registry, TLS) cannot cross and have no place in a [`SourceSpec`];
 //! aggregators run in process.
 //!
-//! ```no_run
-//! use std::time::Duration;
-//! use tsercom::{RuntimeManager, SourceSpec};
-//!
-//! #[tsercom::runtime(data = Reading, event = Command)]
-//! pub mod weather {
-//!     #[tsercom::series]
-//!     pub struct Reading {
-//!         pub celsius: f64,
-//!     }
-//!     #[tsercom::series]
-//!     pub enum Command {
-//!         Calibrate,
-//!     }
-//! }
-//!
-//! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     tsercom::child_main!(weather::Runtime); // first: in a child, the child runs here
-//!     let mut manager = RuntimeManager::new();
-//!     let source = manager.register_source::<weather::Runtime>(
-//!         "station",
-//!         SourceSpec::new().dial(["10.0.0.5:50051"]),
-//!     );
-//!     manager.start_out_of_process()?;
-//!     source.block_on(|s| async move { s.send(weather::Reading { celsius: 21.5 }).await })??;
-//!     manager.shutdown(Duration::from_secs(5))?;
-//!     Ok(())
-//! }
-//! ```
+//! The facade's `tsercom::child_main!` documents a complete program.
 
 mod parent;
 mod serve;
@@ -195,7 +167,8 @@ impl RuntimeManager {
             tokio: Arc::clone(&tokio),
         };
         let (local_spec, remote_spec) = (spec.clone(), spec.clone());
-        let (local_tx, local_tokio, local_name) = (Arc::clone(&tx), Arc::clone(&tokio), name.to_owned());
+        let (local_tx, local_tokio, local_name) =
+            (Arc::clone(&tx), Arc::clone(&tokio), name.to_owned());
         let remote_name = name.to_owned();
         let fail_tx = Arc::clone(&tx);
         self.specs.push(SpecJob {
@@ -206,7 +179,9 @@ impl RuntimeManager {
                 start_fn(
                     local_name,
                     move || async move {
-                        local_spec.check().map_err(crate::engine::RuntimeError::Config)?;
+                        local_spec
+                            .check()
+                            .map_err(crate::engine::RuntimeError::Config)?;
                         serve::source_builder::<R>(&local_spec).start().await
                     },
                     local_tx,
@@ -242,12 +217,19 @@ impl RuntimeManager {
     /// call returns the queue filled since the manager was made (256 events, oldest
     /// dropped); later calls return `None`.
     pub fn child_events(&self) -> Option<queue::Receiver<ChildEvent>> {
-        self.children.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.children
+            .rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
 /// Splits the registered specs into those started in process and the child groups.
-pub(super) fn plan(specs: Vec<SpecJob>, isolate: bool) -> (Vec<(String, StartFn)>, Vec<parent::Group>) {
+pub(super) fn plan(
+    specs: Vec<SpecJob>,
+    isolate: bool,
+) -> (Vec<(String, StartFn)>, Vec<parent::Group>) {
     let mut local = Vec::new();
     let mut groups: Vec<parent::Group> = Vec::new();
     for job in specs {

@@ -66,7 +66,11 @@ impl Group {
             }
             errors.set(e);
         };
-        if let Some((job, e)) = self.jobs.iter().find_map(|j| j.spec.check().err().map(|e| (j, e))) {
+        if let Some((job, e)) = self
+            .jobs
+            .iter()
+            .find_map(|j| j.spec.check().err().map(|e| (j, e)))
+        {
             let e = ManagerError::Failed {
                 name: job.name.clone(),
                 message: e,
@@ -102,7 +106,11 @@ impl Group {
             name: name.clone(),
             start: start.to_string(),
             jobs: specs.len(),
-            timeout: specs.iter().map(|j| j.spec.start_timeout).max().unwrap_or_default(),
+            timeout: specs
+                .iter()
+                .map(|j| j.spec.start_timeout)
+                .max()
+                .unwrap_or_default(),
             events,
         };
         let restart = specs.iter().find_map(|j| j.spec.restart);
@@ -173,7 +181,9 @@ impl Launch {
                 }
                 if v.get("version").and_then(Value::as_u64) != Some(PROTOCOL_VERSION) {
                     let _ = child.kill().await;
-                    return Err(failed(format!("the child speaks another control version: {line}")));
+                    return Err(failed(format!(
+                        "the child speaks another control version: {line}"
+                    )));
                 }
             }
             Ok(_) => {
@@ -183,7 +193,10 @@ impl Launch {
             }
             Err(_) => {
                 let _ = child.kill().await;
-                return Err(missing(format!("it did not answer within {:?}", self.timeout)));
+                return Err(missing(format!(
+                    "it did not answer within {:?}",
+                    self.timeout
+                )));
             }
         }
         let written = async {
@@ -391,7 +404,11 @@ impl Managed for ChildGroup {
             if self.cmd.send(Stop { grace, done }).await.is_ok() {
                 let _ = done_rx.await;
             }
-            let supervisor = self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let supervisor = self
+                .supervisor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             if let Some(s) = supervisor {
                 let _ = s.await;
             }
@@ -405,7 +422,12 @@ impl Managed for ChildGroup {
 
 impl Drop for ChildGroup {
     fn drop(&mut self) {
-        if let Some(s) = self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(s) = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             // Dropping the supervisor drops the child, which is then killed.
             s.abort();
         }

@@ -287,14 +287,22 @@ fn run(group: &str, entries: &[ChildEntry]) -> Result<(), String> {
         .build()
         .map_err(|e| format!("building the tokio runtime: {e}"))?;
     tokio.block_on(async move {
-        let start = lines.recv().await.ok_or("the parent closed the pipe before start")?;
+        let start = lines
+            .recv()
+            .await
+            .ok_or("the parent closed the pipe before start")?;
         let start: Value =
             serde_json::from_str(&start).map_err(|e| format!("the start line: {e}"))?;
         if let Some(limit) = start.get("memory_limit").and_then(Value::as_u64) {
             limit_memory(limit)?;
         }
         let mut hosted = Vec::new();
-        for job in start.get("jobs").and_then(Value::as_array).into_iter().flatten() {
+        for job in start
+            .get("jobs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let job = parse_job(job)?;
             let name = job.name.clone();
             let entry = entries
@@ -306,7 +314,9 @@ fn run(group: &str, entries: &[ChildEntry]) -> Result<(), String> {
                         job_runtime(&start, &name).unwrap_or_default()
                     )
                 })?;
-            let h = (entry.start)(job).await.map_err(|e| format!("{name}: {e}"))?;
+            let h = (entry.start)(job)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
             report(&json!({"op": "started", "name": name}));
             hosted.push((name, h));
         }

@@ -275,7 +275,9 @@ mod tests {
         assert_eq!(back.serve, spec.serve);
         assert_eq!(back.advertise, spec.advertise);
         assert_eq!(back.name.as_deref(), Some("n"));
-        assert_eq!(back.buffer, spec.buffer);
+        assert_eq!(back.buffer.max_bytes, spec.buffer.max_bytes);
+        assert_eq!(back.buffer.max_age, spec.buffer.max_age);
+        assert_eq!(back.buffer.max_samples, spec.buffer.max_samples);
         assert_eq!(back.memory_limit, Some(1 << 30));
     }
 
