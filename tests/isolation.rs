@@ -55,9 +55,13 @@ fn main() {
         }
     }
     tsercom::child_main(&[ChildEntry::with_map::<Plant>(inspect)]);
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(|| Log)
+        .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 6] = [
+    let tests: [(&str, fn()); 9] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -67,6 +71,12 @@ fn main() {
         ("shutdown_delivers_the_last_data", shutdown_delivers),
         ("two_children_fail_independently", two_children),
         ("a_missing_hook_is_a_clear_error", missing_hook),
+        ("a_group_shares_one_child", group),
+        ("the_memory_limit_is_the_childs_rlimit_as", memory_limit),
+        (
+            "specs_can_stay_in_process_and_closures_cannot_cross",
+            in_process,
+        ),
     ];
     for (name, test) in tests {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -76,6 +86,27 @@ fn main() {
         test();
         println!("test {name} ... ok");
     }
+}
+
+/// What the application logged (the test's subscriber writes here).
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct Log;
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logged_line(needle: &str) -> Option<String> {
+    let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+    log.lines().find(|l| l.contains(needle)).map(str::to_owned)
 }
 
 /// An aggregator on a runtime of the test, listening on loopback.
@@ -182,6 +213,17 @@ fn round_trip() {
         .unwrap()
         .unwrap();
     assert_eq!(event.value, Ping { id: 7 });
+    // The child's log reaches the application's subscriber, tagged with the source's name.
+    let mut line = None;
+    wait_until("the child's log line", || {
+        line = logged_line("hosting the source");
+        line.is_some()
+    });
+    let line = line.unwrap();
+    assert!(
+        line.contains("tsercom::child") && line.contains("runtime=\"source\""),
+        "{line}"
+    );
     manager.check_for_error().unwrap();
     manager.shutdown(Duration::from_secs(5)).unwrap();
     drop(agg);
@@ -315,3 +357,80 @@ fn missing_hook() {
     assert_eq!(manager.check_for_error(), Err(error));
     let _ = manager.shutdown(Duration::from_secs(1));
 }
+
+fn group() {
+    let agg = aggregator();
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let a = manager.register_source::<Plant>("a", SourceSpec::new().dial([agg.addr]).group("g"));
+    let b = manager.register_source::<Plant>("b", SourceSpec::new().dial([agg.addr]).group("g"));
+    manager.start_out_of_process().unwrap();
+    let (a_id, b_id) = (
+        a.wait(DEADLINE).unwrap().id(),
+        b.wait(DEADLINE).unwrap().id(),
+    );
+    let started = next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }));
+    assert!(
+        matches!(&started, ChildEvent::Started { name, .. } if name == "g"),
+        "{started:?}"
+    );
+    send(&a, 1..=10);
+    send(&b, 1..=20);
+    wait_until("both sources' samples", || {
+        values(&agg, a_id).len() == 10 && values(&agg, b_id).len() == 20
+    });
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+    // One child for both: no second start.
+    assert!(events.try_recv().is_err());
+}
+
+fn memory_limit() {
+    const LIMIT: u64 = 8 << 30;
+    let agg = aggregator();
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let source = manager.register_source::<Plant>(
+        "bounded",
+        SourceSpec::new().dial([agg.addr]).memory_limit(LIMIT),
+    );
+    manager.start_out_of_process().unwrap();
+    let id = source.wait(DEADLINE).unwrap().id();
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .unwrap();
+    assert!(line.contains(&LIMIT.to_string()), "{line}");
+    send(&source, 1..=10);
+    wait_until("the samples", || values(&agg, id).len() == 10);
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+fn in_process() {
+    let agg = aggregator();
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let source = manager
+        .register_source::<Plant>("here", SourceSpec::new().dial([agg.addr]).isolated(false));
+    manager.start_out_of_process().unwrap();
+    let id = source.wait(DEADLINE).unwrap().id();
+    send(&source, 1..=10);
+    wait_until("the samples", || values(&agg, id).len() == 10);
+    assert!(events.try_recv().is_err(), "no child was started");
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+
+    let mut manager = RuntimeManager::new();
+    let _task = manager.register("closure", || async { Ok::<_, std::io::Error>(Idle) });
+    assert_eq!(
+        manager.start_out_of_process(),
+        Err(ManagerError::NotIsolable("closure".into()))
+    );
+}
+
+struct Idle;
+impl tsercom::Managed for Idle {}

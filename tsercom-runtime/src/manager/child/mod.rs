@@ -42,6 +42,7 @@
 //!
 //! The facade's `tsercom::child_main!` documents a complete program.
 
+mod log;
 mod parent;
 mod serve;
 mod spec;

@@ -167,7 +167,7 @@ impl Launch {
             // The child's log and panic output, tagged with what it runs.
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "tsercom::child", runtime = %name, pid, "{line}");
+                super::log::forward(&name, pid, &line);
             }
         });
         let mut lines = BufReader::new(stdout).lines();

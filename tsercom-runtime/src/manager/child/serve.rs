@@ -245,6 +245,7 @@ pub fn child_main(entries: &[ChildEntry]) {
         return;
     };
     let group = group.to_string_lossy().into_owned();
+    super::log::install();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = crate::task::panic_message(info.payload());
