@@ -36,7 +36,8 @@
 //! only if it has not exited within the grace.
 //!
 //! Limits: samples the child acknowledged but had not yet delivered to an aggregator are
-//! lost if it dies (they were in its memory); settings that are objects (a custom clock,
+//! lost if it dies (they were in its memory); events reach the handle stamped when the
+//! child forwarded them and `from` the bridge's identity; settings that are objects (a custom clock,
 //! an in-memory registry, TLS) cannot cross and have no place in a [`SourceSpec`];
 //! aggregators run in process.
 //!
