@@ -22,9 +22,11 @@ use common::raw::{self, RawSample};
 use common::{emit, load_1m, median_line, percentile, reading, run_python, Weather, Window};
 
 const RATES: [u32; 2] = [1_000, 10_000];
-const ARMS: [&str; 2] = ["tsercom", "tonic-raw"];
+const ARMS: [&str; 3] = ["tsercom", "tsercom-child", "tonic-raw"];
 
 fn main() {
+    // The "tsercom-child" arm's source runs in a child: a re-execution of this binary.
+    tsercom::child_main!(Weather);
     let quick = common::quick();
     let seconds = if quick { 1.5 } else { 5.0 };
     let runs = if quick { 1 } else { 3 };
@@ -78,7 +80,10 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
     let warm = warmup(rate);
     let load = load_1m();
     let (sent, got, window) = match arm {
-        "tsercom" => tsercom_arm(rate, warm + measured).await,
+        "tsercom" => tsercom_arm(rate, warm + measured, false).await,
+        // The child's source numbers the samples it forwards 1, 2, ... in order, as the
+        // application's handle did: latency by seq holds across the boundary.
+        "tsercom-child" => tsercom_arm(rate, warm + measured, true).await,
         _ => raw_arm(rate, warm + measured).await,
     };
     let (wall, cpu) = window;
@@ -122,7 +127,9 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "cpu_s": cpu,
         "cpu_us_per_sample": cpu * 1e6 / measured.max(1) as f64,
         "cpu_cores": cpu / wall,
-        "consumer": if arm == "tsercom" { "subscription" } else { "app channel" },
+        "consumer": if arm.starts_with("tsercom") { "subscription" } else { "app channel" },
+        // The source's child is not this process: its CPU time is not in `cpu_s`.
+        "cpu_includes_children": arm != "tsercom-child",
         "load_1m": load,
     })
 }
@@ -160,7 +167,7 @@ fn paced<F: FnMut(u64) -> bool + Send + 'static>(
 /// How long the receiving side waits past the last send.
 const DRAIN: Duration = Duration::from_secs(5);
 
-async fn tsercom_arm(rate: u32, count: u64) -> Trace {
+async fn tsercom_arm(rate: u32, count: u64, child: bool) -> Trace {
     let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let agg = Aggregator::<Weather>::builder()
         .listen(local)
@@ -168,13 +175,25 @@ async fn tsercom_arm(rate: u32, count: u64) -> Trace {
         .start()
         .await
         .expect("aggregator");
-    let source = Arc::new(
-        Source::<Weather>::builder()
-            .dial([agg.local_addr().expect("listening")])
-            .start()
-            .await
-            .expect("source"),
-    );
+    let addr = agg.local_addr().expect("listening");
+    let mut manager = None;
+    let source = if child {
+        let mut m = tsercom::RuntimeManager::new().worker_threads(1);
+        let handle =
+            m.register_source::<Weather>("source", tsercom::SourceSpec::new().dial([addr]));
+        m.start_out_of_process().expect("child");
+        let source = handle.started().await.expect("source in a child");
+        manager = Some(m);
+        source
+    } else {
+        Arc::new(
+            Source::<Weather>::builder()
+                .dial([addr])
+                .start()
+                .await
+                .expect("source"),
+        )
+    };
     let deadline = Instant::now() + DRAIN;
     while agg.connected().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -203,6 +222,11 @@ async fn tsercom_arm(rate: u32, count: u64) -> Trace {
     let got = recorder.await.expect("recorder");
     let measured = window.stop();
     drop(source);
+    if let Some(m) = manager {
+        // Stops the child; the manager's own tokio runtime is dropped off this one's.
+        tokio::task::block_in_place(|| m.shutdown(Duration::from_millis(500)))
+            .expect("manager shutdown");
+    }
     agg.shutdown(Duration::from_millis(200)).await;
     (sent, got, measured)
 }

@@ -434,3 +434,36 @@ impl Drop for ChildGroup {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_name_their_code_or_signal() {
+        let killed = describe(ExitStatus::from_raw(9));
+        assert_eq!(killed, (None, Some(9), "killed by signal 9 (SIGKILL)".into()));
+        let failed = describe(ExitStatus::from_raw(1 << 8));
+        assert_eq!(failed, (Some(1), None, "exited with code 1".into()));
+    }
+
+    #[test]
+    fn control_lines_become_the_managers_errors() {
+        let panic = json!({"op": "panic", "name": "s", "message": "boom"});
+        assert_eq!(
+            control_error(&panic, "g"),
+            ManagerError::Panicked {
+                name: "s".into(),
+                message: "boom".into()
+            }
+        );
+        let error = json!({"op": "error", "message": "bad"});
+        assert_eq!(
+            control_error(&error, "g"),
+            ManagerError::Failed {
+                name: "g".into(),
+                message: "bad".into()
+            }
+        );
+    }
+}
