@@ -442,7 +442,10 @@ mod tests {
     #[test]
     fn exit_statuses_name_their_code_or_signal() {
         let killed = describe(ExitStatus::from_raw(9));
-        assert_eq!(killed, (None, Some(9), "killed by signal 9 (SIGKILL)".into()));
+        assert_eq!(
+            killed,
+            (None, Some(9), "killed by signal 9 (SIGKILL)".into())
+        );
         let failed = describe(ExitStatus::from_raw(1 << 8));
         assert_eq!(failed, (Some(1), None, "exited with code 1".into()));
     }
