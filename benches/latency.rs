@@ -26,10 +26,19 @@ use common::raw::{self, RawSample};
 use common::{emit, load_1m, median_line, percentile, reading, run_python, Weather, Window};
 
 const RATES: [u32; 2] = [1_000, 10_000];
-/// `tsercom` is TCP loopback (the name the reports have always used).
-const ARMS: [&str; 4] = ["tsercom", "tsercom-tls", "tsercom-unix", "tonic-raw"];
+/// `tsercom` is TCP loopback (the name the reports have always used); `tsercom-child` is
+/// TCP from a source running in a child process (process isolation).
+const ARMS: [&str; 5] = [
+    "tsercom",
+    "tsercom-tls",
+    "tsercom-unix",
+    "tsercom-child",
+    "tonic-raw",
+];
 
 fn main() {
+    // The "tsercom-child" arm's source runs in a child: a re-execution of this binary.
+    tsercom::child_main!(Weather);
     let quick = common::quick();
     let seconds = if quick { 1.5 } else { 5.0 };
     let runs = if quick { 1 } else { 3 };
@@ -91,6 +100,9 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "tsercom" => tsercom_arm(Transport::Tcp, rate, warm + measured).await,
         "tsercom-tls" => tsercom_arm(Transport::Tls, rate, warm + measured).await,
         "tsercom-unix" => tsercom_arm(Transport::Unix, rate, warm + measured).await,
+        // The child's source numbers the samples it forwards 1, 2, ... in order, as the
+        // application's handle did: latency by seq holds across the boundary.
+        "tsercom-child" => tsercom_arm(Transport::Child, rate, warm + measured).await,
         _ => raw_arm(rate, warm + measured).await,
     };
     let (wall, cpu) = window;
@@ -144,6 +156,8 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
             _ => "tcp",
         },
         "consumer": if arm.starts_with("tsercom") { "subscription" } else { "app channel" },
+        // The source's child is not this process: its CPU time is not in `cpu_s`.
+        "cpu_includes_children": arm != "tsercom-child",
         "load_1m": load,
     })
 }
@@ -181,19 +195,20 @@ fn paced<F: FnMut(u64) -> bool + Send + 'static>(
 /// How long the receiving side waits past the last send.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// The transport a tsercom arm runs on.
+/// The transport a tsercom arm runs on (`Child`: TCP, from a source in a child process).
 #[derive(Clone, Copy)]
 enum Transport {
     Tcp,
     Tls,
     Unix,
+    Child,
 }
 
 async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
     // The socket file lives as long as this directory (the whole arm).
     let dir = tempfile::tempdir().expect("temp dir");
     let listen: Endpoint = match transport {
-        Transport::Tcp | Transport::Tls => "127.0.0.1:0".parse().expect("addr"),
+        Transport::Tcp | Transport::Tls | Transport::Child => "127.0.0.1:0".parse().expect("addr"),
         Transport::Unix => Endpoint::unix(dir.path().join("agg.sock")),
     };
     let pki = matches!(transport, Transport::Tls).then(Pki::new);
@@ -204,12 +219,24 @@ async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
         agg = agg.tls_server(tls);
     }
     let agg = agg.start().await.expect("aggregator");
-    let mut source =
-        Source::<Weather>::builder().dial([agg.local_endpoint().expect("listening").clone()]);
-    if let Some(tls) = pki.as_ref().and_then(|p| p.client(Mode::Tls)) {
-        source = source.tls_client(tls);
-    }
-    let source = Arc::new(source.start().await.expect("source"));
+    let endpoint = agg.local_endpoint().expect("listening").clone();
+    let mut manager = None;
+    let source = if matches!(transport, Transport::Child) {
+        let addr = agg.local_addr().expect("listening on TCP");
+        let mut m = tsercom::RuntimeManager::new().worker_threads(1);
+        let handle =
+            m.register_source::<Weather>("source", tsercom::SourceSpec::new().dial([addr]));
+        m.start_out_of_process().expect("child");
+        let source = handle.started().await.expect("source in a child");
+        manager = Some(m);
+        source
+    } else {
+        let mut source = Source::<Weather>::builder().dial([endpoint]);
+        if let Some(tls) = pki.as_ref().and_then(|p| p.client(Mode::Tls)) {
+            source = source.tls_client(tls);
+        }
+        Arc::new(source.start().await.expect("source"))
+    };
     let deadline = Instant::now() + DRAIN;
     while agg.connected().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -240,6 +267,11 @@ async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
     let got = recorder.await.expect("recorder");
     let measured = window.stop();
     drop(source);
+    if let Some(m) = manager {
+        // Stops the child; the manager's own tokio runtime is dropped off this one's.
+        tokio::task::block_in_place(|| m.shutdown(Duration::from_millis(500)))
+            .expect("manager shutdown");
+    }
     agg.shutdown(Duration::from_millis(200)).await;
     (sent, got, measured)
 }

@@ -31,9 +31,10 @@ const WARMUP: u64 = 1000;
 const WINDOW: u64 = 1 << 18;
 const POLL: Duration = Duration::from_millis(1);
 
-const ARMS: [&str; 5] = [
+const ARMS: [&str; 6] = [
     "tsercom",
     "tsercom-unix",
+    "tsercom-child",
     "tonic-raw-per-message",
     "tonic-raw-batched",
     "tonic-client-stream",
@@ -57,6 +58,8 @@ struct Config {
 }
 
 fn main() {
+    // The "tsercom-child" arm's sources run in children: re-executions of this binary.
+    tsercom::child_main!(Weather);
     let quick = common::quick();
     let samples = std::env::var("TSERCOM_BENCH_N")
         .ok()
@@ -120,6 +123,9 @@ async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
     let (total, done, window) = match arm {
         "tsercom" => tsercom_arm(Transport::Tcp, sources, per_source, config.deadline).await,
         "tsercom-unix" => tsercom_arm(Transport::Unix, sources, per_source, config.deadline).await,
+        "tsercom-child" => {
+            tsercom_arm(Transport::Child, sources, per_source, config.deadline).await
+        }
         "tonic-raw-per-message" => {
             raw_arm::<RawSample, _, _>(sources, per_source, config.deadline, |tx, i| {
                 let tx = tx.clone();
@@ -157,6 +163,8 @@ async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
             _ => "app channel",
         },
         "batch": if arm == "tonic-raw-batched" || arm == "tonic-client-stream" { BATCH } else { 1 },
+        // The sources' children are not this process: their CPU time is not in `cpu_s`.
+        "cpu_includes_children": arm != "tsercom-child",
         "load_1m": load,
     })
 }
@@ -186,6 +194,8 @@ async fn wait_count(count: &AtomicU64, target: u64, deadline: Instant) -> u64 {
 enum Transport {
     Tcp,
     Unix,
+    /// TCP to the aggregator from sources in child processes (`start_out_of_process`).
+    Child,
 }
 
 async fn tsercom_arm(
@@ -197,7 +207,7 @@ async fn tsercom_arm(
     // The socket file lives as long as this directory (the whole arm).
     let dir = tempfile::tempdir().expect("temp dir");
     let listen: Endpoint = match transport {
-        Transport::Tcp => "127.0.0.1:0".parse().expect("addr"),
+        Transport::Tcp | Transport::Child => "127.0.0.1:0".parse().expect("addr"),
         Transport::Unix => Endpoint::unix(dir.path().join("agg.sock")),
     };
     let agg = Aggregator::<Weather>::builder()
@@ -208,7 +218,22 @@ async fn tsercom_arm(
         .expect("aggregator");
     let addr = agg.local_endpoint().expect("listening").clone();
     let mut srcs = Vec::new();
-    for _ in 0..sources {
+    let mut manager = None;
+    if let Transport::Child = transport {
+        let mut m = tsercom::RuntimeManager::new().worker_threads(1);
+        let handles: Vec<_> = (0..sources)
+            .map(|i| {
+                let spec = tsercom::SourceSpec::new().dial([addr.clone()]);
+                m.register_source::<Weather>(&format!("source-{i}"), spec)
+            })
+            .collect();
+        m.start_out_of_process().expect("children");
+        for h in handles {
+            srcs.push(h.started().await.expect("source in a child"));
+        }
+        manager = Some(m);
+    }
+    while manager.is_none() && srcs.len() < sources {
         let s = Source::<Weather>::builder()
             .dial([addr.clone()])
             .start()
@@ -283,6 +308,11 @@ async fn tsercom_arm(
         let _ = p.await;
     }
     drop(srcs);
+    if let Some(m) = manager {
+        // Stops the children; the manager's own tokio runtime is dropped off this one's.
+        tokio::task::block_in_place(|| m.shutdown(Duration::from_millis(500)))
+            .expect("manager shutdown");
+    }
     agg.shutdown(Duration::from_millis(200)).await;
     (total, n, measured)
 }
