@@ -20,7 +20,9 @@ use server::TestDns;
 use tsercom::discovery::{
     Advertisement, DnsConfig, DnsRegistry, DnsUpdate, TsigAlgorithm, TsigKey,
 };
-use tsercom::{Aggregator, CallerEvent, CallerId, Discovery, DiscoveryEvent, Runtime, Source};
+use tsercom::{
+    Aggregator, CallerEvent, CallerId, Discovery, DiscoveryEvent, Identity, Runtime, Source,
+};
 
 #[tsercom::runtime(data = Reading, event = Poke)]
 pub mod dnsrt {
@@ -90,10 +92,10 @@ fn txt_for(id: CallerId) -> Vec<String> {
     vec![format!("caller_id={id}"), "name=by-hand".to_owned()]
 }
 
-async fn serving_source(id: Option<CallerId>) -> Source<Rt> {
+async fn serving_source(identity: Option<Identity>) -> Source<Rt> {
     let mut b = Source::<Rt>::builder().serve(SocketAddr::from(([127, 0, 0, 1], 0)));
-    if let Some(id) = id {
-        b = b.identity(id);
+    if let Some(identity) = identity {
+        b = b.identity(identity);
     }
     b.start().await.unwrap()
 }
@@ -194,8 +196,11 @@ async fn aggregator_follows_a_source_that_moves_and_disappears() {
         .start()
         .await
         .unwrap();
-    let id = CallerId::random();
-    let first = serving_source(Some(id)).await;
+    // The same identity (id and key) across the restart, as `Identity::persistent` keeps
+    // it: an aggregator refuses the same id proved by another key.
+    let identity = Identity::random();
+    let id = identity.id();
+    let first = serving_source(Some(identity.clone())).await;
     let svc = service(&dns);
     let port = first.local_addr().unwrap().port();
     let instance = dns.add_instance(&svc, "mover", port, &txt_for(id), 1).await;
@@ -205,7 +210,7 @@ async fn aggregator_follows_a_source_that_moves_and_disappears() {
 
     // The source restarts on another port under the same id; the registry follows.
     drop(first);
-    let second = serving_source(Some(id)).await;
+    let second = serving_source(Some(identity)).await;
     let new_port = second.local_addr().unwrap().port();
     assert_ne!(new_port, port);
     dns.replace(Record::from_rdata(

@@ -114,8 +114,18 @@ async fn host<R: Runtime>(
 
 /// A builder with the settings of `spec`.
 pub(super) fn source_builder<R: Runtime>(spec: &SourceSpec) -> crate::roles::SourceBuilder<R> {
+    let identity = match &spec.identity_file {
+        Some(path) => match crate::identity::Identity::persistent(path) {
+            Ok(identity) if identity.id() == spec.id => identity,
+            Ok(_) | Err(_) => {
+                tracing::warn!(path = %path.display(), "identity file unusable: a key of this process");
+                crate::identity::Identity::with_new_key(spec.id)
+            }
+        },
+        None => crate::identity::Identity::with_new_key(spec.id),
+    };
     let mut builder = Source::<R>::builder()
-        .identity(spec.id)
+        .identity(identity)
         .buffer(spec.buffer.clone());
     if let Some(serve) = &spec.serve {
         builder = builder.serve(serve.as_str());

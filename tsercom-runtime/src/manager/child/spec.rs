@@ -60,6 +60,8 @@ pub struct SourceSpec {
     pub(super) isolation: Option<bool>,
     pub(super) start_timeout: Duration,
     pub(super) invalid: Option<String>,
+    /// In the child: the file to load the identity (id and key) from.
+    pub(super) identity_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SourceSpec {
@@ -85,6 +87,7 @@ impl SourceSpec {
             isolation: None,
             start_timeout: Duration::from_secs(10),
             invalid: None,
+            identity_file: None,
         }
     }
 
@@ -185,9 +188,51 @@ impl SourceSpec {
         Ok(())
     }
 
+    /// The file every child of this spec loads the source's identity from, so each (a
+    /// restarted one too) proves the id with the same key and aggregators that know the
+    /// id accept it: made on first use (mode 0600, the id on line one; the key is added by
+    /// [`Identity::persistent`](crate::identity::Identity::persistent)) in
+    /// `$XDG_RUNTIME_DIR`, else the temp dir. `None` (logged) when it cannot be made: the
+    /// child then proves the id with a key of its own, which an aggregator that saw another
+    /// key for it refuses.
+    fn identity_path(&self) -> Option<std::path::PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!("tsercom-child-{}.identity", self.id));
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{}", self.id));
+        match made {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "no identity file for the child");
+                return None;
+            }
+        }
+        match crate::identity::Identity::persistent(&path) {
+            Ok(identity) if identity.id() == self.id => Some(path),
+            Ok(other) => {
+                tracing::warn!(path = %path.display(), found = %other.id(), "identity file names another id");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "identity file unusable");
+                None
+            }
+        }
+    }
+
     /// What the child builds the source from.
     pub(super) fn to_json(&self) -> Value {
         json!({
+            "identity_file": self.identity_path().map(|p| p.display().to_string()),
             "id": self.id.to_string(),
             "serve": self.serve,
             "dial": self.dial,
@@ -237,6 +282,7 @@ impl SourceSpec {
             };
         }
         spec.memory_limit = v.get("memory_limit").and_then(Value::as_u64);
+        spec.identity_file = text("identity_file").map(std::path::PathBuf::from);
         spec.check()?;
         Ok(spec)
     }
