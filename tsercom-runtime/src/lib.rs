@@ -19,6 +19,8 @@ pub mod discovery;
 pub mod engine;
 pub mod ids;
 pub mod manager;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod queue;
 pub mod roles;
 pub mod schema;

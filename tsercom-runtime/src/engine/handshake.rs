@@ -133,6 +133,7 @@ impl From<DialError> for Status {
 ///
 /// With `tls`, a rejected certificate (either side's) is `UNAUTHENTICATED`, which
 /// [`is_permanent`]: redialing cannot fix it until certificates change.
+#[tracing::instrument(name = "tsercom.connect", level = "debug", skip_all, fields(runtime = R::NAME, ?addrs))]
 pub(crate) async fn dial<R: Runtime>(
     local: Local,
     addrs: &[Endpoint],
@@ -322,6 +323,7 @@ pub(crate) async fn dial_loop<Ro: shared::Role>(role: Arc<Ro>, addrs: Vec<Endpoi
 
 /// The dialed side: reads and checks the dialer's Hello and answers with ours. Returns
 /// the peer, the sender of our side, and the response stream to hand to tonic.
+#[tracing::instrument(name = "tsercom.handshake", level = "debug", skip_all, fields(runtime = R::NAME, ?remote))]
 pub(crate) async fn answer<R: Runtime>(
     local: Local,
     inbound: &mut Streaming<Envelope>,

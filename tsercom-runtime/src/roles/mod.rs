@@ -12,6 +12,7 @@ mod aggregator;
 mod source;
 
 pub use aggregator::{
-    Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, SendEventError,
+    Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, PerSourceStats,
+    SendEventError,
 };
-pub use source::{Event, Source, SourceBuilder, SourceStats};
+pub use source::{Event, PerAggregatorStats, Source, SourceBuilder, SourceStats};

@@ -33,6 +33,10 @@ pub struct AggregatorBuilder<R: Runtime> {
     backoff: Backoff,
     tls_server: Option<ServerTls>,
     tls_client: Option<ClientTls>,
+    #[cfg(feature = "metrics")]
+    metrics_interval: Duration,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<std::net::SocketAddr>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -53,6 +57,10 @@ impl<R: Runtime> AggregatorBuilder<R> {
             backoff: Backoff::default(),
             tls_server: None,
             tls_client: None,
+            #[cfg(feature = "metrics")]
+            metrics_interval: crate::metrics::DEFAULT_INTERVAL,
+            #[cfg(feature = "prometheus")]
+            prometheus: None,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -165,6 +173,26 @@ impl<R: Runtime> AggregatorBuilder<R> {
         self
     }
 
+    /// How often the role sets its metrics (feature `metrics`; default 1 s, at least
+    /// 10 ms): a task of the role reads its counters and sets the metrics listed in
+    /// [`crate::metrics`], and once more when it shuts down.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.metrics_interval = interval;
+        self
+    }
+
+    /// Serves this process's metrics in the Prometheus text format on `addr` (feature
+    /// `prometheus`), until the role ends: installs the Prometheus recorder as the
+    /// process's global `metrics` recorder. A process has one: when one is installed
+    /// already (another role's `.prometheus(..)`, or the application's own), `start`
+    /// fails with [`RuntimeError::Config`] saying so; use that recorder's exporter then.
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus(mut self, addr: std::net::SocketAddr) -> Self {
+        self.prometheus = Some(addr);
+        self
+    }
+
     /// Starts listening and/or dialing.
     pub async fn start(self) -> Result<Aggregator<R>, RuntimeError> {
         if self.listen.is_none() && self.sources.is_empty() && self.discover.is_none() {
@@ -196,6 +224,11 @@ impl<R: Runtime> AggregatorBuilder<R> {
             .into_iter()
             .map(engine::endpoints)
             .collect::<Result<Vec<_>, _>>()?;
+        #[cfg(feature = "prometheus")]
+        let prometheus = match self.prometheus {
+            Some(addr) => Some(crate::metrics::install_prometheus(addr)?),
+            None => None,
+        };
         let mut data = RemoteDataAggregator::<R::Data>::builder().clock(Arc::clone(&self.clock));
         if let Some(r) = self.retention {
             data = data.retention(r);
@@ -217,6 +250,21 @@ impl<R: Runtime> AggregatorBuilder<R> {
         );
         let data = data.faults(shared.tasks.faults_handle()).build();
         let core = Arc::new(Core::<R>::new(shared, self.event_limits, data));
+        #[cfg(feature = "metrics")]
+        let metrics = crate::metrics::Exporter::new(R::NAME, "aggregator", core.shared.local.id);
+        #[cfg(feature = "metrics")]
+        crate::metrics::spawn(
+            &core.shared,
+            Arc::downgrade(&core),
+            self.metrics_interval,
+            super::export::<R>,
+            metrics.clone(),
+        );
+        #[cfg(feature = "prometheus")]
+        if let Some(endpoint) = prometheus {
+            let task = crate::metrics::serve_prometheus(endpoint);
+            core.shared.tasks.spawn("prometheus endpoint".to_owned(), task);
+        }
         // Never dropped: under `Block` the queue goes over capacity rather than losing a
         // `Forgotten`, and this task drains it.
         let departed = core.data.caller_events_with(1024, OverflowPolicy::Block);
@@ -244,6 +292,8 @@ impl<R: Runtime> AggregatorBuilder<R> {
             connection_events: Mutex::new(Some(conn_rx)),
             local_endpoint,
             server: Mutex::new(server),
+            #[cfg(feature = "metrics")]
+            metrics,
         })
     }
 }

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+#[cfg(feature = "metrics")]
+use std::time::Duration;
 
 use crate::engine::handshake::dial_loop;
 
@@ -35,6 +37,10 @@ pub struct SourceBuilder<R: Runtime> {
     event_policy: OverflowPolicy,
     tls_server: Option<ServerTls>,
     tls_client: Option<ClientTls>,
+    #[cfg(feature = "metrics")]
+    metrics_interval: Duration,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<std::net::SocketAddr>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -55,6 +61,10 @@ impl<R: Runtime> SourceBuilder<R> {
             event_policy: OverflowPolicy::DropOldest,
             tls_server: None,
             tls_client: None,
+            #[cfg(feature = "metrics")]
+            metrics_interval: crate::metrics::DEFAULT_INTERVAL,
+            #[cfg(feature = "prometheus")]
+            prometheus: None,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -154,6 +164,26 @@ impl<R: Runtime> SourceBuilder<R> {
         self
     }
 
+    /// How often the role sets its metrics (feature `metrics`; default 1 s, at least
+    /// 10 ms): a task of the role reads its counters and sets the metrics listed in
+    /// [`crate::metrics`], and once more when it shuts down.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.metrics_interval = interval;
+        self
+    }
+
+    /// Serves this process's metrics in the Prometheus text format on `addr` (feature
+    /// `prometheus`), until the role ends: installs the Prometheus recorder as the
+    /// process's global `metrics` recorder. A process has one: when one is installed
+    /// already (another role's `.prometheus(..)`, or the application's own), `start`
+    /// fails with [`RuntimeError::Config`] saying so; use that recorder's exporter then.
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus(mut self, addr: std::net::SocketAddr) -> Self {
+        self.prometheus = Some(addr);
+        self
+    }
+
     /// Starts serving and/or dialing.
     pub async fn start(self) -> Result<Source<R>, RuntimeError> {
         if self.serve.is_none() && self.dial.is_empty() && self.advertise.is_none() {
@@ -200,6 +230,11 @@ impl<R: Runtime> SourceBuilder<R> {
                 "SessionConfig::max_frame_bytes must be at least 1024".into(),
             ));
         }
+        #[cfg(feature = "prometheus")]
+        let prometheus = match self.prometheus {
+            Some(addr) => Some(crate::metrics::install_prometheus(addr)?),
+            None => None,
+        };
         let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
         let data = SendBuffer::new(self.buffer);
         let local = Local::new(
@@ -217,6 +252,21 @@ impl<R: Runtime> SourceBuilder<R> {
             self.tls_client,
         );
         let core = Arc::new(Core::<R>::new(shared, data, events_tx, SCRATCH_BLOCK));
+        #[cfg(feature = "metrics")]
+        let metrics = crate::metrics::Exporter::new(R::NAME, "source", core.shared.local.id);
+        #[cfg(feature = "metrics")]
+        crate::metrics::spawn(
+            &core.shared,
+            Arc::downgrade(&core),
+            self.metrics_interval,
+            super::export::<R>,
+            metrics.clone(),
+        );
+        #[cfg(feature = "prometheus")]
+        if let Some(endpoint) = prometheus {
+            let task = crate::metrics::serve_prometheus(endpoint);
+            core.shared.tasks.spawn("prometheus endpoint".to_owned(), task);
+        }
         let mut server = None;
         let mut local_endpoint = None;
         if let Some(endpoint) = serve {
@@ -245,6 +295,8 @@ impl<R: Runtime> SourceBuilder<R> {
             local_endpoint,
             server: Mutex::new(server),
             publisher: Mutex::new(publisher),
+            #[cfg(feature = "metrics")]
+            metrics,
         })
     }
 }
