@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::MetricKind;
-use support::{ticks, wait_until, Tick};
-use tsercom::{CallerId, Delivery, SessionConfig};
+use support::roles::ticks;
+use support::{wait_until, Tick};
+use tsercom::CallerId;
 
 /// Samples streamed.
 const N: u64 = 2000;
@@ -54,13 +55,8 @@ async fn per_source_and_role_metrics_match_stats_and_clocks_are_exported_per_pee
     let snapshotter = recorder.snapshotter();
     recorder.install().expect("the only recorder of this binary");
 
-    let session = SessionConfig {
-        delivery: Delivery::Reliable,
-        ..SessionConfig::default()
-    };
     let agg = ticks::Aggregator::builder()
         .listen("127.0.0.1:0")
-        .session(session.clone())
         .metrics_interval(Duration::from_millis(20))
         .start()
         .await
@@ -68,7 +64,6 @@ async fn per_source_and_role_metrics_match_stats_and_clocks_are_exported_per_pee
     let addr = agg.local_addr().unwrap();
     let source = ticks::Source::builder()
         .dial([addr])
-        .session(session)
         .metrics_interval(Duration::from_millis(20))
         .start()
         .await

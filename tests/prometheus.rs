@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{ticks, wait_until, Tick};
+use support::roles::ticks;
+use support::{wait_until, Tick};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tsercom::RuntimeError;
 
