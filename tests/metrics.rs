@@ -53,7 +53,9 @@ fn gauge(m: &Metrics, name: &str, labels: &[(String, String)]) -> f64 {
 async fn per_source_and_role_metrics_match_stats_and_clocks_are_exported_per_peer() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    recorder.install().expect("the only recorder of this binary");
+    recorder
+        .install()
+        .expect("the only recorder of this binary");
 
     let agg = ticks::Aggregator::builder()
         .listen("127.0.0.1:0")
@@ -128,7 +130,10 @@ async fn per_source_and_role_metrics_match_stats_and_clocks_are_exported_per_pee
         counter(&m, "tsercom_duplicate_samples_total", &a),
         agg_stats.duplicates
     );
-    assert_eq!(counter(&m, "tsercom_lost_samples_total", &a), agg_stats.lost);
+    assert_eq!(
+        counter(&m, "tsercom_lost_samples_total", &a),
+        agg_stats.lost
+    );
     assert_eq!(counter(&m, "tsercom_faults_total", &a), 0);
     assert!(gauge(&m, "tsercom_source_last_seen_seconds", &a_src) > 1.6e9);
     assert!(gauge(&m, "tsercom_source_clock_uncertainty_seconds", &a_src) > 0.0);

@@ -60,7 +60,10 @@ fn parse(text: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
                     .map(|pair| {
                         let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line:?}"));
                         let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
-                        (k.to_owned(), v.unwrap_or_else(|| panic!("{line:?}")).to_owned())
+                        (
+                            k.to_owned(),
+                            v.unwrap_or_else(|| panic!("{line:?}")).to_owned(),
+                        )
                     })
                     .collect();
                 labels.sort();
@@ -123,14 +126,18 @@ async fn the_endpoint_parses_and_its_counters_match_stats() {
     let metrics = loop {
         if let Some(text) = scrape(endpoint).await {
             let m = parse(&text);
-            let get = |k: &str, l: &Vec<(String, String)>| m.get(&(k.to_owned(), l.clone())).copied();
+            let get =
+                |k: &str, l: &Vec<(String, String)>| m.get(&(k.to_owned(), l.clone())).copied();
             if get("tsercom_source_samples_total", &a_src) == Some(N as f64)
                 && get("tsercom_sent_samples_total", &s) == Some(N as f64)
             {
                 break m;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "metrics never showed N samples");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed N samples"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let get = |k: &str, l: &Vec<(String, String)>| {
@@ -139,15 +146,24 @@ async fn the_endpoint_parses_and_its_counters_match_stats() {
             .unwrap_or_else(|| panic!("{k} {l:?} missing"))
     };
     let stats = agg.stats();
-    assert_eq!(get("tsercom_received_samples_total", &a), stats.received as f64);
-    assert_eq!(get("tsercom_duplicate_samples_total", &a), stats.duplicates as f64);
+    assert_eq!(
+        get("tsercom_received_samples_total", &a),
+        stats.received as f64
+    );
+    assert_eq!(
+        get("tsercom_duplicate_samples_total", &a),
+        stats.duplicates as f64
+    );
     assert_eq!(get("tsercom_lost_samples_total", &a), stats.lost as f64);
     assert_eq!(get("tsercom_rejected_total", &a), stats.rejected as f64);
     assert_eq!(get("tsercom_connections", &a), stats.connections as f64);
     assert_eq!(get("tsercom_source_connected", &a_src), 1.0);
     let src_stats = source.stats();
     assert_eq!(get("tsercom_sent_bytes_total", &s), src_stats.bytes as f64);
-    assert_eq!(get("tsercom_source_bytes_total", &a_src), src_stats.bytes as f64);
+    assert_eq!(
+        get("tsercom_source_bytes_total", &a_src),
+        src_stats.bytes as f64
+    );
 
     // A second endpoint in this process: a clear error, not a panic.
     let second = ticks::Source::builder()

@@ -72,9 +72,7 @@ use metrics::Label;
 use crate::data::DataStats;
 use crate::engine::shared::Shared;
 use crate::ids::CallerId;
-use crate::roles::{
-    AggregatorStats, PeerClock, PerAggregatorStats, PerSourceStats, SourceStats,
-};
+use crate::roles::{AggregatorStats, PeerClock, PerAggregatorStats, PerSourceStats, SourceStats};
 use crate::time::Timestamp;
 use crate::timesync::ClockEstimate;
 
@@ -138,7 +136,10 @@ impl Exporter {
         self.counter("tsercom_events_lost_total", stats.events_lost);
         for (id, p) in peers {
             let m = self.peer(*id);
-            m.gauge("tsercom_aggregator_connected", f64::from(u8::from(p.connected)));
+            m.gauge(
+                "tsercom_aggregator_connected",
+                f64::from(u8::from(p.connected)),
+            );
             m.counter("tsercom_aggregator_connects_total", p.connects);
             m.gauge("tsercom_aggregator_handed_seq", p.handed as f64);
             m.gauge("tsercom_aggregator_acked_seq", p.acked as f64);
@@ -177,7 +178,10 @@ impl Exporter {
         self.gauge("tsercom_connections", stats.connections as f64);
         self.counter("tsercom_faults_total", stats.faults);
         self.counter("tsercom_received_samples_total", stats.received);
-        let bytes = peers.iter().map(|(_, p)| p.bytes).fold(0, u64::saturating_add);
+        let bytes = peers
+            .iter()
+            .map(|(_, p)| p.bytes)
+            .fold(0, u64::saturating_add);
         self.counter("tsercom_received_bytes_total", bytes);
         self.counter("tsercom_duplicate_samples_total", stats.duplicates);
         self.counter("tsercom_lost_samples_total", stats.lost);
@@ -232,21 +236,23 @@ pub(crate) fn spawn<T: Send + Sync + 'static>(
 ) {
     let mut stopping = shared.stopping.subscribe();
     let interval = interval.max(Duration::from_millis(10));
-    shared.tasks.spawn("metrics exporter".to_owned(), async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let stop = tokio::select! {
-                _ = ticks.tick() => false,
-                _ = stopping.wait_for(|s| *s) => true,
-            };
-            let Some(role) = role.upgrade() else { return };
-            export(&role, &exporter);
-            if stop {
-                return;
+    shared
+        .tasks
+        .spawn("metrics exporter".to_owned(), async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let stop = tokio::select! {
+                    _ = ticks.tick() => false,
+                    _ = stopping.wait_for(|s| *s) => true,
+                };
+                let Some(role) = role.upgrade() else { return };
+                export(&role, &exporter);
+                if stop {
+                    return;
+                }
             }
-        }
-    });
+        });
 }
 
 /// Installs the Prometheus recorder for this process and binds its HTTP endpoint on

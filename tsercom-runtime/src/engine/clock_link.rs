@@ -144,7 +144,12 @@ impl ClockLink {
         self.span.record("drift_ppm", est.drift_ppm);
         self.span.record("round_trip_ns", round_trip as u64);
         self.span.in_scope(|| {
-            tracing::debug!(offset_ns = offset, uncertainty_ns = uncertainty as u64, drift_ppm = est.drift_ppm, "clock estimate changed");
+            tracing::debug!(
+                offset_ns = offset,
+                uncertainty_ns = uncertainty as u64,
+                drift_ppm = est.drift_ppm,
+                "clock estimate changed"
+            );
         });
     }
 

@@ -263,7 +263,9 @@ impl<R: Runtime> AggregatorBuilder<R> {
         #[cfg(feature = "prometheus")]
         if let Some(endpoint) = prometheus {
             let task = crate::metrics::serve_prometheus(endpoint);
-            core.shared.tasks.spawn("prometheus endpoint".to_owned(), task);
+            core.shared
+                .tasks
+                .spawn("prometheus endpoint".to_owned(), task);
         }
         // Never dropped: under `Block` the queue goes over capacity rather than losing a
         // `Forgotten`, and this task drains it.

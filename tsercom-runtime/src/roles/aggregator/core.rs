@@ -359,7 +359,9 @@ impl<R: Runtime> Handler for SourceLink<R> {
             recovered,
         } = self.core.commit(&self.state, seqs.into_iter());
         let duplicates = duplicates + dropped;
-        self.state.counters.frame(stored, bytes, duplicates, refused);
+        self.state
+            .counters
+            .frame(stored, bytes, duplicates, refused);
         if duplicates > 0 {
             self.core
                 .duplicates

@@ -48,7 +48,8 @@ pub(super) fn start<R: Runtime>(
         |e: &DialError| e.failure,
     )?;
     let span = tracing::info_span!("tsercom.discovery", runtime = R::NAME);
-    let task = tracing::Instrument::instrument(Arc::clone(core).discover_loop(connector, ended_rx), span);
+    let task =
+        tracing::Instrument::instrument(Arc::clone(core).discover_loop(connector, ended_rx), span);
     core.shared.tasks.spawn("discovery".to_owned(), task);
     Ok(())
 }

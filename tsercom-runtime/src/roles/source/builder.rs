@@ -265,7 +265,9 @@ impl<R: Runtime> SourceBuilder<R> {
         #[cfg(feature = "prometheus")]
         if let Some(endpoint) = prometheus {
             let task = crate::metrics::serve_prometheus(endpoint);
-            core.shared.tasks.spawn("prometheus endpoint".to_owned(), task);
+            core.shared
+                .tasks
+                .spawn("prometheus endpoint".to_owned(), task);
         }
         let mut server = None;
         let mut local_endpoint = None;

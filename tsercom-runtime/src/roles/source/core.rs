@@ -143,16 +143,15 @@ impl<R: Runtime> Role for Core<R> {
     }
 
     fn connect(self: &Arc<Self>, peer: &Peer) -> (AggregatorLink<R>, u64) {
-        let conn =
-            Arc::new(Conn {
-                peer: peer.clone(),
-                link: Arc::clone(lock(&self.links).entry(peer.id).or_insert_with(|| {
-                    Arc::new(ClockLink::new(self.shared.config.timesync.clone(), peer.id))
-                })),
-                acked: AtomicU64::new(0),
-                best_effort: peer.delivery == Delivery::BestEffort,
-                counters: Arc::clone(lock(&self.peers).entry(peer.id).or_default()),
-            });
+        let conn = Arc::new(Conn {
+            peer: peer.clone(),
+            link: Arc::clone(lock(&self.links).entry(peer.id).or_insert_with(|| {
+                Arc::new(ClockLink::new(self.shared.config.timesync.clone(), peer.id))
+            })),
+            acked: AtomicU64::new(0),
+            best_effort: peer.delivery == Delivery::BestEffort,
+            counters: Arc::clone(lock(&self.peers).entry(peer.id).or_default()),
+        });
         conn.counters.connected();
         lock(&self.conns).push(Arc::clone(&conn));
         lock(&self.departed).remove(&peer.id);
