@@ -1,30 +1,44 @@
 //! Latency: a fixed offered rate (1 kHz and 10 kHz) for a few seconds; for each sample,
 //! the time from the producer's send to the aggregator's subscription receiving it, on
-//! one clock (one process). tsercom against hand-written tonic (and the Python reference
-//! at 1 kHz when `TSERCOM_PY` is set). One JSON object per line on stdout.
+//! one clock (one process). tsercom over each transport (TCP, TLS, a Unix socket) against
+//! hand-written tonic, the Python reference at 1 kHz when `TSERCOM_PY` is set, and Lab
+//! Streaming Layer at 1 kHz when `TSERCOM_LSL_PY` names a Python with `pylsl`. One JSON
+//! object per line on stdout.
 //!
-//! `cargo bench --bench latency`; `TSERCOM_BENCH_QUICK=1` for the short run.
+//! `cargo bench --bench latency`; `TSERCOM_BENCH_QUICK=1` for the short run;
+//! `TSERCOM_BENCH_ARMS=tsercom,tsercom-unix` for some arms only.
 
 #![allow(missing_docs)]
 
 #[allow(dead_code, unreachable_pub)]
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tsercom::transport::Endpoint;
 use tsercom::{Aggregator, OverflowPolicy, Source};
 
+use common::pki::{Mode, Pki};
 use common::raw::{self, RawSample};
 use common::{emit, load_1m, median_line, percentile, reading, run_python, Weather, Window};
 
 const RATES: [u32; 2] = [1_000, 10_000];
-const ARMS: [&str; 2] = ["tsercom", "tonic-raw"];
+/// `tsercom` is TCP loopback (the name the reports have always used); `tsercom-child` is
+/// TCP from a source running in a child process (process isolation).
+const ARMS: [&str; 5] = [
+    "tsercom",
+    "tsercom-tls",
+    "tsercom-unix",
+    "tsercom-child",
+    "tonic-raw",
+];
 
 fn main() {
+    // The "tsercom-child" arm's source runs in a child: a re-execution of this binary.
+    tsercom::child_main!(Weather);
     let quick = common::quick();
     let seconds = if quick { 1.5 } else { 5.0 };
     let runs = if quick { 1 } else { 3 };
@@ -32,7 +46,7 @@ fn main() {
     let mut results: Vec<((u32, &str), Vec<Value>)> = Vec::new();
     for run in 0..runs {
         for rate in RATES {
-            for arm in ARMS {
+            for arm in ARMS.into_iter().filter(|a| common::selected(a)) {
                 let mut v = rt.block_on(run_arm(arm, rate, seconds));
                 v["run"] = json!(run + 1);
                 emit(&v);
@@ -65,6 +79,11 @@ fn main() {
     ) {
         emit(&line);
     }
+    if common::selected("lsl") {
+        for line in common::lsl::latency(1000, seconds, runs) {
+            emit(&line);
+        }
+    }
 }
 
 /// Samples before the measured ones, at the same rate (half a second's worth, at most
@@ -78,10 +97,19 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
     let warm = warmup(rate);
     let load = load_1m();
     let (sent, got, window) = match arm {
-        "tsercom" => tsercom_arm(rate, warm + measured).await,
+        "tsercom" => tsercom_arm(Transport::Tcp, rate, warm + measured).await,
+        "tsercom-tls" => tsercom_arm(Transport::Tls, rate, warm + measured).await,
+        "tsercom-unix" => tsercom_arm(Transport::Unix, rate, warm + measured).await,
+        // The child's source numbers the samples it forwards 1, 2, ... in order, as the
+        // application's handle did: latency by seq holds across the boundary.
+        "tsercom-child" => tsercom_arm(Transport::Child, rate, warm + measured).await,
         _ => raw_arm(rate, warm + measured).await,
     };
     let (wall, cpu) = window;
+    #[cfg(feature = "hop-trace")]
+    if arm.starts_with("tsercom") {
+        hops::emit_breakdown(arm, rate, warm, &sent, &got);
+    }
     // Latency by sequence number; seq 1..=warm are the warm-up.
     let mut lat_us: Vec<f64> = Vec::with_capacity(measured as usize);
     let mut last_send = None;
@@ -122,7 +150,14 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "cpu_s": cpu,
         "cpu_us_per_sample": cpu * 1e6 / measured.max(1) as f64,
         "cpu_cores": cpu / wall,
-        "consumer": if arm == "tsercom" { "subscription" } else { "app channel" },
+        "transport": match arm {
+            "tsercom-tls" => "tls",
+            "tsercom-unix" => "unix",
+            _ => "tcp",
+        },
+        "consumer": if arm.starts_with("tsercom") { "subscription" } else { "app channel" },
+        // The source's child is not this process: its CPU time is not in `cpu_s`.
+        "cpu_includes_children": arm != "tsercom-child",
         "load_1m": load,
     })
 }
@@ -160,21 +195,48 @@ fn paced<F: FnMut(u64) -> bool + Send + 'static>(
 /// How long the receiving side waits past the last send.
 const DRAIN: Duration = Duration::from_secs(5);
 
-async fn tsercom_arm(rate: u32, count: u64) -> Trace {
-    let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let agg = Aggregator::<Weather>::builder()
-        .listen(local)
-        .retention(None)
-        .start()
-        .await
-        .expect("aggregator");
-    let source = Arc::new(
-        Source::<Weather>::builder()
-            .dial([agg.local_addr().expect("listening")])
-            .start()
-            .await
-            .expect("source"),
-    );
+/// The transport a tsercom arm runs on (`Child`: TCP, from a source in a child process).
+#[derive(Clone, Copy)]
+enum Transport {
+    Tcp,
+    Tls,
+    Unix,
+    Child,
+}
+
+async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
+    // The socket file lives as long as this directory (the whole arm).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen: Endpoint = match transport {
+        Transport::Tcp | Transport::Tls | Transport::Child => "127.0.0.1:0".parse().expect("addr"),
+        Transport::Unix => Endpoint::unix(dir.path().join("agg.sock")),
+    };
+    let pki = matches!(transport, Transport::Tls).then(Pki::new);
+    let mut agg = Aggregator::<Weather>::builder()
+        .listen(listen)
+        .retention(None);
+    if let Some(tls) = pki.as_ref().and_then(|p| p.server(Mode::Tls)) {
+        agg = agg.tls_server(tls);
+    }
+    let agg = agg.start().await.expect("aggregator");
+    let endpoint = agg.local_endpoint().expect("listening").clone();
+    let mut manager = None;
+    let source = if matches!(transport, Transport::Child) {
+        let addr = agg.local_addr().expect("listening on TCP");
+        let mut m = tsercom::RuntimeManager::new().worker_threads(1);
+        let handle =
+            m.register_source::<Weather>("source", tsercom::SourceSpec::new().dial([addr]));
+        m.start_out_of_process().expect("child");
+        let source = handle.started().await.expect("source in a child");
+        manager = Some(m);
+        source
+    } else {
+        let mut source = Source::<Weather>::builder().dial([endpoint]);
+        if let Some(tls) = pki.as_ref().and_then(|p| p.client(Mode::Tls)) {
+            source = source.tls_client(tls);
+        }
+        Arc::new(source.start().await.expect("source"))
+    };
     let deadline = Instant::now() + DRAIN;
     while agg.connected().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -192,6 +254,8 @@ async fn tsercom_arm(rate: u32, count: u64) -> Trace {
         }
         got
     });
+    #[cfg(feature = "hop-trace")]
+    tsercom::hops::enable(count as usize);
     let window = Window::start();
     let src = Arc::clone(&source);
     let producer = paced(rate, count, move |i| {
@@ -203,6 +267,11 @@ async fn tsercom_arm(rate: u32, count: u64) -> Trace {
     let got = recorder.await.expect("recorder");
     let measured = window.stop();
     drop(source);
+    if let Some(m) = manager {
+        // Stops the child; the manager's own tokio runtime is dropped off this one's.
+        tokio::task::block_in_place(|| m.shutdown(Duration::from_millis(500)))
+            .expect("manager shutdown");
+    }
     agg.shutdown(Duration::from_millis(200)).await;
     (sent, got, measured)
 }
@@ -232,4 +301,69 @@ async fn raw_arm(rate: u32, count: u64) -> Trace {
     let measured = window.stop();
     drop(server);
     (sent, got, measured)
+}
+
+/// The hop breakdown (`--features hop-trace`): per segment of the path, percentiles of
+/// the time between consecutive hops over the measured samples, one JSON line each.
+#[cfg(feature = "hop-trace")]
+mod hops {
+    use std::time::Instant;
+
+    use serde_json::json;
+    use tsercom::hops::{take, Hop};
+
+    use super::common::{emit, percentile};
+
+    pub(super) fn emit_breakdown(
+        arm: &str,
+        rate: u32,
+        warm: u64,
+        sent: &[Option<Instant>],
+        got: &[(u64, Instant)],
+    ) {
+        let table = take();
+        // Points in path order: the caller's send, the runtime's hops, the subscriber.
+        let mut names = vec!["send"];
+        names.extend(Hop::ALL.iter().map(|h| h.name()));
+        names.push("delivered");
+        let mut segments: Vec<Vec<f64>> = vec![Vec::new(); names.len() - 1];
+        let mut traced = 0_u64;
+        for (seq, at) in got {
+            if *seq <= warm {
+                continue;
+            }
+            let i = *seq as usize;
+            let (Some(Some(t0)), Some(hops)) = (sent.get(i), table.get(i)) else {
+                continue;
+            };
+            let mut points = vec![Some(*t0)];
+            points.extend(hops.iter().copied());
+            points.push(Some(*at));
+            if points.iter().any(Option::is_none) {
+                continue;
+            }
+            traced += 1;
+            for (k, w) in points.windows(2).enumerate() {
+                if let (Some(a), Some(b)) = (w[0], w[1]) {
+                    segments[k].push(b.saturating_duration_since(a).as_secs_f64() * 1e6);
+                }
+            }
+        }
+        for (k, mut xs) in segments.into_iter().enumerate() {
+            let mean = xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+            xs.sort_by(f64::total_cmp);
+            emit(&json!({
+                "bench": "latency_hops",
+                "impl": arm,
+                "rate_hz": rate,
+                "hop": format!("{}->{}", names[k], names[k + 1]),
+                "order": k,
+                "samples": traced,
+                "p50_us": percentile(&xs, 50.0),
+                "p90_us": percentile(&xs, 90.0),
+                "p99_us": percentile(&xs, 99.0),
+                "mean_us": mean,
+            }));
+        }
+    }
 }

@@ -1,9 +1,12 @@
-//! Throughput: N small samples from 1 and from 4 sources, through tsercom, through
-//! hand-written tonic (one message per sample, and 64 samples per message), and through
-//! the Python reference. One JSON object per line on stdout.
+//! Throughput: N small samples from 1, 4, 16 and 64 sources (the fan-in curve), through
+//! tsercom (TCP and a Unix socket), through hand-written tonic (one message per sample
+//! and 64 samples per message on a bidi stream into an application channel, and the
+//! strongest: a client stream of 64-sample batches whose handler appends to the store
+//! itself), and through the Python reference. One JSON object per line on stdout.
 //!
 //! `cargo bench --bench throughput`; `TSERCOM_BENCH_QUICK=1` for the short run;
-//! `TSERCOM_PY=/path/to/python` to run the Python reference too.
+//! `TSERCOM_PY=/path/to/python` to run the Python reference too;
+//! `TSERCOM_BENCH_SOURCES=1,4` for some points of the fan-in curve only.
 
 #![allow(missing_docs)]
 
@@ -28,12 +31,25 @@ const WARMUP: u64 = 1000;
 const WINDOW: u64 = 1 << 18;
 const POLL: Duration = Duration::from_millis(1);
 
-const ARMS: [&str; 4] = [
+const ARMS: [&str; 6] = [
     "tsercom",
     "tsercom-unix",
+    "tsercom-child",
     "tonic-raw-per-message",
     "tonic-raw-batched",
+    "tonic-client-stream",
 ];
+
+/// The fan-in curve: sources dialing one aggregator (N is split between them).
+const SOURCES: [usize; 4] = [1, 4, 16, 64];
+
+/// The points of the fan-in curve `TSERCOM_BENCH_SOURCES` (comma-separated) selects.
+fn sources() -> Vec<usize> {
+    match std::env::var("TSERCOM_BENCH_SOURCES") {
+        Ok(v) => v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        Err(_) => SOURCES.to_vec(),
+    }
+}
 
 struct Config {
     samples: u64,
@@ -42,6 +58,8 @@ struct Config {
 }
 
 fn main() {
+    // The "tsercom-child" arm's sources run in children: re-executions of this binary.
+    tsercom::child_main!(Weather);
     let quick = common::quick();
     let samples = std::env::var("TSERCOM_BENCH_N")
         .ok()
@@ -55,8 +73,8 @@ fn main() {
     let rt = common::tokio_runtime();
     let mut results: Vec<((usize, &str), Vec<Value>)> = Vec::new();
     for run in 0..config.runs {
-        for sources in [1_usize, 4] {
-            for arm in ARMS.into_iter().filter(|a| selected(a)) {
+        for sources in sources() {
+            for arm in ARMS.into_iter().filter(|a| common::selected(a)) {
                 let mut v = rt.block_on(run_arm(arm, sources, &config));
                 v["run"] = json!(run + 1);
                 emit(&v);
@@ -75,7 +93,7 @@ fn main() {
         }
     }
     drop(rt);
-    if !selected("python-tsercom-1.1.3") {
+    if !common::selected("python-tsercom-1.1.3") {
         return;
     }
     let py_samples = if quick { 10_000 } else { 50_000 };
@@ -99,17 +117,15 @@ fn main() {
     }));
 }
 
-/// Whether `TSERCOM_BENCH_ARMS` (comma-separated; default all) selects `arm`.
-fn selected(arm: &str) -> bool {
-    std::env::var("TSERCOM_BENCH_ARMS").map_or(true, |v| v.split(',').any(|a| a == arm))
-}
-
 async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
     let per_source = config.samples / sources as u64;
     let load = load_1m();
     let (total, done, window) = match arm {
         "tsercom" => tsercom_arm(Transport::Tcp, sources, per_source, config.deadline).await,
         "tsercom-unix" => tsercom_arm(Transport::Unix, sources, per_source, config.deadline).await,
+        "tsercom-child" => {
+            tsercom_arm(Transport::Child, sources, per_source, config.deadline).await
+        }
         "tonic-raw-per-message" => {
             raw_arm::<RawSample, _, _>(sources, per_source, config.deadline, |tx, i| {
                 let tx = tx.clone();
@@ -124,6 +140,7 @@ async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
             })
             .await
         }
+        "tonic-client-stream" => store_arm(sources, per_source, config.deadline).await,
         other => unreachable!("unknown arm {other}"),
     };
     let (wall, cpu) = window;
@@ -140,8 +157,14 @@ async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
         "cpu_s_per_million": cpu / (done.max(1) as f64 / 1e6),
         "cpu_us_per_sample": cpu * 1e6 / done.max(1) as f64,
         "cpu_cores": cpu / wall,
-        "consumer": if arm.starts_with("tsercom") { "reader poll 1 ms" } else { "app channel" },
-        "batch": if arm == "tonic-raw-batched" { BATCH } else { 1 },
+        "consumer": match arm {
+            "tonic-client-stream" => "handler appends to the store",
+            a if a.starts_with("tsercom") => "reader poll 1 ms",
+            _ => "app channel",
+        },
+        "batch": if arm == "tonic-raw-batched" || arm == "tonic-client-stream" { BATCH } else { 1 },
+        // The sources' children are not this process: their CPU time is not in `cpu_s`.
+        "cpu_includes_children": arm != "tsercom-child",
         "load_1m": load,
     })
 }
@@ -171,6 +194,8 @@ async fn wait_count(count: &AtomicU64, target: u64, deadline: Instant) -> u64 {
 enum Transport {
     Tcp,
     Unix,
+    /// TCP to the aggregator from sources in child processes (`start_out_of_process`).
+    Child,
 }
 
 async fn tsercom_arm(
@@ -182,7 +207,7 @@ async fn tsercom_arm(
     // The socket file lives as long as this directory (the whole arm).
     let dir = tempfile::tempdir().expect("temp dir");
     let listen: Endpoint = match transport {
-        Transport::Tcp => "127.0.0.1:0".parse().expect("addr"),
+        Transport::Tcp | Transport::Child => "127.0.0.1:0".parse().expect("addr"),
         Transport::Unix => Endpoint::unix(dir.path().join("agg.sock")),
     };
     let agg = Aggregator::<Weather>::builder()
@@ -193,7 +218,22 @@ async fn tsercom_arm(
         .expect("aggregator");
     let addr = agg.local_endpoint().expect("listening").clone();
     let mut srcs = Vec::new();
-    for _ in 0..sources {
+    let mut manager = None;
+    if let Transport::Child = transport {
+        let mut m = tsercom::RuntimeManager::new().worker_threads(1);
+        let handles: Vec<_> = (0..sources)
+            .map(|i| {
+                let spec = tsercom::SourceSpec::new().dial([addr.clone()]);
+                m.register_source::<Weather>(&format!("source-{i}"), spec)
+            })
+            .collect();
+        m.start_out_of_process().expect("children");
+        for h in handles {
+            srcs.push(h.started().await.expect("source in a child"));
+        }
+        manager = Some(m);
+    }
+    while manager.is_none() && srcs.len() < sources {
         let s = Source::<Weather>::builder()
             .dial([addr.clone()])
             .start()
@@ -268,6 +308,11 @@ async fn tsercom_arm(
         let _ = p.await;
     }
     drop(srcs);
+    if let Some(m) = manager {
+        // Stops the children; the manager's own tokio runtime is dropped off this one's.
+        tokio::task::block_in_place(|| m.shutdown(Duration::from_millis(500)))
+            .expect("manager shutdown");
+    }
     agg.shutdown(Duration::from_millis(200)).await;
     (total, n, measured)
 }
@@ -339,6 +384,54 @@ where
     drop(streams);
     drop(server);
     consumer.abort();
+    (total, n, measured)
+}
+
+/// The strongest hand-written tonic: one client stream per source of 64-sample batches,
+/// whose handler appends each decoded batch to one shared store.
+async fn store_arm(sources: usize, per_source: u64, limit: Duration) -> (u64, u64, (f64, f64)) {
+    let store = Arc::new(raw::Store::default());
+    let server = raw::serve_store(Arc::clone(&store)).await;
+    let mut streams = Vec::new();
+    for _ in 0..sources {
+        streams.push(raw::open_store(server.addr).await);
+    }
+    let per_message = BATCH as u64;
+    let warm_messages = WARMUP.div_ceil(per_message);
+    for (tx, _) in &streams {
+        for i in 0..warm_messages {
+            let _ = tx.send(batch(i)).await;
+        }
+    }
+    let warm = warm_messages * per_message * sources as u64;
+    let deadline = Instant::now() + limit;
+    wait_count(&store.count, warm, deadline).await;
+
+    let messages = per_source / per_message;
+    let total = messages * per_message * sources as u64;
+    let deadline = Instant::now() + limit;
+    let window = Window::start();
+    let mut producers = Vec::new();
+    for (tx, _) in &streams {
+        let tx = tx.clone();
+        producers.push(tokio::spawn(async move {
+            for i in 0..messages {
+                if Instant::now() >= deadline || tx.send(batch(warm_messages + i)).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    let n = wait_count(&store.count, warm + total, deadline).await - warm;
+    let measured = window.stop();
+    for p in producers {
+        let _ = p.await;
+    }
+    for (tx, call) in streams {
+        drop(tx);
+        let _ = tokio::time::timeout(Duration::from_secs(1), call).await;
+    }
+    drop(server);
     (total, n, measured)
 }
 

@@ -55,9 +55,10 @@ def ratio(a, b):
 
 def throughput(lines):
     chosen = pick(lines, "throughput", "sources")
-    impls = ["tsercom", "tonic-raw-batched", "tonic-raw-per-message", "python-tsercom-1.1.3"]
+    impls = ["tsercom", "tsercom-unix", "tonic-client-stream", "tonic-raw-batched",
+             "tonic-raw-per-message", "python-tsercom-1.1.3"]
     out = []
-    for sources in (1, 4):
+    for sources in sorted({k[1] for k in chosen if isinstance(k[1], int)}):
         out.append(f"\n**{sources} source{'s' if sources > 1 else ''}**\n")
         out.append("| impl | samples/s | tsercom ÷ this | CPU s per million samples (= µs/sample) | CPU cores busy | samples | runs | complete | load (1 min) |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---|---:|")
@@ -84,27 +85,48 @@ def throughput(lines):
 
 def latency(lines):
     chosen = pick(lines, "latency", "rate_hz")
-    impls = ["tsercom", "tonic-raw", "python-tsercom-1.1.3"]
+    impls = ["tsercom", "tsercom-tls", "tsercom-unix", "tonic-raw", "lsl-sync", "lsl-async",
+             "lsl", "python-tsercom-1.1.3"]
     rates = sorted({k[1] for k in chosen if k[1] is not None})
     out = []
     for rate in rates:
         out.append(f"\n**{rate:,} samples/s offered**\n")
-        out.append("| impl | p50 µs | p90 µs | p99 µs | max µs | mean µs | p99 ÷ tonic-raw p99 | achieved/s | CPU µs/sample | received | load (1 min) |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| impl | p50 µs | p90 µs | p99 µs | max µs | mean µs | p50 ÷ tonic-raw p50 | p50 ÷ LSL sync p50 | p99 ÷ tonic-raw p99 | achieved/s | CPU µs/sample | received | load (1 min) |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         raw = chosen.get(("tonic-raw", rate), {}).get("p99_us")
+        raw50 = chosen.get(("tonic-raw", rate), {}).get("p50_us")
+        lsl50 = chosen.get(("lsl-sync", rate), {}).get("p50_us")
         for impl in impls:
             v = chosen.get((impl, rate))
             if v is None:
                 continue
             if "skipped" in v:
-                out.append(f"| {impl} | skipped: {v['skipped']} | | | | | | | | | |")
+                out.append(f"| {impl} | skipped: {v['skipped']} | | | | | | | | | | | |")
                 continue
             out.append(
                 f"| {impl} | {fmt(v.get('p50_us'), 1)} | {fmt(v.get('p90_us'), 1)} | {fmt(v.get('p99_us'), 1)} "
-                f"| {fmt(v.get('max_us'), 1)} | {fmt(v.get('mean_us'), 1)} | {ratio(v.get('p99_us'), raw)} "
+                f"| {fmt(v.get('max_us'), 1)} | {fmt(v.get('mean_us'), 1)} | {ratio(v.get('p50_us'), raw50)} "
+                f"| {ratio(v.get('p50_us'), lsl50)} | {ratio(v.get('p99_us'), raw)} "
                 f"| {fmt(v.get('achieved_rate_hz'))} | {fmt(v.get('cpu_us_per_sample'), 1)} "
                 f"| {fmt(v.get('received'))} | {fmt(v.get('load_1m'), 2)} |"
             )
+    return "\n".join(out)
+
+
+def hops(lines):
+    """The hop breakdown of `cargo bench --bench latency --features hop-trace`."""
+    rows = [v for v in lines if v.get("bench") == "latency_hops"]
+    if not rows:
+        return ""
+    out = []
+    keys = sorted({(v["impl"], v["rate_hz"]) for v in rows}, key=lambda k: (k[1], k[0]))
+    for impl, rate in keys:
+        segs = sorted((v for v in rows if v["impl"] == impl and v["rate_hz"] == rate), key=lambda v: v["order"])
+        out.append(f"\n**{impl}, {rate:,} samples/s** ({segs[0].get('samples', '?')} samples traced)\n")
+        out.append("| hop | p50 µs | p90 µs | p99 µs | mean µs |")
+        out.append("|---|---:|---:|---:|---:|")
+        for v in segs:
+            out.append(f"| {v['hop']} | {fmt(v.get('p50_us'), 1)} | {fmt(v.get('p90_us'), 1)} | {fmt(v.get('p99_us'), 1)} | {fmt(v.get('mean_us'), 1)} |")
     return "\n".join(out)
 
 
@@ -177,6 +199,29 @@ def targets(lines):
         if ts.get("cpu_s_per_million") and py.get("cpu_s_per_million"):
             r = py["cpu_s_per_million"] / ts["cpu_s_per_million"]
             row(f"{n} source(s): CPU per sample, Python ÷ tsercom", f"{r:.0f}x", r >= 50)
+    for n in (1, 4):
+        ts = tp.get(("tsercom", n), {})
+        best = max((tp.get((a, n), {}) for a in ("tonic-client-stream", "tonic-raw-batched")),
+                   key=lambda v: v.get("samples_per_s") or 0)
+        if ts.get("samples_per_s") and best.get("samples_per_s"):
+            r = ts["samples_per_s"] / best["samples_per_s"]
+            row(f"{n} source(s): >= 1.0x the strongest hand-written tonic ({best['impl']}, samples/s)", f"{r:.2f}x", r >= 1.0)
+        if ts.get("cpu_s_per_million") and best.get("cpu_s_per_million"):
+            r = ts["cpu_s_per_million"] / best["cpu_s_per_million"]
+            row(f"{n} source(s): CPU per sample <= 1.2x {best['impl']}", f"{r:.2f}x", r <= 1.2)
+    lsl = lt.get(("lsl-sync", 1000), {})
+    unix = lt.get(("tsercom-unix", 1000), {})
+    if lsl.get("p50_us") and unix.get("p50_us"):
+        r = unix["p50_us"] / lsl["p50_us"]
+        row("same host (Unix socket) p50 <= 0.6x LSL sync p50 at 1 kHz", f"{r:.2f}x", r <= 0.6)
+    if lsl.get("p99_us") and unix.get("p99_us"):
+        row("same host (Unix socket) p99 <= LSL sync p99 at 1 kHz",
+            f"{fmt(unix['p99_us'], 1)} vs {fmt(lsl['p99_us'], 1)} µs", unix["p99_us"] <= lsl["p99_us"])
+    raw = lt.get(("tonic-raw", 1000), {})
+    tcp = lt.get(("tsercom", 1000), {})
+    if raw.get("p50_us") and tcp.get("p50_us"):
+        r = tcp["p50_us"] / raw["p50_us"]
+        row("TCP loopback p50 <= 1.1x tonic-raw p50 at 1 kHz", f"{r:.2f}x", r <= 1.1)
     v = lt.get(("tsercom", 1000), {})
     if v.get("p99_us") is not None:
         row("latency p99 <= 1 ms at 1 kHz", f"{fmt(v['p99_us'], 1)} µs", v["p99_us"] <= 1000)
@@ -279,6 +324,8 @@ def render(lines):
         parts.append("### throughput\n" + throughput(lines) + "\n")
     if "latency" in benches:
         parts.append("### latency\n" + latency(lines) + "\n")
+        if hops(lines):
+            parts.append("### latency, hop by hop (feature hop-trace)\n" + hops(lines) + "\n")
     if "acks" in benches:
         parts.append(
             "### acknowledgements (issue 9: cost of acks <= 5 % against acks off; 1 source)\n\n"

@@ -25,6 +25,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub use tsercom_runtime::identity::{self, Identity, IdentityError};
 pub use tsercom_runtime::ids::{self, CallerId, CallerIdError};
 pub use tsercom_runtime::schema;
 pub use tsercom_runtime::series::{Interpolate, Series};
@@ -41,9 +42,57 @@ pub use tsercom_runtime::data::{
 };
 pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryEvent, Instance};
 pub use tsercom_runtime::engine::{
-    BufferLimits, ConnectionEvent, Delivery, Runtime, RuntimeError, SessionConfig, StreamService,
+    BufferLimits, ConnectionEvent, Delivery, PeerSchema, Runtime, RuntimeError, SessionConfig,
+    StreamService,
 };
-pub use tsercom_runtime::manager::{Managed, ManagerError, RuntimeHandle, RuntimeManager};
+/// Bench only (feature `hop-trace`): when each sample reached each hop of its path.
+#[cfg(feature = "hop-trace")]
+pub use tsercom_runtime::hops;
+pub use tsercom_runtime::manager::{
+    child, child_main, ChildEntry, ChildEvent, Managed, ManagerError, Restart, RuntimeHandle,
+    RuntimeManager, SourceSpec,
+};
+
+/// The child hook for process isolation ([`child`]): the first line of `main`, listing
+/// the runtimes whose sources may run in a child (`tsercom::child_main!(weather::Runtime)`).
+/// In the application it does nothing; in a child process started by
+/// [`RuntimeManager::start_out_of_process`] it runs the child and never returns.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tsercom::{RuntimeManager, SourceSpec};
+///
+/// #[tsercom::runtime(data = Reading, event = Command)]
+/// pub mod weather {
+///     #[tsercom::series]
+///     pub struct Reading {
+///         pub celsius: f64,
+///     }
+///     #[tsercom::series]
+///     pub enum Command {
+///         Calibrate,
+///     }
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     tsercom::child_main!(weather::Runtime); // first: in a child, the child runs here
+///     let mut manager = RuntimeManager::new();
+///     let station = manager.register_source::<weather::Runtime>(
+///         "station",
+///         SourceSpec::new().dial(["10.0.0.5:50051"]),
+///     );
+///     manager.start_out_of_process()?; // the source runs in a child process
+///     station.block_on(|s| async move { s.send(weather::Reading { celsius: 21.5 }).await })??;
+///     manager.shutdown(Duration::from_secs(5))?; // delivers what was sent, then stops it
+///     Ok(())
+/// }
+/// ```
+#[macro_export]
+macro_rules! child_main {
+    ($($runtime:ty),* $(,)?) => {
+        $crate::child_main(&[$($crate::ChildEntry::of::<$runtime>()),*])
+    };
+}
 pub use tsercom_runtime::queue::{self, OverflowPolicy};
 pub use tsercom_runtime::roles::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, Event, PeerClock, PerAggregatorStats,

@@ -8,7 +8,7 @@ mod support;
 
 use support::{wait_until, DEADLINE};
 use tsercom::discovery::MdnsConfig;
-use tsercom::{Aggregator, CallerEvent, CallerId, Discovery, SendEventError, Source};
+use tsercom::{Aggregator, CallerEvent, CallerId, Discovery, Identity, SendEventError, Source};
 
 #[tsercom::series]
 #[derive(PartialEq)]
@@ -114,7 +114,7 @@ async fn a_restarted_source_continues_under_its_persistent_id() {
         .await
         .unwrap();
     let first = Source::<Restart>::builder()
-        .identity(CallerId::persistent(&id_file).unwrap())
+        .identity(Identity::persistent(&id_file).unwrap())
         .advertise(mdns())
         .start()
         .await
@@ -127,7 +127,7 @@ async fn a_restarted_source_continues_under_its_persistent_id() {
     drop(first);
 
     let second = Source::<Restart>::builder()
-        .identity(CallerId::persistent(&id_file).unwrap())
+        .identity(Identity::persistent(&id_file).unwrap())
         .advertise(mdns())
         .start()
         .await

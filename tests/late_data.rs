@@ -111,11 +111,12 @@ async fn samples_announced_lost_that_arrive_late_are_delivered_and_reported() {
     old.frame(1..=2).await;
     wait_until("1..=2", || agg.stats().received == 2).await;
 
-    // The source resumes on a new connection, has evicted 3..=10 meanwhile (it wrote
-    // them to the old connection, which has them in flight), announces them lost, and
-    // goes on with 11.
-    let (new, resume) = Conn::open(channel().await.unwrap(), id).await;
-    assert_eq!(resume, 2);
+    // The source has evicted 3..=10 (written to a path that still has them in
+    // flight), announces them lost, and goes on with 11. (A second live connection
+    // under the same id, as a source resuming while its old one still delivers, is
+    // refused unless it proves the id's key, and then replaces the old one: see
+    // tests/identity.rs. So the late copies come on the same connection here.)
+    let new = &old;
     new.tx
         .send(env(Kind::Gap(wire::Gap {
             first_seq: 3,
@@ -165,5 +166,4 @@ async fn samples_announced_lost_that_arrive_late_are_delivered_and_reported() {
     old.frame(3..=4).await;
     wait_until("the duplicates", || agg.stats().duplicates == 3).await;
     assert_eq!(agg.stats().received, 11);
-    drop(new);
 }

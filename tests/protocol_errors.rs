@@ -244,3 +244,38 @@ async fn good_sources_are_served_while_bad_ones_are_refused() {
     let got = agg.data().get_most_recent(source.id()).unwrap().unwrap();
     assert_eq!(got.value, Level { value: 1.5 });
 }
+
+/// A Hello whose data schema differs and comes with a schema text (`desc`).
+fn hello_with_schema(desc: &[u8]) -> Vec<u8> {
+    let mut e = Envelope::decode(hello(0xdead_beef).as_slice()).unwrap();
+    if let Some(Kind::Hello(h)) = &mut e.kind {
+        h.data_schema_desc = desc.to_vec();
+    }
+    e.encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_or_incompatible_schema_text_is_refused() {
+    let (agg, channel) = setup().await;
+    let status = call(channel.clone(), vec![hello_with_schema(b"\xff\xfe")]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("data_schema_desc"), "{status:?}");
+    let nested = "message A {".repeat(100) + &"}".repeat(100);
+    let status = call(channel.clone(), vec![hello_with_schema(nested.as_bytes())]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("nest deeper"), "{status:?}");
+    // The value became a string: refused naming the field, not two hashes.
+    let name = Level::MESSAGE_NAME;
+    let (package, message) = name.rsplit_once('.').unwrap();
+    let text = format!("package {package};\nmessage {message} {{\n  string value = 1;\n}}\n");
+    let status = call(channel, vec![hello_with_schema(text.as_bytes())]).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let msg = status.message();
+    assert!(
+        msg.contains(&format!("field `{name}.value` (number 1)"))
+            && msg.contains("`double value = 1`")
+            && msg.contains("`string value = 1`"),
+        "{msg}"
+    );
+    assert_eq!(agg.stats().rejected, 3);
+}

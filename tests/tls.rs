@@ -38,6 +38,12 @@ pub mod secure_disc {}
 
 type SecureDisc = secure_disc::Runtime;
 
+/// The runtime `secure_plain`.
+#[tsercom::runtime(data = super::Reading, event = super::Command)]
+pub mod secure_plain {}
+
+type SecurePlain = secure_plain::Runtime;
+
 /// The name every certificate of the "deployment" carries.
 const SERVICE_NAME: &str = "sensors.tsercom.test";
 
@@ -339,4 +345,55 @@ async fn mtls_over_discovery_verifies_the_deployment_name() {
     send_n(&source, N).await;
     wait_until("every sample", || agg.stats().received == N as u64).await;
     assert_received_in_order(&agg, source.id(), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_advertising_tls_is_never_dialed_in_plain_text() {
+    let pki = Pki::new();
+    let mdns = || Discovery::mdns_with(MdnsConfig::loopback().port(15357));
+    let source = Source::<SecurePlain>::builder()
+        .advertise(mdns())
+        .tls_server(pki.server_tls(&pki.named))
+        .start()
+        .await
+        .unwrap();
+    let mut source_events = source.connection_events().unwrap();
+    // It advertises TXT tls=1.
+    let mut listener = mdns().listen(SecurePlain::NAME).unwrap();
+    let found = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(tsercom::DiscoveryEvent::Added(instance)) = listener.next_event().await {
+                if instance.caller_id == Some(source.id()) {
+                    return instance;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the source is advertised");
+    assert!(found.requires_tls, "{found:?}");
+
+    // An aggregator without `.tls_client` skips it, and says why.
+    let agg = Aggregator::<SecurePlain>::builder()
+        .retention(None)
+        .discover(mdns())
+        .start()
+        .await
+        .unwrap();
+    let mut events = agg.connection_events().unwrap();
+    let error = loop {
+        match next(&mut events).await {
+            ConnectionEvent::Retrying { error, .. } => break error,
+            ConnectionEvent::Connected { .. } => panic!("dialed in plain text"),
+            _ => continue,
+        }
+    };
+    assert!(error.contains("requires TLS"), "{error}");
+    assert!(agg.connected().is_empty());
+    while let Ok(event) = source_events.try_recv() {
+        assert!(
+            !matches!(event, ConnectionEvent::Connected { .. }),
+            "{event:?}"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! What the benches share: the measured runtime and sample, the hand-written tonic
 //! baseline, process CPU time, JSON lines, and the Python reference runner.
 
+pub mod lsl;
+pub mod pki;
 pub mod raw;
 
 use std::path::PathBuf;
@@ -51,6 +53,11 @@ pub fn reading(i: u64) -> Reading {
 /// Whether `TSERCOM_BENCH_QUICK` asks for the short run.
 pub fn quick() -> bool {
     std::env::var("TSERCOM_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether `TSERCOM_BENCH_ARMS` (comma-separated; default all) selects `arm`.
+pub fn selected(arm: &str) -> bool {
+    std::env::var("TSERCOM_BENCH_ARMS").map_or(true, |v| v.split(',').any(|a| a == arm))
 }
 
 /// CPU time of the whole process (every thread), as `CLOCK_PROCESS_CPUTIME_ID` reports

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod netns;
 pub mod proxy;
 pub mod python;
+pub mod raw;
 pub mod roles;
 
 pub use roles::{wait_until, wait_until_blocking, Nudge, Tick, Ticks, Transport, DEADLINE};

@@ -135,6 +135,13 @@ pub(crate) async fn session(
         delivery: wire::Delivery::Resumable as i32,
         ack_every_samples: 0,
         ack_every_bytes: 0,
+        // No schema text: the peer requires equal fingerprints.
+        data_schema_desc: Vec::new(),
+        event_schema_desc: Vec::new(),
+        // A tool with a fresh id each run proves nothing (admitted as an unproven peer).
+        public_key: Vec::new(),
+        nonce: Vec::new(),
+        proof: Vec::new(),
     };
     let _ = tx.send(envelope(Kind::Hello(hello))).await;
     let mut grpc = tonic::client::Grpc::new(channel)
@@ -260,6 +267,7 @@ pub(crate) async fn session(
             }
             Kind::Ack(_) | Kind::TimeReply(_) => {}
             Kind::Hello(_) => return Err(CliError::Source("a second Hello".into())),
+            Kind::Proof(_) => return Err(CliError::Source("a Proof it was not asked for".into())),
         }
     }
 }

@@ -127,6 +127,8 @@ impl CallerId {
             path: path.to_owned(),
             source: Box::new(source),
         };
+        // Line one is the id; an `Identity` file keeps its key on line two.
+        let bytes = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
         if bytes.len() > MAX_CALLER_ID_LEN + 2 {
             return Err(corrupt(CallerIdError::TooLong { len: bytes.len() }));
         }

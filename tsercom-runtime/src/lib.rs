@@ -17,6 +17,8 @@ pub mod backoff;
 pub mod data;
 pub mod discovery;
 pub mod engine;
+pub mod hops;
+pub mod identity;
 pub mod ids;
 pub mod manager;
 #[cfg(feature = "metrics")]

@@ -79,7 +79,7 @@ pub(crate) fn join_error_message(join: tokio::task::JoinError) -> String {
 }
 
 /// The text of a panic payload (`panic!` with a literal or a formatted message).
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -240,6 +240,20 @@ impl Drop for Owned {
 pub(crate) fn try_spawn(task: impl Future<Output = ()> + Send + 'static) -> Option<Owned> {
     let handle = tokio::runtime::Handle::try_current().ok()?;
     Some(Owned(handle.spawn(task)))
+}
+
+/// [`try_spawn`] for a task no role owns (a discovery registry's browser, monitor or
+/// registration): a panic in it is caught and logged as a fault of `name`, and ends
+/// only it (whoever reads its output sees the end of it).
+pub(crate) fn try_spawn_logged(
+    name: &'static str,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> Option<Owned> {
+    try_spawn(async move {
+        if let Err(message) = catch(task).await {
+            tracing::error!(task = name, %message, panicked = true, "internal task fault");
+        }
+    })
 }
 
 #[cfg(test)]

@@ -70,6 +70,14 @@ fn stream_messages_round_trip() {
             delivery: tsercom_runtime::wire::Delivery::BestEffort as i32,
             ack_every_samples: 1 << 18,
             ack_every_bytes: 16 << 20,
+            data_schema_desc: b"package weather;\nmessage Reading {\n}\n".to_vec(),
+            event_schema_desc: Vec::new(),
+            public_key: vec![7; 32],
+            nonce: vec![8; 32],
+            proof: vec![9; 64],
+        }),
+        envelope::Kind::Proof(tsercom_runtime::wire::Proof {
+            signature: vec![1; 64],
         }),
         envelope::Kind::Frame(Frame {
             samples: vec![

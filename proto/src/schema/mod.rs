@@ -22,8 +22,11 @@ use std::any::TypeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+pub mod compat;
+mod parse;
 mod render;
 
+pub use parse::{parse, ParseError, SCALARS};
 use render::{render_comment, render_enum, render_message, render_service};
 
 pub use crate::names::Fnv1a64;
@@ -306,6 +309,11 @@ impl SchemaRegistry {
         self.defs.values()
     }
 
+    /// The services, in the order added.
+    pub fn services(&self) -> &[ServiceDef] {
+        &self.services
+    }
+
     /// The definition named `full_name`.
     pub fn get(&self, full_name: &str) -> Option<&Definition> {
         self.defs.get(full_name)
@@ -480,6 +488,41 @@ impl SchemaRegistry {
         out
     }
 
+    /// The whole schema as one text that [`parse`] reads back into an equal schema: per
+    /// package (sorted), a `package` statement, its definitions (sorted by name, fields by
+    /// number) and its services; no comments, no imports. For one package this is a valid
+    /// `.proto` file but for its missing imports. This is what a Hello carries and what a
+    /// schema snapshot holds.
+    pub fn schema_text(&self) -> String {
+        let mut packages: BTreeSet<&str> = self.packages();
+        packages.extend(self.services.iter().map(|s| package_of(&s.full_name)));
+        let mut out = String::new();
+        for pkg in packages {
+            if !pkg.is_empty() {
+                let _ = writeln!(out, "package {pkg};");
+            }
+            for def in self.defs.values() {
+                if package_of(def.full_name()) != pkg {
+                    continue;
+                }
+                match def {
+                    Definition::Message(m) => render_message(m, 0, &mut out),
+                    Definition::Enum(e) => render_enum(e, &mut out),
+                }
+            }
+            for s in &self.services {
+                if package_of(&s.full_name) == pkg {
+                    let bare = ServiceDef {
+                        comment: None,
+                        ..s.clone()
+                    };
+                    render_service(&bare, &mut out);
+                }
+            }
+        }
+        out
+    }
+
     /// A canonical text of every definition (sorted by name, fields by number), the input of
     /// [`fingerprint`](Self::fingerprint).
     pub fn canonical(&self) -> String {
@@ -504,37 +547,4 @@ impl SchemaRegistry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn packages_import_each_other_in_order() {
-        let mut reg = SchemaRegistry::new();
-        let mut a = MessageDef::new("b.A");
-        a.fields.push(FieldDef::new(
-            "x",
-            1,
-            Label::Implicit,
-            FieldType::Named("a.X".into()),
-        ));
-        reg.add_message(a);
-        reg.add_message(MessageDef::new("a.X"));
-        let files = reg.render_files();
-        assert_eq!(files[0].0, "a.proto");
-        assert_eq!(files[1].0, "b.proto");
-        assert!(files[1].1.contains("import \"a.proto\";"));
-        assert!(files[1].1.contains(".a.X x = 1;"));
-    }
-
-    #[test]
-    fn conflicts_are_recorded() {
-        let mut reg = SchemaRegistry::new();
-        reg.add_message(MessageDef::new("p.M"));
-        reg.add_message(MessageDef::new("p.M"));
-        assert!(reg.conflicts().is_empty());
-        let mut other = MessageDef::new("p.M");
-        other.reserved_names.push("x".into());
-        reg.add_message(other);
-        assert_eq!(reg.conflicts().len(), 1);
-    }
-}
+mod tests;

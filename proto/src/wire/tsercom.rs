@@ -133,6 +133,31 @@ pub struct Hello {
     pub ack_every_samples: u64,
     #[prost(uint64, tag = "14")]
     pub ack_every_bytes: u64,
+    /// The data and event schemas themselves (UTF-8 `.proto` text as
+    /// `tsercom_proto::schema::SchemaRegistry::schema_text` writes it: `package` statements,
+    /// messages, enums; no comments). When a fingerprint differs, the receiver checks the two
+    /// schemas with the rules of schema evolution: compatible versions connect, others are
+    /// refused naming the first incompatibility. Empty from peers that predate it: they need
+    /// equal fingerprints.
+    #[prost(bytes = "vec", tag = "20")]
+    pub data_schema_desc: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "21")]
+    pub event_schema_desc: ::prost::alloc::vec::Vec<u8>,
+    /// Proof of identity (all empty from a peer that proves nothing): the sender's Ed25519
+    /// public key for `caller_id`, a fresh random 32-byte nonce, and (from the side that
+    /// answered the dial only, which has seen the dialer's nonce) its Ed25519 signature of
+    /// the connection transcript; the dialing side sends its signature next, in `Proof`.
+    /// The transcript signed is "tsercom identity proof v1\0", then the runtime name, the
+    /// signer's caller id (16 bytes), its public key, the dialer's nonce and the answerer's
+    /// nonce, each preceded by its length (u32 little-endian), then one byte: 1 if the
+    /// signer dialed, else 0. A peer that remembers another key for the id refuses with
+    /// PERMISSION_DENIED.
+    #[prost(bytes = "vec", tag = "15")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "16")]
+    pub nonce: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "17")]
+    pub proof: ::prost::alloc::vec::Vec<u8>,
 }
 /// One sample (data or event) with its sequence number and timestamp.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -214,10 +239,18 @@ pub struct TimeReply {
 /// connects). Without it, a stream that ends is a lost connection, expected back.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Goodbye {}
+/// The dialing side's proof of identity, sent right after the answering side's Hello when
+/// both Hellos carry a public key (see Hello.proof).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Proof {
+    /// The dialer's Ed25519 signature of the connection transcript.
+    #[prost(bytes = "vec", tag = "1")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
+}
 /// Everything that travels on a tsercom stream.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Envelope {
-    #[prost(oneof = "envelope::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "envelope::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub kind: ::core::option::Option<envelope::Kind>,
 }
 /// Nested message and enum types in `Envelope`.
@@ -238,6 +271,8 @@ pub mod envelope {
         TimeReply(super::TimeReply),
         #[prost(message, tag = "7")]
         Goodbye(super::Goodbye),
+        #[prost(message, tag = "8")]
+        Proof(super::Proof),
     }
 }
 /// The role a peer plays on a connection.

@@ -13,8 +13,9 @@ pub(crate) const EVENT: &str = "event";
 pub(crate) const NAME: &str = "name";
 pub(crate) const PACKAGE: &str = "package";
 pub(crate) const CRATE: &str = "crate";
+pub(crate) const SNAPSHOT: &str = "snapshot";
 
-const KEYS: &[&str] = &[DATA, EVENT, NAME, PACKAGE, CRATE];
+const KEYS: &[&str] = &[DATA, EVENT, NAME, PACKAGE, CRATE, SNAPSHOT];
 
 /// What the duplicate and unknown-key errors call a key of `#[tsercom::runtime(..)]`.
 const WHAT: &str = "runtime argument";
@@ -27,6 +28,8 @@ pub(crate) struct Args {
     pub(crate) package: Attr<LitStr>,
     /// The facade crate's path as written (`"::tsercom"` unless renamed).
     pub(crate) krate: Attr<(LitStr, syn::Path)>,
+    /// The schema snapshot's path, relative to the crate's manifest directory.
+    pub(crate) snapshot: Attr<LitStr>,
 }
 
 /// Parses `#[tsercom::runtime(..)]` arguments, reporting every problem.
@@ -37,6 +40,7 @@ pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Args {
         name: Attr::none(WHAT, NAME),
         package: Attr::none(WHAT, PACKAGE),
         krate: Attr::none(WHAT, CRATE),
+        snapshot: Attr::none(WHAT, SNAPSHOT),
     };
     let parser = syn::meta::parser(|meta| {
         let span = meta.path.span();
@@ -52,6 +56,9 @@ pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Args {
         } else if meta.path.is_ident(PACKAGE) {
             let lit: LitStr = meta.value()?.parse()?;
             out.package.set(errors, span, lit);
+        } else if meta.path.is_ident(SNAPSHOT) {
+            let lit: LitStr = meta.value()?.parse()?;
+            out.snapshot.set(errors, span, lit);
         } else if meta.path.is_ident(CRATE) {
             if let Some(krate) = crate_path(&meta, errors)? {
                 out.krate.set(errors, span, krate);

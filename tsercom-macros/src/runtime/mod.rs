@@ -4,6 +4,7 @@
 mod ast;
 mod attr;
 mod expand;
+mod snapshot;
 mod valid;
 
 use proc_macro2::TokenStream;
@@ -56,6 +57,22 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         &mut errors,
     );
     valid::check(&args, &name, &parsed, &mut errors);
+    let snapshot_path = snapshot::path_of(args.snapshot.get(), &name);
+    let snapshot_span = args
+        .snapshot
+        .get()
+        .map_or(module.ident.span(), syn::LitStr::span);
+    let depend = snapshot::check(
+        items,
+        &parsed,
+        &package,
+        &snapshot_path,
+        snapshot_span,
+        &mut errors,
+    );
+    if !depend.is_empty() {
+        items.push(syn::Item::Verbatim(depend));
+    }
     if errors.is_empty() {
         let krate = args
             .krate

@@ -1,8 +1,8 @@
 //! `#[tsercom::series]`: parse ([`ast`], [`attr`]) -> validate ([`valid`]) -> expand
 //! ([`expand`](mod@expand)).
 
-mod ast;
-mod attr;
+pub(crate) mod ast;
+pub(crate) mod attr;
 mod expand;
 mod valid;
 

@@ -11,9 +11,10 @@ use mdns_sd::{
 use tokio::sync::mpsc;
 
 use super::{
-    service_type, spawn_guarded, txt, AbortOnDrop, Advertisement, DiscoveryError, DiscoveryEvent,
-    Instance, Listener, Publisher, PublisherInner,
+    service_type, txt, Advertisement, DiscoveryError, DiscoveryEvent, Instance, Listener,
+    Publisher, PublisherInner,
 };
+use crate::task::{self, Owned};
 use crate::time::Timestamp;
 use crate::wire::PROTOCOL_VERSION;
 
@@ -220,8 +221,8 @@ impl Drop for DaemonGuard {
 }
 
 struct ListenGuard {
-    _task: AbortOnDrop,
-    _monitor: Option<AbortOnDrop>,
+    _task: Owned,
+    _monitor: Option<Owned>,
     _daemon: DaemonGuard,
 }
 
@@ -233,10 +234,11 @@ pub(crate) fn listen(config: &MdnsConfig, runtime_name: &str) -> Result<Listener
         .0
         .monitor()
         .ok()
-        .and_then(|m| spawn_guarded(log_monitor(m)).ok());
+        .and_then(|m| task::try_spawn_logged("mDNS monitor", log_monitor(m)));
     let events = daemon.0.browse(&ty).map_err(mdns_err("browse"))?;
     let (tx, rx) = mpsc::channel(Listener::QUEUE);
-    let task = spawn_guarded(run_listener(ty, events, tx))?;
+    let task = task::try_spawn_logged("mDNS browser", run_listener(ty, events, tx))
+        .ok_or(DiscoveryError::NoRuntime)?;
     let verifier = {
         let daemon = daemon.0.clone();
         let timeout = config.verify_timeout;
@@ -361,6 +363,8 @@ fn to_instance(resolved: &ResolvedService) -> Option<Instance> {
         protocol_version: decoded.protocol_version,
         published_on: decoded.published_on,
         requires_tls: decoded.requires_tls,
+        host: decoded.host,
+        unix_socket: decoded.unix_socket,
     })
 }
 
@@ -373,7 +377,7 @@ pub(crate) struct MdnsPublisher {
     current: SharedName,
     close_timeout: Duration,
     open: bool,
-    _monitor: Option<AbortOnDrop>,
+    _monitor: Option<Owned>,
 }
 
 /// The longest `name` TXT value accepted (a TXT string holds at most 255 bytes).
@@ -409,7 +413,7 @@ pub(crate) fn publish(config: &MdnsConfig, ad: Advertisement) -> Result<Publishe
     tokio::runtime::Handle::try_current().map_err(|_| DiscoveryError::NoRuntime)?;
     // A fresh host name per publication: two publications never share address records.
     let host = format!("tsercom-{}.local.", uuid::Uuid::new_v4().simple());
-    let props = txt::encode(
+    let mut props = txt::encode(
         ad.name.as_deref(),
         Timestamp::now(),
         ad.caller_id,
@@ -417,16 +421,19 @@ pub(crate) fn publish(config: &MdnsConfig, ad: Advertisement) -> Result<Publishe
         PROTOCOL_VERSION,
         ad.requires_tls,
     );
+    props.extend(txt::same_host(&ad));
     let info = ServiceInfo::new(&ty, &label, &host, (), ad.port, &props[..])
         .map_err(mdns_err("service record"))?
         .enable_addr_auto();
     let fullname = info.get_fullname().to_owned();
     let daemon = start_daemon(config)?;
     let current: SharedName = Arc::new(Mutex::new(fullname.clone()));
-    let monitor = daemon
-        .monitor()
-        .ok()
-        .and_then(|m| spawn_guarded(publisher_monitor(m, Arc::clone(&current))).ok());
+    let monitor = daemon.monitor().ok().and_then(|m| {
+        task::try_spawn_logged(
+            "mDNS publisher monitor",
+            publisher_monitor(m, Arc::clone(&current)),
+        )
+    });
     if let Err(e) = daemon.register(info) {
         let _ = daemon.shutdown();
         return Err(mdns_err("register")(e));

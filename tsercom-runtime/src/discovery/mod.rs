@@ -111,6 +111,12 @@ pub const TXT_PROTO: &str = "proto";
 /// Listeners report it as [`Instance::requires_tls`]; refusing to dial such a source in
 /// plain text is the dialing side's decision.
 pub const TXT_TLS: &str = "tls";
+/// TXT key of the publisher's host identity (32 hex digits: a hash of the machine id and
+/// its network namespace), for the same-host fast path ([`Instance::host`]).
+pub const TXT_HOST: &str = "host";
+/// TXT key of the Unix socket the publisher also serves on, an absolute path
+/// ([`Instance::unix_socket`]); an aggregator with the same [`TXT_HOST`] dials it.
+pub const TXT_UNIX: &str = "unix";
 
 /// Why a discovery operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +210,11 @@ pub struct Instance {
     pub published_on: Option<Timestamp>,
     /// The source serves only TLS (TXT key `tls=1`); `false` when the key is absent.
     pub requires_tls: bool,
+    /// The publisher's host identity (TXT key `host`): equal to this process's when both
+    /// run on one host in one network namespace.
+    pub host: Option<String>,
+    /// The Unix socket the publisher also serves on (TXT key `unix`).
+    pub unix_socket: Option<std::path::PathBuf>,
 }
 
 impl Instance {
@@ -223,7 +234,18 @@ impl Instance {
             protocol_version: None,
             published_on: None,
             requires_tls: false,
+            host: None,
+            unix_socket: None,
         }
+    }
+
+    /// The Unix socket to dial instead of TCP: [`Instance::unix_socket`] when the
+    /// instance runs on this host (same [`Instance::host`]) and the socket exists here.
+    pub fn same_host_socket(&self) -> Option<std::path::PathBuf> {
+        crate::transport::same_host::reachable_socket(
+            self.host.as_deref(),
+            self.unix_socket.as_deref(),
+        )
     }
 
     /// Sets the caller id (builder style, for [`Registry`] implementations).
@@ -270,6 +292,8 @@ pub struct Advertisement {
     pub(crate) schema: Option<u64>,
     pub(crate) instance_name: Option<String>,
     pub(crate) requires_tls: bool,
+    /// Host identity and Unix socket path (TXT keys `host`, `unix`).
+    pub(crate) same_host: Option<(String, std::path::PathBuf)>,
 }
 
 impl Advertisement {
@@ -283,6 +307,7 @@ impl Advertisement {
             schema: None,
             instance_name: None,
             requires_tls: false,
+            same_host: None,
         }
     }
 
@@ -310,6 +335,13 @@ impl Advertisement {
     /// dial it in plain text.
     pub fn requires_tls(mut self, requires_tls: bool) -> Self {
         self.requires_tls = requires_tls;
+        self
+    }
+
+    /// Advertises that the source also serves on the Unix socket `socket`, on the host
+    /// `host` (TXT keys `host`, `unix`).
+    pub(crate) fn same_host(mut self, host: String, socket: std::path::PathBuf) -> Self {
+        self.same_host = Some((host, socket));
         self
     }
 
@@ -478,15 +510,6 @@ impl fmt::Debug for Listener {
     }
 }
 
-/// Aborts a task when dropped.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl Listener {
     /// The capacity of a listener's event queue.
     pub const QUEUE: usize = 1024;
@@ -536,14 +559,6 @@ impl futures::Stream for Listener {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
     }
-}
-
-pub(crate) fn spawn_guarded<F>(fut: F) -> Result<AbortOnDrop, DiscoveryError>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| DiscoveryError::NoRuntime)?;
-    Ok(AbortOnDrop(handle.spawn(fut)))
 }
 
 #[cfg(test)]

@@ -3,7 +3,13 @@
 use crate::ids::CallerId;
 use crate::time::Timestamp;
 
-use super::{TXT_CALLER_ID, TXT_NAME, TXT_PROTO, TXT_PUBLISHED_ON, TXT_SCHEMA, TXT_TLS};
+use std::path::PathBuf;
+
+use super::{
+    Advertisement, TXT_CALLER_ID, TXT_HOST, TXT_NAME, TXT_PROTO, TXT_PUBLISHED_ON, TXT_SCHEMA,
+    TXT_TLS, TXT_UNIX,
+};
+use crate::transport::same_host::{is_host_identity, MAX_SOCKET_PATH};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
@@ -138,6 +144,17 @@ pub(crate) fn encode(
     props
 }
 
+/// The same-host TXT properties of an advertisement (`host`, `unix`), if it has them.
+pub(crate) fn same_host(ad: &Advertisement) -> Vec<(String, String)> {
+    match &ad.same_host {
+        Some((host, socket)) => vec![
+            (TXT_HOST.to_owned(), host.clone()),
+            (TXT_UNIX.to_owned(), socket.display().to_string()),
+        ],
+        None => Vec::new(),
+    }
+}
+
 /// The decoded TXT metadata of an instance.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Decoded {
@@ -147,6 +164,8 @@ pub(crate) struct Decoded {
     pub(crate) protocol_version: Option<u32>,
     pub(crate) published_on: Option<Timestamp>,
     pub(crate) requires_tls: bool,
+    pub(crate) host: Option<String>,
+    pub(crate) unix_socket: Option<PathBuf>,
 }
 
 /// Decodes TXT properties strictly. A bad value of an optional key drops that key with a
@@ -161,7 +180,14 @@ pub(crate) fn decode<'a>(
         let key_lc = key.to_ascii_lowercase();
         let known = matches!(
             key_lc.as_str(),
-            TXT_CALLER_ID | TXT_NAME | TXT_SCHEMA | TXT_PROTO | TXT_PUBLISHED_ON | TXT_TLS
+            TXT_CALLER_ID
+                | TXT_NAME
+                | TXT_SCHEMA
+                | TXT_PROTO
+                | TXT_PUBLISHED_ON
+                | TXT_TLS
+                | TXT_HOST
+                | TXT_UNIX
         );
         if !known {
             continue;
@@ -196,6 +222,25 @@ pub(crate) fn decode<'a>(
                 "0" => Ok(()),
                 _ => Err(format!("{text:?} is neither 1 nor 0")),
             },
+            TXT_HOST => {
+                if is_host_identity(text) {
+                    out.host = Some(text.to_owned());
+                    Ok(())
+                } else {
+                    Err(format!("{text:?} is not 32 lowercase hex digits"))
+                }
+            }
+            TXT_UNIX => {
+                let path = PathBuf::from(text);
+                if path.is_absolute() && text.len() <= MAX_SOCKET_PATH {
+                    out.unix_socket = Some(path);
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{text:?} is not an absolute socket path of at most {MAX_SOCKET_PATH} bytes"
+                    ))
+                }
+            }
             TXT_PROTO => text
                 .parse::<u32>()
                 .map(|v| out.protocol_version = Some(v))
@@ -303,5 +348,35 @@ mod tests {
         );
         assert!(props.iter().all(|(k, _)| k != "tls"));
         assert!(decode("x", [("caller_id", Some(b"\xff".as_slice()))]).is_err());
+    }
+
+    #[test]
+    fn same_host_keys_round_trip_and_bad_values_are_dropped() {
+        let host = "0123456789abcdef0123456789abcdef";
+        let ad = Advertisement::new("rt", CallerId::random(), 1).same_host(
+            host.to_owned(),
+            PathBuf::from("/run/user/1/tsercom-1-1.sock"),
+        );
+        let props = same_host(&ad);
+        let d = decode(
+            "x",
+            props.iter().map(|(k, v)| (k.as_str(), Some(v.as_bytes()))),
+        )
+        .unwrap_or_default();
+        assert_eq!(d.host.as_deref(), Some(host));
+        assert_eq!(
+            d.unix_socket,
+            Some(PathBuf::from("/run/user/1/tsercom-1-1.sock"))
+        );
+        let long = format!("/{}", "a".repeat(MAX_SOCKET_PATH));
+        for (key, bad) in [
+            ("host", "ABCDEF"),
+            ("host", "0123456789ABCDEF0123456789ABCDEF"),
+            ("unix", "relative.sock"),
+            ("unix", long.as_str()),
+        ] {
+            let d = decode("x", [(key, Some(bad.as_bytes()))]).unwrap_or_default();
+            assert_eq!(d, Decoded::default(), "{key}={bad}");
+        }
     }
 }

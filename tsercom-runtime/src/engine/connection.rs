@@ -55,6 +55,13 @@ pub(crate) trait Handler: Send + Sync {
     /// Maps the outbound samples' times to the peer's clock.
     fn stamp(&self) -> &Self::Stamp;
 
+    /// The stamp for the producer's fast path into an idle connection
+    /// ([`super::direct`]); `None` (the default) keeps every frame in the pump, as a
+    /// handler whose [`Handler::sent`] must see every frame needs.
+    fn direct_stamp(&self) -> Option<std::sync::Arc<dyn Stamp>> {
+        None
+    }
+
     /// The clock link to the peer when the peer is the time authority (this side probes
     /// and takes replies); `None` when this side is the authority (it answers probes).
     fn clock_link(&self) -> Option<&ClockLink>;
@@ -131,9 +138,14 @@ pub(crate) async fn run<Ro: Role>(
     let (handler, last) = role.connect(&peer);
     tracing::Span::current().record("resume_from", last);
     tracing::info!(peer = %peer.id, addr = ?peer.addr, "connected to the {peer_role}");
+    if !peer.schema.is_same() {
+        tracing::info!(peer = %peer.id, schema = ?peer.schema, "the {peer_role} speaks another, compatible schema");
+    }
+    shared.schemas.connected(peer.id, peer.schema);
     let _ = shared.events.try_send(ConnectionEvent::Connected {
         peer: peer.id,
         addr: peer.addr.clone(),
+        schema: peer.schema,
     });
     out.send(envelope(Kind::Ack(wire::Ack { seq: last })))
         .await
@@ -160,6 +172,7 @@ pub(crate) async fn run<Ro: Role>(
     let result = tokio::select! {
         r = conn.read(&mut inbound, resume_tx, ack_tx, last) => r,
         () = pump(&conn, resume_rx, ack_rx) => Ok(End::Closed),
+        reason = peer.replaced() => Err(Status::aborted(reason)),
         _ = stopping.wait_for(|s| *s) => Ok(End::Stopped),
     };
     if matches!(result, Ok(End::Stopped)) && Ro::SAYS_GOODBYE {
@@ -307,6 +320,9 @@ impl<H: Handler> Connection<'_, H> {
                 Some(Kind::Goodbye(_)) => return Ok(End::Goodbye),
                 Some(Kind::Hello(_)) => {
                     return Err(self.reject("a second Hello on one connection"));
+                }
+                Some(Kind::Proof(_)) => {
+                    return Err(self.reject("a Proof after the handshake"));
                 }
                 None => return Err(self.reject("an envelope with no content")),
             }

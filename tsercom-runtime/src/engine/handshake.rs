@@ -4,7 +4,12 @@
 //! ([`answer`], used by the stream service's acceptor). Both roles use these.
 //!
 //! The peer's Hello is checked in one place, [`check`]: every number and name a peer
-//! states about itself is validated there.
+//! states about itself is validated there. Then the peer proves its identity (see
+//! [`crate::identity`]): the answering side signs the connection's transcript in its
+//! Hello, the dialing side in a `Proof` right after; each side verifies the other's
+//! before the connection is admitted by the role's session table
+//! ([`Sessions`](super::sessions::Sessions)), which refuses a peer whose id is bound to
+//! another key, or live and not proved.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,10 +23,13 @@ use super::buffer::BufferLimits;
 use super::config::{Delivery, SessionConfig};
 use super::connection;
 use super::pump::{envelope, Out, OUTBOUND_FRAMES};
-use super::service::{self, OutboundStream};
+use super::schemas::{self, PeerSchema};
+use super::service::{self, CertBinding, OutboundStream};
+use super::sessions::Claim;
 use super::shared::{self, Shared};
 use super::{is_permanent, ConnectionEvent, Runtime};
 use crate::backoff::{Failure, Retries};
+use crate::identity::{self, Identity, Transcript, NONCE_LEN, PUBLIC_KEY_LEN};
 use crate::ids::CallerId;
 use crate::series::Series;
 use crate::transport::{ClientTls, Endpoint};
@@ -64,8 +72,17 @@ impl Local {
         }
     }
 
-    fn hello<R: Runtime>(&self) -> Result<Envelope, Status> {
-        envelope(Kind::Hello(hello::<R>(self)))
+    fn hello<R: Runtime>(
+        &self,
+        identity: &Identity,
+        nonce: &[u8],
+        proof: Vec<u8>,
+    ) -> Result<Envelope, Status> {
+        let mut hello = hello::<R>(self);
+        hello.public_key = identity.public_key().to_vec();
+        hello.nonce = nonce.to_vec();
+        hello.proof = proof;
+        envelope(Kind::Hello(hello))
     }
 
     /// What the peer is: "aggregator" or "source".
@@ -135,11 +152,12 @@ impl From<DialError> for Status {
 /// [`is_permanent`]: redialing cannot fix it until certificates change.
 #[tracing::instrument(name = "tsercom.connect", level = "debug", skip_all, fields(runtime = R::NAME, ?addrs))]
 pub(crate) async fn dial<R: Runtime>(
-    local: Local,
+    shared: &Shared,
     addrs: &[Endpoint],
-    resend_every: Duration,
     tls: Option<&Arc<ClientTls>>,
 ) -> Result<(Peer, Streaming<Envelope>, Out), DialError> {
+    let local = shared.local;
+    let resend_every = shared.backoff.unreachable_interval;
     let channel = super::net::dial_any(addrs, CONNECT_TIMEOUT, resend_every, tls)
         .await
         .map_err(|e| DialError {
@@ -155,11 +173,17 @@ pub(crate) async fn dial<R: Runtime>(
             },
         })?;
     let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-    let _ = tx.send(local.hello::<R>()).await;
+    let nonce = identity::nonce();
+    let _ = tx
+        .send(local.hello::<R>(&shared.identity, &nonce, Vec::new()))
+        .await;
     // A client cannot send a status: the first `Err` ends our side of the stream.
     let outbound = futures::stream::unfold(rx, |mut rx| async move {
         match rx.recv().await {
-            Some(Ok(env)) => Some((env, rx)),
+            Some(Ok(env)) => {
+                crate::hops::mark_envelope(&env, crate::hops::Hop::Written);
+                Some((env, rx))
+            }
             _ => None,
         }
     });
@@ -174,8 +198,64 @@ pub(crate) async fn dial<R: Runtime>(
             ))
         })??;
     let theirs = read_hello(&local, &mut inbound).await?;
-    let peer = check::<R>(&local, &theirs, addrs.first().cloned())?;
+    let mut peer = check::<R>(&local, &theirs, addrs.first().cloned())?;
+    let key = presented_key(&theirs)?;
+    if let Some(key) = &key {
+        let answerer = Transcript {
+            runtime: R::NAME,
+            signer: peer.id,
+            signer_key: key,
+            dialer_nonce: &nonce,
+            answerer_nonce: &theirs.nonce,
+            signer_dialed: false,
+        };
+        answerer.verify(&theirs.proof).map_err(|e| {
+            Status::permission_denied(format!(
+                "the {} refused: caller id {}: {e}",
+                local.peer_role(),
+                peer.id
+            ))
+        })?;
+        let ours = Transcript {
+            runtime: R::NAME,
+            signer: local.id,
+            signer_key: &shared.identity.public_key(),
+            dialer_nonce: &nonce,
+            answerer_nonce: &theirs.nonce,
+            signer_dialed: true,
+        };
+        let signature = shared.identity.prove(&ours);
+        tx.send(envelope(Kind::Proof(wire::Proof { signature })))
+            .await
+            .map_err(|_| Status::unavailable("the stream closed before the proof was sent"))?;
+    }
+    let claim = shared
+        .sessions
+        .admit(peer.id, key.as_ref(), local.peer_role())
+        .await?;
+    peer.claim = Some(Arc::new(claim));
     Ok((peer, inbound, tx))
+}
+
+/// The public key the peer's Hello presents (`None`: it proves nothing), checked for
+/// shape: a key needs a nonce beside it.
+fn presented_key(theirs: &wire::Hello) -> Result<Option<[u8; PUBLIC_KEY_LEN]>, Status> {
+    if theirs.public_key.is_empty() {
+        return Ok(None);
+    }
+    let key = <[u8; PUBLIC_KEY_LEN]>::try_from(theirs.public_key.as_slice()).map_err(|_| {
+        Status::invalid_argument(format!(
+            "Hello.public_key is {} bytes long; an Ed25519 key is {PUBLIC_KEY_LEN}",
+            theirs.public_key.len()
+        ))
+    })?;
+    if theirs.nonce.len() != NONCE_LEN {
+        return Err(Status::invalid_argument(format!(
+            "Hello.nonce is {} bytes long; it must be {NONCE_LEN} beside a public key",
+            theirs.nonce.len()
+        )));
+    }
+    Ok(Some(key))
 }
 
 /// Where a [`redial`] loop dials: the peer's addresses, and TLS if set.
@@ -226,7 +306,7 @@ where
     let mut retries = Retries::default();
     loop {
         let dialed = tokio::select! {
-            r = dial::<R>(local, addrs, backoff.unreachable_interval, tls) => r,
+            r = dial::<R>(shared, addrs, tls) => r,
             _ = stopping.wait_for(|s| *s) => return RedialEnd::Stopped,
         };
         let (failure, error) = match dialed {
@@ -321,20 +401,149 @@ pub(crate) async fn dial_loop<Ro: shared::Role>(role: Arc<Ro>, addrs: Vec<Endpoi
     }
 }
 
-/// The dialed side: reads and checks the dialer's Hello and answers with ours. Returns
-/// the peer, the sender of our side, and the response stream to hand to tonic.
+/// A dialer whose Hello was answered, not yet admitted: see [`admit_answered`].
+#[derive(Debug)]
+pub(crate) struct Answered {
+    peer: Peer,
+    key: Option<[u8; PUBLIC_KEY_LEN]>,
+    dialer_nonce: Vec<u8>,
+    answerer_nonce: Vec<u8>,
+}
+
+impl Answered {
+    /// The dialer's id, as its Hello states it (not proved yet).
+    pub(crate) fn id(&self) -> CallerId {
+        self.peer.id
+    }
+}
+
+/// The dialed side: reads and checks the dialer's Hello and answers with ours (with our
+/// proof, when the dialer presented a key). Returns the dialer, the sender of our side,
+/// and the response stream to hand to tonic; [`admit_answered`] then takes the dialer's
+/// proof and admits it.
 #[tracing::instrument(name = "tsercom.handshake", level = "debug", skip_all, fields(runtime = R::NAME, ?remote))]
 pub(crate) async fn answer<R: Runtime>(
-    local: Local,
+    shared: &Shared,
     inbound: &mut Streaming<Envelope>,
     remote: Option<Endpoint>,
-) -> Result<(Peer, Out, OutboundStream), Status> {
+    bound: CertBinding,
+) -> Result<(Answered, Out, OutboundStream), Status> {
+    let local = shared.local;
     let theirs = read_hello(&local, inbound).await?;
     let peer = check::<R>(&local, &theirs, remote)?;
+    // With mutual TLS, a certificate that names a caller id admits only that id.
+    match bound {
+        Err(e) => {
+            return Err(Status::permission_denied(format!(
+                "{} refused: {e}",
+                local.peer_role()
+            )))
+        }
+        Ok(Some(id)) if id != peer.id => {
+            return Err(Status::permission_denied(format!(
+                "{} refused: its client certificate binds caller id {id}, but its Hello \
+                 claims {}",
+                local.peer_role(),
+                peer.id
+            )))
+        }
+        Ok(_) => {}
+    }
+    let key = presented_key(&theirs)?;
+    // What no proof can change is refused at once, as the call's status.
+    shared
+        .sessions
+        .precheck(peer.id, key.as_ref(), local.peer_role())?;
+    let nonce = identity::nonce();
+    let proof = match key {
+        Some(_) => shared.identity.prove(&Transcript {
+            runtime: R::NAME,
+            signer: local.id,
+            signer_key: &shared.identity.public_key(),
+            dialer_nonce: &theirs.nonce,
+            answerer_nonce: &nonce,
+            signer_dialed: false,
+        }),
+        None => Vec::new(),
+    };
     let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-    let _ = tx.send(local.hello::<R>()).await;
-    let stream: OutboundStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
-    Ok((peer, tx, stream))
+    let _ = tx
+        .send(local.hello::<R>(&shared.identity, &nonce, proof))
+        .await;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    #[cfg(feature = "hop-trace")]
+    let stream = futures::StreamExt::inspect(stream, |r| {
+        if let Ok(env) = r {
+            crate::hops::mark_envelope(env, crate::hops::Hop::Written);
+        }
+    });
+    let stream: OutboundStream = Box::pin(stream);
+    let answered = Answered {
+        peer,
+        key,
+        dialer_nonce: theirs.nonce,
+        answerer_nonce: nonce,
+    };
+    Ok((answered, tx, stream))
+}
+
+/// The dialed side, after [`answer`]: reads and verifies the dialer's `Proof` (when it
+/// presented a key), and admits it to the role's session table.
+pub(crate) async fn admit_answered<R: Runtime>(
+    shared: &Shared,
+    answered: Answered,
+    inbound: &mut Streaming<Envelope>,
+) -> Result<Peer, Status> {
+    let Answered {
+        mut peer,
+        key,
+        dialer_nonce,
+        answerer_nonce,
+    } = answered;
+    let local = &shared.local;
+    if let Some(key) = &key {
+        let next = tokio::time::timeout(local.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the {} sent no Proof within {:?}",
+                    local.peer_role(),
+                    local.hello_timeout
+                ))
+            })??;
+        let signature = match next {
+            Some(Envelope {
+                kind: Some(Kind::Proof(proof)),
+            }) => proof.signature,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "the {} presented a public key, so its second message must be Proof",
+                    local.peer_role()
+                )))
+            }
+        };
+        let transcript = Transcript {
+            runtime: R::NAME,
+            signer: peer.id,
+            signer_key: key,
+            dialer_nonce: &dialer_nonce,
+            answerer_nonce: &answerer_nonce,
+            signer_dialed: true,
+        };
+        transcript.verify(&signature).map_err(|e| {
+            Status::permission_denied(format!(
+                "{} refused: caller id {}: {e}",
+                local.peer_role(),
+                peer.id
+            ))
+        })?;
+    }
+    let claim = shared
+        .sessions
+        .admit(peer.id, key.as_ref(), local.peer_role())
+        .await?;
+    peer.claim = Some(Arc::new(claim));
+    Ok(peer)
 }
 
 /// Runs an accepted stream's session; the status it ends with, if any, becomes the
@@ -360,9 +569,22 @@ pub(crate) struct Peer {
     /// How often the peer wants acknowledgements (`u64::MAX`: no wish).
     pub(crate) ack_every_samples: u64,
     pub(crate) ack_every_bytes: u64,
+    /// The peer's schemas, and whether they differ (compatibly) from ours.
+    pub(crate) schema: PeerSchema,
+    /// The connection's hold on the peer's id (set once it is admitted).
+    pub(crate) claim: Option<Arc<Claim>>,
 }
 
 impl Peer {
+    /// Resolves with the reason once a session that proved the peer's key replaces this
+    /// one; never otherwise.
+    pub(crate) async fn replaced(&self) -> String {
+        match &self.claim {
+            Some(claim) => claim.replaced().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// How to acknowledge this peer's samples.
     pub(crate) fn ack_policy(&self, config: &SessionConfig) -> AckPolicy {
         AckPolicy {
@@ -400,6 +622,11 @@ pub(crate) fn hello<R: Runtime>(local: &Local) -> wire::Hello {
         delivery: local.delivery.to_wire() as i32,
         ack_every_samples: local.ack_every_samples,
         ack_every_bytes: local.ack_every_bytes,
+        data_schema_desc: schemas::desc::<R::Data>(),
+        event_schema_desc: schemas::desc::<R::Event>(),
+        public_key: Vec::new(),
+        nonce: Vec::new(),
+        proof: Vec::new(),
     }
 }
 
@@ -411,7 +638,8 @@ fn role_name(role: i32) -> &'static str {
     }
 }
 
-/// Checks the peer's Hello against ours: protocol version, runtime, role, both schemas and
+/// Checks the peer's Hello against ours: protocol version, runtime, role, both schemas
+/// (equal, or compatible under the rules of schema evolution: see [`schemas::check`]) and
 /// the caller id. Every refusal names what differed, on both sides.
 pub(crate) fn check<R: Runtime>(
     local: &Local,
@@ -445,8 +673,25 @@ pub(crate) fn check<R: Runtime>(
             role_name(theirs.role)
         )));
     }
-    check_schema::<R::Data>("data", theirs.data_schema, &theirs.data_type)?;
-    check_schema::<R::Event>("event", theirs.event_schema, &theirs.event_type)?;
+    let peer_role = local.peer_role();
+    let schema = PeerSchema {
+        data_fingerprint: theirs.data_schema,
+        event_fingerprint: theirs.event_schema,
+        data_differs: schemas::check::<R::Data>(
+            "data",
+            peer_role,
+            theirs.data_schema,
+            &theirs.data_type,
+            &theirs.data_schema_desc,
+        )?,
+        event_differs: schemas::check::<R::Event>(
+            "event",
+            peer_role,
+            theirs.event_schema,
+            &theirs.event_type,
+            &theirs.event_schema_desc,
+        )?,
+    };
     let id = CallerId::try_from(theirs.caller_id.clone())
         .map_err(|e| Status::invalid_argument(format!("invalid caller id in Hello: {e}")))?;
     let max_frame_bytes = match theirs.max_frame_bytes {
@@ -471,19 +716,7 @@ pub(crate) fn check<R: Runtime>(
             0 => u64::MAX,
             n => n,
         },
+        schema,
+        claim: None,
     })
-}
-
-fn check_schema<S: Series>(what: &str, fingerprint: u64, name: &str) -> Result<(), Status> {
-    if fingerprint == S::fingerprint() && name == S::MESSAGE_NAME {
-        return Ok(());
-    }
-    Err(Status::failed_precondition(format!(
-        "{what} schema mismatch: this peer has {} (fingerprint {:016x}), the other has {} \
-         (fingerprint {:016x}); both sides must be built from the same series definitions",
-        S::MESSAGE_NAME,
-        S::fingerprint(),
-        name,
-        fingerprint
-    )))
 }

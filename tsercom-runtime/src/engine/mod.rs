@@ -12,14 +12,18 @@ pub(crate) mod buffer;
 pub(crate) mod clock_link;
 mod config;
 pub(crate) mod connection;
+mod direct;
 pub(crate) mod handshake;
 mod net;
 mod pump;
+pub(crate) mod schemas;
 pub(crate) mod service;
+pub(crate) mod sessions;
 pub(crate) mod shared;
 
 pub use buffer::BufferLimits;
 pub use config::{Delivery, SessionConfig};
+pub use schemas::PeerSchema;
 pub use service::StreamService;
 
 pub(crate) use net::{endpoints, serve};
@@ -71,6 +75,10 @@ pub enum ConnectionEvent {
         peer: crate::ids::CallerId,
         /// Its address, when known.
         addr: Option<Endpoint>,
+        /// The schemas the peer speaks: when [`PeerSchema::is_same`] is false, another
+        /// version of them, compatible with this side's (fields one side lacks are skipped
+        /// when read, or take their defaults).
+        schema: PeerSchema,
     },
     /// The connection to `peer` ended.
     Disconnected {

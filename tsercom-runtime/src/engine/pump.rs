@@ -11,6 +11,7 @@ use super::acks::{AckPacer, AckReceiver};
 use super::buffer::Next;
 use super::clock_link::{ClockLink, Stamp};
 use super::connection::{Connection, Handler};
+use super::direct::{frame_of, Direct, Registered};
 use crate::time::Clock;
 use crate::wire::{self, envelope::Kind, Envelope};
 
@@ -76,6 +77,13 @@ pub(crate) async fn pump<H: Handler>(
     let mut next_probe = Instant::now();
     let mut cursor: Option<u64> = None;
     let mut pacer = AckPacer::new(ack_policy, *acks.rx.borrow_and_update());
+    // The producer's fast path while this pump waits (unregistered when it ends).
+    let direct = handler.direct_stamp().map(|stamp| {
+        Registered::new(
+            buffer,
+            Direct::new(out.clone(), stamp, config.max_frame_samples, max_bytes),
+        )
+    });
     if let Some((link, clock)) = clock_link {
         // Probe at once, and give the first estimate a bounded moment to arrive so the
         // first samples are not needlessly unsynchronized.
@@ -95,6 +103,14 @@ pub(crate) async fn pump<H: Handler>(
         }
     }
     loop {
+        if let Some(direct) = &direct {
+            // Take the cursor back: the producer may have queued frames meanwhile.
+            let mut state = direct.direct.lock();
+            if state.idle {
+                state.idle = false;
+                cursor = state.cursor;
+            }
+        }
         if let Some((link, clock)) = clock_link {
             if Instant::now() >= next_probe {
                 for _ in 0..link.burst() {
@@ -126,21 +142,8 @@ pub(crate) async fn pump<H: Handler>(
         match next {
             Next::Samples(samples) => {
                 last_sent = Instant::now();
-                let last_seq = samples.last().map_or(0, |s| s.seq);
-                let stamps = stamp.stamp_all(&samples);
-                let frame = wire::Frame {
-                    samples: samples
-                        .into_iter()
-                        .zip(stamps)
-                        .map(|(s, (time_ns, synchronized))| wire::Sample {
-                            seq: s.seq,
-                            time_ns,
-                            payload: s.payload,
-                            synchronized,
-                        })
-                        .collect(),
-                };
-                if out.send(envelope(Kind::Frame(frame))).await.is_err() {
+                let (frame, last_seq) = frame_of(samples, stamp);
+                if out.send(Ok(frame)).await.is_err() {
                     return;
                 }
                 cursor = Some(last_seq);
@@ -166,6 +169,12 @@ pub(crate) async fn pump<H: Handler>(
                 cursor = Some(last);
             }
             Next::Empty => {
+                if let Some(direct) = &direct {
+                    // Hand the cursor to the producer until something wakes us.
+                    let mut state = direct.direct.lock();
+                    state.cursor = cursor;
+                    state.idle = true;
+                }
                 let probe_wait = tokio::time::sleep_until(next_probe);
                 let keepalive_wait =
                     tokio::time::sleep_until(last_sent + keepalive.unwrap_or_default());

@@ -19,11 +19,16 @@ use super::connection;
 use super::handshake;
 use super::shared::Role;
 use super::Runtime;
+use crate::ids::CallerId;
+use crate::transport::san::{self, CertIdError};
 use crate::transport::Endpoint;
 use crate::wire::Envelope;
 
 /// What the server side of a stream returns: envelopes, or a status that ends the call.
 pub(crate) type OutboundStream = Pin<Box<dyn Stream<Item = Result<Envelope, Status>> + Send>>;
+
+/// The caller id the peer's verified client certificate binds (mutual TLS), if any.
+pub(crate) type CertBinding = Result<Option<CallerId>, CertIdError>;
 
 /// Accepts incoming tsercom streams: checks the peer's Hello and starts a session.
 pub(crate) trait Acceptor: Send + Sync + 'static {
@@ -31,6 +36,7 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
         self: Arc<Self>,
         inbound: Streaming<Envelope>,
         remote: Option<Endpoint>,
+        bound: CertBinding,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>>;
 }
 
@@ -42,21 +48,42 @@ impl<Ro: Role> Acceptor for Ro {
         self: Arc<Self>,
         mut inbound: Streaming<Envelope>,
         remote: Option<Endpoint>,
+        bound: CertBinding,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
         Box::pin(async move {
             let role = Arc::clone(&self);
             let accept = async move {
                 let shared = role.shared();
-                let (peer, out, stream) =
-                    handshake::answer::<Ro::Runtime>(shared.local, &mut inbound, remote)
+                let (answered, out, stream) =
+                    handshake::answer::<Ro::Runtime>(shared, &mut inbound, remote, bound)
                         .await
                         .inspect_err(|_| role.refused_peer())?;
                 let session_role = Arc::clone(&role);
                 let session_out = out.clone();
-                let task = format!("session with {} {}", shared.local.peer_role(), peer.id);
+                let task = format!(
+                    "session with {} {}",
+                    shared.local.peer_role(),
+                    answered.id()
+                );
                 shared.tasks.spawn(
                     task.clone(),
                     handshake::serve_session(out, async move {
+                        // The dialer's proof follows our Hello; it is admitted (or
+                        // refused, with the status it is told) before anything else.
+                        let admitted = handshake::admit_answered::<Ro::Runtime>(
+                            session_role.shared(),
+                            answered,
+                            &mut inbound,
+                        )
+                        .await;
+                        let peer = match admitted {
+                            Ok(peer) => peer,
+                            Err(status) => {
+                                tracing::info!(%status, "refused a {}", session_role.shared().local.peer_role());
+                                session_role.refused_peer();
+                                return Err(status);
+                            }
+                        };
                         let session = connection::run(&session_role, peer, inbound, session_out);
                         match session_role
                             .shared()
@@ -132,9 +159,16 @@ impl tonic::server::StreamingService<Envelope> for OpenSvc {
         let acceptor = Arc::clone(&self.0);
         Box::pin(async move {
             let remote = request.remote_addr().map(Endpoint::Tcp);
+            // The end-entity certificate comes first; rustls has verified it.
+            let bound = match request.peer_certs() {
+                Some(certs) => certs
+                    .first()
+                    .map_or(Ok(None), |cert| san::caller_id_of(cert.as_ref())),
+                None => Ok(None),
+            };
             let inbound = request.into_inner();
             acceptor
-                .accept(inbound, remote)
+                .accept(inbound, remote, bound)
                 .await
                 .map(tonic::Response::new)
         })

@@ -10,8 +10,11 @@ use tonic::Status;
 use super::config::SessionConfig;
 use super::connection::Handler;
 use super::handshake::{Local, Peer};
+use super::schemas::SchemaLedger;
+use super::sessions::Sessions;
 use super::{ConnectionEvent, Runtime, RuntimeError, CONNECTION_EVENTS};
 use crate::backoff::Backoff;
+use crate::identity::Identity;
 use crate::queue::{self, OverflowPolicy};
 use crate::task::{Fault, Faults, Tasks};
 use crate::time::Clock;
@@ -49,10 +52,17 @@ pub(crate) trait Role: Send + Sync + Sized + 'static {
     fn refused_by_peer(&self, _status: &Status) {}
 }
 
+/// At most this many peer ids' keys are remembered (the data store's default caller cap).
+pub(crate) const MAX_KNOWN_KEYS: usize = crate::data::DEFAULT_MAX_CALLERS;
+
 /// The state every role has.
 pub(crate) struct Shared {
     /// What our Hello says.
     pub(crate) local: Local,
+    /// The key that proves `local.id`.
+    pub(crate) identity: Identity,
+    /// The live session of each peer id, and the key each peer id proved.
+    pub(crate) sessions: Arc<Sessions>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: SessionConfig,
     /// Redial pacing.
@@ -64,13 +74,19 @@ pub(crate) struct Shared {
     /// Sessions, dial loops, discovery; their panics are faults.
     pub(crate) tasks: Tasks,
     pub(crate) events: queue::Sender<ConnectionEvent>,
+    /// The peers that spoke another (compatible) schema.
+    pub(crate) schemas: SchemaLedger,
 }
 
 impl Shared {
-    /// The state of a role whose Hello is `local`; returns it and the receiving end of
-    /// its connection events.
+    /// The state of a role whose Hello is `local`, proved by `identity`; returns it and
+    /// the receiving end of its connection events. The keys peers proved are remembered
+    /// for at most [`MAX_KNOWN_KEYS`] ids; when full, ids not seen for `forget_keys_after`
+    /// make room.
     pub(crate) fn new(
         local: Local,
+        identity: Identity,
+        forget_keys_after: Option<std::time::Duration>,
         clock: Arc<dyn Clock>,
         config: SessionConfig,
         backoff: Backoff,
@@ -83,6 +99,8 @@ impl Shared {
         });
         let shared = Shared {
             local,
+            identity,
+            sessions: Arc::new(Sessions::new(MAX_KNOWN_KEYS, forget_keys_after)),
             clock,
             config,
             backoff,
@@ -90,6 +108,7 @@ impl Shared {
             stopping: watch::Sender::new(false),
             tasks: Tasks::new(Arc::new(faults)),
             events,
+            schemas: SchemaLedger::default(),
         };
         (shared, events_rx)
     }

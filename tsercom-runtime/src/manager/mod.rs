@@ -26,6 +26,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub mod child;
+
+pub use child::{child_main, ChildEntry, ChildEvent, Restart, SourceSpec};
+
 use crate::engine::Runtime;
 use crate::roles::{Aggregator, Source};
 use crate::task::{join_error_message, Fault};
@@ -114,6 +118,25 @@ pub enum ManagerError {
     /// The manager was shut down.
     #[error("the runtime manager was shut down")]
     ShutDown,
+    /// A child process did not run tsercom's child hook (the message says what to add).
+    #[error("{0}")]
+    ChildHookMissing(String),
+    /// The child process of `name` ended without being asked to.
+    #[error("the child process of {name} died: {status}")]
+    ChildExited {
+        /// The runtime (or group) the child ran.
+        name: String,
+        /// How it ended: `"killed by signal 9 (SIGKILL)"`, `"exited with code 1"`.
+        status: String,
+    },
+    /// `start_out_of_process` with a runtime registered by a closure, which cannot cross
+    /// into a child process.
+    #[error(
+        "{0} was registered with a closure, which cannot run in a child process: register it \
+         with `register_source(name, SourceSpec)`, or use `start_in_process` (a spec can still \
+         ask for a child with `SourceSpec::isolated(true)`)"
+    )]
+    NotIsolable(String),
 }
 
 /// The first error of any runtime or task; later ones are logged, not kept.
@@ -141,7 +164,9 @@ type StartFn = Box<
 /// Runs registered runtimes on its own multi-threaded tokio runtime; see the module docs.
 pub struct RuntimeManager {
     worker_threads: usize,
-    pending: Vec<StartFn>,
+    pending: Vec<(String, StartFn)>,
+    specs: Vec<child::SpecJob>,
+    children: child::Children,
     tokio: Option<tokio::runtime::Runtime>,
     errors: Arc<ErrorSlot>,
     started: Arc<Mutex<Vec<Arc<dyn Managed>>>>,
@@ -239,6 +264,8 @@ impl RuntimeManager {
         RuntimeManager {
             worker_threads: 2,
             pending: Vec::new(),
+            specs: Vec::new(),
+            children: child::Children::new(),
             tokio: None,
             errors: Arc::new(ErrorSlot::default()),
             started: Arc::new(Mutex::new(Vec::new())),
@@ -268,44 +295,8 @@ impl RuntimeManager {
         let tokio = Arc::new(OnceLock::new());
         let handle_tokio = Arc::clone(&tokio);
         let name = name.to_owned();
-        let task_name = name.clone();
-        self.pending.push(Box::new(move |errors: Arc<ErrorSlot>| {
-            Box::pin(async move {
-                let _ = tokio.set(tokio::runtime::Handle::current());
-                let started = tokio::spawn(init()).await;
-                let result = match started {
-                    Ok(Ok(value)) => Ok(Arc::new(value)),
-                    Ok(Err(e)) => Err(ManagerError::Failed {
-                        name: task_name.clone(),
-                        message: e.to_string(),
-                    }),
-                    Err(join) => Err(ManagerError::Panicked {
-                        name: task_name.clone(),
-                        message: join_error_message(join),
-                    }),
-                };
-                let managed = match &result {
-                    Ok(v) => {
-                        let managed = Arc::clone(v) as Arc<dyn Managed>;
-                        // The runtime's internal faults become the manager's error.
-                        let watched = Arc::clone(&managed);
-                        let errors = Arc::clone(&errors);
-                        let name = task_name.clone();
-                        tokio::spawn(async move {
-                            let fault = watched.fault().await;
-                            errors.set(fault_error(name, fault));
-                        });
-                        Some(managed)
-                    }
-                    Err(e) => {
-                        errors.set(e.clone());
-                        None
-                    }
-                };
-                tx.send_replace(Some(result));
-                managed
-            })
-        }));
+        let start = start_fn(name.clone(), init, Arc::new(tx), tokio);
+        self.pending.push((name.clone(), start));
         RuntimeHandle {
             name,
             value: rx,
@@ -316,6 +307,26 @@ impl RuntimeManager {
     /// Builds the manager's tokio runtime on its own threads and starts every registered
     /// runtime. Exactly once: a second call is [`ManagerError::AlreadyStarted`].
     pub fn start_in_process(&mut self) -> Result<(), ManagerError> {
+        self.start(false)
+    }
+
+    /// Starts like [`start_in_process`](Self::start_in_process), but every runtime
+    /// registered with [`register_source`](Self::register_source) runs in a child process
+    /// (unless its spec says [`isolated(false)`](SourceSpec::isolated)); see
+    /// [`child`](self::child) for how, and what `main` must call first. A runtime
+    /// registered with a closure cannot cross into a child: that is
+    /// [`ManagerError::NotIsolable`] naming it, and nothing starts.
+    pub fn start_out_of_process(&mut self) -> Result<(), ManagerError> {
+        if let Some((name, _)) = self.pending.first() {
+            return Err(ManagerError::NotIsolable(name.clone()));
+        }
+        self.start(true)
+    }
+
+    fn start(&mut self, isolate: bool) -> Result<(), ManagerError> {
+        if child::in_child() {
+            return Err(ManagerError::ChildHookMissing(child::HOOK_HELP.into()));
+        }
         if self.tokio.is_some() {
             return Err(ManagerError::AlreadyStarted);
         }
@@ -325,7 +336,19 @@ impl RuntimeManager {
             .enable_all()
             .build()
             .map_err(|e| ManagerError::Build(e.to_string()))?;
-        for start in self.pending.drain(..) {
+        let (local, groups) = child::plan(std::mem::take(&mut self.specs), isolate);
+        self.pending.extend(local);
+        for group in groups {
+            let errors = Arc::clone(&self.errors);
+            let started = Arc::clone(&self.started);
+            let events = self.children.sender();
+            self.tasks.push(tokio.spawn(async move {
+                if let Some(m) = group.run(errors, events).await {
+                    started.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+                }
+            }));
+        }
+        for (_, start) in self.pending.drain(..) {
             let errors = Arc::clone(&self.errors);
             let started = Arc::clone(&self.started);
             self.tasks.push(tokio.spawn(async move {
@@ -415,6 +438,62 @@ impl RuntimeManager {
         Ok(())
     }
 }
+
+/// The start of a registered runtime: runs `init`, publishes its result to the handle
+/// (`tx`), and reports its error or, once it runs, its first fault.
+fn start_fn<T, E, F, Fut>(
+    task_name: String,
+    init: F,
+    tx: Arc<Published<T>>,
+    tokio: Arc<OnceLock<tokio::runtime::Handle>>,
+) -> StartFn
+where
+    T: Managed,
+    E: fmt::Display + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
+    Box::new(move |errors: Arc<ErrorSlot>| {
+        Box::pin(async move {
+            let _ = tokio.set(tokio::runtime::Handle::current());
+            let started = tokio::spawn(init()).await;
+            let result = match started {
+                Ok(Ok(value)) => Ok(Arc::new(value)),
+                Ok(Err(e)) => Err(ManagerError::Failed {
+                    name: task_name.clone(),
+                    message: e.to_string(),
+                }),
+                Err(join) => Err(ManagerError::Panicked {
+                    name: task_name.clone(),
+                    message: join_error_message(join),
+                }),
+            };
+            let managed = match &result {
+                Ok(v) => {
+                    let managed = Arc::clone(v) as Arc<dyn Managed>;
+                    // The runtime's internal faults become the manager's error.
+                    let watched = Arc::clone(&managed);
+                    let errors = Arc::clone(&errors);
+                    let name = task_name.clone();
+                    tokio::spawn(async move {
+                        let fault = watched.fault().await;
+                        errors.set(fault_error(name, fault));
+                    });
+                    Some(managed)
+                }
+                Err(e) => {
+                    errors.set(e.clone());
+                    None
+                }
+            };
+            tx.send_replace(Some(result));
+            managed
+        })
+    })
+}
+
+/// Where a registered runtime is published for its handles.
+type Published<T> = watch::Sender<Option<Result<Arc<T>, ManagerError>>>;
 
 /// The manager's error for a fault of the runtime registered as `name`.
 fn fault_error(name: String, fault: Fault) -> ManagerError {

@@ -9,6 +9,7 @@
 //! [`crate::engine`]'s.
 
 mod aggregator;
+mod settings;
 mod source;
 
 pub use aggregator::{

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use super::guarded::{Guard, Guarded};
 use super::stats::{bump, Counters};
 
 /// How many connections a server admits: in total, and per remote IP address (`None`:
@@ -111,17 +112,19 @@ impl ConnTracker {
         bump(&self.counters.accepted);
         self.live.fetch_add(1, Ordering::AcqRel);
         let mut abort = self.abort.clone();
-        Ok(ServerIo {
+        Ok(Guarded {
             inner,
-            abort: Box::pin(async move {
-                // An error means the sender is gone: the server was dropped, abort too.
-                let _ = abort.wait_for(|aborted| *aborted).await;
-            }),
-            aborted: false,
-            live: Arc::clone(&self.live),
-            ip,
-            per_ip: Arc::clone(&self.per_ip),
-            accepted_at: Instant::now(),
+            guard: Admitted {
+                abort: Box::pin(async move {
+                    // An error means the sender is gone: the server was dropped, abort too.
+                    let _ = abort.wait_for(|aborted| *aborted).await;
+                }),
+                aborted: false,
+                live: Arc::clone(&self.live),
+                ip,
+                per_ip: Arc::clone(&self.per_ip),
+                accepted_at: Instant::now(),
+            },
         })
     }
 }
@@ -204,8 +207,11 @@ impl AsyncWrite for Socket {
 }
 
 /// An accepted stream that fails once the server aborts.
-pub(crate) struct ServerIo {
-    inner: Socket,
+pub(crate) type ServerIo = Guarded<Socket, Admitted>;
+
+/// The guard of an accepted stream: fails once the server aborts; keeps the stream
+/// counted (in total and per IP) while it is open.
+pub(crate) struct Admitted {
     abort: Pin<Box<dyn Future<Output = ()> + Send>>,
     aborted: bool,
     live: Arc<AtomicUsize>,
@@ -223,10 +229,12 @@ impl ServerIo {
 
     /// When the connection was accepted.
     pub(crate) fn accepted_at(&self) -> Instant {
-        self.accepted_at
+        self.guard.accepted_at
     }
+}
 
-    fn check_abort(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+impl Guard for Admitted {
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         if !self.aborted && self.abort.as_mut().poll(cx).is_ready() {
             self.aborted = true;
         }
@@ -241,7 +249,7 @@ impl ServerIo {
     }
 }
 
-impl Drop for ServerIo {
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.live.fetch_sub(1, Ordering::AcqRel);
         if let Some(ip) = self.ip {
@@ -256,62 +264,14 @@ impl Drop for ServerIo {
     }
 }
 
-impl AsyncRead for ServerIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.check_abort(cx)?;
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ServerIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.check_abort(cx)?;
-        Pin::new(&mut this.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.check_abort(cx)?;
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.check_abort(cx)?;
-        Pin::new(&mut this.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl Connected for ServerIo {
+impl Connected for Socket {
     /// TCP connection info for both kinds, so that tonic's `Request::remote_addr` and
     /// `Request::peer_certs` (which look for exactly this type) work; a Unix socket
     /// connection has no addresses (`None`, `None`).
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        match &self.inner {
+        match self {
             Socket::Tcp(s) => s.connect_info(),
             Socket::Unix(_) => TcpConnectInfo {
                 local_addr: None,

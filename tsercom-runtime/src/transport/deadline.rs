@@ -10,12 +10,11 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-use tonic::transport::server::Connected;
 
+use super::guarded::{Guard, Guarded};
 use super::stats::{bump, Counters};
 
 /// The client connection preface of HTTP/2 (RFC 9113, section 3.4).
@@ -114,8 +113,10 @@ impl PrefaceParser {
 }
 
 /// A server connection that fails once its deadline passes before its first request.
-pub(crate) struct FirstRequest<IO> {
-    inner: IO,
+pub(crate) type FirstRequest<IO> = Guarded<IO, FirstRequestDeadline>;
+
+/// The guard of [`FirstRequest`]: the deadline, and the parser that lifts it.
+pub(crate) struct FirstRequestDeadline {
     parser: PrefaceParser,
     /// `None` once the first request has started (or when no deadline is set).
     deadline: Option<Pin<Box<Sleep>>>,
@@ -127,15 +128,19 @@ impl<IO> FirstRequest<IO> {
     /// Wraps `inner`, which must open a request before `deadline` (none: no limit);
     /// connections closed for missing it are counted in `counters`.
     pub(crate) fn new(inner: IO, deadline: Option<Instant>, counters: Arc<Counters>) -> Self {
-        Self {
+        Guarded {
             inner,
-            parser: PrefaceParser::new(),
-            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
-            expired: false,
-            counters,
+            guard: FirstRequestDeadline {
+                parser: PrefaceParser::new(),
+                deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+                expired: false,
+                counters,
+            },
         }
     }
+}
 
+impl Guard for FirstRequestDeadline {
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         if let Some(sleep) = self.deadline.as_mut() {
             if sleep.as_mut().poll(cx).is_ready() {
@@ -154,73 +159,16 @@ impl<IO> FirstRequest<IO> {
             Ok(())
         }
     }
-}
 
-impl<IO: AsyncRead + Unpin> AsyncRead for FirstRequest<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.deadline.is_none() && !this.expired {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+    fn watches_reads(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    fn read(&mut self, bytes: &[u8]) {
+        self.parser.feed(bytes);
+        if self.parser.started() {
+            self.deadline = None;
         }
-        this.check(cx)?;
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            this.parser
-                .feed(buf.filled().get(before..).unwrap_or_default());
-            if this.parser.started() {
-                this.deadline = None;
-            }
-        }
-        result
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstRequest<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.check(cx)?;
-        Pin::new(&mut this.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.check(cx)?;
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.check(cx)?;
-        Pin::new(&mut this.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl<IO: Connected> Connected for FirstRequest<IO> {
-    type ConnectInfo = IO::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
     }
 }
 

@@ -111,10 +111,13 @@ mod deadline;
 mod dial;
 mod endpoint;
 mod error;
+mod guarded;
 mod health;
 mod limits;
 mod listen;
 mod pin;
+pub(crate) mod same_host;
+pub(crate) mod san;
 mod server;
 mod stats;
 mod tls;
@@ -126,6 +129,7 @@ pub use endpoint::{Endpoint, EndpointParseError, IntoEndpoint, UNIX_PREFIX};
 pub use error::{BoxError, DialFailure, DialFailureCause, TransportError};
 pub use health::HealthHandle;
 pub use limits::{MessageLimits, WithMessageLimits};
+pub use san::CALLER_URI_PREFIX;
 pub use server::{
     Server, ServerBuilder, Shutdown, DEFAULT_FIRST_REQUEST_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP,

@@ -55,8 +55,19 @@ impl Ca {
     /// A leaf for `names` (DNS names or IP addresses, as subject alternative names),
     /// usable by servers and clients, written to `dir/<file>.pem` and `dir/<file>.key`.
     pub fn leaf(&self, dir: &Path, file: &str, names: &[&str]) -> Leaf {
+        self.leaf_with_uris(dir, file, names, &[])
+    }
+
+    /// [`Ca::leaf`] with URIs among its subject alternative names too (e.g.
+    /// `urn:tsercom:caller:<uuid>`, which binds a caller id).
+    pub fn leaf_with_uris(&self, dir: &Path, file: &str, names: &[&str], uris: &[&str]) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
+        for uri in uris {
+            params.subject_alt_names.push(rcgen::SanType::URI(
+                rcgen::string::Ia5String::try_from(*uri).unwrap(),
+            ));
+        }
         params.distinguished_name.push(
             DnType::CommonName,
             names.first().cloned().unwrap_or_default(),

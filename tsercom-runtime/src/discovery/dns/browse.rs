@@ -11,9 +11,8 @@ use hickory_resolver::TokioResolver;
 use tokio::sync::{mpsc, Notify};
 
 use super::{dns_err, fqdn, resolver, service_name, DnsConfig, DnsLookup};
-use crate::discovery::{
-    service_type, spawn_guarded, txt, DiscoveryError, DiscoveryEvent, Instance, Listener,
-};
+use crate::discovery::{service_type, txt, DiscoveryError, DiscoveryEvent, Instance, Listener};
+use crate::task;
 
 /// At most this many instances are read from one answer; more are ignored (logged).
 const MAX_INSTANCES: usize = 1024;
@@ -40,7 +39,11 @@ pub(super) fn listen(config: &DnsConfig, runtime_name: &str) -> Result<Listener,
         interval: config.interval.max(Duration::from_millis(10)),
         min: config.min_requery.min(config.interval),
     };
-    let task = spawn_guarded(run(resolver, target, pacing, tx, Arc::clone(&wake)))?;
+    let task = task::try_spawn_logged(
+        "DNS browser",
+        run(resolver, target, pacing, tx, Arc::clone(&wake)),
+    )
+    .ok_or(DiscoveryError::NoRuntime)?;
     let verifier = Arc::new(move |instance: &str| {
         tracing::debug!(instance, "DNS verify: querying again");
         wake.notify_one();
@@ -305,6 +308,8 @@ async fn resolve_instance(
     instance.protocol_version = decoded.protocol_version;
     instance.published_on = decoded.published_on;
     instance.requires_tls = decoded.requires_tls;
+    instance.host = decoded.host;
+    instance.unix_socket = decoded.unix_socket;
     Ok(Some(instance))
 }
 

@@ -23,6 +23,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 
 use super::{dns_err, fqdn, service_name, DnsConfig, DnsLookup, DnsUpdate, TsigAlgorithm};
 use crate::discovery::{txt, Advertisement, DiscoveryError, PublishHandle, Publisher};
+use crate::task::{self, Owned};
 use crate::time::Timestamp;
 use crate::wire::PROTOCOL_VERSION;
 
@@ -114,6 +115,7 @@ impl Plan {
             ad.requires_tls,
         )
         .into_iter()
+        .chain(txt::same_host(ad))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
         Ok(Plan {
@@ -239,7 +241,7 @@ fn local_address(server: SocketAddr) -> Result<IpAddr, DiscoveryError> {
 struct DnsPublication {
     plan: Plan,
     /// The background registration, when [`publish`] started one.
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Option<Owned>,
     open: bool,
 }
 
@@ -252,9 +254,8 @@ impl PublishHandle for DnsPublication {
         mut self: Box<Self>,
     ) -> Pin<Box<dyn Future<Output = Result<(), DiscoveryError>> + Send>> {
         self.open = false;
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        // Dropping the registration task aborts it.
+        self.task = None;
         let plan = self.plan.clone();
         Box::pin(async move {
             let result = plan.send(plan.delete_message(), "withdraw").await;
@@ -266,9 +267,7 @@ impl PublishHandle for DnsPublication {
 
 impl Drop for DnsPublication {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.task = None;
         if self.open {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 let plan = self.plan.clone();
@@ -287,10 +286,9 @@ impl Drop for DnsPublication {
 /// Registers in the background (retried with backoff, failures logged).
 pub(super) fn publish(config: &DnsConfig, ad: Advertisement) -> Result<Publisher, DiscoveryError> {
     let plan = Plan::new(config, &ad)?;
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| DiscoveryError::NoRuntime)?;
     let task = {
         let plan = plan.clone();
-        handle.spawn(async move {
+        task::try_spawn_logged("DNS registration", async move {
             let mut delay = Duration::from_millis(250);
             for attempt in 1..=ATTEMPTS {
                 match plan.send(plan.add_message(), "register").await {
@@ -309,6 +307,7 @@ pub(super) fn publish(config: &DnsConfig, ad: Advertisement) -> Result<Publisher
                 }
             }
         })
+        .ok_or(DiscoveryError::NoRuntime)?
     };
     Ok(Publisher::custom(Box::new(DnsPublication {
         plan,

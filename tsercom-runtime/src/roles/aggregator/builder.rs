@@ -9,19 +9,20 @@ use crate::backoff::Backoff;
 use crate::data::RemoteDataAggregator;
 use crate::discovery::Discovery;
 use crate::engine::buffer::BufferLimits;
-use crate::engine::handshake::{dial_loop, Local};
-use crate::engine::shared::Shared;
+use crate::engine::handshake::dial_loop;
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
+use crate::identity::Identity;
+#[cfg(doc)]
 use crate::ids::CallerId;
 use crate::queue::OverflowPolicy;
-use crate::time::{Clock, SystemClock};
+use crate::roles::settings::{role_setters, RoleSettings};
+use crate::time::Clock;
 use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
 use crate::wire::Role;
 
 /// Configures and starts an [`Aggregator`].
 pub struct AggregatorBuilder<R: Runtime> {
-    id: Option<CallerId>,
-    clock: Arc<dyn Clock>,
+    settings: RoleSettings,
     retention: Option<Duration>,
     max_callers: Option<usize>,
     max_ahead: Option<Duration>,
@@ -29,10 +30,7 @@ pub struct AggregatorBuilder<R: Runtime> {
     sources: Vec<Vec<Result<Endpoint, EndpointParseError>>>,
     discover: Option<Discovery>,
     event_limits: BufferLimits,
-    session: SessionConfig,
-    backoff: Backoff,
-    tls_server: Option<ServerTls>,
-    tls_client: Option<ClientTls>,
+    same_host: bool,
     #[cfg(feature = "metrics")]
     metrics_interval: Duration,
     #[cfg(feature = "prometheus")]
@@ -44,8 +42,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
     /// The defaults (see [`Aggregator::builder`]).
     pub(super) fn new() -> AggregatorBuilder<R> {
         AggregatorBuilder {
-            id: None,
-            clock: Arc::new(SystemClock),
+            settings: RoleSettings::default(),
             retention: Some(Duration::from_secs(600)),
             max_callers: Some(crate::data::DEFAULT_MAX_CALLERS),
             max_ahead: Some(crate::data::DEFAULT_MAX_AHEAD),
@@ -53,28 +50,13 @@ impl<R: Runtime> AggregatorBuilder<R> {
             sources: Vec::new(),
             discover: None,
             event_limits: BufferLimits::default(),
-            session: SessionConfig::default(),
-            backoff: Backoff::default(),
-            tls_server: None,
-            tls_client: None,
+            same_host: true,
             #[cfg(feature = "metrics")]
             metrics_interval: crate::metrics::DEFAULT_INTERVAL,
             #[cfg(feature = "prometheus")]
             prometheus: None,
             _runtime: std::marker::PhantomData,
         }
-    }
-
-    /// The aggregator's identity (default: random).
-    pub fn identity(mut self, id: CallerId) -> Self {
-        self.id = Some(id);
-        self
-    }
-
-    /// The clock that is the time authority (default: the system clock).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
     }
 
     /// How long data is kept (default 10 minutes); `None` keeps it until the process ends.
@@ -130,47 +112,41 @@ impl<R: Runtime> AggregatorBuilder<R> {
         self
     }
 
+    /// Whether a discovered source on this host is dialed on the Unix socket it
+    /// advertises (default `true`): when its advertised host identity is this one's (same
+    /// machine, same network namespace) and the socket exists here, the aggregator dials
+    /// the socket, falling back to the advertised TCP addresses if that fails. Not used
+    /// with `.tls_client(..)` (the socket is plain text). `false`: always TCP.
+    pub fn same_host(mut self, enabled: bool) -> Self {
+        self.same_host = enabled;
+        self
+    }
+
     /// Bounds of each source's event buffer.
     pub fn event_buffer(mut self, limits: BufferLimits) -> Self {
         self.event_limits = limits;
         self
     }
 
-    /// Frame limits, timeouts and time sync settings.
-    pub fn session(mut self, config: SessionConfig) -> Self {
-        self.session = config;
-        self
-    }
+    role_setters! {
+        identity: "The aggregator's identity (default: random).",
+        clock: "The clock that is the time authority (default: the system clock).",
+        backoff: "Reconnection backoff when dialing sources.",
+        tls_server: "Accepts sources on `.listen(addr)` over TLS; with [`ServerTls::client_ca_pem`],
+sources must present a client certificate from that CA (mutual TLS). A source
+whose certificate is refused is dropped during the handshake and sees the refusal;
+the aggregator keeps serving the others.",
+        tls_client: "Dials sources (`.source(addrs)` and `.discover(..)`) over TLS: their certificates
+are verified against the roots of `tls`, for the name it sets or else the IP
+address dialed (discovered addresses change: set
+[`ClientTls::server_name`] to a name every source certificate carries), and its
+client certificate, if any, is presented.
 
-    /// Reconnection backoff when dialing sources.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// Accepts sources on `.listen(addr)` over TLS; with [`ServerTls::client_ca_pem`],
-    /// sources must present a client certificate from that CA (mutual TLS). A source
-    /// whose certificate is refused is dropped during the handshake and sees the refusal;
-    /// the aggregator keeps serving the others.
-    pub fn tls_server(mut self, tls: ServerTls) -> Self {
-        self.tls_server = Some(tls);
-        self
-    }
-
-    /// Dials sources (`.source(addrs)` and `.discover(..)`) over TLS: their certificates
-    /// are verified against the roots of `tls`, for the name it sets or else the IP
-    /// address dialed (discovered addresses change: set
-    /// [`ClientTls::server_name`] to a name every source certificate carries), and its
-    /// client certificate, if any, is presented.
-    ///
-    /// A rejected certificate (either side's) on a `.source(addrs)` is not retried: it
-    /// ends that dial loop with [`ConnectionEvent::Refused`](crate::engine::ConnectionEvent::Refused) (status `UNAUTHENTICATED`).
-    /// A discovered source that rejects is retried with the backoff while it stays
-    /// advertised, each failure reported as [`ConnectionEvent::Retrying`](crate::engine::ConnectionEvent::Retrying) naming the
-    /// rejection.
-    pub fn tls_client(mut self, tls: ClientTls) -> Self {
-        self.tls_client = Some(tls);
-        self
+A rejected certificate (either side's) on a `.source(addrs)` is not retried: it
+ends that dial loop with [`ConnectionEvent::Refused`](crate::engine::ConnectionEvent::Refused) (status `UNAUTHENTICATED`).
+A discovered source that rejects is retried with the backoff while it stays
+advertised, each failure reported as [`ConnectionEvent::Retrying`](crate::engine::ConnectionEvent::Retrying) naming the
+rejection.",
     }
 
     /// How often the role sets its metrics (feature `metrics`; default 1 s, at least
@@ -201,14 +177,15 @@ impl<R: Runtime> AggregatorBuilder<R> {
                     .into(),
             ));
         }
-        if self.tls_server.is_some() && self.listen.is_none() {
+        if self.settings.tls_server.is_some() && self.listen.is_none() {
             return Err(RuntimeError::Config(
                 "`.tls_server(..)` secures `.listen(addr)`, but this aggregator listens on \
                  nothing; use `.tls_client(..)` for `.source`/`.discover`"
                     .into(),
             ));
         }
-        if self.tls_client.is_some() && self.sources.is_empty() && self.discover.is_none() {
+        if self.settings.tls_client.is_some() && self.sources.is_empty() && self.discover.is_none()
+        {
             return Err(RuntimeError::Config(
                 "`.tls_client(..)` secures dialing sources, but this aggregator dials none; \
                  use `.tls_server(..)` for `.listen`"
@@ -229,24 +206,21 @@ impl<R: Runtime> AggregatorBuilder<R> {
             Some(addr) => Some(crate::metrics::install_prometheus(addr)?),
             None => None,
         };
-        let mut data = RemoteDataAggregator::<R::Data>::builder().clock(Arc::clone(&self.clock));
+        let mut data =
+            RemoteDataAggregator::<R::Data>::builder().clock(Arc::clone(&self.settings.clock));
         if let Some(r) = self.retention {
             data = data.retention(r);
         }
         let data = data.max_callers(self.max_callers).max_ahead(self.max_ahead);
-        let local = Local::new(
+        let (shared, conn_rx, tls_server) = self.settings.into_shared(
             Role::Aggregator,
-            self.id.unwrap_or_else(CallerId::random),
-            engine::random_u64(),
-            &self.session,
             &self.event_limits,
-        );
-        let (shared, conn_rx) = Shared::new(
-            local,
-            self.clock,
-            self.session,
-            self.backoff,
-            self.tls_client,
+            // A source's key is remembered as long as its data (and at least 10 minutes).
+            Some(
+                self.retention
+                    .unwrap_or(Duration::MAX)
+                    .max(crate::engine::sessions::KEYS_KEPT),
+            ),
         );
         let data = data.faults(shared.tasks.faults_handle()).build();
         let core = Arc::new(Core::<R>::new(shared, self.event_limits, data));
@@ -277,12 +251,12 @@ impl<R: Runtime> AggregatorBuilder<R> {
         let mut server = None;
         let mut local_endpoint = None;
         if let Some(endpoint) = listen {
-            let (hosted, local) = engine::serve(&core, &endpoint, self.tls_server).await?;
+            let (hosted, local) = engine::serve(&core, &endpoint, tls_server).await?;
             local_endpoint = Some(local);
             server = Some(hosted);
         }
         if let Some(discovery) = &self.discover {
-            discover::start(&core, discovery)?;
+            discover::start(&core, discovery, self.same_host)?;
         }
         for addrs in sources {
             let name = format!("dial loop to {addrs:?}");

@@ -22,12 +22,16 @@ use crate::engine::shared::{Role, Shared};
 use crate::engine::{Delivery, Runtime};
 use crate::ids::CallerId;
 use crate::series::Series;
+use crate::task::Fault;
 use crate::time::Timestamp;
 use crate::wire;
 
 /// Gaps kept for [`Aggregator::gaps`](super::Aggregator::gaps): the newest, the oldest
 /// dropped beyond it (about 80 bytes each).
 pub(super) const MAX_GAPS: usize = 4096;
+
+/// A frame's new samples, decoded, and how many of its samples were duplicates.
+type Decoded<D> = (Vec<Timestamped<D>>, u64);
 
 /// What a frame held once it is stored: what the ledger recorded.
 struct Committed {
@@ -119,9 +123,10 @@ impl<R: Runtime> Core<R> {
     /// neither acknowledged nor skipped when the source sends it again.
     fn decode_frame(
         &self,
+        caller: CallerId,
         state: &CallerState,
         frame: wire::Frame,
-    ) -> Result<(Vec<Timestamped<R::Data>>, u64), Status> {
+    ) -> Result<Decoded<R::Data>, Status> {
         // Which samples are new, on a copy of the ledger (its missing ranges are usually
         // empty, so the copy allocates nothing).
         let mut ledger = lock(&state.ledger).clone();
@@ -143,7 +148,14 @@ impl<R: Runtime> Core<R> {
                         R::Data::MESSAGE_NAME
                     )));
                 }
-                Err(_) => {
+                Err(payload) => {
+                    // A decoder that panics is a bug of this program, not of the peer: a
+                    // fault of the role (health, events, the manager), and the session
+                    // ends without recording the frame.
+                    self.shared.tasks.faults().report(Fault::panicked(
+                        format!("session with source {caller}"),
+                        crate::task::panic_message(&*payload),
+                    ));
                     self.rejected.fetch_add(1, Ordering::Relaxed);
                     return Err(Status::invalid_argument(format!(
                         "Sample.payload of sample {seq}: decoding it as {} panicked",
@@ -323,7 +335,9 @@ impl<R: Runtime> Handler for SourceLink<R> {
 
     async fn frame(&self, frame: wire::Frame, _last: u64) -> Result<u64, Status> {
         let bytes: u64 = frame.samples.iter().map(|s| s.payload.len() as u64).sum();
-        let (items, dropped) = self.core.decode_frame(&self.state, frame)?;
+        #[cfg(feature = "hop-trace")]
+        crate::hops::mark_all(frame.samples.iter().map(|s| s.seq), crate::hops::Hop::Read);
+        let (items, dropped) = self.core.decode_frame(self.caller, &self.state, frame)?;
         let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
         let n = items.len() as u64;
         let (mut stored, mut refused) = (0, 0);
@@ -353,6 +367,8 @@ impl<R: Runtime> Handler for SourceLink<R> {
                 .received
                 .fetch_add(inserted.stored as u64, Ordering::Relaxed);
         }
+        #[cfg(feature = "hop-trace")]
+        crate::hops::mark_all(seqs.iter().copied(), crate::hops::Hop::Stored);
         let Committed {
             last,
             duplicates,

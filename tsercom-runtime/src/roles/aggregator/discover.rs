@@ -35,6 +35,7 @@ impl Drop for Session {
 pub(super) fn start<R: Runtime>(
     core: &Arc<Core<R>>,
     discovery: &Discovery,
+    same_host: bool,
 ) -> Result<(), RuntimeError> {
     let listener = discovery.listen(R::NAME)?;
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
@@ -43,7 +44,9 @@ pub(super) fn start<R: Runtime>(
     // cadence, sources that answered with exponential backoff.
     let connector = Connector::with_pacing(
         listener,
-        move |instance| Arc::clone(&connect_core).connect_discovered(instance, ended_tx.clone()),
+        move |instance| {
+            Arc::clone(&connect_core).connect_discovered(instance, same_host, ended_tx.clone())
+        },
         core.shared.backoff.clone(),
         |e: &DialError| e.failure,
     )?;
@@ -60,6 +63,7 @@ impl<R: Runtime> Core<R> {
     async fn connect_discovered(
         self: Arc<Self>,
         instance: Instance,
+        same_host: bool,
         ended: mpsc::UnboundedSender<(PeerKey, u64)>,
     ) -> Result<Session, DialError> {
         if let Some(schema) = instance.schema {
@@ -72,21 +76,42 @@ impl<R: Runtime> Core<R> {
                 ))));
             }
         }
-        let key = instance.peer_key();
         let shared = &self.shared;
+        if instance.requires_tls && shared.tls_client.is_none() {
+            // Never in plain text: what it would send (Hello, samples) is meant for TLS.
+            return Err(DialError::from(Status::failed_precondition(format!(
+                "{} requires TLS (TXT tls=1) and this aggregator has no `.tls_client(..)`; \
+                 not dialing it in plain text",
+                instance.instance_name
+            ))));
+        }
+        let key = instance.peer_key();
         let addresses: Vec<Endpoint> = instance
             .addresses
             .iter()
             .copied()
             .map(Endpoint::Tcp)
             .collect();
-        let (peer, inbound, out) = handshake::dial::<R>(
-            shared.local,
-            &addresses,
-            shared.backoff.unreachable_interval,
-            shared.tls_client.as_ref(),
-        )
-        .await?;
+        // On the same host, the source's Unix socket first (plain text: not when this
+        // aggregator dials with TLS); TCP if that fails.
+        let socket = (same_host && shared.tls_client.is_none() && !instance.requires_tls)
+            .then(|| instance.same_host_socket())
+            .flatten();
+        let mut dialed = None;
+        if let Some(path) = socket {
+            match handshake::dial::<R>(shared, &[Endpoint::unix(&path)], None).await {
+                Ok(d) => dialed = Some(d),
+                Err(e) => tracing::debug!(
+                    path = %path.display(),
+                    error = %e.status,
+                    "same-host socket failed; dialing TCP"
+                ),
+            }
+        }
+        let (peer, inbound, out) = match dialed {
+            Some(d) => d,
+            None => handshake::dial::<R>(shared, &addresses, shared.tls_client.as_ref()).await?,
+        };
         if let Some(advertised) = instance.caller_id {
             if advertised != peer.id {
                 return Err(DialError::from(Status::failed_precondition(format!(

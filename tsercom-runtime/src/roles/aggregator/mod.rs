@@ -5,6 +5,8 @@
 
 mod builder;
 mod core;
+#[cfg(test)]
+mod core_tests;
 mod discover;
 mod ledger;
 mod per_source;
@@ -21,7 +23,7 @@ pub use per_source::PerSourceStats;
 
 use self::core::{lock, Core};
 use crate::data::{CallerEvent, RemoteDataAggregator};
-use crate::engine::{ConnectionEvent, Delivery, Runtime, RuntimeError};
+use crate::engine::{ConnectionEvent, Delivery, PeerSchema, Runtime, RuntimeError};
 use crate::ids::CallerId;
 use crate::queue;
 use crate::task::Fault;
@@ -133,6 +135,9 @@ pub struct AggregatorStats {
     pub connections: u64,
     /// Internal tasks that panicked or failed (see [`Aggregator::health`]).
     pub faults: u64,
+    /// Connections made with sources whose schema differs from this side's, compatibly
+    /// (another version of the series types; see [`Aggregator::peer_schemas`]).
+    pub schema_differs: u64,
 }
 
 /// An aggregator: collects every connected source's data, keyed by `CallerId`, in its
@@ -287,6 +292,14 @@ impl<R: Runtime> Aggregator<R> {
             .map(crate::transport::Server::stats)
     }
 
+    /// The sources that connected with another version of the schemas (compatible with this
+    /// side's: each reads what it knows of the other's samples), with the fingerprints
+    /// they speak; the most recent 1024, sorted by id. Sources that speak this side's exact
+    /// schemas are not listed.
+    pub fn peer_schemas(&self) -> Vec<(CallerId, PeerSchema)> {
+        self.core.shared.schemas.peers()
+    }
+
     /// `Ok` while no internal task of the aggregator (a session, a dial loop, discovery)
     /// has panicked or failed; otherwise the first such fault, as
     /// [`RuntimeError::Internal`], every time after. A fault in a session ends only that
@@ -361,6 +374,7 @@ fn stats<R: Runtime>(core: &Core<R>) -> AggregatorStats {
         refused_callers: core.data.stats().refused_callers,
         connections: connected(core).len() as u64,
         faults: core.shared.fault_count(),
+        schema_differs: core.shared.schemas.differing(),
     }
 }
 

@@ -12,31 +12,29 @@ use super::{Source, SCRATCH_BLOCK};
 use crate::backoff::Backoff;
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
 use crate::engine::buffer::{BufferLimits, SendBuffer};
-use crate::engine::handshake::Local;
-use crate::engine::shared::Shared;
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
+use crate::identity::Identity;
+#[cfg(doc)]
 use crate::ids::CallerId;
 use crate::queue::{self, OverflowPolicy};
+use crate::roles::settings::{role_setters, RoleSettings};
 use crate::series::Series;
-use crate::time::{Clock, SystemClock};
+use crate::time::Clock;
+use crate::transport::same_host::{self, host_identity as same_host_identity};
 use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
 use crate::wire::Role;
 
 /// Configures and starts a [`Source`].
 pub struct SourceBuilder<R: Runtime> {
-    id: Option<CallerId>,
-    clock: Arc<dyn Clock>,
+    settings: RoleSettings,
     serve: Option<Result<Endpoint, EndpointParseError>>,
     dial: Vec<Result<Endpoint, EndpointParseError>>,
     advertise: Option<Discovery>,
     name: Option<String>,
     buffer: BufferLimits,
-    session: SessionConfig,
-    backoff: Backoff,
     event_capacity: usize,
     event_policy: OverflowPolicy,
-    tls_server: Option<ServerTls>,
-    tls_client: Option<ClientTls>,
+    same_host: bool,
     #[cfg(feature = "metrics")]
     metrics_interval: Duration,
     #[cfg(feature = "prometheus")]
@@ -48,38 +46,21 @@ impl<R: Runtime> SourceBuilder<R> {
     /// The defaults (see [`Source::builder`]).
     pub(super) fn new() -> SourceBuilder<R> {
         SourceBuilder {
-            id: None,
-            clock: Arc::new(SystemClock),
+            settings: RoleSettings::default(),
             serve: None,
             dial: Vec::new(),
             advertise: None,
             name: None,
             buffer: BufferLimits::default(),
-            session: SessionConfig::default(),
-            backoff: Backoff::default(),
             event_capacity: 1024,
             event_policy: OverflowPolicy::DropOldest,
-            tls_server: None,
-            tls_client: None,
+            same_host: true,
             #[cfg(feature = "metrics")]
             metrics_interval: crate::metrics::DEFAULT_INTERVAL,
             #[cfg(feature = "prometheus")]
             prometheus: None,
             _runtime: std::marker::PhantomData,
         }
-    }
-
-    /// The source's identity (default: a random id). Use `CallerId::persistent(path)` to
-    /// keep it across restarts.
-    pub fn identity(mut self, id: CallerId) -> Self {
-        self.id = Some(id);
-        self
-    }
-
-    /// The clock samples are stamped from (default: the system clock).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
     }
 
     /// Hosts the stream on `endpoint`, for aggregators to dial: a TCP address (port 0
@@ -116,41 +97,9 @@ impl<R: Runtime> SourceBuilder<R> {
         self
     }
 
-    /// Serves the hosted stream (`.serve(addr)` or `.advertise(..)`) over TLS; with
-    /// [`ServerTls::client_ca_pem`], aggregators must present a client certificate from
-    /// that CA (mutual TLS). A dialing aggregator whose certificate is refused is dropped
-    /// during the handshake and sees the refusal; this source keeps serving the others.
-    pub fn tls_server(mut self, tls: ServerTls) -> Self {
-        self.tls_server = Some(tls);
-        self
-    }
-
-    /// Dials the aggregators of `.dial(addrs)` over TLS: their certificates are verified
-    /// against the roots of `tls` (for the name it sets, else the IP address dialed), and
-    /// its client certificate, if any, is presented. A rejected certificate (either
-    /// side's) is not retried: it ends the dial loop with
-    /// [`ConnectionEvent::Refused`](crate::engine::ConnectionEvent::Refused) (status `UNAUTHENTICATED`), and `send` then fails
-    /// with [`RuntimeError::Refused`].
-    pub fn tls_client(mut self, tls: ClientTls) -> Self {
-        self.tls_client = Some(tls);
-        self
-    }
-
     /// Bounds of the send buffer.
     pub fn buffer(mut self, limits: BufferLimits) -> Self {
         self.buffer = limits;
-        self
-    }
-
-    /// Frame limits, timeouts and time sync settings.
-    pub fn session(mut self, config: SessionConfig) -> Self {
-        self.session = config;
-        self
-    }
-
-    /// Reconnection backoff when dialing.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
         self
     }
 
@@ -184,6 +133,35 @@ impl<R: Runtime> SourceBuilder<R> {
         self
     }
 
+    role_setters! {
+        identity: "The source's identity (default: a random id). Use `CallerId::persistent(path)` to
+    keep it across restarts.",
+        clock: "The clock samples are stamped from (default: the system clock).",
+        backoff: "Reconnection backoff when dialing.",
+        tls_server: "Serves the hosted stream (`.serve(addr)` or `.advertise(..)`) over TLS; with
+[`ServerTls::client_ca_pem`], aggregators must present a client certificate from
+that CA (mutual TLS). A dialing aggregator whose certificate is refused is dropped
+during the handshake and sees the refusal; this source keeps serving the others.",
+        tls_client: "Dials the aggregators of `.dial(addrs)` over TLS: their certificates are verified
+against the roots of `tls` (for the name it sets, else the IP address dialed), and
+its client certificate, if any, is presented. A rejected certificate (either
+side's) is not retried: it ends the dial loop with
+[`ConnectionEvent::Refused`](crate::engine::ConnectionEvent::Refused) (status `UNAUTHENTICATED`), and `send` then fails
+with [`RuntimeError::Refused`].",
+    }
+
+    /// Whether an advertised source also serves on a Unix socket for aggregators on the
+    /// same host (default `true`). The socket is `$XDG_RUNTIME_DIR` (else `/tmp`)
+    /// `/tsercom-<pid>-<n>.sock`, removed when the source stops; its path and this host's
+    /// identity (a hash of the machine id and the network namespace) go into the
+    /// advertisement (TXT keys `host`, `unix`). An aggregator that sees the same host
+    /// identity and can reach the socket dials it, otherwise TCP. A source that serves
+    /// TLS (`.tls_server`) never opens the socket. `false`: TCP only.
+    pub fn same_host_socket(mut self, enabled: bool) -> Self {
+        self.same_host = enabled;
+        self
+    }
+
     /// Starts serving and/or dialing.
     pub async fn start(self) -> Result<Source<R>, RuntimeError> {
         if self.serve.is_none() && self.dial.is_empty() && self.advertise.is_none() {
@@ -211,21 +189,21 @@ impl<R: Runtime> SourceBuilder<R> {
                     .into(),
             ));
         }
-        if self.tls_server.is_some() && serve.is_none() {
+        if self.settings.tls_server.is_some() && serve.is_none() {
             return Err(RuntimeError::Config(
                 "`.tls_server(..)` secures the hosted stream, but this source hosts none: add \
                  `.serve(addr)` or `.advertise(discovery)`, or use `.tls_client(..)` for `.dial`"
                     .into(),
             ));
         }
-        if self.tls_client.is_some() && dial.is_empty() {
+        if self.settings.tls_client.is_some() && dial.is_empty() {
             return Err(RuntimeError::Config(
                 "`.tls_client(..)` secures dialing, but this source dials nothing: add \
                  `.dial(addrs)`, or use `.tls_server(..)` for `.serve`/`.advertise`"
                     .into(),
             ));
         }
-        if self.session.max_frame_bytes < 1024 {
+        if self.settings.session.max_frame_bytes < 1024 {
             return Err(RuntimeError::Config(
                 "SessionConfig::max_frame_bytes must be at least 1024".into(),
             ));
@@ -237,19 +215,10 @@ impl<R: Runtime> SourceBuilder<R> {
         };
         let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
         let data = SendBuffer::new(self.buffer);
-        let local = Local::new(
+        let (shared, conn_rx, tls_server) = self.settings.into_shared(
             Role::Source,
-            self.id.unwrap_or_else(CallerId::random),
-            engine::random_u64(),
-            &self.session,
             data.limits(),
-        );
-        let (shared, conn_rx) = Shared::new(
-            local,
-            self.clock,
-            self.session,
-            self.backoff,
-            self.tls_client,
+            Some(crate::engine::sessions::KEYS_KEPT),
         );
         let core = Arc::new(Core::<R>::new(shared, data, events_tx, SCRATCH_BLOCK));
         #[cfg(feature = "metrics")]
@@ -269,20 +238,41 @@ impl<R: Runtime> SourceBuilder<R> {
                 .tasks
                 .spawn("prometheus endpoint".to_owned(), task);
         }
+        let serves_tls = tls_server.is_some();
         let mut server = None;
         let mut local_endpoint = None;
+        // The same-host socket: only beside an advertised plain-text TCP server.
+        let mut same_host = None;
+        if self.same_host && self.advertise.is_some() && tls_server.is_none() {
+            if let Some(host) = same_host_identity() {
+                let path = same_host::socket_path();
+                match engine::serve(&core, &Endpoint::unix(&path), None).await {
+                    Ok((hosted, _)) => same_host = Some((hosted, host.to_owned(), path)),
+                    Err(error) => tracing::warn!(
+                        path = %path.display(),
+                        %error,
+                        "no same-host Unix socket; aggregators on this host will use TCP"
+                    ),
+                }
+            }
+        }
         if let Some(endpoint) = serve {
-            let (hosted, local) = engine::serve(&core, &endpoint, self.tls_server).await?;
+            let (hosted, local) = engine::serve(&core, &endpoint, tls_server).await?;
             local_endpoint = Some(local);
             server = Some(hosted);
         }
         let mut publisher = None;
         let port = local_endpoint.as_ref().and_then(Endpoint::as_tcp);
         if let (Some(discovery), Some(addr)) = (&self.advertise, port) {
-            let mut ad = Advertisement::new(R::NAME, local.id, addr.port())
-                .schema(<R::Data as Series>::fingerprint());
+            let mut ad = Advertisement::new(R::NAME, core.shared.local.id, addr.port())
+                .schema(<R::Data as Series>::fingerprint())
+                // TXT `tls=1`: aggregators never dial this source in plain text.
+                .requires_tls(serves_tls);
             if let Some(name) = &self.name {
                 ad = ad.name(name.clone());
+            }
+            if let Some((_, host, path)) = &same_host {
+                ad = ad.same_host(host.clone(), path.clone());
             }
             publisher = Some(discovery.publish(ad)?);
         }
@@ -296,6 +286,7 @@ impl<R: Runtime> SourceBuilder<R> {
             connection_events: Mutex::new(Some(conn_rx)),
             local_endpoint,
             server: Mutex::new(server),
+            same_host_server: Mutex::new(same_host.map(|(server, _, _)| server)),
             publisher: Mutex::new(publisher),
             #[cfg(feature = "metrics")]
             metrics,

@@ -217,6 +217,12 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
         Some(&self.conn.link)
     }
 
+    fn direct_stamp(&self) -> Option<Arc<dyn crate::engine::clock_link::Stamp>> {
+        // A best-effort connection releases samples in `sent`, which the pump calls.
+        (!self.conn.best_effort)
+            .then(|| Arc::clone(&self.conn.link) as Arc<dyn crate::engine::clock_link::Stamp>)
+    }
+
     async fn frame(&self, frame: wire::Frame, mut last_event: u64) -> Result<u64, Status> {
         let est = self.conn.link.estimate();
         let mut delivered = 0;

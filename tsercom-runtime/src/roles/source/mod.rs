@@ -18,7 +18,7 @@ pub use per_aggregator::PerAggregatorStats;
 
 use self::core::{lock, Core};
 use crate::engine::ConnectionEvent;
-use crate::engine::{Runtime, RuntimeError};
+use crate::engine::{PeerSchema, Runtime, RuntimeError};
 use crate::ids::CallerId;
 use crate::queue;
 use crate::task::Fault;
@@ -68,6 +68,9 @@ pub struct SourceStats {
     pub connections: u64,
     /// Internal tasks that panicked or failed (see [`Source::health`]).
     pub faults: u64,
+    /// Connections made with aggregators whose schema differs from this side's, compatibly
+    /// (another version of the series types; see [`Source::peer_schemas`]).
+    pub schema_differs: u64,
 }
 
 /// A data source: sends samples to every connected aggregator and receives their events.
@@ -85,6 +88,8 @@ pub struct Source<R: Runtime> {
     connection_events: Mutex<Option<queue::Receiver<ConnectionEvent>>>,
     local_endpoint: Option<Endpoint>,
     server: Mutex<Option<crate::transport::Server>>,
+    /// The same-host Unix socket's server, beside an advertised TCP server.
+    same_host_server: Mutex<Option<crate::transport::Server>>,
     publisher: Mutex<Option<crate::discovery::Publisher>>,
     /// Sets the metrics; used for the last export at shutdown.
     #[cfg(feature = "metrics")]
@@ -149,6 +154,7 @@ impl<R: Runtime> Source<R> {
             .core
             .data
             .push_many(std::iter::once((local_time, payload)));
+        crate::hops::mark(seq, crate::hops::Hop::Buffered);
         self.core.sent.fetch_add(1, Ordering::Relaxed);
         self.core.drop_unconnected();
         Ok(seq)
@@ -232,6 +238,14 @@ impl<R: Runtime> Source<R> {
         aggregator_stats(&self.core)
     }
 
+    /// The aggregators that connected with another version of the schemas (compatible with this
+    /// side's: each reads what it knows of the other's samples), with the fingerprints
+    /// they speak; the most recent 1024, sorted by id. Aggregators that speak this side's exact
+    /// schemas are not listed.
+    pub fn peer_schemas(&self) -> Vec<(CallerId, PeerSchema)> {
+        self.core.shared.schemas.peers()
+    }
+
     /// `Ok` while no internal task of the source (a session, the dial loop) has panicked
     /// or failed; otherwise the first such fault, as [`RuntimeError::Internal`], every
     /// time after. A fault ends only its task: the source keeps serving its other
@@ -292,8 +306,11 @@ impl<R: Runtime> Source<R> {
             .tasks
             .join(Duration::from_millis(500))
             .await;
-        let server = lock(&self.server).take();
-        if let Some(server) = server {
+        let servers = [
+            lock(&self.server).take(),
+            lock(&self.same_host_server).take(),
+        ];
+        for server in servers.into_iter().flatten() {
             let _ = server.shutdown(Duration::from_millis(500)).await;
         }
         self.core.shared.tasks.abort_all();
@@ -323,6 +340,7 @@ fn stats<R: Runtime>(core: &Core<R>) -> SourceStats {
         bytes: core.bytes.load(Ordering::Relaxed),
         connections: lock(&core.conns).len() as u64,
         faults: core.shared.fault_count(),
+        schema_differs: core.shared.schemas.differing(),
     }
 }
 

@@ -1,0 +1,473 @@
+//! Hostile peers that know a caller id but not its key, over real gRPC on loopback: each
+//! gets the status that says why, and the well-behaved peer whose id they present loses
+//! nothing and stays connected.
+
+#![allow(missing_docs)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::certs::Ca;
+use support::roles::{wait_until, Nudge, Tick, Ticks, DEADLINE};
+use tsercom::__private::futures::{stream, StreamExt};
+use tsercom::__private::prost::Message;
+use tsercom::__private::tonic::{self, codec, transport::Channel, Code, Status};
+use tsercom::queue::Receiver;
+use tsercom::tls::{ClientTls, ServerTls};
+use tsercom::transport::CALLER_URI_PREFIX;
+use tsercom::wire::{self, envelope::Kind, Envelope};
+use tsercom::{Aggregator, CallerId, ConnectionEvent, Identity, Runtime, Series, Source};
+
+/// Sends raw envelopes and decodes replies.
+#[derive(Default)]
+struct RawCodec;
+struct RawEncoder;
+struct EnvelopeDecoder;
+
+impl codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut codec::EncodeBuf<'_>) -> Result<(), Status> {
+        use tsercom::__private::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl codec::Decoder for EnvelopeDecoder {
+    type Item = Envelope;
+    type Error = Status;
+    fn decode(&mut self, src: &mut codec::DecodeBuf<'_>) -> Result<Option<Envelope>, Status> {
+        Envelope::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Envelope;
+    type Encoder = RawEncoder;
+    type Decoder = EnvelopeDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> EnvelopeDecoder {
+        EnvelopeDecoder
+    }
+}
+
+fn env(kind: Kind) -> Vec<u8> {
+    Envelope { kind: Some(kind) }.encode_to_vec()
+}
+
+/// A Hello of `ticks` claiming `id` (as text, spelled as given) in `role`.
+fn hello(id: &str, role: wire::Role) -> wire::Hello {
+    wire::Hello {
+        protocol_version: wire::PROTOCOL_VERSION,
+        runtime: Ticks::NAME.into(),
+        caller_id: Some(wire::CallerId { id: id.to_owned() }),
+        role: role as i32,
+        data_schema: Tick::fingerprint(),
+        event_schema: Nudge::fingerprint(),
+        data_type: Tick::MESSAGE_NAME.into(),
+        event_type: Nudge::MESSAGE_NAME.into(),
+        incarnation: 7,
+        ..wire::Hello::default()
+    }
+}
+
+/// What a hijacker sends after its Hello, to do harm if it were let in: a sample at
+/// the last sequence number, an ack that would take events, a goodbye.
+fn harm() -> Vec<Vec<u8>> {
+    vec![
+        env(Kind::Frame(wire::Frame {
+            samples: vec![wire::Sample {
+                seq: u64::MAX,
+                time_ns: i64::MAX,
+                payload: Tick { n: 666 }.encode_to_vec().into(),
+                synchronized: true,
+            }],
+        })),
+        env(Kind::Ack(wire::Ack { seq: 0 })),
+        env(Kind::Goodbye(wire::Goodbye {})),
+    ]
+}
+
+/// Opens the stream at `addr`, sends `messages` (then keeps its side open), and returns
+/// the status the call ended with.
+async fn attack(addr: std::net::SocketAddr, messages: Vec<Vec<u8>>) -> Status {
+    let channel: Channel = tsercom::transport::dial([addr]).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(Ticks::OPEN_PATH);
+    let outbound = stream::iter(messages).chain(stream::pending());
+    let response = match grpc
+        .streaming(tonic::Request::new(outbound), path, RawCodec)
+        .await
+    {
+        Ok(r) => r,
+        Err(status) => return status,
+    };
+    let mut inbound = response.into_inner();
+    loop {
+        match tokio::time::timeout(DEADLINE, inbound.message()).await {
+            Ok(Ok(Some(Envelope {
+                kind: Some(Kind::Ack(_)),
+            }))) => panic!("the hijacker was admitted (it got an Ack)"),
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the call ended without an error status"),
+            Ok(Err(status)) => return status,
+            Err(_) => panic!("no status within the deadline"),
+        }
+    }
+}
+
+/// The events so far, without waiting.
+fn drain(events: &mut Receiver<ConnectionEvent>) -> Vec<ConnectionEvent> {
+    let mut out = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+fn disconnects(events: &[ConnectionEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ConnectionEvent::Disconnected { peer, reason } => Some(format!("{peer}: {reason}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An aggregator on loopback and a source dialing it, which has delivered `n` ticks.
+async fn streaming(n: u64) -> (Aggregator<Ticks>, Source<Ticks>) {
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0")
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let source = Source::<Ticks>::builder()
+        .dial([agg.local_addr().unwrap()])
+        .start()
+        .await
+        .unwrap();
+    for i in 0..n {
+        source.send(Tick { n: i }).await.unwrap();
+    }
+    wait_until("the first ticks", || agg.stats().received == n).await;
+    (agg, source)
+}
+
+/// The source's ticks all arrived, in order, once each, and nothing else under its id.
+async fn assert_all_ticks(agg: &Aggregator<Ticks>, source: &Source<Ticks>, n: u64) {
+    assert!(source.flush(DEADLINE).await, "the source flushed");
+    wait_until("every tick", || agg.stats().received == n).await;
+    let new = agg.data().reader().get_new_data();
+    let ticks: Vec<u64> = new
+        .items
+        .iter()
+        .filter(|(c, _)| *c == source.id())
+        .map(|(_, t)| t.value.n)
+        .collect();
+    assert_eq!(ticks, (0..n).collect::<Vec<_>>());
+    assert_eq!(agg.stats().duplicates, 0);
+    assert_eq!(agg.connected(), vec![source.id()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hijacker_with_a_live_sources_id_and_no_key_is_refused_and_changes_nothing() {
+    let (agg, source) = streaming(100).await;
+    let mut agg_events = agg.connection_events().unwrap();
+    let mut src_events = source.connection_events().unwrap();
+    let id = source.id();
+    let addr = agg.local_addr().unwrap();
+
+    // The id as advertised, and spelled in uppercase: the same id either way.
+    for spelling in [id.to_string(), id.to_string().to_uppercase()] {
+        let mut messages = vec![env(Kind::Hello(hello(&spelling, wire::Role::Source)))];
+        messages.extend(harm());
+        let status = attack(addr, messages).await;
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+        assert!(status.message().contains(&id.to_string()), "{status:?}");
+    }
+
+    // The source keeps streaming and loses nothing; nobody was disconnected.
+    for i in 100..300 {
+        source.send(Tick { n: i }).await.unwrap();
+    }
+    assert_all_ticks(&agg, &source, 300).await;
+    assert_eq!(
+        agg.data().get_most_recent(id).unwrap().unwrap().value,
+        Tick { n: 299 }
+    );
+    assert!(disconnects(&drain(&mut agg_events)).is_empty());
+    assert!(disconnects(&drain(&mut src_events)).is_empty());
+    assert!(agg.stats().rejected >= 2);
+    assert!(agg.health().is_ok() && source.health().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hijacker_with_another_key_is_permission_denied() {
+    let (agg, source) = streaming(50).await;
+    let mut agg_events = agg.connection_events().unwrap();
+    let id = source.id();
+    let addr = agg.local_addr().unwrap();
+
+    // A key and a proof that is not a signature: refused.
+    let mut forged = hello(&id.to_string(), wire::Role::Source);
+    forged.public_key = Identity::random().public_key().to_vec();
+    forged.nonce = vec![1; 32];
+    let mut messages = vec![
+        env(Kind::Hello(forged)),
+        env(Kind::Proof(wire::Proof {
+            signature: vec![9; 64],
+        })),
+    ];
+    messages.extend(harm());
+    let status = attack(addr, messages).await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains(&id.to_string()), "{status:?}");
+
+    // A real tsercom source under the same id with its own key proves that key, but
+    // the id is bound to the first: refused for good.
+    let impostor = Source::<Ticks>::builder()
+        .identity(Identity::with_new_key(id))
+        .dial([addr])
+        .start()
+        .await
+        .unwrap();
+    let mut impostor_events = impostor.connection_events().unwrap();
+    let refused = loop {
+        match tokio::time::timeout(DEADLINE, impostor_events.recv()).await {
+            Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,
+            Ok(Some(ConnectionEvent::Connected { .. })) => panic!("the impostor was admitted"),
+            Ok(Some(_)) => continue,
+            other => panic!("no refusal: {other:?}"),
+        }
+    };
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("bound to another key"),
+        "{refused:?}"
+    );
+    // Its sends fail from then on, saying why.
+    match impostor.send(Tick { n: 666 }).await {
+        Err(tsercom::RuntimeError::Refused(status)) => {
+            assert_eq!(status.code(), Code::PermissionDenied)
+        }
+        other => panic!("the impostor's send: {other:?}"),
+    }
+
+    for i in 50..150 {
+        source.send(Tick { n: i }).await.unwrap();
+    }
+    assert_all_ticks(&agg, &source, 150).await;
+    assert!(disconnects(&drain(&mut agg_events)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_source_with_its_identity_file_replaces_its_old_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("source.id");
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0")
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let mut agg_events = agg.connection_events().unwrap();
+    let addr = agg.local_addr().unwrap();
+    // A file from before keys (one line, the id): the key is added on first use.
+    let id = CallerId::persistent(&file).unwrap();
+    let old = Source::<Ticks>::builder()
+        .identity(Identity::persistent(&file).unwrap())
+        .dial([addr])
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(old.id(), id);
+    let mut old_events = old.connection_events().unwrap();
+    old.send(Tick { n: 0 }).await.unwrap();
+    wait_until("the old process's tick", || agg.stats().received == 1).await;
+
+    // The "restarted" process starts while the old session is still up (as after a
+    // crash the aggregator has not noticed yet): it proves the same key and takes over.
+    let new = Source::<Ticks>::builder()
+        .identity(Identity::persistent(&file).unwrap())
+        .dial([addr])
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(new.id(), id);
+    // The old session ends (the aggregator names why, below; the old process may see
+    // only its stream end, whichever of the status and the end of the stream it reads
+    // first).
+    loop {
+        match tokio::time::timeout(DEADLINE, old_events.recv()).await {
+            Ok(Some(ConnectionEvent::Disconnected { .. })) => break,
+            Ok(Some(_)) => continue,
+            other => panic!("the old session did not end: {other:?}"),
+        }
+    }
+    // The old process goes away for good (it would otherwise redial and take over).
+    old.shutdown(Duration::from_millis(10)).await;
+    drop(old);
+
+    new.send(Tick { n: 1 }).await.unwrap();
+    assert!(new.flush(DEADLINE).await);
+    wait_until("the new process's tick", || {
+        agg.data()
+            .get_most_recent(id)
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.value == Tick { n: 1 })
+    })
+    .await;
+    let events = drain(&mut agg_events);
+    assert!(
+        disconnects(&events).iter().any(|d| d.contains("replaced")),
+        "{events:?}"
+    );
+    assert_eq!(agg.connected(), vec![id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_presenting_the_aggregators_id_to_a_serving_source_is_refused() {
+    let source = Source::<Ticks>::builder()
+        .serve("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let agg = Aggregator::<Ticks>::builder()
+        .source([source.local_addr().unwrap()])
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let mut src_events = source.connection_events().unwrap();
+    for i in 0..100 {
+        source.send(Tick { n: i }).await.unwrap();
+    }
+    wait_until("the first ticks", || agg.stats().received == 100).await;
+    let agg_id = agg.id();
+    let addr = source.local_addr().unwrap();
+
+    // Without a key, while the real aggregator is connected.
+    let messages = vec![
+        env(Kind::Hello(hello(
+            &agg_id.to_string().to_uppercase(),
+            wire::Role::Aggregator,
+        ))),
+        env(Kind::Ack(wire::Ack { seq: 0 })),
+        env(Kind::TimeReply(wire::TimeReply {
+            id: 1,
+            origin_ns: 0,
+            receive_ns: i64::MAX,
+            transmit_ns: i64::MAX,
+        })),
+    ];
+    let status = attack(addr, messages).await;
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(status.message().contains(&agg_id.to_string()), "{status:?}");
+
+    // With a key it cannot prove.
+    let mut forged = hello(&agg_id.to_string(), wire::Role::Aggregator);
+    forged.public_key = Identity::random().public_key().to_vec();
+    forged.nonce = vec![3; 32];
+    let status = attack(
+        addr,
+        vec![
+            env(Kind::Hello(forged)),
+            env(Kind::Proof(wire::Proof {
+                signature: vec![0; 64],
+            })),
+        ],
+    )
+    .await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // The real aggregator keeps its link: everything arrives, stamped sanely.
+    for i in 100..200 {
+        source.send(Tick { n: i }).await.unwrap();
+    }
+    assert_all_ticks(&agg, &source, 200).await;
+    let latest = agg.data().get_most_recent(source.id()).unwrap().unwrap();
+    assert!(latest.time.as_nanos() < i64::MAX / 2, "{latest:?}");
+    assert!(disconnects(&drain(&mut src_events)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mtls_a_certificate_naming_a_caller_id_admits_only_that_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "main");
+    let server = ca.leaf(dir.path(), "server", &["127.0.0.1"]);
+    let bound = CallerId::random();
+    // The id spelled in uppercase in the certificate: still the same id.
+    let uri = format!("{CALLER_URI_PREFIX}{}", bound.to_string().to_uppercase());
+    let client = ca.leaf_with_uris(dir.path(), "client", &["client.test"], &[&uri]);
+    let agg = Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0")
+        .tls_server(
+            ServerTls::from_files(&server.cert_file, &server.key_file)
+                .unwrap()
+                .client_ca_file(&ca.file)
+                .unwrap(),
+        )
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let addr = agg.local_addr().unwrap();
+    let client_tls = || {
+        ClientTls::from_ca_file(&ca.file)
+            .unwrap()
+            .identity_pem(&client.cert, &client.key)
+            .unwrap()
+    };
+
+    // Another id with that certificate: refused for good, naming both ids.
+    let other = CallerId::random();
+    let wrong = Source::<Ticks>::builder()
+        .identity(other)
+        .dial([addr])
+        .tls_client(client_tls())
+        .start()
+        .await
+        .unwrap();
+    let mut events = wrong.connection_events().unwrap();
+    let status = loop {
+        match tokio::time::timeout(DEADLINE, events.recv()).await {
+            Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,
+            Ok(Some(ConnectionEvent::Connected { .. })) => panic!("admitted under {other}"),
+            Ok(Some(_)) => continue,
+            e => panic!("no refusal: {e:?}"),
+        }
+    };
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains(&bound.to_string())
+            && status.message().contains(&other.to_string()),
+        "{status:?}"
+    );
+
+    // The id it binds: admitted, and its samples arrive.
+    let right = Source::<Ticks>::builder()
+        .identity(bound)
+        .dial([addr])
+        .tls_client(client_tls())
+        .start()
+        .await
+        .unwrap();
+    right.send(Tick { n: 1 }).await.unwrap();
+    assert!(right.flush(DEADLINE).await);
+    wait_until("the bound source's tick", || {
+        agg.data().get_most_recent(bound).ok().flatten().is_some()
+    })
+    .await;
+    assert_eq!(agg.connected(), vec![bound]);
+}

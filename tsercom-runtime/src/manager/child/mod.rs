@@ -1,0 +1,252 @@
+//! Process isolation: sources that run in child processes, so a crash, a stall or a
+//! memory blow-up there cannot take the application down.
+//!
+//! # How it works
+//!
+//! [`RuntimeManager::register_source`] registers a source by its settings as data (a
+//! [`SourceSpec`]) and returns the usual [`RuntimeHandle`] of a [`Source`]. Started with
+//! [`RuntimeManager::start_out_of_process`] (or with `SourceSpec::isolated(true)`), the
+//! manager re-executes the current program with the environment variable
+//! `TSERCOM_CHILD` set. The first line of `main`, `tsercom::child_main!(MyRuntime)`,
+//! sees it and turns that process into the child; in the application it does nothing.
+//!
+//! In the child, each source is hosted for real (its server, its advertisement, its
+//! dials to aggregators) next to a *bridge*: an aggregator listening on a Unix socket
+//! only the application dials. The application's handle is an ordinary [`Source`] that
+//! dials the bridge with the same [`CallerId`](crate::ids::CallerId). So every sample
+//! and event crossing the process boundary travels on the tsercom stream protocol, with
+//! sequence numbers, acknowledgements and resumption, and the handle's whole API (send,
+//! events, stats, clocks, connection events, flush) works unchanged. The child forwards
+//! the samples the bridge receives to its source (stamped with their original time) and
+//! the events its source receives back through the bridge. Stats, clocks and
+//! connection events of the handle describe its link to the child.
+//!
+//! A control pipe (the child's stdin and stdout, JSON lines) carries the start request,
+//! the child's errors and panics, and stop. The child greets first: a child that exits or
+//! stays silent without greeting (the hook is missing) is
+//! [`ManagerError::ChildHookMissing`], which says what to add. A child that dies is seen
+//! at once (the manager awaits the process: `pidfd`/`SIGCHLD`) and is
+//! [`ManagerError::ChildExited`] with its exit code or signal, or, with
+//! [`SourceSpec::restart`], restarted with the same identity: the handle redials the new
+//! bridge and resends what was not acknowledged. Every event of a child is also on
+//! [`RuntimeManager::child_events`].
+//!
+//! Shutdown flushes the handle to the bridge, asks the child to stop, and the child
+//! forwards what it holds, flushes its source to its aggregators and exits; it is killed
+//! only if it has not exited within the grace.
+//!
+//! Limits: samples the child acknowledged but had not yet delivered to an aggregator are
+//! lost if it dies (they were in its memory); events reach the handle stamped when the
+//! child forwarded them and `from` the bridge's identity; settings that are objects (a custom clock,
+//! an in-memory registry, TLS) cannot cross and have no place in a [`SourceSpec`];
+//! aggregators run in process.
+//!
+//! The facade's `tsercom::child_main!` documents a complete program.
+
+mod log;
+mod parent;
+mod serve;
+mod spec;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use serve::{child_main, ChildEntry};
+pub use spec::{Restart, SourceSpec};
+
+use super::{start_fn, ManagerError, RuntimeHandle, RuntimeManager, StartFn};
+use crate::backoff::Backoff;
+use crate::engine::Runtime;
+use crate::queue::{self, OverflowPolicy};
+use crate::roles::Source;
+use crate::transport::Endpoint;
+
+/// The environment variable that makes a process a child (its value: the group name).
+pub(super) const CHILD_ENV: &str = "TSERCOM_CHILD";
+/// Version of the control pipe's messages.
+const PROTOCOL_VERSION: u64 = 1;
+/// What the application must add, said by [`ManagerError::ChildHookMissing`].
+pub(super) const HOOK_HELP: &str =
+    "the child process did not run tsercom's child hook: add `tsercom::child_main!(YourRuntime, ..)` \
+     as the first line of `main` (listing every runtime you register with `register_source`)";
+
+/// Whether this process is a child started by a manager.
+pub(super) fn in_child() -> bool {
+    std::env::var_os(CHILD_ENV).is_some()
+}
+
+/// Something that happened to a child process, for [`RuntimeManager::child_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChildEvent {
+    /// A child is up and hosting its sources.
+    Started {
+        /// The source (or the group) it runs.
+        name: String,
+        /// Its process id.
+        pid: u32,
+    },
+    /// A child ended without being asked to.
+    Exited {
+        /// The source (or the group) it ran.
+        name: String,
+        /// Its exit code, if it exited.
+        code: Option<i32>,
+        /// The signal that killed it, if one did.
+        signal: Option<i32>,
+        /// Both as text: `"killed by signal 9 (SIGKILL)"`, `"exited with code 1"`.
+        status: String,
+    },
+    /// A child that died is started again after `delay`.
+    Restarting {
+        /// The source (or the group) it runs.
+        name: String,
+        /// Which restart this is (1 for the first).
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+    },
+    /// A child reported an error or a panic (also the manager's error).
+    Failed {
+        /// The source it concerns.
+        name: String,
+        /// The error.
+        error: ManagerError,
+    },
+}
+
+/// The queue of child events.
+pub(super) struct Children {
+    tx: queue::Sender<ChildEvent>,
+    rx: Mutex<Option<queue::Receiver<ChildEvent>>>,
+}
+
+impl Children {
+    pub(super) fn new() -> Children {
+        let (tx, rx) = queue::bounded(256, OverflowPolicy::DropOldest);
+        Children {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    pub(super) fn sender(&self) -> queue::Sender<ChildEvent> {
+        self.tx.clone()
+    }
+}
+
+/// A source registered by spec, not started yet.
+pub(super) struct SpecJob {
+    name: String,
+    runtime: &'static str,
+    spec: SourceSpec,
+    /// Its start in process.
+    local: Box<dyn FnOnce() -> StartFn + Send>,
+    /// Its start as the application's side of a child: a source dialing the bridge.
+    remote: Box<dyn FnOnce(Endpoint) -> StartFn + Send>,
+    /// Publishes a failure to start to its handles.
+    fail: Box<dyn Fn(ManagerError) + Send + Sync>,
+}
+
+impl RuntimeManager {
+    /// Registers a source by its settings (see [`SourceSpec`]), which lets it run in a
+    /// child process (see [`child`](self) and
+    /// [`start_out_of_process`](Self::start_out_of_process)) or in process. The handle is
+    /// the same either way.
+    pub fn register_source<R: Runtime>(
+        &mut self,
+        name: &str,
+        spec: SourceSpec,
+    ) -> RuntimeHandle<Source<R>> {
+        let (tx, rx) = watch::channel(None);
+        let tx = Arc::new(tx);
+        let tokio = Arc::new(OnceLock::new());
+        let handle = RuntimeHandle {
+            name: name.to_owned(),
+            value: rx,
+            tokio: Arc::clone(&tokio),
+        };
+        let (local_spec, remote_spec) = (spec.clone(), spec.clone());
+        let (local_tx, local_tokio, local_name) =
+            (Arc::clone(&tx), Arc::clone(&tokio), name.to_owned());
+        let remote_name = name.to_owned();
+        let fail_tx = Arc::clone(&tx);
+        self.specs.push(SpecJob {
+            name: name.to_owned(),
+            runtime: R::NAME,
+            spec,
+            local: Box::new(move || {
+                start_fn(
+                    local_name,
+                    move || async move {
+                        local_spec
+                            .check()
+                            .map_err(crate::engine::RuntimeError::Config)?;
+                        serve::source_builder::<R>(&local_spec).start().await
+                    },
+                    local_tx,
+                    local_tokio,
+                )
+            }),
+            remote: Box::new(move |bridge| {
+                start_fn(
+                    remote_name,
+                    move || {
+                        Source::<R>::builder()
+                            .identity(remote_spec.id)
+                            .buffer(remote_spec.buffer.clone())
+                            .backoff(Backoff::new(
+                                Duration::from_millis(5),
+                                Duration::from_millis(100),
+                            ))
+                            .dial([bridge])
+                            .start()
+                    },
+                    tx,
+                    tokio,
+                )
+            }),
+            fail: Box::new(move |e| {
+                fail_tx.send_replace(Some(Err(e)));
+            }),
+        });
+        handle
+    }
+
+    /// What happens to child processes (started, exited, restarting, failed). The first
+    /// call returns the queue filled since the manager was made (256 events, oldest
+    /// dropped); later calls return `None`.
+    pub fn child_events(&self) -> Option<queue::Receiver<ChildEvent>> {
+        self.children
+            .rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// Splits the registered specs into those started in process and the child groups.
+pub(super) fn plan(
+    specs: Vec<SpecJob>,
+    isolate: bool,
+) -> (Vec<(String, StartFn)>, Vec<parent::Group>) {
+    let mut local = Vec::new();
+    let mut groups: Vec<parent::Group> = Vec::new();
+    for job in specs {
+        if !job.spec.isolation.unwrap_or(isolate) {
+            local.push((job.name.clone(), (job.local)()));
+            continue;
+        }
+        let key = job.spec.group.clone();
+        match groups
+            .iter_mut()
+            .find(|g| key.is_some() && g.key.as_ref() == key.as_ref())
+        {
+            Some(group) => group.jobs.push(job),
+            None => groups.push(parent::Group::new(key, job)),
+        }
+    }
+    (local, groups)
+}

@@ -1,0 +1,395 @@
+//! The child's side: [`child_main`] and what it hosts for each source (a bridge
+//! aggregator on a Unix socket, the real source, and the relays between them).
+
+use std::future::Future;
+use std::io::{BufRead, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::spec::SourceSpec;
+use super::{CHILD_ENV, PROTOCOL_VERSION};
+use crate::engine::{Runtime, RuntimeError};
+use crate::ids::CallerId;
+use crate::queue::OverflowPolicy;
+use crate::roles::{Aggregator, Source};
+use crate::task::{join_error_message, Fault};
+use crate::transport::Endpoint;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a child starts for one registered source: the bridge, the source, the relays.
+type StartHosted = dyn Fn(Job) -> BoxFuture<'static, Result<Box<dyn Hosted>, String>> + Send + Sync;
+
+/// A runtime type a child process can host, for [`child_main`]; made by
+/// [`ChildEntry::of`] (what `tsercom::child_main!(MyRuntime)` expands to).
+#[derive(Clone)]
+pub struct ChildEntry {
+    runtime: &'static str,
+    start: Arc<StartHosted>,
+}
+
+impl std::fmt::Debug for ChildEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildEntry")
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChildEntry {
+    /// The runtime `R`: its sources can run in a child.
+    pub fn of<R: Runtime>() -> ChildEntry {
+        ChildEntry::with_map::<R>(Some)
+    }
+
+    /// The runtime `R`, with `map` applied in the child to every sample before it is sent
+    /// on (`None` drops it): code you want isolated from the application (a parser, a
+    /// foreign library) runs there, and its panic or crash is reported, not suffered.
+    pub fn with_map<R: Runtime>(map: fn(R::Data) -> Option<R::Data>) -> ChildEntry {
+        ChildEntry {
+            runtime: R::NAME,
+            start: Arc::new(move |job| Box::pin(host::<R>(job, map))),
+        }
+    }
+}
+
+/// One source to host, as the parent sent it.
+pub(super) struct Job {
+    name: String,
+    bridge: Endpoint,
+    spec: SourceSpec,
+}
+
+/// A source hosted in the child.
+trait Hosted: Send + Sync {
+    /// Forwards what it holds, then stops within `grace`; whether everything was delivered.
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, bool>;
+    /// The first fault of the source, the bridge or the relays.
+    fn fault(&self) -> BoxFuture<'_, Fault>;
+}
+
+struct HostedSource<R: Runtime> {
+    bridge: Arc<Aggregator<R>>,
+    source: Arc<Source<R>>,
+    relay: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), RuntimeError>>>>,
+    events: tokio::task::JoinHandle<()>,
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+async fn host<R: Runtime>(
+    job: Job,
+    map: fn(R::Data) -> Option<R::Data>,
+) -> Result<Box<dyn Hosted>, String> {
+    if let Endpoint::Unix(path) = &job.bridge {
+        // A previous child of this source left its socket behind.
+        let _ = std::fs::remove_file(path);
+    }
+    let bridge = Arc::new(
+        Aggregator::<R>::builder()
+            .listen(job.bridge.clone())
+            .retention(Some(Duration::from_secs(1)))
+            .start()
+            .await
+            .map_err(|e| format!("the bridge on {}: {e}", job.bridge))?,
+    );
+    let spec = &job.spec;
+    let builder = source_builder::<R>(spec);
+    let source = Arc::new(builder.start().await.map_err(|e| e.to_string())?);
+    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
+    let data = bridge.data().subscribe_with(4096, OverflowPolicy::Block);
+    let relay = tokio::spawn(relay_data(data, Arc::clone(&source), map, stop_rx));
+    let events = tokio::spawn(relay_events(source.events(), Arc::clone(&bridge), spec.id));
+    tracing::info!(name = %job.name, bridge = %job.bridge, "hosting the source");
+    Ok(Box::new(HostedSource {
+        bridge,
+        source,
+        relay: tokio::sync::Mutex::new(Some(relay)),
+        events,
+        stopping,
+    }))
+}
+
+/// A builder with the settings of `spec`.
+pub(super) fn source_builder<R: Runtime>(spec: &SourceSpec) -> crate::roles::SourceBuilder<R> {
+    let mut builder = Source::<R>::builder()
+        .identity(spec.id)
+        .buffer(spec.buffer.clone());
+    if let Some(serve) = &spec.serve {
+        builder = builder.serve(serve.as_str());
+    }
+    if !spec.dial.is_empty() {
+        builder = builder.dial(SourceSpec::endpoints(&spec.dial));
+    }
+    if let Some(discovery) = spec.discovery() {
+        builder = builder.advertise(discovery);
+    }
+    if let Some(name) = &spec.name {
+        builder = builder.name(name.clone());
+    }
+    builder
+}
+
+/// Forwards the application's samples (arriving at the bridge) to the real source; on
+/// stop, forwards what is queued and ends.
+async fn relay_data<R: Runtime>(
+    mut data: crate::data::Subscription<R::Data>,
+    source: Arc<Source<R>>,
+    map: fn(R::Data) -> Option<R::Data>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), RuntimeError> {
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        batch.clear();
+        let stopping = tokio::select! {
+            n = data.recv_many(&mut batch, 1024) => {
+                if n == 0 {
+                    return Ok(());
+                }
+                false
+            }
+            _ = stop.wait_for(|s| *s) => {
+                data.try_recv_many(&mut batch, usize::MAX);
+                true
+            }
+        };
+        let items = batch
+            .drain(..)
+            .filter_map(|(_, item)| map(item.value).map(|v| (item.time, v)));
+        source.send_batch_at(items).await?;
+        if stopping {
+            return Ok(());
+        }
+    }
+}
+
+/// Forwards the real source's events to the application's source.
+async fn relay_events<R: Runtime>(
+    events: Option<crate::queue::Receiver<crate::roles::Event<R::Event>>>,
+    bridge: Arc<Aggregator<R>>,
+    app: CallerId,
+) {
+    let Some(mut events) = events else { return };
+    // Events wait until the application's source is connected to the bridge.
+    if let Some(mut conns) = bridge.connection_events() {
+        while !bridge.connected().contains(&app) {
+            if conns.recv().await.is_none() {
+                return;
+            }
+        }
+    }
+    while let Some(event) = events.recv().await {
+        if let Err(e) = bridge.send(app, event.value) {
+            tracing::warn!(error = %e, "an event could not be forwarded to the application");
+        }
+    }
+}
+
+impl<R: Runtime> Hosted for HostedSource<R> {
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            self.stopping.send_replace(true);
+            let relay = self.relay.lock().await.take();
+            if let Some(relay) = relay {
+                match tokio::time::timeout(grace, relay).await {
+                    Ok(Ok(Err(e))) => tracing::warn!(error = %e, "forwarding at stop failed"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "the relay ended badly"),
+                    Err(_) => tracing::warn!("forwarding at stop took longer than the grace"),
+                    Ok(Ok(Ok(()))) => {}
+                }
+            }
+            let flushed = self.source.shutdown(grace).await;
+            self.events.abort();
+            self.bridge.shutdown(Duration::from_millis(200)).await;
+            flushed
+        })
+    }
+
+    fn fault(&self) -> BoxFuture<'_, Fault> {
+        Box::pin(async move {
+            let relay = async {
+                let handle = self.relay.lock().await.take();
+                let Some(handle) = handle else {
+                    return std::future::pending().await;
+                };
+                match handle.await {
+                    Ok(Ok(())) => std::future::pending().await,
+                    Ok(Err(e)) => Fault::failed("relay", e.to_string()),
+                    Err(e) => Fault::panicked("relay", join_error_message(e)),
+                }
+            };
+            tokio::select! {
+                f = self.source.fault() => f,
+                f = self.bridge.fault() => f,
+                f = relay => f,
+            }
+        })
+    }
+}
+
+/// Writes one control line to the parent (stdout is the control pipe in a child).
+pub(super) fn report(line: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The child hook: call it first in `main` (or use `tsercom::child_main!`). In the
+/// application it returns at once; in a child process started by
+/// [`RuntimeManager`](crate::manager::RuntimeManager) it runs the child and exits the
+/// process, never returning.
+pub fn child_main(entries: &[ChildEntry]) {
+    let Some(group) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let group = group.to_string_lossy().into_owned();
+    super::log::install();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = crate::task::panic_message(info.payload());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        report(&json!({"op": "panic", "message": format!("{message}{at}")}));
+        previous(info);
+    }));
+    report(&json!({"op": "hello", "version": PROTOCOL_VERSION, "pid": std::process::id()}));
+    let code = match run(&group, entries) {
+        Ok(()) => 0,
+        Err(message) => {
+            report(&json!({"op": "error", "name": group, "message": message}));
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Reads the jobs, hosts them until stop (or the parent's end), reports faults.
+fn run(group: &str, entries: &[ChildEntry]) -> Result<(), String> {
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::Builder::new()
+        .name("tsercom-child-stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("starting the stdin reader: {e}"))?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(format!("tsercom-child-{group}"))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("building the tokio runtime: {e}"))?;
+    tokio.block_on(async move {
+        let start = lines
+            .recv()
+            .await
+            .ok_or("the parent closed the pipe before start")?;
+        let start: Value =
+            serde_json::from_str(&start).map_err(|e| format!("the start line: {e}"))?;
+        if let Some(limit) = start.get("memory_limit").and_then(Value::as_u64) {
+            limit_memory(limit)?;
+        }
+        let mut hosted = Vec::new();
+        for job in start
+            .get("jobs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let job = parse_job(job)?;
+            let name = job.name.clone();
+            let entry = entries
+                .iter()
+                .find(|e| Some(e.runtime) == job_runtime(&start, &name).as_deref())
+                .ok_or_else(|| {
+                    format!(
+                        "runtime `{}` is not listed in this program's `tsercom::child_main!(..)`",
+                        job_runtime(&start, &name).unwrap_or_default()
+                    )
+                })?;
+            let h = (entry.start)(job)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            report(&json!({"op": "started", "name": name}));
+            hosted.push((name, h));
+        }
+        let hosted = Arc::new(hosted);
+        for i in 0..hosted.len() {
+            let hosted = Arc::clone(&hosted);
+            tokio::spawn(async move {
+                let (name, h) = &hosted[i];
+                let fault = h.fault().await;
+                let op = if fault.panicked { "panic" } else { "error" };
+                report(&json!({"op": op, "name": name, "message": fault.to_string()}));
+                if fault.task == "relay" {
+                    // Nothing reaches the network any more: end, and let the parent know.
+                    std::process::exit(1);
+                }
+            });
+        }
+        let mut grace = Duration::from_secs(5);
+        while let Some(line) = lines.recv().await {
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if v.get("op").and_then(Value::as_str) == Some("stop") {
+                if let Some(ms) = v.get("grace_ms").and_then(Value::as_u64) {
+                    grace = Duration::from_millis(ms);
+                }
+                break;
+            }
+        }
+        let mut flushed = true;
+        for (_, h) in hosted.iter() {
+            flushed &= h.stop(grace).await;
+        }
+        report(&json!({"op": "stopped", "flushed": flushed}));
+        Ok::<(), String>(())
+    })
+}
+
+fn job_runtime(start: &Value, name: &str) -> Option<String> {
+    start
+        .get("jobs")?
+        .as_array()?
+        .iter()
+        .find(|j| j.get("name").and_then(Value::as_str) == Some(name))?
+        .get("runtime")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn parse_job(v: &Value) -> Result<Job, String> {
+    let text = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("a job without `{key}`"))
+    };
+    Ok(Job {
+        name: text("name")?,
+        bridge: text("bridge")?
+            .parse()
+            .map_err(|e| format!("the bridge address: {e}"))?,
+        spec: SourceSpec::from_json(v.get("spec").unwrap_or(&Value::Null))?,
+    })
+}
+
+/// Caps this process's address space at `bytes` (`RLIMIT_AS`).
+fn limit_memory(bytes: u64) -> Result<(), String> {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    setrlimit(
+        Resource::As,
+        Rlimit {
+            current: Some(bytes),
+            maximum: Some(bytes),
+        },
+    )
+    .map_err(|e| format!("setting RLIMIT_AS to {bytes} bytes: {e}"))
+}
