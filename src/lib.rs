@@ -95,8 +95,8 @@ macro_rules! child_main {
 }
 pub use tsercom_runtime::queue::{self, OverflowPolicy};
 pub use tsercom_runtime::roles::{
-    Aggregator, AggregatorBuilder, AggregatorStats, DataGap, Event, PeerClock, SendEventError,
-    Source, SourceBuilder, SourceStats,
+    Aggregator, AggregatorBuilder, AggregatorStats, DataGap, Event, PeerClock, PerAggregatorStats,
+    PerSourceStats, SendEventError, Source, SourceBuilder, SourceStats,
 };
 pub use tsercom_runtime::task::Fault;
 pub use tsercom_runtime::tensor::{self, DType, Tensor, TensorError, TensorSpec};
@@ -173,6 +173,10 @@ pub mod tls {
     };
 }
 pub use tsercom_runtime::wire;
+
+/// The roles' metrics (the `metrics` feature): names, labels and how they are set.
+#[cfg(feature = "metrics")]
+pub use tsercom_runtime::metrics;
 
 /// Recording what an aggregator collects to Parquet (the `record` feature): see
 /// [`tsercom_record`].

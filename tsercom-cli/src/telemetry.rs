@@ -9,6 +9,12 @@
 //! the last sample). For `record`: `tsercom_record_rows_total`,
 //! `tsercom_record_rejected_total` (payloads that did not decode), `tsercom_record_bytes`
 //! (bytes written), `tsercom_record_queue_depth` (received, not yet written).
+//!
+//! The per-source names and meanings are the library's (`tsercom_runtime::metrics`, the
+//! aggregator's `tsercom_source_*`); the command sets them itself, from what it decodes,
+//! with the labels `runtime` and `caller_id` only (the library adds `role` and `id`, the
+//! aggregator's own id), and does not enable the library's `metrics` feature, so a scrape
+//! holds each series once.
 
 use std::net::SocketAddr;
 

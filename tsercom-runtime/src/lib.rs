@@ -21,6 +21,8 @@ pub mod hops;
 pub mod identity;
 pub mod ids;
 pub mod manager;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod queue;
 pub mod roles;
 pub mod schema;

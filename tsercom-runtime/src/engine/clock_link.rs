@@ -19,6 +19,9 @@ pub(crate) struct ClockLink {
     mapping: RwLock<Mapping>,
     pub(crate) estimated: tokio::sync::Notify,
     config: TimeSyncConfig,
+    /// `tsercom.clock_link`: one span per link, with the estimate recorded when it
+    /// changes (its fields), not per probe.
+    span: tracing::Span,
 }
 
 #[derive(Debug)]
@@ -31,7 +34,11 @@ struct ProbeBook {
 const MAX_OUTSTANDING_PROBES: usize = 16;
 
 impl ClockLink {
-    pub(crate) fn new(config: TimeSyncConfig) -> Self {
+    /// The link with the authority `peer`.
+    pub(crate) fn new(config: TimeSyncConfig, peer: crate::ids::CallerId) -> Self {
+        let empty = tracing::field::Empty;
+        let span = tracing::info_span!(parent: None, "tsercom.clock_link", %peer,
+            offset_ns = empty, uncertainty_ns = empty, drift_ppm = empty, round_trip_ns = empty);
         ClockLink {
             book: Mutex::new(ProbeBook {
                 next_id: 1,
@@ -42,6 +49,7 @@ impl ClockLink {
             mapping: RwLock::new(Mapping::default()),
             estimated: tokio::sync::Notify::new(),
             config,
+            span,
         }
     }
 
@@ -100,7 +108,21 @@ impl ClockLink {
         match book.estimator.add(exchange) {
             Ok(()) => {
                 let est = book.estimator.estimate();
-                *self.estimate.write().unwrap_or_else(|e| e.into_inner()) = est;
+                let old = std::mem::replace(
+                    &mut *self.estimate.write().unwrap_or_else(|e| e.into_inner()),
+                    est,
+                );
+                // Changed: not only another exchange counted (the filter often keeps
+                // its best sample across probes).
+                let changed = |e: &ClockEstimate| {
+                    old.is_none_or(|o| {
+                        (o.offset_ns, o.uncertainty, o.round_trip, o.drift_ppm)
+                            != (e.offset_ns, e.uncertainty, e.round_trip, e.drift_ppm)
+                    })
+                };
+                if let Some(est) = est.filter(changed) {
+                    self.record(&est, t4);
+                }
                 if let Some(est) = est {
                     self.mapping
                         .write()
@@ -111,6 +133,24 @@ impl ClockLink {
             }
             Err(e) => tracing::debug!(error = %e, "time exchange rejected"),
         }
+    }
+
+    /// Records a changed estimate on the link's span, and says so at debug level in it.
+    fn record(&self, est: &ClockEstimate, now: Timestamp) {
+        let (offset, uncertainty) = (est.offset_at(now), est.uncertainty_at(now).as_nanos());
+        let round_trip = est.round_trip.as_nanos();
+        self.span.record("offset_ns", offset);
+        self.span.record("uncertainty_ns", uncertainty as u64);
+        self.span.record("drift_ppm", est.drift_ppm);
+        self.span.record("round_trip_ns", round_trip as u64);
+        self.span.in_scope(|| {
+            tracing::debug!(
+                offset_ns = offset,
+                uncertainty_ns = uncertainty as u64,
+                drift_ppm = est.drift_ppm,
+                "clock estimate changed"
+            );
+        });
     }
 
     /// Probes sent back to back at each probe time: one during the warm-up, `burst`

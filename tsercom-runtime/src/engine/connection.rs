@@ -118,6 +118,7 @@ pub(crate) struct Connection<'a, H> {
 /// Runs a connection of `role` with `peer` until it ends: registers it with the role
 /// (its handler), reports it as [`ConnectionEvent::Connected`] and, however it ends,
 /// [`ConnectionEvent::Disconnected`], and on stopping says `Goodbye` if the role does.
+#[tracing::instrument(name = "tsercom.connection", skip_all, fields(peer = %peer.id, resume_from = tracing::field::Empty))]
 pub(crate) async fn run<Ro: Role>(
     role: &Arc<Ro>,
     peer: Peer,
@@ -135,6 +136,7 @@ pub(crate) async fn run<Ro: Role>(
         reason: None,
     };
     let (handler, last) = role.connect(&peer);
+    tracing::Span::current().record("resume_from", last);
     tracing::info!(peer = %peer.id, addr = ?peer.addr, "connected to the {peer_role}");
     if !peer.schema.is_same() {
         tracing::info!(peer = %peer.id, schema = ?peer.schema, "the {peer_role} speaks another, compatible schema");

@@ -150,6 +150,7 @@ impl From<DialError> for Status {
 ///
 /// With `tls`, a rejected certificate (either side's) is `UNAUTHENTICATED`, which
 /// [`is_permanent`]: redialing cannot fix it until certificates change.
+#[tracing::instrument(name = "tsercom.connect", level = "debug", skip_all, fields(runtime = R::NAME, ?addrs))]
 pub(crate) async fn dial<R: Runtime>(
     shared: &Shared,
     addrs: &[Endpoint],
@@ -420,6 +421,7 @@ impl Answered {
 /// proof, when the dialer presented a key). Returns the dialer, the sender of our side,
 /// and the response stream to hand to tonic; [`admit_answered`] then takes the dialer's
 /// proof and admits it.
+#[tracing::instrument(name = "tsercom.handshake", level = "debug", skip_all, fields(runtime = R::NAME, ?remote))]
 pub(crate) async fn answer<R: Runtime>(
     shared: &Shared,
     inbound: &mut Streaming<Envelope>,

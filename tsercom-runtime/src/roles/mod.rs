@@ -13,6 +13,7 @@ mod settings;
 mod source;
 
 pub use aggregator::{
-    Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, SendEventError,
+    Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, PerSourceStats,
+    SendEventError,
 };
-pub use source::{Event, Source, SourceBuilder, SourceStats};
+pub use source::{Event, PerAggregatorStats, Source, SourceBuilder, SourceStats};

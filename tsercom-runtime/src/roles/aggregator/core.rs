@@ -11,6 +11,7 @@ use prost::Message;
 use tonic::Status;
 
 use super::ledger::{Admit, Ledger};
+use super::per_source::SourceCounters;
 use super::{DataGap, PeerClock};
 use crate::data::{CallerEvent, DataError, RemoteDataAggregator, Timestamped};
 use crate::engine::buffer::{BufferLimits, SendBuffer};
@@ -52,6 +53,8 @@ pub(super) struct CallerState {
     /// The source left on purpose (said goodbye, or is no longer advertised).
     pub(super) left: AtomicBool,
     pub(super) clock: Mutex<Option<PeerClock>>,
+    /// Per-source counters (see `Aggregator::source_stats`).
+    pub(super) counters: SourceCounters,
 }
 
 pub(super) struct Core<R: Runtime> {
@@ -108,6 +111,7 @@ impl<R: Runtime> Core<R> {
                 live: Mutex::new(None),
                 left: AtomicBool::new(false),
                 clock: Mutex::new(None),
+                counters: SourceCounters::default(),
             })
         }))
     }
@@ -241,6 +245,7 @@ impl<R: Runtime> Role for Core<R> {
         let state = self.caller(peer.id);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         *lock(&state.live) = Some(generation);
+        state.counters.connected();
         state.left.store(false, Ordering::Release);
         self.data.add_caller(peer.id);
         let last = {
@@ -329,11 +334,13 @@ impl<R: Runtime> Handler for SourceLink<R> {
     }
 
     async fn frame(&self, frame: wire::Frame, _last: u64) -> Result<u64, Status> {
+        let bytes: u64 = frame.samples.iter().map(|s| s.payload.len() as u64).sum();
         #[cfg(feature = "hop-trace")]
         crate::hops::mark_all(frame.samples.iter().map(|s| s.seq), crate::hops::Hop::Read);
         let (items, dropped) = self.core.decode_frame(self.caller, &self.state, frame)?;
         let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
         let n = items.len() as u64;
+        let (mut stored, mut refused) = (0, 0);
         if n > 0 {
             // Waits (without blocking a thread) only for a subscriber that asked for
             // back-pressure with `OverflowPolicy::Block`. Cancelled there, nothing is
@@ -347,7 +354,7 @@ impl<R: Runtime> Handler for SourceLink<R> {
                     DataError::TooManyCallers { .. } => Status::resource_exhausted(e.to_string()),
                     other => Status::internal(other.to_string()),
                 })?;
-            let refused = inserted.refused() as u64;
+            (stored, refused) = (inserted.stored as u64, inserted.refused() as u64);
             if refused > 0 {
                 // Their times are outside the window around this aggregator's clock:
                 // held (acknowledged, so not sent again) but not stored.
@@ -368,6 +375,9 @@ impl<R: Runtime> Handler for SourceLink<R> {
             recovered,
         } = self.core.commit(&self.state, seqs.into_iter());
         let duplicates = duplicates + dropped;
+        self.state
+            .counters
+            .frame(stored, bytes, duplicates, refused);
         if duplicates > 0 {
             self.core
                 .duplicates
@@ -390,6 +400,7 @@ impl<R: Runtime> Handler for SourceLink<R> {
             recovered: 0,
         };
         tracing::warn!(source = %self.caller, lost = gap.count(), "source reports lost samples");
+        self.state.counters.gap(gap.count());
         let _ = self
             .core
             .lost

@@ -50,7 +50,9 @@ pub(super) fn start<R: Runtime>(
         core.shared.backoff.clone(),
         |e: &DialError| e.failure,
     )?;
-    let task = Arc::clone(core).discover_loop(connector, ended_rx);
+    let span = tracing::info_span!("tsercom.discovery", runtime = R::NAME);
+    let task =
+        tracing::Instrument::instrument(Arc::clone(core).discover_loop(connector, ended_rx), span);
     core.shared.tasks.spawn("discovery".to_owned(), task);
     Ok(())
 }
@@ -148,9 +150,11 @@ impl<R: Runtime> Core<R> {
             tokio::select! {
                 event = connector.next_event() => match event {
                     Some(ConnectorEvent::Connected(key, session)) => {
+                        tracing::info!(source = %session.caller, "discovered source connected");
                         sessions.insert(key, session);
                     }
                     Some(ConnectorEvent::Disconnected(key)) => {
+                        tracing::info!(peer = ?key, "source no longer advertised");
                         // No longer advertised: gone on purpose.
                         let caller = match (&key, sessions.remove(&key)) {
                             (_, Some(session)) => Some(session.caller),

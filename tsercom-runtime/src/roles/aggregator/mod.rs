@@ -9,6 +9,7 @@ mod core;
 mod core_tests;
 mod discover;
 mod ledger;
+mod per_source;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use prost::Message;
 
 pub use builder::AggregatorBuilder;
+pub use per_source::PerSourceStats;
 
 use self::core::{lock, Core};
 use crate::data::{CallerEvent, RemoteDataAggregator};
@@ -149,6 +151,9 @@ pub struct Aggregator<R: Runtime> {
     connection_events: Mutex<Option<queue::Receiver<ConnectionEvent>>>,
     local_endpoint: Option<Endpoint>,
     server: Mutex<Option<crate::transport::Server>>,
+    /// Sets the metrics; used for the last export at shutdown.
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::Exporter,
 }
 
 impl<R: Runtime> std::fmt::Debug for Aggregator<R> {
@@ -203,13 +208,7 @@ impl<R: Runtime> Aggregator<R> {
 
     /// The sources connected now.
     pub fn connected(&self) -> Vec<CallerId> {
-        let mut ids: Vec<CallerId> = lock(&self.core.callers)
-            .iter()
-            .filter(|(_, s)| lock(&s.live).is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort();
-        ids
+        connected(&self.core)
     }
 
     /// Sends an event to one source, stamped now. Returns its sequence number.
@@ -259,12 +258,14 @@ impl<R: Runtime> Aggregator<R> {
     /// until its data expires (the retention), then forgotten with everything kept for
     /// it ([`CallerEvent::Forgotten`]).
     pub fn clocks(&self) -> Vec<(CallerId, Option<PeerClock>)> {
-        let mut v: Vec<_> = lock(&self.core.callers)
-            .iter()
-            .map(|(id, s)| (*id, *lock(&s.clock)))
-            .collect();
-        v.sort_by_key(|(id, _)| *id);
-        v
+        clocks(&self.core)
+    }
+
+    /// Each known source's counters (samples, bytes, duplicates, gaps, connections, last
+    /// seen), sorted by id. Listed, like [`clocks`](Self::clocks), until the source is
+    /// forgotten; the sums over sources are in [`stats`](Self::stats).
+    pub fn source_stats(&self) -> Vec<(CallerId, PerSourceStats)> {
+        source_stats(&self.core)
     }
 
     /// Samples sources reported lost (evicted from their buffers before this aggregator
@@ -280,18 +281,7 @@ impl<R: Runtime> Aggregator<R> {
 
     /// Counters.
     pub fn stats(&self) -> AggregatorStats {
-        AggregatorStats {
-            received: self.core.received.load(Ordering::Relaxed),
-            duplicates: self.core.duplicates.load(Ordering::Relaxed),
-            lost: self.core.lost.load(Ordering::Relaxed),
-            recovered: self.core.recovered.load(Ordering::Relaxed),
-            rejected: self.core.rejected.load(Ordering::Relaxed),
-            refused_samples: self.core.refused_samples.load(Ordering::Relaxed),
-            refused_callers: self.core.data.stats().refused_callers,
-            connections: self.connected().len() as u64,
-            faults: self.core.shared.fault_count(),
-            schema_differs: self.core.shared.schemas.differing(),
-        }
+        stats(&self.core)
     }
 
     /// The counters of the aggregator's server (connections open now, refused,
@@ -333,7 +323,66 @@ impl<R: Runtime> Aggregator<R> {
             let _ = server.shutdown(grace).await;
         }
         self.core.shared.tasks.abort_all();
+        #[cfg(feature = "metrics")]
+        export(&self.core, &self.metrics);
     }
+}
+
+/// The sources connected now, sorted.
+fn connected<R: Runtime>(core: &Core<R>) -> Vec<CallerId> {
+    let mut ids: Vec<CallerId> = lock(&core.callers)
+        .iter()
+        .filter(|(_, s)| lock(&s.live).is_some())
+        .map(|(id, _)| *id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// See [`Aggregator::clocks`].
+fn clocks<R: Runtime>(core: &Core<R>) -> Vec<(CallerId, Option<PeerClock>)> {
+    let mut v: Vec<_> = lock(&core.callers)
+        .iter()
+        .map(|(id, s)| (*id, *lock(&s.clock)))
+        .collect();
+    v.sort_by_key(|(id, _)| *id);
+    v
+}
+
+/// See [`Aggregator::source_stats`].
+fn source_stats<R: Runtime>(core: &Core<R>) -> Vec<(CallerId, PerSourceStats)> {
+    let mut v: Vec<_> = lock(&core.callers)
+        .iter()
+        .map(|(id, s)| {
+            let connected = lock(&s.live).is_some();
+            (*id, s.counters.snapshot(connected, s.events.len() as u64))
+        })
+        .collect();
+    v.sort_by_key(|(id, _)| *id);
+    v
+}
+
+/// See [`Aggregator::stats`].
+fn stats<R: Runtime>(core: &Core<R>) -> AggregatorStats {
+    AggregatorStats {
+        received: core.received.load(Ordering::Relaxed),
+        duplicates: core.duplicates.load(Ordering::Relaxed),
+        lost: core.lost.load(Ordering::Relaxed),
+        recovered: core.recovered.load(Ordering::Relaxed),
+        rejected: core.rejected.load(Ordering::Relaxed),
+        refused_samples: core.refused_samples.load(Ordering::Relaxed),
+        refused_callers: core.data.stats().refused_callers,
+        connections: connected(core).len() as u64,
+        faults: core.shared.fault_count(),
+        schema_differs: core.shared.schemas.differing(),
+    }
+}
+
+/// Sets the aggregator's metrics from its counters (see [`crate::metrics`]).
+#[cfg(feature = "metrics")]
+fn export<R: Runtime>(core: &Core<R>, to: &crate::metrics::Exporter) {
+    let data = core.data.stats();
+    to.aggregator(&stats(core), &data, &source_stats(core), &clocks(core));
 }
 
 impl<R: Runtime> Drop for Aggregator<R> {

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use prost::Message;
 use tonic::Status;
 
+use super::per_aggregator::AggregatorCounters;
 use super::Event;
 use crate::engine::buffer::SendBuffer;
 use crate::engine::clock_link::ClockLink;
@@ -30,6 +31,8 @@ pub(super) struct Conn {
     /// Acknowledged by the aggregator; on a best-effort connection, handed to it.
     pub(super) acked: AtomicU64,
     best_effort: bool,
+    /// Counters of this aggregator, kept across its connections.
+    counters: Arc<AggregatorCounters>,
 }
 
 pub(super) struct Core<R: Runtime> {
@@ -50,7 +53,11 @@ pub(super) struct Core<R: Runtime> {
     departed: Mutex<HashMap<CallerId, (u64, std::time::Instant)>>,
     /// Clock links per aggregator, kept across its connections.
     links: Mutex<HashMap<CallerId, Arc<ClockLink>>>,
+    /// Counters per aggregator, kept across its connections.
+    pub(super) peers: Mutex<HashMap<CallerId, Arc<AggregatorCounters>>>,
     pub(super) sent: AtomicU64,
+    /// Payload bytes of the samples accepted by `send`.
+    pub(super) bytes: AtomicU64,
     pub(super) events_delivered: AtomicU64,
     pub(super) events_lost: AtomicU64,
     /// Set when the aggregator refused us for good; `send` then fails with it.
@@ -78,7 +85,9 @@ impl<R: Runtime> Core<R> {
             conns: Mutex::new(Vec::new()),
             departed: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
             sent: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
             events_lost: AtomicU64::new(0),
             refused: Mutex::new(None),
@@ -134,15 +143,16 @@ impl<R: Runtime> Role for Core<R> {
     }
 
     fn connect(self: &Arc<Self>, peer: &Peer) -> (AggregatorLink<R>, u64) {
-        let conn =
-            Arc::new(Conn {
-                peer: peer.clone(),
-                link: Arc::clone(lock(&self.links).entry(peer.id).or_insert_with(|| {
-                    Arc::new(ClockLink::new(self.shared.config.timesync.clone()))
-                })),
-                acked: AtomicU64::new(0),
-                best_effort: peer.delivery == Delivery::BestEffort,
-            });
+        let conn = Arc::new(Conn {
+            peer: peer.clone(),
+            link: Arc::clone(lock(&self.links).entry(peer.id).or_insert_with(|| {
+                Arc::new(ClockLink::new(self.shared.config.timesync.clone(), peer.id))
+            })),
+            acked: AtomicU64::new(0),
+            best_effort: peer.delivery == Delivery::BestEffort,
+            counters: Arc::clone(lock(&self.peers).entry(peer.id).or_default()),
+        });
+        conn.counters.connected();
         lock(&self.conns).push(Arc::clone(&conn));
         lock(&self.departed).remove(&peer.id);
         let last_event = match lock(&self.event_progress).get(&peer.id) {
@@ -215,6 +225,7 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
 
     async fn frame(&self, frame: wire::Frame, mut last_event: u64) -> Result<u64, Status> {
         let est = self.conn.link.estimate();
+        let mut delivered = 0;
         for s in frame.samples {
             if s.seq <= last_event {
                 continue;
@@ -239,9 +250,11 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
             // aggregator); the drop policies count what they drop.
             if self.core.events.send(event).await.is_ok() {
                 self.core.events_delivered.fetch_add(1, Ordering::Relaxed);
+                delivered += 1;
             }
             last_event = s.seq;
         }
+        self.conn.counters.events(delivered, 0);
         self.progress(last_event);
         Ok(last_event)
     }
@@ -262,11 +275,13 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
                 Some(n.saturating_add(lost))
             });
         tracing::warn!(lost, aggregator = %self.conn.peer.id, "events lost by the aggregator");
+        self.conn.counters.events(0, lost);
         self.progress(gap.last_seq);
         Some(gap.last_seq)
     }
 
     fn ack(&self, seq: u64) {
+        self.conn.counters.acked(seq);
         self.conn.acked.store(seq, Ordering::Release);
         self.core.release();
     }
@@ -280,8 +295,10 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
     }
 
     fn sent(&self, seq: u64) {
+        self.conn.counters.handed(seq);
         if self.conn.best_effort {
             // Nothing is kept for a best-effort connection once it has the samples.
+            self.conn.counters.acked(seq);
             self.conn.acked.store(seq, Ordering::Release);
             self.core.release();
         }

@@ -4,6 +4,7 @@
 
 mod builder;
 mod core;
+mod per_aggregator;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use prost::Message;
 
 pub use builder::SourceBuilder;
+pub use per_aggregator::PerAggregatorStats;
 
 use self::core::{lock, Core};
 use crate::engine::ConnectionEvent;
@@ -60,6 +62,8 @@ pub struct SourceStats {
     pub events_dropped: u64,
     /// Events an aggregator reported it could not deliver (evicted from its buffer).
     pub events_lost: u64,
+    /// Payload bytes of the samples accepted by `send` (encoded series, without framing).
+    pub bytes: u64,
     /// Aggregators connected now.
     pub connections: u64,
     /// Internal tasks that panicked or failed (see [`Source::health`]).
@@ -87,6 +91,9 @@ pub struct Source<R: Runtime> {
     /// The same-host Unix socket's server, beside an advertised TCP server.
     same_host_server: Mutex<Option<crate::transport::Server>>,
     publisher: Mutex<Option<crate::discovery::Publisher>>,
+    /// Sets the metrics; used for the last export at shutdown.
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::Exporter,
 }
 
 impl<R: Runtime> std::fmt::Debug for Source<R> {
@@ -140,6 +147,9 @@ impl<R: Runtime> Source<R> {
         // One sample needs no intermediate list (this is the hot path of `send`).
         self.check_running()?;
         let payload = self.encode(&value)?;
+        self.core
+            .bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let seq = self
             .core
             .data
@@ -184,10 +194,14 @@ impl<R: Runtime> Source<R> {
     ) -> Result<u64, RuntimeError> {
         self.check_running()?;
         let mut encoded = Vec::new();
+        let mut bytes = 0;
         for (time, value) in items {
-            encoded.push((time, self.encode(&value)?));
+            let payload = self.encode(&value)?;
+            bytes += payload.len() as u64;
+            encoded.push((time, payload));
         }
         let n = encoded.len() as u64;
+        self.core.bytes.fetch_add(bytes, Ordering::Relaxed);
         let seq = self.core.data.push_many(encoded);
         self.core.sent.fetch_add(n, Ordering::Relaxed);
         self.core.drop_unconnected();
@@ -209,25 +223,19 @@ impl<R: Runtime> Source<R> {
 
     /// The clock estimate of each connected aggregator.
     pub fn clocks(&self) -> Vec<(CallerId, Option<ClockEstimate>)> {
-        lock(&self.core.conns)
-            .iter()
-            .map(|c| (c.peer.id, c.link.estimate()))
-            .collect()
+        clocks(&self.core)
     }
 
     /// Counters.
     pub fn stats(&self) -> SourceStats {
-        SourceStats {
-            sent: self.core.sent.load(Ordering::Relaxed),
-            evicted: self.core.data.evicted(),
-            buffered: self.core.data.len() as u64,
-            events: self.core.events_delivered.load(Ordering::Relaxed),
-            events_dropped: self.core.events.stats().dropped,
-            events_lost: self.core.events_lost.load(Ordering::Relaxed),
-            connections: lock(&self.core.conns).len() as u64,
-            faults: self.core.shared.fault_count(),
-            schema_differs: self.core.shared.schemas.differing(),
-        }
+        stats(&self.core)
+    }
+
+    /// Each aggregator's counters (connections, sequence numbers handed and
+    /// acknowledged, events, last seen), for every aggregator that ever connected, sorted
+    /// by id.
+    pub fn aggregator_stats(&self) -> Vec<(CallerId, PerAggregatorStats)> {
+        aggregator_stats(&self.core)
     }
 
     /// The aggregators that connected with another version of the schemas (compatible with this
@@ -306,8 +314,51 @@ impl<R: Runtime> Source<R> {
             let _ = server.shutdown(Duration::from_millis(500)).await;
         }
         self.core.shared.tasks.abort_all();
+        #[cfg(feature = "metrics")]
+        export(&self.core, &self.metrics);
         flushed
     }
+}
+
+/// See [`Source::clocks`].
+fn clocks<R: Runtime>(core: &Core<R>) -> Vec<(CallerId, Option<ClockEstimate>)> {
+    lock(&core.conns)
+        .iter()
+        .map(|c| (c.peer.id, c.link.estimate()))
+        .collect()
+}
+
+/// See [`Source::stats`].
+fn stats<R: Runtime>(core: &Core<R>) -> SourceStats {
+    SourceStats {
+        sent: core.sent.load(Ordering::Relaxed),
+        evicted: core.data.evicted(),
+        buffered: core.data.len() as u64,
+        events: core.events_delivered.load(Ordering::Relaxed),
+        events_dropped: core.events.stats().dropped,
+        events_lost: core.events_lost.load(Ordering::Relaxed),
+        bytes: core.bytes.load(Ordering::Relaxed),
+        connections: lock(&core.conns).len() as u64,
+        faults: core.shared.fault_count(),
+        schema_differs: core.shared.schemas.differing(),
+    }
+}
+
+/// See [`Source::aggregator_stats`].
+fn aggregator_stats<R: Runtime>(core: &Core<R>) -> Vec<(CallerId, PerAggregatorStats)> {
+    let connected: Vec<CallerId> = lock(&core.conns).iter().map(|c| c.peer.id).collect();
+    let mut v: Vec<_> = lock(&core.peers)
+        .iter()
+        .map(|(id, c)| (*id, c.snapshot(connected.contains(id))))
+        .collect();
+    v.sort_by_key(|(id, _)| *id);
+    v
+}
+
+/// Sets the source's metrics from its counters (see [`crate::metrics`]).
+#[cfg(feature = "metrics")]
+fn export<R: Runtime>(core: &Core<R>, to: &crate::metrics::Exporter) {
+    to.source(&stats(core), &aggregator_stats(core), &clocks(core));
 }
 
 impl<R: Runtime> Drop for Source<R> {
