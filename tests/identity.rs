@@ -91,7 +91,7 @@ fn harm() -> Vec<Vec<u8>> {
             }],
         })),
         env(Kind::Ack(wire::Ack { seq: 0 })),
-        env(Kind::Goodbye(wire::Goodbye {})),
+        env(Kind::Goodbye(wire::Goodbye::default())),
     ]
 }
 
@@ -304,19 +304,29 @@ async fn a_restarted_source_with_its_identity_file_replaces_its_old_session() {
         .await
         .unwrap();
     assert_eq!(new.id(), id);
-    // The old session ends (the aggregator names why, below; the old process may see
-    // only its stream end, whichever of the status and the end of the stream it reads
-    // first).
-    loop {
+    // The old process is told why its session ended, and does not redial (it would take
+    // the id back, and the two would alternate).
+    let reason = loop {
         match tokio::time::timeout(DEADLINE, old_events.recv()).await {
-            Ok(Some(ConnectionEvent::Disconnected { .. })) => break,
+            Ok(Some(ConnectionEvent::Disconnected { reason, .. })) => break reason,
             Ok(Some(_)) => continue,
             other => panic!("the old session did not end: {other:?}"),
         }
-    }
-    // The old process goes away for good (it would otherwise redial and take over).
-    old.shutdown(Duration::from_millis(10)).await;
-    drop(old);
+    };
+    assert!(
+        reason.contains("replaced by a new session") && reason.contains(&id.to_string()),
+        "{reason}"
+    );
+    let refused = loop {
+        match tokio::time::timeout(DEADLINE, old_events.recv()).await {
+            Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,
+            Ok(Some(ConnectionEvent::Connected { .. })) => panic!("the old process redialed"),
+            Ok(Some(_)) => continue,
+            other => panic!("the old process did not stop redialing: {other:?}"),
+        }
+    };
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    assert!(refused.message().contains("replaced"), "{refused:?}");
 
     new.send(Tick { n: 1 }).await.unwrap();
     assert!(new.flush(DEADLINE).await);
@@ -334,6 +344,65 @@ async fn a_restarted_source_with_its_identity_file_replaces_its_old_session() {
         "{events:?}"
     );
     assert_eq!(agg.connected(), vec![id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_source_replaced_at_the_aggregator_is_told_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("source.id");
+    let old = Source::<Ticks>::builder()
+        .identity(Identity::persistent(&file).unwrap())
+        .serve("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let mut old_events = old.connection_events().unwrap();
+    // Where the "restarted" process will serve: free now, dialed until it answers.
+    let next = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let agg = Aggregator::<Ticks>::builder()
+        .source([old.local_addr().unwrap()])
+        .source([next])
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    old.send(Tick { n: 0 }).await.unwrap();
+    wait_until("the old process's tick", || agg.stats().received == 1).await;
+
+    // The same identity, serving at the other address: the aggregator's dial there
+    // proves the same key, and its session replaces the one with the old process.
+    let new = Source::<Ticks>::builder()
+        .identity(Identity::persistent(&file).unwrap())
+        .serve(next)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(new.id(), old.id());
+    // The old process (the side that answered) hears why from the aggregator.
+    let reason = loop {
+        match tokio::time::timeout(DEADLINE, old_events.recv()).await {
+            Ok(Some(ConnectionEvent::Disconnected { reason, .. })) => break reason,
+            Ok(Some(_)) => continue,
+            other => panic!("the old session did not end: {other:?}"),
+        }
+    };
+    assert!(
+        reason.contains("replaced by a new session") && reason.contains(&old.id().to_string()),
+        "{reason}"
+    );
+    new.send(Tick { n: 1 }).await.unwrap();
+    assert!(new.flush(DEADLINE).await);
+    wait_until("the new process's tick", || {
+        agg.data()
+            .get_most_recent(new.id())
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.value == Tick { n: 1 })
+    })
+    .await;
+    assert_eq!(agg.connected(), vec![new.id()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,4 +539,69 @@ async fn with_mtls_a_certificate_naming_a_caller_id_admits_only_that_id() {
     })
     .await;
     assert_eq!(agg.connected(), vec![bound]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_naming_another_caller_id_is_refused_by_the_dialer() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "main");
+    let agg_id = CallerId::random();
+    // A server certificate that binds an id the aggregator does not have: a relay (or
+    // a misdeployed certificate) in front of another aggregator.
+    let foreign = CallerId::random();
+    let foreign_uri = format!("{CALLER_URI_PREFIX}{foreign}");
+    let wrong = ca.leaf_with_uris(dir.path(), "wrong", &["127.0.0.1"], &[&foreign_uri]);
+    let agg = Aggregator::<Ticks>::builder()
+        .identity(agg_id)
+        .listen("127.0.0.1:0")
+        .tls_server(ServerTls::from_files(&wrong.cert_file, &wrong.key_file).unwrap())
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let source = Source::<Ticks>::builder()
+        .dial([agg.local_addr().unwrap()])
+        .tls_client(ClientTls::from_ca_file(&ca.file).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut events = source.connection_events().unwrap();
+    let status = loop {
+        match tokio::time::timeout(DEADLINE, events.recv()).await {
+            Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,
+            Ok(Some(ConnectionEvent::Connected { .. })) => panic!("connected to {agg_id}"),
+            Ok(Some(_)) => continue,
+            e => panic!("no refusal: {e:?}"),
+        }
+    };
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("server certificate")
+            && status.message().contains(&foreign.to_string())
+            && status.message().contains(&agg_id.to_string()),
+        "{status:?}"
+    );
+    assert!(agg.connected().is_empty());
+
+    // A certificate that binds the aggregator's own id: connected, samples arrive.
+    let own_uri = format!("{CALLER_URI_PREFIX}{agg_id}");
+    let right = ca.leaf_with_uris(dir.path(), "right", &["127.0.0.1"], &[&own_uri]);
+    let agg = Aggregator::<Ticks>::builder()
+        .identity(agg_id)
+        .listen("127.0.0.1:0")
+        .tls_server(ServerTls::from_files(&right.cert_file, &right.key_file).unwrap())
+        .retention(None)
+        .start()
+        .await
+        .unwrap();
+    let source = Source::<Ticks>::builder()
+        .dial([agg.local_addr().unwrap()])
+        .tls_client(ClientTls::from_ca_file(&ca.file).unwrap())
+        .start()
+        .await
+        .unwrap();
+    source.send(Tick { n: 1 }).await.unwrap();
+    assert!(source.flush(DEADLINE).await);
+    wait_until("the tick", || agg.stats().received == 1).await;
+    assert_eq!(agg.connected(), vec![source.id()]);
 }

@@ -242,7 +242,7 @@ fn goodbye_crosses_languages() {
     let dir = tempfile::tempdir().unwrap();
     let out = compile(&py, dir.path());
     let env = Envelope {
-        kind: Some(envelope::Kind::Goodbye(Goodbye {})),
+        kind: Some(envelope::Kind::Goodbye(Goodbye::default())),
     };
     let stdout = py.run(
         &scripts().join("runtime_xlang.py"),
@@ -259,7 +259,7 @@ fn goodbye_crosses_languages() {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
     let back = Envelope::decode(bytes.as_slice()).unwrap();
-    assert_eq!(back.kind, Some(envelope::Kind::Goodbye(Goodbye {})));
+    assert_eq!(back.kind, Some(envelope::Kind::Goodbye(Goodbye::default())));
 }
 
 #[tsercom::series(package = "xshared.v1")]

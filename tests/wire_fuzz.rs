@@ -145,7 +145,7 @@ fn kind() -> impl Strategy<Value = Option<Kind>> {
                 transmit_ns: t,
             }
         ))),
-        Just(Some(Kind::Goodbye(wire::Goodbye {}))),
+        Just(Some(Kind::Goodbye(wire::Goodbye::default()))),
         Just(Some(Kind::Hello(wire::Hello::default()))),
         Just(None),
     ]

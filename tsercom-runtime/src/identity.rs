@@ -92,8 +92,8 @@ pub enum IdentityError {
         /// The file.
         path: PathBuf,
     },
-    /// The system's random number generator failed.
-    #[error("no randomness for a new key")]
+    /// The system's random number generator failed (no key or nonce can be made).
+    #[error("the system random number generator failed")]
     Random,
 }
 
@@ -278,13 +278,21 @@ fn check_len(field: &'static str, bytes: &[u8], expected: usize) -> Result<(), P
     }
 }
 
-/// A fresh random nonce for a Hello.
-pub(crate) fn nonce() -> Vec<u8> {
-    let mut out = vec![0; NONCE_LEN];
-    // On failure the nonce stays zero and the peer's proof over it is still unique to
-    // its own nonce; this happens only when the system has no randomness at all.
-    let _ = SystemRandom::new().fill(&mut out);
-    out
+/// A fresh random nonce for a Hello, or [`IdentityError::Random`] when the system has
+/// no randomness to give: a predictable nonce would let a proof be replayed, so there is
+/// no fallback (the handshake refuses the connection instead).
+pub(crate) fn nonce() -> Result<[u8; NONCE_LEN], IdentityError> {
+    let rng = SystemRandom::new();
+    nonce_from(|out| rng.fill(out))
+}
+
+/// A nonce filled by `fill`; its failure is an error, never a zero nonce.
+pub(crate) fn nonce_from(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), ring::error::Unspecified>,
+) -> Result<[u8; NONCE_LEN], IdentityError> {
+    let mut out = [0; NONCE_LEN];
+    fill(&mut out).map_err(|_| IdentityError::Random)?;
+    Ok(out)
 }
 
 /// The first key seen for each id (trust on first use), remembered while the role keeps
@@ -458,11 +466,11 @@ mod tests {
     fn a_proof_verifies_only_for_its_own_transcript() {
         let me = Identity::random();
         let key = me.public_key();
-        let (a, b) = (nonce(), nonce());
+        let (a, b) = (nonce().unwrap(), nonce().unwrap());
         let proof = me.prove(&transcript(&me, &key, (&a, &b)));
         assert_eq!(transcript(&me, &key, (&a, &b)).verify(&proof), Ok(()));
         // Another connection (other nonces), or the nonces swapped: refused.
-        let c = nonce();
+        let c = nonce().unwrap();
         assert_eq!(
             transcript(&me, &key, (&a, &c)).verify(&proof),
             Err(ProofError::BadSignature)
@@ -491,6 +499,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_failing_random_source_is_an_error_not_a_predictable_nonce() {
+        let failed = nonce_from(|_| Err(ring::error::Unspecified));
+        assert!(matches!(failed, Err(IdentityError::Random)), "{failed:?}");
+        let filled = nonce_from(|out| {
+            out.fill(7);
+            Ok(())
+        });
+        assert_eq!(filled.unwrap(), [7; NONCE_LEN]);
+        assert_ne!(nonce().unwrap(), nonce().unwrap());
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn stream_messages_round_trip() {
             round_trip_ns: 80_000,
             drift_ppm: 99.5,
         }),
-        envelope::Kind::Goodbye(Goodbye {}),
+        envelope::Kind::Goodbye(Goodbye::default()),
         envelope::Kind::TimeReply(TimeReply {
             id: 1,
             origin_ns: 5,

@@ -237,8 +237,17 @@ pub struct TimeReply {
 }
 /// The sender is shutting down on purpose and will not come back (until a new incarnation
 /// connects). Without it, a stream that ends is a lost connection, expected back.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct Goodbye {}
+/// With `replaced`, the sender ends this session because a newer session of the same
+/// caller id proved the id's key and took its place: the receiver should not redial.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Goodbye {
+    /// Why, for the receiver's log and connection events (empty: no reason given).
+    #[prost(string, tag = "1")]
+    pub reason: ::prost::alloc::string::String,
+    /// This session was replaced by a newer session of the same caller.
+    #[prost(bool, tag = "2")]
+    pub replaced: bool,
+}
 /// The dialing side's proof of identity, sent right after the answering side's Hello when
 /// both Hellos carry a public key (see Hello.proof).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

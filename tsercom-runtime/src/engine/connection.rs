@@ -169,31 +169,50 @@ pub(crate) async fn run<Ro: Role>(
         conn.ack_policy,
     );
     let mut stopping = shared.stopping.subscribe();
+    let mut replaced_here = None;
     let result = tokio::select! {
         r = conn.read(&mut inbound, resume_tx, ack_tx, last) => r,
         () = pump(&conn, resume_rx, ack_rx) => Ok(End::Closed),
-        reason = peer.replaced() => Err(Status::aborted(reason)),
+        reason = peer.replaced() => {
+            replaced_here = Some(reason.clone());
+            Err(super::replaced_status(reason))
+        }
         _ = stopping.wait_for(|s| *s) => Ok(End::Stopped),
     };
-    if matches!(result, Ok(End::Stopped)) && Ro::SAYS_GOODBYE {
+    if let Some(reason) = replaced_here {
+        // Tell the peer why (a client cannot send a status, and a server's status can be
+        // cut off by the reset of the stream), and that it should not redial.
+        let goodbye = wire::Goodbye {
+            reason,
+            replaced: true,
+        };
+        say_goodbye(&out, &mut inbound, goodbye).await;
+    } else if matches!(result, Ok(End::Stopped)) && Ro::SAYS_GOODBYE {
         // Say so, so the peer knows we left on purpose, then let it end the stream
         // (bounded), so the Goodbye is not cut off.
-        let goodbye = envelope(Kind::Goodbye(wire::Goodbye {}));
-        let _ = tokio::time::timeout(Duration::from_millis(200), out.send(goodbye)).await;
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Ok(Some(_)) = inbound.message().await {}
-        })
-        .await;
+        say_goodbye(&out, &mut inbound, wire::Goodbye::default()).await;
     }
     tracing::info!(peer = %peer.id, ?result, "disconnected from the {peer_role}");
     announce.reason = Some(match &result {
         Ok(End::Goodbye) => format!("the {peer_role} said goodbye"),
         Ok(End::Closed) => "the stream ended".to_owned(),
         Ok(End::Stopped) => "this side stopped".to_owned(),
+        Err(status) if super::is_replaced(status) => status.message().to_owned(),
         Err(status) => status.to_string(),
     });
     handler.end(&result);
     result
+}
+
+/// Sends `goodbye` (bounded), then lets the peer end the stream (bounded), so that the
+/// Goodbye is not cut off by the end of ours.
+async fn say_goodbye(out: &Out, inbound: &mut Streaming<Envelope>, goodbye: wire::Goodbye) {
+    let goodbye = envelope(Kind::Goodbye(goodbye));
+    let _ = tokio::time::timeout(Duration::from_millis(200), out.send(goodbye)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(Some(_)) = inbound.message().await {}
+    })
+    .await;
 }
 
 /// Reports the end of a connection, also when its task is aborted.
@@ -316,6 +335,12 @@ impl<H: Handler> Connection<'_, H> {
                             ))
                         }
                     }
+                }
+                Some(Kind::Goodbye(goodbye)) if goodbye.replaced => {
+                    return Err(super::replaced_status(format!(
+                        "the peer ended this session: {}",
+                        goodbye.reason
+                    )));
                 }
                 Some(Kind::Goodbye(_)) => return Ok(End::Goodbye),
                 Some(Kind::Hello(_)) => {

@@ -1,15 +1,12 @@
 //! The first messages of a connection: each side's `Hello`, and the checks that refuse a
 //! peer of another runtime, schema or protocol version with a status that says why; the
-//! dialing side ([`dial`], and [`dial_loop`], which redials), and the answering side
-//! ([`answer`], used by the stream service's acceptor). Both roles use these.
+//! dialing side ([`dial`]; [`dial_loop`](super::redial::dial_loop) redials) and the
+//! answering side ([`answer`], used by the stream service's acceptor). Both roles use
+//! these.
 //!
 //! The peer's Hello is checked in one place, [`check`]: every number and name a peer
-//! states about itself is validated there. Then the peer proves its identity (see
-//! [`crate::identity`]): the answering side signs the connection's transcript in its
-//! Hello, the dialing side in a `Proof` right after; each side verifies the other's
-//! before the connection is admitted by the role's session table
-//! ([`Sessions`](super::sessions::Sessions)), which refuses a peer whose id is bound to
-//! another key, or live and not proved.
+//! states about itself is validated there. Then the peer proves its identity and is
+//! admitted to the role's session table: see [`super::proof`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,19 +18,23 @@ use tonic::{Status, Streaming};
 use super::acks::AckPolicy;
 use super::buffer::BufferLimits;
 use super::config::{Delivery, SessionConfig};
-use super::connection;
+use super::proof::{self, Answered};
 use super::pump::{envelope, Out, OUTBOUND_FRAMES};
 use super::schemas::{self, PeerSchema};
 use super::service::{self, CertBinding, OutboundStream};
 use super::sessions::Claim;
-use super::shared::{self, Shared};
-use super::{is_permanent, ConnectionEvent, Runtime};
-use crate::backoff::{Failure, Retries};
-use crate::identity::{self, Identity, Transcript, NONCE_LEN, PUBLIC_KEY_LEN};
+use super::shared::Shared;
+use super::Runtime;
+use crate::backoff::Failure;
+use crate::identity::Identity;
 use crate::ids::CallerId;
 use crate::series::Series;
+use crate::transport::san;
 use crate::transport::{ClientTls, Endpoint};
 use crate::wire::{self, envelope::Kind, Envelope, Role};
+
+/// The dial loop lives in [`super::redial`]; the roles start it from here.
+pub(crate) use super::redial::dial_loop;
 
 /// Who we are on a connection: what our Hello says.
 #[derive(Debug, Clone, Copy)]
@@ -145,11 +146,14 @@ impl From<DialError> for Status {
     }
 }
 
-/// Dials one of `addrs`, opens runtime `R`'s stream and exchanges Hellos (ours first).
-/// While no candidate answers, the connection request is re-sent every `resend_every`.
+/// Dials one of `addrs`, opens runtime `R`'s stream and exchanges Hellos (ours first),
+/// then the proofs of identity (see [`super::proof`]). While no candidate answers, the
+/// connection request is re-sent every `resend_every`.
 ///
-/// With `tls`, a rejected certificate (either side's) is `UNAUTHENTICATED`, which
-/// [`is_permanent`]: redialing cannot fix it until certificates change.
+/// With `tls`, a rejected certificate (either side's) is `UNAUTHENTICATED`, and a server
+/// certificate that binds another caller id than the one the server's Hello proves is
+/// `PERMISSION_DENIED`; both are [`is_permanent`](super::is_permanent): redialing cannot
+/// fix them until certificates change.
 #[tracing::instrument(name = "tsercom.connect", level = "debug", skip_all, fields(runtime = R::NAME, ?addrs))]
 pub(crate) async fn dial<R: Runtime>(
     shared: &Shared,
@@ -158,7 +162,7 @@ pub(crate) async fn dial<R: Runtime>(
 ) -> Result<(Peer, Streaming<Envelope>, Out), DialError> {
     let local = shared.local;
     let resend_every = shared.backoff.unreachable_interval;
-    let channel = super::net::dial_any(addrs, CONNECT_TIMEOUT, resend_every, tls)
+    let (channel, server_cert) = super::net::dial_any(addrs, CONNECT_TIMEOUT, resend_every, tls)
         .await
         .map_err(|e| DialError {
             failure: if e.is_unreachable() {
@@ -172,8 +176,8 @@ pub(crate) async fn dial<R: Runtime>(
                 Status::unavailable(e.to_string())
             },
         })?;
+    let nonce = proof::fresh_nonce(local.peer_role())?;
     let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-    let nonce = identity::nonce();
     let _ = tx
         .send(local.hello::<R>(&shared.identity, &nonce, Vec::new()))
         .await;
@@ -199,228 +203,27 @@ pub(crate) async fn dial<R: Runtime>(
         })??;
     let theirs = read_hello(&local, &mut inbound).await?;
     let mut peer = check::<R>(&local, &theirs, addrs.first().cloned())?;
-    let key = presented_key(&theirs)?;
+    // With TLS, a server certificate that names a caller id admits only that id.
+    if let Some(der) = server_cert {
+        let bound: CertBinding = san::caller_id_of(&der);
+        proof::check_cert_binding(&bound, peer.id, local.peer_role(), "server")?;
+    }
+    let key = proof::presented_key(&theirs)?;
     if let Some(key) = &key {
-        let answerer = Transcript {
-            runtime: R::NAME,
-            signer: peer.id,
-            signer_key: key,
-            dialer_nonce: &nonce,
-            answerer_nonce: &theirs.nonce,
-            signer_dialed: false,
-        };
-        answerer.verify(&theirs.proof).map_err(|e| {
-            Status::permission_denied(format!(
-                "the {} refused: caller id {}: {e}",
-                local.peer_role(),
-                peer.id
-            ))
-        })?;
-        let ours = Transcript {
-            runtime: R::NAME,
-            signer: local.id,
-            signer_key: &shared.identity.public_key(),
-            dialer_nonce: &nonce,
-            answerer_nonce: &theirs.nonce,
-            signer_dialed: true,
-        };
-        let signature = shared.identity.prove(&ours);
+        let signature =
+            proof::verify_answerer_and_prove::<R>(shared, peer.id, key, &nonce, &theirs)?;
         tx.send(envelope(Kind::Proof(wire::Proof { signature })))
             .await
             .map_err(|_| Status::unavailable("the stream closed before the proof was sent"))?;
     }
-    let claim = shared
-        .sessions
-        .admit(peer.id, key.as_ref(), local.peer_role())
-        .await?;
-    peer.claim = Some(Arc::new(claim));
+    proof::admit(shared, &mut peer, key.as_ref()).await?;
     Ok((peer, inbound, tx))
-}
-
-/// The public key the peer's Hello presents (`None`: it proves nothing), checked for
-/// shape: a key needs a nonce beside it.
-fn presented_key(theirs: &wire::Hello) -> Result<Option<[u8; PUBLIC_KEY_LEN]>, Status> {
-    if theirs.public_key.is_empty() {
-        return Ok(None);
-    }
-    let key = <[u8; PUBLIC_KEY_LEN]>::try_from(theirs.public_key.as_slice()).map_err(|_| {
-        Status::invalid_argument(format!(
-            "Hello.public_key is {} bytes long; an Ed25519 key is {PUBLIC_KEY_LEN}",
-            theirs.public_key.len()
-        ))
-    })?;
-    if theirs.nonce.len() != NONCE_LEN {
-        return Err(Status::invalid_argument(format!(
-            "Hello.nonce is {} bytes long; it must be {NONCE_LEN} beside a public key",
-            theirs.nonce.len()
-        )));
-    }
-    Ok(Some(key))
-}
-
-/// Where a [`redial`] loop dials: the peer's addresses, and TLS if set.
-#[derive(Debug, Clone, Copy)]
-struct Target<'a> {
-    addrs: &'a [Endpoint],
-    tls: Option<&'a Arc<ClientTls>>,
-}
-
-/// How a [`redial`] loop ended.
-#[derive(Debug)]
-enum RedialEnd {
-    /// The role is stopping.
-    Stopped,
-    /// The peer refused for a reason retrying cannot fix.
-    Refused(Status),
-    /// `Backoff::max_attempts` failed attempts in a row.
-    GaveUp(u32),
-}
-
-/// Dials a peer at one of `addrs` and runs `session` on each connection, redialing
-/// whenever a dial fails or a session ends, until the role stops, a permanent refusal,
-/// or the backoff's attempt limit. Every retry is reported as a connection event. Dials
-/// use `tls` when set. A session that panics is reported as a fault and counts as a
-/// connection that broke.
-///
-/// Pacing: failures where the peer answered back off exponentially; dials that never
-/// reached it retry at the backoff's short unreachable cadence. A connection that stayed
-/// up for at least `Backoff::max` starts the exponential sequence over.
-async fn redial<R, F, Fut>(shared: &Shared, target: Target<'_>, mut session: F) -> RedialEnd
-where
-    R: Runtime,
-    F: FnMut(Peer, Streaming<Envelope>, Out) -> Fut,
-    Fut: Future<Output = Result<(), Status>>,
-{
-    let Target { addrs, tls } = target;
-    let Shared {
-        local,
-        backoff,
-        stopping,
-        events,
-        tasks,
-        ..
-    } = shared;
-    let local = *local;
-    let peer_role = local.peer_role();
-    let mut stopping = stopping.subscribe();
-    let mut retries = Retries::default();
-    loop {
-        let dialed = tokio::select! {
-            r = dial::<R>(shared, addrs, tls) => r,
-            _ = stopping.wait_for(|s| *s) => return RedialEnd::Stopped,
-        };
-        let (failure, error) = match dialed {
-            Ok((peer, inbound, out)) => {
-                retries.connected();
-                let up = tokio::time::Instant::now();
-                // Not raced with `stopping`: a session ends itself when stopping (the
-                // source sends Goodbye first).
-                let task = format!("session with {peer_role} {}", peer.id);
-                let result = tasks
-                    .faults()
-                    .guard(&task, session(peer, inbound, out))
-                    .await
-                    .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))));
-                if *stopping.borrow() {
-                    return RedialEnd::Stopped;
-                }
-                if up.elapsed() >= backoff.max {
-                    retries.stable();
-                }
-                match result {
-                    Ok(()) => {
-                        tracing::info!("the {peer_role} closed the connection");
-                        (
-                            Failure::Answered,
-                            format!("the {peer_role} closed the connection"),
-                        )
-                    }
-                    Err(status) if is_permanent(&status) => return RedialEnd::Refused(status),
-                    Err(status) => {
-                        tracing::info!(%status, "the connection to the {peer_role} ended");
-                        (Failure::Answered, status.to_string())
-                    }
-                }
-            }
-            Err(e) if is_permanent(&e.status) => return RedialEnd::Refused(e.status),
-            Err(e) => {
-                tracing::debug!(status = %e.status, failure = ?e.failure, ?addrs, "dialing the {peer_role} failed");
-                (e.failure, e.status.to_string())
-            }
-        };
-        let delay = retries.fail(backoff, failure);
-        if backoff.exhausted(retries.failed()) {
-            return RedialEnd::GaveUp(retries.failed());
-        }
-        let _ = events.try_send(ConnectionEvent::Retrying {
-            addrs: addrs.to_vec(),
-            attempt: retries.failed(),
-            delay,
-            error,
-        });
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = stopping.wait_for(|s| *s) => return RedialEnd::Stopped,
-        }
-    }
-}
-
-/// Dials the peer of `role` at `addrs` and keeps redialing (see [`redial`]), running a
-/// [`connection`] on each connection; reports how the loop ended as a connection event.
-pub(crate) async fn dial_loop<Ro: shared::Role>(role: Arc<Ro>, addrs: Vec<Endpoint>) {
-    let shared = role.shared();
-    let peer_role = shared.local.peer_role();
-    let target = Target {
-        addrs: &addrs,
-        tls: shared.tls_client.as_ref(),
-    };
-    let end = redial::<Ro::Runtime, _, _>(shared, target, |peer, inbound, out| {
-        let role = &role;
-        async move { connection::run(role, peer, inbound, out).await.map(|_| ()) }
-    })
-    .await;
-    match end {
-        RedialEnd::Stopped => {}
-        RedialEnd::Refused(status) => {
-            tracing::error!(%status, ?addrs, "the {peer_role} refused the connection; not retrying");
-            role.refused_by_peer(&status);
-            let _ = shared
-                .events
-                .try_send(ConnectionEvent::Refused { addrs, status });
-        }
-        RedialEnd::GaveUp(attempts) => {
-            tracing::error!(
-                attempts,
-                ?addrs,
-                "giving up reconnecting to the {peer_role}"
-            );
-            let _ = shared
-                .events
-                .try_send(ConnectionEvent::GaveUp { addrs, attempts });
-        }
-    }
-}
-
-/// A dialer whose Hello was answered, not yet admitted: see [`admit_answered`].
-#[derive(Debug)]
-pub(crate) struct Answered {
-    peer: Peer,
-    key: Option<[u8; PUBLIC_KEY_LEN]>,
-    dialer_nonce: Vec<u8>,
-    answerer_nonce: Vec<u8>,
-}
-
-impl Answered {
-    /// The dialer's id, as its Hello states it (not proved yet).
-    pub(crate) fn id(&self) -> CallerId {
-        self.peer.id
-    }
 }
 
 /// The dialed side: reads and checks the dialer's Hello and answers with ours (with our
 /// proof, when the dialer presented a key). Returns the dialer, the sender of our side,
-/// and the response stream to hand to tonic; [`admit_answered`] then takes the dialer's
-/// proof and admits it.
+/// and the response stream to hand to tonic; [`proof::admit_answered`] then takes the
+/// dialer's proof and admits it.
 #[tracing::instrument(name = "tsercom.handshake", level = "debug", skip_all, fields(runtime = R::NAME, ?remote))]
 pub(crate) async fn answer<R: Runtime>(
     shared: &Shared,
@@ -432,40 +235,14 @@ pub(crate) async fn answer<R: Runtime>(
     let theirs = read_hello(&local, inbound).await?;
     let peer = check::<R>(&local, &theirs, remote)?;
     // With mutual TLS, a certificate that names a caller id admits only that id.
-    match bound {
-        Err(e) => {
-            return Err(Status::permission_denied(format!(
-                "{} refused: {e}",
-                local.peer_role()
-            )))
-        }
-        Ok(Some(id)) if id != peer.id => {
-            return Err(Status::permission_denied(format!(
-                "{} refused: its client certificate binds caller id {id}, but its Hello \
-                 claims {}",
-                local.peer_role(),
-                peer.id
-            )))
-        }
-        Ok(_) => {}
-    }
-    let key = presented_key(&theirs)?;
+    proof::check_cert_binding(&bound, peer.id, local.peer_role(), "client")?;
+    let key = proof::presented_key(&theirs)?;
     // What no proof can change is refused at once, as the call's status.
     shared
         .sessions
         .precheck(peer.id, key.as_ref(), local.peer_role())?;
-    let nonce = identity::nonce();
-    let proof = match key {
-        Some(_) => shared.identity.prove(&Transcript {
-            runtime: R::NAME,
-            signer: local.id,
-            signer_key: &shared.identity.public_key(),
-            dialer_nonce: &theirs.nonce,
-            answerer_nonce: &nonce,
-            signer_dialed: false,
-        }),
-        None => Vec::new(),
-    };
+    let nonce = proof::fresh_nonce(local.peer_role())?;
+    let proof = proof::answerer_proof::<R>(shared, key.as_ref(), &theirs.nonce, &nonce);
     let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
     let _ = tx
         .send(local.hello::<R>(&shared.identity, &nonce, proof))
@@ -482,68 +259,9 @@ pub(crate) async fn answer<R: Runtime>(
         peer,
         key,
         dialer_nonce: theirs.nonce,
-        answerer_nonce: nonce,
+        answerer_nonce: nonce.to_vec(),
     };
     Ok((answered, tx, stream))
-}
-
-/// The dialed side, after [`answer`]: reads and verifies the dialer's `Proof` (when it
-/// presented a key), and admits it to the role's session table.
-pub(crate) async fn admit_answered<R: Runtime>(
-    shared: &Shared,
-    answered: Answered,
-    inbound: &mut Streaming<Envelope>,
-) -> Result<Peer, Status> {
-    let Answered {
-        mut peer,
-        key,
-        dialer_nonce,
-        answerer_nonce,
-    } = answered;
-    let local = &shared.local;
-    if let Some(key) = &key {
-        let next = tokio::time::timeout(local.hello_timeout, inbound.message())
-            .await
-            .map_err(|_| {
-                Status::deadline_exceeded(format!(
-                    "the {} sent no Proof within {:?}",
-                    local.peer_role(),
-                    local.hello_timeout
-                ))
-            })??;
-        let signature = match next {
-            Some(Envelope {
-                kind: Some(Kind::Proof(proof)),
-            }) => proof.signature,
-            _ => {
-                return Err(Status::invalid_argument(format!(
-                    "the {} presented a public key, so its second message must be Proof",
-                    local.peer_role()
-                )))
-            }
-        };
-        let transcript = Transcript {
-            runtime: R::NAME,
-            signer: peer.id,
-            signer_key: key,
-            dialer_nonce: &dialer_nonce,
-            answerer_nonce: &answerer_nonce,
-            signer_dialed: true,
-        };
-        transcript.verify(&signature).map_err(|e| {
-            Status::permission_denied(format!(
-                "{} refused: caller id {}: {e}",
-                local.peer_role(),
-                peer.id
-            ))
-        })?;
-    }
-    let claim = shared
-        .sessions
-        .admit(peer.id, key.as_ref(), local.peer_role())
-        .await?;
-    peer.claim = Some(Arc::new(claim));
-    Ok(peer)
 }
 
 /// Runs an accepted stream's session; the status it ends with, if any, becomes the

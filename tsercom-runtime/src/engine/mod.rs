@@ -1,6 +1,8 @@
 //! The connection engine both roles run on: the stream service and its `Acceptor`
-//! (`service`), the Hello exchange and the dial/redial/answer paths (`handshake`), one
-//! `Connection` per peer driven by the role's handler (`connection`), and
+//! (`service`), the Hello exchange on the dialing and the answering side (`handshake`),
+//! the proofs of identity and admission to the role's session table (`proof`,
+//! `sessions`), redialing (`redial`), one `Connection` per peer driven by the role's
+//! handler (`connection`), and
 //! what a connection is made of: its settings (`config`), outbound buffer (`buffer`),
 //! pump (`pump`), acknowledgements (`acks`) and clock link (`clock_link`).
 //!
@@ -15,7 +17,9 @@ pub(crate) mod connection;
 mod direct;
 pub(crate) mod handshake;
 mod net;
+mod proof;
 mod pump;
+mod redial;
 pub(crate) mod schemas;
 pub(crate) mod service;
 pub(crate) mod sessions;
@@ -172,6 +176,27 @@ pub(crate) fn random_u64() -> u64 {
             .map_or(0, |d| d.as_nanos() as u64),
     );
     h.finish()
+}
+
+/// The metadata key that marks a status as "this session was replaced by a newer
+/// session of the same caller".
+const REPLACED_KEY: &str = "tsercom-replaced";
+
+/// The status a session ends with when a newer session of the same caller replaced it
+/// (`ABORTED`, with `reason`); see [`is_replaced`].
+pub(crate) fn replaced_status(reason: impl Into<String>) -> tonic::Status {
+    let mut status = tonic::Status::aborted(reason);
+    status.metadata_mut().insert(
+        REPLACED_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}
+
+/// Whether a session ended because a newer session of the same caller replaced it: its
+/// dial loop stops (redialing would take the id back, and the two would alternate).
+pub(crate) fn is_replaced(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Aborted && status.metadata().contains_key(REPLACED_KEY)
 }
 
 /// Whether a status ends reconnection (retrying cannot fix it).

@@ -40,20 +40,24 @@ pub(crate) async fn host<R: Runtime>(
 }
 
 /// Connects to the first of `addrs` that answers gRPC within `timeout`, re-sending the
-/// connection request every `resend_every` while none answers; with TLS if `tls` is set.
+/// connection request every `resend_every` while none answers; with TLS if `tls` is set,
+/// and then also returns the server's end-entity certificate (DER).
 pub(crate) async fn dial_any(
     addrs: &[Endpoint],
     timeout: Duration,
     resend_every: Duration,
     tls: Option<&Arc<ClientTls>>,
-) -> Result<tonic::transport::Channel, TransportError> {
+) -> Result<(tonic::transport::Channel, Option<Vec<u8>>), TransportError> {
     let mut dialer = Dialer::new(addrs.iter().cloned())
         .connect_timeout(timeout)
         .resend_every(Some(resend_every));
     if let Some(tls) = tls {
         dialer = dialer.tls(Arc::clone(tls));
     }
-    dialer.dial().await
+    dialer
+        .dial_with_cert()
+        .await
+        .map(|(_, channel, cert)| (channel, cert))
 }
 
 /// Serves the stream of `role` on `endpoint` (TLS if `tls` is set); returns the server
@@ -67,7 +71,10 @@ pub(crate) async fn serve<Ro: Role>(
     let svc = StreamService::<Ro::Runtime>::new(acceptor, role.shared().config.max_frame_bytes);
     let shared = role.shared();
     let with_tls = tls.is_some();
+    let closer = svc.closer_slot();
     let server = host(endpoint, svc, tls, shared.config.idle_timeout).await?;
+    // A stream whose Hello (or Proof) times out closes its connection.
+    let _ = closer.set(server.conn_closer());
     let local = server.endpoint().clone();
     // A failure of the server's task is a fault of the role.
     let mut failure = server.failure();

@@ -7,8 +7,9 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -17,11 +18,12 @@ use tonic::{Status, Streaming};
 
 use super::connection;
 use super::handshake;
+use super::proof;
 use super::shared::Role;
 use super::Runtime;
 use crate::ids::CallerId;
 use crate::transport::san::{self, CertIdError};
-use crate::transport::Endpoint;
+use crate::transport::{ConnCloser, Endpoint};
 use crate::wire::Envelope;
 
 /// What the server side of a stream returns: envelopes, or a status that ends the call.
@@ -30,6 +32,28 @@ pub(crate) type OutboundStream = Pin<Box<dyn Stream<Item = Result<Envelope, Stat
 /// The caller id the peer's verified client certificate binds (mutual TLS), if any.
 pub(crate) type CertBinding = Result<Option<CallerId>, CertIdError>;
 
+/// Closes the connection a stream came on when the stream's handshake (the peer's Hello,
+/// or its Proof) times out: a peer that completed HTTP/2 and opened the stream but never
+/// speaks does not keep its connection (counted in the server's
+/// [`handshake_timeouts`](crate::transport::ServerStats::handshake_timeouts)).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HandshakeGuard {
+    closer: Option<ConnCloser>,
+    remote: Option<SocketAddr>,
+}
+
+impl HandshakeGuard {
+    /// The handshake ended with `status`: if it timed out, closes the connection.
+    pub(crate) fn ended(&self, status: &Status) {
+        if status.code() != tonic::Code::DeadlineExceeded {
+            return;
+        }
+        if let (Some(closer), Some(remote)) = (&self.closer, self.remote) {
+            closer.close_after_handshake_timeout(remote);
+        }
+    }
+}
+
 /// Accepts incoming tsercom streams: checks the peer's Hello and starts a session.
 pub(crate) trait Acceptor: Send + Sync + 'static {
     fn accept(
@@ -37,6 +61,7 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
         inbound: Streaming<Envelope>,
         remote: Option<Endpoint>,
         bound: CertBinding,
+        guard: HandshakeGuard,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>>;
 }
 
@@ -49,6 +74,7 @@ impl<Ro: Role> Acceptor for Ro {
         mut inbound: Streaming<Envelope>,
         remote: Option<Endpoint>,
         bound: CertBinding,
+        guard: HandshakeGuard,
     ) -> Pin<Box<dyn Future<Output = Result<OutboundStream, Status>> + Send>> {
         Box::pin(async move {
             let role = Arc::clone(&self);
@@ -57,7 +83,10 @@ impl<Ro: Role> Acceptor for Ro {
                 let (answered, out, stream) =
                     handshake::answer::<Ro::Runtime>(shared, &mut inbound, remote, bound)
                         .await
-                        .inspect_err(|_| role.refused_peer())?;
+                        .inspect_err(|status| {
+                            guard.ended(status);
+                            role.refused_peer();
+                        })?;
                 let session_role = Arc::clone(&role);
                 let session_out = out.clone();
                 let task = format!(
@@ -70,7 +99,7 @@ impl<Ro: Role> Acceptor for Ro {
                     handshake::serve_session(out, async move {
                         // The dialer's proof follows our Hello; it is admitted (or
                         // refused, with the status it is told) before anything else.
-                        let admitted = handshake::admit_answered::<Ro::Runtime>(
+                        let admitted = proof::admit_answered::<Ro::Runtime>(
                             session_role.shared(),
                             answered,
                             &mut inbound,
@@ -79,6 +108,7 @@ impl<Ro: Role> Acceptor for Ro {
                         let peer = match admitted {
                             Ok(peer) => peer,
                             Err(status) => {
+                                guard.ended(&status);
                                 tracing::info!(%status, "refused a {}", session_role.shared().local.peer_role());
                                 session_role.refused_peer();
                                 return Err(status);
@@ -113,6 +143,8 @@ impl<Ro: Role> Acceptor for Ro {
 pub struct StreamService<R> {
     acceptor: Arc<dyn Acceptor>,
     max_message_bytes: usize,
+    /// Closes connections of the server hosting the service (set once it serves).
+    closer: Arc<OnceLock<ConnCloser>>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -121,6 +153,7 @@ impl<R> Clone for StreamService<R> {
         StreamService {
             acceptor: Arc::clone(&self.acceptor),
             max_message_bytes: self.max_message_bytes,
+            closer: Arc::clone(&self.closer),
             _runtime: std::marker::PhantomData,
         }
     }
@@ -139,8 +172,14 @@ impl<R: Runtime> StreamService<R> {
         StreamService {
             acceptor,
             max_message_bytes,
+            closer: Arc::default(),
             _runtime: std::marker::PhantomData,
         }
+    }
+
+    /// Where to set the closer of the server that hosts the service, once it serves.
+    pub(crate) fn closer_slot(&self) -> Arc<OnceLock<ConnCloser>> {
+        Arc::clone(&self.closer)
     }
 }
 
@@ -148,7 +187,7 @@ impl<R: Runtime> tonic::server::NamedService for StreamService<R> {
     const NAME: &'static str = R::SERVICE;
 }
 
-struct OpenSvc(Arc<dyn Acceptor>);
+struct OpenSvc(Arc<dyn Acceptor>, Arc<OnceLock<ConnCloser>>);
 
 impl tonic::server::StreamingService<Envelope> for OpenSvc {
     type Response = Envelope;
@@ -157,7 +196,12 @@ impl tonic::server::StreamingService<Envelope> for OpenSvc {
 
     fn call(&mut self, request: tonic::Request<Streaming<Envelope>>) -> Self::Future {
         let acceptor = Arc::clone(&self.0);
+        let closer = self.1.get().cloned();
         Box::pin(async move {
+            let guard = HandshakeGuard {
+                closer,
+                remote: request.remote_addr(),
+            };
             let remote = request.remote_addr().map(Endpoint::Tcp);
             // The end-entity certificate comes first; rustls has verified it.
             let bound = match request.peer_certs() {
@@ -168,7 +212,7 @@ impl tonic::server::StreamingService<Envelope> for OpenSvc {
             };
             let inbound = request.into_inner();
             acceptor
-                .accept(inbound, remote, bound)
+                .accept(inbound, remote, bound, guard)
                 .await
                 .map(tonic::Response::new)
         })
@@ -200,12 +244,13 @@ where
             return Box::pin(async move { Ok(status.into_http()) });
         }
         let acceptor = Arc::clone(&self.acceptor);
+        let closer = Arc::clone(&self.closer);
         let limit = self.max_message_bytes;
         Box::pin(async move {
             let codec = tonic_prost::ProstCodec::<Envelope, Envelope>::default();
             let mut grpc = tonic::server::Grpc::new(codec)
                 .apply_max_message_size_config(Some(limit), Some(limit));
-            Ok(grpc.streaming(OpenSvc(acceptor), req).await)
+            Ok(grpc.streaming(OpenSvc(acceptor, closer), req).await)
         })
     }
 }

@@ -9,12 +9,15 @@
 //! (`TlsStream<ServerIo>`), so an abort ends TLS connections too.
 //!
 //! The tracker also admits connections: it refuses (closes at once) a connection beyond
-//! the server's total or per-IP limit, and counts what it refuses in [`Counters`].
+//! the server's total or per-IP limit, and counts what it refuses in [`Counters`]. And it
+//! closes one TCP connection on request ([`ConnCloser`]): a service whose handshake on a
+//! stream timed out (the roles' Hello) closes the connection that carried it, so a peer
+//! that completed HTTP/2 but never speaks does not keep it.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +25,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -40,6 +43,14 @@ pub(crate) struct ConnLimits {
 /// Open connections per remote IP address.
 type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
+/// The close signal of each open TCP connection, by remote address (unique among the
+/// connections of one listener).
+type Closers = Arc<Mutex<HashMap<SocketAddr, Arc<Notify>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Admits and counts live connections and tells them when to abort.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnTracker {
@@ -47,7 +58,33 @@ pub(crate) struct ConnTracker {
     abort: watch::Receiver<bool>,
     limits: ConnLimits,
     per_ip: PerIp,
+    closers: Closers,
     counters: Arc<Counters>,
+}
+
+/// Closes an open TCP connection of a server by its remote address: see
+/// [`ConnCloser::close_after_handshake_timeout`].
+#[derive(Clone, Debug)]
+pub(crate) struct ConnCloser {
+    closers: Closers,
+    counters: Arc<Counters>,
+}
+
+impl ConnCloser {
+    /// Closes the connection from `remote`, on which a stream did not complete the
+    /// application's handshake in time; counted in
+    /// [`ServerStats::handshake_timeouts`](super::ServerStats::handshake_timeouts).
+    /// Returns whether such a connection was open (and is now closing).
+    pub(crate) fn close_after_handshake_timeout(&self, remote: SocketAddr) -> bool {
+        let Some(close) = lock(&self.closers).get(&remote).cloned() else {
+            return false;
+        };
+        // A permit is stored if the connection is not polling right now.
+        close.notify_one();
+        bump(&self.counters.handshake_timeouts);
+        tracing::debug!(%remote, "closing a connection whose handshake timed out");
+        true
+    }
 }
 
 /// Why a connection was not admitted.
@@ -68,9 +105,18 @@ impl ConnTracker {
             abort: rx,
             limits,
             per_ip: Arc::default(),
+            closers: Arc::default(),
             counters,
         };
         (tracker, tx)
+    }
+
+    /// The handle that closes one of this tracker's TCP connections.
+    pub(crate) fn closer(&self) -> ConnCloser {
+        ConnCloser {
+            closers: Arc::clone(&self.closers),
+            counters: Arc::clone(&self.counters),
+        }
     }
 
     /// The number of connections accepted and not yet closed.
@@ -93,10 +139,8 @@ impl ConnTracker {
                 return Err(Refusal::Total(max));
             }
         }
-        let ip = match &inner {
-            Socket::Tcp(s) => s.peer_addr().ok().map(|a| a.ip()),
-            Socket::Unix(_) => None,
-        };
+        let remote = inner.peer_addr();
+        let ip = remote.map(|a| a.ip());
         if let Some(ip) = ip {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let open = per_ip.entry(ip).or_insert(0);
@@ -112,17 +156,31 @@ impl ConnTracker {
         bump(&self.counters.accepted);
         self.live.fetch_add(1, Ordering::AcqRel);
         let mut abort = self.abort.clone();
+        let close = Arc::new(Notify::new());
+        if let Some(remote) = remote {
+            lock(&self.closers).insert(remote, Arc::clone(&close));
+        }
+        let signal = Arc::clone(&close);
         Ok(Guarded {
             inner,
             guard: Admitted {
                 abort: Box::pin(async move {
-                    // An error means the sender is gone: the server was dropped, abort too.
-                    let _ = abort.wait_for(|aborted| *aborted).await;
+                    tokio::select! {
+                        // An error means the sender is gone: the server was dropped, abort
+                        // too.
+                        _ = abort.wait_for(|aborted| *aborted) => {
+                            "the server aborted the connection at its shutdown deadline"
+                        }
+                        () = signal.notified() => {
+                            "the server closed the connection: its handshake timed out"
+                        }
+                    }
                 }),
-                aborted: false,
+                aborted: None,
                 live: Arc::clone(&self.live),
                 ip,
                 per_ip: Arc::clone(&self.per_ip),
+                close: remote.map(|remote| (remote, close, Arc::clone(&self.closers))),
                 accepted_at: Instant::now(),
             },
         })
@@ -212,12 +270,15 @@ pub(crate) type ServerIo = Guarded<Socket, Admitted>;
 /// The guard of an accepted stream: fails once the server aborts; keeps the stream
 /// counted (in total and per IP) while it is open.
 pub(crate) struct Admitted {
-    abort: Pin<Box<dyn Future<Output = ()> + Send>>,
-    aborted: bool,
+    /// Resolves with the reason when the server aborts, or closes this connection.
+    abort: Pin<Box<dyn Future<Output = &'static str> + Send>>,
+    aborted: Option<&'static str>,
     live: Arc<AtomicUsize>,
     /// The remote IP address, counted in `per_ip` while the connection is open.
     ip: Option<IpAddr>,
     per_ip: PerIp,
+    /// The remote address and close signal registered in the server's closers (TCP).
+    close: Option<(SocketAddr, Arc<Notify>, Closers)>,
     accepted_at: Instant,
 }
 
@@ -235,16 +296,14 @@ impl ServerIo {
 
 impl Guard for Admitted {
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if !self.aborted && self.abort.as_mut().poll(cx).is_ready() {
-            self.aborted = true;
+        if self.aborted.is_none() {
+            if let Poll::Ready(reason) = self.abort.as_mut().poll(cx) {
+                self.aborted = Some(reason);
+            }
         }
-        if self.aborted {
-            Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the server aborted the connection at its shutdown deadline",
-            ))
-        } else {
-            Ok(())
+        match self.aborted {
+            Some(reason) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, reason)),
+            None => Ok(()),
         }
     }
 }
@@ -252,6 +311,12 @@ impl Guard for Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.live.fetch_sub(1, Ordering::AcqRel);
+        if let Some((remote, close, closers)) = self.close.take() {
+            let mut closers = lock(&closers);
+            if closers.get(&remote).is_some_and(|c| Arc::ptr_eq(c, &close)) {
+                closers.remove(&remote);
+            }
+        }
         if let Some(ip) = self.ip {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(open) = per_ip.get_mut(&ip) {

@@ -160,6 +160,16 @@ impl Dialer {
 
     /// Connects to the first candidate that answers and tells which one it was.
     pub async fn dial_peer(&self) -> Result<(Endpoint, Channel), TransportError> {
+        self.dial_with_cert()
+            .await
+            .map(|(endpoint, channel, _)| (endpoint, channel))
+    }
+
+    /// [`dial_peer`](Self::dial_peer), and with TLS the end-entity certificate (DER) the
+    /// server presented, verified, for checks on top of TLS's own (the caller id it binds).
+    pub(crate) async fn dial_with_cert(
+        &self,
+    ) -> Result<(Endpoint, Channel, Option<Vec<u8>>), TransportError> {
         /// Attempts per candidate in flight at most, with `resend_every`.
         const MAX_IN_FLIGHT: usize = 16;
         if self.endpoints.is_empty() {
@@ -191,11 +201,11 @@ impl Dialer {
             };
             tokio::select! {
                 next = attempts.next() => match next {
-                    Some((index, Ok(channel))) => {
+                    Some((index, Ok((channel, cert)))) => {
                         let Some(endpoint) = self.endpoints.get(index) else { continue };
                         tracing::debug!(%endpoint, "dialed");
                         // Dropping `attempts` cancels the attempts still running.
-                        return Ok((endpoint.clone(), channel));
+                        return Ok((endpoint.clone(), channel, cert));
                     }
                     Some((index, Err(cause))) => {
                         let Some(endpoint) = self.endpoints.get(index) else { continue };
@@ -264,12 +274,13 @@ impl Dialer {
     }
 
     /// One attempt, ending at `deadline` (the connect timeout of the dial as a whole;
-    /// tonic's own `connect_timeout` would cover the TCP handshake only).
+    /// tonic's own `connect_timeout` would cover the TCP handshake only). With TLS, also
+    /// returns the server's end-entity certificate.
     async fn attempt(
         &self,
         target: &Endpoint,
         deadline: tokio::time::Instant,
-    ) -> Result<Channel, DialFailureCause> {
+    ) -> Result<(Channel, Option<Vec<u8>>), DialFailureCause> {
         let endpoint = self.tonic_endpoint(target)?;
         let tls = match &self.tls {
             Some(tls) => Some(
@@ -291,7 +302,8 @@ impl Dialer {
             if self.verify_grpc {
                 verify_grpc(&channel, tls.as_ref()).await?;
             }
-            Ok(channel)
+            let cert = tls.as_ref().and_then(|connector| connector.server_cert());
+            Ok((channel, cert))
         };
         tokio::time::timeout_at(deadline, connect)
             .await

@@ -124,6 +124,7 @@ mod tls;
 mod tls_accept;
 mod tls_connect;
 
+pub(crate) use conn::ConnCloser;
 pub use dial::{dial, Dialer, DEFAULT_CONNECT_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointParseError, IntoEndpoint, UNIX_PREFIX};
 pub use error::{BoxError, DialFailure, DialFailureCause, TransportError};

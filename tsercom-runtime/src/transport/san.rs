@@ -1,6 +1,7 @@
-//! The caller id a client certificate binds: a subject alternative name URI
-//! `urn:tsercom:caller:<uuid>`. A peer that presents such a certificate (verified by
-//! mutual TLS) may only claim that id in its Hello.
+//! The caller id a certificate binds: a subject alternative name URI
+//! `urn:tsercom:caller:<uuid>`. A peer that presents such a certificate (a client
+//! certificate verified by mutual TLS, or a server certificate verified by the dialer)
+//! may only claim that id in its Hello.
 //!
 //! A minimal DER reader: it walks the certificate to the subjectAltName extension and
 //! reads its URIs; anything it cannot walk is an error, never a panic.
@@ -15,10 +16,10 @@ pub const CALLER_URI_PREFIX: &str = "urn:tsercom:caller:";
 #[non_exhaustive]
 pub(crate) enum CertIdError {
     /// The certificate is not DER this reader can walk.
-    #[error("the client certificate is malformed ({0})")]
+    #[error("it is malformed ({0})")]
     Malformed(&'static str),
     /// A `urn:tsercom:caller:` URI does not hold a caller id.
-    #[error("the client certificate's URI {uri:?} does not hold a caller id: {reason}")]
+    #[error("its URI {uri:?} does not hold a caller id: {reason}")]
     NotAnId {
         /// The URI.
         uri: String,
@@ -26,7 +27,7 @@ pub(crate) enum CertIdError {
         reason: String,
     },
     /// The certificate binds more than one caller id.
-    #[error("the client certificate binds several caller ids ({0} and {1})")]
+    #[error("it binds several caller ids ({0} and {1})")]
     Several(CallerId, CallerId),
 }
 

@@ -19,7 +19,7 @@ use tonic::transport::server::{Connected, Router};
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
-use super::conn::{ConnLimits, ConnTracker};
+use super::conn::{ConnCloser, ConnLimits, ConnTracker};
 use super::deadline::FirstRequest;
 use super::listen::{bind_unix, Incoming, Listener, SocketFile, TcpOptions};
 use super::stats::{Counters, ServerStats};
@@ -522,6 +522,12 @@ impl Server {
     /// closed for opening no request in time, accept pauses, failed TLS handshakes.
     pub fn stats(&self) -> ServerStats {
         self.tracker.counters().snapshot(self.tracker.live())
+    }
+
+    /// The handle that closes one of this server's TCP connections by remote address
+    /// (when a stream's application handshake timed out).
+    pub(crate) fn conn_closer(&self) -> ConnCloser {
+        self.tracker.closer()
     }
 
     /// Every TLS handshake that fails from now on, as it happens: a client certificate

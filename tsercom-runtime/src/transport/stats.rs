@@ -20,6 +20,10 @@ pub struct ServerStats {
     /// Connections closed because they opened no request within
     /// [`first_request_timeout`](super::ServerBuilder::first_request_timeout).
     pub first_request_timeouts: u64,
+    /// Connections closed because a stream on them did not complete the application's
+    /// handshake (the roles' Hello and proof) within its deadline: the peer completed
+    /// HTTP/2 and opened a request, then stayed silent.
+    pub handshake_timeouts: u64,
     /// Times accepting paused because the process or system ran out of file
     /// descriptors (or memory), instead of retrying at once.
     pub accept_pauses: u64,
@@ -38,6 +42,7 @@ pub(crate) struct Counters {
     pub(crate) refused_max_connections: AtomicU64,
     pub(crate) refused_per_ip: AtomicU64,
     pub(crate) first_request_timeouts: AtomicU64,
+    pub(crate) handshake_timeouts: AtomicU64,
     pub(crate) accept_pauses: AtomicU64,
     pub(crate) tls_rejected: AtomicU64,
     pub(crate) tls_failed: AtomicU64,
@@ -57,6 +62,7 @@ impl Counters {
             refused_max_connections: get(&self.refused_max_connections),
             refused_per_ip: get(&self.refused_per_ip),
             first_request_timeouts: get(&self.first_request_timeouts),
+            handshake_timeouts: get(&self.handshake_timeouts),
             accept_pauses: get(&self.accept_pauses),
             tls_rejected: get(&self.tls_rejected),
             tls_failed: get(&self.tls_failed),

@@ -32,6 +32,8 @@ pub(crate) struct TlsConnect {
     nodelay: bool,
     timeout: Duration,
     failure: Arc<Mutex<Option<rustls::Error>>>,
+    /// The end-entity certificate (DER) the server presented in the last handshake.
+    server_cert: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl TlsConnect {
@@ -50,7 +52,17 @@ impl TlsConnect {
             nodelay,
             timeout,
             failure: Arc::new(Mutex::new(None)),
+            server_cert: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The end-entity certificate (DER) the server presented in the last handshake made
+    /// by this connector (verified by it), if one completed.
+    pub(crate) fn server_cert(&self) -> Option<Vec<u8>> {
+        self.server_cert
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The TLS error that ended a connection made by this connector, if one did.
@@ -90,6 +102,13 @@ impl tonic::codegen::Service<tonic::transport::Uri> for TlsConnect {
                     ))
                 }
             };
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .map(|cert| cert.as_ref().to_vec());
+            *this.server_cert.lock().unwrap_or_else(|e| e.into_inner()) = cert;
             if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
