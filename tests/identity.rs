@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::certs::Ca;
 use support::roles::{wait_until, Nudge, Tick, Ticks, DEADLINE};
 use tsercom::__private::futures::{stream, StreamExt};

@@ -82,8 +82,10 @@ async fn a_peer_that_never_sends_its_hello_loses_its_connection_at_the_deadline(
     assert!(source.flush(DEADLINE).await);
     assert_eq!(connections(&agg), 1);
 
-    // A client that completes HTTP/2, opens the stream, and stays silent.
-    let silent = tokio::spawn(raw::open_stream(addr, stream::pending()));
+    // A client that completes HTTP/2, opens the stream, and stays silent; it keeps its
+    // channel (and with it the connection) for as long as the server lets it.
+    let channel = tsercom::transport::dial([addr]).await.unwrap();
+    let silent = tokio::spawn(raw::open_on(channel.clone(), stream::pending()));
     wait_until("the silent peer's connection is open", || {
         connections(&agg) == 2
     })
@@ -107,6 +109,7 @@ async fn a_peer_that_never_sends_its_hello_loses_its_connection_at_the_deadline(
     wait_until("every tick", || agg.stats().received == 101).await;
     assert_eq!(agg.connected(), vec![source.id()]);
     agg.health().unwrap();
+    drop(channel);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

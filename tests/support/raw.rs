@@ -65,6 +65,15 @@ pub async fn open_stream(
     outbound: impl stream::Stream<Item = Envelope> + Send + 'static,
 ) -> Result<Streaming<Envelope>, Status> {
     let channel: Channel = tsercom::transport::dial([addr]).await.unwrap();
+    open_on(channel, outbound).await
+}
+
+/// Opens the stream on `channel` (which the caller may keep, and with it the
+/// connection), sending what `outbound` yields.
+pub async fn open_on(
+    channel: Channel,
+    outbound: impl stream::Stream<Item = Envelope> + Send + 'static,
+) -> Result<Streaming<Envelope>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     grpc.streaming(
