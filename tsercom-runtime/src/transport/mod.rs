@@ -78,7 +78,9 @@
 //!   `HEADERS` of a request) within [`ServerBuilder::first_request_timeout`] of being
 //!   accepted, TLS handshake included, is closed (default
 //!   [`DEFAULT_FIRST_REQUEST_TIMEOUT`], 10 s). The roles' own Hello exchange has its own
-//!   deadline, which is not this one;
+//!   deadline (`SessionConfig::hello_timeout`): a stream whose Hello (or proof of
+//!   identity) does not arrive within it closes the connection that carried it, counted
+//!   in [`ServerStats::handshake_timeouts`];
 //! - at most [`ServerBuilder::max_connections`] connections in total and
 //!   [`ServerBuilder::max_connections_per_ip`] per remote address are open (defaults
 //!   [`DEFAULT_MAX_CONNECTIONS`], [`DEFAULT_MAX_CONNECTIONS_PER_IP`]); one more is closed
@@ -107,17 +109,19 @@
 //!   into connection events.
 
 mod conn;
+mod connection_limits;
 mod deadline;
 mod dial;
 mod endpoint;
 mod error;
 mod guarded;
 mod health;
-mod limits;
 mod listen;
+mod message_limits;
 mod pin;
 pub(crate) mod same_host;
 pub(crate) mod san;
+mod serve_task;
 mod server;
 mod stats;
 mod tls;
@@ -125,16 +129,16 @@ mod tls_accept;
 mod tls_connect;
 
 pub(crate) use conn::ConnCloser;
+pub use connection_limits::{
+    DEFAULT_FIRST_REQUEST_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+};
 pub use dial::{dial, Dialer, DEFAULT_CONNECT_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointParseError, IntoEndpoint, UNIX_PREFIX};
 pub use error::{BoxError, DialFailure, DialFailureCause, TransportError};
 pub use health::HealthHandle;
-pub use limits::{MessageLimits, WithMessageLimits};
+pub use message_limits::{MessageLimits, WithMessageLimits};
 pub use san::CALLER_URI_PREFIX;
-pub use server::{
-    Server, ServerBuilder, Shutdown, DEFAULT_FIRST_REQUEST_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_IP,
-};
+pub use server::{Server, ServerBuilder, Shutdown};
 pub use stats::ServerStats;
 pub use tls::{ClientTls, PemOrigin, PemRole, ServerTls, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use tls_accept::{TlsRejection, TlsRejectionCause, TlsReloader};

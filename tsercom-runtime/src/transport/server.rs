@@ -1,4 +1,7 @@
-//! Hosting several tonic services on one gRPC server.
+//! Hosting several tonic services on one gRPC server: [`ServerBuilder`] and the running
+//! [`Server`]. What a server admits and counts (connection limits, deadlines, stats) is
+//! in `connection_limits.rs`; the task that serves the accepted connections in
+//! `serve_task.rs`.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -15,30 +18,22 @@ use tonic::codegen::http::{Request, Response};
 use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
-use tonic::transport::server::{Connected, Router};
+
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
-use super::conn::{ConnCloser, ConnLimits, ConnTracker};
+use super::conn::{ConnLimits, ConnTracker};
+use super::connection_limits::{
+    DEFAULT_FIRST_REQUEST_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+};
 use super::deadline::FirstRequest;
 use super::listen::{bind_unix, Incoming, Listener, SocketFile, TcpOptions};
-use super::stats::{Counters, ServerStats};
+use super::serve_task::{run, supervised};
+use super::stats::Counters;
 use super::tls_accept::{
     Report, SharedAcceptor, TlsIncoming, TlsRejection, TlsReloader, REJECTIONS_CAPACITY,
 };
 use super::{Endpoint, HealthHandle, ServerTls, TransportError};
-
-/// How long a connection may take to open its first request unless set otherwise
-/// ([`ServerBuilder::first_request_timeout`]).
-pub const DEFAULT_FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How many connections a server keeps open at most unless set otherwise
-/// ([`ServerBuilder::max_connections`]).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-
-/// How many connections one remote IP address may keep open at most unless set otherwise
-/// ([`ServerBuilder::max_connections_per_ip`]).
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 128;
 
 /// How long the serve task may take to wind down once its connections were aborted.
 const ABORT_JOIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -66,8 +61,8 @@ pub struct ServerBuilder {
     max_concurrent_streams: Option<u32>,
     max_frame_size: Option<u32>,
     tls: Option<ServerTls>,
-    first_request_timeout: Option<Duration>,
-    limits: ConnLimits,
+    pub(super) first_request_timeout: Option<Duration>,
+    pub(super) limits: ConnLimits,
 }
 
 impl Default for ServerBuilder {
@@ -191,41 +186,6 @@ impl ServerBuilder {
     /// the others.
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.tls = Some(tls);
-        self
-    }
-
-    /// Closes a connection that has not opened its first request (sent the HTTP/2
-    /// connection preface and the `HEADERS` of a request) within `timeout` of being
-    /// accepted, TLS handshake included (default [`DEFAULT_FIRST_REQUEST_TIMEOUT`];
-    /// `None`: no limit). Such connections are counted in
-    /// [`ServerStats::first_request_timeouts`].
-    ///
-    /// Sockets that never speak would otherwise hold a file descriptor each for as long
-    /// as the peer likes. A client that connects and opens no RPC for that long (a
-    /// [`Dialer`](super::Dialer) with `verify_grpc(false)`, say) is closed too; its
-    /// channel reconnects at its next RPC. The application's own handshake deadline
-    /// (the roles' Hello exchange) is not this one.
-    pub fn first_request_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.first_request_timeout = timeout;
-        self
-    }
-
-    /// Keeps at most `max` connections open (default [`DEFAULT_MAX_CONNECTIONS`];
-    /// `None`: no limit). One more is accepted and closed at once, counted in
-    /// [`ServerStats::refused_max_connections`] and logged (a warning at most once a
-    /// second).
-    pub fn max_connections(mut self, max: Option<usize>) -> Self {
-        self.limits.total = max;
-        self
-    }
-
-    /// Keeps at most `max` connections open per remote IP address (default
-    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`]; `None`: no limit), so one host cannot take
-    /// every connection. One more from that address is closed at once, counted in
-    /// [`ServerStats::refused_per_ip`] and logged. Unix socket clients have no address
-    /// and count towards [`max_connections`](Self::max_connections) only.
-    pub fn max_connections_per_ip(mut self, max: Option<usize>) -> Self {
-        self.limits.per_ip = max;
         self
     }
 
@@ -389,60 +349,6 @@ impl ServerBuilder {
     }
 }
 
-/// The serve task: serves `incoming` until `shutdown` fires (or its sender is dropped).
-async fn run<I, IO>(
-    router: Router,
-    incoming: I,
-    shutdown: oneshot::Receiver<()>,
-    services: Vec<&'static str>,
-) -> Result<(), tonic::transport::Error>
-where
-    I: futures::Stream<Item = Result<IO, std::io::Error>>,
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
-{
-    tracing::debug!(?services, "gRPC server listening");
-    let signal = async {
-        // An error means the Server handle is gone; stop then too.
-        let _ = shutdown.await;
-    };
-    let result = router.serve_with_incoming_shutdown(incoming, signal).await;
-    match &result {
-        Ok(()) => tracing::debug!("gRPC server stopped"),
-        Err(error) => tracing::warn!(%error, "gRPC server failed"),
-    }
-    result
-}
-
-/// Runs the serve task, publishing on `failed` how it failed (an error or a panic), so
-/// the owner of the server can report it as a fault; a panic is resumed after, so
-/// [`Server::shutdown`] still sees it.
-async fn supervised<F>(
-    serve: F,
-    failed: watch::Sender<Option<String>>,
-) -> Result<(), tonic::transport::Error>
-where
-    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
-{
-    use futures::FutureExt;
-    match std::panic::AssertUnwindSafe(serve).catch_unwind().await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => {
-            failed.send_replace(Some(format!("the gRPC server failed: {error}")));
-            Err(error)
-        }
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".to_owned());
-            failed.send_replace(Some(format!("the gRPC server panicked: {message}")));
-            std::panic::resume_unwind(panic)
-        }
-    }
-}
-
 /// The gRPC name of the standard health service.
 const HEALTH_SERVICE_NAME: &str = <tonic_health::pb::health_server::HealthServer<
     tonic_health::server::HealthService,
@@ -462,7 +368,7 @@ pub struct Server {
     health: HealthHandle,
     shutdown_tx: Option<oneshot::Sender<()>>,
     abort_tx: watch::Sender<bool>,
-    tracker: ConnTracker,
+    pub(super) tracker: ConnTracker,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     /// Set when the serve task failed (an error or a panic).
     failed: watch::Receiver<Option<String>>,
@@ -516,18 +422,6 @@ impl Server {
         self.endpoint
             .as_tcp()
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
-    }
-
-    /// The server's connection counters: open now, accepted, refused by the limits,
-    /// closed for opening no request in time, accept pauses, failed TLS handshakes.
-    pub fn stats(&self) -> ServerStats {
-        self.tracker.counters().snapshot(self.tracker.live())
-    }
-
-    /// The handle that closes one of this server's TCP connections by remote address
-    /// (when a stream's application handshake timed out).
-    pub(crate) fn conn_closer(&self) -> ConnCloser {
-        self.tracker.closer()
     }
 
     /// Every TLS handshake that fails from now on, as it happens: a client certificate
@@ -625,34 +519,5 @@ impl Drop for Server {
             task.abort();
         }
         let _ = self.abort_tx.send(true);
-    }
-}
-
-#[cfg(test)]
-mod supervised_tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_serve_task_that_panics_is_published_as_failed() {
-        let (tx, mut rx) = watch::channel(None);
-        let task = tokio::spawn(supervised(
-            async {
-                let boom: Option<u8> = None;
-                if boom.is_none() {
-                    panic!("serve loop broke");
-                }
-                Ok(())
-            },
-            tx,
-        ));
-        assert!(task.await.unwrap_err().is_panic(), "the panic is resumed");
-        let failed = rx.wait_for(Option::is_some).await.unwrap().clone();
-        assert_eq!(
-            failed.as_deref(),
-            Some("the gRPC server panicked: serve loop broke")
-        );
-        let (tx, rx) = watch::channel(None);
-        supervised(async { Ok(()) }, tx).await.unwrap();
-        assert_eq!(*rx.borrow(), None, "a clean stop is no failure");
     }
 }
