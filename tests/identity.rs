@@ -7,57 +7,18 @@
 mod support;
 
 use support::certs::Ca;
+use support::raw;
 use support::roles::{wait_until, Nudge, Tick, Ticks, DEADLINE};
-use tsercom::__private::futures::{stream, StreamExt};
 use tsercom::__private::prost::Message;
-use tsercom::__private::tonic::{self, codec, transport::Channel, Code, Status};
+use tsercom::__private::tonic::{transport::Channel, Code, Status};
 use tsercom::queue::Receiver;
 use tsercom::tls::{ClientTls, ServerTls};
 use tsercom::transport::CALLER_URI_PREFIX;
-use tsercom::wire::{self, envelope::Kind, Envelope};
+use tsercom::wire::{self, envelope::Kind};
 use tsercom::{Aggregator, CallerId, ConnectionEvent, Identity, Runtime, Series, Source};
 
-/// Sends raw envelopes and decodes replies.
-#[derive(Default)]
-struct RawCodec;
-struct RawEncoder;
-struct EnvelopeDecoder;
-
-impl codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut codec::EncodeBuf<'_>) -> Result<(), Status> {
-        use tsercom::__private::bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl codec::Decoder for EnvelopeDecoder {
-    type Item = Envelope;
-    type Error = Status;
-    fn decode(&mut self, src: &mut codec::DecodeBuf<'_>) -> Result<Option<Envelope>, Status> {
-        Envelope::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-impl codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Envelope;
-    type Encoder = RawEncoder;
-    type Decoder = EnvelopeDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> EnvelopeDecoder {
-        EnvelopeDecoder
-    }
-}
-
 fn env(kind: Kind) -> Vec<u8> {
-    Envelope { kind: Some(kind) }.encode_to_vec()
+    raw::env_bytes(kind)
 }
 
 /// A Hello of `ticks` claiming `id` (as text, spelled as given) in `role`.
@@ -94,32 +55,22 @@ fn harm() -> Vec<Vec<u8>> {
 }
 
 /// Opens the stream at `addr`, sends `messages` (then keeps its side open), and returns
-/// the status the call ended with.
+/// the status the call ended with; fails if the hijacker is admitted (gets an `Ack`).
 async fn attack(addr: std::net::SocketAddr, messages: Vec<Vec<u8>>) -> Status {
     let channel: Channel = tsercom::transport::dial([addr]).await.unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(Ticks::OPEN_PATH);
-    let outbound = stream::iter(messages).chain(stream::pending());
-    let response = match grpc
-        .streaming(tonic::Request::new(outbound), path, RawCodec)
-        .await
-    {
-        Ok(r) => r,
-        Err(status) => return status,
-    };
-    let mut inbound = response.into_inner();
-    loop {
-        match tokio::time::timeout(DEADLINE, inbound.message()).await {
-            Ok(Ok(Some(Envelope {
-                kind: Some(Kind::Ack(_)),
-            }))) => panic!("the hijacker was admitted (it got an Ack)"),
-            Ok(Ok(Some(_))) => continue,
-            Ok(Ok(None)) => panic!("the call ended without an error status"),
-            Ok(Err(status)) => return status,
-            Err(_) => panic!("no status within the deadline"),
+    let call = raw::open_raw(channel, Ticks::OPEN_PATH, messages, true).await;
+    let status = raw::ending(call, |env| {
+        if let Some(Kind::Ack(_)) = env.kind {
+            panic!("the hijacker was admitted (it got an Ack)");
         }
-    }
+    })
+    .await;
+    assert_ne!(
+        status.code(),
+        Code::Ok,
+        "the call ended without an error status"
+    );
+    status
 }
 
 /// The events so far, without waiting.

@@ -3,10 +3,11 @@
 
 #![allow(missing_docs)]
 
-use std::time::Duration;
+mod support;
 
+use support::{raw, wait_until, DEADLINE};
 use tsercom::__private::prost::Message;
-use tsercom::__private::tonic::{self, codec, transport::Channel, Code, Status};
+use tsercom::__private::tonic::{transport::Channel, Code, Status};
 use tsercom::wire::{self, envelope::Kind, Envelope};
 use tsercom::{Aggregator, CallerId, Runtime, Series, Source};
 
@@ -28,48 +29,8 @@ pub mod tank {}
 
 type Tank = tank::Runtime;
 
-/// Sends raw bytes as messages and decodes replies as envelopes.
-#[derive(Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct EnvelopeDecoder;
-
-impl codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut codec::EncodeBuf<'_>) -> Result<(), Status> {
-        use tsercom::__private::bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl codec::Decoder for EnvelopeDecoder {
-    type Item = Envelope;
-    type Error = Status;
-    fn decode(&mut self, src: &mut codec::DecodeBuf<'_>) -> Result<Option<Envelope>, Status> {
-        Envelope::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-impl codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Envelope;
-    type Encoder = RawEncoder;
-    type Decoder = EnvelopeDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> EnvelopeDecoder {
-        EnvelopeDecoder
-    }
-}
-
 fn env(kind: Kind) -> Vec<u8> {
-    Envelope { kind: Some(kind) }.encode_to_vec()
+    raw::env_bytes(kind)
 }
 
 fn hello(data_schema: u64) -> Vec<u8> {
@@ -88,32 +49,10 @@ fn hello(data_schema: u64) -> Vec<u8> {
     }))
 }
 
-/// Opens the stream, sends `messages`, and returns the status the call ended with.
+/// Opens the stream, sends `messages` (keeping the request open after them, so only the
+/// server ends the call), and returns the status the call ended with.
 async fn call(channel: Channel, messages: Vec<Vec<u8>>) -> Status {
-    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
-    grpc.ready().await.unwrap();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(Tank::OPEN_PATH);
-    // Keep the request stream open after the messages so only the server ends the call.
-    let outbound = tsercom::__private::futures::stream::iter(messages)
-        .chain(tsercom::__private::futures::stream::pending());
-    use tsercom::__private::futures::StreamExt;
-    let response = match grpc
-        .streaming(tonic::Request::new(outbound), path, RawCodec)
-        .await
-    {
-        Ok(r) => r,
-        Err(status) => return status,
-    };
-    let mut inbound = response.into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match tokio::time::timeout_at(deadline, inbound.message()).await {
-            Ok(Ok(Some(_))) => continue,
-            Ok(Ok(None)) => panic!("the call ended without an error status"),
-            Ok(Err(status)) => return status,
-            Err(_) => panic!("no status within the deadline"),
-        }
-    }
+    raw::status_of(raw::open_raw(channel, Tank::OPEN_PATH, messages, true).await).await
 }
 
 async fn setup() -> (Aggregator<Tank>, Channel) {
@@ -205,7 +144,7 @@ async fn an_ack_beyond_what_was_sent_is_refused_and_the_aggregator_serves_on() {
         .await
         .unwrap();
     source.send(Level { value: 1.0 }).await.unwrap();
-    assert!(source.flush(Duration::from_secs(20)).await);
+    assert!(source.flush(DEADLINE).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,11 +175,7 @@ async fn good_sources_are_served_while_bad_ones_are_refused() {
         assert_eq!(status.code(), Code::FailedPrecondition);
     }
     source.send(Level { value: 1.5 }).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while agg.stats().received < 1 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("the good sample", || agg.stats().received >= 1).await;
     let got = agg.data().get_most_recent(source.id()).unwrap().unwrap();
     assert_eq!(got.value, Level { value: 1.5 });
 }

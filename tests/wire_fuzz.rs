@@ -12,57 +12,16 @@ use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use support::raw::hello;
+use support::raw::{self, hello};
 use support::{wait_until, Nudge, Tick, Ticks, DEADLINE};
-use tsercom::__private::futures::stream;
 use tsercom::__private::prost::Message;
-use tsercom::__private::tonic::{
-    self, codec, codegen::http::uri::PathAndQuery, transport::Channel, Code, Status,
-};
+use tsercom::__private::tonic::{transport::Channel, Code, Status};
 use tsercom::wire::{self, envelope::Kind, Envelope};
 use tsercom::{Aggregator, CallerId, ConnectionEvent, Runtime, Source};
 
 /// Cases per role: enough to reach every kind many times, bounded so the test stays
 /// well under a minute in a debug build.
 const CASES: u32 = 48;
-
-/// Sends raw bytes as messages and decodes replies as envelopes.
-struct RawCodec;
-struct RawEncoder;
-struct EnvelopeDecoder;
-
-impl codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut codec::EncodeBuf<'_>) -> Result<(), Status> {
-        use tsercom::__private::bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl codec::Decoder for EnvelopeDecoder {
-    type Item = Envelope;
-    type Error = Status;
-    fn decode(&mut self, src: &mut codec::DecodeBuf<'_>) -> Result<Option<Envelope>, Status> {
-        Envelope::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-impl codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Envelope;
-    type Encoder = RawEncoder;
-    type Decoder = EnvelopeDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> EnvelopeDecoder {
-        EnvelopeDecoder
-    }
-}
 
 fn seq() -> impl Strategy<Value = u64> {
     prop_oneof![
@@ -176,29 +135,13 @@ fn message() -> impl Strategy<Value = Vec<u8>> {
 /// Sends a Hello of `role` and `messages`, then ends the request; the status the call
 /// ends with (`Ok` when the stream ended cleanly).
 async fn run_case(channel: Channel, role: wire::Role, messages: Vec<Vec<u8>>) -> Status {
-    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
-    grpc.ready().await.unwrap();
     let mut all = vec![hello(CallerId::random(), role).encode_to_vec()];
     all.extend(messages);
-    let response = grpc
-        .streaming(
-            tonic::Request::new(stream::iter(all)),
-            PathAndQuery::from_static(Ticks::OPEN_PATH),
-            RawCodec,
-        )
-        .await;
-    let mut inbound = match response {
-        Ok(r) => r.into_inner(),
-        Err(status) => return status,
-    };
-    loop {
-        match tokio::time::timeout(DEADLINE, inbound.message()).await {
-            Ok(Ok(Some(_))) => continue,
-            Ok(Ok(None)) => return Status::ok(""),
-            Ok(Err(status)) => return status,
-            Err(_) => panic!("the stream neither ended nor failed within {DEADLINE:?}"),
-        }
-    }
+    raw::ending(
+        raw::open_raw(channel, Ticks::OPEN_PATH, all, false).await,
+        |_| {},
+    )
+    .await
 }
 
 /// Runs the property against the stream at `addr`, as a peer of `role`.
