@@ -110,8 +110,10 @@ pub enum ConnectionEvent {
         attempts: u32,
     },
     /// The peer at `addrs` refused for a reason retrying cannot fix (schema mismatch,
-    /// another runtime, invalid input), or a TLS certificate was rejected, either side's
-    /// (`UNAUTHENTICATED`, naming the reason). Not retried.
+    /// another runtime, invalid input, a server certificate that binds another caller
+    /// id), or a TLS certificate was rejected, either side's (`UNAUTHENTICATED`, naming
+    /// the reason), or this side's session was replaced by a newer session of the same
+    /// caller (`ABORTED`, "replaced by a new session ..."). Not retried.
     Refused {
         /// The addresses dialed.
         addrs: Vec<Endpoint>,
