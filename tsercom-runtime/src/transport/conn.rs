@@ -149,6 +149,7 @@ impl Socket {
     }
 
     /// The peer's address, for a TCP connection.
+    #[cfg(feature = "tls")]
     pub(crate) fn peer_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
             Socket::Tcp(s) => s.peer_addr().ok(),
@@ -223,6 +224,7 @@ pub(crate) struct Admitted {
 
 impl ServerIo {
     /// The accepted socket.
+    #[cfg(feature = "tls")]
     pub(crate) fn socket(&self) -> &Socket {
         &self.inner
     }

@@ -89,7 +89,10 @@
 //!
 //! [`Server::stats`] reads the counters ([`ServerStats`]).
 //!
-//! # TLS
+//! # TLS (feature `tls`, on by default)
+//!
+//! Without the feature the TLS items below do not exist (as in tonic without its TLS
+//! features): a program that uses them does not compile, rather than failing at run time.
 //!
 //! [`ServerBuilder::tls`] serves TLS (with [`ServerTls::client_ca_pem`], mutual TLS) and
 //! [`Dialer::tls`] dials with it; see [`ServerTls`] and [`ClientTls`] for what is
@@ -115,13 +118,21 @@ mod guarded;
 mod health;
 mod limits;
 mod listen;
+#[cfg(not(feature = "tls"))]
+mod no_tls;
+#[cfg(feature = "tls")]
 mod pin;
 pub(crate) mod same_host;
+// Client certificates exist only with TLS.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 pub(crate) mod san;
 mod server;
 mod stats;
+#[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "tls")]
 mod tls_accept;
+#[cfg(feature = "tls")]
 mod tls_connect;
 
 pub use dial::{dial, Dialer, DEFAULT_CONNECT_TIMEOUT};
@@ -135,5 +146,9 @@ pub use server::{
     DEFAULT_MAX_CONNECTIONS_PER_IP,
 };
 pub use stats::ServerStats;
+#[cfg(not(feature = "tls"))]
+pub(crate) use no_tls::{ClientTls, ServerTls};
+#[cfg(feature = "tls")]
 pub use tls::{ClientTls, PemOrigin, PemRole, ServerTls, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
+#[cfg(feature = "tls")]
 pub use tls_accept::{TlsRejection, TlsRejectionCause, TlsReloader};
