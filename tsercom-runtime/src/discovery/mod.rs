@@ -431,7 +431,7 @@ impl Discovery {
     /// runtime.
     pub fn listen(&self, runtime_name: &str) -> Result<Listener, DiscoveryError> {
         match self {
-#[cfg(feature = "mdns")]
+            #[cfg(feature = "mdns")]
             Discovery::Mdns(config) => mdns::listen(config, runtime_name),
             Discovery::Fixed(addresses) => fixed::listen(addresses, runtime_name),
             Discovery::Custom(registry) => registry.listen(runtime_name),
@@ -442,7 +442,7 @@ impl Discovery {
     /// [`Discovery::Fixed`] nothing is published and the returned publisher is inert.
     pub fn publish(&self, ad: Advertisement) -> Result<Publisher, DiscoveryError> {
         match self {
-#[cfg(feature = "mdns")]
+            #[cfg(feature = "mdns")]
             Discovery::Mdns(config) => mdns::publish(config, ad),
             Discovery::Fixed(_) => {
                 service_type(&ad.runtime_name)?;
@@ -461,7 +461,7 @@ pub struct Publisher {
 }
 
 enum PublisherInner {
-#[cfg(feature = "mdns")]
+    #[cfg(feature = "mdns")]
     Mdns(mdns::MdnsPublisher),
     Inert(String),
     Custom(Box<dyn PublishHandle>),
@@ -487,7 +487,7 @@ impl Publisher {
     /// including the ` (2)` style suffix when probing found a conflict and renamed it.
     pub fn instance_name(&self) -> String {
         match &self.inner {
-#[cfg(feature = "mdns")]
+            #[cfg(feature = "mdns")]
             Some(PublisherInner::Mdns(p)) => p.instance_name(),
             Some(PublisherInner::Inert(name)) => name.clone(),
             Some(PublisherInner::Custom(h)) => h.instance_name(),
@@ -498,7 +498,7 @@ impl Publisher {
     /// Withdraws the advertisement and waits (bounded) until the goodbye is sent.
     pub async fn close(mut self) -> Result<(), DiscoveryError> {
         match self.inner.take() {
-#[cfg(feature = "mdns")]
+            #[cfg(feature = "mdns")]
             Some(PublisherInner::Mdns(p)) => p.close().await,
             Some(PublisherInner::Custom(h)) => h.close().await,
             Some(PublisherInner::Inert(_)) | None => Ok(()),

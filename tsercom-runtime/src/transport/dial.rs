@@ -340,10 +340,7 @@ impl tonic::codegen::Service<tonic::transport::Uri> for UnixConnect {
 }
 
 /// Succeeds once the peer answers a gRPC request, whatever the answer.
-async fn verify_grpc(
-    channel: &Channel,
-    tls: Option<&TlsConnect>,
-) -> Result<(), DialFailureCause> {
+async fn verify_grpc(channel: &Channel, tls: Option<&TlsConnect>) -> Result<(), DialFailureCause> {
     let request = HealthCheckRequest {
         service: String::new(),
     };

@@ -187,10 +187,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 impl DialFailureCause {
     /// Sorts a failed connection: TLS failures get their own causes. `tls` is the
     /// attempt's TLS connector, which knows the TLS error that ended its connection.
-    pub(crate) fn from_connect(
-        error: tonic::transport::Error,
-        tls: Option<&TlsConnect>,
-    ) -> Self {
+    pub(crate) fn from_connect(error: tonic::transport::Error, tls: Option<&TlsConnect>) -> Self {
         match tls_failure(&error, tls) {
             Some((TlsFailure::Rejected, e)) => Self::CertificateRejected(e),
             Some((TlsFailure::Other, e)) => Self::TlsFailed(e),
@@ -213,10 +210,7 @@ impl DialFailureCause {
 /// The TLS failure behind `error`: the one the connector recorded, else one found in the
 /// error's chain; with the error to report.
 #[cfg(feature = "tls")]
-fn tls_failure<E>(
-    error: &E,
-    tls: Option<&TlsConnect>,
-) -> Option<(TlsFailure, BoxError)>
+fn tls_failure<E>(error: &E, tls: Option<&TlsConnect>) -> Option<(TlsFailure, BoxError)>
 where
     E: std::error::Error + Send + Sync + 'static,
 {

@@ -140,14 +140,14 @@ pub use endpoint::{Endpoint, EndpointParseError, IntoEndpoint, UNIX_PREFIX};
 pub use error::{BoxError, DialFailure, DialFailureCause, TransportError};
 pub use health::HealthHandle;
 pub use limits::{MessageLimits, WithMessageLimits};
+#[cfg(not(feature = "tls"))]
+pub(crate) use no_tls::{ClientTls, ServerTls};
 pub use san::CALLER_URI_PREFIX;
 pub use server::{
     Server, ServerBuilder, Shutdown, DEFAULT_FIRST_REQUEST_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP,
 };
 pub use stats::ServerStats;
-#[cfg(not(feature = "tls"))]
-pub(crate) use no_tls::{ClientTls, ServerTls};
 #[cfg(feature = "tls")]
 pub use tls::{ClientTls, PemOrigin, PemRole, ServerTls, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
 #[cfg(feature = "tls")]
