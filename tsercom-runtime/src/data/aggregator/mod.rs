@@ -102,7 +102,8 @@ const DEFAULT_EVENT_CAPACITY: usize = 256;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tsercom_runtime::{CallerId, ManualClock, RemoteDataAggregator, Timestamp, Timestamped};
+/// # use tsercom_runtime as tsercom;
+/// use tsercom::{CallerId, ManualClock, RemoteDataAggregator, Timestamp, Timestamped};
 ///
 /// let clock = ManualClock::new(Timestamp::from_nanos(1_000));
 /// let agg = RemoteDataAggregator::<f64>::builder()
