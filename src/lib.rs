@@ -1,36 +1,34 @@
-//! # tsercom: time-series communication over gRPC
-//!
-//! tsercom moves time-series data between processes and machines. Data sources produce
-//! samples; aggregators collect every source's samples keyed by a persistent [`CallerId`],
-//! in one synchronized clock, and send events back.
-//!
-//! This crate is the one dependency a user adds. It re-exports the runtime
-//! (`tsercom-runtime`) and the macros (`tsercom-macros`).
-//!
-//! ## Identity and time
-//!
-//! ```
-//! use tsercom::{CallerId, Timestamp};
-//!
-//! let id = CallerId::random();
-//! assert_eq!(id, id.to_string().parse::<CallerId>()?);
-//!
-//! let t = Timestamp::from_nanos(1_700_000_000_123_456_789);
-//! assert_eq!(t.to_parts(), (1_700_000_000, 123_456_789));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-
+#![cfg_attr(all(feature = "tls", feature = "mdns"), doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(all(feature = "tls", feature = "mdns")),
+    doc = "tsercom: time-series communication over gRPC. This build leaves out a default \
+           feature (`tls` or `mdns`); the crate's front page, the README, shows the \
+           default features."
+)]
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub use tsercom_runtime::identity::{self, Identity, IdentityError};
-pub use tsercom_runtime::ids::{self, CallerId, CallerIdError};
+// One path per item: the types most programs name are here at the root; the modules
+// below hold only the rest of their area (README "Where things are"; tests/paths.rs
+// checks that no item is re-exported twice).
+pub mod data;
+pub mod discovery;
+pub mod identity;
+pub mod ids;
+pub mod queue;
+pub mod rpc;
+pub mod tensor;
+pub mod timesync;
+#[cfg(feature = "tls")]
+pub mod tls;
+pub mod transport;
+
+pub use tsercom_runtime::identity::{Identity, IdentityError};
+pub use tsercom_runtime::ids::{CallerId, CallerIdError};
 pub use tsercom_runtime::schema;
 pub use tsercom_runtime::series::{Interpolate, Series};
-
-pub mod rpc;
 
 #[doc(inline)]
 pub use tsercom_macros::runtime;
@@ -38,9 +36,9 @@ pub use tsercom_macros::runtime;
 pub use tsercom_macros::series;
 pub use tsercom_runtime::backoff::Backoff;
 pub use tsercom_runtime::data::{
-    self, CallerEvent, DataError, NewData, Reader, RemoteDataAggregator, Subscription, Timestamped,
+    CallerEvent, DataError, NewData, Reader, RemoteDataAggregator, Subscription, Timestamped,
 };
-pub use tsercom_runtime::discovery::{self, Discovery, DiscoveryError, DiscoveryEvent, Instance};
+pub use tsercom_runtime::discovery::{Discovery, DiscoveryError, DiscoveryEvent, Instance};
 pub use tsercom_runtime::engine::{
     BufferLimits, ConnectionEvent, Delivery, PeerSchema, Runtime, RuntimeError, SessionConfig,
     StreamService,
@@ -49,11 +47,11 @@ pub use tsercom_runtime::engine::{
 #[cfg(feature = "hop-trace")]
 pub use tsercom_runtime::hops;
 pub use tsercom_runtime::manager::{
-    child, child_main, ChildEntry, ChildEvent, Managed, ManagerError, Restart, RuntimeHandle,
+    child_main, ChildEntry, ChildEvent, Managed, ManagerError, Restart, RuntimeHandle,
     RuntimeManager, SourceSpec,
 };
 
-/// The child hook for process isolation ([`child`]): the first line of `main`, listing
+/// The child hook for process isolation (README "Process isolation"): the first line of `main`, listing
 /// the runtimes whose sources may run in a child (`tsercom::child_main!(weather::Runtime)`).
 /// In the application it does nothing; in a child process started by
 /// [`RuntimeManager::start_out_of_process`] it runs the child and never returns.
@@ -93,85 +91,18 @@ macro_rules! child_main {
         $crate::child_main(&[$($crate::ChildEntry::of::<$runtime>()),*])
     };
 }
-pub use tsercom_runtime::queue::{self, OverflowPolicy};
+pub use tsercom_runtime::queue::OverflowPolicy;
 pub use tsercom_runtime::roles::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, Event, PeerClock, PerAggregatorStats,
     PerSourceStats, SendEventError, Source, SourceBuilder, SourceStats,
 };
 pub use tsercom_runtime::task::Fault;
-pub use tsercom_runtime::tensor::{self, DType, Tensor, TensorError, TensorSpec};
+pub use tsercom_runtime::tensor::{DType, Tensor, TensorError, TensorSpec};
 pub use tsercom_runtime::time::{
-    self, Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
+    Clock, ManualClock, SkewedClock, SystemClock, TimeError, Timestamp,
 };
-pub use tsercom_runtime::timesync::{self, ClockEstimate, TimeSyncConfig};
-pub use tsercom_runtime::transport;
+pub use tsercom_runtime::timesync::{ClockEstimate, TimeSyncConfig};
 
-pub mod tls {
-    //! TLS and mutual TLS for the roles and the transport.
-    //!
-    //! A side that listens takes a [`ServerTls`] (its certificate and key, and for mutual
-    //! TLS the CA that client certificates must lead to); a side that dials takes a
-    //! [`ClientTls`] (the CA roots it trusts, optionally its own certificate, and the name
-    //! to verify). Both are built from PEM bytes or files and checked at once: bad input is
-    //! a [`TlsError`] naming the input and what is wrong.
-    //!
-    //! | topology | listening side | dialing side |
-    //! |---|---|---|
-    //! | source dials aggregator | `Aggregator::builder().listen(..).tls_server(..)` | `Source::builder().dial(..).tls_client(..)` |
-    //! | aggregator dials sources | `Source::builder().advertise(..).tls_server(..)` | `Aggregator::builder().discover(..).tls_client(..)` |
-    //!
-    //! By default the dialing side verifies the IP address it dialed against the server
-    //! certificate's IP subject alternative names; set [`ClientTls::server_name`] to verify
-    //! a DNS name instead (needed for discovered sources, whose addresses change). A
-    //! rejected certificate is reported as
-    //! [`ConnectionEvent::Refused`](crate::ConnectionEvent::Refused) (status
-    //! `UNAUTHENTICATED`) and not redialed; a connection that merely failed is.
-    //!
-    //! ```no_run
-    //! use tsercom::tls::{ClientTls, ServerTls};
-    //!
-    //! #[tsercom::runtime(data = Reading, event = Command)]
-    //! pub mod weather {
-    //!     #[tsercom::series]
-    //!     pub struct Reading {
-    //!         pub celsius: f64,
-    //!     }
-    //!     #[tsercom::series]
-    //!     pub enum Command {
-    //!         Calibrate,
-    //!         SetRate { hz: u32 },
-    //!     }
-    //! }
-    //!
-    //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    //! // Aggregator: TLS server; sources must present a certificate from `ca.pem` (mTLS).
-    //! let aggregator = weather::Aggregator::builder()
-    //!     .listen("0.0.0.0:50051")
-    //!     .tls_server(ServerTls::from_files("agg.pem", "agg.key")?.client_ca_file("ca.pem")?)
-    //!     .start()
-    //!     .await?;
-    //!
-    //! // Source: verifies the aggregator's certificate for `aggregator.example.internal`.
-    //! let source = weather::Source::builder()
-    //!     .dial(["10.0.0.5:50051"])
-    //!     .tls_client(
-    //!         ClientTls::from_ca_file("ca.pem")?
-    //!             .server_name("aggregator.example.internal")?
-    //!             .identity_files("source.pem", "source.key")?,
-    //!     )
-    //!     .start()
-    //!     .await?;
-    //! # let _ = (aggregator, source);
-    //! # Ok(())
-    //! # }
-    //! # fn main() {}
-    //! ```
-
-    #[doc(inline)]
-    pub use tsercom_runtime::transport::{
-        ClientTls, PemOrigin, PemRole, ServerTls, TlsError, DEFAULT_HANDSHAKE_TIMEOUT,
-    };
-}
 pub use tsercom_runtime::wire;
 
 /// The roles' metrics (the `metrics` feature): names, labels and how they are set.

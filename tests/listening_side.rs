@@ -142,7 +142,7 @@ async fn a_refused_tls_handshake_is_a_connection_event() {
     assert_eq!(rejection.peer, Some(plain.local_addr().unwrap()));
     assert_eq!(
         rejection.cause,
-        tsercom::transport::TlsRejectionCause::HandshakeFailed
+        tsercom::tls::TlsRejectionCause::HandshakeFailed
     );
     assert_eq!(agg.server_stats().unwrap().tls_failed, 1);
     agg.health().unwrap();

@@ -2,6 +2,7 @@
 //! baseline, process CPU time, JSON lines, and the Python reference runner.
 
 pub mod lsl;
+#[cfg(feature = "tls")]
 pub mod pki;
 pub mod raw;
 

@@ -3,7 +3,8 @@
 //! `tsercom-proto` crate (the one home of the protocol's names and model) and re-exported.
 //!
 //! ```
-//! use tsercom_runtime::schema::{FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
+//! # use tsercom_runtime as tsercom;
+//! use tsercom::schema::{FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
 //!
 //! let mut reg = SchemaRegistry::new();
 //! let mut msg = MessageDef::new("weather.Reading");

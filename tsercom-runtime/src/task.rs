@@ -245,6 +245,7 @@ pub(crate) fn try_spawn(task: impl Future<Output = ()> + Send + 'static) -> Opti
 /// [`try_spawn`] for a task no role owns (a discovery registry's browser, monitor or
 /// registration): a panic in it is caught and logged as a fault of `name`, and ends
 /// only it (whoever reads its output sees the end of it).
+#[cfg(any(feature = "mdns", feature = "dns"))]
 pub(crate) fn try_spawn_logged(
     name: &'static str,
     task: impl Future<Output = ()> + Send + 'static,

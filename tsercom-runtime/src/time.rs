@@ -182,7 +182,8 @@ impl Timestamp {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tsercom_runtime::Timestamp;
+/// # use tsercom_runtime as tsercom;
+/// use tsercom::Timestamp;
 ///
 /// let t = Timestamp::from_nanos(1_000);
 /// assert_eq!(t + Duration::from_micros(1), Timestamp::from_nanos(2_000));
@@ -209,7 +210,8 @@ impl AddAssign<Duration> for Timestamp {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tsercom_runtime::Timestamp;
+/// # use tsercom_runtime as tsercom;
+/// use tsercom::Timestamp;
 ///
 /// let t = Timestamp::from_nanos(1_000);
 /// assert_eq!(t - Duration::from_nanos(1_500), Timestamp::from_nanos(-500));
@@ -235,7 +237,8 @@ impl SubAssign<Duration> for Timestamp {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tsercom_runtime::Timestamp;
+/// # use tsercom_runtime as tsercom;
+/// use tsercom::Timestamp;
 ///
 /// let (a, b) = (Timestamp::from_nanos(-5), Timestamp::from_nanos(1_000));
 /// assert_eq!(b - a, Duration::from_nanos(1_005));

@@ -543,7 +543,7 @@ fn names(m: &MessageDef, out: &mut std::collections::BTreeSet<String>) {
     }
 }
 
-/// Parses `.proto` text (see the [module docs](self)) into a registry: its definitions,
+/// Parses `.proto` text (see the [module docs](crate::schema)) into a registry: its definitions,
 /// services and reserved numbers. Definitions the text names but does not define
 /// (`google.protobuf.Timestamp`) stay names.
 pub fn parse(text: &str) -> Result<SchemaRegistry, ParseError> {

@@ -84,13 +84,17 @@ pub mod connector;
 #[cfg(feature = "dns")]
 mod dns;
 mod fixed;
+#[cfg(feature = "mdns")]
 mod mdns;
+// Without a registry that publishes TXT records (mDNS, DNS) only its public helpers are used.
+#[cfg_attr(not(any(feature = "mdns", feature = "dns")), allow(dead_code))]
 mod txt;
 
 pub use crate::backoff::{Backoff, Failure};
 pub use connector::{Connector, ConnectorEvent, PeerKey};
 #[cfg(feature = "dns")]
 pub use dns::{DnsConfig, DnsLookup, DnsRegistry, DnsUpdate, TsigAlgorithm, TsigKey};
+#[cfg(feature = "mdns")]
 pub use mdns::{InterfacePolicy, MdnsConfig, MDNS_PORT};
 pub use txt::{format_published_on, parse_published_on};
 
@@ -381,7 +385,8 @@ pub trait PublishHandle: Send + 'static {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Discovery {
-    /// mDNS / DNS-SD with this configuration.
+    /// mDNS / DNS-SD with this configuration. Only with the `mdns` feature.
+    #[cfg(feature = "mdns")]
     Mdns(MdnsConfig),
     /// A fixed list of peer addresses; nothing is published.
     Fixed(Vec<SocketAddr>),
@@ -389,6 +394,7 @@ pub enum Discovery {
     Custom(Arc<dyn Registry>),
 }
 
+#[cfg(feature = "mdns")]
 impl Default for Discovery {
     fn default() -> Self {
         Discovery::mdns()
@@ -396,12 +402,16 @@ impl Default for Discovery {
 }
 
 impl Discovery {
-    /// mDNS on every non-loopback interface, on the standard port 5353.
+    /// mDNS on every non-loopback interface, on the standard port 5353. Only with the
+    /// `mdns` feature (on by default).
+    #[cfg(feature = "mdns")]
     pub fn mdns() -> Self {
         Discovery::Mdns(MdnsConfig::default())
     }
 
-    /// mDNS with an explicit configuration (interface policy, port).
+    /// mDNS with an explicit configuration (interface policy, port). Only with the `mdns`
+    /// feature (on by default).
+    #[cfg(feature = "mdns")]
     pub fn mdns_with(config: MdnsConfig) -> Self {
         Discovery::Mdns(config)
     }
@@ -421,6 +431,7 @@ impl Discovery {
     /// runtime.
     pub fn listen(&self, runtime_name: &str) -> Result<Listener, DiscoveryError> {
         match self {
+            #[cfg(feature = "mdns")]
             Discovery::Mdns(config) => mdns::listen(config, runtime_name),
             Discovery::Fixed(addresses) => fixed::listen(addresses, runtime_name),
             Discovery::Custom(registry) => registry.listen(runtime_name),
@@ -431,6 +442,7 @@ impl Discovery {
     /// [`Discovery::Fixed`] nothing is published and the returned publisher is inert.
     pub fn publish(&self, ad: Advertisement) -> Result<Publisher, DiscoveryError> {
         match self {
+            #[cfg(feature = "mdns")]
             Discovery::Mdns(config) => mdns::publish(config, ad),
             Discovery::Fixed(_) => {
                 service_type(&ad.runtime_name)?;
@@ -449,6 +461,7 @@ pub struct Publisher {
 }
 
 enum PublisherInner {
+    #[cfg(feature = "mdns")]
     Mdns(mdns::MdnsPublisher),
     Inert(String),
     Custom(Box<dyn PublishHandle>),
@@ -474,6 +487,7 @@ impl Publisher {
     /// including the ` (2)` style suffix when probing found a conflict and renamed it.
     pub fn instance_name(&self) -> String {
         match &self.inner {
+            #[cfg(feature = "mdns")]
             Some(PublisherInner::Mdns(p)) => p.instance_name(),
             Some(PublisherInner::Inert(name)) => name.clone(),
             Some(PublisherInner::Custom(h)) => h.instance_name(),
@@ -484,6 +498,7 @@ impl Publisher {
     /// Withdraws the advertisement and waits (bounded) until the goodbye is sent.
     pub async fn close(mut self) -> Result<(), DiscoveryError> {
         match self.inner.take() {
+            #[cfg(feature = "mdns")]
             Some(PublisherInner::Mdns(p)) => p.close().await,
             Some(PublisherInner::Custom(h)) => h.close().await,
             Some(PublisherInner::Inert(_)) | None => Ok(()),

@@ -122,7 +122,8 @@ pub enum ConnectionEvent {
     },
     /// A peer's TLS handshake on this role's listening side failed: its certificate was
     /// rejected (mutual TLS), it did not speak TLS, or it timed out. The connection was
-    /// dropped; also counted in the server's stats.
+    /// dropped; also counted in the server's stats. Only with the `tls` feature.
+    #[cfg(feature = "tls")]
     TlsRejected(crate::transport::TlsRejection),
     /// An internal task of the role (a session, a dial loop, discovery) panicked or failed.
     /// Only that task ended: other connections keep running, and a session is redialed or

@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use super::service::{Acceptor, StreamService};
 use super::shared::Role;
-use super::{ConnectionEvent, Runtime, RuntimeError};
+#[cfg(feature = "tls")]
+use super::ConnectionEvent;
+use super::{Runtime, RuntimeError};
 use crate::task::Fault;
 use crate::transport::{
     ClientTls, Dialer, Endpoint, EndpointParseError, Server, ServerTls, TransportError,
 };
+#[cfg(feature = "tls")]
 use tokio::sync::broadcast::error::RecvError;
 
 /// Serves `svc` (and the gRPC health service) on `endpoint`, with TLS if `tls` is set.
@@ -31,7 +34,12 @@ pub(crate) async fn host<R: Runtime>(
         builder = builder.http2_keepalive(Some(idle), idle);
     }
     if let Some(tls) = tls {
-        builder = builder.tls(tls);
+        #[cfg(feature = "tls")]
+        {
+            builder = builder.tls(tls);
+        }
+        #[cfg(not(feature = "tls"))]
+        match tls {}
     }
     builder
         .serve_endpoint(endpoint.clone())
@@ -48,11 +56,17 @@ pub(crate) async fn dial_any(
     resend_every: Duration,
     tls: Option<&Arc<ClientTls>>,
 ) -> Result<(tonic::transport::Channel, Option<Vec<u8>>), TransportError> {
-    let mut dialer = Dialer::new(addrs.iter().cloned())
+    let dialer = Dialer::new(addrs.iter().cloned())
         .connect_timeout(timeout)
         .resend_every(Some(resend_every));
+    #[cfg(feature = "tls")]
+    let dialer = match tls {
+        Some(tls) => dialer.tls(Arc::clone(tls)),
+        None => dialer,
+    };
+    #[cfg(not(feature = "tls"))]
     if let Some(tls) = tls {
-        dialer = dialer.tls(Arc::clone(tls));
+        match **tls {}
     }
     dialer
         .dial_with_cert()
@@ -70,6 +84,7 @@ pub(crate) async fn serve<Ro: Role>(
     let acceptor: Arc<dyn Acceptor> = Arc::clone(role) as Arc<dyn Acceptor>;
     let svc = StreamService::<Ro::Runtime>::new(acceptor, role.shared().config.max_frame_bytes);
     let shared = role.shared();
+    #[cfg(feature = "tls")]
     let with_tls = tls.is_some();
     let closer = svc.closer_slot();
     let server = host(endpoint, svc, tls, shared.config.idle_timeout).await?;
@@ -92,6 +107,7 @@ pub(crate) async fn serve<Ro: Role>(
                 .report(Fault::failed(name, message));
         }
     });
+    #[cfg(feature = "tls")]
     if with_tls {
         // Handshakes this side refused are the user's to see, like those it dialed.
         let mut rejections = server.tls_rejections();

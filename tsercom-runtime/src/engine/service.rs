@@ -22,7 +22,9 @@ use super::proof;
 use super::shared::Role;
 use super::Runtime;
 use crate::ids::CallerId;
-use crate::transport::san::{self, CertIdError};
+#[cfg(feature = "tls")]
+use crate::transport::san;
+use crate::transport::san::CertIdError;
 use crate::transport::{ConnCloser, Endpoint};
 use crate::wire::Envelope;
 
@@ -204,12 +206,16 @@ impl tonic::server::StreamingService<Envelope> for OpenSvc {
             };
             let remote = request.remote_addr().map(Endpoint::Tcp);
             // The end-entity certificate comes first; rustls has verified it.
+            #[cfg(feature = "tls")]
             let bound = match request.peer_certs() {
                 Some(certs) => certs
                     .first()
                     .map_or(Ok(None), |cert| san::caller_id_of(cert.as_ref())),
                 None => Ok(None),
             };
+            // Without the `tls` feature no peer presents a certificate.
+            #[cfg(not(feature = "tls"))]
+            let bound = Ok(None);
             let inbound = request.into_inner();
             acceptor
                 .accept(inbound, remote, bound, guard)

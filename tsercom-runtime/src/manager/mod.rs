@@ -312,8 +312,9 @@ impl RuntimeManager {
 
     /// Starts like [`start_in_process`](Self::start_in_process), but every runtime
     /// registered with [`register_source`](Self::register_source) runs in a child process
-    /// (unless its spec says [`isolated(false)`](SourceSpec::isolated)); see
-    /// [`child`](self::child) for how, and what `main` must call first. A runtime
+    /// (unless its spec says [`isolated(false)`](SourceSpec::isolated)); see the
+    /// process isolation section of the README for how, and [`child_main`] for what
+    /// `main` must call first. A runtime
     /// registered with a closure cannot cross into a child: that is
     /// [`ManagerError::NotIsolable`] naming it, and nothing starts.
     pub fn start_out_of_process(&mut self) -> Result<(), ManagerError> {

@@ -107,12 +107,18 @@ macro_rules! role_setters {
         }
 
         #[doc = $tls_server]
+        ///
+        /// Only with the `tls` feature (on by default).
+        #[cfg(feature = "tls")]
         pub fn tls_server(mut self, tls: ServerTls) -> Self {
             self.settings.tls_server = Some(tls);
             self
         }
 
         #[doc = $tls_client]
+        ///
+        /// Only with the `tls` feature (on by default).
+        #[cfg(feature = "tls")]
         pub fn tls_client(mut self, tls: ClientTls) -> Self {
             self.settings.tls_client = Some(tls);
             self

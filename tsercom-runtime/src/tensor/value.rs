@@ -45,7 +45,8 @@ fn fill_bytes(dtype: DType, len: usize, fill: f64) -> Vec<u8> {
 /// runtime's data type or a field of a `#[tsercom::series]` struct.
 ///
 /// ```
-/// use tsercom_runtime::tensor::{DType, Tensor};
+/// # mod tsercom { pub use tsercom_runtime::tensor::{DType, Tensor}; }
+/// use tsercom::{DType, Tensor};
 ///
 /// let t = Tensor::from_vec(vec![2, 2], vec![1i32, 2, 3, 4])?;
 /// assert_eq!(t.dtype(), DType::I32);

@@ -284,6 +284,7 @@ pub(crate) struct Admitted {
 
 impl ServerIo {
     /// The accepted socket.
+    #[cfg(feature = "tls")]
     pub(crate) fn socket(&self) -> &Socket {
         &self.inner
     }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,7 +16,13 @@ use tonic_health::pb::HealthCheckRequest;
 
 use super::conn::Socket;
 use super::error::{DialFailure, DialFailureCause};
-use super::{ClientTls, Endpoint, TransportError};
+#[cfg(not(feature = "tls"))]
+use super::no_tls::TlsConnect;
+#[cfg(feature = "tls")]
+use super::tls::TlsConnect;
+#[cfg(feature = "tls")]
+use super::ClientTls;
+use super::{Endpoint, TransportError};
 
 /// The connect timeout of a [`Dialer`] unless set otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -57,6 +64,7 @@ pub struct Dialer {
     http2_keepalive_interval: Option<Duration>,
     http2_keepalive_timeout: Duration,
     resend_every: Option<Duration>,
+    #[cfg(feature = "tls")]
     tls: Option<Arc<ClientTls>>,
 }
 
@@ -79,6 +87,7 @@ impl Dialer {
             http2_keepalive_interval: Some(Duration::from_secs(6 * 60)),
             http2_keepalive_timeout: Duration::from_secs(20),
             resend_every: None,
+            #[cfg(feature = "tls")]
             tls: None,
         }
     }
@@ -123,6 +132,9 @@ impl Dialer {
     /// A rejected certificate fails the dial with
     /// [`DialFailureCause::CertificateRejected`] (see
     /// [`TransportError::is_certificate_rejected`]).
+    ///
+    /// Only with the `tls` feature (on by default).
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: impl Into<Arc<ClientTls>>) -> Self {
         self.tls = Some(tls.into());
         self
@@ -282,6 +294,7 @@ impl Dialer {
         deadline: tokio::time::Instant,
     ) -> Result<(Channel, Option<Vec<u8>>), DialFailureCause> {
         let endpoint = self.tonic_endpoint(target)?;
+        #[cfg(feature = "tls")]
         let tls = match &self.tls {
             Some(tls) => Some(
                 tls.connector(target, self.tcp_nodelay)
@@ -289,9 +302,14 @@ impl Dialer {
             ),
             None => None,
         };
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<TlsConnect> = None;
         let connect = async {
             let connected = match (&tls, target) {
+                #[cfg(feature = "tls")]
                 (Some(connector), _) => endpoint.connect_with_connector(connector.clone()).await,
+                #[cfg(not(feature = "tls"))]
+                (Some(never), _) => match *never {},
                 (None, Endpoint::Tcp(_)) => endpoint.connect().await,
                 (None, Endpoint::Unix(path)) => {
                     let connector = UnixConnect { path: path.clone() };
@@ -334,10 +352,7 @@ impl tonic::codegen::Service<tonic::transport::Uri> for UnixConnect {
 }
 
 /// Succeeds once the peer answers a gRPC request, whatever the answer.
-async fn verify_grpc(
-    channel: &Channel,
-    tls: Option<&super::tls::TlsConnect>,
-) -> Result<(), DialFailureCause> {
+async fn verify_grpc(channel: &Channel, tls: Option<&TlsConnect>) -> Result<(), DialFailureCause> {
     let request = HealthCheckRequest {
         service: String::new(),
     };

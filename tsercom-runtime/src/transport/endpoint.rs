@@ -16,7 +16,8 @@ pub const UNIX_PREFIX: &str = "unix:";
 /// same form back, so an endpoint survives a round trip through text.
 ///
 /// ```
-/// use tsercom_runtime::transport::Endpoint;
+/// # use tsercom_runtime as tsercom;
+/// use tsercom::transport::Endpoint;
 ///
 /// let tcp: Endpoint = "127.0.0.1:50051".parse()?;
 /// assert_eq!(tcp.as_tcp(), Some("127.0.0.1:50051".parse()?));

@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[cfg(not(feature = "tls"))]
+use super::no_tls::{TlsConnect, TlsFailure};
+#[cfg(feature = "tls")]
+use super::tls::{TlsConnect, TlsFailure};
 use super::Endpoint;
 
 /// Everything that can go wrong while serving or dialing.
@@ -95,10 +99,12 @@ pub enum TransportError {
 
     /// A TLS configuration could not be turned into a rustls configuration (the checks
     /// that make [`ServerTls`](super::ServerTls) should have caught the reason).
+    #[cfg(feature = "tls")]
     #[error(transparent)]
     Tls(#[from] super::TlsError),
 
     /// A TLS reload was asked of a server that serves plain text.
+    #[cfg(feature = "tls")]
     #[error("the server was started without TLS; a reload cannot turn TLS on")]
     TlsNotEnabled,
 
@@ -130,7 +136,7 @@ impl TransportError {
     /// (mutual TLS: none presented, or not issued by the CA it trusts) or the peer's by us
     /// (not issued by our roots, not valid for the name verified, expired). Retrying
     /// cannot fix that until one side's certificates change, so the roles do not redial
-    /// (see [`crate::runtime::ConnectionEvent::Refused`]).
+    /// (see [`crate::engine::ConnectionEvent::Refused`]).
     pub fn is_certificate_rejected(&self) -> bool {
         match self {
             Self::AllFailed { failures } => failures
@@ -181,23 +187,20 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 impl DialFailureCause {
     /// Sorts a failed connection: TLS failures get their own causes. `tls` is the
     /// attempt's TLS connector, which knows the TLS error that ended its connection.
-    pub(crate) fn from_connect(
-        error: tonic::transport::Error,
-        tls: Option<&super::tls::TlsConnect>,
-    ) -> Self {
+    pub(crate) fn from_connect(error: tonic::transport::Error, tls: Option<&TlsConnect>) -> Self {
         match tls_failure(&error, tls) {
-            Some((super::tls::TlsFailure::Rejected, e)) => Self::CertificateRejected(e),
-            Some((super::tls::TlsFailure::Other, e)) => Self::TlsFailed(e),
+            Some((TlsFailure::Rejected, e)) => Self::CertificateRejected(e),
+            Some((TlsFailure::Other, e)) => Self::TlsFailed(e),
             None => Self::Connect(error),
         }
     }
 
     /// The same for a failed gRPC check (TLS 1.3 servers check the client certificate
     /// after the client considers the handshake done: the rejection arrives here).
-    pub(crate) fn from_check(status: tonic::Status, tls: Option<&super::tls::TlsConnect>) -> Self {
+    pub(crate) fn from_check(status: tonic::Status, tls: Option<&TlsConnect>) -> Self {
         match tls_failure(&status, tls) {
-            Some((super::tls::TlsFailure::Rejected, e)) => Self::CertificateRejected(e),
-            Some((super::tls::TlsFailure::Other, e)) => Self::TlsFailed(e),
+            Some((TlsFailure::Rejected, e)) => Self::CertificateRejected(e),
+            Some((TlsFailure::Other, e)) => Self::TlsFailed(e),
             None if tls.is_none() && closed_unanswered(&status) => Self::ClosedUnanswered(status),
             None => Self::NotGrpc(status),
         }
@@ -206,14 +209,12 @@ impl DialFailureCause {
 
 /// The TLS failure behind `error`: the one the connector recorded, else one found in the
 /// error's chain; with the error to report.
-fn tls_failure<E>(
-    error: &E,
-    tls: Option<&super::tls::TlsConnect>,
-) -> Option<(super::tls::TlsFailure, BoxError)>
+#[cfg(feature = "tls")]
+fn tls_failure<E>(error: &E, tls: Option<&TlsConnect>) -> Option<(TlsFailure, BoxError)>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    if let Some(recorded) = tls.and_then(super::tls::TlsConnect::failure) {
+    if let Some(recorded) = tls.and_then(TlsConnect::failure) {
         let kind = super::tls::classify(&recorded);
         return Some((kind, Box::new(recorded)));
     }
@@ -221,8 +222,15 @@ where
     Some((kind, Box::new(ErrorText(ErrorChain(error).to_string()))))
 }
 
+/// Without the `tls` feature no connection is TLS, so none fails for a TLS reason.
+#[cfg(not(feature = "tls"))]
+fn tls_failure<E>(_error: &E, tls: Option<&TlsConnect>) -> Option<(TlsFailure, BoxError)> {
+    tls.map(|never| match *never {})
+}
+
 /// An error chain flattened to its text.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 struct ErrorText(String);
 
 impl fmt::Display for ErrorText {

@@ -91,7 +91,10 @@
 //!
 //! [`Server::stats`] reads the counters ([`ServerStats`]).
 //!
-//! # TLS
+//! # TLS (feature `tls`, on by default)
+//!
+//! Without the feature the TLS items below do not exist (as in tonic without its TLS
+//! features): a program that uses them does not compile, rather than failing at run time.
 //!
 //! [`ServerBuilder::tls`] serves TLS (with [`ServerTls::client_ca_pem`], mutual TLS) and
 //! [`Dialer::tls`] dials with it; see [`ServerTls`] and [`ClientTls`] for what is
@@ -118,14 +121,22 @@ mod guarded;
 mod health;
 mod listen;
 mod message_limits;
+#[cfg(not(feature = "tls"))]
+mod no_tls;
+#[cfg(feature = "tls")]
 mod pin;
 pub(crate) mod same_host;
+// Client certificates exist only with TLS.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 pub(crate) mod san;
 mod serve_task;
 mod server;
 mod stats;
+#[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "tls")]
 mod tls_accept;
+#[cfg(feature = "tls")]
 mod tls_connect;
 
 pub(crate) use conn::ConnCloser;
@@ -137,8 +148,12 @@ pub use endpoint::{Endpoint, EndpointParseError, IntoEndpoint, UNIX_PREFIX};
 pub use error::{BoxError, DialFailure, DialFailureCause, TransportError};
 pub use health::HealthHandle;
 pub use message_limits::{MessageLimits, WithMessageLimits};
+#[cfg(not(feature = "tls"))]
+pub(crate) use no_tls::{ClientTls, ServerTls};
 pub use san::CALLER_URI_PREFIX;
 pub use server::{Server, ServerBuilder, Shutdown};
 pub use stats::ServerStats;
+#[cfg(feature = "tls")]
 pub use tls::{ClientTls, PemOrigin, PemRole, ServerTls, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
+#[cfg(feature = "tls")]
 pub use tls_accept::{TlsRejection, TlsRejectionCause, TlsReloader};

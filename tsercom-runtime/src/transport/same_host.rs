@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Longest socket path `sun_path` holds (108 bytes with the terminating NUL).
+#[cfg_attr(not(any(feature = "mdns", feature = "dns")), allow(dead_code))]
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// This host's identity as 32 hex digits: a SHA-256 of the machine id
@@ -42,6 +43,7 @@ pub(crate) fn host_identity() -> Option<&'static str> {
 }
 
 /// Whether `text` has the form of a host identity (32 lowercase hex digits).
+#[cfg_attr(not(any(feature = "mdns", feature = "dns")), allow(dead_code))]
 pub(crate) fn is_host_identity(text: &str) -> bool {
     text.len() == 32 && text.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -6,12 +6,16 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+#[cfg(feature = "tls")]
+use std::sync::RwLock;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, oneshot, watch};
+#[cfg(feature = "tls")]
+use tokio::sync::broadcast;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
@@ -30,10 +34,13 @@ use super::deadline::FirstRequest;
 use super::listen::{bind_unix, Incoming, Listener, SocketFile, TcpOptions};
 use super::serve_task::{run, supervised};
 use super::stats::Counters;
+#[cfg(feature = "tls")]
 use super::tls_accept::{
     Report, SharedAcceptor, TlsIncoming, TlsRejection, TlsReloader, REJECTIONS_CAPACITY,
 };
-use super::{Endpoint, HealthHandle, ServerTls, TransportError};
+#[cfg(feature = "tls")]
+use super::ServerTls;
+use super::{Endpoint, HealthHandle, TransportError};
 
 /// How long the serve task may take to wind down once its connections were aborted.
 const ABORT_JOIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -60,6 +67,7 @@ pub struct ServerBuilder {
     http2_keepalive_timeout: Duration,
     max_concurrent_streams: Option<u32>,
     max_frame_size: Option<u32>,
+    #[cfg(feature = "tls")]
     tls: Option<ServerTls>,
     pub(super) first_request_timeout: Option<Duration>,
     pub(super) limits: ConnLimits,
@@ -78,6 +86,7 @@ impl Default for ServerBuilder {
             http2_keepalive_timeout: Duration::from_secs(20),
             max_concurrent_streams: None,
             max_frame_size: None,
+            #[cfg(feature = "tls")]
             tls: None,
             first_request_timeout: Some(DEFAULT_FIRST_REQUEST_TIMEOUT),
             limits: ConnLimits {
@@ -90,7 +99,8 @@ impl Default for ServerBuilder {
 
 impl fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerBuilder")
+        let mut d = f.debug_struct("ServerBuilder");
+        let d = d
             .field("services", &self.names)
             .field("health", &self.health)
             .field("tcp_nodelay", &self.tcp_nodelay)
@@ -98,9 +108,10 @@ impl fmt::Debug for ServerBuilder {
             .field("http2_keepalive_interval", &self.http2_keepalive_interval)
             .field("http2_keepalive_timeout", &self.http2_keepalive_timeout)
             .field("max_concurrent_streams", &self.max_concurrent_streams)
-            .field("max_frame_size", &self.max_frame_size)
-            .field("tls", &self.tls.is_some())
-            .field("first_request_timeout", &self.first_request_timeout)
+            .field("max_frame_size", &self.max_frame_size);
+        #[cfg(feature = "tls")]
+        let d = d.field("tls", &self.tls.is_some());
+        d.field("first_request_timeout", &self.first_request_timeout)
             .field("max_connections", &self.limits.total)
             .field("max_connections_per_ip", &self.limits.per_ip)
             .finish_non_exhaustive()
@@ -184,6 +195,9 @@ impl ServerBuilder {
     /// has read it (so that it sees the reason, not a reset), and is logged (a rejected
     /// certificate at info level, anything else at debug); the server goes on serving
     /// the others.
+    ///
+    /// Only with the `tls` feature (on by default).
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.tls = Some(tls);
         self
@@ -284,10 +298,15 @@ impl ServerBuilder {
             first_request.and_then(|t| accepted_at.checked_add(t))
         };
 
+        #[cfg(feature = "tls")]
         let acceptor = match &self.tls {
             Some(tls) => Some((Arc::new(RwLock::new(tls.acceptor()?)), tls.timeout())),
             None => None,
         };
+        // Without the `tls` feature every server is plain text.
+        #[cfg(not(feature = "tls"))]
+        let acceptor: Option<Infallible> = None;
+        #[cfg(feature = "tls")]
         let (rejections, _) = broadcast::channel(REJECTIONS_CAPACITY);
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(self.http2_keepalive_interval)
@@ -299,6 +318,7 @@ impl ServerBuilder {
         let (failed_tx, failed) = watch::channel(None);
         let services = self.names.clone();
         let span = tracing::info_span!("grpc_server", %endpoint);
+        #[cfg(feature = "tls")]
         let shared = acceptor.as_ref().map(|(a, _)| Arc::clone(a));
         let task = match acceptor {
             None => {
@@ -314,6 +334,9 @@ impl ServerBuilder {
                         .instrument(span),
                 )
             }
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match never {},
+            #[cfg(feature = "tls")]
             Some((acceptor, timeout)) => {
                 let report = Report {
                     counters: Arc::clone(&counters),
@@ -337,7 +360,9 @@ impl ServerBuilder {
         Ok(Server {
             endpoint,
             socket_file,
+            #[cfg(feature = "tls")]
             acceptor: shared,
+            #[cfg(feature = "tls")]
             rejections,
             health,
             shutdown_tx: Some(shutdown_tx),
@@ -363,7 +388,9 @@ pub struct Server {
     /// The socket file of a Unix socket server, removed at shutdown or drop.
     socket_file: Option<SocketFile>,
     /// The TLS acceptor new handshakes use, for a TLS server.
+    #[cfg(feature = "tls")]
     acceptor: Option<SharedAcceptor>,
+    #[cfg(feature = "tls")]
     rejections: broadcast::Sender<TlsRejection>,
     health: HealthHandle,
     shutdown_tx: Option<oneshot::Sender<()>>,
@@ -428,7 +455,8 @@ impl Server {
     /// rejected (mutual TLS), a client that does not speak TLS, a handshake that timed
     /// out. Each is also counted in [`stats`](Self::stats) and logged. A subscriber that
     /// falls more than 64 behind misses the oldest (the receiver reports how many). A
-    /// server without TLS never publishes any.
+    /// server without TLS never publishes any. Only with the `tls` feature.
+    #[cfg(feature = "tls")]
     pub fn tls_rejections(&self) -> broadcast::Receiver<TlsRejection> {
         self.rejections.subscribe()
     }
@@ -440,7 +468,8 @@ impl Server {
     }
 
     /// The handle that reloads this TLS server's certificate, key and client CA (see
-    /// [`TlsReloader`]); `None` for a server without TLS.
+    /// [`TlsReloader`]); `None` for a server without TLS. Only with the `tls` feature.
+    #[cfg(feature = "tls")]
     pub fn tls_reloader(&self) -> Option<TlsReloader> {
         self.acceptor
             .as_ref()
@@ -449,7 +478,8 @@ impl Server {
 
     /// Serves `tls` to new handshakes from now on, without a restart: the same as
     /// [`TlsReloader::reload`]. A server started without TLS cannot turn to TLS:
-    /// [`TransportError::TlsNotEnabled`].
+    /// [`TransportError::TlsNotEnabled`]. Only with the `tls` feature.
+    #[cfg(feature = "tls")]
     pub fn reload_tls(&self, tls: &ServerTls) -> Result<(), TransportError> {
         self.tls_reloader()
             .ok_or(TransportError::TlsNotEnabled)?

@@ -261,7 +261,8 @@ fn provider() -> CryptoProvider {
 /// ```
 /// # fn demo(cert_pem: &[u8], key_pem: &[u8], ca_pem: &[u8])
 /// #     -> Result<(), tsercom_runtime::transport::TlsError> {
-/// use tsercom_runtime::transport::ServerTls;
+/// # mod tsercom { pub use tsercom_runtime::transport as tls; }
+/// use tsercom::tls::ServerTls;
 ///
 /// // TLS: clients verify this server.
 /// let tls = ServerTls::from_pem(cert_pem, key_pem)?;
@@ -424,7 +425,8 @@ impl ServerTls {
 /// ```
 /// # fn demo(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8])
 /// #     -> Result<(), tsercom_runtime::transport::TlsError> {
-/// use tsercom_runtime::transport::ClientTls;
+/// # mod tsercom { pub use tsercom_runtime::transport as tls; }
+/// use tsercom::tls::ClientTls;
 ///
 /// let tls = ClientTls::from_ca_pem(ca_pem)?
 ///     // Verify this name instead of the IP address dialed.

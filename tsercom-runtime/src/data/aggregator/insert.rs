@@ -101,7 +101,8 @@ impl<D: Clone + Send + Sync + 'static> RemoteDataAggregator<D> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tsercom_runtime::{CallerId, DataError, ManualClock, RemoteDataAggregator, Timestamp, Timestamped};
+    /// # use tsercom_runtime as tsercom;
+    /// use tsercom::{CallerId, DataError, ManualClock, RemoteDataAggregator, Timestamp, Timestamped};
     ///
     /// let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
     /// let agg = RemoteDataAggregator::<u8>::builder()

@@ -152,8 +152,8 @@ pub(super) struct SpecJob {
 
 impl RuntimeManager {
     /// Registers a source by its settings (see [`SourceSpec`]), which lets it run in a
-    /// child process (see [`child`](self) and
-    /// [`start_out_of_process`](Self::start_out_of_process)) or in process. The handle is
+    /// child process (see [`start_out_of_process`](Self::start_out_of_process)) or in
+    /// process. The handle is
     /// the same either way.
     pub fn register_source<R: Runtime>(
         &mut self,

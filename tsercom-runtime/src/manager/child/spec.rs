@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::discovery::{Discovery, InterfacePolicy, MdnsConfig};
+use crate::discovery::Discovery;
+#[cfg(feature = "mdns")]
+use crate::discovery::{InterfacePolicy, MdnsConfig};
 use crate::engine::BufferLimits;
 use crate::ids::CallerId;
 use crate::transport::{Endpoint, IntoEndpoint};
@@ -51,6 +53,7 @@ pub struct SourceSpec {
     pub(super) id: CallerId,
     pub(super) serve: Option<String>,
     pub(super) dial: Vec<String>,
+    #[cfg(feature = "mdns")]
     pub(super) advertise: Option<InterfacePolicy>,
     pub(super) name: Option<String>,
     pub(super) buffer: BufferLimits,
@@ -78,6 +81,7 @@ impl SourceSpec {
             id: CallerId::random(),
             serve: None,
             dial: Vec::new(),
+            #[cfg(feature = "mdns")]
             advertise: None,
             name: None,
             buffer: BufferLimits::default(),
@@ -128,7 +132,9 @@ impl SourceSpec {
         self
     }
 
-    /// Advertises the hosted stream over mDNS, on `interfaces`.
+    /// Advertises the hosted stream over mDNS, on `interfaces`. Only with the `mdns`
+    /// feature (on by default).
+    #[cfg(feature = "mdns")]
     pub fn advertise_mdns(mut self, interfaces: InterfacePolicy) -> Self {
         self.advertise = Some(interfaces);
         self
@@ -236,7 +242,7 @@ impl SourceSpec {
             "id": self.id.to_string(),
             "serve": self.serve,
             "dial": self.dial,
-            "advertise": self.advertise.as_ref().map(|p| *p == InterfacePolicy::LoopbackOnly),
+            "advertise": self.advertise_loopback(),
             "name": self.name,
             "buffer": [self.buffer.max_bytes, self.buffer.max_age.as_millis() as u64,
                        self.buffer.max_samples],
@@ -258,6 +264,7 @@ impl SourceSpec {
         if let Some(dial) = v.get("dial").and_then(Value::as_array) {
             spec = spec.dial(dial.iter().filter_map(Value::as_str));
         }
+        #[cfg(feature = "mdns")]
         if let Some(loopback) = v.get("advertise").and_then(Value::as_bool) {
             spec = spec.advertise_mdns(if loopback {
                 InterfacePolicy::LoopbackOnly
@@ -287,14 +294,29 @@ impl SourceSpec {
         Ok(spec)
     }
 
-    /// The discovery to advertise with, if any.
+    /// Whether the source advertises over mDNS on the loopback interface only (`None`:
+    /// it does not advertise), as the child reads it.
+    fn advertise_loopback(&self) -> Option<bool> {
+        #[cfg(feature = "mdns")]
+        return self
+            .advertise
+            .as_ref()
+            .map(|p| *p == InterfacePolicy::LoopbackOnly);
+        #[cfg(not(feature = "mdns"))]
+        None
+    }
+
+    /// The discovery to advertise with, if any (none without the `mdns` feature).
     pub(super) fn discovery(&self) -> Option<Discovery> {
-        self.advertise.clone().map(|interfaces| {
+        #[cfg(feature = "mdns")]
+        return self.advertise.clone().map(|interfaces| {
             Discovery::mdns_with(MdnsConfig {
                 interfaces,
                 ..MdnsConfig::default()
             })
-        })
+        });
+        #[cfg(not(feature = "mdns"))]
+        None
     }
 
     /// The endpoints as parsed (they were checked when given).
@@ -312,13 +334,15 @@ mod tests {
         let spec = SourceSpec::new()
             .dial(["127.0.0.1:5000", "unix:/tmp/a.sock"])
             .serve("127.0.0.1:0")
-            .advertise_mdns(InterfacePolicy::LoopbackOnly)
             .name("n")
             .memory_limit(1 << 30);
+        #[cfg(feature = "mdns")]
+        let spec = spec.advertise_mdns(InterfacePolicy::LoopbackOnly);
         let back = SourceSpec::from_json(&spec.to_json()).unwrap();
         assert_eq!(back.id, spec.id);
         assert_eq!(back.dial, spec.dial);
         assert_eq!(back.serve, spec.serve);
+        #[cfg(feature = "mdns")]
         assert_eq!(back.advertise, spec.advertise);
         assert_eq!(back.name.as_deref(), Some("n"));
         assert_eq!(back.buffer.max_bytes, spec.buffer.max_bytes);

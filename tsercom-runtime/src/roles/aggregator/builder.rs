@@ -17,7 +17,9 @@ use crate::ids::CallerId;
 use crate::queue::OverflowPolicy;
 use crate::roles::settings::{role_setters, RoleSettings};
 use crate::time::Clock;
-use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
+#[cfg(feature = "tls")]
+use crate::transport::{ClientTls, ServerTls};
+use crate::transport::{Endpoint, EndpointParseError, IntoEndpoint};
 use crate::wire::Role;
 
 /// Configures and starts an [`Aggregator`].

@@ -10,7 +10,9 @@ use crate::engine::handshake::dial_loop;
 use super::core::Core;
 use super::{Source, SCRATCH_BLOCK};
 use crate::backoff::Backoff;
-use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
+#[cfg(feature = "mdns")]
+use crate::discovery::InterfacePolicy;
+use crate::discovery::{Advertisement, Discovery};
 use crate::engine::buffer::{BufferLimits, SendBuffer};
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
 use crate::identity::Identity;
@@ -21,7 +23,9 @@ use crate::roles::settings::{role_setters, RoleSettings};
 use crate::series::Series;
 use crate::time::Clock;
 use crate::transport::same_host::{self, host_identity as same_host_identity};
-use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
+#[cfg(feature = "tls")]
+use crate::transport::{ClientTls, ServerTls};
+use crate::transport::{Endpoint, EndpointParseError, IntoEndpoint};
 use crate::wire::Role;
 
 /// Configures and starts a [`Source`].
@@ -174,6 +178,7 @@ with [`RuntimeError::Refused`].",
         let serve = match self.serve {
             Some(given) => Some(engine::endpoints([given])?.remove(0)),
             None => self.advertise.as_ref().map(|d| match d {
+                #[cfg(feature = "mdns")]
                 Discovery::Mdns(c) if c.interfaces == InterfacePolicy::LoopbackOnly => {
                     Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))
                 }

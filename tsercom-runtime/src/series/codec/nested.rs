@@ -8,7 +8,7 @@ use prost::DecodeError;
 #[cfg(doc)]
 use super::Codec;
 
-/// The [`Codec`] of a series message type `M`: a nested message.
+/// The [`Codec`](super::Codec) of a series message type `M`: a nested message.
 #[inline]
 pub fn message_encode<M: prost::Message>(tag: u32, value: &M, buf: &mut impl BufMut) {
     encoding::message::encode(tag, value, buf)
