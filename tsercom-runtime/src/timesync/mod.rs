@@ -56,3 +56,6 @@ mod tests;
 
 #[cfg(test)]
 mod sim_tests;
+
+#[cfg(test)]
+mod clock_tests;
