@@ -14,8 +14,11 @@ const MAX_DRIFT_PPM: f64 = 500.0;
 pub(super) const BURST_HISTORY: usize = 256;
 /// The longest time the history spans: the drift is assumed constant over it.
 const MAX_HISTORY_NS: i64 = 120_000_000_000;
-/// Exchanges whose probes went out within this of each other are one burst.
-const BURST_SPAN_NS: i64 = 5_000_000;
+/// Exchanges whose probes went out within this of each other are one burst: a burst's
+/// probes ping-pong (each goes out as the previous reply arrives), so on a link with a
+/// few milliseconds of round trip they span a few round trips; warm-up probes are 20 ms
+/// apart.
+const BURST_SPAN_NS: i64 = 15_000_000;
 /// Slack added to every exchange's half round trip, in ns: integer rounding of the
 /// timestamps and of the offset.
 const SLACK_NS: f64 = 50.0;
