@@ -111,10 +111,20 @@ struct Run {
 
 const PHASES: [&str; 3] = ["first_second", "early", "settled"];
 
+/// Per reading: the error, the bound, and where the error comes from. The error at a
+/// reading is the offset's error at the estimate's reference time (its latest exchange)
+/// plus the drift's error times the time since then; the bench knows the true drift, so
+/// it splits the two.
 #[derive(Default)]
 struct Errors {
     abs_us: Vec<f64>,
     bounds_us: Vec<f64>,
+    /// |error of the offset at the estimate's reference time|, µs.
+    at_reference_us: Vec<f64>,
+    /// |drift error x time since the reference|, µs.
+    from_drift_us: Vec<f64>,
+    /// |applied drift - true drift|, ppm.
+    drift_error_ppm: Vec<f64>,
     /// Readings whose error exceeded the reported bound.
     outside: u64,
 }
@@ -123,7 +133,22 @@ impl Errors {
     fn extend(&mut self, other: Errors) {
         self.abs_us.extend(other.abs_us);
         self.bounds_us.extend(other.bounds_us);
+        self.at_reference_us.extend(other.at_reference_us);
+        self.from_drift_us.extend(other.from_drift_us);
+        self.drift_error_ppm.extend(other.drift_error_ppm);
         self.outside += other.outside;
+    }
+
+    fn sort(&mut self) {
+        for v in [
+            &mut self.abs_us,
+            &mut self.bounds_us,
+            &mut self.at_reference_us,
+            &mut self.from_drift_us,
+            &mut self.drift_error_ppm,
+        ] {
+            v.sort_by(f64::total_cmp);
+        }
     }
 }
 
@@ -172,11 +197,12 @@ async fn one_run(
     let first_second = measure_errors(
         &estimate,
         &*clock,
+        drift_ppm,
         Duration::from_secs(1).saturating_sub(started.elapsed()),
         started,
     )
     .await;
-    let early = measure_errors(&estimate, &*clock, measure, started).await;
+    let early = measure_errors(&estimate, &*clock, drift_ppm, measure, started).await;
     // Settled: the estimate says it knows the drift to 10 ppm (or the limit passed).
     let mut settle_s = f64::NAN;
     while started.elapsed() < settle_limit {
@@ -186,7 +212,7 @@ async fn one_run(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let settled = measure_errors(&estimate, &*clock, measure, started).await;
+    let settled = measure_errors(&estimate, &*clock, drift_ppm, measure, started).await;
     source.shutdown(Duration::from_millis(100)).await;
     agg.shutdown(Duration::from_millis(100)).await;
     Run {
@@ -200,9 +226,13 @@ async fn one_run(
 async fn measure_errors(
     estimate: &impl Fn() -> Option<ClockEstimate>,
     clock: &dyn Clock,
+    drift_ppm: f64,
     measure: Duration,
     started: Instant,
 ) -> Errors {
+    // The local clock gains `drift_ppm` on the system clock (the authority's), so the
+    // authority loses this on it, per local second.
+    let true_drift_ppm = -drift_ppm / (1.0 + drift_ppm / 1e6);
     let mut errors = Errors::default();
     let end = Instant::now() + measure;
     while Instant::now() < end {
@@ -218,6 +248,13 @@ async fn measure_errors(
             let truth = before.as_nanos() + after.nanos_since(before) / 2 - local.as_nanos();
             let error = e.offset_at(local) - truth;
             errors.abs_us.push((error as f64 / 1e3).abs());
+            let drift_error = e.drift_ppm - true_drift_ppm;
+            let from_drift = drift_error * local.nanos_since(e.reference) as f64 / 1e6;
+            errors.drift_error_ppm.push(drift_error.abs());
+            errors.from_drift_us.push(from_drift.abs() / 1e3);
+            errors
+                .at_reference_us
+                .push((error as f64 - from_drift).abs() / 1e3);
             let bound = e.uncertainty_at(local).as_nanos() as f64 / 1e3;
             if std::env::var_os("TSERCOM_BENCH_TRACE").is_some() {
                 eprintln!(
@@ -328,11 +365,10 @@ fn main() {
         firsts.sort_by(f64::total_cmp);
         settles.sort_by(f64::total_cmp);
         for (phase, errors) in PHASES.iter().zip(phases.iter_mut()) {
-            errors.abs_us.sort_by(f64::total_cmp);
-            errors.bounds_us.sort_by(f64::total_cmp);
+            errors.sort();
             let n = errors.abs_us.len();
             println!(
-                "{{\"bench\":\"timesync\",\"impl\":\"tsercom\",\"link\":\"{link}\",\"phase\":\"{phase}\",\"injected_offset_ms\":{},\"drift_ppm\":{},\"runs\":{},\"first_estimate_ms_p50\":{:.3},\"first_estimate_ms_max\":{:.3},\"settle_s_p50\":{:.2},\"settle_s_max\":{:.2},\"abs_error_us_p50\":{:.2},\"abs_error_us_p99\":{:.2},\"abs_error_us_max\":{:.2},\"reported_uncertainty_us_p50\":{:.2},\"error_samples\":{},\"outside_bound\":{},\"outside_bound_fraction\":{:.4}}}",
+                "{{\"bench\":\"timesync\",\"impl\":\"tsercom\",\"link\":\"{link}\",\"phase\":\"{phase}\",\"injected_offset_ms\":{},\"drift_ppm\":{},\"runs\":{},\"first_estimate_ms_p50\":{:.3},\"first_estimate_ms_max\":{:.3},\"settle_s_p50\":{:.2},\"settle_s_max\":{:.2},\"abs_error_us_p50\":{:.2},\"abs_error_us_p99\":{:.2},\"abs_error_us_max\":{:.2},\"reported_uncertainty_us_p50\":{:.2},\"error_at_reference_us_p99\":{:.2},\"error_from_drift_us_p99\":{:.2},\"drift_error_ppm_p50\":{:.2},\"drift_error_ppm_p99\":{:.2},\"error_samples\":{},\"outside_bound\":{},\"outside_bound_fraction\":{:.4}}}",
                 offset_ns as f64 / 1e6,
                 drift_ppm,
                 runs,
@@ -344,6 +380,10 @@ fn main() {
                 percentile(&errors.abs_us, 99.0),
                 percentile(&errors.abs_us, 100.0),
                 percentile(&errors.bounds_us, 50.0),
+                percentile(&errors.at_reference_us, 99.0),
+                percentile(&errors.from_drift_us, 99.0),
+                percentile(&errors.drift_error_ppm, 50.0),
+                percentile(&errors.drift_error_ppm, 99.0),
                 n,
                 errors.outside,
                 errors.outside as f64 / n.max(1) as f64

@@ -26,6 +26,20 @@ pub(crate) fn envelope(kind: Kind) -> Result<Envelope, Status> {
     Ok(Envelope { kind: Some(kind) })
 }
 
+/// How long a burst's next probe waits for the previous one's reply before it goes
+/// out anyway (a reply can be lost: the authority drops one it cannot send at once).
+const BURST_REPLY_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Resolves when a reply to one of our probes arrives (never without a clock link).
+async fn reply_arrived(replies: &mut Option<watch::Receiver<u64>>) {
+    if let Some(r) = replies {
+        if r.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
 /// Sends one time probe, stamped once there is room for it in `out` (so waiting for room
 /// does not count as network delay). False when the peer is gone.
 async fn send_probe(link: &ClockLink, clock: &dyn Clock, out: &Out) -> bool {
@@ -75,6 +89,11 @@ pub(crate) async fn pump<H: Handler>(
     let mut last_sent = Instant::now();
     let mut elsewhere = sent_elsewhere.load(Ordering::Relaxed);
     let mut next_probe = Instant::now();
+    // The probes of the current burst still to send, each once the previous one's reply
+    // is in (`burst_due` then moves to now) or `BURST_REPLY_WAIT` has passed.
+    let mut burst_left = 0_usize;
+    let mut burst_due = Instant::now();
+    let mut replies = clock_link.map(|(link, _)| link.replies());
     let mut cursor: Option<u64> = None;
     let mut pacer = AckPacer::new(ack_policy, *acks.rx.borrow_and_update());
     // The producer's fast path while this pump waits (unregistered when it ends).
@@ -112,13 +131,29 @@ pub(crate) async fn pump<H: Handler>(
             }
         }
         if let Some((link, clock)) = clock_link {
-            if Instant::now() >= next_probe {
-                for _ in 0..link.burst() {
-                    if !send_probe(link, clock, out).await {
-                        return;
-                    }
+            if burst_left > 0
+                && replies
+                    .as_ref()
+                    .is_some_and(|r| r.has_changed().unwrap_or(false))
+            {
+                burst_due = Instant::now();
+            }
+            let now = Instant::now();
+            let first = now >= next_probe;
+            if first || (burst_left > 0 && now >= burst_due) {
+                if let Some(r) = replies.as_mut() {
+                    r.borrow_and_update();
                 }
-                next_probe = Instant::now() + probe_interval(link);
+                if !send_probe(link, clock, out).await {
+                    return;
+                }
+                burst_due = Instant::now() + BURST_REPLY_WAIT;
+                if first {
+                    burst_left = link.burst().saturating_sub(1);
+                    next_probe = Instant::now() + probe_interval(link);
+                } else {
+                    burst_left -= 1;
+                }
             }
         }
         if acks.rx.has_changed().unwrap_or(false) {
@@ -176,6 +211,7 @@ pub(crate) async fn pump<H: Handler>(
                     state.idle = true;
                 }
                 let probe_wait = tokio::time::sleep_until(next_probe);
+                let burst_wait = tokio::time::sleep_until(burst_due);
                 let keepalive_wait =
                     tokio::time::sleep_until(last_sent + keepalive.unwrap_or_default());
                 let ack_due = pacer.due();
@@ -192,6 +228,8 @@ pub(crate) async fn pump<H: Handler>(
                     // Frames received meanwhile were stored without waking us.
                     () = ack_wait, if ack_due.is_some() => pacer.update(*acks.rx.borrow()),
                     _ = probe_wait, if clock_link.is_some() => {}
+                    _ = burst_wait, if burst_left > 0 => {}
+                    () = reply_arrived(&mut replies), if burst_left > 0 => burst_due = Instant::now(),
                     _ = keepalive_wait, if keepalive.is_some() => {
                         let now_elsewhere = sent_elsewhere.load(Ordering::Relaxed);
                         if now_elsewhere == elsewhere {

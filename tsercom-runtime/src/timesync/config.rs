@@ -25,10 +25,11 @@ pub struct TimeSyncConfig {
     /// How well the drift must be known (its uncertainty, in ppm) for the estimate to
     /// count as stable (default 10 ppm, 10 us of error per second between probes).
     pub stable_drift_ppm: f64,
-    /// Probes sent back to back at each probe time after the warm-up (default 3). On a
-    /// connection that is idle between probes the first of them pays for waking threads
-    /// on each side, unevenly, which biases its offset by tens of microseconds; the
-    /// others find both sides awake, and the clock filter keeps them.
+    /// Probes sent at each probe time after the warm-up (default 3), each as the reply
+    /// to the previous one arrives. On a connection that is idle between probes the
+    /// first of them pays for waking the authority's threads on the way out only, which
+    /// biases its offset by tens of microseconds (60 µs on a busy loopback); the others
+    /// find the authority awake, and the clock filter keeps them.
     pub burst: usize,
     /// Exchanges counted for the warm-up and the smallest round trip reported (default
     /// 96). The estimate rests on a longer history: the best exchange of each of the last

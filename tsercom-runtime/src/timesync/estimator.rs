@@ -14,8 +14,11 @@ const MAX_DRIFT_PPM: f64 = 500.0;
 pub(super) const BURST_HISTORY: usize = 256;
 /// The longest time the history spans: the drift is assumed constant over it.
 const MAX_HISTORY_NS: i64 = 120_000_000_000;
-/// Exchanges whose probes went out within this of each other are one burst.
-const BURST_SPAN_NS: i64 = 5_000_000;
+/// Exchanges whose probes went out within this of each other are one burst: a burst's
+/// probes ping-pong (each goes out as the previous reply arrives), so on a link with a
+/// few milliseconds of round trip they span a few round trips; warm-up probes are 20 ms
+/// apart.
+const BURST_SPAN_NS: i64 = 15_000_000;
 /// Slack added to every exchange's half round trip, in ns: integer rounding of the
 /// timestamps and of the offset.
 const SLACK_NS: f64 = 50.0;
@@ -256,8 +259,8 @@ impl ClockEstimator {
 
     /// The least-squares drift (offset change per local ns) over the history, each
     /// exchange weighted by how close its round trip is to the best one
-    /// (`1 / (1 + (excess / scale)^2)`, where `scale` is the median excess and at least
-    /// 20 µs), so exchanges delayed by queues, whose delays are likely asymmetric, count
+    /// (`1 / (1 + (excess / scale)^2)`, where `scale` is the tenth percentile of the
+    /// excess and at least 20 µs), so exchanges delayed by queues, whose delays are likely asymmetric, count
     /// for little; with its standard error (infinite when there is too little to fit:
     /// under `MIN_DRIFT_SPAN_NS`). [`fit`](Self::fit) decides whether to apply it.
     fn fit_drift(&self) -> (f64, f64) {
@@ -282,8 +285,12 @@ impl ClockEstimator {
             .iter()
             .map(|x| x.round_trip_ns().saturating_sub(min_rtt))
             .collect();
-        let mid = excess.len() / 2;
-        let scale = (*excess.select_nth_unstable(mid).1 as f64).max(20_000.0);
+        // The tenth percentile, not the median: when most exchanges paid the same
+        // one-way wake-up (the single probes of the warm-up on a busy host), the few
+        // that did not are the ones that say where the offset is, and a change in that
+        // mix must not read as a drift.
+        let tenth = excess.len() / 10;
+        let scale = (*excess.select_nth_unstable(tenth).1 as f64).max(20_000.0);
         let point = |x: &Exchange| {
             let e = x.round_trip_ns().saturating_sub(min_rtt) as f64 / scale;
             (

@@ -17,7 +17,8 @@
 //! every exchange's interval (computed exactly, pairwise, within an assumed 500 ppm
 //! between any two clocks); the offset range is the intersection of the intervals carried
 //! forward to the latest exchange with that drift range. The drift applied is the
-//! weighted least-squares slope kept inside the drift range, and only once the range
+//! least-squares slope (each exchange weighted by how close its round trip is to the
+//! best ones) kept inside the drift range, and only once the range
 //! excludes zero or the slope stands out by five standard errors (no drift the data do
 //! not support); the offset is the middle of the intersection carried with it, referred
 //! to the latest exchange. The reported uncertainty is the distance from there to the ends
@@ -26,7 +27,8 @@
 //! cannot shrink them wrongly, and the bound holds for every reading: a bound, not a
 //! statistical guess, as long as the clocks run within 500 ppm of each other, their drift
 //! is steady over the history (at most two minutes) and they are not stepped (a step is
-//! detected and restarts the history).//!
+//! detected and restarts the history).
+//!
 //! Child modules: `config` ([`TimeSyncConfig`]), `exchange` ([`Exchange`]), `estimate`
 //! ([`ClockEstimate`]), `estimator` ([`ClockEstimator`], the algorithm above) and
 //! `limiter` (the authority's per-connection probe cap).
@@ -56,3 +58,6 @@ mod tests;
 
 #[cfg(test)]
 mod sim_tests;
+
+#[cfg(test)]
+mod clock_tests;
