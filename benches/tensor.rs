@@ -5,8 +5,11 @@
 //! the aggregator: wire bytes per update against the changed bytes, and updates/s. One JSON
 //! object per line on stdout.
 //!
-//! `cargo bench --bench tensor`; `TSERCOM_BENCH_QUICK=1` for the short run. The Python
-//! reference's muxer needs PyTorch, which the bench venv does not install: no Python arm.
+//! `cargo bench --bench tensor`; `TSERCOM_BENCH_QUICK=1` for the short run. No Python arm:
+//! the reference's tensor muxer and demuxer (`tsercom/data/tensor/` in tsercom 1.1.3)
+//! `import torch`, which tsercom does not declare and the baseline's requirements do not
+//! install (on PyPI, Linux `torch` pulls the CUDA runtime wheels, gigabytes; the CPU-only
+//! build is not on PyPI). A `skipped` line says so (BENCHMARKS.md, "Tensors").
 
 #![allow(missing_docs)]
 
@@ -114,6 +117,13 @@ fn main() {
             emit(&s);
         }
     }
+    emit(&json!({
+        "bench": "tensor",
+        "impl": "python-tsercom-1.1.3",
+        "skipped": "tsercom 1.1.3's TensorMultiplexer/TensorDemuxer import torch, which the \
+                    baseline environment does not install (PyPI's Linux torch pulls the CUDA \
+                    wheels; see BENCHMARKS.md)",
+    }));
     ratios.sort_by(f64::total_cmp);
     emit(&json!({
         "bench": "tensor",
