@@ -43,7 +43,9 @@ fn fill_bytes(dtype: DType, len: usize, fill: f64) -> Vec<u8> {
 /// largest length asked for.
 fn shared_zeros(len: usize) -> Bytes {
     static ZEROS: std::sync::Mutex<Bytes> = std::sync::Mutex::new(Bytes::from_static(&[]));
-    let mut zeros = ZEROS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut zeros = ZEROS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if zeros.len() < len {
         let size = len
             .max(4096)
