@@ -5,8 +5,12 @@
 //! the aggregator: wire bytes per update against the changed bytes, and updates/s. One JSON
 //! object per line on stdout.
 //!
-//! `cargo bench --bench tensor`; `TSERCOM_BENCH_QUICK=1` for the short run. The Python
-//! reference's muxer needs PyTorch, which the bench venv does not install: no Python arm.
+//! `cargo bench --bench tensor`; `TSERCOM_BENCH_QUICK=1` for the short run;
+//! `TSERCOM_BENCH_ARMS=dense` or `sparse` for one part. No Python arm:
+//! the reference's tensor muxer and demuxer (`tsercom/data/tensor/` in tsercom 1.1.3)
+//! `import torch`, which tsercom does not declare and the baseline's requirements do not
+//! install (on PyPI, Linux `torch` pulls the CUDA runtime wheels, gigabytes; the CPU-only
+//! build is not on PyPI). A `skipped` line says so (BENCHMARKS.md, "Tensors").
 
 #![allow(missing_docs)]
 
@@ -99,21 +103,32 @@ fn main() {
     let runs = if quick { 1 } else { 3 };
     let mut ratios = Vec::new();
     for run in 1..=runs {
-        let mut t = rt.block_on(dense_tsercom(dense_n));
-        t["run"] = json!(run);
-        emit(&t);
-        let mut r = rt.block_on(dense_raw(dense_n));
-        r["run"] = json!(run);
-        emit(&r);
-        if let (Some(a), Some(b)) = (t["mb_per_s"].as_f64(), r["mb_per_s"].as_f64()) {
-            ratios.push(a / b);
+        if common::selected("dense") {
+            let mut t = rt.block_on(dense_tsercom(dense_n));
+            t["run"] = json!(run);
+            emit(&t);
+            let mut r = rt.block_on(dense_raw(dense_n));
+            r["run"] = json!(run);
+            emit(&r);
+            if let (Some(a), Some(b)) = (t["mb_per_s"].as_f64(), r["mb_per_s"].as_f64()) {
+                ratios.push(a / b);
+            }
         }
         for layout in ["block", "scattered"] {
-            let mut s = rt.block_on(sparse(layout, sparse_n));
-            s["run"] = json!(run);
-            emit(&s);
+            if common::selected("sparse") {
+                let mut s = rt.block_on(sparse(layout, sparse_n));
+                s["run"] = json!(run);
+                emit(&s);
+            }
         }
     }
+    emit(&json!({
+        "bench": "tensor",
+        "impl": "python-tsercom-1.1.3",
+        "skipped": "tsercom 1.1.3's TensorMultiplexer/TensorDemuxer import torch, which the \
+                    baseline environment does not install (PyPI's Linux torch pulls the CUDA \
+                    wheels; see BENCHMARKS.md)",
+    }));
     ratios.sort_by(f64::total_cmp);
     emit(&json!({
         "bench": "tensor",
@@ -133,6 +148,15 @@ async fn connected<R: tsercom::Runtime>(agg: &Aggregator<R>) {
     }
 }
 
+/// How long the dense arm's aggregator keeps tensors: `TSERCOM_BENCH_RETENTION_MS`, 2 s by
+/// default. Kept tensors hold their receive buffers, so each new one lands in fresh pages.
+fn dense_retention() -> Duration {
+    std::env::var("TSERCOM_BENCH_RETENTION_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(2), Duration::from_millis)
+}
+
 /// 16 MiB f32 tensors as a runtime's data type.
 async fn dense_tsercom(n: u64) -> Value {
     let load = load_1m();
@@ -140,7 +164,7 @@ async fn dense_tsercom(n: u64) -> Value {
         .listen(local())
         // Long enough for a tensor to arrive (an item already expired on arrival is dropped),
         // short enough to bound memory.
-        .retention(Some(Duration::from_secs(2)))
+        .retention(Some(dense_retention()))
         .session(session())
         .start()
         .await
@@ -188,7 +212,7 @@ async fn dense_tsercom(n: u64) -> Value {
     json!({
         "bench": "tensor", "impl": "tsercom-dense", "tensor_bytes": DENSE_BYTES,
         "tensors": received, "mb_per_s": mb / wall, "cpu_ms_per_tensor": cpu * 1e3 / received as f64,
-        "load_1m": load,
+        "retention_ms": dense_retention().as_millis() as u64, "load_1m": load,
     })
 }
 

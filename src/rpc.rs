@@ -214,17 +214,18 @@ pub mod __describe {
     /// Every file needed to compile [`render`]'s output, as `(path, text)`: tsercom's own
     /// files, the files of other packages, and the runtime's file (`own`) last.
     pub fn files(package: &str, registry: &SchemaRegistry, own: String) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        for (path, text) in wire::PROTO_FILES {
-            if *path == schema::CALLER_ID_IMPORT || *path == STREAM_IMPORT {
-                out.push(((*path).to_owned(), (*text).to_owned()));
-            }
-        }
-        for (path, text) in registry.render_files() {
-            if path != schema::file_of_package(package) {
-                out.push((path, text));
-            }
-        }
+        let others: Vec<(String, String)> = registry
+            .render_files()
+            .into_iter()
+            .filter(|(path, _)| *path != schema::file_of_package(package))
+            .collect();
+        // tsercom's own files that any of them imports (the stream's, tensors'), first.
+        let texts = others.iter().map(|(_, t)| t.as_str()).chain([own.as_str()]);
+        let mut out: Vec<(String, String)> = schema::protocol_imports(texts)
+            .into_iter()
+            .map(|(p, t)| (p.to_owned(), t.to_owned()))
+            .collect();
+        out.extend(others);
         out.push((schema::file_of_package(package), own));
         out
     }

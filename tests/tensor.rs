@@ -205,8 +205,11 @@ async fn a_tensor_is_a_runtimes_data_type() {
         "{}",
         dense::proto()
     );
-    let files: Vec<String> = dense::proto_files().into_iter().map(|(p, _)| p).collect();
-    assert!(files.contains(&"tsercom.proto".to_owned()), "{files:?}");
+    assert!(
+        dense::proto().contains("import \"tsercom/tensor.proto\";"),
+        "{}",
+        dense::proto()
+    );
     source.shutdown(DEADLINE).await;
     agg.shutdown(DEADLINE).await;
 }
@@ -232,6 +235,67 @@ fn a_series_field_of_type_tensor_is_in_the_schema() {
     tsercom::__private::prost::Message::encode(&frame, &mut buf).unwrap();
     let back: vision::Frame = tsercom::__private::prost::Message::decode(&buf[..]).unwrap();
     assert!(back.start.is_none());
+}
+
+/// Compiles a runtime's emitted `.proto` files with protox; returns the message names of
+/// the runtime's own file and of every file it imports.
+fn compile(files: Vec<(String, String)>) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in &files {
+        let at = dir.path().join(path);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(at, text).unwrap();
+    }
+    let own = dir.path().join(&files.last().unwrap().0);
+    let set = protox::compile([own], [dir.path()]).unwrap_or_else(|e| panic!("{e:?}"));
+    set.file
+        .iter()
+        .flat_map(|f| {
+            let pkg = f.package().to_owned();
+            f.message_type
+                .iter()
+                .map(move |m| format!("{pkg}.{}:{}", m.name(), f.name()))
+        })
+        .collect()
+}
+
+/// The emitted schema of a runtime with tensor fields imports `tsercom/tensor.proto` (the
+/// protocol's own messages, so code generated from it in other languages is the same), and
+/// compiles.
+#[test]
+fn an_emitted_schema_with_tensors_imports_tensor_proto_and_compiles() {
+    for (proto, files) in [
+        (vision::proto(), vision::proto_files()),
+        (dense::proto(), dense::proto_files()),
+    ] {
+        assert!(
+            proto.contains("import \"tsercom/tensor.proto\";"),
+            "{proto}"
+        );
+        assert!(!proto.contains("message TensorChunk"), "{proto}");
+        let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert!(!paths.contains(&"tsercom.proto"), "{paths:?}");
+        let messages = compile(files.clone());
+        for m in [
+            "tsercom.TensorInitializer:tsercom/tensor.proto",
+            "tsercom.TensorUpdate:tsercom/tensor.proto",
+            "tsercom.TensorChunk:tsercom/tensor.proto",
+            "tsercom.ServerTimestamp:tsercom/time.proto",
+        ] {
+            assert!(messages.iter().any(|x| x == m), "{m} in {messages:?}");
+        }
+    }
+    // A series type with tensor fields, on its own.
+    let files = vision::Frame::proto_files();
+    assert!(vision::Frame::proto().contains("import \"tsercom/tensor.proto\";"));
+    compile(files);
+    // A tensor as a series: its file is the protocol's.
+    assert_eq!(Tensor::proto_path(), "tsercom/tensor.proto");
+    let messages = compile(Tensor::proto_files());
+    assert!(
+        messages.contains(&"tsercom.TensorInitializer:tsercom/tensor.proto".to_owned()),
+        "{messages:?}"
+    );
 }
 
 /// The README's "Tensors" example, verbatim.

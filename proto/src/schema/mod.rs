@@ -37,6 +37,10 @@ pub const TIMESTAMP_IMPORT: &str = "google/protobuf/timestamp.proto";
 pub const CALLER_ID_IMPORT: &str = "tsercom/caller_id.proto";
 /// The path of tsercom's streaming protocol file (see [`crate::PROTO_FILES`]).
 pub const STREAM_IMPORT: &str = "tsercom/stream.proto";
+/// The path of tsercom's time messages file (`tsercom.ServerTimestamp`).
+pub const TIME_IMPORT: &str = "tsercom/time.proto";
+/// The path of tsercom's tensor messages file (`tsercom.TensorInitializer`, ...).
+pub const TENSOR_IMPORT: &str = "tsercom/tensor.proto";
 
 /// How a field is labelled in proto3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -212,6 +216,8 @@ pub struct SchemaRegistry {
     in_progress: BTreeSet<String>,
     owners: BTreeMap<String, TypeId>,
     imports: BTreeSet<&'static str>,
+    /// Definitions that a protocol file defines: imported, not rendered.
+    external: BTreeMap<String, &'static str>,
     conflicts: Vec<Conflict>,
     services: Vec<ServiceDef>,
     generator: Option<&'static str>,
@@ -233,6 +239,38 @@ pub fn file_of_package(package: &str) -> String {
     } else {
         format!("{}.proto", package.replace('.', "/"))
     }
+}
+
+/// The protocol files of [`crate::PROTO_FILES`] that `texts` import, directly or through
+/// one another, as `(path, text)` in the order of [`crate::PROTO_FILES`] (imported files
+/// first).
+pub fn protocol_imports<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+) -> Vec<(&'static str, &'static str)> {
+    fn imports(text: &str) -> impl Iterator<Item = &str> {
+        text.lines().filter_map(|l| {
+            l.trim()
+                .strip_prefix("import \"")
+                .and_then(|r| r.strip_suffix("\";"))
+        })
+    }
+    let mut wanted: BTreeSet<&'static str> = BTreeSet::new();
+    let mut todo: Vec<String> = texts
+        .into_iter()
+        .flat_map(|t| imports(t).map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    while let Some(path) = todo.pop() {
+        if let Some((p, text)) = crate::PROTO_FILES.iter().find(|(p, _)| **p == path) {
+            if wanted.insert(p) {
+                todo.extend(imports(text).map(str::to_owned));
+            }
+        }
+    }
+    crate::PROTO_FILES
+        .iter()
+        .filter(|(p, _)| wanted.contains(p))
+        .copied()
+        .collect()
 }
 
 impl SchemaRegistry {
@@ -292,6 +330,38 @@ impl SchemaRegistry {
         self.imports.insert(path);
     }
 
+    /// Records that the definition `full_name` is the one of the protocol file `path` (a
+    /// key of [`crate::PROTO_FILES`], such as [`TENSOR_IMPORT`]): rendered files import
+    /// `path` instead of rendering it, so code generated in other languages uses the
+    /// protocol's own types. It stays in the [`canonical`](Self::canonical) text and the
+    /// [`schema_text`](Self::schema_text).
+    pub fn define_in(&mut self, full_name: &str, path: &'static str) {
+        self.external.insert(full_name.to_owned(), path);
+    }
+
+    /// The protocol file that defines `full_name`, if [`define_in`](Self::define_in) said so.
+    pub fn defined_in(&self, full_name: &str) -> Option<&'static str> {
+        self.external.get(full_name).copied()
+    }
+
+    /// The definitions rendered into the file of their package (not a protocol file's).
+    fn rendered(&self) -> impl Iterator<Item = &Definition> {
+        self.defs
+            .values()
+            .filter(|d| !self.external.contains_key(d.full_name()))
+    }
+
+    /// The top-level definition that holds `name` (which may be nested).
+    fn top_level_of<'a>(&self, name: &'a str) -> Option<&'a str> {
+        let mut cur = name;
+        loop {
+            if self.defs.contains_key(cur) {
+                return Some(cur);
+            }
+            cur = cur.rsplit_once('.')?.0;
+        }
+    }
+
     /// Adds a service, rendered after the definitions of its package in the order added.
     /// Services are not part of the [`canonical`](Self::canonical) text.
     pub fn add_service(&mut self, def: ServiceDef) {
@@ -334,7 +404,12 @@ impl SchemaRegistry {
     /// package imports another. External imports ([`TIMESTAMP_IMPORT`], [`CALLER_ID_IMPORT`])
     /// are not included; see `tsercom::Series::proto_files`.
     pub fn render_files(&self) -> Vec<(String, String)> {
-        let packages: Vec<&str> = self.packages().into_iter().collect();
+        let packages: Vec<&str> = self
+            .rendered()
+            .map(|d| package_of(d.full_name()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let mut files = Vec::new();
         for pkg in &packages {
             files.push((file_of_package(pkg), self.render_package(pkg)));
@@ -393,7 +468,7 @@ impl SchemaRegistry {
         if !imports.is_empty() {
             out.push('\n');
         }
-        for def in self.defs.values() {
+        for def in self.rendered() {
             if package_of(def.full_name()) != package {
                 continue;
             }
@@ -435,7 +510,7 @@ impl SchemaRegistry {
             }
         }
         let mut out = BTreeSet::new();
-        for def in self.defs.values() {
+        for def in self.rendered() {
             if package_of(def.full_name()) != package {
                 continue;
             }
@@ -458,14 +533,9 @@ impl SchemaRegistry {
         self.named_types_of(package)
             .into_iter()
             .filter_map(|n| {
-                // Find the top-level definition that holds `n` (it may be nested).
-                let mut cur: &str = &n;
-                loop {
-                    if self.defs.contains_key(cur) {
-                        return Some(package_of(cur).to_owned());
-                    }
-                    cur = cur.rsplit_once('.')?.0;
-                }
+                let top = self.top_level_of(&n)?;
+                // A protocol file's definition is an import, not a package's file.
+                (!self.external.contains_key(top)).then(|| package_of(top).to_owned())
             })
             .collect()
     }
@@ -479,6 +549,16 @@ impl SchemaRegistry {
         if named.contains("tsercom.CallerId") {
             out.push(CALLER_ID_IMPORT);
         }
+        let protocol: BTreeSet<&'static str> = named
+            .iter()
+            .filter_map(|n| self.top_level_of(n))
+            .filter_map(|top| self.defined_in(top))
+            .collect();
+        out.extend(
+            protocol
+                .into_iter()
+                .filter(|p| *p != TIMESTAMP_IMPORT && *p != CALLER_ID_IMPORT),
+        );
         out.extend(
             self.imports
                 .iter()

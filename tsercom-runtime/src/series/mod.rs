@@ -46,22 +46,15 @@ pub trait Series: prost::Message + Default + Clone + Send + Sync + 'static {
     }
 
     /// Every `.proto` file needed to compile [`proto`](Self::proto), as `(path, text)`:
-    /// the files of other packages this type references, tsercom's own files it imports
-    /// (`tsercom/caller_id.proto`), and this type's file last. Well-known files of protoc
+    /// tsercom's own files it imports (`tsercom/caller_id.proto`, `tsercom/tensor.proto`),
+    /// the files of other packages this type references, and this type's file last. Well-known files of protoc
     /// (`google/protobuf/timestamp.proto`) are not included.
     fn proto_files() -> Vec<(String, String)> {
         let reg = Self::schema();
         let mut files: Vec<(String, String)> = Vec::new();
         let texts = reg.render_files();
-        let needs_caller_id = texts
-            .iter()
-            .any(|(_, t)| t.contains(&format!("import \"{}\";", schema::CALLER_ID_IMPORT)));
-        if needs_caller_id {
-            for (path, text) in crate::wire::PROTO_FILES {
-                if *path == schema::CALLER_ID_IMPORT {
-                    files.push(((*path).to_owned(), (*text).to_owned()));
-                }
-            }
+        for (path, text) in schema::protocol_imports(texts.iter().map(|(_, t)| t.as_str())) {
+            files.push((path.to_owned(), text.to_owned()));
         }
         let own = Self::proto_path();
         let (mine, others): (Vec<_>, Vec<_>) = texts.into_iter().partition(|(p, _)| *p == own);

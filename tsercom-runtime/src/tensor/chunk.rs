@@ -87,7 +87,7 @@ impl Chunk {
     ) -> Chunk {
         let starting_index = i64::try_from(starting_index).unwrap_or(i64::MAX);
         if let CompressionPolicy::Auto { min_bytes } = policy {
-            if raw.len() >= min_bytes {
+            if raw.len() >= min_bytes && worth_compressing(&raw) {
                 if let Some(c) = lz4_compress(&raw).filter(|c| c.len() < raw.len()) {
                     return Chunk {
                         timestamp,
@@ -164,6 +164,25 @@ impl Chunk {
             compression: Compression::from_i32(c.compression),
         })
     }
+}
+
+/// Bytes of each sample [`worth_compressing`] compresses.
+const SAMPLE: usize = 4096;
+
+/// Whether LZ4 is likely to shrink `raw`: chunks up to four samples long are always tried;
+/// longer ones only when three samples (start, middle, end) compress to at most 7/8 of
+/// their size together. Incompressible data (dense float noise) then costs three small
+/// block compressions instead of a pass over the whole chunk.
+fn worth_compressing(raw: &[u8]) -> bool {
+    if raw.len() <= 4 * SAMPLE {
+        return true;
+    }
+    let mid = raw.len() / 2 - SAMPLE / 2;
+    let compressed: usize = [0, mid, raw.len() - SAMPLE]
+        .iter()
+        .map(|at| lz4_flex::block::compress(&raw[*at..*at + SAMPLE]).len())
+        .sum();
+    compressed * 8 <= 3 * SAMPLE * 7
 }
 
 /// LZ4 frame compression; `None` if the encoder fails (it writes to memory, so only on a
@@ -429,6 +448,27 @@ mod tests {
             .collect();
         let c = Chunk::encode(ts(1), 0, noise, CompressionPolicy::default());
         assert_eq!(c.compression, Compression::None);
+        // Long chunks: sampled first. Noise is not compressed; noise with long runs of
+        // zeros (every sample compressible) is.
+        let long_noise: Bytes = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(!worth_compressing(&long_noise));
+        let c = Chunk::encode(ts(1), 0, long_noise.clone(), CompressionPolicy::default());
+        assert_eq!(c.compression, Compression::None);
+        assert_eq!(c.data.as_ptr(), long_noise.as_ptr(), "not copied");
+        let mut sparse = vec![0u8; 1 << 20];
+        for (i, b) in long_noise.iter().enumerate().step_by(16) {
+            sparse[i] = *b;
+        }
+        let c = Chunk::encode(ts(1), 0, Bytes::from(sparse), CompressionPolicy::default());
+        assert_eq!(c.compression, Compression::Lz4);
+        assert!(c.data.len() < (1 << 20) / 2);
         let small = Chunk::encode(ts(1), 0, zeros.slice(..64), CompressionPolicy::default());
         assert_eq!(small.compression, Compression::None);
         let never = Chunk::encode(ts(1), 0, zeros, CompressionPolicy::Never);

@@ -10,7 +10,7 @@ use prost::encoding::{DecodeContext, WireType};
 use prost::DecodeError;
 
 use super::{Tensor, Update};
-use crate::schema::{EnumDef, FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
+use crate::schema::{self, EnumDef, FieldDef, FieldType, Label, MessageDef, SchemaRegistry};
 use crate::series::codec::{self, Codec, Lerp};
 use crate::series::{Interpolate, Series};
 use crate::wire;
@@ -25,7 +25,14 @@ fn named(n: &str) -> FieldType {
     FieldType::Named(n.to_owned())
 }
 
+/// The definitions are the ones of `tsercom/tensor.proto` (and `tsercom/time.proto`):
+/// rendered files import those instead of repeating them, so code generated from them in
+/// other languages uses the protocol's own message types.
 fn describe_update(reg: &mut SchemaRegistry) {
+    reg.define_in(SERVER_TIMESTAMP, schema::TIME_IMPORT);
+    for name in [COMPRESSION, CHUNK, UPDATE, INITIALIZER] {
+        reg.define_in(name, schema::TENSOR_IMPORT);
+    }
     if reg.begin(SERVER_TIMESTAMP, TypeId::of::<wire::ServerTimestamp>()) {
         let mut m = MessageDef::new(SERVER_TIMESTAMP);
         m.fields.push(FieldDef::new(
@@ -110,21 +117,63 @@ fn describe_initializer(reg: &mut SchemaRegistry) {
     }
 }
 
-/// A tensor travels as a self-contained `tsercom.TensorInitializer`.
+/// `tsercom/tensor.proto` and what it imports, imported files first.
+fn tensor_proto_files() -> Vec<(String, String)> {
+    schema::protocol_imports([tensor_proto()])
+        .into_iter()
+        .map(|(p, t)| (p.to_owned(), t.to_owned()))
+        .chain([(schema::TENSOR_IMPORT.to_owned(), tensor_proto().to_owned())])
+        .collect()
+}
+
+fn tensor_proto() -> &'static str {
+    crate::wire::PROTO_FILES
+        .iter()
+        .find(|(p, _)| *p == schema::TENSOR_IMPORT)
+        .map(|(_, t)| *t)
+        .unwrap_or_default()
+}
+
+/// A tensor travels as a self-contained `tsercom.TensorInitializer`, defined by
+/// `tsercom/tensor.proto`.
 impl Series for Tensor {
     const MESSAGE_NAME: &'static str = INITIALIZER;
 
     fn describe(registry: &mut SchemaRegistry) {
         describe_initializer(registry);
     }
+
+    fn proto_path() -> String {
+        schema::TENSOR_IMPORT.to_owned()
+    }
+
+    fn proto() -> String {
+        tensor_proto().to_owned()
+    }
+
+    fn proto_files() -> Vec<(String, String)> {
+        tensor_proto_files()
+    }
 }
 
-/// An update travels as `tsercom.TensorUpdate`.
+/// An update travels as `tsercom.TensorUpdate`, defined by `tsercom/tensor.proto`.
 impl Series for Update {
     const MESSAGE_NAME: &'static str = UPDATE;
 
     fn describe(registry: &mut SchemaRegistry) {
         describe_update(registry);
+    }
+
+    fn proto_path() -> String {
+        schema::TENSOR_IMPORT.to_owned()
+    }
+
+    fn proto() -> String {
+        tensor_proto().to_owned()
+    }
+
+    fn proto_files() -> Vec<(String, String)> {
+        tensor_proto_files()
     }
 }
 
@@ -200,27 +249,26 @@ mod tests {
 
     #[test]
     fn the_schema_is_the_reference_tensor_proto() {
-        let files = Tensor::proto_files();
-        let (path, text) = files.last().unwrap();
-        assert_eq!(path, "tsercom.proto");
-        for line in [
-            "import \"google/protobuf/timestamp.proto\";",
-            "message TensorInitializer {",
-            "  repeated int64 shape = 1;",
-            "  string dtype = 2;",
-            "  double fill_value = 3;",
-            "  .tsercom.TensorUpdate initial_state = 4;",
-            "  repeated .tsercom.TensorChunk chunks = 1;",
-            "  .tsercom.ServerTimestamp timestamp = 1;",
-            "  int64 starting_index = 2;",
-            "  bytes data_bytes = 3;",
-            "  .tsercom.CompressionType compression = 4;",
-            "  LZ4 = 1;",
-        ] {
-            assert!(text.contains(line), "{line} in\n{text}");
+        // The registered definitions are the protocol file's, field for field.
+        let ours = Tensor::schema();
+        let file = schema::parse(tensor_proto()).unwrap();
+        for name in [INITIALIZER, UPDATE, CHUNK, COMPRESSION] {
+            // The file names `ServerTimestamp` (of its import) relative to its package.
+            let ours = format!("{:?}", ours.get(name)).replace(SERVER_TIMESTAMP, "ServerTimestamp");
+            assert_eq!(ours, format!("{:?}", file.get(name)), "{name}");
+            assert_eq!(
+                Tensor::schema().defined_in(name),
+                Some(schema::TENSOR_IMPORT)
+            );
         }
-        assert!(Tensor::schema().conflicts().is_empty());
+        assert!(ours.conflicts().is_empty());
         assert_ne!(Tensor::fingerprint(), Update::fingerprint());
+        // Rendered, they are imported rather than repeated.
+        assert!(ours.render_files().is_empty(), "{:?}", ours.render_files());
+        let files = Tensor::proto_files();
+        let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, [schema::TIME_IMPORT, schema::TENSOR_IMPORT]);
+        assert_eq!(Tensor::proto(), tensor_proto());
     }
 
     #[test]

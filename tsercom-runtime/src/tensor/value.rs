@@ -38,6 +38,38 @@ fn fill_bytes(dtype: DType, len: usize, fill: f64) -> Vec<u8> {
     out
 }
 
+/// `len` zero bytes without allocating or writing them: a slice of one shared zeroed
+/// region (allocated zeroed, so its pages cost memory only once read), grown to the
+/// largest length asked for.
+fn shared_zeros(len: usize) -> Bytes {
+    static ZEROS: std::sync::Mutex<Bytes> = std::sync::Mutex::new(Bytes::from_static(&[]));
+    let mut zeros = ZEROS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if zeros.len() < len {
+        let size = len
+            .max(4096)
+            .checked_next_power_of_two()
+            .unwrap_or(len)
+            .min(MAX_TENSOR_BYTES)
+            .max(len);
+        *zeros = Bytes::from(vec![0u8; size]);
+    }
+    zeros.slice(..len)
+}
+
+/// The element bytes of `len` elements of `fill`: shared zeros when they are all zero
+/// bytes (no allocation, no writes), otherwise a new buffer.
+fn filled(dtype: DType, len: usize, fill: f64) -> Bytes {
+    let mut one = [0u8; 8];
+    dtype.write_f64(fill, &mut one);
+    if one.iter().all(|b| *b == 0) {
+        shared_zeros(len * dtype.size())
+    } else {
+        Bytes::from(fill_bytes(dtype, len, fill))
+    }
+}
+
 /// A dense tensor: dtype, shape and little-endian element bytes in row-major order.
 ///
 /// Cloning shares the bytes. A `Tensor` is a series type (encoded as a self-contained
@@ -111,7 +143,7 @@ impl Tensor {
         let len = checked_len(dtype, &shape)?;
         Ok(Tensor {
             dtype,
-            data: Bytes::from(fill_bytes(dtype, len, fill)),
+            data: filled(dtype, len, fill),
             shape,
         })
     }
@@ -345,7 +377,7 @@ impl TensorSpec {
         Tensor {
             dtype: self.dtype,
             shape: self.shape.clone(),
-            data: Bytes::from(fill_bytes(self.dtype, self.len(), self.fill)),
+            data: filled(self.dtype, self.len(), self.fill),
         }
     }
 
