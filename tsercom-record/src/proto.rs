@@ -266,7 +266,7 @@ impl RuntimeSchema {
                 c.full_name
             )));
         }
-        registry.set_generator("the schemas of a tsercom peer's Hello");
+        registry.set_generator("tsercom from the schemas in a peer's Hello");
         let package = tsercom_runtime::schema::package_of(data_type).to_owned();
         let path = tsercom_runtime::schema::file_of_package(&package);
         let mut rendered = registry.render_files();
