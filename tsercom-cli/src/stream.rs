@@ -123,7 +123,8 @@ impl Learned {
         }
         if theirs.data_schema_desc.is_empty() {
             return Err(CliError::Refused(
-                "the source's Hello carries no schema (a tsercom older than this command):                  pass its runtime's .proto with --proto"
+                "the source's Hello carries no schema (a tsercom older than this command): \
+                 pass its runtime's .proto with --proto"
                     .into(),
             ));
         }
