@@ -187,7 +187,8 @@ async fn the_endpoint_parses_and_its_counters_match_stats() {
     loop {
         if let Some(text) = scrape(endpoint).await {
             let m = parse(&text);
-            let has = |k: &str, l: &Vec<(String, String)>| m.contains_key(&(k.to_owned(), l.clone()));
+            let has =
+                |k: &str, l: &Vec<(String, String)>| m.contains_key(&(k.to_owned(), l.clone()));
             if !has("tsercom_source_connected", &a_src) {
                 assert!(!has("tsercom_source_samples_total", &a_src), "{text}");
                 assert!(has("tsercom_connections", &a), "{text}");

@@ -310,7 +310,8 @@ async fn follow(
             (&resume, &learned),
             &out,
         )
-        .await {
+        .await
+        {
             Ok(End::Stopped) => return,
             Ok(End::Goodbye) | Ok(End::Closed) => {
                 delay = Duration::from_millis(100);

@@ -112,7 +112,10 @@ const MAX_LEARNED: usize = 64;
 
 /// The schemas learned from sources' Hellos, compiled once per pair of fingerprints.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Learned(Arc<Mutex<HashMap<(u64, u64), Arc<Known>>>>);
+pub(crate) struct Learned(Arc<Mutex<LearnedMap>>);
+
+/// The schemas learned, by the data and event fingerprints of the Hello that carried them.
+type LearnedMap = HashMap<(u64, u64), Arc<Known>>;
 
 impl Learned {
     /// The schema the source's Hello `theirs` carries.

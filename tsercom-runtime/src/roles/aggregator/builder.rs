@@ -194,7 +194,13 @@ rejection.",
         let data = data.faults(shared.tasks.faults_handle()).build();
         let core = Arc::new(Core::<R>::new(shared, self.event_limits, data));
         #[cfg(feature = "metrics")]
-        let metrics = telemetry.start(&core, &core.shared, R::NAME, "aggregator", super::export::<R>);
+        let metrics = telemetry.start(
+            &core,
+            &core.shared,
+            R::NAME,
+            "aggregator",
+            super::export::<R>,
+        );
         // Never dropped: under `Block` the queue goes over capacity rather than losing a
         // `Forgotten`, and this task drains it.
         let departed = core.data.caller_events_with(1024, OverflowPolicy::Block);
