@@ -1,7 +1,7 @@
 //! The Prometheus endpoint of the roles (feature `prometheus`), scraped over loopback
 //! HTTP: the text parses (every line a comment or `name{labels} value`), its counters
-//! match `stats()`, and a second `.prometheus(..)` in the process is a clear
-//! configuration error.
+//! match `stats()`, a second `.prometheus(..)` in the process is a clear configuration
+//! error, and a source the aggregator has forgotten (after its retention) leaves the text.
 //!
 //! One test: a process has one global recorder, and the endpoint installs it.
 
@@ -88,6 +88,7 @@ async fn the_endpoint_parses_and_its_counters_match_stats() {
     let endpoint = free_port();
     let agg = ticks::Aggregator::builder()
         .listen("127.0.0.1:0")
+        .retention(Some(Duration::from_secs(2)))
         .metrics_interval(Duration::from_millis(20))
         .prometheus(endpoint)
         .start()
@@ -178,6 +179,27 @@ async fn the_endpoint_parses_and_its_counters_match_stats() {
         ),
         other => panic!("expected a configuration error, got {other:?}"),
     }
+
+    // The source leaves; once the aggregator forgets it (its data expired after the
+    // retention), its metrics leave the endpoint's text; the aggregator's own stay.
     source.shutdown(Duration::from_secs(1)).await;
+    let deadline = tokio::time::Instant::now() + support::DEADLINE;
+    loop {
+        if let Some(text) = scrape(endpoint).await {
+            let m = parse(&text);
+            let has =
+                |k: &str, l: &Vec<(String, String)>| m.contains_key(&(k.to_owned(), l.clone()));
+            if !has("tsercom_source_connected", &a_src) {
+                assert!(!has("tsercom_source_samples_total", &a_src), "{text}");
+                assert!(has("tsercom_connections", &a), "{text}");
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the forgotten source's metrics stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     agg.shutdown(Duration::from_secs(1)).await;
 }

@@ -2,13 +2,13 @@
 //! that advertises itself over mDNS and sends a reading at a steady rate.
 //!
 //! ```sh
-//! cargo run -p tsercom-cli --example station -- --name roof --proto weather.proto
+//! cargo run -p tsercom-cli --example station -- --name roof
 //! tsercom --loopback browse weather
-//! tsercom --loopback tail weather/roof --proto weather.proto
+//! tsercom --loopback tail weather/roof
 //! ```
 //!
 //! Options: `--name NAME` (default `station`), `--proto FILE` (writes the runtime's
-//! `.proto` there, for `tsercom schema`, `tail` and `record`), `--hz N` (default 10),
+//! `.proto` there, for the commands' `--proto` override), `--hz N` (default 10),
 //! `--seconds N` (default: until Ctrl-C), `--lan` (real interfaces; default loopback only).
 
 use std::time::Duration;

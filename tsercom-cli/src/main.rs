@@ -48,13 +48,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Prints the `.proto` of a source: the one given with `--proto` whose data schema has
-    /// the fingerprint the source advertises.
+    /// Prints the schema of a source as `.proto` text: its data and event messages, as its
+    /// Hello states them (or, with `--proto`, the file given whose data schema has the
+    /// fingerprint the source advertises).
     Schema {
         /// `RUNTIME`, `RUNTIME/NAME` or `RUNTIME/CALLER_ID`.
         source: Target,
         #[command(flatten)]
         proto: ProtoOpts,
+        #[command(flatten)]
+        tls: TlsOpts,
         /// How long to look for the source.
         #[arg(long, value_name = "SECS", default_value_t = 5.0)]
         wait: f64,
@@ -173,31 +176,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Schema {
             source,
             proto,
+            tls,
             wait,
         } => {
             let instance = net::find(&cli.net, &source, secs(wait)?).await?;
-            let schemas = proto.schemas()?;
-            let Some(fp) = instance.schema else {
-                return Err(CliError::NotFound(format!(
-                    "source {} advertises no schema fingerprint",
-                    net::label(&instance)
-                )));
-            };
-            match schemas.get(&fp) {
-                Some(rt) => {
-                    print!("{}", rt.text);
-                    Ok(())
-                }
-                None => Err(CliError::NotFound(format!(
-                    "source {} advertises schema {fp:016x}; no .proto given has it (found: {})",
-                    net::label(&instance),
-                    schemas
-                        .keys()
-                        .map(|k| format!("{k:016x}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))),
-            }
+            print!("{}", schema_text(&source, &instance, &proto, &tls).await?);
+            Ok(())
         }
         Command::Tail {
             target,
@@ -206,9 +190,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             count,
             duration,
         } => {
-            let schemas = proto.schemas()?;
+            let given = proto.schemas()?;
             let duration = duration.map(secs).transpose()?;
-            tail::run(cli.net, tls.client()?, target, schemas, count, duration).await
+            tail::run(cli.net, tls.client()?, target, given, count, duration).await
         }
         Command::Record {
             target,
@@ -219,14 +203,47 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             rotate_secs,
             duration,
         } => {
-            let schemas = proto.schemas()?;
+            let given = proto.schemas()?;
             let opts = record::Options {
                 dir,
                 rotate_bytes: rotate_mb.saturating_mul(1 << 20),
                 rotate_age: rotate_secs.map(Duration::from_secs),
                 duration: duration.map(secs).transpose()?,
             };
-            record::run(cli.net, tls.client()?, target, schemas, opts).await
+            record::run(cli.net, tls.client()?, target, given, opts).await
         }
+    }
+}
+
+/// The `.proto` text of `instance`'s schema: the file given with `--proto` for its
+/// fingerprint, or what its Hello states.
+async fn schema_text(
+    source: &Target,
+    instance: &tsercom_runtime::Instance,
+    proto: &ProtoOpts,
+    tls: &TlsOpts,
+) -> Result<String, CliError> {
+    let Some(given) = proto.schemas()? else {
+        let speaks = stream::Speaks::adopt(&source.runtime);
+        let known = stream::describe(&speaks, &instance.addresses, tls.client()?).await?;
+        return Ok(known.schema.text.clone());
+    };
+    let Some(fp) = instance.schema else {
+        return Err(CliError::NotFound(format!(
+            "source {} advertises no schema fingerprint",
+            net::label(instance)
+        )));
+    };
+    match given.get(&fp) {
+        Some(known) => Ok(known.schema.text.clone()),
+        None => Err(CliError::NotFound(format!(
+            "source {} advertises schema {fp:016x}; no .proto given has it (found: {})",
+            net::label(instance),
+            given
+                .keys()
+                .map(|k| format!("{k:016x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }

@@ -9,12 +9,12 @@ use std::time::Duration;
 use clap::Args;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tsercom_record::{ProtoFiles, RuntimeSchema};
+use tsercom_record::ProtoFiles;
 use tsercom_runtime::discovery::{InterfacePolicy, MdnsConfig};
 use tsercom_runtime::transport::ClientTls;
 use tsercom_runtime::{Discovery, DiscoveryEvent, Instance};
 
-use crate::stream::{self, End, Me, Received, Resume, Speaks};
+use crate::stream::{self, Batch, End, Known, Learned, Me, Resume, Speaks};
 use crate::CliError;
 
 /// Where to look for sources.
@@ -77,21 +77,26 @@ impl TlsOpts {
     }
 }
 
-/// Where the runtimes' `.proto` files are.
+/// Where the runtimes' `.proto` files are, when a source's own schema is not to be used.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ProtoOpts {
-    /// A runtime's `.proto` file (as `weather::proto()` returns it), or a directory of
-    /// them; repeatable. The one whose data schema has the fingerprint a source advertises
-    /// is used for it. Default: the paths in `TSERCOM_PROTO_PATH` (`:`-separated).
+    /// Use this runtime's `.proto` file (as `weather::proto()` returns it), or a directory
+    /// of them, instead of the schema the source sends; repeatable. The one whose data
+    /// schema has the fingerprint a source advertises is used for it. Default: the paths in
+    /// `TSERCOM_PROTO_PATH` (`:`-separated); without either, each source's own schema.
     #[arg(long = "proto", value_name = "FILE|DIR")]
     pub(crate) protos: Vec<PathBuf>,
 }
 
+/// The runtimes' schemas given with `--proto`, by data fingerprint; `None`: each source's
+/// own (from its Hello).
+pub(crate) type Given = Option<HashMap<u64, Arc<Known>>>;
+
 impl ProtoOpts {
-    /// The runtimes' schemas found in the `.proto` paths, by data fingerprint. (A `.proto`
+    /// The runtimes' schemas found in the `.proto` paths, by data fingerprint (a `.proto`
     /// names the runtime's package, not its name, which may differ: the advertised
-    /// fingerprint decides.)
-    pub(crate) fn schemas(&self) -> Result<HashMap<u64, RuntimeSchema>, CliError> {
+    /// fingerprint decides); `None` when no path is given.
+    pub(crate) fn schemas(&self) -> Result<Given, CliError> {
         let mut paths = self.protos.clone();
         if paths.is_empty() {
             if let Some(env) = std::env::var_os("TSERCOM_PROTO_PATH") {
@@ -99,19 +104,22 @@ impl ProtoOpts {
             }
         }
         if paths.is_empty() {
-            return Err(CliError::Usage(
-                "sources advertise only a fingerprint of their schema, not its .proto text: \
-                 pass the runtime's .proto with --proto FILE|DIR (or TSERCOM_PROTO_PATH)"
-                    .into(),
-            ));
+            return Ok(None);
         }
         let mut files = ProtoFiles::new();
         for p in &paths {
             files.add_path(p)?;
         }
         let mut out = HashMap::new();
-        for rt in files.runtimes()? {
-            out.insert(rt.data_fingerprint()?, rt);
+        for schema in files.runtimes()? {
+            let fingerprint = schema.data_fingerprint()?;
+            out.insert(
+                fingerprint,
+                Arc::new(Known {
+                    fingerprint,
+                    schema,
+                }),
+            );
         }
         if out.is_empty() {
             return Err(CliError::Usage(format!(
@@ -123,7 +131,19 @@ impl ProtoOpts {
                     .join(", ")
             )));
         }
-        Ok(out)
+        Ok(Some(out))
+    }
+}
+
+/// What our Hello to `instance` states: the schema given for its fingerprint, or none (we
+/// adopt its own). `None`: schemas were given and none has its fingerprint.
+pub(crate) fn speaks(runtime: &str, given: &Given, instance: &Instance) -> Option<Speaks> {
+    match given {
+        None => Some(Speaks::adopt(runtime)),
+        Some(map) => {
+            let known = instance.schema.and_then(|fp| map.get(&fp))?;
+            Some(Speaks::given(runtime, Arc::clone(known)))
+        }
     }
 }
 
@@ -205,13 +225,14 @@ pub(crate) async fn collect(
     net: NetOpts,
     tls: Option<Arc<ClientTls>>,
     target: Target,
-    schemas: HashMap<u64, RuntimeSchema>,
-    out: mpsc::Sender<Received>,
+    given: Given,
+    out: mpsc::Sender<Batch>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), CliError> {
     let mut listener = net.discovery().listen(&target.runtime)?;
     let me = Me::new();
     let resume = Resume::default();
+    let learned = Learned::default();
     let mut tasks = JoinSet::new();
     let mut running: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
     loop {
@@ -226,21 +247,13 @@ pub(crate) async fn collect(
                 if !target.matches(&i) {
                     continue;
                 }
-                let Some(schema) = i.schema.and_then(|fp| schemas.get(&fp)) else {
+                let Some(speaks) = speaks(&target.runtime, &given, &i) else {
                     eprintln!(
                         "tsercom: skipping source {}: its schema fingerprint {} matches no .proto given",
                         label(&i),
                         i.schema.map_or("(none)".to_owned(), |f| format!("{f:016x}"))
                     );
                     continue;
-                };
-                let speaks = Speaks {
-                    runtime: target.runtime.clone(),
-                    package: schema.package.clone(),
-                    data_type: schema.data.full_name().to_owned(),
-                    data_schema: schema.data_fingerprint()?,
-                    event_type: schema.event.full_name().to_owned(),
-                    event_schema: schema.event_fingerprint()?,
                 };
                 if let Some(old) = running.remove(&i.instance_name) {
                     old.abort();
@@ -250,7 +263,7 @@ pub(crate) async fn collect(
                     speaks,
                     i.clone(),
                     tls.clone(),
-                    resume.clone(),
+                    (resume.clone(), learned.clone()),
                     out.clone(),
                 ));
                 running.insert(i.instance_name, handle);
@@ -283,12 +296,22 @@ async fn follow(
     speaks: Speaks,
     instance: Instance,
     tls: Option<Arc<ClientTls>>,
-    resume: Resume,
-    out: mpsc::Sender<Received>,
+    state: (Resume, Learned),
+    out: mpsc::Sender<Batch>,
 ) {
+    let (resume, learned) = state;
     let mut delay = Duration::from_millis(100);
     loop {
-        match stream::session(me, &speaks, &instance.addresses, tls.clone(), &resume, &out).await {
+        match stream::session(
+            me,
+            &speaks,
+            &instance.addresses,
+            tls.clone(),
+            (&resume, &learned),
+            &out,
+        )
+        .await
+        {
             Ok(End::Stopped) => return,
             Ok(End::Goodbye) | Ok(End::Closed) => {
                 delay = Duration::from_millis(100);

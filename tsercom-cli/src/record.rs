@@ -1,5 +1,6 @@
 //! `tsercom record`: every source of a runtime to Parquet, through the `Recorder`.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -8,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tsercom_record::{RecordError, RecordSummary, Recorder, RuntimeSchema};
+use tsercom_record::{RecordError, RecordSummary, Recorder};
 use tsercom_runtime::transport::ClientTls;
 
-use crate::net::{self, NetOpts, Target};
-use crate::stream::Received;
+use crate::net::{self, Given, NetOpts, Target};
+use crate::stream::{Batch, Known};
 use crate::tail::sleep_until;
 use crate::telemetry::RecordMetrics;
 use crate::CliError;
@@ -40,31 +41,31 @@ pub(crate) async fn run(
     net_opts: NetOpts,
     tls: Option<Arc<ClientTls>>,
     target: Target,
-    schemas: HashMap<u64, RuntimeSchema>,
+    given: Given,
     opts: Options,
 ) -> Result<(), CliError> {
-    // One recorder per data schema version; created before anything connects so a bad
-    // directory fails at once.
-    let mut recorders = HashMap::new();
-    for (fp, rt) in &schemas {
-        let mut b = Recorder::builder(&opts.dir, rt.data.clone())
-            .max_file_bytes(opts.rotate_bytes)
-            .file_prefix(format!("{}-{fp:016x}", target.runtime));
-        if let Some(age) = opts.rotate_age {
-            b = b.max_file_age(age);
-        }
-        recorders.insert(*fp, b.build()?);
-    }
-    let (tx, rx) = mpsc::channel::<Received>(8192);
+    // One recorder per data schema version, made when its first sample arrives; the
+    // directory is made now so that a bad one fails at once.
+    std::fs::create_dir_all(&opts.dir).map_err(|source| RecordError::Io {
+        path: opts.dir.clone(),
+        source,
+    })?;
+    let files = Files {
+        dir: opts.dir.clone(),
+        prefix: target.runtime.clone(),
+        rotate_bytes: opts.rotate_bytes,
+        rotate_age: opts.rotate_age,
+    };
+    let (tx, rx) = mpsc::channel::<Batch>(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let progress = Arc::new(Progress::default());
     let writer = {
         let progress = Arc::clone(&progress);
         std::thread::Builder::new()
             .name("tsercom-record".into())
-            .spawn(move || write_all(rx, recorders, &progress))?
+            .spawn(move || write_all(rx, &files, &progress))?
     };
-    let mut collector = tokio::spawn(net::collect(net_opts, tls, target, schemas, tx, stop_rx));
+    let mut collector = tokio::spawn(net::collect(net_opts, tls, target, given, tx, stop_rx));
     let mut collected = None;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -139,44 +140,73 @@ fn print_progress(p: &Progress, started: Instant, tty: bool) {
     let _ = err.flush();
 }
 
+/// How the recorders name and rotate their files.
+#[derive(Debug)]
+struct Files {
+    dir: PathBuf,
+    prefix: String,
+    rotate_bytes: u64,
+    rotate_age: Option<Duration>,
+}
+
+impl Files {
+    /// The recorder of the data schema `known` (files `<runtime>-<fingerprint>-...`).
+    fn recorder(&self, known: &Known) -> Result<Recorder, RecordError> {
+        let mut b = Recorder::builder(&self.dir, known.schema.data.clone())
+            .max_file_bytes(self.rotate_bytes)
+            .file_prefix(format!("{}-{:016x}", self.prefix, known.fingerprint));
+        if let Some(age) = self.rotate_age {
+            b = b.max_file_age(age);
+        }
+        b.build()
+    }
+}
+
 /// The recording thread: writes every queued sample until the queue closes, then
 /// finishes every file.
 fn write_all(
-    mut rx: mpsc::Receiver<Received>,
-    mut recorders: HashMap<u64, Recorder>,
+    mut rx: mpsc::Receiver<Batch>,
+    files: &Files,
     progress: &Progress,
 ) -> Result<Vec<RecordSummary>, RecordError> {
+    let mut recorders: HashMap<u64, Recorder> = HashMap::new();
     let mut sources = HashSet::new();
     let mut n = 0u64;
+    let mut reported = 0u64;
     let metrics = RecordMetrics::new();
-    while let Some(item) = rx.blocking_recv() {
-        let Some(rec) = recorders.get_mut(&item.data_schema) else {
-            continue;
+    while let Some(batch) = rx.blocking_recv() {
+        let fp = batch.schema.fingerprint;
+        let rec = match recorders.entry(fp) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(files.recorder(&batch.schema)?),
         };
-        match rec.record_encoded(
-            item.caller,
-            item.time,
-            item.seq,
-            item.synchronized,
-            &item.payload,
-        ) {
-            Ok(()) => {}
-            Err(e @ RecordError::Decode { .. }) => {
-                progress.rejected.fetch_add(1, Ordering::Relaxed);
-                metrics.rejected.increment(1);
-                tracing::warn!(error = %e, "sample not recorded");
-                continue;
+        let mut written = 0u64;
+        for item in &batch.samples {
+            match rec.record_encoded(
+                batch.caller,
+                item.time,
+                item.seq,
+                item.synchronized,
+                &item.payload,
+            ) {
+                Ok(()) => written += 1,
+                Err(e @ RecordError::Decode { .. }) => {
+                    progress.rejected.fetch_add(1, Ordering::Relaxed);
+                    metrics.rejected.increment(1);
+                    tracing::warn!(error = %e, "sample not recorded");
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
-        n += 1;
-        metrics.rows.increment(1);
-        if sources.insert(item.caller) {
+        n += written;
+        metrics.rows.increment(written);
+        if sources.insert(batch.caller) {
             progress
                 .sources
                 .store(sources.len() as u64, Ordering::Relaxed);
         }
-        if n.is_multiple_of(1024) || rx.is_empty() {
+        if n - reported >= 4096 || rx.is_empty() {
+            reported = n;
             progress.samples.store(n, Ordering::Relaxed);
             let bytes = recorders.values().map(Recorder::bytes).sum();
             progress.bytes.store(bytes, Ordering::Relaxed);

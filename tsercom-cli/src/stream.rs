@@ -1,9 +1,12 @@
-//! A minimal aggregator side of the tsercom stream, for any runtime known only by its
-//! `.proto`: Hello, Ack, Frame, TimeReply, Goodbye, on the public wire messages.
+//! A minimal aggregator side of the tsercom stream, for any runtime known only at run
+//! time: Hello, Ack, Frame, TimeReply, Goodbye, on the public wire messages.
 //!
 //! The library's roles are generic over a static `Runtime` (a const name and Rust data
 //! types), which a command that learns the runtime at run time cannot name; this client
 //! speaks the same protocol (`proto/tsercom/stream.proto`) with the payload left encoded.
+//! It learns the schema from the source's Hello (which carries the data and event schema
+//! texts): its own Hello states no schema, so the source lets it adopt the source's. With
+//! `--proto`, it states the schema of the `.proto` given instead.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tonic::codegen::http;
+use tsercom_record::RuntimeSchema;
 use tsercom_runtime::transport::{ClientTls, Dialer};
 use tsercom_runtime::wire::{self, envelope::Kind, Envelope, Role};
 use tsercom_runtime::{CallerId, Timestamp};
@@ -26,6 +30,15 @@ const ACK_INTERVAL: Duration = Duration::from_millis(20);
 /// How long the source may take to answer the stream and its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A runtime's schema, as learned from a source's Hello or given with `--proto`, and the
+/// fingerprint of its data schema.
+#[derive(Debug)]
+pub(crate) struct Known {
+    /// The data schema's fingerprint (the key of a recorder's files).
+    pub(crate) fingerprint: u64,
+    pub(crate) schema: RuntimeSchema,
+}
+
 /// What our Hello says about the runtime.
 #[derive(Debug, Clone)]
 pub(crate) struct Speaks {
@@ -33,21 +46,131 @@ pub(crate) struct Speaks {
     pub(crate) runtime: String,
     /// Its protobuf package (the gRPC service `<package>.Stream`).
     pub(crate) package: String,
-    pub(crate) data_type: String,
-    pub(crate) data_schema: u64,
-    pub(crate) event_type: String,
-    pub(crate) event_schema: u64,
+    /// The schema we state; `None`: none, we adopt the source's.
+    pub(crate) given: Option<Arc<Known>>,
+}
+
+impl Speaks {
+    /// A Hello that states no schema: the source's is adopted (its package is taken to be
+    /// the runtime's name, as `#[tsercom::runtime]` makes it unless given a `package`).
+    pub(crate) fn adopt(runtime: &str) -> Speaks {
+        Speaks {
+            runtime: runtime.to_owned(),
+            package: runtime.to_owned(),
+            given: None,
+        }
+    }
+
+    /// A Hello that states the schema of a `.proto` given.
+    pub(crate) fn given(runtime: &str, known: Arc<Known>) -> Speaks {
+        Speaks {
+            runtime: runtime.to_owned(),
+            package: known.schema.package.clone(),
+            given: Some(known),
+        }
+    }
+
+    fn hello(&self, me: Me) -> Result<wire::Hello, CliError> {
+        let (data_type, data_schema, event_type, event_schema) = match &self.given {
+            Some(k) => (
+                k.schema.data.full_name().to_owned(),
+                k.fingerprint,
+                k.schema.event.full_name().to_owned(),
+                k.schema.event_fingerprint()?,
+            ),
+            // Nothing stated: the source lets us adopt its schemas.
+            None => (String::new(), 0, String::new(), 0),
+        };
+        Ok(wire::Hello {
+            protocol_version: wire::PROTOCOL_VERSION,
+            runtime: self.runtime.clone(),
+            caller_id: Some(me.id.to_proto()),
+            role: Role::Aggregator as i32,
+            data_schema,
+            event_schema,
+            data_type,
+            event_type,
+            max_frame_bytes: MAX_FRAME_BYTES as u32,
+            incarnation: me.incarnation,
+            idle_timeout_ms: 0,
+            delivery: wire::Delivery::Resumable as i32,
+            ack_every_samples: 0,
+            ack_every_bytes: 0,
+            // No schema text: the source requires equal fingerprints, or that we adopt.
+            data_schema_desc: Vec::new(),
+            event_schema_desc: Vec::new(),
+            // A tool with a fresh id each run proves nothing (admitted as an unproven peer).
+            public_key: Vec::new(),
+            nonce: Vec::new(),
+            proof: Vec::new(),
+        })
+    }
+}
+
+/// How many distinct schemas learned from sources are kept compiled.
+const MAX_LEARNED: usize = 64;
+
+/// The schemas learned from sources' Hellos, compiled once per pair of fingerprints.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Learned(Arc<Mutex<LearnedMap>>);
+
+/// The schemas learned, by the data and event fingerprints of the Hello that carried them.
+type LearnedMap = HashMap<(u64, u64), Arc<Known>>;
+
+impl Learned {
+    /// The schema the source's Hello `theirs` carries.
+    fn of(&self, theirs: &wire::Hello) -> Result<Arc<Known>, CliError> {
+        let key = (theirs.data_schema, theirs.event_schema);
+        if let Some(k) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Arc::clone(k));
+        }
+        if theirs.data_schema_desc.is_empty() {
+            return Err(CliError::Refused(
+                "the source's Hello carries no schema (a tsercom older than this command): \
+                 pass its runtime's .proto with --proto"
+                    .into(),
+            ));
+        }
+        let text = |what: &str, bytes: &[u8]| {
+            std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| {
+                CliError::Source(format!("the source's {what} schema is not UTF-8: {e}"))
+            })
+        };
+        let schema = RuntimeSchema::from_schema_texts(
+            &theirs.data_type,
+            &text("data", &theirs.data_schema_desc)?,
+            &theirs.event_type,
+            &text("event", &theirs.event_schema_desc)?,
+        )
+        .map_err(|e| CliError::Source(format!("the schema in the source's Hello: {e}")))?;
+        let known = Arc::new(Known {
+            fingerprint: theirs.data_schema,
+            schema,
+        });
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_LEARNED {
+            map.clear();
+        }
+        map.insert(key, Arc::clone(&known));
+        Ok(known)
+    }
 }
 
 /// One received sample, payload still encoded.
 #[derive(Debug, Clone)]
-pub(crate) struct Received {
-    pub(crate) caller: CallerId,
-    pub(crate) data_schema: u64,
+pub(crate) struct Sample {
     pub(crate) seq: u64,
     pub(crate) time: Timestamp,
     pub(crate) synchronized: bool,
     pub(crate) payload: prost::bytes::Bytes,
+}
+
+/// The new samples of one frame of one source, and the schema they are in.
+#[derive(Debug, Clone)]
+pub(crate) struct Batch {
+    pub(crate) caller: CallerId,
+    pub(crate) schema: Arc<Known>,
+    pub(crate) samples: Vec<Sample>,
 }
 
 /// The last sequence number held per source incarnation, so a reconnect resumes with no
@@ -104,46 +227,31 @@ fn envelope(kind: Kind) -> Envelope {
     Envelope { kind: Some(kind) }
 }
 
-/// Connects to a source at `addrs` and forwards its samples to `out` until the stream
-/// ends. Refusals and protocol violations are errors.
-pub(crate) async fn session(
+/// An open stream whose Hellos were exchanged.
+struct Opened {
+    tx: mpsc::Sender<Envelope>,
+    inbound: tonic::Streaming<Envelope>,
+    theirs: wire::Hello,
+    caller: CallerId,
+    schema: Arc<Known>,
+}
+
+/// Dials a source at `addrs`, opens the stream and exchanges Hellos; the schema is the one
+/// given, or the one the source's Hello carries. `Ok(None)`: the stream closed at once.
+async fn open(
     me: Me,
     speaks: &Speaks,
     addrs: &[SocketAddr],
     tls: Option<Arc<ClientTls>>,
-    resume: &Resume,
-    out: &mpsc::Sender<Received>,
-) -> Result<End, CliError> {
+    learned: &Learned,
+) -> Result<Option<Opened>, CliError> {
     let mut dialer = Dialer::new(addrs.iter().copied());
     if let Some(tls) = tls {
         dialer = dialer.tls(tls);
     }
     let channel = dialer.dial().await?;
     let (tx, rx) = mpsc::channel::<Envelope>(64);
-    let hello = wire::Hello {
-        protocol_version: wire::PROTOCOL_VERSION,
-        runtime: speaks.runtime.clone(),
-        caller_id: Some(me.id.to_proto()),
-        role: Role::Aggregator as i32,
-        data_schema: speaks.data_schema,
-        event_schema: speaks.event_schema,
-        data_type: speaks.data_type.clone(),
-        event_type: speaks.event_type.clone(),
-        max_frame_bytes: MAX_FRAME_BYTES as u32,
-        incarnation: me.incarnation,
-        idle_timeout_ms: 0,
-        delivery: wire::Delivery::Resumable as i32,
-        ack_every_samples: 0,
-        ack_every_bytes: 0,
-        // No schema text: the peer requires equal fingerprints.
-        data_schema_desc: Vec::new(),
-        event_schema_desc: Vec::new(),
-        // A tool with a fresh id each run proves nothing (admitted as an unproven peer).
-        public_key: Vec::new(),
-        nonce: Vec::new(),
-        proof: Vec::new(),
-    };
-    let _ = tx.send(envelope(Kind::Hello(hello))).await;
+    let _ = tx.send(envelope(Kind::Hello(speaks.hello(me)?))).await;
     let mut grpc = tonic::client::Grpc::new(channel)
         .max_decoding_message_size(MAX_FRAME_BYTES + 1024)
         .max_encoding_message_size(MAX_FRAME_BYTES + 1024);
@@ -161,23 +269,71 @@ pub(crate) async fn session(
     })
     .await
     .map_err(|_| CliError::Source(format!("no answer within {HELLO_TIMEOUT:?}")))?;
-    let mut inbound = opened.map_err(status_error)?;
+    let mut inbound = opened.map_err(|s| status_error(s, speaks))?;
     let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
         .await
         .map_err(|_| CliError::Source(format!("no Hello within {HELLO_TIMEOUT:?}")))?
-        .map_err(status_error)?;
+        .map_err(|s| status_error(s, speaks))?;
     let theirs = match first {
         Some(Envelope {
             kind: Some(Kind::Hello(h)),
         }) => h,
         Some(_) => return Err(CliError::Source("the first message was not Hello".into())),
-        None => return Ok(End::Closed),
+        None => return Ok(None),
     };
     if theirs.role != Role::Source as i32 {
         return Err(CliError::Source("the peer is not a source".into()));
     }
     let caller = CallerId::try_from(theirs.caller_id.clone())
         .map_err(|e| CliError::Source(format!("invalid caller id in Hello: {e}")))?;
+    let schema = match &speaks.given {
+        Some(k) => Arc::clone(k),
+        None => learned.of(&theirs)?,
+    };
+    Ok(Some(Opened {
+        tx,
+        inbound,
+        theirs,
+        caller,
+        schema,
+    }))
+}
+
+/// The schema of the source at `addrs` (from its Hello), then the stream is closed.
+pub(crate) async fn describe(
+    speaks: &Speaks,
+    addrs: &[SocketAddr],
+    tls: Option<Arc<ClientTls>>,
+) -> Result<Arc<Known>, CliError> {
+    match open(Me::new(), speaks, addrs, tls, &Learned::default()).await? {
+        Some(opened) => Ok(opened.schema),
+        None => Err(CliError::Source(
+            "the stream closed before the source's Hello".into(),
+        )),
+    }
+}
+
+/// Connects to a source at `addrs` and forwards its samples to `out` until the stream
+/// ends. Refusals and protocol violations are errors.
+pub(crate) async fn session(
+    me: Me,
+    speaks: &Speaks,
+    addrs: &[SocketAddr],
+    tls: Option<Arc<ClientTls>>,
+    state: (&Resume, &Learned),
+    out: &mpsc::Sender<Batch>,
+) -> Result<End, CliError> {
+    let (resume, learned) = state;
+    let Some(Opened {
+        tx,
+        mut inbound,
+        theirs,
+        caller,
+        schema,
+    }) = open(me, speaks, addrs, tls, learned).await?
+    else {
+        return Ok(End::Closed);
+    };
     let incarnation = theirs.incarnation;
     let best_effort = theirs.delivery == wire::Delivery::BestEffort as i32;
     let ack_every = match theirs.ack_every_samples {
@@ -197,7 +353,7 @@ pub(crate) async fn session(
         let msg = tokio::select! {
             m = tokio::time::timeout(idle, inbound.message()) => m
                 .map_err(|_| CliError::Source(format!("nothing arrived for {idle:?}")))?
-                .map_err(status_error)?,
+                .map_err(|s| status_error(s, speaks))?,
             _ = tick.tick() => {
                 if unacked > 0 && !best_effort {
                     unacked = 0;
@@ -211,29 +367,36 @@ pub(crate) async fn session(
         };
         match kind {
             Kind::Frame(frame) => {
-                let mut n = 0u64;
+                let mut samples = Vec::with_capacity(frame.samples.len());
+                let mut bytes = 0u64;
                 for s in frame.samples {
                     if s.seq <= last {
                         continue; // already held (resent after a reconnect)
                     }
                     last = s.seq;
-                    unacked += 1;
-                    n += 1;
-                    metrics.bytes.increment(s.payload.len() as u64);
-                    let item = Received {
-                        caller,
-                        data_schema: speaks.data_schema,
+                    bytes += s.payload.len() as u64;
+                    samples.push(Sample {
                         seq: s.seq,
                         time: Timestamp::from_nanos(s.time_ns),
                         synchronized: s.synchronized,
                         payload: s.payload,
+                    });
+                }
+                let n = samples.len() as u64;
+                unacked += n;
+                metrics.bytes.increment(bytes);
+                metrics.samples.increment(n);
+                metrics.seen();
+                if n > 0 {
+                    let batch = Batch {
+                        caller,
+                        schema: Arc::clone(&schema),
+                        samples,
                     };
-                    if out.send(item).await.is_err() {
+                    if out.send(batch).await.is_err() {
                         return Ok(End::Stopped);
                     }
                 }
-                metrics.samples.increment(n);
-                metrics.seen();
                 resume.set(caller, incarnation, last);
                 if unacked >= ack_every && !best_effort {
                     unacked = 0;
@@ -273,8 +436,23 @@ pub(crate) async fn session(
 }
 
 /// A status from the source: a refusal that retrying cannot fix, or a failure.
-fn status_error(status: tonic::Status) -> CliError {
-    let text = format!("{:?}: {}", status.code(), status.message());
+fn status_error(status: tonic::Status, speaks: &Speaks) -> CliError {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if speaks.given.is_none() {
+        match status.code() {
+            tonic::Code::Unimplemented => text.push_str(&format!(
+                " (the source serves no `{}.Stream`: its runtime's package differs from its \
+                 name; pass its .proto with --proto)",
+                speaks.package
+            )),
+            tonic::Code::FailedPrecondition if status.message().contains("sent no schema") => {
+                text.push_str(
+                    " (a tsercom older than this command: pass its runtime's .proto with --proto)",
+                );
+            }
+            _ => {}
+        }
+    }
     match status.code() {
         tonic::Code::InvalidArgument
         | tonic::Code::FailedPrecondition

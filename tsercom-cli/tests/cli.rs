@@ -225,6 +225,30 @@ async fn schema_prints_the_proto_the_source_advertises() {
         .start()
         .await
         .unwrap();
+    // No .proto: the schema the source's Hello states, as a file protox compiles.
+    let out = tsercom()
+        .args(["schema", "clischema/roof"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("package clischema;"), "{text}");
+    let mut files = tsercom_record::ProtoFiles::new();
+    files.add("printed.proto", text);
+    let pool = files.compile(["printed.proto"]).unwrap();
+    let reading = pool.get_message_by_name("clischema.Reading").unwrap();
+    assert_eq!(
+        tsercom_record::fingerprint(&reading).unwrap(),
+        <schema_rt::Reading as tsercom::Series>::fingerprint()
+    );
+    let names: Vec<_> = reading.fields().map(|f| f.name().to_owned()).collect();
+    assert_eq!(names, ["celsius", "station", "count"]);
+    assert!(pool.get_message_by_name("clischema.Command").is_some());
+
     // Both versions given: the one with the advertised fingerprint is printed.
     let out = tsercom()
         .args(["schema", "clischema/roof", "--proto"])
@@ -272,8 +296,6 @@ async fn schema_prints_the_proto_the_source_advertises() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_prints_the_values_sent() {
     const N: u32 = 50;
-    let dir = tempfile::tempdir().unwrap();
-    write_protos(dir.path(), &tail_rt::proto_files());
     let source = tail_rt::Source::builder()
         .serve("127.0.0.1:0")
         .advertise(mdns())
@@ -291,9 +313,10 @@ async fn tail_prints_the_values_sent() {
             .await
             .unwrap();
     }
+    // No .proto: the schema comes from the source's Hello.
     let out = tsercom()
-        .args(["tail", "clitail", "-n", &N.to_string(), "--proto"])
-        .arg(dir.path())
+        .args(["tail", "clitail", "-n", &N.to_string()])
+        .env_remove("TSERCOM_PROTO_PATH")
         .output()
         .unwrap();
     assert!(
@@ -367,7 +390,6 @@ fn python() -> Option<PathBuf> {
 async fn record_writes_parquet_that_python_reads_back() {
     const N: u32 = 20_000;
     let dir = tempfile::tempdir().unwrap();
-    write_protos(&dir.path().join("proto"), &record_rt::proto_files());
     let out_dir = dir.path().join("out");
     let mut sources = Vec::new();
     for s in 0..2 {
@@ -390,8 +412,7 @@ async fn record_writes_parquet_that_python_reads_back() {
             .arg(metrics_addr.to_string())
             .args(["record", "clirecord", "--rotate-mb", "1", "-o"])
             .arg(&out_dir)
-            .arg("--proto")
-            .arg(dir.path().join("proto")),
+            .env_remove("TSERCOM_PROTO_PATH"),
     );
     for i in 0..N {
         for (s, source) in sources.iter().enumerate() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use tsercom_runtime::schema::{
-    EnumDef, FieldDef, FieldType, Label, MessageDef, OneofDef, SchemaRegistry,
+    Definition, EnumDef, FieldDef, FieldType, Label, MessageDef, OneofDef, SchemaRegistry,
 };
 
 use crate::RecordError;
@@ -221,6 +221,84 @@ pub struct RuntimeSchema {
 }
 
 impl RuntimeSchema {
+    /// A runtime's schema from the texts a peer's Hello carries (`data_schema_desc`,
+    /// `event_schema_desc`: `SchemaRegistry::schema_text`) and the full names of its data
+    /// and event messages (`data_type`, `event_type`). The texts are rendered as `.proto`
+    /// files (one per package, with their imports) and compiled with `protox`; [`text`]
+    /// holds those files, the data message's first.
+    ///
+    /// [`text`]: RuntimeSchema::text
+    ///
+    /// ```
+    /// use tsercom_record::RuntimeSchema;
+    ///
+    /// let rt = RuntimeSchema::from_schema_texts(
+    ///     "lab.Reading",
+    ///     "package lab;\nmessage Reading {\n  double celsius = 1;\n}\n",
+    ///     "lab.NoEvent",
+    ///     "package lab;\nmessage NoEvent {\n}\n",
+    /// )?;
+    /// assert_eq!(rt.package, "lab");
+    /// assert_eq!(rt.data.full_name(), "lab.Reading");
+    /// assert!(rt.text.contains("double celsius = 1;"));
+    /// # Ok::<(), tsercom_record::RecordError>(())
+    /// ```
+    pub fn from_schema_texts(
+        data_type: &str,
+        data_text: &str,
+        event_type: &str,
+        event_text: &str,
+    ) -> Result<RuntimeSchema, RecordError> {
+        let mut registry = SchemaRegistry::new();
+        for (what, text) in [("data", data_text), ("event", event_text)] {
+            let parsed = tsercom_runtime::schema::parse(text)
+                .map_err(|e| RecordError::Schema(format!("the {what} schema: {e}")))?;
+            for def in parsed.definitions() {
+                match def {
+                    Definition::Message(m) => registry.add_message(m.clone()),
+                    Definition::Enum(e) => registry.add_enum(e.clone()),
+                }
+            }
+        }
+        if let Some(c) = registry.conflicts().first() {
+            return Err(RecordError::Schema(format!(
+                "the data and event schemas define `{}` differently",
+                c.full_name
+            )));
+        }
+        registry.set_generator("tsercom from the schemas in a peer's Hello");
+        let package = tsercom_runtime::schema::package_of(data_type).to_owned();
+        let path = tsercom_runtime::schema::file_of_package(&package);
+        let mut rendered = registry.render_files();
+        // The data message's file first: it is the runtime's.
+        rendered.sort_by_key(|(p, _)| *p != path);
+        let mut files = ProtoFiles::new();
+        for (p, text) in &rendered {
+            files.add(p.clone(), text.clone());
+        }
+        let pool = files.compile(rendered.iter().map(|(p, _)| p.as_str()))?;
+        let message = |what: &str, name: &str| {
+            pool.get_message_by_name(name).ok_or_else(|| {
+                RecordError::Schema(format!("the {what} schema does not define `{name}`"))
+            })
+        };
+        let text = match rendered.as_slice() {
+            [(_, only)] => only.clone(),
+            many => many
+                .iter()
+                .map(|(p, t)| format!("// ---- {p} ----\n{t}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        Ok(RuntimeSchema {
+            data: message("data", data_type)?,
+            event: message("event", event_type)?,
+            package,
+            path,
+            text,
+        })
+    }
+
     /// The fingerprint of the data schema, as sources advertise it (TXT key `schema`).
     pub fn data_fingerprint(&self) -> Result<u64, RecordError> {
         fingerprint(&self.data)

@@ -14,7 +14,10 @@
 //! `aggregator`) and `id` (the role's caller id); per-peer metrics add `caller_id`, the
 //! peer's id. Per-peer metrics are named after the peer's role: an aggregator reports
 //! `tsercom_source_*` for each source, a source `tsercom_aggregator_*` for each
-//! aggregator. A peer's metrics stay (with `connected` 0) until the role forgets it.
+//! aggregator. A peer's metrics stay (with `connected` 0) until the role forgets it (an
+//! aggregator forgets a source after its retention); then they are no longer set, and the
+//! Prometheus endpoint of [`prometheus`](crate::roles::SourceBuilder::prometheus) drops
+//! them after ten metrics intervals (any metric not set for that long leaves its text).
 //! Clock offsets are the aggregator's clock minus the source's.
 //!
 //! | name | kind | role | what (the field it is set from) |
@@ -224,10 +227,71 @@ impl Exporter {
     }
 }
 
+/// How many metrics intervals a metric may go unset before the Prometheus endpoint drops
+/// it (a peer the role forgot; see [`Telemetry::new`]).
+#[cfg(feature = "prometheus")]
+const IDLE_INTERVALS: u32 = 10;
+
+/// A role's metrics, as its builder set them (`metrics_interval`, `prometheus`): made
+/// before the role starts ([`Telemetry::new`]), started with it ([`Telemetry::start`]).
+/// The one place both roles wire their metrics.
+pub(crate) struct Telemetry {
+    interval: Duration,
+    #[cfg(feature = "prometheus")]
+    endpoint: Option<metrics_exporter_prometheus::ExporterFuture>,
+}
+
+impl Telemetry {
+    /// Metrics set every `interval`; with `prometheus`, installs the Prometheus recorder
+    /// and binds its endpoint there (see [`install_prometheus`]).
+    pub(crate) fn new(
+        interval: Duration,
+        #[cfg(feature = "prometheus")] prometheus: Option<std::net::SocketAddr>,
+    ) -> Result<Telemetry, crate::engine::RuntimeError> {
+        let interval = interval.max(Duration::from_millis(10));
+        Ok(Telemetry {
+            interval,
+            #[cfg(feature = "prometheus")]
+            endpoint: match prometheus {
+                Some(addr) => Some(install_prometheus(addr, interval * IDLE_INTERVALS)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Starts setting the metrics of `role` (of runtime `runtime`, `role_name` "source" or
+    /// "aggregator") with `export`, and serving the Prometheus endpoint; both are tasks
+    /// of the role. Returns the role's exporter.
+    pub(crate) fn start<T: Send + Sync + 'static>(
+        self,
+        role: &std::sync::Arc<T>,
+        shared: &Shared,
+        runtime: &'static str,
+        role_name: &'static str,
+        export: fn(&T, &Exporter),
+    ) -> Exporter {
+        let exporter = Exporter::new(runtime, role_name, shared.local.id);
+        spawn(
+            shared,
+            std::sync::Arc::downgrade(role),
+            self.interval,
+            export,
+            exporter.clone(),
+        );
+        #[cfg(feature = "prometheus")]
+        if let Some(endpoint) = self.endpoint {
+            shared
+                .tasks
+                .spawn("prometheus endpoint".to_owned(), serve_prometheus(endpoint));
+        }
+        exporter
+    }
+}
+
 /// Spawns the task of a role that calls `export` every `interval` while the role runs,
 /// and once more when it stops. Owned by the role's tasks; ends with the role (it holds
 /// the role weakly).
-pub(crate) fn spawn<T: Send + Sync + 'static>(
+fn spawn<T: Send + Sync + 'static>(
     shared: &Shared,
     role: Weak<T>,
     interval: Duration,
@@ -235,7 +299,6 @@ pub(crate) fn spawn<T: Send + Sync + 'static>(
     exporter: Exporter,
 ) {
     let mut stopping = shared.stopping.subscribe();
-    let interval = interval.max(Duration::from_millis(10));
     shared
         .tasks
         .spawn("metrics exporter".to_owned(), async move {
@@ -257,7 +320,8 @@ pub(crate) fn spawn<T: Send + Sync + 'static>(
 
 /// Installs the Prometheus recorder for this process and binds its HTTP endpoint on
 /// `addr` (every path serves the text format); returns the endpoint's task, to be owned
-/// by the role.
+/// by the role. A metric not set for `idle` leaves the text (the metrics of a peer the
+/// role has forgotten: the `metrics` facade has no other way to remove one).
 ///
 /// A process has one global recorder: when one is installed already (an earlier
 /// `.prometheus(..)`, or the application's own), this is [`RuntimeError::Config`]
@@ -265,12 +329,14 @@ pub(crate) fn spawn<T: Send + Sync + 'static>(
 ///
 /// [`RuntimeError::Config`]: crate::engine::RuntimeError::Config
 #[cfg(feature = "prometheus")]
-pub(crate) fn install_prometheus(
+fn install_prometheus(
     addr: std::net::SocketAddr,
+    idle: Duration,
 ) -> Result<metrics_exporter_prometheus::ExporterFuture, crate::engine::RuntimeError> {
     use crate::engine::RuntimeError;
     let (recorder, endpoint) = metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
+        .idle_timeout(metrics_util::MetricKindMask::ALL, Some(idle))
         .build()
         .map_err(|e| RuntimeError::Config(format!("`.prometheus({addr})`: {e}")))?;
     metrics::set_global_recorder(recorder).map_err(|_| {
@@ -285,7 +351,7 @@ pub(crate) fn install_prometheus(
 
 /// Runs the Prometheus endpoint until the role ends; an error is logged.
 #[cfg(feature = "prometheus")]
-pub(crate) async fn serve_prometheus(endpoint: metrics_exporter_prometheus::ExporterFuture) {
+async fn serve_prometheus(endpoint: metrics_exporter_prometheus::ExporterFuture) {
     if let Err(e) = endpoint.await {
         tracing::error!(error = ?e, "the Prometheus endpoint ended");
     }

@@ -46,6 +46,11 @@ pub(crate) fn desc<S: Series>() -> Vec<u8> {
 /// schema evolution. Returns whether it differs; refuses with `FAILED_PRECONDITION` naming
 /// the first incompatibility (or both fingerprints, for a peer that sent no schema), or
 /// `INVALID_ARGUMENT` for a schema text that cannot be read.
+///
+/// A peer that states nothing about the series (fingerprint 0, no type name, no schema
+/// text) adopts this side's schema: it reads (and would write) the series with the schema
+/// this side's Hello carries. That is how a tool that knows no Rust types (the `tsercom`
+/// command) connects; it speaks exactly this side's schema, so it does not differ.
 pub(crate) fn check<S: Series>(
     what: &str,
     peer_role: &str,
@@ -54,6 +59,9 @@ pub(crate) fn check<S: Series>(
     desc: &[u8],
 ) -> Result<bool, Status> {
     if fingerprint == S::fingerprint() && name == S::MESSAGE_NAME {
+        return Ok(false);
+    }
+    if adopts(fingerprint, name, desc) {
         return Ok(false);
     }
     if desc.is_empty() {
@@ -87,6 +95,12 @@ pub(crate) fn check<S: Series>(
             i.rule.description(),
         ))),
     }
+}
+
+/// Whether a peer's Hello states nothing about a series: it adopts this side's schema
+/// (see [`check`]).
+fn adopts(fingerprint: u64, name: &str, desc: &[u8]) -> bool {
+    fingerprint == 0 && name.is_empty() && desc.is_empty()
 }
 
 /// How many peers with another schema a [`SchemaLedger`] remembers.
@@ -131,5 +145,25 @@ impl SchemaLedger {
             .collect();
         v.sort_by_key(|(id, _)| *id);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn a_peer_that_states_no_schema_adopts_ours() {
+        assert!(!check::<Tensor>("data", "aggregator", 0, "", &[]).unwrap());
+        // The same Hello with only a name, or only a fingerprint, is a schema mismatch.
+        let named = check::<Tensor>("data", "aggregator", 0, "x.Other", &[]).unwrap_err();
+        assert_eq!(named.code(), tonic::Code::FailedPrecondition);
+        assert!(named.message().contains("sent no schema"), "{named}");
+        let numbered = check::<Tensor>("data", "aggregator", 7, "", &[]).unwrap_err();
+        assert_eq!(numbered.code(), tonic::Code::FailedPrecondition);
+        // Equal fingerprint and name: the same schema.
+        let fp = Tensor::fingerprint();
+        assert!(!check::<Tensor>("data", "source", fp, Tensor::MESSAGE_NAME, &[]).unwrap());
     }
 }

@@ -33,10 +33,6 @@ pub struct AggregatorBuilder<R: Runtime> {
     discover: Option<Discovery>,
     event_limits: BufferLimits,
     same_host: bool,
-    #[cfg(feature = "metrics")]
-    metrics_interval: Duration,
-    #[cfg(feature = "prometheus")]
-    prometheus: Option<std::net::SocketAddr>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -53,10 +49,6 @@ impl<R: Runtime> AggregatorBuilder<R> {
             discover: None,
             event_limits: BufferLimits::default(),
             same_host: true,
-            #[cfg(feature = "metrics")]
-            metrics_interval: crate::metrics::DEFAULT_INTERVAL,
-            #[cfg(feature = "prometheus")]
-            prometheus: None,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -151,26 +143,6 @@ advertised, each failure reported as [`ConnectionEvent::Retrying`](crate::engine
 rejection.",
     }
 
-    /// How often the role sets its metrics (feature `metrics`; default 1 s, at least
-    /// 10 ms): a task of the role reads its counters and sets the metrics listed in
-    /// [`crate::metrics`], and once more when it shuts down.
-    #[cfg(feature = "metrics")]
-    pub fn metrics_interval(mut self, interval: Duration) -> Self {
-        self.metrics_interval = interval;
-        self
-    }
-
-    /// Serves this process's metrics in the Prometheus text format on `addr` (feature
-    /// `prometheus`), until the role ends: installs the Prometheus recorder as the
-    /// process's global `metrics` recorder. A process has one: when one is installed
-    /// already (another role's `.prometheus(..)`, or the application's own), `start`
-    /// fails with [`RuntimeError::Config`] saying so; use that recorder's exporter then.
-    #[cfg(feature = "prometheus")]
-    pub fn prometheus(mut self, addr: std::net::SocketAddr) -> Self {
-        self.prometheus = Some(addr);
-        self
-    }
-
     /// Starts listening and/or dialing.
     pub async fn start(self) -> Result<Aggregator<R>, RuntimeError> {
         if self.listen.is_none() && self.sources.is_empty() && self.discover.is_none() {
@@ -203,11 +175,8 @@ rejection.",
             .into_iter()
             .map(engine::endpoints)
             .collect::<Result<Vec<_>, _>>()?;
-        #[cfg(feature = "prometheus")]
-        let prometheus = match self.prometheus {
-            Some(addr) => Some(crate::metrics::install_prometheus(addr)?),
-            None => None,
-        };
+        #[cfg(feature = "metrics")]
+        let telemetry = self.settings.telemetry()?;
         let mut data =
             RemoteDataAggregator::<R::Data>::builder().clock(Arc::clone(&self.settings.clock));
         if let Some(r) = self.retention {
@@ -227,22 +196,13 @@ rejection.",
         let data = data.faults(shared.tasks.faults_handle()).build();
         let core = Arc::new(Core::<R>::new(shared, self.event_limits, data));
         #[cfg(feature = "metrics")]
-        let metrics = crate::metrics::Exporter::new(R::NAME, "aggregator", core.shared.local.id);
-        #[cfg(feature = "metrics")]
-        crate::metrics::spawn(
+        let metrics = telemetry.start(
+            &core,
             &core.shared,
-            Arc::downgrade(&core),
-            self.metrics_interval,
+            R::NAME,
+            "aggregator",
             super::export::<R>,
-            metrics.clone(),
         );
-        #[cfg(feature = "prometheus")]
-        if let Some(endpoint) = prometheus {
-            let task = crate::metrics::serve_prometheus(endpoint);
-            core.shared
-                .tasks
-                .spawn("prometheus endpoint".to_owned(), task);
-        }
         // Never dropped: under `Block` the queue goes over capacity rather than losing a
         // `Forgotten`, and this task drains it.
         let departed = core.data.caller_events_with(1024, OverflowPolicy::Block);

@@ -2,8 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-#[cfg(feature = "metrics")]
-use std::time::Duration;
 
 use crate::engine::handshake::dial_loop;
 
@@ -39,10 +37,6 @@ pub struct SourceBuilder<R: Runtime> {
     event_capacity: usize,
     event_policy: OverflowPolicy,
     same_host: bool,
-    #[cfg(feature = "metrics")]
-    metrics_interval: Duration,
-    #[cfg(feature = "prometheus")]
-    prometheus: Option<std::net::SocketAddr>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -59,10 +53,6 @@ impl<R: Runtime> SourceBuilder<R> {
             event_capacity: 1024,
             event_policy: OverflowPolicy::DropOldest,
             same_host: true,
-            #[cfg(feature = "metrics")]
-            metrics_interval: crate::metrics::DEFAULT_INTERVAL,
-            #[cfg(feature = "prometheus")]
-            prometheus: None,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -114,26 +104,6 @@ impl<R: Runtime> SourceBuilder<R> {
     pub fn event_queue(mut self, capacity: usize, policy: OverflowPolicy) -> Self {
         self.event_capacity = capacity.max(1);
         self.event_policy = policy;
-        self
-    }
-
-    /// How often the role sets its metrics (feature `metrics`; default 1 s, at least
-    /// 10 ms): a task of the role reads its counters and sets the metrics listed in
-    /// [`crate::metrics`], and once more when it shuts down.
-    #[cfg(feature = "metrics")]
-    pub fn metrics_interval(mut self, interval: Duration) -> Self {
-        self.metrics_interval = interval;
-        self
-    }
-
-    /// Serves this process's metrics in the Prometheus text format on `addr` (feature
-    /// `prometheus`), until the role ends: installs the Prometheus recorder as the
-    /// process's global `metrics` recorder. A process has one: when one is installed
-    /// already (another role's `.prometheus(..)`, or the application's own), `start`
-    /// fails with [`RuntimeError::Config`] saying so; use that recorder's exporter then.
-    #[cfg(feature = "prometheus")]
-    pub fn prometheus(mut self, addr: std::net::SocketAddr) -> Self {
-        self.prometheus = Some(addr);
         self
     }
 
@@ -213,11 +183,8 @@ with [`RuntimeError::Refused`].",
                 "SessionConfig::max_frame_bytes must be at least 1024".into(),
             ));
         }
-        #[cfg(feature = "prometheus")]
-        let prometheus = match self.prometheus {
-            Some(addr) => Some(crate::metrics::install_prometheus(addr)?),
-            None => None,
-        };
+        #[cfg(feature = "metrics")]
+        let telemetry = self.settings.telemetry()?;
         let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
         let data = SendBuffer::new(self.buffer);
         let (shared, conn_rx, tls_server) = self.settings.into_shared(
@@ -227,22 +194,7 @@ with [`RuntimeError::Refused`].",
         );
         let core = Arc::new(Core::<R>::new(shared, data, events_tx, SCRATCH_BLOCK));
         #[cfg(feature = "metrics")]
-        let metrics = crate::metrics::Exporter::new(R::NAME, "source", core.shared.local.id);
-        #[cfg(feature = "metrics")]
-        crate::metrics::spawn(
-            &core.shared,
-            Arc::downgrade(&core),
-            self.metrics_interval,
-            super::export::<R>,
-            metrics.clone(),
-        );
-        #[cfg(feature = "prometheus")]
-        if let Some(endpoint) = prometheus {
-            let task = crate::metrics::serve_prometheus(endpoint);
-            core.shared
-                .tasks
-                .spawn("prometheus endpoint".to_owned(), task);
-        }
+        let metrics = telemetry.start(&core, &core.shared, R::NAME, "source", super::export::<R>);
         let serves_tls = tls_server.is_some();
         let mut server = None;
         let mut local_endpoint = None;
