@@ -111,7 +111,7 @@ fn logged_line(needle: &str) -> Option<String> {
 
 /// An aggregator on a runtime of the test, listening on loopback.
 struct Agg {
-    _tokio: tokio::runtime::Runtime,
+    tokio: tokio::runtime::Runtime,
     agg: Arc<Aggregator<Plant>>,
     addr: std::net::SocketAddr,
 }
@@ -132,7 +132,7 @@ fn aggregator() -> Agg {
     });
     let addr = agg.local_addr().unwrap();
     Agg {
-        _tokio: tokio,
+        tokio,
         agg: Arc::new(agg),
         addr,
     }
@@ -259,10 +259,34 @@ fn kill_and_restart() {
     let agg = aggregator();
     let mut manager = RuntimeManager::new();
     let mut events = manager.child_events().unwrap();
-    let spec = SourceSpec::new().dial([agg.addr]).restart(Restart::new(3));
+    // The aggregator first sees this identity's key from a source in this process, so
+    // every child must prove the same key: the one the spec hands it on its stdin.
+    let identity = tsercom::Identity::random();
+    let id = identity.id();
+    agg.tokio.block_on(async {
+        let early = tsercom::Source::<Plant>::builder()
+            .identity(identity.clone())
+            .dial([agg.addr])
+            .start()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        while !agg.agg.connected().contains(&id) {
+            assert!(
+                Instant::now() < deadline,
+                "the early source did not connect"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        early.shutdown(Duration::from_secs(1)).await;
+    });
+    let spec = SourceSpec::new()
+        .identity(identity)
+        .dial([agg.addr])
+        .restart(Restart::new(3));
     let source = manager.register_source::<Plant>("restartable", spec);
     manager.start_out_of_process().unwrap();
-    let id = source.wait(DEADLINE).unwrap().id();
+    assert_eq!(source.wait(DEADLINE).unwrap().id(), id);
     let pid = match next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. })) {
         ChildEvent::Started { pid, .. } => pid,
         _ => unreachable!(),
@@ -282,6 +306,15 @@ fn kill_and_restart() {
     assert_eq!(values(&agg, id), (1..=200).collect::<Vec<_>>());
     manager.check_for_error().unwrap();
     manager.shutdown(Duration::from_secs(5)).unwrap();
+    // The key crossed on the child's stdin: no identity file anywhere.
+    for dir in std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([std::env::temp_dir()])
+    {
+        let file = dir.join(format!("tsercom-child-{id}.identity"));
+        assert!(!file.exists(), "{} was left behind", file.display());
+    }
 }
 
 fn kill9(pid: u32) {

@@ -195,7 +195,7 @@ impl RuntimeManager {
                     remote_name,
                     move || {
                         Source::<R>::builder()
-                            .identity(remote_spec.id)
+                            .identity(remote_spec.id())
                             .buffer(remote_spec.buffer.clone())
                             .backoff(Backoff::new(
                                 Duration::from_millis(5),

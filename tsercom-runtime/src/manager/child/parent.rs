@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
 
 use super::{ChildEvent, Restart, SpecJob, CHILD_ENV, HOOK_HELP, PROTOCOL_VERSION};
 use crate::manager::{ErrorSlot, Managed, ManagerError};
@@ -35,7 +36,8 @@ struct Running {
 /// What the supervisor needs to (re)start a child.
 struct Launch {
     name: String,
-    start: String,
+    /// The start request; it holds the sources' keys, so it is wiped when dropped.
+    start: Zeroizing<String>,
     jobs: usize,
     timeout: Duration,
     events: queue::Sender<ChildEvent>,
@@ -92,7 +94,7 @@ impl Group {
             .map(|i| dir.join(format!("{i}.sock")))
             .collect();
         let specs = &self.jobs;
-        let start = json!({
+        let mut start = json!({
             "op": "start",
             "memory_limit": specs.iter().find_map(|j| j.spec.memory_limit),
             "jobs": specs.iter().zip(&bridges).map(|(j, b)| json!({
@@ -102,9 +104,11 @@ impl Group {
                 "spec": j.spec.to_json(),
             })).collect::<Vec<_>>(),
         });
+        let text = Zeroizing::new(start.to_string());
+        super::spec::wipe_keys(&mut start);
         let launch = Launch {
             name: name.clone(),
-            start: start.to_string(),
+            start: text,
             jobs: specs.len(),
             timeout: specs
                 .iter()

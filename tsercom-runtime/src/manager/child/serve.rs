@@ -59,6 +59,7 @@ impl ChildEntry {
 /// One source to host, as the parent sent it.
 pub(super) struct Job {
     name: String,
+    runtime: String,
     bridge: Endpoint,
     spec: SourceSpec,
 }
@@ -101,7 +102,11 @@ async fn host<R: Runtime>(
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let data = bridge.data().subscribe_with(4096, OverflowPolicy::Block);
     let relay = tokio::spawn(relay_data(data, Arc::clone(&source), map, stop_rx));
-    let events = tokio::spawn(relay_events(source.events(), Arc::clone(&bridge), spec.id));
+    let events = tokio::spawn(relay_events(
+        source.events(),
+        Arc::clone(&bridge),
+        spec.id(),
+    ));
     tracing::info!(name = %job.name, bridge = %job.bridge, "hosting the source");
     Ok(Box::new(HostedSource {
         bridge,
@@ -114,18 +119,8 @@ async fn host<R: Runtime>(
 
 /// A builder with the settings of `spec`.
 pub(super) fn source_builder<R: Runtime>(spec: &SourceSpec) -> crate::roles::SourceBuilder<R> {
-    let identity = match &spec.identity_file {
-        Some(path) => match crate::identity::Identity::persistent(path) {
-            Ok(identity) if identity.id() == spec.id => identity,
-            Ok(_) | Err(_) => {
-                tracing::warn!(path = %path.display(), "identity file unusable: a key of this process");
-                crate::identity::Identity::with_new_key(spec.id)
-            }
-        },
-        None => crate::identity::Identity::with_new_key(spec.id),
-    };
     let mut builder = Source::<R>::builder()
-        .identity(identity)
+        .identity(spec.identity.clone())
         .buffer(spec.buffer.clone());
     if let Some(serve) = &spec.serve {
         builder = builder.serve(serve.as_str());
@@ -298,31 +293,38 @@ fn run(group: &str, entries: &[ChildEntry]) -> Result<(), String> {
         .build()
         .map_err(|e| format!("building the tokio runtime: {e}"))?;
     tokio.block_on(async move {
-        let start = lines
-            .recv()
-            .await
-            .ok_or("the parent closed the pipe before start")?;
-        let start: Value =
+        // The start request holds the sources' keys: its text and its copy in the parsed
+        // request are wiped once the jobs are read.
+        let start = zeroize::Zeroizing::new(
+            lines
+                .recv()
+                .await
+                .ok_or("the parent closed the pipe before start")?,
+        );
+        let mut start: Value =
             serde_json::from_str(&start).map_err(|e| format!("the start line: {e}"))?;
-        if let Some(limit) = start.get("memory_limit").and_then(Value::as_u64) {
-            limit_memory(limit)?;
-        }
-        let mut hosted = Vec::new();
-        for job in start
+        let jobs = start
             .get("jobs")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-        {
-            let job = parse_job(job)?;
+            .map(parse_job)
+            .collect::<Result<Vec<_>, _>>();
+        super::spec::wipe_keys(&mut start);
+        let jobs = jobs?;
+        if let Some(limit) = start.get("memory_limit").and_then(Value::as_u64) {
+            limit_memory(limit)?;
+        }
+        let mut hosted = Vec::new();
+        for job in jobs {
             let name = job.name.clone();
             let entry = entries
                 .iter()
-                .find(|e| Some(e.runtime) == job_runtime(&start, &name).as_deref())
+                .find(|e| e.runtime == job.runtime)
                 .ok_or_else(|| {
                     format!(
                         "runtime `{}` is not listed in this program's `tsercom::child_main!(..)`",
-                        job_runtime(&start, &name).unwrap_or_default()
+                        job.runtime
                     )
                 })?;
             let h = (entry.start)(job)
@@ -364,17 +366,6 @@ fn run(group: &str, entries: &[ChildEntry]) -> Result<(), String> {
     })
 }
 
-fn job_runtime(start: &Value, name: &str) -> Option<String> {
-    start
-        .get("jobs")?
-        .as_array()?
-        .iter()
-        .find(|j| j.get("name").and_then(Value::as_str) == Some(name))?
-        .get("runtime")?
-        .as_str()
-        .map(str::to_owned)
-}
-
 fn parse_job(v: &Value) -> Result<Job, String> {
     let text = |key: &str| {
         v.get(key)
@@ -384,6 +375,7 @@ fn parse_job(v: &Value) -> Result<Job, String> {
     };
     Ok(Job {
         name: text("name")?,
+        runtime: text("runtime")?,
         bridge: text("bridge")?
             .parse()
             .map_err(|e| format!("the bridge address: {e}"))?,
