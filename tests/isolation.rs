@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tsercom::{
-    Aggregator, ChildEntry, ChildEvent, ManagerError, Restart, RuntimeManager, SourceSpec,
+    Aggregator, AggregatorSpec, ChildEntry, ChildEvent, ManagerError, Restart, RuntimeManager,
+    SourceSpec,
 };
 
 #[tsercom::series]
@@ -61,7 +62,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 9] = [
+    let tests: [(&str, fn()); 10] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -76,6 +77,10 @@ fn main() {
         (
             "specs_can_stay_in_process_and_closures_cannot_cross",
             in_process,
+        ),
+        (
+            "an_aggregator_in_a_child_relays_data_and_events",
+            aggregator_in_child,
         ),
     ];
     for (name, test) in tests {
@@ -148,9 +153,13 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Every value the aggregator holds from `id`, sorted (duplicates kept, so a test sees them).
 fn values(agg: &Agg, id: tsercom::CallerId) -> Vec<u64> {
-    let mut reader = agg.agg.data().reader();
+    values_in(&agg.agg, id)
+}
+
+fn values_in(agg: &Aggregator<Plant>, id: tsercom::CallerId) -> Vec<u64> {
+    let mut reader = agg.data().reader();
     let mut out = Vec::new();
-    if let Ok(new) = agg.agg.data().get_new_data(&mut reader) {
+    if let Ok(new) = agg.data().get_new_data(&mut reader) {
         for (caller, item) in new.items.iter().chain(&new.late) {
             if *caller == id {
                 out.push(item.value.n);
@@ -467,3 +476,67 @@ fn in_process() {
 
 struct Idle;
 impl tsercom::Managed for Idle {}
+
+fn aggregator_in_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(None),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    // A real source (in this process) dials the aggregator the child hosts.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = tokio
+        .block_on(
+            tsercom::Source::<Plant>::builder()
+                .dial([address.as_str()])
+                .start(),
+        )
+        .unwrap();
+    let id = source.id();
+    let mut source_events = source.events().unwrap();
+    tokio.block_on(async {
+        for n in 1..=100 {
+            source.send(Sample { n }).await.unwrap();
+        }
+    });
+    // Its data reaches the application's handle, keyed by the source's own id.
+    wait_until("the samples in the application", || {
+        values_in(&agg, id).len() == 100
+    });
+    assert_eq!(values_in(&agg, id), (1..=100).collect::<Vec<_>>());
+    assert!(agg.connected().contains(&id));
+    // An event sent from the handle reaches the real source through the child.
+    agg.send(id, Ping { id: 3 }).unwrap();
+    let event = tokio
+        .block_on(async { tokio::time::timeout(DEADLINE, source_events.recv()).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.value, Ping { id: 3 });
+    // kill -9 of the aggregator's child is the manager's error, naming it.
+    kill9(pid);
+    match wait_for_error(&manager) {
+        ManagerError::ChildExited { name, status } => {
+            assert_eq!(name, "collector");
+            assert!(status.contains("signal 9"), "{status}");
+        }
+        other => panic!("expected a dead child, got {other}"),
+    }
+    let _ = manager.shutdown(Duration::from_secs(2));
+    tokio.block_on(source.shutdown(Duration::from_millis(100)));
+}

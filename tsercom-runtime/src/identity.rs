@@ -52,6 +52,10 @@ pub const SIGNATURE_LEN: usize = 64;
 
 /// Domain separation of the signed transcript.
 const CONTEXT: &[u8] = b"tsercom identity proof v1\0";
+/// An Ed25519 PKCS#8 v1 document is this, then the 32-byte seed (RFC 8410).
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
 /// Marks the key line of an identity file.
 const KEY_PREFIX: &str = "ed25519-pkcs8:";
 
@@ -175,12 +179,35 @@ impl Identity {
 
     /// `id` with the key `pkcs8` (as [`export_pkcs8`](Self::export_pkcs8) gave it).
     pub fn from_pkcs8(id: CallerId, pkcs8: &[u8]) -> Result<Identity, KeyError> {
-        let key = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| KeyError)?;
+        // A v2 document (with its public key) is checked; a v1 one (a derived key) has
+        // only the seed.
+        let key = if pkcs8.len() == PKCS8_V1_PREFIX.len() + 32 {
+            Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+        } else {
+            Ed25519KeyPair::from_pkcs8(pkcs8)
+        };
+        let key = key.map_err(|_| KeyError)?;
         Ok(Identity::from_parts(
             id,
             key,
             Zeroizing::new(pkcs8.to_vec()),
         ))
+    }
+
+    /// `id` with a key derived from this identity's key and `id` (HMAC-SHA256 of the
+    /// id under the key, as the Ed25519 seed): whoever holds this identity makes the same
+    /// key for `id` every time. A child process relaying an aggregator's sources proves
+    /// each of them to the application with one, across its restarts.
+    pub(crate) fn derive(&self, id: CallerId) -> Identity {
+        let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.pkcs8);
+        let tag = ring::hmac::sign(&mac, id.as_uuid().as_bytes());
+        let mut pkcs8 = Zeroizing::new(PKCS8_V1_PREFIX.to_vec());
+        pkcs8.extend_from_slice(tag.as_ref());
+        match Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8) {
+            Ok(key) => Identity::from_parts(id, key, pkcs8),
+            // Every 32-byte seed is a key; this arm is never taken.
+            Err(_) => Identity::with_new_key(id),
+        }
     }
 
     /// The identity stored at `path`, created there on first use (mode 0600): line one
@@ -567,6 +594,19 @@ mod tests {
         let stored = Identity::persistent(dir.path().join("id")).unwrap();
         let copy = Identity::from_pkcs8(stored.id(), &stored.export_pkcs8()).unwrap();
         assert_eq!(copy.public_key(), stored.public_key());
+        // A derived key is the same for the same id and holder, another for another id,
+        // and survives export.
+        let other = CallerId::random();
+        let derived = me.derive(other);
+        assert_eq!(derived.id(), other);
+        assert_eq!(derived.public_key(), me.derive(other).public_key());
+        assert_ne!(
+            derived.public_key(),
+            me.derive(CallerId::random()).public_key()
+        );
+        assert_ne!(derived.public_key(), stored.derive(other).public_key());
+        let again = Identity::from_pkcs8(other, &derived.export_pkcs8()).unwrap();
+        assert_eq!(again.public_key(), derived.public_key());
         // Not a key: an error, never a panic.
         for bad in [&b""[..], b"garbage", &me.export_pkcs8()[..10]] {
             assert_eq!(Identity::from_pkcs8(me.id(), bad).unwrap_err(), KeyError);

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 pub mod child;
 
-pub use child::{child_main, ChildEntry, ChildEvent, Restart, SourceSpec};
+pub use child::{child_main, AggregatorSpec, ChildEntry, ChildEvent, Restart, SourceSpec};
 
 use crate::engine::Runtime;
 use crate::roles::{Aggregator, Source};

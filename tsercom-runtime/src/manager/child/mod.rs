@@ -43,6 +43,7 @@
 //!
 //! The facade's `tsercom::child_main!` documents a complete program.
 
+mod aggregator;
 mod log;
 mod parent;
 mod serve;
@@ -53,6 +54,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use aggregator::AggregatorSpec;
 pub use serve::{child_main, ChildEntry};
 pub use spec::{Restart, SourceSpec};
 
@@ -137,14 +139,21 @@ impl Children {
     }
 }
 
-/// A source registered by spec, not started yet.
+/// A runtime registered by spec, not started yet.
 pub(super) struct SpecJob {
     name: String,
     runtime: &'static str,
-    spec: SourceSpec,
+    /// `"source"` or `"aggregator"`: what the child hosts.
+    kind: &'static str,
+    settings: spec::ChildSettings,
+    /// The spec's first bad setting.
+    check: Result<(), String>,
+    /// The spec as the child reads it (made when the child is started; it holds the key).
+    json: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
     /// Its start in process.
     local: Box<dyn FnOnce() -> StartFn + Send>,
-    /// Its start as the application's side of a child: a source dialing the bridge.
+    /// Its start as the application's side of a child: a source dialing the bridge, or an
+    /// aggregator listening on it.
     remote: Box<dyn FnOnce(Endpoint) -> StartFn + Send>,
     /// Publishes a failure to start to its handles.
     fail: Box<dyn Fn(ManagerError) + Send + Sync>,
@@ -173,10 +182,14 @@ impl RuntimeManager {
             (Arc::clone(&tx), Arc::clone(&tokio), name.to_owned());
         let remote_name = name.to_owned();
         let fail_tx = Arc::clone(&tx);
+        let json_spec = spec.clone();
         self.specs.push(SpecJob {
             name: name.to_owned(),
             runtime: R::NAME,
-            spec,
+            kind: "source",
+            settings: spec.settings(),
+            check: spec.check(),
+            json: Box::new(move || json_spec.to_json()),
             local: Box::new(move || {
                 start_fn(
                     local_name,
@@ -235,11 +248,11 @@ pub(super) fn plan(
     let mut local = Vec::new();
     let mut groups: Vec<parent::Group> = Vec::new();
     for job in specs {
-        if !job.spec.isolation.unwrap_or(isolate) {
+        if !job.settings.isolation.unwrap_or(isolate) {
             local.push((job.name.clone(), (job.local)()));
             continue;
         }
-        let key = job.spec.group.clone();
+        let key = job.settings.group.clone();
         match groups
             .iter_mut()
             .find(|g| key.is_some() && g.key.as_ref() == key.as_ref())

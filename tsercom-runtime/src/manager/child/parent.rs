@@ -20,7 +20,7 @@ use crate::manager::{ErrorSlot, Managed, ManagerError};
 use crate::queue;
 use crate::transport::Endpoint;
 
-/// Sources that share one child process.
+/// Runtimes that share one child process.
 pub(in crate::manager) struct Group {
     pub(super) key: Option<String>,
     pub(super) jobs: Vec<SpecJob>,
@@ -71,7 +71,7 @@ impl Group {
         if let Some((job, e)) = self
             .jobs
             .iter()
-            .find_map(|j| j.spec.check().err().map(|e| (j, e)))
+            .find_map(|j| j.check.clone().err().map(|e| (j, e)))
         {
             let e = ManagerError::Failed {
                 name: job.name.clone(),
@@ -96,12 +96,13 @@ impl Group {
         let specs = &self.jobs;
         let mut start = json!({
             "op": "start",
-            "memory_limit": specs.iter().find_map(|j| j.spec.memory_limit),
+            "memory_limit": specs.iter().find_map(|j| j.settings.memory_limit),
             "jobs": specs.iter().zip(&bridges).map(|(j, b)| json!({
                 "name": j.name,
                 "runtime": j.runtime,
+                "kind": j.kind,
                 "bridge": Endpoint::Unix(b.clone()).to_string(),
-                "spec": j.spec.to_json(),
+                "spec": (j.json)(),
             })).collect::<Vec<_>>(),
         });
         let text = Zeroizing::new(start.to_string());
@@ -112,12 +113,12 @@ impl Group {
             jobs: specs.len(),
             timeout: specs
                 .iter()
-                .map(|j| j.spec.start_timeout)
+                .map(|j| j.settings.start_timeout)
                 .max()
                 .unwrap_or_default(),
             events,
         };
-        let restart = specs.iter().find_map(|j| j.spec.restart);
+        let restart = specs.iter().find_map(|j| j.settings.restart);
         let running = match launch.spawn().await {
             Ok(r) => r,
             Err(e) => {
@@ -400,8 +401,9 @@ struct ChildGroup {
 impl Managed for ChildGroup {
     fn stop(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            // The application's sources flush to the bridge first, then the child stops.
-            for parent in &self.parents {
+            // The application's sources flush to the bridge first, then the child stops
+            // (flushing what it holds, to the application's aggregators too), then they do.
+            for parent in self.parents.iter().filter(|p| p.stop_order() == 0) {
                 parent.stop(grace).await;
             }
             let (done, done_rx) = oneshot::channel();
@@ -415,6 +417,9 @@ impl Managed for ChildGroup {
                 .take();
             if let Some(s) = supervisor {
                 let _ = s.await;
+            }
+            for parent in self.parents.iter().filter(|p| p.stop_order() != 0) {
+                parent.stop(grace).await;
             }
         })
     }

@@ -18,7 +18,7 @@ use crate::roles::{Aggregator, Source};
 use crate::task::{join_error_message, Fault};
 use crate::transport::Endpoint;
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a child starts for one registered source: the bridge, the source, the relays.
 type StartHosted = dyn Fn(Job) -> BoxFuture<'static, Result<Box<dyn Hosted>, String>> + Send + Sync;
@@ -51,21 +51,32 @@ impl ChildEntry {
     pub fn with_map<R: Runtime>(map: fn(R::Data) -> Option<R::Data>) -> ChildEntry {
         ChildEntry {
             runtime: R::NAME,
-            start: Arc::new(move |job| Box::pin(host::<R>(job, map))),
+            start: Arc::new(move |job| match job.spec {
+                JobSpec::Source(spec) => Box::pin(host::<R>(job.name, job.bridge, spec, map)),
+                JobSpec::Aggregator(spec) => Box::pin(super::aggregator::host::<R>(
+                    job.name, job.bridge, spec, map,
+                )),
+            }),
         }
     }
 }
 
-/// One source to host, as the parent sent it.
+/// One runtime to host, as the parent sent it.
 pub(super) struct Job {
     name: String,
     runtime: String,
     bridge: Endpoint,
-    spec: SourceSpec,
+    spec: JobSpec,
 }
 
-/// A source hosted in the child.
-trait Hosted: Send + Sync {
+/// What a job hosts.
+pub(super) enum JobSpec {
+    Source(SourceSpec),
+    Aggregator(super::aggregator::AggregatorSpec),
+}
+
+/// A runtime hosted in the child.
+pub(super) trait Hosted: Send + Sync {
     /// Forwards what it holds, then stops within `grace`; whether everything was delivered.
     fn stop(&self, grace: Duration) -> BoxFuture<'_, bool>;
     /// The first fault of the source, the bridge or the relays.
@@ -81,23 +92,25 @@ struct HostedSource<R: Runtime> {
 }
 
 async fn host<R: Runtime>(
-    job: Job,
+    name: String,
+    bridge: Endpoint,
+    spec: SourceSpec,
     map: fn(R::Data) -> Option<R::Data>,
 ) -> Result<Box<dyn Hosted>, String> {
-    if let Endpoint::Unix(path) = &job.bridge {
+    if let Endpoint::Unix(path) = &bridge {
         // A previous child of this source left its socket behind.
         let _ = std::fs::remove_file(path);
     }
+    let endpoint = bridge;
     let bridge = Arc::new(
         Aggregator::<R>::builder()
-            .listen(job.bridge.clone())
+            .listen(endpoint.clone())
             .retention(Some(Duration::from_secs(1)))
             .start()
             .await
-            .map_err(|e| format!("the bridge on {}: {e}", job.bridge))?,
+            .map_err(|e| format!("the bridge on {endpoint}: {e}"))?,
     );
-    let spec = &job.spec;
-    let builder = source_builder::<R>(spec);
+    let builder = source_builder::<R>(&spec);
     let source = Arc::new(builder.start().await.map_err(|e| e.to_string())?);
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let data = bridge.data().subscribe_with(4096, OverflowPolicy::Block);
@@ -107,7 +120,7 @@ async fn host<R: Runtime>(
         Arc::clone(&bridge),
         spec.id(),
     ));
-    tracing::info!(name = %job.name, bridge = %job.bridge, "hosting the source");
+    tracing::info!(%name, bridge = %endpoint, "hosting the source");
     Ok(Box::new(HostedSource {
         bridge,
         source,
@@ -367,6 +380,7 @@ fn run(group: &str, entries: &[ChildEntry]) -> Result<(), String> {
 }
 
 fn parse_job(v: &Value) -> Result<Job, String> {
+    let spec = v.get("spec").unwrap_or(&Value::Null);
     let text = |key: &str| {
         v.get(key)
             .and_then(Value::as_str)
@@ -379,7 +393,13 @@ fn parse_job(v: &Value) -> Result<Job, String> {
         bridge: text("bridge")?
             .parse()
             .map_err(|e| format!("the bridge address: {e}"))?,
-        spec: SourceSpec::from_json(v.get("spec").unwrap_or(&Value::Null))?,
+        spec: match v.get("kind").and_then(Value::as_str).unwrap_or("source") {
+            "source" => JobSpec::Source(SourceSpec::from_json(spec)?),
+            "aggregator" => {
+                JobSpec::Aggregator(super::aggregator::AggregatorSpec::from_json(spec)?)
+            }
+            other => return Err(format!("a job of unknown kind `{other}`")),
+        },
     })
 }
 

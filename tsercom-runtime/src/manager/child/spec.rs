@@ -42,6 +42,28 @@ impl Restart {
     }
 }
 
+/// How the manager runs the child of a spec (the same for every kind of spec).
+#[derive(Debug, Clone)]
+pub(super) struct ChildSettings {
+    pub(super) restart: Option<Restart>,
+    pub(super) memory_limit: Option<u64>,
+    pub(super) group: Option<String>,
+    pub(super) isolation: Option<bool>,
+    pub(super) start_timeout: Duration,
+}
+
+impl Default for ChildSettings {
+    fn default() -> Self {
+        ChildSettings {
+            restart: None,
+            memory_limit: None,
+            group: None,
+            isolation: None,
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The settings of a [`Source`](crate::roles::Source) as data, for
 /// [`RuntimeManager::register_source`](crate::manager::RuntimeManager::register_source).
 ///
@@ -181,6 +203,17 @@ impl SourceSpec {
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
         self
+    }
+
+    /// How the manager runs its child.
+    pub(super) fn settings(&self) -> ChildSettings {
+        ChildSettings {
+            restart: self.restart,
+            memory_limit: self.memory_limit,
+            group: self.group.clone(),
+            isolation: self.isolation,
+            start_timeout: self.start_timeout,
+        }
     }
 
     /// The first bad setting, if any.
