@@ -49,8 +49,8 @@ pub use tsercom_runtime::engine::{
 #[cfg(feature = "hop-trace")]
 pub use tsercom_runtime::hops;
 pub use tsercom_runtime::manager::{
-    child, child_main, AggregatorSpec, ChildEntry, ChildEvent, Managed, ManagerError, Restart,
-    RuntimeHandle, RuntimeManager, SourceSpec,
+    child, child_main, AggregatorSpec, ChildEntry, ChildEvent, ClientTlsSpec, Managed,
+    ManagerError, Restart, RuntimeHandle, RuntimeManager, ServerTlsSpec, SourceSpec,
 };
 
 /// The child hook for process isolation ([`child`]): the first line of `main`, listing

@@ -4,6 +4,9 @@
 
 #![allow(missing_docs)]
 
+#[path = "../tsercom-runtime/tests/common/certs.rs"]
+mod certs;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,7 +65,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 10] = [
+    let tests: [(&str, fn()); 11] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -82,6 +85,7 @@ fn main() {
             "an_aggregator_in_a_child_relays_data_and_events",
             aggregator_in_child,
         ),
+        ("tls_settings_cross_into_the_child", tls_in_child),
     ];
     for (name, test) in tests {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -539,4 +543,56 @@ fn aggregator_in_child() {
     }
     let _ = manager.shutdown(Duration::from_secs(2));
     tokio.block_on(source.shutdown(Duration::from_millis(100)));
+}
+
+fn tls_in_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::Ca::new(dir.path(), "ca");
+    let server = ca.leaf(dir.path(), "server", &["127.0.0.1"]);
+    // A TLS aggregator in this process; a source in a child dials it, the CA read from
+    // its file by the child.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agg = tokio
+        .block_on(
+            Aggregator::<Plant>::builder()
+                .listen("127.0.0.1:0")
+                .tls_server(tsercom::tls::ServerTls::from_pem(&server.cert, &server.key).unwrap())
+                .retention(None)
+                .start(),
+        )
+        .unwrap();
+    let addr = agg.local_addr().unwrap();
+    let mut manager = RuntimeManager::new();
+    let source = manager.register_source::<Plant>(
+        "secure",
+        SourceSpec::new()
+            .dial([addr])
+            .tls_client(tsercom::ClientTlsSpec::from_ca_file(&ca.file)),
+    );
+    // A spec whose CA file does not exist fails its start, naming the file.
+    let missing = dir.path().join("missing.pem");
+    let broken = manager.register_source::<Plant>(
+        "broken",
+        SourceSpec::new()
+            .dial([addr])
+            .tls_client(tsercom::ClientTlsSpec::from_ca_file(&missing)),
+    );
+    manager.start_out_of_process().unwrap();
+    let id = source.wait(DEADLINE).unwrap().id();
+    send(&source, 1..=20);
+    wait_until("the samples over TLS", || values_in(&agg, id).len() == 20);
+    assert_eq!(values_in(&agg, id), (1..=20).collect::<Vec<_>>());
+    match broken.wait(DEADLINE) {
+        Err(ManagerError::Failed { name, message }) => {
+            assert_eq!(name, "broken");
+            assert!(message.contains("missing.pem"), "{message}");
+        }
+        other => panic!("expected a failed start, got {other:?}"),
+    }
+    let _ = manager.shutdown(Duration::from_secs(5));
+    tokio.block_on(agg.shutdown(Duration::from_millis(100)));
 }

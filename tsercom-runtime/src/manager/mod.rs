@@ -28,7 +28,10 @@ use tokio::sync::watch;
 
 pub mod child;
 
-pub use child::{child_main, AggregatorSpec, ChildEntry, ChildEvent, Restart, SourceSpec};
+pub use child::{
+    child_main, AggregatorSpec, ChildEntry, ChildEvent, ClientTlsSpec, Restart, ServerTlsSpec,
+    SourceSpec,
+};
 
 use crate::engine::Runtime;
 use crate::roles::{Aggregator, Source};

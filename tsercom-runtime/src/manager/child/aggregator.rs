@@ -20,7 +20,8 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::serve::{BoxFuture, Hosted};
-use super::spec::{ChildSettings, Restart};
+use super::spec::{check_tls, tls_from_json, ChildSettings, Restart};
+use super::tls::{ClientTlsSpec, ServerTlsSpec};
 use super::{start_fn, RuntimeHandle, RuntimeManager, SpecJob};
 use crate::backoff::Backoff;
 use crate::discovery::{Discovery, InterfacePolicy, MdnsConfig};
@@ -48,6 +49,8 @@ pub struct AggregatorSpec {
     retention: Option<Duration>,
     child: ChildSettings,
     invalid: Option<String>,
+    tls_server: Option<ServerTlsSpec>,
+    tls_client: Option<ClientTlsSpec>,
 }
 
 impl Default for AggregatorSpec {
@@ -67,6 +70,8 @@ impl AggregatorSpec {
             retention: Some(Duration::from_secs(600)),
             child: ChildSettings::default(),
             invalid: None,
+            tls_server: None,
+            tls_client: None,
         }
     }
 
@@ -121,6 +126,20 @@ impl AggregatorSpec {
         self
     }
 
+    /// Accepts sources over TLS (see
+    /// [`AggregatorBuilder::tls_server`](crate::roles::AggregatorBuilder::tls_server)).
+    pub fn tls_server(mut self, tls: ServerTlsSpec) -> Self {
+        self.tls_server = Some(tls);
+        self
+    }
+
+    /// Dials sources over TLS (see
+    /// [`AggregatorBuilder::tls_client`](crate::roles::AggregatorBuilder::tls_client)).
+    pub fn tls_client(mut self, tls: ClientTlsSpec) -> Self {
+        self.tls_client = Some(tls);
+        self
+    }
+
     /// Restarts the child when it dies (default: never; the death is the manager's
     /// error). The new child has the same identity; its sources' streams resume.
     pub fn restart(mut self, restart: Restart) -> Self {
@@ -156,12 +175,12 @@ impl AggregatorSpec {
     fn check(&self) -> Result<(), String> {
         match &self.invalid {
             Some(e) => Err(e.clone()),
-            None => Ok(()),
+            None => check_tls(self.tls_server.as_ref(), self.tls_client.as_ref()),
         }
     }
 
     /// A builder with the settings of this spec (the real aggregator).
-    fn builder<R: Runtime>(&self) -> crate::roles::AggregatorBuilder<R> {
+    fn builder<R: Runtime>(&self) -> Result<crate::roles::AggregatorBuilder<R>, String> {
         let mut builder = Aggregator::<R>::builder()
             .identity(self.identity.clone())
             .retention(self.retention);
@@ -177,7 +196,13 @@ impl AggregatorSpec {
                 ..MdnsConfig::default()
             }));
         }
-        builder
+        if let Some(tls) = &self.tls_server {
+            builder = builder.tls_server(tls.build()?);
+        }
+        if let Some(tls) = &self.tls_client {
+            builder = builder.tls_client(tls.build()?);
+        }
+        Ok(builder)
     }
 
     fn to_json(&self) -> Value {
@@ -188,6 +213,8 @@ impl AggregatorSpec {
             "sources": self.sources,
             "discover": self.discover.as_ref().map(|p| *p == InterfacePolicy::LoopbackOnly),
             "retention_ms": self.retention.map(|r| r.as_millis() as u64),
+            "tls_server": self.tls_server.as_ref().map(ServerTlsSpec::to_json),
+            "tls_client": self.tls_client.as_ref().map(ClientTlsSpec::to_json),
         })
     }
 
@@ -225,6 +252,7 @@ impl AggregatorSpec {
                 InterfacePolicy::AllNonLoopback
             });
         }
+        (spec.tls_server, spec.tls_client) = tls_from_json(v)?;
         spec.check()?;
         Ok(spec)
     }
@@ -266,7 +294,11 @@ impl RuntimeManager {
                     local_name,
                     move || async move {
                         local_spec.check().map_err(RuntimeError::Config)?;
-                        local_spec.builder::<R>().start().await
+                        local_spec
+                            .builder::<R>()
+                            .map_err(RuntimeError::Config)?
+                            .start()
+                            .await
                     },
                     local_tx,
                     local_tokio,
@@ -360,7 +392,7 @@ pub(super) async fn host<R: Runtime>(
     map: fn(R::Data) -> Option<R::Data>,
 ) -> Result<Box<dyn Hosted>, String> {
     let agg = Arc::new(
-        spec.builder::<R>()
+        spec.builder::<R>()?
             .start()
             .await
             .map_err(|e| e.to_string())?,

@@ -48,6 +48,7 @@ mod log;
 mod parent;
 mod serve;
 mod spec;
+mod tls;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -57,6 +58,7 @@ use tokio::sync::watch;
 pub use aggregator::AggregatorSpec;
 pub use serve::{child_main, ChildEntry};
 pub use spec::{Restart, SourceSpec};
+pub use tls::{ClientTlsSpec, ServerTlsSpec};
 
 use super::{start_fn, ManagerError, RuntimeHandle, RuntimeManager, StartFn};
 use crate::backoff::Backoff;
@@ -197,7 +199,10 @@ impl RuntimeManager {
                         local_spec
                             .check()
                             .map_err(crate::engine::RuntimeError::Config)?;
-                        serve::source_builder::<R>(&local_spec).start().await
+                        serve::source_builder::<R>(&local_spec)
+                            .map_err(crate::engine::RuntimeError::Config)?
+                            .start()
+                            .await
                     },
                     local_tx,
                     local_tokio,

@@ -110,7 +110,7 @@ async fn host<R: Runtime>(
             .await
             .map_err(|e| format!("the bridge on {endpoint}: {e}"))?,
     );
-    let builder = source_builder::<R>(&spec);
+    let builder = source_builder::<R>(&spec)?;
     let source = Arc::new(builder.start().await.map_err(|e| e.to_string())?);
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let data = bridge.data().subscribe_with(4096, OverflowPolicy::Block);
@@ -131,7 +131,9 @@ async fn host<R: Runtime>(
 }
 
 /// A builder with the settings of `spec`.
-pub(super) fn source_builder<R: Runtime>(spec: &SourceSpec) -> crate::roles::SourceBuilder<R> {
+pub(super) fn source_builder<R: Runtime>(
+    spec: &SourceSpec,
+) -> Result<crate::roles::SourceBuilder<R>, String> {
     let mut builder = Source::<R>::builder()
         .identity(spec.identity.clone())
         .buffer(spec.buffer.clone());
@@ -147,7 +149,13 @@ pub(super) fn source_builder<R: Runtime>(spec: &SourceSpec) -> crate::roles::Sou
     if let Some(name) = &spec.name {
         builder = builder.name(name.clone());
     }
-    builder
+    if let Some(tls) = &spec.tls_server {
+        builder = builder.tls_server(tls.build()?);
+    }
+    if let Some(tls) = &spec.tls_client {
+        builder = builder.tls_client(tls.build()?);
+    }
+    Ok(builder)
 }
 
 /// Forwards the application's samples (arriving at the bridge) to the real source; on

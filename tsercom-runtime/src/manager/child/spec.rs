@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use crate::discovery::{Discovery, InterfacePolicy, MdnsConfig};
 use zeroize::Zeroizing;
 
+use super::tls::{ClientTlsSpec, ServerTlsSpec};
 use crate::engine::BufferLimits;
 use crate::identity::{hex, unhex, Identity};
 use crate::ids::CallerId;
@@ -85,6 +86,8 @@ pub struct SourceSpec {
     pub(super) isolation: Option<bool>,
     pub(super) start_timeout: Duration,
     pub(super) invalid: Option<String>,
+    pub(super) tls_server: Option<ServerTlsSpec>,
+    pub(super) tls_client: Option<ClientTlsSpec>,
 }
 
 impl Default for SourceSpec {
@@ -110,6 +113,8 @@ impl SourceSpec {
             isolation: None,
             start_timeout: Duration::from_secs(10),
             invalid: None,
+            tls_server: None,
+            tls_client: None,
         }
     }
 
@@ -205,6 +210,20 @@ impl SourceSpec {
         self
     }
 
+    /// Serves the hosted stream over TLS (see
+    /// [`SourceBuilder::tls_server`](crate::roles::SourceBuilder::tls_server)).
+    pub fn tls_server(mut self, tls: ServerTlsSpec) -> Self {
+        self.tls_server = Some(tls);
+        self
+    }
+
+    /// Dials aggregators over TLS (see
+    /// [`SourceBuilder::tls_client`](crate::roles::SourceBuilder::tls_client)).
+    pub fn tls_client(mut self, tls: ClientTlsSpec) -> Self {
+        self.tls_client = Some(tls);
+        self
+    }
+
     /// How the manager runs its child.
     pub(super) fn settings(&self) -> ChildSettings {
         ChildSettings {
@@ -221,7 +240,7 @@ impl SourceSpec {
         if let Some(e) = &self.invalid {
             return Err(e.clone());
         }
-        Ok(())
+        check_tls(self.tls_server.as_ref(), self.tls_client.as_ref())
     }
 
     /// What the child builds the source from.
@@ -236,6 +255,8 @@ impl SourceSpec {
             "buffer": [self.buffer.max_bytes, self.buffer.max_age.as_millis() as u64,
                        self.buffer.max_samples],
             "memory_limit": self.memory_limit,
+            "tls_server": self.tls_server.as_ref().map(ServerTlsSpec::to_json),
+            "tls_client": self.tls_client.as_ref().map(ClientTlsSpec::to_json),
         })
     }
 
@@ -281,6 +302,7 @@ impl SourceSpec {
             };
         }
         spec.memory_limit = v.get("memory_limit").and_then(Value::as_u64);
+        (spec.tls_server, spec.tls_client) = tls_from_json(v)?;
         spec.check()?;
         Ok(spec)
     }
@@ -301,13 +323,45 @@ impl SourceSpec {
     }
 }
 
+/// Builds the TLS settings once, so a bad one fails the start (in the parent).
+pub(super) fn check_tls(
+    server: Option<&ServerTlsSpec>,
+    client: Option<&ClientTlsSpec>,
+) -> Result<(), String> {
+    if let Some(tls) = server {
+        tls.build().map_err(|e| format!("server TLS: {e}"))?;
+    }
+    if let Some(tls) = client {
+        tls.build().map_err(|e| format!("client TLS: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The TLS settings of a spec sent to the child.
+pub(super) fn tls_from_json(
+    v: &Value,
+) -> Result<(Option<ServerTlsSpec>, Option<ClientTlsSpec>), String> {
+    let server = match v.get("tls_server") {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(ServerTlsSpec::from_json(t)?),
+    };
+    let client = match v.get("tls_client") {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(ClientTlsSpec::from_json(t)?),
+    };
+    Ok((server, client))
+}
+
 /// Wipes the keys in a start request (`jobs[].spec.key`) once it was sent or read.
 pub(super) fn wipe_keys(start: &mut Value) {
     use zeroize::Zeroize;
     let jobs = start.get_mut("jobs").and_then(Value::as_array_mut);
     for job in jobs.into_iter().flatten() {
-        if let Some(Value::String(key)) = job.get_mut("spec").and_then(|s| s.get_mut("key")) {
-            key.zeroize();
+        if let Some(spec) = job.get_mut("spec") {
+            if let Some(Value::String(key)) = spec.get_mut("key") {
+                key.zeroize();
+            }
+            super::tls::wipe(spec);
         }
     }
 }
