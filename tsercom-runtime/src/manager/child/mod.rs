@@ -35,11 +35,26 @@
 //! forwards what it holds, flushes its source to its aggregators and exits; it is killed
 //! only if it has not exited within the grace.
 //!
-//! Limits: samples the child acknowledged but had not yet delivered to an aggregator are
-//! lost if it dies (they were in its memory); events reach the handle stamped when the
-//! child forwarded them and `from` the bridge's identity; settings that are objects (a custom clock,
-//! an in-memory registry, TLS) cannot cross and have no place in a [`SourceSpec`];
-//! aggregators run in process.
+//! The source's identity crosses with it: the child gets the key on its stdin
+//! ([`Identity::export_pkcs8`](crate::identity::Identity::export_pkcs8), wiped after use)
+//! and every child of the spec, a restarted one too, proves the same id. TLS settings
+//! cross as PEM text or file paths ([`ServerTlsSpec`], [`ClientTlsSpec`]).
+//!
+//! # Aggregators
+//!
+//! [`RuntimeManager::register_aggregator`] with an [`AggregatorSpec`] runs an aggregator
+//! in a child the same way, the other way round: the application's handle is an
+//! [`Aggregator`](crate::roles::Aggregator) listening on the bridge, and for each source
+//! the child's aggregator hears from, the child runs a relay source with that source's
+//! id dialing it (see `aggregator.rs`). The handle's data, readers, caller and
+//! connection events are keyed by the real sources' ids; events it sends reach the real
+//! sources through the child. Its clocks and stats describe the relays' links.
+//!
+//! Limits: samples the child acknowledged but had not yet delivered are lost if it dies
+//! (they were in its memory); events reach a source's handle stamped when the child
+//! forwarded them and `from` the bridge's identity; settings that are objects (a custom
+//! clock, an in-memory registry) cannot cross; a source stays connected in an
+//! aggregator's handle while the child runs, even after it left the child's aggregator.
 //!
 //! The facade's `tsercom::child_main!` documents a complete program.
 
