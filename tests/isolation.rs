@@ -65,7 +65,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 11] = [
+    let tests: [(&str, fn()); 12] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -86,6 +86,10 @@ fn main() {
             aggregator_in_child,
         ),
         ("tls_settings_cross_into_the_child", tls_in_child),
+        (
+            "a_restarted_aggregator_child_resumes_its_sources",
+            aggregator_restart,
+        ),
     ];
     for (name, test) in tests {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -595,4 +599,64 @@ fn tls_in_child() {
     }
     let _ = manager.shutdown(Duration::from_secs(5));
     tokio.block_on(agg.shutdown(Duration::from_millis(100)));
+}
+
+fn aggregator_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(None)
+            .restart(Restart::new(3)),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = tokio
+        .block_on(
+            tsercom::Source::<Plant>::builder()
+                .dial([address.as_str()])
+                .backoff(tsercom::Backoff::new(
+                    Duration::from_millis(5),
+                    Duration::from_millis(50),
+                ))
+                .start(),
+        )
+        .unwrap();
+    let id = source.id();
+    let send_range = |range: std::ops::RangeInclusive<u64>| {
+        tokio.block_on(async {
+            for n in range {
+                source.send(Sample { n }).await.unwrap();
+            }
+        })
+    };
+    send_range(1..=50);
+    wait_until("the first samples", || values_in(&agg, id).len() == 50);
+    kill9(pid);
+    next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
+    next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }));
+    // The source redials the new child; its relay proves the same (derived) key to the
+    // application's aggregator, which accepts it and keeps one series for the source.
+    send_range(51..=100);
+    wait_until("the samples after the restart", || {
+        values_in(&agg, id).len() >= 100
+    });
+    assert_eq!(values_in(&agg, id), (1..=100).collect::<Vec<_>>());
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+    tokio.block_on(source.shutdown(Duration::from_millis(100)));
 }

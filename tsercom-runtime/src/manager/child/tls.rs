@@ -257,3 +257,31 @@ pub(super) fn wipe(spec: &mut Value) {
         key.zeroize();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_cross_as_json_and_keys_are_wiped() {
+        let server = ServerTlsSpec::from_pem("CERT", "KEY").client_ca_file("/etc/ca.pem");
+        let client = ClientTlsSpec::from_ca_file("/etc/ca.pem")
+            .identity_pem("CCERT", "CKEY")
+            .server_name("a.test");
+        let mut spec = json!({"tls_server": server.to_json(), "tls_client": client.to_json()});
+        let back = ServerTlsSpec::from_json(&spec["tls_server"]).unwrap();
+        assert_eq!(back.to_json(), server.to_json());
+        let back = ClientTlsSpec::from_json(&spec["tls_client"]).unwrap();
+        assert_eq!(back.to_json(), client.to_json());
+        wipe(&mut spec);
+        assert_eq!(spec["tls_server"]["key"]["pem"], "");
+        assert_eq!(spec["tls_client"]["identity"][1]["pem"], "");
+        assert_eq!(spec["tls_server"]["cert"]["pem"], "CERT");
+        // Not PEM: the build says so, naming what failed.
+        assert!(ServerTlsSpec::from_pem("CERT", "KEY").build().is_err());
+        let missing = ClientTlsSpec::from_ca_file("/nonexistent/ca.pem").build();
+        assert!(missing.unwrap_err().contains("/nonexistent/ca.pem"));
+        assert!(format!("{server:?}").contains("<text>"));
+        assert!(!format!("{server:?}").contains("KEY"));
+    }
+}
