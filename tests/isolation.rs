@@ -65,7 +65,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 12] = [
+    let tests: [(&str, fn()); 13] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -89,6 +89,10 @@ fn main() {
         (
             "a_restarted_aggregator_child_resumes_its_sources",
             aggregator_restart,
+        ),
+        (
+            "a_source_that_left_the_childs_aggregator_leaves_the_handle",
+            aggregator_source_leaves,
         ),
     ];
     for (name, test) in tests {
@@ -659,4 +663,40 @@ fn aggregator_restart() {
     manager.check_for_error().unwrap();
     manager.shutdown(Duration::from_secs(5)).unwrap();
     tokio.block_on(source.shutdown(Duration::from_millis(100)));
+}
+
+fn aggregator_source_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(Some(Duration::from_millis(300))),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = tokio
+        .block_on(
+            tsercom::Source::<Plant>::builder()
+                .dial([address.as_str()])
+                .start(),
+        )
+        .unwrap();
+    let id = source.id();
+    wait_until("the source in the handle", || agg.connected().contains(&id));
+    // It leaves; once the child's aggregator forgets it (its data expired), its relay
+    // says goodbye and the handle no longer lists it.
+    tokio.block_on(source.shutdown(Duration::from_secs(1)));
+    wait_until("the source gone from the handle", || {
+        !agg.connected().contains(&id)
+    });
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
 }

@@ -24,6 +24,7 @@ use super::spec::{check_tls, tls_from_json, ChildSettings, Restart};
 use super::tls::{ClientTlsSpec, ServerTlsSpec};
 use super::{start_fn, RuntimeHandle, RuntimeManager, SpecJob};
 use crate::backoff::Backoff;
+use crate::data::CallerEvent;
 use crate::discovery::{Discovery, InterfacePolicy, MdnsConfig};
 use crate::engine::{ConnectionEvent, Runtime, RuntimeError};
 use crate::identity::{hex, unhex, Identity};
@@ -332,7 +333,8 @@ struct Relays<R: Runtime> {
     /// The aggregator's identity, from which each relay's key is derived.
     identity: Identity,
     sources: Mutex<HashMap<CallerId, Arc<Source<R>>>>,
-    events: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Each relay's task forwarding the application's events, and relays stopping.
+    tasks: Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl<R: Runtime> Relays<R> {
@@ -360,16 +362,29 @@ impl<R: Runtime> Relays<R> {
         // The application's events for `caller` go on to the real source.
         if let Some(mut events) = source.events() {
             let agg = Arc::clone(agg);
-            lock(&self.events).push(tokio::spawn(async move {
+            lock(&self.tasks).spawn(async move {
                 while let Some(event) = events.recv().await {
                     if let Err(e) = agg.send(caller, event.value) {
                         tracing::warn!(%caller, error = %e, "an event could not be forwarded to the source");
                     }
                 }
-            }));
+            });
         }
         lock(&self.sources).insert(caller, Arc::clone(&source));
         Ok(source)
+    }
+
+    /// The child's aggregator forgot `caller` (it left and its data expired): its relay
+    /// says goodbye, so the application's aggregator sees it leave, and is dropped.
+    fn forget(&self, caller: CallerId) {
+        let Some(source) = lock(&self.sources).remove(&caller) else {
+            return;
+        };
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            source.shutdown(Duration::from_secs(1)).await;
+        });
     }
 }
 
@@ -401,14 +416,16 @@ pub(super) async fn host<R: Runtime>(
         bridge: bridge.clone(),
         identity: spec.identity.clone(),
         sources: Mutex::new(HashMap::new()),
-        events: Mutex::new(Vec::new()),
+        tasks: Mutex::new(tokio::task::JoinSet::new()),
     });
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let data = agg.data().subscribe_with(4096, OverflowPolicy::Block);
     let conns = agg.connection_events();
+    let callers = Some(agg.caller_events());
     let relay = tokio::spawn(relay_data(
         data,
         conns,
+        callers,
         Arc::clone(&agg),
         Arc::clone(&relays),
         map,
@@ -428,6 +445,7 @@ pub(super) async fn host<R: Runtime>(
 async fn relay_data<R: Runtime>(
     mut data: crate::data::Subscription<R::Data>,
     mut conns: Option<crate::queue::Receiver<ConnectionEvent>>,
+    mut callers: Option<crate::queue::Receiver<CallerEvent>>,
     agg: Arc<Aggregator<R>>,
     relays: Arc<Relays<R>>,
     map: fn(R::Data) -> Option<R::Data>,
@@ -444,6 +462,9 @@ async fn relay_data<R: Runtime>(
                 Step::Data
             }
             event = async { conns.as_mut()?.recv().await }, if conns.is_some() => Step::Conn(event),
+            event = async { callers.as_mut()?.recv().await }, if callers.is_some() => {
+                Step::Caller(event)
+            }
             _ = async { let _ = stop.wait_for(|s| *s).await; } => Step::Stop,
         };
         let stopping = match step {
@@ -457,6 +478,15 @@ async fn relay_data<R: Runtime>(
             Step::Conn(Some(_)) => continue,
             Step::Conn(None) => {
                 conns = None;
+                continue;
+            }
+            Step::Caller(Some(CallerEvent::Forgotten(caller))) => {
+                relays.forget(caller);
+                continue;
+            }
+            Step::Caller(Some(_)) => continue,
+            Step::Caller(None) => {
+                callers = None;
                 continue;
             }
             Step::Stop => {
@@ -487,6 +517,7 @@ async fn relay_data<R: Runtime>(
 enum Step {
     Data,
     Conn(Option<ConnectionEvent>),
+    Caller(Option<CallerEvent>),
     Stop,
 }
 
@@ -508,9 +539,7 @@ impl<R: Runtime> Hosted for HostedAggregator<R> {
             for source in sources {
                 flushed &= source.shutdown(grace).await;
             }
-            for task in lock(&self.relays.events).drain(..) {
-                task.abort();
-            }
+            lock(&self.relays.tasks).abort_all();
             self.agg.shutdown(grace).await;
             flushed
         })

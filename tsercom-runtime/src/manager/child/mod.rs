@@ -53,8 +53,9 @@
 //! Limits: samples the child acknowledged but had not yet delivered are lost if it dies
 //! (they were in its memory); events reach a source's handle stamped when the child
 //! forwarded them and `from` the bridge's identity; settings that are objects (a custom
-//! clock, an in-memory registry) cannot cross; a source stays connected in an
-//! aggregator's handle while the child runs, even after it left the child's aggregator.
+//! clock, an in-memory registry) cannot cross; a source that left the child's aggregator
+//! stays connected in the handle until the child's aggregator forgets it (the retention
+//! after it left: its relay then says goodbye).
 //!
 //! The facade's `tsercom::child_main!` documents a complete program.
 
