@@ -136,8 +136,8 @@ pub enum ManagerError {
     /// into a child process.
     #[error(
         "{0} was registered with a closure, which cannot run in a child process: register it \
-         with `register_source(name, SourceSpec)`, or use `start_in_process` (a spec can still \
-         ask for a child with `SourceSpec::isolated(true)`)"
+         with `register_source(name, SourceSpec)` or `register_aggregator(name, AggregatorSpec)`, \
+         or use `start_in_process` (a spec can still ask for a child with `isolated(true)`)"
     )]
     NotIsolable(String),
 }
@@ -314,8 +314,9 @@ impl RuntimeManager {
     }
 
     /// Starts like [`start_in_process`](Self::start_in_process), but every runtime
-    /// registered with [`register_source`](Self::register_source) runs in a child process
-    /// (unless its spec says [`isolated(false)`](SourceSpec::isolated)); see
+    /// registered with [`register_source`](Self::register_source) or
+    /// [`register_aggregator`](Self::register_aggregator) runs in a child process (unless
+    /// its spec says [`isolated(false)`](SourceSpec::isolated)); see
     /// [`child`](self::child) for how, and what `main` must call first. A runtime
     /// registered with a closure cannot cross into a child: that is
     /// [`ManagerError::NotIsolable`] naming it, and nothing starts.
