@@ -27,12 +27,14 @@ use common::{emit, load_1m, median_line, percentile, reading, run_python, Weathe
 
 const RATES: [u32; 2] = [1_000, 10_000];
 /// `tsercom` is TCP loopback (the name the reports have always used); `tsercom-child` is
-/// TCP from a source running in a child process (process isolation).
-const ARMS: [&str; 5] = [
+/// TCP from a source running in a child process (process isolation); `tsercom-agg-child`
+/// a Unix socket to an aggregator running in a child, read from its handle here.
+const ARMS: [&str; 6] = [
     "tsercom",
     "tsercom-tls",
     "tsercom-unix",
     "tsercom-child",
+    "tsercom-agg-child",
     "tonic-raw",
 ];
 
@@ -103,6 +105,8 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         // The child's source numbers the samples it forwards 1, 2, ... in order, as the
         // application's handle did: latency by seq holds across the boundary.
         "tsercom-child" => tsercom_arm(Transport::Child, rate, warm + measured).await,
+        // The child's relay numbers the samples it forwards 1, 2, ... in order too.
+        "tsercom-agg-child" => tsercom_arm(Transport::AggChild, rate, warm + measured).await,
         _ => raw_arm(rate, warm + measured).await,
     };
     let (wall, cpu) = window;
@@ -152,12 +156,12 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "cpu_cores": cpu / wall,
         "transport": match arm {
             "tsercom-tls" => "tls",
-            "tsercom-unix" => "unix",
+            "tsercom-unix" | "tsercom-agg-child" => "unix",
             _ => "tcp",
         },
         "consumer": if arm.starts_with("tsercom") { "subscription" } else { "app channel" },
         // The source's child is not this process: its CPU time is not in `cpu_s`.
-        "cpu_includes_children": arm != "tsercom-child",
+        "cpu_includes_children": !arm.ends_with("-child"),
         "load_1m": load,
     })
 }
@@ -202,6 +206,8 @@ enum Transport {
     Tls,
     Unix,
     Child,
+    /// A Unix socket to an aggregator in a child process.
+    AggChild,
 }
 
 async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
@@ -209,18 +215,35 @@ async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
     let dir = tempfile::tempdir().expect("temp dir");
     let listen: Endpoint = match transport {
         Transport::Tcp | Transport::Tls | Transport::Child => "127.0.0.1:0".parse().expect("addr"),
-        Transport::Unix => Endpoint::unix(dir.path().join("agg.sock")),
+        Transport::Unix | Transport::AggChild => Endpoint::unix(dir.path().join("agg.sock")),
     };
     let pki = matches!(transport, Transport::Tls).then(Pki::new);
     let mut agg = Aggregator::<Weather>::builder()
-        .listen(listen)
+        .listen(listen.clone())
         .retention(None);
     if let Some(tls) = pki.as_ref().and_then(|p| p.server(Mode::Tls)) {
         agg = agg.tls_server(tls);
     }
-    let agg = agg.start().await.expect("aggregator");
-    let endpoint = agg.local_endpoint().expect("listening").clone();
     let mut manager = None;
+    let agg = if matches!(transport, Transport::AggChild) {
+        let mut m = tsercom::RuntimeManager::new().worker_threads(1);
+        let handle = m.register_aggregator::<Weather>(
+            "aggregator",
+            tsercom::AggregatorSpec::new()
+                .listen(listen.clone())
+                .retention(None),
+        );
+        m.start_out_of_process().expect("child");
+        let agg = handle.started().await.expect("aggregator in a child");
+        manager = Some(m);
+        agg
+    } else {
+        Arc::new(agg.start().await.expect("aggregator"))
+    };
+    let endpoint = match transport {
+        Transport::AggChild => listen,
+        _ => agg.local_endpoint().expect("listening").clone(),
+    };
     let source = if matches!(transport, Transport::Child) {
         let addr = agg.local_addr().expect("listening on TCP");
         let mut m = tsercom::RuntimeManager::new().worker_threads(1);
@@ -272,7 +295,9 @@ async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
         tokio::task::block_in_place(|| m.shutdown(Duration::from_millis(500)))
             .expect("manager shutdown");
     }
-    agg.shutdown(Duration::from_millis(200)).await;
+    if !matches!(transport, Transport::AggChild) {
+        agg.shutdown(Duration::from_millis(200)).await;
+    }
     (sent, got, measured)
 }
 

@@ -47,8 +47,8 @@ pub use tsercom_runtime::engine::{
 #[cfg(feature = "hop-trace")]
 pub use tsercom_runtime::hops;
 pub use tsercom_runtime::manager::{
-    child_main, ChildEntry, ChildEvent, Managed, ManagerError, Restart, RuntimeHandle,
-    RuntimeManager, SourceSpec,
+    child_main, AggregatorSpec, ChildEntry, ChildEvent, ClientTlsSpec, Managed, ManagerError,
+    Restart, RuntimeHandle, RuntimeManager, ServerTlsSpec, SourceSpec,
 };
 
 /// The child hook for process isolation (README "Process isolation"): the first line of `main`, listing

@@ -4,6 +4,12 @@
 
 #![allow(missing_docs)]
 
+/// Aggregators in child processes.
+#[path = "isolation/aggregator.rs"]
+mod aggregator;
+#[path = "../tsercom-runtime/tests/common/certs.rs"]
+mod certs;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,7 +67,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 9] = [
+    let tests: [(&str, fn()); 13] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -76,6 +82,19 @@ fn main() {
         (
             "specs_can_stay_in_process_and_closures_cannot_cross",
             in_process,
+        ),
+        (
+            "an_aggregator_in_a_child_relays_data_and_events",
+            aggregator::in_child,
+        ),
+        ("tls_settings_cross_into_the_child", tls_in_child),
+        (
+            "a_restarted_aggregator_child_resumes_its_sources",
+            aggregator::restart,
+        ),
+        (
+            "a_source_that_left_the_childs_aggregator_leaves_the_handle",
+            aggregator::source_leaves,
         ),
     ];
     for (name, test) in tests {
@@ -111,7 +130,7 @@ fn logged_line(needle: &str) -> Option<String> {
 
 /// An aggregator on a runtime of the test, listening on loopback.
 struct Agg {
-    _tokio: tokio::runtime::Runtime,
+    tokio: tokio::runtime::Runtime,
     agg: Arc<Aggregator<Plant>>,
     addr: std::net::SocketAddr,
 }
@@ -132,7 +151,7 @@ fn aggregator() -> Agg {
     });
     let addr = agg.local_addr().unwrap();
     Agg {
-        _tokio: tokio,
+        tokio,
         agg: Arc::new(agg),
         addr,
     }
@@ -148,9 +167,13 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Every value the aggregator holds from `id`, sorted (duplicates kept, so a test sees them).
 fn values(agg: &Agg, id: tsercom::CallerId) -> Vec<u64> {
-    let mut reader = agg.agg.data().reader();
+    values_in(&agg.agg, id)
+}
+
+fn values_in(agg: &Aggregator<Plant>, id: tsercom::CallerId) -> Vec<u64> {
+    let mut reader = agg.data().reader();
     let mut out = Vec::new();
-    if let Ok(new) = agg.agg.data().get_new_data(&mut reader) {
+    if let Ok(new) = agg.data().get_new_data(&mut reader) {
         for (caller, item) in new.items.iter().chain(&new.late) {
             if *caller == id {
                 out.push(item.value.n);
@@ -259,10 +282,34 @@ fn kill_and_restart() {
     let agg = aggregator();
     let mut manager = RuntimeManager::new();
     let mut events = manager.child_events().unwrap();
-    let spec = SourceSpec::new().dial([agg.addr]).restart(Restart::new(3));
+    // The aggregator first sees this identity's key from a source in this process, so
+    // every child must prove the same key: the one the spec hands it on its stdin.
+    let identity = tsercom::Identity::random();
+    let id = identity.id();
+    agg.tokio.block_on(async {
+        let early = tsercom::Source::<Plant>::builder()
+            .identity(identity.clone())
+            .dial([agg.addr])
+            .start()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        while !agg.agg.connected().contains(&id) {
+            assert!(
+                Instant::now() < deadline,
+                "the early source did not connect"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        early.shutdown(Duration::from_secs(1)).await;
+    });
+    let spec = SourceSpec::new()
+        .identity(identity)
+        .dial([agg.addr])
+        .restart(Restart::new(3));
     let source = manager.register_source::<Plant>("restartable", spec);
     manager.start_out_of_process().unwrap();
-    let id = source.wait(DEADLINE).unwrap().id();
+    assert_eq!(source.wait(DEADLINE).unwrap().id(), id);
     let pid = match next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. })) {
         ChildEvent::Started { pid, .. } => pid,
         _ => unreachable!(),
@@ -282,6 +329,15 @@ fn kill_and_restart() {
     assert_eq!(values(&agg, id), (1..=200).collect::<Vec<_>>());
     manager.check_for_error().unwrap();
     manager.shutdown(Duration::from_secs(5)).unwrap();
+    // The key crossed on the child's stdin: no identity file anywhere.
+    for dir in std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([std::env::temp_dir()])
+    {
+        let file = dir.join(format!("tsercom-child-{id}.identity"));
+        assert!(!file.exists(), "{} was left behind", file.display());
+    }
 }
 
 fn kill9(pid: u32) {
@@ -434,3 +490,55 @@ fn in_process() {
 
 struct Idle;
 impl tsercom::Managed for Idle {}
+
+fn tls_in_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::Ca::new(dir.path(), "ca");
+    let server = ca.leaf(dir.path(), "server", &["127.0.0.1"]);
+    // A TLS aggregator in this process; a source in a child dials it, the CA read from
+    // its file by the child.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agg = tokio
+        .block_on(
+            Aggregator::<Plant>::builder()
+                .listen("127.0.0.1:0")
+                .tls_server(tsercom::tls::ServerTls::from_pem(&server.cert, &server.key).unwrap())
+                .retention(None)
+                .start(),
+        )
+        .unwrap();
+    let addr = agg.local_addr().unwrap();
+    let mut manager = RuntimeManager::new();
+    let source = manager.register_source::<Plant>(
+        "secure",
+        SourceSpec::new()
+            .dial([addr])
+            .tls_client(tsercom::ClientTlsSpec::from_ca_file(&ca.file)),
+    );
+    // A spec whose CA file does not exist fails its start, naming the file.
+    let missing = dir.path().join("missing.pem");
+    let broken = manager.register_source::<Plant>(
+        "broken",
+        SourceSpec::new()
+            .dial([addr])
+            .tls_client(tsercom::ClientTlsSpec::from_ca_file(&missing)),
+    );
+    manager.start_out_of_process().unwrap();
+    let id = source.wait(DEADLINE).unwrap().id();
+    send(&source, 1..=20);
+    wait_until("the samples over TLS", || values_in(&agg, id).len() == 20);
+    assert_eq!(values_in(&agg, id), (1..=20).collect::<Vec<_>>());
+    match broken.wait(DEADLINE) {
+        Err(ManagerError::Failed { name, message }) => {
+            assert_eq!(name, "broken");
+            assert!(message.contains("missing.pem"), "{message}");
+        }
+        other => panic!("expected a failed start, got {other:?}"),
+    }
+    let _ = manager.shutdown(Duration::from_secs(5));
+    tokio.block_on(agg.shutdown(Duration::from_millis(100)));
+}

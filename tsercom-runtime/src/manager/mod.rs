@@ -28,7 +28,10 @@ use tokio::sync::watch;
 
 pub mod child;
 
-pub use child::{child_main, ChildEntry, ChildEvent, Restart, SourceSpec};
+pub use child::{
+    child_main, AggregatorSpec, ChildEntry, ChildEvent, ClientTlsSpec, Restart, ServerTlsSpec,
+    SourceSpec,
+};
 
 use crate::engine::Runtime;
 use crate::roles::{Aggregator, Source};
@@ -133,8 +136,8 @@ pub enum ManagerError {
     /// into a child process.
     #[error(
         "{0} was registered with a closure, which cannot run in a child process: register it \
-         with `register_source(name, SourceSpec)`, or use `start_in_process` (a spec can still \
-         ask for a child with `SourceSpec::isolated(true)`)"
+         with `register_source(name, SourceSpec)` or `register_aggregator(name, AggregatorSpec)`, \
+         or use `start_in_process` (a spec can still ask for a child with `isolated(true)`)"
     )]
     NotIsolable(String),
 }
@@ -311,10 +314,11 @@ impl RuntimeManager {
     }
 
     /// Starts like [`start_in_process`](Self::start_in_process), but every runtime
-    /// registered with [`register_source`](Self::register_source) runs in a child process
-    /// (unless its spec says [`isolated(false)`](SourceSpec::isolated)); see the
-    /// process isolation section of the README for how, and [`child_main`] for what
-    /// `main` must call first. A runtime
+    /// registered with [`register_source`](Self::register_source) or
+    /// [`register_aggregator`](Self::register_aggregator) runs in a child process (unless
+    /// its spec says [`isolated(false)`](SourceSpec::isolated)); see the process isolation
+    /// section of the README for how, and [`child_main`] for what `main` must call first.
+    /// A runtime
     /// registered with a closure cannot cross into a child: that is
     /// [`ManagerError::NotIsolable`] naming it, and nothing starts.
     pub fn start_out_of_process(&mut self) -> Result<(), ManagerError> {

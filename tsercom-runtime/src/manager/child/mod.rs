@@ -35,26 +35,46 @@
 //! forwards what it holds, flushes its source to its aggregators and exits; it is killed
 //! only if it has not exited within the grace.
 //!
-//! Limits: samples the child acknowledged but had not yet delivered to an aggregator are
-//! lost if it dies (they were in its memory); events reach the handle stamped when the
-//! child forwarded them and `from` the bridge's identity; settings that are objects (a custom clock,
-//! an in-memory registry, TLS) cannot cross and have no place in a [`SourceSpec`];
-//! aggregators run in process.
+//! The source's identity crosses with it: the child gets the key on its stdin
+//! ([`Identity::export_pkcs8`](crate::identity::Identity::export_pkcs8), wiped after use)
+//! and every child of the spec, a restarted one too, proves the same id. TLS settings
+//! cross as PEM text or file paths ([`ServerTlsSpec`], [`ClientTlsSpec`]).
+//!
+//! # Aggregators
+//!
+//! [`RuntimeManager::register_aggregator`] with an [`AggregatorSpec`] runs an aggregator
+//! in a child the same way, the other way round: the application's handle is an
+//! [`Aggregator`](crate::roles::Aggregator) listening on the bridge, and for each source
+//! the child's aggregator hears from, the child runs a relay source with that source's
+//! id dialing it (see `aggregator.rs`). The handle's data, readers, caller and
+//! connection events are keyed by the real sources' ids; events it sends reach the real
+//! sources through the child. Its clocks and stats describe the relays' links.
+//!
+//! Limits: samples the child acknowledged but had not yet delivered are lost if it dies
+//! (they were in its memory); events reach a source's handle stamped when the child
+//! forwarded them and `from` the bridge's identity; settings that are objects (a custom
+//! clock, an in-memory registry) cannot cross; a source that left the child's aggregator
+//! stays connected in the handle until the child's aggregator forgets it (the retention
+//! after it left: its relay then says goodbye).
 //!
 //! The facade's `tsercom::child_main!` documents a complete program.
 
+mod aggregator;
 mod log;
 mod parent;
 mod serve;
 mod spec;
+mod tls;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use aggregator::AggregatorSpec;
 pub use serve::{child_main, ChildEntry};
 pub use spec::{Restart, SourceSpec};
+pub use tls::{ClientTlsSpec, ServerTlsSpec};
 
 use super::{start_fn, ManagerError, RuntimeHandle, RuntimeManager, StartFn};
 use crate::backoff::Backoff;
@@ -137,14 +157,21 @@ impl Children {
     }
 }
 
-/// A source registered by spec, not started yet.
+/// A runtime registered by spec, not started yet.
 pub(super) struct SpecJob {
     name: String,
     runtime: &'static str,
-    spec: SourceSpec,
+    /// `"source"` or `"aggregator"`: what the child hosts.
+    kind: &'static str,
+    settings: spec::ChildSettings,
+    /// The spec's first bad setting.
+    check: Result<(), String>,
+    /// The spec as the child reads it (made when the child is started; it holds the key).
+    json: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
     /// Its start in process.
     local: Box<dyn FnOnce() -> StartFn + Send>,
-    /// Its start as the application's side of a child: a source dialing the bridge.
+    /// Its start as the application's side of a child: a source dialing the bridge, or an
+    /// aggregator listening on it.
     remote: Box<dyn FnOnce(Endpoint) -> StartFn + Send>,
     /// Publishes a failure to start to its handles.
     fail: Box<dyn Fn(ManagerError) + Send + Sync>,
@@ -173,10 +200,14 @@ impl RuntimeManager {
             (Arc::clone(&tx), Arc::clone(&tokio), name.to_owned());
         let remote_name = name.to_owned();
         let fail_tx = Arc::clone(&tx);
+        let json_spec = spec.clone();
         self.specs.push(SpecJob {
             name: name.to_owned(),
             runtime: R::NAME,
-            spec,
+            kind: "source",
+            settings: spec.settings(),
+            check: spec.check(),
+            json: Box::new(move || json_spec.to_json()),
             local: Box::new(move || {
                 start_fn(
                     local_name,
@@ -184,7 +215,10 @@ impl RuntimeManager {
                         local_spec
                             .check()
                             .map_err(crate::engine::RuntimeError::Config)?;
-                        serve::source_builder::<R>(&local_spec).start().await
+                        serve::source_builder::<R>(&local_spec)
+                            .map_err(crate::engine::RuntimeError::Config)?
+                            .start()
+                            .await
                     },
                     local_tx,
                     local_tokio,
@@ -195,7 +229,7 @@ impl RuntimeManager {
                     remote_name,
                     move || {
                         Source::<R>::builder()
-                            .identity(remote_spec.id)
+                            .identity(remote_spec.id())
                             .buffer(remote_spec.buffer.clone())
                             .backoff(Backoff::new(
                                 Duration::from_millis(5),
@@ -235,11 +269,11 @@ pub(super) fn plan(
     let mut local = Vec::new();
     let mut groups: Vec<parent::Group> = Vec::new();
     for job in specs {
-        if !job.spec.isolation.unwrap_or(isolate) {
+        if !job.settings.isolation.unwrap_or(isolate) {
             local.push((job.name.clone(), (job.local)()));
             continue;
         }
-        let key = job.spec.group.clone();
+        let key = job.settings.group.clone();
         match groups
             .iter_mut()
             .find(|g| key.is_some() && g.key.as_ref() == key.as_ref())

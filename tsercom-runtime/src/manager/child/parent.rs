@@ -13,13 +13,14 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
 
 use super::{ChildEvent, Restart, SpecJob, CHILD_ENV, HOOK_HELP, PROTOCOL_VERSION};
 use crate::manager::{ErrorSlot, Managed, ManagerError};
 use crate::queue;
 use crate::transport::Endpoint;
 
-/// Sources that share one child process.
+/// Runtimes that share one child process.
 pub(in crate::manager) struct Group {
     pub(super) key: Option<String>,
     pub(super) jobs: Vec<SpecJob>,
@@ -35,7 +36,8 @@ struct Running {
 /// What the supervisor needs to (re)start a child.
 struct Launch {
     name: String,
-    start: String,
+    /// The start request; it holds the sources' keys, so it is wiped when dropped.
+    start: Zeroizing<String>,
     jobs: usize,
     timeout: Duration,
     events: queue::Sender<ChildEvent>,
@@ -69,7 +71,7 @@ impl Group {
         if let Some((job, e)) = self
             .jobs
             .iter()
-            .find_map(|j| j.spec.check().err().map(|e| (j, e)))
+            .find_map(|j| j.check.clone().err().map(|e| (j, e)))
         {
             let e = ManagerError::Failed {
                 name: job.name.clone(),
@@ -92,28 +94,31 @@ impl Group {
             .map(|i| dir.join(format!("{i}.sock")))
             .collect();
         let specs = &self.jobs;
-        let start = json!({
+        let mut start = json!({
             "op": "start",
-            "memory_limit": specs.iter().find_map(|j| j.spec.memory_limit),
+            "memory_limit": specs.iter().find_map(|j| j.settings.memory_limit),
             "jobs": specs.iter().zip(&bridges).map(|(j, b)| json!({
                 "name": j.name,
                 "runtime": j.runtime,
+                "kind": j.kind,
                 "bridge": Endpoint::Unix(b.clone()).to_string(),
-                "spec": j.spec.to_json(),
+                "spec": (j.json)(),
             })).collect::<Vec<_>>(),
         });
+        let text = Zeroizing::new(start.to_string());
+        super::spec::wipe_keys(&mut start);
         let launch = Launch {
             name: name.clone(),
-            start: start.to_string(),
+            start: text,
             jobs: specs.len(),
             timeout: specs
                 .iter()
-                .map(|j| j.spec.start_timeout)
+                .map(|j| j.settings.start_timeout)
                 .max()
                 .unwrap_or_default(),
             events,
         };
-        let restart = specs.iter().find_map(|j| j.spec.restart);
+        let restart = specs.iter().find_map(|j| j.settings.restart);
         let running = match launch.spawn().await {
             Ok(r) => r,
             Err(e) => {
@@ -396,8 +401,9 @@ struct ChildGroup {
 impl Managed for ChildGroup {
     fn stop(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            // The application's sources flush to the bridge first, then the child stops.
-            for parent in &self.parents {
+            // The application's sources flush to the bridge first, then the child stops
+            // (flushing what it holds, to the application's aggregators too), then they do.
+            for parent in self.parents.iter().filter(|p| p.stop_order() == 0) {
                 parent.stop(grace).await;
             }
             let (done, done_rx) = oneshot::channel();
@@ -411,6 +417,9 @@ impl Managed for ChildGroup {
                 .take();
             if let Some(s) = supervisor {
                 let _ = s.await;
+            }
+            for parent in self.parents.iter().filter(|p| p.stop_order() != 0) {
+                parent.stop(grace).await;
             }
         })
     }

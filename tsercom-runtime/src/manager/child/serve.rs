@@ -18,7 +18,7 @@ use crate::roles::{Aggregator, Source};
 use crate::task::{join_error_message, Fault};
 use crate::transport::Endpoint;
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a child starts for one registered source: the bridge, the source, the relays.
 type StartHosted = dyn Fn(Job) -> BoxFuture<'static, Result<Box<dyn Hosted>, String>> + Send + Sync;
@@ -51,20 +51,32 @@ impl ChildEntry {
     pub fn with_map<R: Runtime>(map: fn(R::Data) -> Option<R::Data>) -> ChildEntry {
         ChildEntry {
             runtime: R::NAME,
-            start: Arc::new(move |job| Box::pin(host::<R>(job, map))),
+            start: Arc::new(move |job| match job.spec {
+                JobSpec::Source(spec) => Box::pin(host::<R>(job.name, job.bridge, spec, map)),
+                JobSpec::Aggregator(spec) => Box::pin(super::aggregator::host::<R>(
+                    job.name, job.bridge, spec, map,
+                )),
+            }),
         }
     }
 }
 
-/// One source to host, as the parent sent it.
+/// One runtime to host, as the parent sent it.
 pub(super) struct Job {
     name: String,
+    runtime: String,
     bridge: Endpoint,
-    spec: SourceSpec,
+    spec: JobSpec,
 }
 
-/// A source hosted in the child.
-trait Hosted: Send + Sync {
+/// What a job hosts.
+pub(super) enum JobSpec {
+    Source(SourceSpec),
+    Aggregator(super::aggregator::AggregatorSpec),
+}
+
+/// A runtime hosted in the child.
+pub(super) trait Hosted: Send + Sync {
     /// Forwards what it holds, then stops within `grace`; whether everything was delivered.
     fn stop(&self, grace: Duration) -> BoxFuture<'_, bool>;
     /// The first fault of the source, the bridge or the relays.
@@ -80,29 +92,35 @@ struct HostedSource<R: Runtime> {
 }
 
 async fn host<R: Runtime>(
-    job: Job,
+    name: String,
+    bridge: Endpoint,
+    spec: SourceSpec,
     map: fn(R::Data) -> Option<R::Data>,
 ) -> Result<Box<dyn Hosted>, String> {
-    if let Endpoint::Unix(path) = &job.bridge {
+    if let Endpoint::Unix(path) = &bridge {
         // A previous child of this source left its socket behind.
         let _ = std::fs::remove_file(path);
     }
+    let endpoint = bridge;
     let bridge = Arc::new(
         Aggregator::<R>::builder()
-            .listen(job.bridge.clone())
+            .listen(endpoint.clone())
             .retention(Some(Duration::from_secs(1)))
             .start()
             .await
-            .map_err(|e| format!("the bridge on {}: {e}", job.bridge))?,
+            .map_err(|e| format!("the bridge on {endpoint}: {e}"))?,
     );
-    let spec = &job.spec;
-    let builder = source_builder::<R>(spec);
+    let builder = source_builder::<R>(&spec)?;
     let source = Arc::new(builder.start().await.map_err(|e| e.to_string())?);
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let data = bridge.data().subscribe_with(4096, OverflowPolicy::Block);
     let relay = tokio::spawn(relay_data(data, Arc::clone(&source), map, stop_rx));
-    let events = tokio::spawn(relay_events(source.events(), Arc::clone(&bridge), spec.id));
-    tracing::info!(name = %job.name, bridge = %job.bridge, "hosting the source");
+    let events = tokio::spawn(relay_events(
+        source.events(),
+        Arc::clone(&bridge),
+        spec.id(),
+    ));
+    tracing::info!(%name, bridge = %endpoint, "hosting the source");
     Ok(Box::new(HostedSource {
         bridge,
         source,
@@ -113,19 +131,11 @@ async fn host<R: Runtime>(
 }
 
 /// A builder with the settings of `spec`.
-pub(super) fn source_builder<R: Runtime>(spec: &SourceSpec) -> crate::roles::SourceBuilder<R> {
-    let identity = match &spec.identity_file {
-        Some(path) => match crate::identity::Identity::persistent(path) {
-            Ok(identity) if identity.id() == spec.id => identity,
-            Ok(_) | Err(_) => {
-                tracing::warn!(path = %path.display(), "identity file unusable: a key of this process");
-                crate::identity::Identity::with_new_key(spec.id)
-            }
-        },
-        None => crate::identity::Identity::with_new_key(spec.id),
-    };
+pub(super) fn source_builder<R: Runtime>(
+    spec: &SourceSpec,
+) -> Result<crate::roles::SourceBuilder<R>, String> {
     let mut builder = Source::<R>::builder()
-        .identity(identity)
+        .identity(spec.identity.clone())
         .buffer(spec.buffer.clone());
     if let Some(serve) = &spec.serve {
         builder = builder.serve(serve.as_str());
@@ -139,7 +149,23 @@ pub(super) fn source_builder<R: Runtime>(spec: &SourceSpec) -> crate::roles::Sou
     if let Some(name) = &spec.name {
         builder = builder.name(name.clone());
     }
-    builder
+    if let Some(tls) = &spec.tls_server {
+        #[cfg(feature = "tls")]
+        {
+            builder = builder.tls_server(tls.build()?);
+        }
+        #[cfg(not(feature = "tls"))]
+        match tls.build()? {}
+    }
+    if let Some(tls) = &spec.tls_client {
+        #[cfg(feature = "tls")]
+        {
+            builder = builder.tls_client(tls.build()?);
+        }
+        #[cfg(not(feature = "tls"))]
+        match tls.build()? {}
+    }
+    Ok(builder)
 }
 
 /// Forwards the application's samples (arriving at the bridge) to the real source; on
@@ -298,31 +324,38 @@ fn run(group: &str, entries: &[ChildEntry]) -> Result<(), String> {
         .build()
         .map_err(|e| format!("building the tokio runtime: {e}"))?;
     tokio.block_on(async move {
-        let start = lines
-            .recv()
-            .await
-            .ok_or("the parent closed the pipe before start")?;
-        let start: Value =
+        // The start request holds the sources' keys: its text and its copy in the parsed
+        // request are wiped once the jobs are read.
+        let start = zeroize::Zeroizing::new(
+            lines
+                .recv()
+                .await
+                .ok_or("the parent closed the pipe before start")?,
+        );
+        let mut start: Value =
             serde_json::from_str(&start).map_err(|e| format!("the start line: {e}"))?;
-        if let Some(limit) = start.get("memory_limit").and_then(Value::as_u64) {
-            limit_memory(limit)?;
-        }
-        let mut hosted = Vec::new();
-        for job in start
+        let jobs = start
             .get("jobs")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-        {
-            let job = parse_job(job)?;
+            .map(parse_job)
+            .collect::<Result<Vec<_>, _>>();
+        super::spec::wipe_keys(&mut start);
+        let jobs = jobs?;
+        if let Some(limit) = start.get("memory_limit").and_then(Value::as_u64) {
+            limit_memory(limit)?;
+        }
+        let mut hosted = Vec::new();
+        for job in jobs {
             let name = job.name.clone();
             let entry = entries
                 .iter()
-                .find(|e| Some(e.runtime) == job_runtime(&start, &name).as_deref())
+                .find(|e| e.runtime == job.runtime)
                 .ok_or_else(|| {
                     format!(
                         "runtime `{}` is not listed in this program's `tsercom::child_main!(..)`",
-                        job_runtime(&start, &name).unwrap_or_default()
+                        job.runtime
                     )
                 })?;
             let h = (entry.start)(job)
@@ -364,18 +397,8 @@ fn run(group: &str, entries: &[ChildEntry]) -> Result<(), String> {
     })
 }
 
-fn job_runtime(start: &Value, name: &str) -> Option<String> {
-    start
-        .get("jobs")?
-        .as_array()?
-        .iter()
-        .find(|j| j.get("name").and_then(Value::as_str) == Some(name))?
-        .get("runtime")?
-        .as_str()
-        .map(str::to_owned)
-}
-
 fn parse_job(v: &Value) -> Result<Job, String> {
+    let spec = v.get("spec").unwrap_or(&Value::Null);
     let text = |key: &str| {
         v.get(key)
             .and_then(Value::as_str)
@@ -384,10 +407,17 @@ fn parse_job(v: &Value) -> Result<Job, String> {
     };
     Ok(Job {
         name: text("name")?,
+        runtime: text("runtime")?,
         bridge: text("bridge")?
             .parse()
             .map_err(|e| format!("the bridge address: {e}"))?,
-        spec: SourceSpec::from_json(v.get("spec").unwrap_or(&Value::Null))?,
+        spec: match v.get("kind").and_then(Value::as_str).unwrap_or("source") {
+            "source" => JobSpec::Source(SourceSpec::from_json(spec)?),
+            "aggregator" => {
+                JobSpec::Aggregator(super::aggregator::AggregatorSpec::from_json(spec)?)
+            }
+            other => return Err(format!("a job of unknown kind `{other}`")),
+        },
     })
 }
 

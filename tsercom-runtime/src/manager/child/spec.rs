@@ -8,7 +8,11 @@ use serde_json::{json, Value};
 use crate::discovery::Discovery;
 #[cfg(feature = "mdns")]
 use crate::discovery::{InterfacePolicy, MdnsConfig};
+use zeroize::Zeroizing;
+
+use super::tls::{ClientTlsSpec, ServerTlsSpec};
 use crate::engine::BufferLimits;
+use crate::identity::{hex, unhex, Identity};
 use crate::ids::CallerId;
 use crate::transport::{Endpoint, IntoEndpoint};
 
@@ -41,16 +45,38 @@ impl Restart {
     }
 }
 
+/// How the manager runs the child of a spec (the same for every kind of spec).
+#[derive(Debug, Clone)]
+pub(super) struct ChildSettings {
+    pub(super) restart: Option<Restart>,
+    pub(super) memory_limit: Option<u64>,
+    pub(super) group: Option<String>,
+    pub(super) isolation: Option<bool>,
+    pub(super) start_timeout: Duration,
+}
+
+impl Default for ChildSettings {
+    fn default() -> Self {
+        ChildSettings {
+            restart: None,
+            memory_limit: None,
+            group: None,
+            isolation: None,
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The settings of a [`Source`](crate::roles::Source) as data, for
 /// [`RuntimeManager::register_source`](crate::manager::RuntimeManager::register_source).
 ///
-/// It holds only what can cross into a child process: addresses, discovery, identity,
-/// buffer bounds. A custom clock, an in-memory registry or TLS objects cannot; build
+/// It holds only what can cross into a child process: addresses, discovery, identity
+/// (the id and its key), buffer bounds. A custom clock, an in-memory registry or TLS objects cannot; build
 /// those sources in process with [`RuntimeManager::register`](crate::manager::RuntimeManager::register).
 /// Addresses are checked when they are given; a bad one makes the manager's start fail.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
-    pub(super) id: CallerId,
+    pub(super) identity: Identity,
     pub(super) serve: Option<String>,
     pub(super) dial: Vec<String>,
     #[cfg(feature = "mdns")]
@@ -63,8 +89,8 @@ pub struct SourceSpec {
     pub(super) isolation: Option<bool>,
     pub(super) start_timeout: Duration,
     pub(super) invalid: Option<String>,
-    /// In the child: the file to load the identity (id and key) from.
-    pub(super) identity_file: Option<std::path::PathBuf>,
+    pub(super) tls_server: Option<ServerTlsSpec>,
+    pub(super) tls_client: Option<ClientTlsSpec>,
 }
 
 impl Default for SourceSpec {
@@ -78,7 +104,7 @@ impl SourceSpec {
     /// address yet, and the default buffer.
     pub fn new() -> SourceSpec {
         SourceSpec {
-            id: CallerId::random(),
+            identity: Identity::random(),
             serve: None,
             dial: Vec::new(),
             #[cfg(feature = "mdns")]
@@ -91,7 +117,8 @@ impl SourceSpec {
             isolation: None,
             start_timeout: Duration::from_secs(10),
             invalid: None,
-            identity_file: None,
+            tls_server: None,
+            tls_client: None,
         }
     }
 
@@ -107,12 +134,15 @@ impl SourceSpec {
 
     /// The identity the source will have (random unless [`identity`](Self::identity) set one).
     pub fn id(&self) -> CallerId {
-        self.id
+        self.identity.id()
     }
 
-    /// The source's identity (e.g. `CallerId::persistent(path)?`).
-    pub fn identity(mut self, id: CallerId) -> Self {
-        self.id = id;
+    /// The source's identity: its id and the key that proves it (e.g.
+    /// `Identity::persistent(path)?`; a bare [`CallerId`] gets a key now). Every child of
+    /// this spec, a restarted one too, gets the key on its stdin (never in a file) and
+    /// proves the same id with it, so aggregators that know the id keep accepting it.
+    pub fn identity(mut self, identity: impl Into<Identity>) -> Self {
+        self.identity = identity.into();
         self
     }
 
@@ -186,60 +216,44 @@ impl SourceSpec {
         self
     }
 
+    /// Serves the hosted stream over TLS (see
+    /// [`SourceBuilder::tls_server`](crate::roles::SourceBuilder::tls_server)).
+    pub fn tls_server(mut self, tls: ServerTlsSpec) -> Self {
+        self.tls_server = Some(tls);
+        self
+    }
+
+    /// Dials aggregators over TLS (see
+    /// [`SourceBuilder::tls_client`](crate::roles::SourceBuilder::tls_client)).
+    pub fn tls_client(mut self, tls: ClientTlsSpec) -> Self {
+        self.tls_client = Some(tls);
+        self
+    }
+
+    /// How the manager runs its child.
+    pub(super) fn settings(&self) -> ChildSettings {
+        ChildSettings {
+            restart: self.restart,
+            memory_limit: self.memory_limit,
+            group: self.group.clone(),
+            isolation: self.isolation,
+            start_timeout: self.start_timeout,
+        }
+    }
+
     /// The first bad setting, if any.
     pub(super) fn check(&self) -> Result<(), String> {
         if let Some(e) = &self.invalid {
             return Err(e.clone());
         }
-        Ok(())
-    }
-
-    /// The file every child of this spec loads the source's identity from, so each (a
-    /// restarted one too) proves the id with the same key and aggregators that know the
-    /// id accept it: made on first use (mode 0600, the id on line one; the key is added by
-    /// [`Identity::persistent`](crate::identity::Identity::persistent)) in
-    /// `$XDG_RUNTIME_DIR`, else the temp dir. `None` (logged) when it cannot be made: the
-    /// child then proves the id with a key of its own, which an aggregator that saw another
-    /// key for it refuses.
-    fn identity_path(&self) -> Option<std::path::PathBuf> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        let path = dir.join(format!("tsercom-child-{}.identity", self.id));
-        let made = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{}", self.id));
-        match made {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "no identity file for the child");
-                return None;
-            }
-        }
-        match crate::identity::Identity::persistent(&path) {
-            Ok(identity) if identity.id() == self.id => Some(path),
-            Ok(other) => {
-                tracing::warn!(path = %path.display(), found = %other.id(), "identity file names another id");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "identity file unusable");
-                None
-            }
-        }
+        check_tls(self.tls_server.as_ref(), self.tls_client.as_ref())
     }
 
     /// What the child builds the source from.
     pub(super) fn to_json(&self) -> Value {
         json!({
-            "identity_file": self.identity_path().map(|p| p.display().to_string()),
-            "id": self.id.to_string(),
+            "id": self.identity.id().to_string(),
+            "key": hex(&self.identity.export_pkcs8()),
             "serve": self.serve,
             "dial": self.dial,
             "advertise": self.advertise_loopback(),
@@ -247,6 +261,8 @@ impl SourceSpec {
             "buffer": [self.buffer.max_bytes, self.buffer.max_age.as_millis() as u64,
                        self.buffer.max_samples],
             "memory_limit": self.memory_limit,
+            "tls_server": self.tls_server.as_ref().map(ServerTlsSpec::to_json),
+            "tls_client": self.tls_client.as_ref().map(ClientTlsSpec::to_json),
         })
     }
 
@@ -257,7 +273,11 @@ impl SourceSpec {
             .ok_or("the spec has no `id`")?
             .parse::<CallerId>()
             .map_err(|e| format!("spec `id`: {e}"))?;
-        let mut spec = SourceSpec::new().identity(id);
+        // The key's text is wiped once read; the identity keeps its own (wiped) copy.
+        let key = Zeroizing::new(text("key").ok_or("the spec has no `key`")?);
+        let pkcs8 = Zeroizing::new(unhex(&key).ok_or("spec `key`: not hex")?);
+        let identity = Identity::from_pkcs8(id, &pkcs8).map_err(|e| format!("spec `key`: {e}"))?;
+        let mut spec = SourceSpec::new().identity(identity);
         if let Some(serve) = text("serve") {
             spec = spec.serve(serve);
         }
@@ -289,7 +309,7 @@ impl SourceSpec {
             };
         }
         spec.memory_limit = v.get("memory_limit").and_then(Value::as_u64);
-        spec.identity_file = text("identity_file").map(std::path::PathBuf::from);
+        (spec.tls_server, spec.tls_client) = tls_from_json(v)?;
         spec.check()?;
         Ok(spec)
     }
@@ -325,6 +345,49 @@ impl SourceSpec {
     }
 }
 
+/// Builds the TLS settings once, so a bad one fails the start (in the parent).
+pub(super) fn check_tls(
+    server: Option<&ServerTlsSpec>,
+    client: Option<&ClientTlsSpec>,
+) -> Result<(), String> {
+    if let Some(tls) = server {
+        tls.build().map_err(|e| format!("server TLS: {e}"))?;
+    }
+    if let Some(tls) = client {
+        tls.build().map_err(|e| format!("client TLS: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The TLS settings of a spec sent to the child.
+pub(super) fn tls_from_json(
+    v: &Value,
+) -> Result<(Option<ServerTlsSpec>, Option<ClientTlsSpec>), String> {
+    let server = match v.get("tls_server") {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(ServerTlsSpec::from_json(t)?),
+    };
+    let client = match v.get("tls_client") {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(ClientTlsSpec::from_json(t)?),
+    };
+    Ok((server, client))
+}
+
+/// Wipes the keys in a start request (`jobs[].spec.key`) once it was sent or read.
+pub(super) fn wipe_keys(start: &mut Value) {
+    use zeroize::Zeroize;
+    let jobs = start.get_mut("jobs").and_then(Value::as_array_mut);
+    for job in jobs.into_iter().flatten() {
+        if let Some(spec) = job.get_mut("spec") {
+            if let Some(Value::String(key)) = spec.get_mut("key") {
+                key.zeroize();
+            }
+            super::tls::wipe(spec);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,7 +402,8 @@ mod tests {
         #[cfg(feature = "mdns")]
         let spec = spec.advertise_mdns(InterfacePolicy::LoopbackOnly);
         let back = SourceSpec::from_json(&spec.to_json()).unwrap();
-        assert_eq!(back.id, spec.id);
+        assert_eq!(back.id(), spec.id());
+        assert_eq!(back.identity.public_key(), spec.identity.public_key());
         assert_eq!(back.dial, spec.dial);
         assert_eq!(back.serve, spec.serve);
         #[cfg(feature = "mdns")]

@@ -1,0 +1,171 @@
+//! Aggregators in child processes: the child hosts the real aggregator and relays what
+//! it receives to the application's handle; the sources here are real ones in this
+//! process, dialing the child over a Unix socket.
+
+use std::time::Duration;
+
+use tsercom::{AggregatorSpec, ChildEvent, ManagerError, Restart, RuntimeManager};
+
+use super::{
+    kill9, next_child_event, values_in, wait_for_error, wait_until, Ping, Plant, Sample, DEADLINE,
+};
+
+pub(crate) fn in_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(None),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    // A real source (in this process) dials the aggregator the child hosts.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = tokio
+        .block_on(
+            tsercom::Source::<Plant>::builder()
+                .dial([address.as_str()])
+                .start(),
+        )
+        .unwrap();
+    let id = source.id();
+    let mut source_events = source.events().unwrap();
+    tokio.block_on(async {
+        for n in 1..=100 {
+            source.send(Sample { n }).await.unwrap();
+        }
+    });
+    // Its data reaches the application's handle, keyed by the source's own id.
+    wait_until("the samples in the application", || {
+        values_in(&agg, id).len() == 100
+    });
+    assert_eq!(values_in(&agg, id), (1..=100).collect::<Vec<_>>());
+    assert!(agg.connected().contains(&id));
+    // An event sent from the handle reaches the real source through the child.
+    agg.send(id, Ping { id: 3 }).unwrap();
+    let event = tokio
+        .block_on(async { tokio::time::timeout(DEADLINE, source_events.recv()).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.value, Ping { id: 3 });
+    // kill -9 of the aggregator's child is the manager's error, naming it.
+    kill9(pid);
+    match wait_for_error(&manager) {
+        ManagerError::ChildExited { name, status } => {
+            assert_eq!(name, "collector");
+            assert!(status.contains("signal 9"), "{status}");
+        }
+        other => panic!("expected a dead child, got {other}"),
+    }
+    let _ = manager.shutdown(Duration::from_secs(2));
+    tokio.block_on(source.shutdown(Duration::from_millis(100)));
+}
+
+pub(crate) fn restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(None)
+            .restart(Restart::new(3)),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = tokio
+        .block_on(
+            tsercom::Source::<Plant>::builder()
+                .dial([address.as_str()])
+                .backoff(tsercom::Backoff::new(
+                    Duration::from_millis(5),
+                    Duration::from_millis(50),
+                ))
+                .start(),
+        )
+        .unwrap();
+    let id = source.id();
+    let send_range = |range: std::ops::RangeInclusive<u64>| {
+        tokio.block_on(async {
+            for n in range {
+                source.send(Sample { n }).await.unwrap();
+            }
+        })
+    };
+    send_range(1..=50);
+    wait_until("the first samples", || values_in(&agg, id).len() == 50);
+    kill9(pid);
+    next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
+    next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }));
+    // The source redials the new child; its relay proves the same (derived) key to the
+    // application's aggregator, which accepts it and keeps one series for the source.
+    send_range(51..=100);
+    wait_until("the samples after the restart", || {
+        values_in(&agg, id).len() >= 100
+    });
+    assert_eq!(values_in(&agg, id), (1..=100).collect::<Vec<_>>());
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+    tokio.block_on(source.shutdown(Duration::from_millis(100)));
+}
+
+pub(crate) fn source_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(Some(Duration::from_millis(300))),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = tokio
+        .block_on(
+            tsercom::Source::<Plant>::builder()
+                .dial([address.as_str()])
+                .start(),
+        )
+        .unwrap();
+    let id = source.id();
+    wait_until("the source in the handle", || agg.connected().contains(&id));
+    // It leaves; once the child's aggregator forgets it (its data expired), its relay
+    // says goodbye and the handle no longer lists it.
+    tokio.block_on(source.shutdown(Duration::from_secs(1)));
+    wait_until("the source gone from the handle", || {
+        !agg.connected().contains(&id)
+    });
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+}

@@ -1,0 +1,622 @@
+//! Aggregators in child processes: [`AggregatorSpec`], and what the child hosts for one
+//! (the real aggregator, and for each of its sources a relay source dialing the
+//! application's aggregator).
+//!
+//! The application's handle is an ordinary [`Aggregator`] listening on the bridge (a Unix
+//! socket in a directory of the manager). In the child the real aggregator listens,
+//! dials and discovers sources; for each source it hears from, the child runs a source
+//! with the same [`CallerId`] that dials the bridge and forwards that source's samples
+//! (stamped with their time), so the handle's data, readers, caller events and stats
+//! are keyed by the real sources' ids. Events the application sends to a source reach
+//! its relay, which the child forwards to the real source. A relay proves its id with a
+//! key derived from the aggregator's own (which the child gets on its stdin), so the
+//! relays of a restarted child are accepted again and resume their streams.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use super::serve::{BoxFuture, Hosted};
+use super::spec::{check_tls, tls_from_json, ChildSettings, Restart};
+use super::tls::{ClientTlsSpec, ServerTlsSpec};
+use super::{start_fn, RuntimeHandle, RuntimeManager, SpecJob};
+use crate::backoff::Backoff;
+use crate::data::CallerEvent;
+#[cfg(feature = "mdns")]
+use crate::discovery::{Discovery, InterfacePolicy, MdnsConfig};
+use crate::engine::{ConnectionEvent, Runtime, RuntimeError};
+use crate::identity::{hex, unhex, Identity};
+use crate::ids::CallerId;
+use crate::queue::OverflowPolicy;
+use crate::roles::{Aggregator, Source};
+use crate::task::{join_error_message, Fault};
+use crate::transport::{Endpoint, IntoEndpoint};
+
+/// The settings of an [`Aggregator`] as data, for
+/// [`RuntimeManager::register_aggregator`].
+///
+/// Like a [`SourceSpec`](super::SourceSpec) it holds only what can cross into a child
+/// process: where to listen, which sources to dial, mDNS discovery, the identity (its
+/// id and key), the retention. Addresses are checked when they are given; a bad one makes
+/// the manager's start fail.
+#[derive(Debug, Clone)]
+pub struct AggregatorSpec {
+    identity: Identity,
+    listen: Option<String>,
+    sources: Vec<Vec<String>>,
+    #[cfg(feature = "mdns")]
+    discover: Option<InterfacePolicy>,
+    retention: Option<Duration>,
+    child: ChildSettings,
+    invalid: Option<String>,
+    tls_server: Option<ServerTlsSpec>,
+    tls_client: Option<ClientTlsSpec>,
+}
+
+impl Default for AggregatorSpec {
+    fn default() -> Self {
+        AggregatorSpec::new()
+    }
+}
+
+impl AggregatorSpec {
+    /// An aggregator with a random identity, no address yet, keeping data 10 minutes.
+    pub fn new() -> AggregatorSpec {
+        AggregatorSpec {
+            identity: Identity::random(),
+            listen: None,
+            sources: Vec::new(),
+            #[cfg(feature = "mdns")]
+            discover: None,
+            retention: Some(Duration::from_secs(600)),
+            child: ChildSettings::default(),
+            invalid: None,
+            tls_server: None,
+            tls_client: None,
+        }
+    }
+
+    fn endpoint(&mut self, endpoint: impl IntoEndpoint) -> Option<String> {
+        match endpoint.into_endpoint() {
+            Ok(e) => Some(e.to_string()),
+            Err(e) => {
+                self.invalid.get_or_insert(e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The aggregator's id.
+    pub fn id(&self) -> CallerId {
+        self.identity.id()
+    }
+
+    /// The aggregator's identity (a bare [`CallerId`] gets a key now).
+    pub fn identity(mut self, identity: impl Into<Identity>) -> Self {
+        self.identity = identity.into();
+        self
+    }
+
+    /// Accepts sources that dial `endpoint` (see
+    /// [`AggregatorBuilder::listen`](crate::roles::AggregatorBuilder::listen)); in a
+    /// child, the child listens there.
+    pub fn listen(mut self, endpoint: impl IntoEndpoint) -> Self {
+        self.listen = self.endpoint(endpoint);
+        self
+    }
+
+    /// Dials a source at one of `addrs` (see
+    /// [`AggregatorBuilder::source`](crate::roles::AggregatorBuilder::source)); once per
+    /// source.
+    pub fn source(mut self, addrs: impl IntoIterator<Item = impl IntoEndpoint>) -> Self {
+        let addrs: Vec<String> = addrs.into_iter().filter_map(|a| self.endpoint(a)).collect();
+        self.sources.push(addrs);
+        self
+    }
+
+    /// Finds sources over mDNS on `interfaces` and dials each one (feature `mdns`).
+    #[cfg(feature = "mdns")]
+    pub fn discover_mdns(mut self, interfaces: InterfacePolicy) -> Self {
+        self.discover = Some(interfaces);
+        self
+    }
+
+    /// How long data is kept (default 10 minutes; `None`: until the process ends), in
+    /// the application's handle and in the child.
+    pub fn retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Accepts sources over TLS (see
+    /// [`AggregatorBuilder::tls_server`](crate::roles::AggregatorBuilder::tls_server)).
+    pub fn tls_server(mut self, tls: ServerTlsSpec) -> Self {
+        self.tls_server = Some(tls);
+        self
+    }
+
+    /// Dials sources over TLS (see
+    /// [`AggregatorBuilder::tls_client`](crate::roles::AggregatorBuilder::tls_client)).
+    pub fn tls_client(mut self, tls: ClientTlsSpec) -> Self {
+        self.tls_client = Some(tls);
+        self
+    }
+
+    /// Restarts the child when it dies (default: never; the death is the manager's
+    /// error). The new child has the same identity; its sources' streams resume.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.child.restart = Some(restart);
+        self
+    }
+
+    /// Limits the child's address space to `bytes` (`RLIMIT_AS`).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.child.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Runs this aggregator in the child of every other spec with the same group name.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.child.group = Some(group.into());
+        self
+    }
+
+    /// `true`: always in a child process; `false`: always in process; default: as the
+    /// manager is started.
+    pub fn isolated(mut self, isolated: bool) -> Self {
+        self.child.isolation = Some(isolated);
+        self
+    }
+
+    /// How long a child may take to answer and start (default 10 s).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.child.start_timeout = timeout;
+        self
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match &self.invalid {
+            Some(e) => Err(e.clone()),
+            None => check_tls(self.tls_server.as_ref(), self.tls_client.as_ref()),
+        }
+    }
+
+    /// A builder with the settings of this spec (the real aggregator).
+    fn builder<R: Runtime>(&self) -> Result<crate::roles::AggregatorBuilder<R>, String> {
+        let mut builder = Aggregator::<R>::builder()
+            .identity(self.identity.clone())
+            .retention(self.retention);
+        if let Some(listen) = &self.listen {
+            builder = builder.listen(listen.as_str());
+        }
+        for addrs in &self.sources {
+            builder = builder.source(super::SourceSpec::endpoints(addrs));
+        }
+        #[cfg(feature = "mdns")]
+        if let Some(interfaces) = &self.discover {
+            builder = builder.discover(Discovery::mdns_with(MdnsConfig {
+                interfaces: interfaces.clone(),
+                ..MdnsConfig::default()
+            }));
+        }
+        if let Some(tls) = &self.tls_server {
+            #[cfg(feature = "tls")]
+            {
+                builder = builder.tls_server(tls.build()?);
+            }
+            #[cfg(not(feature = "tls"))]
+            match tls.build()? {}
+        }
+        if let Some(tls) = &self.tls_client {
+            #[cfg(feature = "tls")]
+            {
+                builder = builder.tls_client(tls.build()?);
+            }
+            #[cfg(not(feature = "tls"))]
+            match tls.build()? {}
+        }
+        Ok(builder)
+    }
+
+    /// Whether mDNS discovery is on, and on loopback only (`None`: off).
+    fn discover_loopback(&self) -> Option<bool> {
+        #[cfg(feature = "mdns")]
+        return self
+            .discover
+            .as_ref()
+            .map(|p| *p == InterfacePolicy::LoopbackOnly);
+        #[cfg(not(feature = "mdns"))]
+        None
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "id": self.identity.id().to_string(),
+            "key": hex(&self.identity.export_pkcs8()),
+            "listen": self.listen,
+            "sources": self.sources,
+            "discover": self.discover_loopback(),
+            "retention_ms": self.retention.map(|r| r.as_millis() as u64),
+            "tls_server": self.tls_server.as_ref().map(ServerTlsSpec::to_json),
+            "tls_client": self.tls_client.as_ref().map(ClientTlsSpec::to_json),
+        })
+    }
+
+    /// The spec the parent sent (in the child).
+    pub(super) fn from_json(v: &Value) -> Result<AggregatorSpec, String> {
+        let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+        let id = text("id")
+            .ok_or("the spec has no `id`")?
+            .parse::<CallerId>()
+            .map_err(|e| format!("spec `id`: {e}"))?;
+        let key = Zeroizing::new(text("key").ok_or("the spec has no `key`")?);
+        let pkcs8 = Zeroizing::new(unhex(&key).ok_or("spec `key`: not hex")?);
+        let identity = Identity::from_pkcs8(id, &pkcs8).map_err(|e| format!("spec `key`: {e}"))?;
+        let mut spec = AggregatorSpec::new().identity(identity).retention(
+            v.get("retention_ms")
+                .and_then(Value::as_u64)
+                .map(Duration::from_millis),
+        );
+        if let Some(listen) = text("listen") {
+            spec = spec.listen(listen);
+        }
+        for addrs in v
+            .get("sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let addrs = addrs.as_array().ok_or("spec `sources`: expected lists")?;
+            spec = spec.source(addrs.iter().filter_map(Value::as_str));
+        }
+        #[cfg(feature = "mdns")]
+        if let Some(loopback) = v.get("discover").and_then(Value::as_bool) {
+            spec = spec.discover_mdns(if loopback {
+                InterfacePolicy::LoopbackOnly
+            } else {
+                InterfacePolicy::AllNonLoopback
+            });
+        }
+        (spec.tls_server, spec.tls_client) = tls_from_json(v)?;
+        spec.check()?;
+        Ok(spec)
+    }
+}
+
+impl RuntimeManager {
+    /// Registers an aggregator by its settings (see [`AggregatorSpec`]), which lets it
+    /// run in a child process or in process, like
+    /// [`register_source`](Self::register_source). The handle is an [`Aggregator`]
+    /// either way; out of process it holds what the child's aggregator received, keyed
+    /// by the real sources' ids, and its events reach them through the child.
+    pub fn register_aggregator<R: Runtime>(
+        &mut self,
+        name: &str,
+        spec: AggregatorSpec,
+    ) -> RuntimeHandle<Aggregator<R>> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let tx = Arc::new(tx);
+        let tokio = Arc::new(std::sync::OnceLock::new());
+        let handle = RuntimeHandle {
+            name: name.to_owned(),
+            value: rx,
+            tokio: Arc::clone(&tokio),
+        };
+        let (local_spec, remote_spec, json_spec) = (spec.clone(), spec.clone(), spec.clone());
+        let (local_tx, local_tokio, local_name) =
+            (Arc::clone(&tx), Arc::clone(&tokio), name.to_owned());
+        let remote_name = name.to_owned();
+        let fail_tx = Arc::clone(&tx);
+        self.specs.push(SpecJob {
+            name: name.to_owned(),
+            runtime: R::NAME,
+            kind: "aggregator",
+            settings: spec.child.clone(),
+            check: spec.check(),
+            json: Box::new(move || json_spec.to_json()),
+            local: Box::new(move || {
+                start_fn(
+                    local_name,
+                    move || async move {
+                        local_spec.check().map_err(RuntimeError::Config)?;
+                        local_spec
+                            .builder::<R>()
+                            .map_err(RuntimeError::Config)?
+                            .start()
+                            .await
+                    },
+                    local_tx,
+                    local_tokio,
+                )
+            }),
+            remote: Box::new(move |bridge| {
+                start_fn(
+                    remote_name,
+                    move || {
+                        Aggregator::<R>::builder()
+                            .identity(remote_spec.identity.clone())
+                            .retention(remote_spec.retention)
+                            .listen(bridge)
+                            .start()
+                    },
+                    tx,
+                    tokio,
+                )
+            }),
+            fail: Box::new(move |e| {
+                fail_tx.send_replace(Some(Err(e)));
+            }),
+        });
+        handle
+    }
+}
+
+/// The relays of one hosted aggregator: one source per real source, by id.
+struct Relays<R: Runtime> {
+    bridge: Endpoint,
+    /// The aggregator's identity, from which each relay's key is derived.
+    identity: Identity,
+    sources: Mutex<HashMap<CallerId, Arc<Source<R>>>>,
+    /// Each relay's task forwarding the application's events, and relays stopping.
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl<R: Runtime> Relays<R> {
+    /// The relay of `caller`, started (dialing the bridge) on first use.
+    async fn get(
+        &self,
+        caller: CallerId,
+        agg: &Arc<Aggregator<R>>,
+    ) -> Result<Arc<Source<R>>, RuntimeError> {
+        let known = lock(&self.sources).get(&caller).cloned();
+        if let Some(source) = known {
+            return Ok(source);
+        }
+        let source = Arc::new(
+            Source::<R>::builder()
+                .identity(self.identity.derive(caller))
+                .backoff(Backoff::new(
+                    Duration::from_millis(5),
+                    Duration::from_millis(100),
+                ))
+                .dial([self.bridge.clone()])
+                .start()
+                .await?,
+        );
+        // The application's events for `caller` go on to the real source.
+        if let Some(mut events) = source.events() {
+            let agg = Arc::clone(agg);
+            lock(&self.tasks).spawn(async move {
+                while let Some(event) = events.recv().await {
+                    if let Err(e) = agg.send(caller, event.value) {
+                        tracing::warn!(%caller, error = %e, "an event could not be forwarded to the source");
+                    }
+                }
+            });
+        }
+        lock(&self.sources).insert(caller, Arc::clone(&source));
+        Ok(source)
+    }
+
+    /// The child's aggregator forgot `caller` (it left and its data expired): its relay
+    /// says goodbye, so the application's aggregator sees it leave, and is dropped.
+    fn forget(&self, caller: CallerId) {
+        let Some(source) = lock(&self.sources).remove(&caller) else {
+            return;
+        };
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            source.shutdown(Duration::from_secs(1)).await;
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct HostedAggregator<R: Runtime> {
+    agg: Arc<Aggregator<R>>,
+    relays: Arc<Relays<R>>,
+    relay: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), RuntimeError>>>>,
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+/// Starts the real aggregator of `spec` and the relay to the application on `bridge`.
+pub(super) async fn host<R: Runtime>(
+    name: String,
+    bridge: Endpoint,
+    spec: AggregatorSpec,
+    map: fn(R::Data) -> Option<R::Data>,
+) -> Result<Box<dyn Hosted>, String> {
+    let agg = Arc::new(
+        spec.builder::<R>()?
+            .start()
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let relays = Arc::new(Relays {
+        bridge: bridge.clone(),
+        identity: spec.identity.clone(),
+        sources: Mutex::new(HashMap::new()),
+        tasks: Mutex::new(tokio::task::JoinSet::new()),
+    });
+    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
+    let data = agg.data().subscribe_with(4096, OverflowPolicy::Block);
+    let conns = agg.connection_events();
+    let callers = Some(agg.caller_events());
+    let relay = tokio::spawn(relay_data(
+        data,
+        conns,
+        callers,
+        Arc::clone(&agg),
+        Arc::clone(&relays),
+        map,
+        stop_rx,
+    ));
+    tracing::info!(%name, %bridge, "hosting the aggregator");
+    Ok(Box::new(HostedAggregator {
+        agg,
+        relays,
+        relay: tokio::sync::Mutex::new(Some(relay)),
+        stopping,
+    }))
+}
+
+/// Forwards what the real aggregator receives to each source's relay, starting a relay
+/// when a source connects or first sends; on stop, forwards what is queued and ends.
+async fn relay_data<R: Runtime>(
+    mut data: crate::data::Subscription<R::Data>,
+    mut conns: Option<crate::queue::Receiver<ConnectionEvent>>,
+    mut callers: Option<crate::queue::Receiver<CallerEvent>>,
+    agg: Arc<Aggregator<R>>,
+    relays: Arc<Relays<R>>,
+    map: fn(R::Data) -> Option<R::Data>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), RuntimeError> {
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        batch.clear();
+        let step = tokio::select! {
+            n = data.recv_many(&mut batch, 1024) => {
+                if n == 0 {
+                    return Ok(());
+                }
+                Step::Data
+            }
+            event = async { conns.as_mut()?.recv().await }, if conns.is_some() => Step::Conn(event),
+            event = async { callers.as_mut()?.recv().await }, if callers.is_some() => {
+                Step::Caller(event)
+            }
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => Step::Stop,
+        };
+        let stopping = match step {
+            Step::Data => false,
+            // A source is known to the application as soon as it connects here, so
+            // events can be sent to it before it sends anything.
+            Step::Conn(Some(ConnectionEvent::Connected { peer, .. })) => {
+                relays.get(peer, &agg).await?;
+                continue;
+            }
+            Step::Conn(Some(_)) => continue,
+            Step::Conn(None) => {
+                conns = None;
+                continue;
+            }
+            Step::Caller(Some(CallerEvent::Forgotten(caller))) => {
+                relays.forget(caller);
+                continue;
+            }
+            Step::Caller(Some(_)) => continue,
+            Step::Caller(None) => {
+                callers = None;
+                continue;
+            }
+            Step::Stop => {
+                data.try_recv_many(&mut batch, usize::MAX);
+                true
+            }
+        };
+        // Consecutive samples of one source go on in one batch.
+        let mut rest = &batch[..];
+        while let Some((caller, _)) = rest.first() {
+            let caller = *caller;
+            let run = rest.iter().take_while(|(c, _)| *c == caller).count();
+            let (this, next) = rest.split_at(run);
+            rest = next;
+            let source = relays.get(caller, &agg).await?;
+            let items = this
+                .iter()
+                .filter_map(|(_, item)| map(item.value.clone()).map(|v| (item.time, v)));
+            source.send_batch_at(items).await?;
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}
+
+/// What woke the relay.
+enum Step {
+    Data,
+    Conn(Option<ConnectionEvent>),
+    Caller(Option<CallerEvent>),
+    Stop,
+}
+
+impl<R: Runtime> Hosted for HostedAggregator<R> {
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            self.stopping.send_replace(true);
+            let relay = self.relay.lock().await.take();
+            if let Some(relay) = relay {
+                match tokio::time::timeout(grace, relay).await {
+                    Ok(Ok(Err(e))) => tracing::warn!(error = %e, "forwarding at stop failed"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "the relay ended badly"),
+                    Err(_) => tracing::warn!("forwarding at stop took longer than the grace"),
+                    Ok(Ok(Ok(()))) => {}
+                }
+            }
+            let sources: Vec<_> = lock(&self.relays.sources).values().cloned().collect();
+            let mut flushed = true;
+            for source in sources {
+                flushed &= source.shutdown(grace).await;
+            }
+            lock(&self.relays.tasks).abort_all();
+            self.agg.shutdown(grace).await;
+            flushed
+        })
+    }
+
+    fn fault(&self) -> BoxFuture<'_, Fault> {
+        Box::pin(async move {
+            let relay = async {
+                let handle = self.relay.lock().await.take();
+                let Some(handle) = handle else {
+                    return std::future::pending().await;
+                };
+                match handle.await {
+                    Ok(Ok(())) => std::future::pending().await,
+                    Ok(Err(e)) => Fault::failed("relay", e.to_string()),
+                    Err(e) => Fault::panicked("relay", join_error_message(e)),
+                }
+            };
+            tokio::select! {
+                f = self.agg.fault() => f,
+                f = relay => f,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_aggregator_spec_crosses_as_json_unchanged() {
+        let spec = AggregatorSpec::new()
+            .listen("unix:/tmp/agg.sock")
+            .source(["127.0.0.1:5000", "127.0.0.1:5001"])
+            .retention(None);
+        #[cfg(feature = "mdns")]
+        let spec = spec.discover_mdns(InterfacePolicy::LoopbackOnly);
+        let back = AggregatorSpec::from_json(&spec.to_json()).unwrap();
+        assert_eq!(back.id(), spec.id());
+        assert_eq!(back.identity.public_key(), spec.identity.public_key());
+        assert_eq!(back.listen, spec.listen);
+        assert_eq!(back.sources, spec.sources);
+        #[cfg(feature = "mdns")]
+        assert_eq!(back.discover, spec.discover);
+        assert_eq!(back.retention, None);
+        assert!(AggregatorSpec::new()
+            .source(["nowhere"])
+            .check()
+            .unwrap_err()
+            .contains("nowhere"));
+    }
+}
