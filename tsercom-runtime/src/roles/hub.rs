@@ -113,7 +113,10 @@ impl<T: Clone + Send + 'static> Hub<T> {
     pub(crate) fn dropped(&self) -> u64 {
         let state = lock(&self.state);
         let live: u64 = state.live.iter().map(|tx| tx.stats().dropped).sum();
-        let parked = state.parked.as_ref().map_or(0, |(tx, _)| tx.stats().dropped);
+        let parked = state
+            .parked
+            .as_ref()
+            .map_or(0, |(tx, _)| tx.stats().dropped);
         state
             .retired_dropped
             .saturating_add(live)

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use super::core::{forget_departed, Core};
 use super::{discover, Aggregator, Inner};
-use crate::roles::hub::relay;
 use crate::backoff::Backoff;
 use crate::data::RemoteDataAggregator;
 use crate::discovery::Discovery;
@@ -16,6 +15,7 @@ use crate::identity::Identity;
 #[cfg(doc)]
 use crate::ids::CallerId;
 use crate::queue::OverflowPolicy;
+use crate::roles::hub::relay;
 use crate::roles::settings::{role_setters, RoleSettings};
 use crate::time::Clock;
 use crate::transport::{ClientTls, Endpoint, EndpointParseError, IntoEndpoint, ServerTls};
@@ -253,7 +253,8 @@ rejection.",
                 departed,
             ),
         );
-        let relay = tokio::spawn(relay(conn_rx, Arc::clone(&core.connection_events))).abort_handle();
+        let relay =
+            tokio::spawn(relay(conn_rx, Arc::clone(&core.connection_events))).abort_handle();
         let mut server = None;
         let mut local_endpoint = None;
         if let Some(endpoint) = listen {

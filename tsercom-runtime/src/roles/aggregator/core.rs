@@ -20,15 +20,15 @@ use crate::engine::connection::Handler;
 use crate::engine::handshake::Peer;
 use crate::engine::shared::{Role, Shared};
 use crate::engine::{ConnectionEvent, Delivery, Runtime, CONNECTION_EVENTS};
+use crate::ids::CallerId;
 use crate::queue::OverflowPolicy;
 use crate::roles::hub::Hub;
-use crate::transport::Endpoint;
-use tokio::sync::watch;
-use crate::ids::CallerId;
 use crate::series::Series;
 use crate::task::Fault;
 use crate::time::Timestamp;
+use crate::transport::Endpoint;
 use crate::wire;
+use tokio::sync::watch;
 
 /// Gaps kept for [`Aggregator::gaps`](super::Aggregator::gaps): the newest, the oldest
 /// dropped beyond it (about 80 bytes each).

@@ -223,7 +223,10 @@ impl<R: Runtime> Aggregator<R> {
 
     /// The TCP address sources can dial, when the aggregator listens over TCP.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.inner.local_endpoint.as_ref().and_then(Endpoint::as_tcp)
+        self.inner
+            .local_endpoint
+            .as_ref()
+            .and_then(Endpoint::as_tcp)
     }
 
     /// The received data: per-caller series with cursors, lookups and subscriptions.
@@ -315,7 +318,9 @@ impl<R: Runtime> Aggregator<R> {
         let seq = state
             .events
             .push_many(std::iter::once((self.inner.core.shared.clock.now(), bytes)));
-        if self.inner.core.shared.config.delivery == Delivery::BestEffort && lock(&state.live).is_none() {
+        if self.inner.core.shared.config.delivery == Delivery::BestEffort
+            && lock(&state.live).is_none()
+        {
             // Best effort keeps nothing for a source that is not connected; it is told
             // of the gap when it is back.
             state.events.evict_all();

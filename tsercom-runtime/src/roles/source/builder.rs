@@ -9,16 +9,16 @@ use crate::engine::handshake::dial_loop;
 
 use super::core::Core;
 use super::{Inner, Source, SCRATCH_BLOCK};
-use crate::engine::CONNECTION_EVENTS;
-use crate::roles::hub::{relay, Hub};
 use crate::backoff::Backoff;
 use crate::discovery::{Advertisement, Discovery, InterfacePolicy};
 use crate::engine::buffer::{BufferLimits, SendBuffer};
+use crate::engine::CONNECTION_EVENTS;
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
 use crate::identity::Identity;
 #[cfg(doc)]
 use crate::ids::CallerId;
 use crate::queue::OverflowPolicy;
+use crate::roles::hub::{relay, Hub};
 use crate::roles::settings::{role_setters, RoleSettings};
 use crate::series::Series;
 use crate::time::Clock;
@@ -286,15 +286,15 @@ with [`RuntimeError::Refused`].",
         let relay = tokio::spawn(relay(conn_rx, Arc::clone(&connection_events))).abort_handle();
         Ok(Source {
             inner: Arc::new(Inner {
-            core,
-            connection_events,
-            relay,
-            local_endpoint,
-            server: Mutex::new(server),
-            same_host_server: Mutex::new(same_host.map(|(server, _, _)| server)),
-            publisher: Mutex::new(publisher),
-            #[cfg(feature = "metrics")]
-            metrics,
+                core,
+                connection_events,
+                relay,
+                local_endpoint,
+                server: Mutex::new(server),
+                same_host_server: Mutex::new(same_host.map(|(server, _, _)| server)),
+                publisher: Mutex::new(publisher),
+                #[cfg(feature = "metrics")]
+                metrics,
             }),
         })
     }

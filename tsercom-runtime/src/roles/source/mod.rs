@@ -161,7 +161,10 @@ impl<R: Runtime> Source<R> {
 
     /// The TCP address the source serves on, when it hosts the stream over TCP.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.inner.local_endpoint.as_ref().and_then(Endpoint::as_tcp)
+        self.inner
+            .local_endpoint
+            .as_ref()
+            .and_then(Endpoint::as_tcp)
     }
 
     /// Sends a sample stamped with the current time. Returns its sequence number.
@@ -169,7 +172,8 @@ impl<R: Runtime> Source<R> {
     /// The sample is encoded and buffered at once; connections send it in the next frame,
     /// stamped in each aggregator's clock.
     pub async fn send(&self, value: R::Data) -> Result<u64, RuntimeError> {
-        self.send_at(self.inner.core.shared.clock.now(), value).await
+        self.send_at(self.inner.core.shared.clock.now(), value)
+            .await
     }
 
     /// Sends a sample stamped `local_time`, a time of this source's clock; each
@@ -182,7 +186,8 @@ impl<R: Runtime> Source<R> {
         // One sample needs no intermediate list (this is the hot path of `send`).
         self.check_running()?;
         let payload = self.encode(&value)?;
-        self.inner.core
+        self.inner
+            .core
             .bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let seq = self
@@ -342,7 +347,8 @@ impl<R: Runtime> Source<R> {
         }
         self.inner.core.shared.stopping.send_replace(true);
         // Sessions end their streams cleanly now; give them a moment to do so.
-        self.inner.core
+        self.inner
+            .core
             .shared
             .tasks
             .join(Duration::from_millis(500))
