@@ -112,7 +112,8 @@ pub enum SendEventError {
 /// Counters of an aggregator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AggregatorStats {
-    /// Samples received and stored.
+    /// Samples received and stored; counted before the store hands them to
+    /// subscribers, so a subscriber that got a sample sees it counted.
     pub received: u64,
     /// Samples received again after a reconnect and dropped as duplicates.
     pub duplicates: u64,

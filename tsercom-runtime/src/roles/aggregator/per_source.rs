@@ -15,7 +15,7 @@ pub struct PerSourceStats {
     pub connected: bool,
     /// Connections with the source so far (reconnects are `connects - 1`).
     pub connects: u64,
-    /// Samples received from it and stored.
+    /// Samples received from it and stored (counted before subscribers get them).
     pub samples: u64,
     /// Payload bytes of the samples received from it (encoded series, without framing),
     /// duplicates included.

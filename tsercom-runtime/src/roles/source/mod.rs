@@ -171,6 +171,12 @@ impl<R: Runtime> Source<R> {
     ///
     /// The sample is encoded and buffered at once; connections send it in the next frame,
     /// stamped in each aggregator's clock.
+    ///
+    /// Async like [`Aggregator::send`](crate::roles::Aggregator::send): the send buffer's
+    /// policy never waits today (what stays unacknowledged beyond its
+    /// [`BufferLimits`](crate::engine::BufferLimits) is evicted, counted in
+    /// [`SourceStats::evicted`] and reported to the aggregators as a gap), so the future
+    /// is ready at once.
     pub async fn send(&self, value: R::Data) -> Result<u64, RuntimeError> {
         self.send_at(self.inner.core.shared.clock.now(), value)
             .await
