@@ -123,7 +123,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for source in &sources {
         let source = Arc::clone(source);
         let name = names[&source.id()];
-        let mut events = source.events().ok_or("events already taken")?;
+        let mut events = source.events();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_HZ));
             let end = Instant::now() + RUN;
@@ -157,7 +157,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut commanded = false;
     while Instant::now() < consume_until {
         if !commanded && started.elapsed() > RUN / 2 {
-            let sent_to = aggregator.broadcast(sensors::Command::SetRate { hz: 100 });
+            let sent_to = aggregator
+                .broadcast(sensors::Command::SetRate { hz: 100 })
+                .await;
             println!(
                 "aggregator: broadcast SetRate {{ hz: 100 }} to {} sensors",
                 sent_to.len()

@@ -143,9 +143,7 @@ async fn main() -> Result<(), Error> {
         .tls_client(trusted()?)
         .start()
         .await?;
-    let mut events = intruder
-        .connection_events()
-        .ok_or("connection events already taken")?;
+    let mut events = intruder.connection_events();
     match tokio::time::timeout(Duration::from_secs(10), events.recv()).await? {
         Some(ConnectionEvent::Refused { status, .. }) => {
             println!("intruder (no client certificate): {status}");

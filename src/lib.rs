@@ -94,7 +94,7 @@ macro_rules! child_main {
 pub use tsercom_runtime::queue::OverflowPolicy;
 pub use tsercom_runtime::roles::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, Event, PeerClock, PerAggregatorStats,
-    PerSourceStats, SendEventError, Source, SourceBuilder, SourceStats,
+    PerSourceStats, SendEventError, Source, SourceBuilder, SourceInfo, SourceStats, WaitError,
 };
 pub use tsercom_runtime::task::Fault;
 pub use tsercom_runtime::tensor::{DType, Tensor, TensorError, TensorSpec};

@@ -64,8 +64,8 @@ async fn aggregator_finds_sources_and_follows_one_that_leaves() {
         assert_eq!(latest.value, Reading { value: i as f64 });
     }
     // Events reach a discovered source.
-    let mut events = sources[1].events().unwrap();
-    agg.send(ids[1], Poke { n: 9 }).unwrap();
+    let mut events = sources[1].events();
+    agg.send(ids[1], Poke { n: 9 }).await.unwrap();
     let e = tokio::time::timeout(DEADLINE, events.recv())
         .await
         .unwrap()
@@ -88,10 +88,14 @@ async fn aggregator_finds_sources_and_follows_one_that_leaves() {
     }
     wait_until("two connected", || agg.connected().len() == 2).await;
     assert_eq!(agg.connected().len(), 2);
-    wait_until("the left source refuses events", || {
-        agg.send(ids[0], Poke { n: 1 }) == Err(SendEventError::Disconnected(ids[0]))
-    })
-    .await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while agg.send(ids[0], Poke { n: 1 }).await != Err(SendEventError::Disconnected(ids[0])) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the left source to refuse events"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     sources[0].send(Reading { value: 10.0 }).await.unwrap();
     wait_until("data still flows from the others", || {
         agg.stats().received == 4

@@ -35,7 +35,7 @@ impl Good {
                 .await
                 .unwrap(),
         );
-        let events = source.connection_events().unwrap();
+        let events = source.connection_events();
         let id = source.id();
         wait_until("the good source is connected", || {
             agg.connected().contains(&id)

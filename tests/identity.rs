@@ -131,8 +131,8 @@ async fn assert_all_ticks(agg: &Aggregator<Ticks>, source: &Source<Ticks>, n: u6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hijacker_with_a_live_sources_id_and_no_key_is_refused_and_changes_nothing() {
     let (agg, source) = streaming(100).await;
-    let mut agg_events = agg.connection_events().unwrap();
-    let mut src_events = source.connection_events().unwrap();
+    let mut agg_events = agg.connection_events();
+    let mut src_events = source.connection_events();
     let id = source.id();
     let addr = agg.local_addr().unwrap();
 
@@ -163,7 +163,7 @@ async fn a_hijacker_with_a_live_sources_id_and_no_key_is_refused_and_changes_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hijacker_with_another_key_is_permission_denied() {
     let (agg, source) = streaming(50).await;
-    let mut agg_events = agg.connection_events().unwrap();
+    let mut agg_events = agg.connection_events();
     let id = source.id();
     let addr = agg.local_addr().unwrap();
 
@@ -190,7 +190,7 @@ async fn a_hijacker_with_another_key_is_permission_denied() {
         .start()
         .await
         .unwrap();
-    let mut impostor_events = impostor.connection_events().unwrap();
+    let mut impostor_events = impostor.connection_events();
     let refused = loop {
         match tokio::time::timeout(DEADLINE, impostor_events.recv()).await {
             Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,
@@ -229,7 +229,7 @@ async fn a_restarted_source_with_its_identity_file_replaces_its_old_session() {
         .start()
         .await
         .unwrap();
-    let mut agg_events = agg.connection_events().unwrap();
+    let mut agg_events = agg.connection_events();
     let addr = agg.local_addr().unwrap();
     // A file from before keys (one line, the id): the key is added on first use.
     let id = CallerId::persistent(&file).unwrap();
@@ -240,7 +240,7 @@ async fn a_restarted_source_with_its_identity_file_replaces_its_old_session() {
         .await
         .unwrap();
     assert_eq!(old.id(), id);
-    let mut old_events = old.connection_events().unwrap();
+    let mut old_events = old.connection_events();
     old.send(Tick { n: 0 }).await.unwrap();
     wait_until("the old process's tick", || agg.stats().received == 1).await;
 
@@ -367,7 +367,7 @@ async fn a_peer_presenting_the_aggregators_id_to_a_serving_source_is_refused() {
         .start()
         .await
         .unwrap();
-    let mut src_events = source.connection_events().unwrap();
+    let mut src_events = source.connection_events();
     for i in 0..100 {
         source.send(Tick { n: i }).await.unwrap();
     }
@@ -457,7 +457,7 @@ async fn with_mtls_a_certificate_naming_a_caller_id_admits_only_that_id() {
         .start()
         .await
         .unwrap();
-    let mut events = wrong.connection_events().unwrap();
+    let mut events = wrong.connection_events();
     let status = loop {
         match tokio::time::timeout(DEADLINE, events.recv()).await {
             Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,

@@ -227,9 +227,11 @@ fn round_trip() {
     wait_until("all 1000 samples", || values(&agg, id).len() == 1000);
     assert_eq!(values(&agg, id), (1..=1000).collect::<Vec<_>>());
     // An event from the aggregator reaches the application's handle through the child.
-    let mut events = src.events().unwrap();
+    let mut events = src.events();
     wait_until("the source connected", || agg.agg.connected().contains(&id));
-    agg.agg.send(id, Ping { id: 7 }).unwrap();
+    agg._tokio
+        .block_on(agg.agg.send(id, Ping { id: 7 }))
+        .unwrap();
     let event = source
         .block_on(|_| async move { tokio::time::timeout(DEADLINE, events.recv()).await })
         .unwrap()

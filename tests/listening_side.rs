@@ -123,7 +123,7 @@ async fn a_refused_tls_handshake_is_a_connection_event() {
         .start()
         .await
         .unwrap();
-    let mut events = agg.connection_events().unwrap();
+    let mut events = agg.connection_events();
     // A client that speaks plain text to the TLS port.
     let mut plain = tokio::net::TcpStream::connect(agg.local_addr().unwrap())
         .await

@@ -238,7 +238,7 @@ async fn aggregator_reconnects_to_a_source_and_events_survive() {
         .start()
         .await
         .unwrap();
-    let mut events = source.events().unwrap();
+    let mut events = source.events();
     let proxy = Proxy::start(source.local_addr().unwrap()).await;
     let agg = Aggregator::<Ticks>::builder()
         .source([proxy.addr()])
@@ -252,7 +252,7 @@ async fn aggregator_reconnects_to_a_source_and_events_survive() {
     proxy.cut();
     wait_until("disconnect seen", || agg.connected().is_empty()).await;
     // Sent while the link is down: buffered on both sides.
-    agg.send(source.id(), Nudge { by: 7 }).unwrap();
+    agg.send(source.id(), Nudge { by: 7 }).await.unwrap();
     source.send(Tick { n: 2 }).await.unwrap();
     proxy.block(false);
     let e = tokio::time::timeout(DEADLINE, events.recv())
@@ -478,7 +478,7 @@ async fn connection_state_changes_reach_the_user_as_events() {
         .start()
         .await
         .unwrap();
-    let mut events = source.connection_events().unwrap();
+    let mut events = source.connection_events();
     assert!(
         matches!(next(&mut events).await, ConnectionEvent::Connected { peer, .. } if peer == agg.id())
     );
@@ -528,7 +528,7 @@ async fn a_silently_blackholed_connection_is_detected_and_the_stream_resumes() {
         .start()
         .await
         .unwrap();
-    let mut agg_events = agg.connection_events().unwrap();
+    let mut agg_events = agg.connection_events();
     let proxy = Proxy::start(agg.local_addr().unwrap()).await;
     // Default session settings: the default idle timeout is what is under test.
     let source = Source::<Ticks>::builder()
@@ -537,7 +537,7 @@ async fn a_silently_blackholed_connection_is_detected_and_the_stream_resumes() {
         .start()
         .await
         .unwrap();
-    let mut src_events = source.connection_events().unwrap();
+    let mut src_events = source.connection_events();
     assert!(matches!(
         next(&mut src_events).await,
         ConnectionEvent::Connected { .. }

@@ -116,11 +116,11 @@ async fn events_reach_one_source_or_all_on(transport: Transport) {
         .start()
         .await
         .unwrap();
-    let mut a_events = a.events().unwrap();
-    let mut b_events = b.events().unwrap();
+    let mut a_events = a.events();
+    let mut b_events = b.events();
     wait_until("both connected", || agg.connected().len() == 2).await;
 
-    agg.send(a.id(), Nudge { by: 10 }).unwrap();
+    agg.send(a.id(), Nudge { by: 10 }).await.unwrap();
     let e = tokio::time::timeout(DEADLINE, a_events.recv())
         .await
         .unwrap()
@@ -129,7 +129,7 @@ async fn events_reach_one_source_or_all_on(transport: Transport) {
     assert_eq!(e.from, agg.id());
     assert_eq!(e.seq, 1);
 
-    let sent_to = agg.broadcast(Nudge { by: 0 });
+    let sent_to = agg.broadcast(Nudge { by: 0 }).await;
     assert_eq!(sent_to.len(), 2);
     let e = tokio::time::timeout(DEADLINE, a_events.recv())
         .await
@@ -144,7 +144,7 @@ async fn events_reach_one_source_or_all_on(transport: Transport) {
 
     let stranger = CallerId::random();
     assert_eq!(
-        agg.send(stranger, Nudge { by: 0 }),
+        agg.send(stranger, Nudge { by: 0 }).await,
         Err(tsercom::SendEventError::UnknownCaller(stranger))
     );
 }
@@ -182,7 +182,7 @@ async fn a_source_that_leaves_is_reported_and_refuses_events_on(transport: Trans
         .unwrap();
     assert_eq!(left, Some(tsercom::CallerEvent::Left(id)));
     assert_eq!(
-        agg.send(id, Nudge { by: 0 }),
+        agg.send(id, Nudge { by: 0 }).await,
         Err(tsercom::SendEventError::Disconnected(id))
     );
     // Its data stays readable.

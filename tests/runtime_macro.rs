@@ -451,7 +451,7 @@ async fn unit_enum_events_and_fields_travel_end_to_end() {
         .start()
         .await
         .unwrap();
-    let mut events = source.events().unwrap();
+    let mut events = source.events();
     source
         .send(plant::Level {
             volts: 1.5,
@@ -468,7 +468,7 @@ async fn unit_enum_events_and_fields_travel_end_to_end() {
     assert_eq!(got.items[0].1.value.mode, plant::Mode::Running);
     // Both values of the event, the default (encoded as nothing) and a non-default one.
     for command in [plant::Command::Reset, plant::Command::Calibrate] {
-        agg.send(source.id(), command).unwrap();
+        agg.send(source.id(), command).await.unwrap();
         let e = tokio::time::timeout(Duration::from_secs(20), events.recv())
             .await
             .unwrap()

@@ -63,7 +63,7 @@ async fn an_aggregator_on_the_same_host_dials_the_unix_socket() {
         .start()
         .await
         .unwrap();
-    let mut events = agg.connection_events().unwrap();
+    let mut events = agg.connection_events();
     let source = Source::<R>::builder()
         .advertise(mdns())
         .start()
@@ -112,7 +112,7 @@ async fn an_aggregator_can_force_tcp() {
         .start()
         .await
         .unwrap();
-    let mut events = agg.connection_events().unwrap();
+    let mut events = agg.connection_events();
     let source = Source::<R>::builder()
         .advertise(mdns())
         .start()
@@ -132,7 +132,7 @@ async fn a_source_can_turn_the_socket_off() {
         .start()
         .await
         .unwrap();
-    let mut events = agg.connection_events().unwrap();
+    let mut events = agg.connection_events();
     let source = Source::<R>::builder()
         .advertise(mdns())
         .same_host_socket(false)

@@ -93,14 +93,14 @@ async fn an_old_source_streams_to_a_new_aggregator() {
         .start()
         .await
         .unwrap();
-    let mut agg_events = agg.connection_events().unwrap();
+    let mut agg_events = agg.connection_events();
     let source = Source::<v1::Runtime>::builder()
         .dial([agg.local_addr().unwrap()])
         .start()
         .await
         .unwrap();
-    let mut source_events = source.events().unwrap();
-    let mut source_conn = source.connection_events().unwrap();
+    let mut source_events = source.events();
+    let mut source_conn = source.connection_events();
     for i in 0..100u32 {
         source
             .send(v1::Reading {
@@ -135,6 +135,7 @@ async fn an_old_source_streams_to_a_new_aggregator() {
             label: "fast".into(),
         },
     )
+    .await
     .unwrap();
     let e = tokio::time::timeout(DEADLINE, source_events.recv())
         .await
@@ -163,7 +164,7 @@ async fn a_new_source_streams_to_an_old_aggregator_that_dials_it() {
         .start()
         .await
         .unwrap();
-    let mut source_events = source.events().unwrap();
+    let mut source_events = source.events();
     let agg = Aggregator::<v1::Runtime>::builder()
         .source([source.local_addr().unwrap()])
         .retention(None)
@@ -194,7 +195,9 @@ async fn a_new_source_streams_to_an_old_aggregator_that_dials_it() {
         );
     }
     assert_eq!(items.len(), 100);
-    agg.send(source.id(), v1::Command { rate: 3 }).unwrap();
+    agg.send(source.id(), v1::Command { rate: 3 })
+        .await
+        .unwrap();
     let e = tokio::time::timeout(DEADLINE, source_events.recv())
         .await
         .unwrap()

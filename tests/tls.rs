@@ -155,7 +155,7 @@ async fn tls_source_dials_aggregator_and_samples_arrive() {
         .start()
         .await
         .unwrap();
-    let mut events = source.connection_events().unwrap();
+    let mut events = source.connection_events();
     assert!(matches!(
         next(&mut events).await,
         ConnectionEvent::Connected { peer, .. } if peer == agg.id()
@@ -212,7 +212,7 @@ async fn mtls_refuses_sources_without_a_good_certificate_and_serves_the_others()
         .start()
         .await
         .unwrap();
-    let status = expect_refused(&mut bare.connection_events().unwrap()).await;
+    let status = expect_refused(&mut bare.connection_events()).await;
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
     assert!(status.message().contains("CertificateRequired"), "{status}");
     match bare.send(Reading { value: 0.0 }).await {
@@ -227,7 +227,7 @@ async fn mtls_refuses_sources_without_a_good_certificate_and_serves_the_others()
         .start()
         .await
         .unwrap();
-    let status = expect_refused(&mut stranger.connection_events().unwrap()).await;
+    let status = expect_refused(&mut stranger.connection_events()).await;
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
     assert!(
         status.message().contains("TLS certificate rejected"),
@@ -265,7 +265,7 @@ async fn a_source_trusting_another_ca_refuses_the_aggregator() {
         .start()
         .await
         .unwrap();
-    let status = expect_refused(&mut source.connection_events().unwrap()).await;
+    let status = expect_refused(&mut source.connection_events()).await;
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
     assert!(status.message().contains("UnknownIssuer"), "{status}");
 }
@@ -284,7 +284,7 @@ async fn a_plain_text_source_against_a_tls_aggregator_keeps_retrying_and_says_wh
         .start()
         .await
         .unwrap();
-    let mut events = source.connection_events().unwrap();
+    let mut events = source.connection_events();
     // Not a certificate rejection: retried (the server may be reconfigured), each
     // failure reported.
     for attempt in 1..=2 {
@@ -357,7 +357,7 @@ async fn a_source_advertising_tls_is_never_dialed_in_plain_text() {
         .start()
         .await
         .unwrap();
-    let mut source_events = source.connection_events().unwrap();
+    let mut source_events = source.connection_events();
     // It advertises TXT tls=1.
     let mut listener = mdns().listen(SecurePlain::NAME).unwrap();
     let found = tokio::time::timeout(DEADLINE, async {
@@ -380,7 +380,7 @@ async fn a_source_advertising_tls_is_never_dialed_in_plain_text() {
         .start()
         .await
         .unwrap();
-    let mut events = agg.connection_events().unwrap();
+    let mut events = agg.connection_events();
     let error = loop {
         match next(&mut events).await {
             ConnectionEvent::Retrying { error, .. } => break error,

@@ -200,7 +200,7 @@ fn every_inbound_message_to_an_aggregator_gets_a_typed_status() {
         wait_until("connected", || agg.connected().contains(&id)).await;
         s
     });
-    let mut events = source.connection_events().unwrap();
+    let mut events = source.connection_events();
     rt.block_on(source.send(Tick { n: 1 })).unwrap();
     fuzz(&rt, agg.local_addr().unwrap(), wire::Role::Source);
     rt.block_on(async {
@@ -256,7 +256,7 @@ fn every_inbound_message_to_a_serving_source_gets_a_typed_status() {
         wait_until("connected", || !agg.connected().is_empty()).await;
         (source, agg)
     });
-    let mut events = agg.connection_events().unwrap();
+    let mut events = agg.connection_events();
     fuzz(&rt, source.local_addr().unwrap(), wire::Role::Aggregator);
     rt.block_on(async {
         for n in 1..=100 {

@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .name("kitchen")
         .start()
         .await?;
-    let mut events = source.events().ok_or("events are taken once")?;
+    let mut events = source.events();
 
     // Samples sent before the aggregator connects wait in the source's buffer.
     for i in 0..100 {
@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Events go the other way.
-    aggregator.send(source.id(), sensors::Command::Calibrate)?;
+    aggregator.send(source.id(), sensors::Command::Calibrate).await?;
     let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await?
         .ok_or("the event stream ended")?;

@@ -9,11 +9,12 @@
 //! [`crate::engine`]'s.
 
 mod aggregator;
+mod hub;
 mod settings;
 mod source;
 
 pub use aggregator::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, PerSourceStats,
-    SendEventError,
+    SendEventError, SourceInfo, WaitError,
 };
 pub use source::{Event, PerAggregatorStats, Source, SourceBuilder, SourceStats};

@@ -387,16 +387,15 @@ impl<R: Runtime> Relays<R> {
                 .await?,
         );
         // The application's events for `caller` go on to the real source.
-        if let Some(mut events) = source.events() {
-            let agg = Arc::clone(agg);
-            lock(&self.tasks).spawn(async move {
-                while let Some(event) = events.recv().await {
-                    if let Err(e) = agg.send(caller, event.value) {
-                        tracing::warn!(%caller, error = %e, "an event could not be forwarded to the source");
-                    }
+        let mut events = source.events();
+        let agg = Arc::clone(agg);
+        lock(&self.tasks).spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let Err(e) = agg.send(caller, event.value).await {
+                    tracing::warn!(%caller, error = %e, "an event could not be forwarded to the source");
                 }
-            });
-        }
+            }
+        });
         lock(&self.sources).insert(caller, Arc::clone(&source));
         Ok(source)
     }
@@ -447,7 +446,7 @@ pub(super) async fn host<R: Runtime>(
     });
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let data = agg.data().subscribe_with(4096, OverflowPolicy::Block);
-    let conns = agg.connection_events();
+    let conns = Some(agg.connection_events());
     let callers = Some(agg.caller_events());
     let relay = tokio::spawn(relay_data(
         data,

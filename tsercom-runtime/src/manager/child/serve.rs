@@ -203,21 +203,19 @@ async fn relay_data<R: Runtime>(
 
 /// Forwards the real source's events to the application's source.
 async fn relay_events<R: Runtime>(
-    events: Option<crate::queue::Receiver<crate::roles::Event<R::Event>>>,
+    mut events: crate::queue::Receiver<crate::roles::Event<R::Event>>,
     bridge: Arc<Aggregator<R>>,
     app: CallerId,
 ) {
-    let Some(mut events) = events else { return };
     // Events wait until the application's source is connected to the bridge.
-    if let Some(mut conns) = bridge.connection_events() {
-        while !bridge.connected().contains(&app) {
-            if conns.recv().await.is_none() {
-                return;
-            }
+    let mut conns = bridge.connection_events();
+    while !bridge.connected().contains(&app) {
+        if conns.recv().await.is_none() {
+            return;
         }
     }
     while let Some(event) = events.recv().await {
-        if let Err(e) = bridge.send(app, event.value) {
+        if let Err(e) = bridge.send(app, event.value).await {
             tracing::warn!(error = %e, "an event could not be forwarded to the application");
         }
     }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::core::{forget_departed, Core};
-use super::{discover, Aggregator};
+use super::{discover, Aggregator, Inner};
 use crate::backoff::Backoff;
 use crate::data::RemoteDataAggregator;
 use crate::discovery::Discovery;
@@ -15,6 +15,7 @@ use crate::identity::Identity;
 #[cfg(doc)]
 use crate::ids::CallerId;
 use crate::queue::OverflowPolicy;
+use crate::roles::hub::relay;
 use crate::roles::settings::{role_setters, RoleSettings};
 use crate::time::Clock;
 #[cfg(feature = "tls")]
@@ -208,8 +209,14 @@ rejection.",
         let departed = core.data.caller_events_with(1024, OverflowPolicy::Block);
         core.shared.tasks.spawn(
             "freeing departed sources".to_owned(),
-            forget_departed(Arc::downgrade(&core), departed),
+            forget_departed(
+                Arc::downgrade(&core),
+                Arc::clone(&core.caller_events),
+                departed,
+            ),
         );
+        let relay =
+            tokio::spawn(relay(conn_rx, Arc::clone(&core.connection_events))).abort_handle();
         let mut server = None;
         let mut local_endpoint = None;
         if let Some(endpoint) = listen {
@@ -226,12 +233,14 @@ rejection.",
             core.shared.tasks.spawn(name, task);
         }
         Ok(Aggregator {
-            core,
-            connection_events: Mutex::new(Some(conn_rx)),
-            local_endpoint,
-            server: Mutex::new(server),
-            #[cfg(feature = "metrics")]
-            metrics,
+            inner: Arc::new(Inner {
+                core,
+                relay,
+                local_endpoint,
+                server: Mutex::new(server),
+                #[cfg(feature = "metrics")]
+                metrics,
+            }),
         })
     }
 }

@@ -19,16 +19,23 @@ use crate::engine::clock_link::{AuthorityTime, ClockLink};
 use crate::engine::connection::Handler;
 use crate::engine::handshake::Peer;
 use crate::engine::shared::{Role, Shared};
-use crate::engine::{Delivery, Runtime};
+use crate::engine::{ConnectionEvent, Delivery, Runtime, CONNECTION_EVENTS};
 use crate::ids::CallerId;
+use crate::queue::OverflowPolicy;
+use crate::roles::hub::Hub;
 use crate::series::Series;
 use crate::task::Fault;
 use crate::time::Timestamp;
+use crate::transport::Endpoint;
 use crate::wire;
+use tokio::sync::watch;
 
 /// Gaps kept for [`Aggregator::gaps`](super::Aggregator::gaps): the newest, the oldest
 /// dropped beyond it (about 80 bytes each).
 pub(super) const MAX_GAPS: usize = 4096;
+
+/// Caller events each receiver keeps (the oldest dropped beyond it).
+const CALLER_EVENTS: usize = 256;
 
 /// A frame's new samples, decoded, and how many of its samples were duplicates.
 type Decoded<D> = (Vec<Timestamped<D>>, u64);
@@ -53,6 +60,8 @@ pub(super) struct CallerState {
     /// The source left on purpose (said goodbye, or is no longer advertised).
     pub(super) left: AtomicBool,
     pub(super) clock: Mutex<Option<PeerClock>>,
+    /// The address of its last connection.
+    pub(super) address: Mutex<Option<Endpoint>>,
     /// Per-source counters (see `Aggregator::source_stats`).
     pub(super) counters: SourceCounters,
 }
@@ -72,7 +81,19 @@ pub(super) struct Core<R: Runtime> {
     pub(super) rejected: AtomicU64,
     /// Samples the data store refused for their time (outside its window).
     pub(super) refused_samples: AtomicU64,
+    /// The names discovered sources advertised, by id (at most [`MAX_NAMES`]); freed
+    /// with the source.
+    pub(super) names: Mutex<HashMap<CallerId, String>>,
+    /// Bumped whenever a source connects or disconnects (see `sources::wait`).
+    pub(super) arrivals: watch::Sender<u64>,
+    /// The receivers of caller events, fed by [`forget_departed`].
+    pub(super) caller_events: Arc<Hub<CallerEvent>>,
+    /// The receivers of connection events, fed from the engine's queue.
+    pub(super) connection_events: Arc<Hub<ConnectionEvent>>,
 }
+
+/// Advertised names kept at most (one per discovered source).
+const MAX_NAMES: usize = 10_000;
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -89,6 +110,10 @@ impl<R: Runtime> Core<R> {
             shared,
             event_limits,
             data,
+            names: Mutex::new(HashMap::new()),
+            arrivals: watch::Sender::new(0),
+            caller_events: Hub::new(CALLER_EVENTS, OverflowPolicy::DropOldest),
+            connection_events: Hub::new(CONNECTION_EVENTS, OverflowPolicy::DropOldest),
             callers: Mutex::new(HashMap::new()),
             gaps: Mutex::new(VecDeque::new()),
             next_generation: AtomicU64::new(1),
@@ -111,6 +136,7 @@ impl<R: Runtime> Core<R> {
                 live: Mutex::new(None),
                 left: AtomicBool::new(false),
                 clock: Mutex::new(None),
+                address: Mutex::new(None),
                 counters: SourceCounters::default(),
             })
         }))
@@ -202,7 +228,16 @@ impl<R: Runtime> Core<R> {
             .is_some_and(|s| lock(&s.live).is_none() && !self.data.is_known(caller));
         if gone {
             callers.remove(&caller);
+            lock(&self.names).remove(&caller);
             tracing::debug!(%caller, "departed source forgotten");
+        }
+    }
+
+    /// Remembers the name a discovered source advertised (within [`MAX_NAMES`]).
+    pub(super) fn remember_name(&self, caller: CallerId, name: String) {
+        let mut names = lock(&self.names);
+        if names.len() < MAX_NAMES || names.contains_key(&caller) {
+            names.insert(caller, name);
         }
     }
 
@@ -245,6 +280,7 @@ impl<R: Runtime> Role for Core<R> {
         let state = self.caller(peer.id);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         *lock(&state.live) = Some(generation);
+        *lock(&state.address) = peer.addr.clone();
         state.counters.connected();
         state.left.store(false, Ordering::Release);
         self.data.add_caller(peer.id);
@@ -267,6 +303,7 @@ impl<R: Runtime> Role for Core<R> {
             peer_best_effort: peer.delivery == Delivery::BestEffort,
             refused: AtomicU64::new(0),
         };
+        self.arrivals.send_modify(|n| *n = n.wrapping_add(1));
         (link, last)
     }
 
@@ -314,6 +351,8 @@ impl<R: Runtime> Drop for SourceLink<R> {
                 self.state.events.evict_all();
             }
             let _ = self.core.data.mark_left(self.caller);
+            drop(live);
+            self.core.arrivals.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 }
@@ -340,8 +379,17 @@ impl<R: Runtime> Handler for SourceLink<R> {
         let (items, dropped) = self.core.decode_frame(self.caller, &self.state, frame)?;
         let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
         let n = items.len() as u64;
-        let (mut stored, mut refused) = (0, 0);
+        let (mut unstored, mut refused) = (0, 0);
         if n > 0 {
+            // Counted before the store hands them to subscribers, so a subscriber that
+            // got a sample sees it counted; what is not stored is taken back below.
+            let taken_back = Uncount {
+                core: &self.core.received,
+                source: &self.state.counters,
+                n,
+            };
+            self.core.received.fetch_add(n, Ordering::Relaxed);
+            self.state.counters.storing(n);
             // Waits (without blocking a thread) only for a subscriber that asked for
             // back-pressure with `OverflowPolicy::Block`. Cancelled there, nothing is
             // stored and nothing is recorded as held.
@@ -354,7 +402,12 @@ impl<R: Runtime> Handler for SourceLink<R> {
                     DataError::TooManyCallers { .. } => Status::resource_exhausted(e.to_string()),
                     other => Status::internal(other.to_string()),
                 })?;
-            (stored, refused) = (inserted.stored as u64, inserted.refused() as u64);
+            std::mem::forget(taken_back);
+            let stored = inserted.stored as u64;
+            (unstored, refused) = (n.saturating_sub(stored), inserted.refused() as u64);
+            if unstored > 0 {
+                self.core.received.fetch_sub(unstored, Ordering::Relaxed);
+            }
             if refused > 0 {
                 // Their times are outside the window around this aggregator's clock:
                 // held (acknowledged, so not sent again) but not stored.
@@ -363,9 +416,6 @@ impl<R: Runtime> Handler for SourceLink<R> {
                     .refused_samples
                     .fetch_add(refused, Ordering::Relaxed);
             }
-            self.core
-                .received
-                .fetch_add(inserted.stored as u64, Ordering::Relaxed);
         }
         #[cfg(feature = "hop-trace")]
         crate::hops::mark_all(seqs.iter().copied(), crate::hops::Hop::Stored);
@@ -377,7 +427,7 @@ impl<R: Runtime> Handler for SourceLink<R> {
         let duplicates = duplicates + dropped;
         self.state
             .counters
-            .frame(stored, bytes, duplicates, refused);
+            .frame(unstored, bytes, duplicates, refused);
         if duplicates > 0 {
             self.core
                 .duplicates
@@ -456,13 +506,31 @@ impl<R: Runtime> Handler for SourceLink<R> {
     }
 }
 
-/// Frees the state of sources the data store forgot (see [`Core::forget`]); ends with
-/// the aggregator.
+/// Takes back samples counted before they were stored when storing them failed or was
+/// cancelled (dropped without `forget`).
+struct Uncount<'a> {
+    core: &'a AtomicU64,
+    source: &'a SourceCounters,
+    n: u64,
+}
+
+impl Drop for Uncount<'_> {
+    fn drop(&mut self) {
+        self.core.fetch_sub(self.n, Ordering::Relaxed);
+        self.source.unstored(self.n);
+    }
+}
+
+/// Hands the data store's caller events to the aggregator's receivers and frees the
+/// state of sources the data store forgot (see [`Core::forget`]); ends with the
+/// aggregator.
 pub(super) async fn forget_departed<R: Runtime>(
     core: std::sync::Weak<Core<R>>,
+    receivers: Arc<Hub<CallerEvent>>,
     mut events: crate::queue::Receiver<CallerEvent>,
 ) {
     while let Some(event) = events.recv().await {
+        receivers.publish(event).await;
         if let CallerEvent::Forgotten(caller) = event {
             let Some(core) = core.upgrade() else {
                 return;

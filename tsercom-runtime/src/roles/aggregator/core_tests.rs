@@ -199,7 +199,11 @@ async fn a_session_aborted_while_the_store_waits_loses_nothing() {
 async fn gaps_are_a_bounded_ring_and_departed_sources_are_freed() {
     let core = core();
     let departed = core.data.caller_events_with(16, OverflowPolicy::Block);
-    let freeing = tokio::spawn(forget_departed(Arc::downgrade(&core), departed));
+    let freeing = tokio::spawn(forget_departed(
+        Arc::downgrade(&core),
+        Arc::clone(&core.caller_events),
+        departed,
+    ));
     let id = CallerId::random();
     let (link, _) = core.connect(&peer(id));
     let announced = MAX_GAPS as u64 + 4;

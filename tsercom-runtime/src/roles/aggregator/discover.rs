@@ -120,6 +120,9 @@ impl<R: Runtime> Core<R> {
                 ))));
             }
         }
+        if let Some(name) = instance.name.clone() {
+            self.remember_name(peer.id, name);
+        }
         let id = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let caller = peer.id;
         let core = Arc::clone(&self);

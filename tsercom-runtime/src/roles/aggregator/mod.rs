@@ -10,6 +10,7 @@ mod core_tests;
 mod discover;
 mod ledger;
 mod per_source;
+mod sources;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use prost::Message;
 
 pub use builder::AggregatorBuilder;
 pub use per_source::PerSourceStats;
+pub use sources::{SourceInfo, WaitError};
 
 use self::core::{lock, Core};
 use crate::data::{CallerEvent, RemoteDataAggregator};
@@ -110,7 +112,8 @@ pub enum SendEventError {
 /// Counters of an aggregator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AggregatorStats {
-    /// Samples received and stored.
+    /// Samples received and stored; counted before the store hands them to
+    /// subscribers, so a subscriber that got a sample sees it counted.
     pub received: u64,
     /// Samples received again after a reconnect and dropped as duplicates.
     pub duplicates: u64,
@@ -145,10 +148,45 @@ pub struct AggregatorStats {
 ///
 /// Build one with [`Aggregator::builder`]. It dials sources (found by discovery, or at
 /// known addresses: the recommended topology) and/or accepts sources that dial it (the
-/// classic topology). Data is read through [`Aggregator::data`].
+/// classic topology). Data is read through [`Aggregator::data`]; who the sources are
+/// through [`sources`](Self::sources), [`wait_for_sources`](Self::wait_for_sources) and
+/// [`caller_events`](Self::caller_events).
+///
+/// # Receivers
+///
+/// [`caller_events`](Self::caller_events) and
+/// [`connection_events`](Self::connection_events) follow the rule of both roles (the
+/// source's [`events`](crate::roles::Source::events) too): every call returns a new
+/// bounded receiver that gets everything that happens after the call. What happens while
+/// no receiver is open (before the first call, or after every receiver was dropped) is
+/// kept, within the queue's bound, and handed to the next receiver made; so a receiver
+/// made right after `start` misses nothing. ([`RemoteDataAggregator::subscribe`] is a
+/// new receiver per call too.)
+///
+/// # Sharing
+///
+/// `Aggregator` is a cheap handle (an `Arc` inside): clone it to use it from several
+/// tasks. Every clone drives the same aggregator. [`shutdown`](Self::shutdown) on any
+/// clone stops it for all; dropping a clone does nothing else, and dropping the last one
+/// stops the aggregator at once. The data store ([`data`](Self::data)) stays readable
+/// after a stop, for as long as a handle to it lives.
 pub struct Aggregator<R: Runtime> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R: Runtime> Clone for Aggregator<R> {
+    fn clone(&self) -> Self {
+        Aggregator {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// What every clone of an [`Aggregator`] shares; dropping it stops the aggregator.
+struct Inner<R: Runtime> {
     core: Arc<Core<R>>,
-    connection_events: Mutex<Option<queue::Receiver<ConnectionEvent>>>,
+    /// Feeds `core.connection_events` from the engine's queue.
+    relay: tokio::task::AbortHandle,
     local_endpoint: Option<Endpoint>,
     server: Mutex<Option<crate::transport::Server>>,
     /// Sets the metrics; used for the last export at shutdown.
@@ -160,8 +198,8 @@ impl<R: Runtime> std::fmt::Debug for Aggregator<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Aggregator")
             .field("runtime", &R::NAME)
-            .field("id", &self.core.shared.local.id)
-            .field("local_endpoint", &self.local_endpoint)
+            .field("id", &self.inner.core.shared.local.id)
+            .field("local_endpoint", &self.inner.local_endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -175,40 +213,79 @@ impl<R: Runtime> Aggregator<R> {
 
     /// This aggregator's identity (sources use it to resume events).
     pub fn id(&self) -> CallerId {
-        self.core.shared.local.id
+        self.inner.core.shared.local.id
     }
 
     /// The endpoint sources can dial, when the aggregator listens (with the port chosen
     /// when it asked for port 0).
     pub fn local_endpoint(&self) -> Option<&Endpoint> {
-        self.local_endpoint.as_ref()
+        self.inner.local_endpoint.as_ref()
     }
 
     /// The TCP address sources can dial, when the aggregator listens over TCP.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.local_endpoint.as_ref().and_then(Endpoint::as_tcp)
+        self.inner
+            .local_endpoint
+            .as_ref()
+            .and_then(Endpoint::as_tcp)
     }
 
     /// The received data: per-caller series with cursors, lookups and subscriptions.
     pub fn data(&self) -> &RemoteDataAggregator<R::Data> {
-        &self.core.data
+        &self.inner.core.data
     }
 
-    /// Joined/left notifications of sources.
+    /// A new receiver of the sources' joins, leaves and expiries: every change after the
+    /// call, and first those that happened while no receiver was open (see
+    /// [Receivers](Aggregator#receivers)); each receiver keeps the newest 256. The name
+    /// and address of a source that joined: [`source`](Self::source).
     pub fn caller_events(&self) -> queue::Receiver<CallerEvent> {
-        self.core.data.caller_events()
+        self.inner.core.caller_events.subscribe()
     }
 
-    /// Connection state changes (connected, disconnected, retrying, gave up, refused).
-    /// The first call returns the queue filled since start (the oldest events are
-    /// dropped beyond 256); later calls return `None`.
-    pub fn connection_events(&self) -> Option<queue::Receiver<ConnectionEvent>> {
-        lock(&self.connection_events).take()
+    /// A new receiver of connection state changes (connected, disconnected, retrying,
+    /// gave up, refused, faults): every change after the call, and first those that
+    /// happened while no receiver was open (see [Receivers](Aggregator#receivers));
+    /// each receiver keeps the newest 256.
+    pub fn connection_events(&self) -> queue::Receiver<ConnectionEvent> {
+        self.inner.core.connection_events.subscribe()
     }
 
     /// The sources connected now.
     pub fn connected(&self) -> Vec<CallerId> {
-        connected(&self.core)
+        connected(&self.inner.core)
+    }
+
+    /// Every known source (connected, or departed until it is forgotten) with the name
+    /// it advertised and its address, sorted by id.
+    pub fn sources(&self) -> Vec<SourceInfo> {
+        sources::infos(&self.inner.core)
+    }
+
+    /// One source's id, advertised name and address, if it is known (connected, or
+    /// departed and not yet forgotten).
+    pub fn source(&self, id: CallerId) -> Option<SourceInfo> {
+        sources::info(&self.inner.core, id)
+    }
+
+    /// Waits until at least `n` sources are connected and returns the connected ones
+    /// (sorted by id); fails when `timeout` passes first, or when the aggregator is shut
+    /// down. Woken by each connection, it does not poll.
+    ///
+    /// ```no_run
+    /// # async fn f<R: tsercom_runtime::engine::Runtime>(agg: tsercom_runtime::roles::Aggregator<R>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let sources = agg.wait_for_sources(3, std::time::Duration::from_secs(10)).await?;
+    /// for s in &sources {
+    ///     println!("{} ({})", s.id, s.name.as_deref().unwrap_or("unnamed"));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_sources(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<SourceInfo>, WaitError> {
+        sources::wait(&self.inner.core, n, timeout).await
     }
 
     /// Sends an event to one source, stamped now. Returns its sequence number.
@@ -216,8 +293,15 @@ impl<R: Runtime> Aggregator<R> {
     /// The event is buffered and acknowledged like data: a source that is reconnecting
     /// gets it when it is back. A source that never connected, or left on purpose, is an
     /// error.
-    pub fn send(&self, caller: CallerId, event: R::Event) -> Result<u64, SendEventError> {
-        let state = lock(&self.core.callers)
+    ///
+    /// Async like [`Source::send`](crate::roles::Source::send): both put the item in a
+    /// bounded buffer whose policy never waits today (the oldest unacknowledged items
+    /// are evicted and reported to the peer as a gap, within
+    /// [`event_buffer`](AggregatorBuilder::event_buffer)'s limits), so the future is
+    /// ready at once; both are async so that the two sends read alike and a waiting
+    /// policy can come without changing callers.
+    pub async fn send(&self, caller: CallerId, event: R::Event) -> Result<u64, SendEventError> {
+        let state = lock(&self.inner.core.callers)
             .get(&caller)
             .cloned()
             .ok_or(SendEventError::UnknownCaller(caller))?;
@@ -225,7 +309,7 @@ impl<R: Runtime> Aggregator<R> {
             return Err(SendEventError::Disconnected(caller));
         }
         let bytes = Bytes::from(event.encode_to_vec());
-        let limit = self.core.shared.config.max_frame_bytes - 128;
+        let limit = self.inner.core.shared.config.max_frame_bytes - 128;
         if bytes.len() > limit {
             return Err(SendEventError::TooLarge {
                 size: bytes.len(),
@@ -234,8 +318,10 @@ impl<R: Runtime> Aggregator<R> {
         }
         let seq = state
             .events
-            .push_many(std::iter::once((self.core.shared.clock.now(), bytes)));
-        if self.core.shared.config.delivery == Delivery::BestEffort && lock(&state.live).is_none() {
+            .push_many(std::iter::once((self.inner.core.shared.clock.now(), bytes)));
+        if self.inner.core.shared.config.delivery == Delivery::BestEffort
+            && lock(&state.live).is_none()
+        {
             // Best effort keeps nothing for a source that is not connected; it is told
             // of the gap when it is back.
             state.events.evict_all();
@@ -244,10 +330,10 @@ impl<R: Runtime> Aggregator<R> {
     }
 
     /// Sends an event to every connected source; returns the sources it went to.
-    pub fn broadcast(&self, event: R::Event) -> Vec<CallerId> {
+    pub async fn broadcast(&self, event: R::Event) -> Vec<CallerId> {
         let mut sent = Vec::new();
         for id in self.connected() {
-            if self.send(id, event.clone()).is_ok() {
+            if self.send(id, event.clone()).await.is_ok() {
                 sent.push(id);
             }
         }
@@ -258,14 +344,14 @@ impl<R: Runtime> Aggregator<R> {
     /// until its data expires (the retention), then forgotten with everything kept for
     /// it ([`CallerEvent::Forgotten`]).
     pub fn clocks(&self) -> Vec<(CallerId, Option<PeerClock>)> {
-        clocks(&self.core)
+        clocks(&self.inner.core)
     }
 
     /// Each known source's counters (samples, bytes, duplicates, gaps, connections, last
     /// seen), sorted by id. Listed, like [`clocks`](Self::clocks), until the source is
     /// forgotten; the sums over sources are in [`stats`](Self::stats).
     pub fn source_stats(&self) -> Vec<(CallerId, PerSourceStats)> {
-        source_stats(&self.core)
+        source_stats(&self.inner.core)
     }
 
     /// Samples sources reported lost (evicted from their buffers before this aggregator
@@ -276,18 +362,18 @@ impl<R: Runtime> Aggregator<R> {
     /// ([`AggregatorStats::lost`] still counts every one). A late sample is matched
     /// against the kept ones only.
     pub fn gaps(&self) -> Vec<DataGap> {
-        lock(&self.core.gaps).iter().copied().collect()
+        lock(&self.inner.core.gaps).iter().copied().collect()
     }
 
     /// Counters.
     pub fn stats(&self) -> AggregatorStats {
-        stats(&self.core)
+        stats(&self.inner.core)
     }
 
     /// The counters of the aggregator's server (connections open now, refused,
     /// closed for never starting a request, TLS handshakes rejected), when it listens.
     pub fn server_stats(&self) -> Option<crate::transport::ServerStats> {
-        lock(&self.server)
+        lock(&self.inner.server)
             .as_ref()
             .map(crate::transport::Server::stats)
     }
@@ -297,7 +383,7 @@ impl<R: Runtime> Aggregator<R> {
     /// they speak; the most recent 1024, sorted by id. Sources that speak this side's exact
     /// schemas are not listed.
     pub fn peer_schemas(&self) -> Vec<(CallerId, PeerSchema)> {
-        self.core.shared.schemas.peers()
+        self.inner.core.shared.schemas.peers()
     }
 
     /// `Ok` while no internal task of the aggregator (a session, a dial loop, discovery)
@@ -306,25 +392,25 @@ impl<R: Runtime> Aggregator<R> {
     /// session: the others keep running, and the source is reconnected or accepted again.
     /// Each fault is also a [`ConnectionEvent::Fault`].
     pub fn health(&self) -> Result<(), RuntimeError> {
-        self.core.shared.health()
+        self.inner.core.shared.health()
     }
 
     /// Waits for the aggregator's first fault (see [`health`](Self::health)); pending for
     /// as long as none happens.
     pub async fn fault(&self) -> Fault {
-        self.core.shared.fault().await
+        self.inner.core.shared.fault().await
     }
 
     /// Stops dialing and serving and closes every connection.
     pub async fn shutdown(&self, grace: Duration) {
-        self.core.shared.stopping.send_replace(true);
-        let server = lock(&self.server).take();
+        self.inner.core.shared.stopping.send_replace(true);
+        let server = lock(&self.inner.server).take();
         if let Some(server) = server {
             let _ = server.shutdown(grace).await;
         }
-        self.core.shared.tasks.abort_all();
+        self.inner.core.shared.tasks.abort_all();
         #[cfg(feature = "metrics")]
-        export(&self.core, &self.metrics);
+        export(&self.inner.core, &self.inner.metrics);
     }
 }
 
@@ -385,8 +471,9 @@ fn export<R: Runtime>(core: &Core<R>, to: &crate::metrics::Exporter) {
     to.aggregator(&stats(core), &data, &source_stats(core), &clocks(core));
 }
 
-impl<R: Runtime> Drop for Aggregator<R> {
+impl<R: Runtime> Drop for Inner<R> {
     fn drop(&mut self) {
         self.core.shared.stop_now();
+        self.relay.abort();
     }
 }

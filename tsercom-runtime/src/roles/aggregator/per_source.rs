@@ -15,7 +15,7 @@ pub struct PerSourceStats {
     pub connected: bool,
     /// Connections with the source so far (reconnects are `connects - 1`).
     pub connects: u64,
-    /// Samples received from it and stored.
+    /// Samples received from it and stored (counted before subscribers get them).
     pub samples: u64,
     /// Payload bytes of the samples received from it (encoded series, without framing),
     /// duplicates included.
@@ -55,10 +55,24 @@ impl SourceCounters {
         self.connects.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A frame arrived: `stored` samples stored, `bytes` of payload, `duplicates`
-    /// dropped, `refused` refused for their time.
-    pub(super) fn frame(&self, stored: u64, bytes: u64, duplicates: u64, refused: u64) {
-        self.samples.fetch_add(stored, Ordering::Relaxed);
+    /// `n` samples of a frame are about to be stored (and handed to subscribers):
+    /// counted first, so a subscriber that got one sees it counted.
+    pub(super) fn storing(&self, n: u64) {
+        self.samples.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` samples announced to [`storing`](Self::storing) were not stored.
+    pub(super) fn unstored(&self, n: u64) {
+        if n > 0 {
+            self.samples.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// A frame arrived: of the samples announced to [`storing`](Self::storing),
+    /// `unstored` were not stored after all; `bytes` of payload, `duplicates` dropped,
+    /// `refused` refused for their time.
+    pub(super) fn frame(&self, unstored: u64, bytes: u64, duplicates: u64, refused: u64) {
+        self.unstored(unstored);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         if duplicates > 0 {
             self.duplicates.fetch_add(duplicates, Ordering::Relaxed);

@@ -6,17 +6,19 @@ use std::sync::{Arc, Mutex};
 use crate::engine::handshake::dial_loop;
 
 use super::core::Core;
-use super::{Source, SCRATCH_BLOCK};
+use super::{Inner, Source, SCRATCH_BLOCK};
 use crate::backoff::Backoff;
 #[cfg(feature = "mdns")]
 use crate::discovery::InterfacePolicy;
 use crate::discovery::{Advertisement, Discovery};
 use crate::engine::buffer::{BufferLimits, SendBuffer};
+use crate::engine::CONNECTION_EVENTS;
 use crate::engine::{self, Runtime, RuntimeError, SessionConfig};
 use crate::identity::Identity;
 #[cfg(doc)]
 use crate::ids::CallerId;
-use crate::queue::{self, OverflowPolicy};
+use crate::queue::OverflowPolicy;
+use crate::roles::hub::{relay, Hub};
 use crate::roles::settings::{role_setters, RoleSettings};
 use crate::series::Series;
 use crate::time::Clock;
@@ -185,14 +187,14 @@ with [`RuntimeError::Refused`].",
         }
         #[cfg(feature = "metrics")]
         let telemetry = self.settings.telemetry()?;
-        let (events_tx, events_rx) = queue::bounded(self.event_capacity, self.event_policy);
+        let events = Hub::new(self.event_capacity, self.event_policy);
         let data = SendBuffer::new(self.buffer);
         let (shared, conn_rx, tls_server) = self.settings.into_shared(
             Role::Source,
             data.limits(),
             Some(crate::engine::sessions::KEYS_KEPT),
         );
-        let core = Arc::new(Core::<R>::new(shared, data, events_tx, SCRATCH_BLOCK));
+        let core = Arc::new(Core::<R>::new(shared, data, events, SCRATCH_BLOCK));
         #[cfg(feature = "metrics")]
         let metrics = telemetry.start(&core, &core.shared, R::NAME, "source", super::export::<R>);
         let serves_tls = tls_server.is_some();
@@ -237,16 +239,20 @@ with [`RuntimeError::Refused`].",
             let task = dial_loop(Arc::clone(&core), dial);
             core.shared.tasks.spawn("dial loop".to_owned(), task);
         }
+        let connection_events = Hub::new(CONNECTION_EVENTS, OverflowPolicy::DropOldest);
+        let relay = tokio::spawn(relay(conn_rx, Arc::clone(&connection_events))).abort_handle();
         Ok(Source {
-            core,
-            events: Mutex::new(Some(events_rx)),
-            connection_events: Mutex::new(Some(conn_rx)),
-            local_endpoint,
-            server: Mutex::new(server),
-            same_host_server: Mutex::new(same_host.map(|(server, _, _)| server)),
-            publisher: Mutex::new(publisher),
-            #[cfg(feature = "metrics")]
-            metrics,
+            inner: Arc::new(Inner {
+                core,
+                connection_events,
+                relay,
+                local_endpoint,
+                server: Mutex::new(server),
+                same_host_server: Mutex::new(same_host.map(|(server, _, _)| server)),
+                publisher: Mutex::new(publisher),
+                #[cfg(feature = "metrics")]
+                metrics,
+            }),
         })
     }
 }

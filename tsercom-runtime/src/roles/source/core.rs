@@ -18,7 +18,7 @@ use crate::engine::handshake::Peer;
 use crate::engine::shared::{Role, Shared};
 use crate::engine::{Delivery, Runtime};
 use crate::ids::CallerId;
-use crate::queue;
+use crate::roles::hub::Hub;
 use crate::series::Series;
 use crate::time::Timestamp;
 use crate::wire;
@@ -42,7 +42,8 @@ pub(super) struct Core<R: Runtime> {
     /// allocation per block instead of one per sample (and no promotion of a
     /// `Vec`-backed `Bytes` to a shared one when a connection clones it).
     pub(super) scratch: Mutex<BytesMut>,
-    pub(super) events: queue::Sender<Event<R::Event>>,
+    /// The receivers of events (see [`Source::events`](super::Source::events)).
+    pub(super) events: Arc<Hub<Event<R::Event>>>,
     /// Per aggregator: its incarnation and the last event received from it.
     event_progress: Mutex<HashMap<CallerId, (u64, u64)>>,
     pub(super) conns: Mutex<Vec<Arc<Conn>>>,
@@ -73,7 +74,7 @@ impl<R: Runtime> Core<R> {
     pub(super) fn new(
         shared: Shared,
         data: SendBuffer,
-        events: queue::Sender<Event<R::Event>>,
+        events: Arc<Hub<Event<R::Event>>>,
         scratch_block: usize,
     ) -> Self {
         Core {
@@ -225,7 +226,6 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
 
     async fn frame(&self, frame: wire::Frame, mut last_event: u64) -> Result<u64, Status> {
         let est = self.conn.link.estimate();
-        let mut delivered = 0;
         for s in frame.samples {
             if s.seq <= last_event {
                 continue;
@@ -246,15 +246,14 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
                 seq: s.seq,
                 value,
             };
-            // Waits only under `OverflowPolicy::Block` (back-pressure to the
+            // Counted before it is handed over, so a user who received it sees it
+            // counted. Waits only under `OverflowPolicy::Block` (back-pressure to the
             // aggregator); the drop policies count what they drop.
-            if self.core.events.send(event).await.is_ok() {
-                self.core.events_delivered.fetch_add(1, Ordering::Relaxed);
-                delivered += 1;
-            }
+            self.core.events_delivered.fetch_add(1, Ordering::Relaxed);
+            self.conn.counters.events(1, 0);
+            self.core.events.publish(event).await;
             last_event = s.seq;
         }
-        self.conn.counters.events(delivered, 0);
         self.progress(last_event);
         Ok(last_event)
     }

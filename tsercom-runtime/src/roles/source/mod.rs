@@ -17,6 +17,7 @@ pub use builder::SourceBuilder;
 pub use per_aggregator::PerAggregatorStats;
 
 use self::core::{lock, Core};
+use super::hub::Hub;
 use crate::engine::ConnectionEvent;
 use crate::engine::{PeerSchema, Runtime, RuntimeError};
 use crate::ids::CallerId;
@@ -56,9 +57,12 @@ pub struct SourceStats {
     pub evicted: u64,
     /// Samples held in the send buffer now.
     pub buffered: u64,
-    /// Events delivered to the event queue.
+    /// Events received from aggregators and handed to the event receivers (see
+    /// [`Source::events`]); counted before they are handed over, so a user who received
+    /// an event sees it counted.
     pub events: u64,
-    /// Events dropped because the event queue was full.
+    /// Events dropped by the event receivers' overflow policy, or still queued in a
+    /// receiver when it was dropped.
     pub events_dropped: u64,
     /// Events an aggregator reported it could not deliver (evicted from its buffer).
     pub events_lost: u64,
@@ -82,10 +86,41 @@ pub struct SourceStats {
 /// duplicates within the buffer's bounds. [`Delivery::BestEffort`](crate::engine::Delivery::BestEffort) (set in
 /// [`SessionConfig::delivery`](crate::engine::SessionConfig::delivery)) trades that for no retention and no acknowledgements,
 /// with losses reported as gaps.
+///
+/// # Receivers
+///
+/// [`events`](Self::events) and [`connection_events`](Self::connection_events) follow
+/// the rule of both roles: every call returns a new bounded receiver that gets
+/// everything that happens after the call. What happens while no receiver is open
+/// (before the first call, or after every receiver was dropped) is kept, within the
+/// queue's bound, and handed to the next receiver made; so a receiver made right after
+/// `start` misses nothing.
+///
+/// # Sharing
+///
+/// `Source` is a cheap handle (an `Arc` inside): clone it to send from several tasks.
+/// Every clone drives the same source. [`shutdown`](Self::shutdown) on any clone stops
+/// it for all (their `send` then fails with [`RuntimeError::ShutDown`]); dropping a
+/// clone does nothing else, and dropping the last one stops the source at once
+/// (without waiting for acknowledgements: call `shutdown` for that).
 pub struct Source<R: Runtime> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R: Runtime> Clone for Source<R> {
+    fn clone(&self) -> Self {
+        Source {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// What every clone of a [`Source`] shares; dropping it stops the source.
+struct Inner<R: Runtime> {
     core: Arc<Core<R>>,
-    events: Mutex<Option<queue::Receiver<Event<R::Event>>>>,
-    connection_events: Mutex<Option<queue::Receiver<ConnectionEvent>>>,
+    /// The receivers of connection events, fed by `relay`.
+    connection_events: Arc<Hub<ConnectionEvent>>,
+    relay: tokio::task::AbortHandle,
     local_endpoint: Option<Endpoint>,
     server: Mutex<Option<crate::transport::Server>>,
     /// The same-host Unix socket's server, beside an advertised TCP server.
@@ -100,8 +135,8 @@ impl<R: Runtime> std::fmt::Debug for Source<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Source")
             .field("runtime", &R::NAME)
-            .field("id", &self.core.shared.local.id)
-            .field("local_endpoint", &self.local_endpoint)
+            .field("id", &self.inner.core.shared.local.id)
+            .field("local_endpoint", &self.inner.local_endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -115,26 +150,36 @@ impl<R: Runtime> Source<R> {
 
     /// This source's identity.
     pub fn id(&self) -> CallerId {
-        self.core.shared.local.id
+        self.inner.core.shared.local.id
     }
 
     /// The endpoint the source serves on, when it hosts the stream (with the port
     /// chosen when it asked for port 0).
     pub fn local_endpoint(&self) -> Option<&Endpoint> {
-        self.local_endpoint.as_ref()
+        self.inner.local_endpoint.as_ref()
     }
 
     /// The TCP address the source serves on, when it hosts the stream over TCP.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.local_endpoint.as_ref().and_then(Endpoint::as_tcp)
+        self.inner
+            .local_endpoint
+            .as_ref()
+            .and_then(Endpoint::as_tcp)
     }
 
     /// Sends a sample stamped with the current time. Returns its sequence number.
     ///
     /// The sample is encoded and buffered at once; connections send it in the next frame,
     /// stamped in each aggregator's clock.
+    ///
+    /// Async like [`Aggregator::send`](crate::roles::Aggregator::send): the send buffer's
+    /// policy never waits today (what stays unacknowledged beyond its
+    /// [`BufferLimits`](crate::engine::BufferLimits) is evicted, counted in
+    /// [`SourceStats::evicted`] and reported to the aggregators as a gap), so the future
+    /// is ready at once.
     pub async fn send(&self, value: R::Data) -> Result<u64, RuntimeError> {
-        self.send_at(self.core.shared.clock.now(), value).await
+        self.send_at(self.inner.core.shared.clock.now(), value)
+            .await
     }
 
     /// Sends a sample stamped `local_time`, a time of this source's clock; each
@@ -147,24 +192,26 @@ impl<R: Runtime> Source<R> {
         // One sample needs no intermediate list (this is the hot path of `send`).
         self.check_running()?;
         let payload = self.encode(&value)?;
-        self.core
+        self.inner
+            .core
             .bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let seq = self
+            .inner
             .core
             .data
             .push_many(std::iter::once((local_time, payload)));
         crate::hops::mark(seq, crate::hops::Hop::Buffered);
-        self.core.sent.fetch_add(1, Ordering::Relaxed);
-        self.core.drop_unconnected();
+        self.inner.core.sent.fetch_add(1, Ordering::Relaxed);
+        self.inner.core.drop_unconnected();
         Ok(seq)
     }
 
     fn check_running(&self) -> Result<(), RuntimeError> {
-        if self.core.shared.is_stopping() {
+        if self.inner.core.shared.is_stopping() {
             return Err(RuntimeError::ShutDown);
         }
-        if let Some(status) = lock(&self.core.refused).clone() {
+        if let Some(status) = lock(&self.inner.core.refused).clone() {
             return Err(RuntimeError::Refused(status));
         }
         Ok(())
@@ -172,12 +219,12 @@ impl<R: Runtime> Source<R> {
 
     /// Encodes a sample, refusing one larger than a frame may carry.
     fn encode(&self, value: &R::Data) -> Result<Bytes, RuntimeError> {
-        let limit = self.core.shared.config.max_frame_bytes - 128;
+        let limit = self.inner.core.shared.config.max_frame_bytes - 128;
         let size = value.encoded_len();
         if size > limit {
             return Err(RuntimeError::TooLarge { size, limit });
         }
-        let mut scratch = lock(&self.core.scratch);
+        let mut scratch = lock(&self.inner.core.scratch);
         // Empty after the last split: this reuses the block's rest, or starts a new
         // block of at least SCRATCH_BLOCK bytes.
         scratch.reserve(size.max(1));
@@ -201,41 +248,46 @@ impl<R: Runtime> Source<R> {
             encoded.push((time, payload));
         }
         let n = encoded.len() as u64;
-        self.core.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let seq = self.core.data.push_many(encoded);
-        self.core.sent.fetch_add(n, Ordering::Relaxed);
-        self.core.drop_unconnected();
+        self.inner.core.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let seq = self.inner.core.data.push_many(encoded);
+        self.inner.core.sent.fetch_add(n, Ordering::Relaxed);
+        self.inner.core.drop_unconnected();
         Ok(seq)
     }
 
-    /// The events from aggregators. The first call returns the queue filled since start;
-    /// later calls return `None`.
-    pub fn events(&self) -> Option<queue::Receiver<Event<R::Event>>> {
-        lock(&self.events).take()
+    /// A new receiver of the events from aggregators: every event that arrives after the
+    /// call, and first those that arrived while no receiver was open (see
+    /// [Receivers](Source#receivers)). Each receiver holds at most the capacity set with
+    /// [`SourceBuilder::event_queue`], under its overflow policy (`Block`: a full
+    /// receiver holds up the connection; drops are counted in
+    /// [`SourceStats::events_dropped`]).
+    pub fn events(&self) -> queue::Receiver<Event<R::Event>> {
+        self.inner.core.events.subscribe()
     }
 
-    /// Connection state changes (connected, disconnected, retrying, gave up, refused).
-    /// The first call returns the queue filled since start (the oldest events are
-    /// dropped beyond 256); later calls return `None`.
-    pub fn connection_events(&self) -> Option<queue::Receiver<ConnectionEvent>> {
-        lock(&self.connection_events).take()
+    /// A new receiver of connection state changes (connected, disconnected, retrying,
+    /// gave up, refused, faults): every change after the call, and first those that
+    /// happened while no receiver was open (see [Receivers](Source#receivers)); each
+    /// receiver keeps the newest 256.
+    pub fn connection_events(&self) -> queue::Receiver<ConnectionEvent> {
+        self.inner.connection_events.subscribe()
     }
 
     /// The clock estimate of each connected aggregator.
     pub fn clocks(&self) -> Vec<(CallerId, Option<ClockEstimate>)> {
-        clocks(&self.core)
+        clocks(&self.inner.core)
     }
 
     /// Counters.
     pub fn stats(&self) -> SourceStats {
-        stats(&self.core)
+        stats(&self.inner.core)
     }
 
     /// Each aggregator's counters (connections, sequence numbers handed and
     /// acknowledged, events, last seen), for every aggregator that ever connected, sorted
     /// by id.
     pub fn aggregator_stats(&self) -> Vec<(CallerId, PerAggregatorStats)> {
-        aggregator_stats(&self.core)
+        aggregator_stats(&self.inner.core)
     }
 
     /// The aggregators that connected with another version of the schemas (compatible with this
@@ -243,7 +295,7 @@ impl<R: Runtime> Source<R> {
     /// they speak; the most recent 1024, sorted by id. Aggregators that speak this side's exact
     /// schemas are not listed.
     pub fn peer_schemas(&self) -> Vec<(CallerId, PeerSchema)> {
-        self.core.shared.schemas.peers()
+        self.inner.core.shared.schemas.peers()
     }
 
     /// `Ok` while no internal task of the source (a session, the dial loop) has panicked
@@ -251,13 +303,13 @@ impl<R: Runtime> Source<R> {
     /// time after. A fault ends only its task: the source keeps serving its other
     /// connections and redials. Each fault is also a [`ConnectionEvent::Fault`].
     pub fn health(&self) -> Result<(), RuntimeError> {
-        self.core.shared.health()
+        self.inner.core.shared.health()
     }
 
     /// Waits for the source's first fault (see [`health`](Self::health)); pending for as
     /// long as none happens.
     pub async fn fault(&self) -> Fault {
-        self.core.shared.fault().await
+        self.inner.core.shared.fault().await
     }
 
     /// Waits until every sample sent so far is acknowledged by every connected aggregator,
@@ -269,11 +321,11 @@ impl<R: Runtime> Source<R> {
     /// every sample was handed to each connection (written to its stream), which says
     /// nothing about arrival.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let target = self.core.data.last_seq();
+        let target = self.inner.core.data.last_seq();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let acked = {
-                let conns = lock(&self.core.conns);
+                let conns = lock(&self.inner.core.conns);
                 !conns.is_empty()
                     && conns
                         .iter()
@@ -293,29 +345,30 @@ impl<R: Runtime> Source<R> {
     /// what was sent, then closes every connection and the server.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
         let flushed = self.flush(timeout).await;
-        let publisher = lock(&self.publisher).take();
+        let publisher = lock(&self.inner.publisher).take();
         if let Some(publisher) = publisher {
             if let Err(e) = publisher.close().await {
                 tracing::warn!(error = %e, "withdrawing the advertisement failed");
             }
         }
-        self.core.shared.stopping.send_replace(true);
+        self.inner.core.shared.stopping.send_replace(true);
         // Sessions end their streams cleanly now; give them a moment to do so.
-        self.core
+        self.inner
+            .core
             .shared
             .tasks
             .join(Duration::from_millis(500))
             .await;
         let servers = [
-            lock(&self.server).take(),
-            lock(&self.same_host_server).take(),
+            lock(&self.inner.server).take(),
+            lock(&self.inner.same_host_server).take(),
         ];
         for server in servers.into_iter().flatten() {
             let _ = server.shutdown(Duration::from_millis(500)).await;
         }
-        self.core.shared.tasks.abort_all();
+        self.inner.core.shared.tasks.abort_all();
         #[cfg(feature = "metrics")]
-        export(&self.core, &self.metrics);
+        export(&self.inner.core, &self.inner.metrics);
         flushed
     }
 }
@@ -335,7 +388,7 @@ fn stats<R: Runtime>(core: &Core<R>) -> SourceStats {
         evicted: core.data.evicted(),
         buffered: core.data.len() as u64,
         events: core.events_delivered.load(Ordering::Relaxed),
-        events_dropped: core.events.stats().dropped,
+        events_dropped: core.events.dropped(),
         events_lost: core.events_lost.load(Ordering::Relaxed),
         bytes: core.bytes.load(Ordering::Relaxed),
         connections: lock(&core.conns).len() as u64,
@@ -361,8 +414,9 @@ fn export<R: Runtime>(core: &Core<R>, to: &crate::metrics::Exporter) {
     to.source(&stats(core), &aggregator_stats(core), &clocks(core));
 }
 
-impl<R: Runtime> Drop for Source<R> {
+impl<R: Runtime> Drop for Inner<R> {
     fn drop(&mut self) {
         self.core.shared.stop_now();
+        self.relay.abort();
     }
 }

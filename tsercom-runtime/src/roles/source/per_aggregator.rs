@@ -19,7 +19,7 @@ pub struct PerAggregatorStats {
     pub handed: u64,
     /// The last sequence number it acknowledged (on a best-effort connection: handed).
     pub acked: u64,
-    /// Events received from it and delivered to the event queue.
+    /// Events received from it and handed to the event receivers (counted before).
     pub events: u64,
     /// Events it reported lost (evicted from its buffer before this source got them).
     pub events_lost: u64,
