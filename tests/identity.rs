@@ -305,7 +305,7 @@ async fn a_serving_source_replaced_at_the_aggregator_is_told_why() {
         .start()
         .await
         .unwrap();
-    let mut old_events = old.connection_events().unwrap();
+    let mut old_events = old.connection_events();
     // Where the "restarted" process will serve: free now, dialed until it answers.
     let next = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -514,7 +514,7 @@ async fn a_server_certificate_naming_another_caller_id_is_refused_by_the_dialer(
         .start()
         .await
         .unwrap();
-    let mut events = source.connection_events().unwrap();
+    let mut events = source.connection_events();
     let status = loop {
         match tokio::time::timeout(DEADLINE, events.recv()).await {
             Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,

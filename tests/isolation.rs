@@ -229,7 +229,7 @@ fn round_trip() {
     // An event from the aggregator reaches the application's handle through the child.
     let mut events = src.events();
     wait_until("the source connected", || agg.agg.connected().contains(&id));
-    agg._tokio
+    agg.tokio
         .block_on(agg.agg.send(id, Ping { id: 7 }))
         .unwrap();
     let event = source

@@ -42,7 +42,7 @@ pub(crate) fn in_child() {
         )
         .unwrap();
     let id = source.id();
-    let mut source_events = source.events().unwrap();
+    let mut source_events = source.events();
     tokio.block_on(async {
         for n in 1..=100 {
             source.send(Sample { n }).await.unwrap();
@@ -55,7 +55,7 @@ pub(crate) fn in_child() {
     assert_eq!(values_in(&agg, id), (1..=100).collect::<Vec<_>>());
     assert!(agg.connected().contains(&id));
     // An event sent from the handle reaches the real source through the child.
-    agg.send(id, Ping { id: 3 }).unwrap();
+    tokio.block_on(agg.send(id, Ping { id: 3 })).unwrap();
     let event = tokio
         .block_on(async { tokio::time::timeout(DEADLINE, source_events.recv()).await })
         .unwrap()

@@ -605,7 +605,7 @@ mod tests {
         let back = Identity::from_pkcs8(me.id(), &me.export_pkcs8()).unwrap();
         assert_eq!(back.id(), me.id());
         assert_eq!(back.public_key(), me.public_key());
-        let (a, b) = (nonce(), nonce());
+        let (a, b) = (nonce().unwrap(), nonce().unwrap());
         let key = me.public_key();
         let proof = back.prove(&transcript(&back, &key, (&a, &b)));
         assert_eq!(transcript(&me, &key, (&a, &b)).verify(&proof), Ok(()));
