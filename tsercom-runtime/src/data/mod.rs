@@ -105,7 +105,7 @@ pub enum DataError {
     #[error("the reader belongs to another aggregator")]
     ForeignReader,
     /// A new caller was refused: the aggregator already knows
-    /// [`max_callers`](AggregatorBuilder::max_callers) callers. A runtime answers it with
+    /// [`max_callers`](RemoteDataAggregatorBuilder::max_callers) callers. A runtime answers it with
     /// `RESOURCE_EXHAUSTED`.
     #[error("too many callers: {limit} are known already")]
     TooManyCallers {

@@ -43,7 +43,7 @@ const DEFAULT_EVENT_CAPACITY: usize = 256;
 /// A cheap, cloneable handle (an `Arc` inside) that is `Send + Sync`. Its methods are
 /// synchronous and short (one mutex, never held while waiting), so it is used the same
 /// way from threads and from async tasks; only inserts can wait, and only for a
-/// subscriber that asked for [`OverflowPolicy::Block`] (see
+/// subscriber that asked for [`OverflowPolicy::Block`](crate::queue::OverflowPolicy::Block) (see
 /// [`insert_batch_async`](Self::insert_batch_async)). After an insert returns, every
 /// read on any handle sees the item (read-your-writes).
 ///
@@ -83,16 +83,16 @@ const DEFAULT_EVENT_CAPACITY: usize = 256;
 ///   [`max_behind`](RemoteDataAggregatorBuilder::max_behind)) are refused, not stored, and counted;
 /// - at most [`max_callers`](RemoteDataAggregatorBuilder::max_callers) callers are known at once
 ///   (default 10,000): a new caller beyond that is refused with
-///   [`DataError::TooManyCallers`] (after forgetting departed callers whose items all
+///   [`DataError::TooManyCallers`](crate::data::DataError::TooManyCallers) (after forgetting departed callers whose items all
 ///   expired), and counted.
 ///
 /// [`try_insert_batch`](Self::try_insert_batch) says what happened to a batch
-/// ([`Inserted`], or the error); [`stats`](Self::stats) gives the counters.
+/// ([`Inserted`](crate::data::Inserted), or the error); [`stats`](Self::stats) gives the counters.
 ///
 /// # Reading
 ///
 /// - [`reader`](Self::reader) + [`Reader::get_new_data`]: everything new since that
-///   reader's previous call, with late arrivals reported separately (see [`NewData`]).
+///   reader's previous call, with late arrivals reported separately (see [`NewData`](crate::data::NewData)).
 /// - [`get_most_recent`](Self::get_most_recent), [`get_at`](Self::get_at) (latest at or
 ///   before `t`, by binary search) and
 ///   [`get_interpolated_at`](Self::get_interpolated_at).
