@@ -13,7 +13,7 @@
 //!
 //! # Trust on first use
 //!
-//! A role remembers the first key it saw for each id ([`KnownKeys`]) for as long as it
+//! A role remembers the first key it saw for each id (`KnownKeys`) for as long as it
 //! keeps any state of that id: a later connection under the same id must prove the
 //! same key, or it is refused and changes nothing. A persistent identity
 //! ([`Identity::persistent`]) keeps its key in the same file as its id, so it proves

@@ -130,7 +130,7 @@ impl TransportError {
     /// (mutual TLS: none presented, or not issued by the CA it trusts) or the peer's by us
     /// (not issued by our roots, not valid for the name verified, expired). Retrying
     /// cannot fix that until one side's certificates change, so the roles do not redial
-    /// (see [`crate::runtime::ConnectionEvent::Refused`]).
+    /// (see [`crate::engine::ConnectionEvent::Refused`]).
     pub fn is_certificate_rejected(&self) -> bool {
         match self {
             Self::AllFailed { failures } => failures

@@ -12,9 +12,9 @@ use tonic_health::ServingStatus;
 /// Sets the statuses the standard gRPC health service reports.
 ///
 /// The overall status has the empty name `""` ([`HealthHandle::OVERALL`]). Each added
-/// service starts `SERVING`; [`Server::shutdown`] turns everything `NOT_SERVING`, after
+/// service starts `SERVING`; [`Server::shutdown`](super::Server::shutdown) turns everything `NOT_SERVING`, after
 /// which the handle changes nothing. Without the health service
-/// ([`ServerBuilder::health`]) the statuses are kept but nobody can query them.
+/// ([`ServerBuilder::health`](super::ServerBuilder::health)) the statuses are kept but nobody can query them.
 #[derive(Clone)]
 pub struct HealthHandle {
     reporter: HealthReporter,
