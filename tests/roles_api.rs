@@ -10,6 +10,7 @@ mod support;
 use std::time::Duration;
 
 use support::{Nudge, Tick, Ticks, DEADLINE};
+#[cfg(feature = "mdns")]
 use tsercom::discovery::MdnsConfig;
 use tsercom::{
     Aggregator, CallerEvent, ConnectionEvent, Discovery, RuntimeError, Source, WaitError,
@@ -126,6 +127,7 @@ async fn clones_drive_one_role_and_shutdown_on_any_stops_all() {
     );
 }
 
+#[cfg(feature = "mdns")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregator_knows_each_sources_advertised_name() {
     let mdns = Discovery::mdns_with(MdnsConfig::loopback().port(15361));

@@ -94,6 +94,7 @@ impl RecorderBuilder {
             files: Vec::new(),
             rows_total: 0,
             bytes_closed: 0,
+            caller_text: None,
         })
     }
 }
@@ -117,6 +118,8 @@ pub struct Recorder {
     files: Vec<PathBuf>,
     rows_total: u64,
     bytes_closed: u64,
+    /// The text of the last caller id recorded (samples come in runs of one source).
+    caller_text: Option<(CallerId, String)>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -266,7 +269,14 @@ impl Recorder {
             }
         }
         let b = &mut self.builders;
-        b.caller.append_value(caller.to_string());
+        match &self.caller_text {
+            Some((id, text)) if *id == caller => b.caller.append_value(text),
+            _ => {
+                let text = caller.to_string();
+                b.caller.append_value(&text);
+                self.caller_text = Some((caller, text));
+            }
+        }
         b.time.append_value(time.as_nanos());
         b.seq.append_value(seq);
         b.synchronized.append_value(synchronized);

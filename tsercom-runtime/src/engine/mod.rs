@@ -60,9 +60,12 @@ pub trait Runtime: Send + Sync + 'static {
         let mut registry = crate::schema::SchemaRegistry::new();
         <Self::Data as Series>::describe(&mut registry);
         <Self::Event as Series>::describe(&mut registry);
-        registry.render_package(crate::schema::package_of(
-            <Self::Data as Series>::MESSAGE_NAME,
-        ))
+        let data = <Self::Data as Series>::MESSAGE_NAME;
+        if registry.defined_in(data).is_some() {
+            // A protocol file's type (a `Tensor`): that file.
+            return <Self::Data as Series>::proto();
+        }
+        registry.render_package(crate::schema::package_of(data))
     }
 }
 

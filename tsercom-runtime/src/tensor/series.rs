@@ -269,6 +269,16 @@ mod tests {
         let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(paths, [schema::TIME_IMPORT, schema::TENSOR_IMPORT]);
         assert_eq!(Tensor::proto(), tensor_proto());
+        // A hand-written runtime of tensors: its default `.proto` is that file too.
+        struct Dense;
+        impl crate::engine::Runtime for Dense {
+            type Data = Tensor;
+            type Event = Update;
+            const NAME: &'static str = "dense";
+            const SERVICE: &'static str = "dense.Stream";
+            const OPEN_PATH: &'static str = "/dense.Stream/Open";
+        }
+        assert_eq!(<Dense as crate::engine::Runtime>::proto(), tensor_proto());
     }
 
     #[test]

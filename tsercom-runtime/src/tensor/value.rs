@@ -505,6 +505,32 @@ mod tests {
     }
 
     #[test]
+    fn decoding_a_dense_tensor_copies_nothing_and_zero_fills_share_memory() {
+        let t = Tensor::from_vec(vec![1 << 16], vec![1.5f32; 1 << 16]).unwrap();
+        let wire = Bytes::from(t.encode_to_vec());
+        let back = Tensor::decode(wire.clone()).unwrap();
+        assert_eq!(back, t);
+        let inside = wire.as_ptr_range();
+        assert!(
+            inside.contains(&back.as_bytes().as_ptr()),
+            "the frame's bytes"
+        );
+        // Fill-zero tensors (what decoding starts from) neither allocate nor write.
+        let a = Tensor::full(DType::F32, vec![1 << 20], 0.0).unwrap();
+        let b = Tensor::full(DType::I64, vec![1 << 19], 0.0).unwrap();
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
+        assert!(a.as_bytes().iter().all(|x| *x == 0));
+        assert_eq!(
+            Tensor::full(DType::F32, vec![2], -0.0)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap()[0]
+                .to_bits(),
+            (-0.0f32).to_bits()
+        );
+    }
+
+    #[test]
     fn constructors_check_lengths_and_dtypes() {
         assert!(matches!(
             Tensor::new(DType::F32, vec![2], vec![0u8; 7]),

@@ -13,7 +13,8 @@ use crate::transport::{ClientTls, ServerTls};
 
 /// Why TLS settings cannot be used in a build without the `tls` feature.
 #[cfg(not(feature = "tls"))]
-const NO_TLS: &str = "tsercom was built without the `tls` feature: enable it to give a child process TLS settings";
+const NO_TLS: &str =
+    "tsercom was built without the `tls` feature: enable it to give a child process TLS settings";
 
 /// PEM text, or the file that holds it.
 #[derive(Clone)]
