@@ -2,4 +2,6 @@
 //! [`Identity`](crate::Identity) (a [`CallerId`](crate::CallerId) with the key that
 //! proves it). See the README's "Security" section for what is proved and when.
 
-pub use tsercom_runtime::identity::{ProofError, NONCE_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+pub use tsercom_runtime::identity::{
+    KeyError, ProofError, NONCE_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN,
+};

@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use support::{Nudge, Tick, Ticks, DEADLINE};
 #[cfg(feature = "mdns")]
-use tsercom::discovery::MdnsConfig;
-use tsercom::{
-    Aggregator, CallerEvent, ConnectionEvent, Discovery, RuntimeError, Source, WaitError,
-};
+use tsercom::{discovery::MdnsConfig, Discovery};
+use tsercom::{Aggregator, CallerEvent, ConnectionEvent, RuntimeError, Source, WaitError};
 
 async fn listening_aggregator() -> Aggregator<Ticks> {
     Aggregator::<Ticks>::builder()
