@@ -55,10 +55,11 @@ pub(crate) trait Handler: Send + Sync {
     /// Maps the outbound samples' times to the peer's clock.
     fn stamp(&self) -> &Self::Stamp;
 
-    /// The stamp for the producer's fast path into an idle connection
-    /// ([`super::direct`]); `None` (the default) keeps every frame in the pump, as a
-    /// handler whose [`Handler::sent`] must see every frame needs.
-    fn direct_stamp(&self) -> Option<std::sync::Arc<dyn Stamp>> {
+    /// What the producer's fast path into an idle connection needs ([`super::direct`]):
+    /// the stamp, and what to tell when it queued a frame. `None` (the default) keeps
+    /// every frame in the pump, as a handler whose [`Handler::sent`] must run in the
+    /// connection's task needs.
+    fn direct_path(&self) -> Option<super::direct::DirectPath> {
         None
     }
 

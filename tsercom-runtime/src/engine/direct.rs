@@ -51,26 +51,32 @@ pub(crate) struct State {
     pub(crate) idle: bool,
 }
 
+/// What a role gives the direct path of one connection.
+pub(crate) struct DirectPath {
+    /// Maps the samples' times to the peer's clock.
+    pub(crate) stamp: Arc<dyn Stamp>,
+    /// Told the last sequence number of each frame the producer queued (as the pump
+    /// tells [`Handler::sent`](super::connection::Handler::sent) for its own frames).
+    pub(crate) sent: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
 /// One connection's direct path, registered with its send buffer while the pump runs.
 pub(crate) struct Direct {
     pub(crate) state: Mutex<State>,
     out: Out,
     stamp: Arc<dyn Stamp>,
+    sent: Arc<dyn Fn(u64) + Send + Sync>,
     max_samples: usize,
     max_bytes: usize,
 }
 
 impl Direct {
-    pub(crate) fn new(
-        out: Out,
-        stamp: Arc<dyn Stamp>,
-        max_samples: usize,
-        max_bytes: usize,
-    ) -> Self {
+    pub(crate) fn new(out: Out, path: DirectPath, max_samples: usize, max_bytes: usize) -> Self {
         Direct {
             state: Mutex::new(State::default()),
             out,
-            stamp,
+            stamp: path.stamp,
+            sent: path.sent,
             max_samples,
             max_bytes,
         }
@@ -108,6 +114,7 @@ impl Offer for Direct {
                 let (env, last) = frame_of(samples, &*self.stamp);
                 permit.send(Ok(env));
                 state.cursor = Some(last);
+                (self.sent)(last);
                 true
             }
         }

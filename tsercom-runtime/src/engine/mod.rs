@@ -14,7 +14,7 @@ pub(crate) mod buffer;
 pub(crate) mod clock_link;
 mod config;
 pub(crate) mod connection;
-mod direct;
+pub(crate) mod direct;
 pub(crate) mod handshake;
 mod net;
 mod proof;
