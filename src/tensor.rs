@@ -6,6 +6,6 @@
 
 pub use tsercom_runtime::tensor::{
     bf16, f16, AggregateMuxer, Chunk, CompleteMuxer, Compression, CompressionPolicy, Demuxer,
-    DemuxerStats, Element, MuxerConfig, Publisher, SmoothedConfig, SmoothedDemuxer, SmoothedHandle,
-    SparseMuxer, Update, MAX_TENSOR_BYTES,
+    DemuxerStats, Element, MuxerConfig, PublisherSlot, SmoothedConfig, SmoothedDemuxer,
+    SmoothedHandle, SparseMuxer, Update, MAX_TENSOR_BYTES,
 };

@@ -95,17 +95,10 @@ fn reexports() -> BTreeMap<String, Vec<String>> {
     found
 }
 
-/// Names that two different items carry (not one item at two paths): read by name, this
-/// test cannot tell them apart. `discovery::Publisher` (a live advertisement) and
-/// `tensor::Publisher` (a tensor stream's publisher) are distinct types; renaming one is
-/// an API change of the runtime.
-const DISTINCT_SAME_NAME: &[&str] = &["Publisher"];
-
 #[test]
 fn no_item_is_reexported_at_two_paths() {
     let twice: Vec<String> = reexports()
         .into_iter()
-        .filter(|(name, _)| !DISTINCT_SAME_NAME.contains(&name.as_str()))
         .filter(|(_, modules)| modules.len() > 1)
         .map(|(name, modules)| format!("{name} in {modules:?}"))
         .collect();

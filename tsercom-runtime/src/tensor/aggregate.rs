@@ -6,14 +6,14 @@ use super::{DType, MuxerConfig, SparseMuxer, Tensor, TensorError, TensorSpec, Up
 use crate::time::Timestamp;
 use crate::wire;
 
-/// One publisher of an [`AggregateMuxer`]: its range of the combined tensor.
+/// One publisher's slot in an [`AggregateMuxer`]: its range of the combined tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publisher {
+pub struct PublisherSlot {
     index: usize,
     range: Range<usize>,
 }
 
-impl Publisher {
+impl PublisherSlot {
     /// The elements of the combined tensor it owns.
     pub fn range(&self) -> Range<usize> {
         self.range.clone()
@@ -44,7 +44,7 @@ impl AggregateMuxer {
     }
 
     /// Adds a publisher owning `range`. Fails if it overlaps another's (or is too large).
-    pub fn add_publisher(&mut self, range: Range<usize>) -> Result<Publisher, TensorError> {
+    pub fn add_publisher(&mut self, range: Range<usize>) -> Result<PublisherSlot, TensorError> {
         if let Some((other, _)) = self
             .publishers
             .iter()
@@ -62,7 +62,7 @@ impl AggregateMuxer {
         TensorSpec::flat(self.dtype, range.end, self.fill)?;
         let muxer = SparseMuxer::with_config(spec, self.config);
         self.publishers.push((range.clone(), muxer));
-        Ok(Publisher {
+        Ok(PublisherSlot {
             index: self.publishers.len() - 1,
             range,
         })
@@ -88,7 +88,7 @@ impl AggregateMuxer {
     /// and returns the chunks for the combined tensor.
     pub fn process(
         &mut self,
-        publisher: &Publisher,
+        publisher: &PublisherSlot,
         tensor: &Tensor,
         ts: Timestamp,
     ) -> Result<Update, TensorError> {

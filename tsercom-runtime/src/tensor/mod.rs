@@ -50,7 +50,7 @@ mod ndarray;
 #[cfg(test)]
 mod proptests;
 
-pub use aggregate::{AggregateMuxer, Publisher};
+pub use aggregate::{AggregateMuxer, PublisherSlot};
 pub use chunk::{Chunk, Compression, CompressionPolicy, Update};
 pub use demuxer::{Demuxer, DemuxerStats};
 pub use dtype::{DType, Element};
