@@ -101,6 +101,15 @@ pub struct Hello {
     #[prost(enumeration = "Role", tag = "4")]
     pub role: i32,
     /// Fingerprints of the data and event schemas.
+    ///
+    /// Adopting the peer's schema: a Hello that says nothing about a series (for the data
+    /// or for the events: fingerprint 0, empty type name and empty schema text) adopts the
+    /// other side's schema for it. It reads (and would write) that series with the schema
+    /// the other side's Hello carries (data_schema_desc, event_schema_desc), and the
+    /// receiver treats the two as equal, not merely compatible. This is how a tool that
+    /// knows no message types (the `tsercom` command) connects. All three must be empty: a
+    /// fingerprint or a type name without schema text must match the receiver's exactly,
+    /// or the call ends with FAILED_PRECONDITION.
     #[prost(fixed64, tag = "5")]
     pub data_schema: u64,
     #[prost(fixed64, tag = "6")]
@@ -138,7 +147,8 @@ pub struct Hello {
     /// messages, enums; no comments). When a fingerprint differs, the receiver checks the two
     /// schemas with the rules of schema evolution: compatible versions connect, others are
     /// refused naming the first incompatibility. Empty from peers that predate it: they need
-    /// equal fingerprints.
+    /// equal fingerprints. Empty too from a peer that adopts this side's schema (see
+    /// data_schema above).
     #[prost(bytes = "vec", tag = "20")]
     pub data_schema_desc: ::prost::alloc::vec::Vec<u8>,
     #[prost(bytes = "vec", tag = "21")]
