@@ -7,34 +7,20 @@
 mod support;
 
 use support::certs::Ca;
+use support::events::{disconnect_reason, disconnects, drain, refusal};
 use support::raw;
-use support::roles::{wait_until, Nudge, Tick, Ticks, DEADLINE};
+use support::roles::{
+    loopback_aggregator, tls_aggregator, tls_source, wait_until, Tick, Ticks, DEADLINE,
+};
 use tsercom::__private::prost::Message;
 use tsercom::__private::tonic::{transport::Channel, Code, Status};
-use tsercom::queue::Receiver;
 use tsercom::tls::{ClientTls, ServerTls};
 use tsercom::transport::CALLER_URI_PREFIX;
 use tsercom::wire::{self, envelope::Kind};
-use tsercom::{Aggregator, CallerId, ConnectionEvent, Identity, Runtime, Series, Source};
+use tsercom::{Aggregator, CallerId, Identity, Runtime, Source};
 
 fn env(kind: Kind) -> Vec<u8> {
     raw::env_bytes(kind)
-}
-
-/// A Hello of `ticks` claiming `id` (as text, spelled as given) in `role`.
-fn hello(id: &str, role: wire::Role) -> wire::Hello {
-    wire::Hello {
-        protocol_version: wire::PROTOCOL_VERSION,
-        runtime: Ticks::NAME.into(),
-        caller_id: Some(wire::CallerId { id: id.to_owned() }),
-        role: role as i32,
-        data_schema: Tick::fingerprint(),
-        event_schema: Nudge::fingerprint(),
-        data_type: Tick::MESSAGE_NAME.into(),
-        event_type: Nudge::MESSAGE_NAME.into(),
-        incarnation: 7,
-        ..wire::Hello::default()
-    }
 }
 
 /// What a hijacker sends after its Hello, to do harm if it were let in: a sample at
@@ -59,47 +45,17 @@ fn harm() -> Vec<Vec<u8>> {
 async fn attack(addr: std::net::SocketAddr, messages: Vec<Vec<u8>>) -> Status {
     let channel: Channel = tsercom::transport::dial([addr]).await.unwrap();
     let call = raw::open_raw(channel, Ticks::OPEN_PATH, messages, true).await;
-    let status = raw::ending(call, |env| {
+    raw::status_of_each(call, |env| {
         if let Some(Kind::Ack(_)) = env.kind {
             panic!("the hijacker was admitted (it got an Ack)");
         }
     })
-    .await;
-    assert_ne!(
-        status.code(),
-        Code::Ok,
-        "the call ended without an error status"
-    );
-    status
-}
-
-/// The events so far, without waiting.
-fn drain(events: &mut Receiver<ConnectionEvent>) -> Vec<ConnectionEvent> {
-    let mut out = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        out.push(e);
-    }
-    out
-}
-
-fn disconnects(events: &[ConnectionEvent]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            ConnectionEvent::Disconnected { peer, reason } => Some(format!("{peer}: {reason}")),
-            _ => None,
-        })
-        .collect()
+    .await
 }
 
 /// An aggregator on loopback and a source dialing it, which has delivered `n` ticks.
 async fn streaming(n: u64) -> (Aggregator<Ticks>, Source<Ticks>) {
-    let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0")
-        .retention(None)
-        .start()
-        .await
-        .unwrap();
+    let agg = loopback_aggregator().await;
     let source = Source::<Ticks>::builder()
         .dial([agg.local_addr().unwrap()])
         .start()
@@ -138,7 +94,10 @@ async fn a_hijacker_with_a_live_sources_id_and_no_key_is_refused_and_changes_not
 
     // The id as advertised, and spelled in uppercase: the same id either way.
     for spelling in [id.to_string(), id.to_string().to_uppercase()] {
-        let mut messages = vec![env(Kind::Hello(hello(&spelling, wire::Role::Source)))];
+        let mut messages = vec![env(Kind::Hello(raw::hello_claiming(
+            &spelling,
+            wire::Role::Source,
+        )))];
         messages.extend(harm());
         let status = attack(addr, messages).await;
         assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
@@ -168,7 +127,7 @@ async fn a_hijacker_with_another_key_is_permission_denied() {
     let addr = agg.local_addr().unwrap();
 
     // A key and a proof that is not a signature: refused.
-    let mut forged = hello(&id.to_string(), wire::Role::Source);
+    let mut forged = raw::hello_claiming(&id.to_string(), wire::Role::Source);
     forged.public_key = Identity::random().public_key().to_vec();
     forged.nonce = vec![1; 32];
     let mut messages = vec![
@@ -191,14 +150,7 @@ async fn a_hijacker_with_another_key_is_permission_denied() {
         .await
         .unwrap();
     let mut impostor_events = impostor.connection_events();
-    let refused = loop {
-        match tokio::time::timeout(DEADLINE, impostor_events.recv()).await {
-            Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,
-            Ok(Some(ConnectionEvent::Connected { .. })) => panic!("the impostor was admitted"),
-            Ok(Some(_)) => continue,
-            other => panic!("no refusal: {other:?}"),
-        }
-    };
+    let refused = refusal(&mut impostor_events, "the impostor").await;
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(
         refused.message().contains("bound to another key"),
@@ -223,12 +175,7 @@ async fn a_hijacker_with_another_key_is_permission_denied() {
 async fn a_restarted_source_with_its_identity_file_replaces_its_old_session() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("source.id");
-    let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0")
-        .retention(None)
-        .start()
-        .await
-        .unwrap();
+    let agg = loopback_aggregator().await;
     let mut agg_events = agg.connection_events();
     let addr = agg.local_addr().unwrap();
     // A file from before keys (one line, the id): the key is added on first use.
@@ -255,25 +202,12 @@ async fn a_restarted_source_with_its_identity_file_replaces_its_old_session() {
     assert_eq!(new.id(), id);
     // The old process is told why its session ended, and does not redial (it would take
     // the id back, and the two would alternate).
-    let reason = loop {
-        match tokio::time::timeout(DEADLINE, old_events.recv()).await {
-            Ok(Some(ConnectionEvent::Disconnected { reason, .. })) => break reason,
-            Ok(Some(_)) => continue,
-            other => panic!("the old session did not end: {other:?}"),
-        }
-    };
+    let reason = disconnect_reason(&mut old_events).await;
     assert!(
         reason.contains("replaced by a new session") && reason.contains(&id.to_string()),
         "{reason}"
     );
-    let refused = loop {
-        match tokio::time::timeout(DEADLINE, old_events.recv()).await {
-            Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,
-            Ok(Some(ConnectionEvent::Connected { .. })) => panic!("the old process redialed"),
-            Ok(Some(_)) => continue,
-            other => panic!("the old process did not stop redialing: {other:?}"),
-        }
-    };
+    let refused = refusal(&mut old_events, "the old process").await;
     assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
     assert!(refused.message().contains("replaced"), "{refused:?}");
 
@@ -330,13 +264,7 @@ async fn a_serving_source_replaced_at_the_aggregator_is_told_why() {
         .unwrap();
     assert_eq!(new.id(), old.id());
     // The old process (the side that answered) hears why from the aggregator.
-    let reason = loop {
-        match tokio::time::timeout(DEADLINE, old_events.recv()).await {
-            Ok(Some(ConnectionEvent::Disconnected { reason, .. })) => break reason,
-            Ok(Some(_)) => continue,
-            other => panic!("the old session did not end: {other:?}"),
-        }
-    };
+    let reason = disconnect_reason(&mut old_events).await;
     assert!(
         reason.contains("replaced by a new session") && reason.contains(&old.id().to_string()),
         "{reason}"
@@ -377,7 +305,7 @@ async fn a_peer_presenting_the_aggregators_id_to_a_serving_source_is_refused() {
 
     // Without a key, while the real aggregator is connected.
     let messages = vec![
-        env(Kind::Hello(hello(
+        env(Kind::Hello(raw::hello_claiming(
             &agg_id.to_string().to_uppercase(),
             wire::Role::Aggregator,
         ))),
@@ -394,7 +322,7 @@ async fn a_peer_presenting_the_aggregators_id_to_a_serving_source_is_refused() {
     assert!(status.message().contains(&agg_id.to_string()), "{status:?}");
 
     // With a key it cannot prove.
-    let mut forged = hello(&agg_id.to_string(), wire::Role::Aggregator);
+    let mut forged = raw::hello_claiming(&agg_id.to_string(), wire::Role::Aggregator);
     forged.public_key = Identity::random().public_key().to_vec();
     forged.nonce = vec![3; 32];
     let status = attack(
@@ -458,14 +386,7 @@ async fn with_mtls_a_certificate_naming_a_caller_id_admits_only_that_id() {
         .await
         .unwrap();
     let mut events = wrong.connection_events();
-    let status = loop {
-        match tokio::time::timeout(DEADLINE, events.recv()).await {
-            Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,
-            Ok(Some(ConnectionEvent::Connected { .. })) => panic!("admitted under {other}"),
-            Ok(Some(_)) => continue,
-            e => panic!("no refusal: {e:?}"),
-        }
-    };
+    let status = refusal(&mut events, &format!("a source under {other}")).await;
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(
         status.message().contains(&bound.to_string())
@@ -500,29 +421,10 @@ async fn a_server_certificate_naming_another_caller_id_is_refused_by_the_dialer(
     let foreign = CallerId::random();
     let foreign_uri = format!("{CALLER_URI_PREFIX}{foreign}");
     let wrong = ca.leaf_with_uris(dir.path(), "wrong", &["127.0.0.1"], &[&foreign_uri]);
-    let agg = Aggregator::<Ticks>::builder()
-        .identity(agg_id)
-        .listen("127.0.0.1:0")
-        .tls_server(ServerTls::from_files(&wrong.cert_file, &wrong.key_file).unwrap())
-        .retention(None)
-        .start()
-        .await
-        .unwrap();
-    let source = Source::<Ticks>::builder()
-        .dial([agg.local_addr().unwrap()])
-        .tls_client(ClientTls::from_ca_file(&ca.file).unwrap())
-        .start()
-        .await
-        .unwrap();
+    let agg = tls_aggregator(agg_id, &wrong).await;
+    let source = tls_source(&agg, &ca).await;
     let mut events = source.connection_events();
-    let status = loop {
-        match tokio::time::timeout(DEADLINE, events.recv()).await {
-            Ok(Some(ConnectionEvent::Refused { status, .. })) => break status,
-            Ok(Some(ConnectionEvent::Connected { .. })) => panic!("connected to {agg_id}"),
-            Ok(Some(_)) => continue,
-            e => panic!("no refusal: {e:?}"),
-        }
-    };
+    let status = refusal(&mut events, "the source").await;
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(
         status.message().contains("server certificate")
@@ -535,20 +437,8 @@ async fn a_server_certificate_naming_another_caller_id_is_refused_by_the_dialer(
     // A certificate that binds the aggregator's own id: connected, samples arrive.
     let own_uri = format!("{CALLER_URI_PREFIX}{agg_id}");
     let right = ca.leaf_with_uris(dir.path(), "right", &["127.0.0.1"], &[&own_uri]);
-    let agg = Aggregator::<Ticks>::builder()
-        .identity(agg_id)
-        .listen("127.0.0.1:0")
-        .tls_server(ServerTls::from_files(&right.cert_file, &right.key_file).unwrap())
-        .retention(None)
-        .start()
-        .await
-        .unwrap();
-    let source = Source::<Ticks>::builder()
-        .dial([agg.local_addr().unwrap()])
-        .tls_client(ClientTls::from_ca_file(&ca.file).unwrap())
-        .start()
-        .await
-        .unwrap();
+    let agg = tls_aggregator(agg_id, &right).await;
+    let source = tls_source(&agg, &ca).await;
     source.send(Tick { n: 1 }).await.unwrap();
     assert!(source.flush(DEADLINE).await);
     wait_until("the tick", || agg.stats().received == 1).await;

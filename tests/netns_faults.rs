@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::netns::{answer, child_role, pair_or_skip, ranges, Child, Reply, Side};
+use support::proxy::Proxy;
 use support::{wait_until, wait_until_blocking, Nudge, Tick, Ticks, DEADLINE};
 use tsercom::{Aggregator, Backoff, BufferLimits, CallerId, Identity, RuntimeError, Source};
 
@@ -676,48 +677,6 @@ fn a_killed_source_restarted_with_its_id_file_continues_as_the_same_caller() {
     assert_eq!(agg.stats().received, first_run + SECOND);
 }
 
-/// A TCP relay on loopback that counts the connections it accepts.
-struct CountingProxy {
-    addr: SocketAddr,
-    accepted: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CountingProxy {
-    async fn start(upstream: SocketAddr) -> CountingProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicU64::new(0));
-        let count = Arc::clone(&accepted);
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                conns.spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-            }
-        });
-        CountingProxy {
-            addr,
-            accepted,
-            task,
-        }
-    }
-
-    fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for CountingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// 5. A source whose data type differs from the aggregator's (same runtime name) is
 ///    refused with a non-retryable error: the aggregator counts the rejection, and the
 ///    source, although its backoff would retry every few ms, never connects again.
@@ -728,9 +687,9 @@ async fn a_schema_mismatch_is_refused_once_and_not_retried() {
         .start()
         .await
         .unwrap();
-    let proxy = CountingProxy::start(agg.local_addr().unwrap()).await;
+    let proxy = Proxy::start(agg.local_addr().unwrap()).await;
     let source = Source::<MismatchedTicks>::builder()
-        .dial([proxy.addr])
+        .dial([proxy.addr()])
         .backoff(Backoff::new(
             Duration::from_millis(5),
             Duration::from_millis(20),
@@ -800,9 +759,9 @@ async fn a_dialing_aggregator_does_not_retry_a_schema_mismatch() {
         .await
         .unwrap();
     source.send(Celsius { degrees: 21.5 }).await.unwrap();
-    let proxy = CountingProxy::start(source.local_addr().unwrap()).await;
+    let proxy = Proxy::start(source.local_addr().unwrap()).await;
     let agg = Aggregator::<Ticks>::builder()
-        .source([proxy.addr])
+        .source([proxy.addr()])
         .backoff(Backoff::new(
             Duration::from_millis(5),
             Duration::from_millis(20),

@@ -8,7 +8,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::events::next_event;
 use support::proxy::{Delay, Proxy};
+use support::roles::loopback_aggregator;
 use support::{wait_until, Nudge, Tick, Ticks, Transport, DEADLINE};
 use tsercom::{
     Aggregator, Backoff, Clock, Delivery, SessionConfig, SkewedClock, Source, SystemClock,
@@ -161,12 +163,7 @@ async fn with_coalesced_acks_flush_and_shutdown_still_deliver_everything_on(tran
 /// the connection is best effort because either side asking is enough.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn best_effort_flows_keeps_nothing_and_reports_an_outage_as_a_gap() {
-    let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0")
-        .retention(None)
-        .start()
-        .await
-        .unwrap();
+    let agg = loopback_aggregator().await;
     let proxy = Proxy::start(agg.local_addr().unwrap()).await;
     let session = SessionConfig {
         delivery: Delivery::BestEffort,
@@ -454,15 +451,6 @@ async fn under_delay_and_jitter_the_offset_error_stays_within_the_reported_uncer
     }
 }
 
-async fn next(
-    events: &mut tsercom::queue::Receiver<tsercom::ConnectionEvent>,
-) -> tsercom::ConnectionEvent {
-    tokio::time::timeout(DEADLINE, events.recv())
-        .await
-        .expect("a connection event in time")
-        .expect("queue open")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_state_changes_reach_the_user_as_events() {
     use tsercom::ConnectionEvent;
@@ -480,17 +468,17 @@ async fn connection_state_changes_reach_the_user_as_events() {
         .unwrap();
     let mut events = source.connection_events();
     assert!(
-        matches!(next(&mut events).await, ConnectionEvent::Connected { peer, .. } if peer == agg.id())
+        matches!(next_event(&mut events).await, ConnectionEvent::Connected { peer, .. } if peer == agg.id())
     );
     proxy.block(true);
     proxy.cut();
     assert!(
-        matches!(next(&mut events).await, ConnectionEvent::Disconnected { peer, .. } if peer == agg.id())
+        matches!(next_event(&mut events).await, ConnectionEvent::Disconnected { peer, .. } if peer == agg.id())
     );
     // While blocked, each attempt fails and is reported with its backoff.
     let mut attempts = Vec::new();
     while attempts.len() < 2 {
-        match next(&mut events).await {
+        match next_event(&mut events).await {
             ConnectionEvent::Retrying { attempt, delay, .. } => {
                 assert!(delay <= Duration::from_millis(100));
                 attempts.push(attempt);
@@ -504,7 +492,7 @@ async fn connection_state_changes_reach_the_user_as_events() {
     );
     proxy.block(false);
     loop {
-        match next(&mut events).await {
+        match next_event(&mut events).await {
             ConnectionEvent::Connected { peer, .. } => {
                 assert_eq!(peer, agg.id());
                 break;
@@ -522,12 +510,7 @@ async fn connection_state_changes_reach_the_user_as_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silently_blackholed_connection_is_detected_and_the_stream_resumes() {
     use tsercom::ConnectionEvent;
-    let agg = Aggregator::<Ticks>::builder()
-        .listen("127.0.0.1:0")
-        .retention(None)
-        .start()
-        .await
-        .unwrap();
+    let agg = loopback_aggregator().await;
     let mut agg_events = agg.connection_events();
     let proxy = Proxy::start(agg.local_addr().unwrap()).await;
     // Default session settings: the default idle timeout is what is under test.
@@ -539,7 +522,7 @@ async fn a_silently_blackholed_connection_is_detected_and_the_stream_resumes() {
         .unwrap();
     let mut src_events = source.connection_events();
     assert!(matches!(
-        next(&mut src_events).await,
+        next_event(&mut src_events).await,
         ConnectionEvent::Connected { .. }
     ));
     let mut sent = 0_u64;
@@ -557,14 +540,14 @@ async fn a_silently_blackholed_connection_is_detected_and_the_stream_resumes() {
     }
     let mut source_saw_it = false;
     while !source_saw_it {
-        match next(&mut src_events).await {
+        match next_event(&mut src_events).await {
             ConnectionEvent::Disconnected { .. } => source_saw_it = true,
             ConnectionEvent::Retrying { .. } => {}
             other => panic!("expected Disconnected, got {other:?}"),
         }
     }
     loop {
-        match next(&mut agg_events).await {
+        match next_event(&mut agg_events).await {
             ConnectionEvent::Disconnected { reason, .. } => {
                 assert!(reason.contains("presumed dead"), "{reason}");
                 break;

@@ -4,6 +4,7 @@
 
 #[path = "../../tsercom-runtime/tests/common/certs.rs"]
 pub mod certs;
+pub mod events;
 pub mod netns;
 pub mod proxy;
 pub mod python;

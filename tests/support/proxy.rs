@@ -1,6 +1,7 @@
 //! A TCP relay on loopback whose connections a test can cut, to simulate link failures.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub struct Proxy {
     accept: tokio::task::JoinHandle<()>,
     blocked: Arc<std::sync::atomic::AtomicBool>,
     stalled: tokio::sync::watch::Sender<bool>,
+    /// Connections accepted so far (relayed or, while blocked, closed).
+    accepted: Arc<AtomicU64>,
 }
 
 /// Extra one-way delay the relay adds to every chunk of bytes, in each direction:
@@ -39,12 +42,15 @@ impl Proxy {
         let conns = Arc::new(Mutex::new(JoinSet::new()));
         let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stalled = tokio::sync::watch::Sender::new(false);
+        let accepted = Arc::new(AtomicU64::new(0));
         let accept = {
+            let count = Arc::clone(&accepted);
             let conns = Arc::clone(&conns);
             let blocked = Arc::clone(&blocked);
             let stalled = stalled.clone();
             tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
+                    count.fetch_add(1, Ordering::SeqCst);
                     if blocked.load(std::sync::atomic::Ordering::SeqCst) {
                         drop(inbound);
                         continue;
@@ -85,7 +91,13 @@ impl Proxy {
             accept,
             blocked,
             stalled,
+            accepted,
         }
+    }
+
+    /// How many connections the relay has accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -19,10 +19,15 @@ pub fn env(kind: Kind) -> Envelope {
 }
 
 pub fn hello(id: CallerId, role: wire::Role) -> Envelope {
-    env(Kind::Hello(wire::Hello {
+    env(Kind::Hello(hello_claiming(&id.to_proto().id, role)))
+}
+
+/// A Hello of `ticks` claiming the id `id` (as text, spelled as given) in `role`.
+pub fn hello_claiming(id: &str, role: wire::Role) -> wire::Hello {
+    wire::Hello {
         protocol_version: wire::PROTOCOL_VERSION,
         runtime: Ticks::NAME.into(),
-        caller_id: Some(id.to_proto()),
+        caller_id: Some(wire::CallerId { id: id.to_owned() }),
         role: role as i32,
         data_schema: Tick::fingerprint(),
         event_schema: Nudge::fingerprint(),
@@ -30,7 +35,7 @@ pub fn hello(id: CallerId, role: wire::Role) -> Envelope {
         event_type: Nudge::MESSAGE_NAME.into(),
         incarnation: 1,
         ..wire::Hello::default()
-    }))
+    }
 }
 
 pub fn frame(samples: impl IntoIterator<Item = (u64, i64)>) -> Envelope {
@@ -89,7 +94,15 @@ pub async fn open_on(
 /// The status the call ends with (reading what comes before it); fails if it ends
 /// without an error status.
 pub async fn status_of(call: Result<Streaming<Envelope>, Status>) -> Status {
-    let status = ending(call, |_| {}).await;
+    status_of_each(call, |_| {}).await
+}
+
+/// [`status_of`], with `each` seeing every envelope that arrives before the status.
+pub async fn status_of_each(
+    call: Result<Streaming<Envelope>, Status>,
+    each: impl FnMut(&Envelope),
+) -> Status {
+    let status = ending(call, each).await;
     assert_ne!(
         status.code(),
         Code::Ok,

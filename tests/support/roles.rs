@@ -99,3 +99,46 @@ macro_rules! on_every_transport {
         }
     };
 }
+
+/// An aggregator of [`Ticks`] listening on `127.0.0.1` (any port) that keeps every
+/// sample (no retention limit).
+pub async fn loopback_aggregator() -> tsercom::Aggregator<Ticks> {
+    tsercom::Aggregator::<Ticks>::builder()
+        .listen("127.0.0.1:0")
+        .retention(None)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// [`loopback_aggregator`] under the id `id`, serving TLS with the certificate `server`.
+#[cfg(feature = "tls")]
+pub async fn tls_aggregator(
+    id: tsercom::CallerId,
+    server: &super::certs::Leaf,
+) -> tsercom::Aggregator<Ticks> {
+    tsercom::Aggregator::<Ticks>::builder()
+        .identity(id)
+        .listen("127.0.0.1:0")
+        .tls_server(
+            tsercom::tls::ServerTls::from_files(&server.cert_file, &server.key_file).unwrap(),
+        )
+        .retention(None)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A source of [`Ticks`] dialing `agg` over TLS, trusting the CA `ca`.
+#[cfg(feature = "tls")]
+pub async fn tls_source(
+    agg: &tsercom::Aggregator<Ticks>,
+    ca: &super::certs::Ca,
+) -> tsercom::Source<Ticks> {
+    tsercom::Source::<Ticks>::builder()
+        .dial([agg.local_addr().unwrap()])
+        .tls_client(tsercom::tls::ClientTls::from_ca_file(&ca.file).unwrap())
+        .start()
+        .await
+        .unwrap()
+}
