@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use super::{OverflowPolicy, QueueStats, Shared, TryRecvError};
 
-/// The receiving half of a [`bounded`] queue. Also a [`futures::Stream`].
+/// The receiving half of a [`bounded`](super::bounded) queue. Also a [`futures::Stream`].
 pub struct Receiver<T> {
     pub(super) shared: Arc<Shared<T>>,
 }

@@ -25,7 +25,7 @@ use super::{
 ///   operating system's store), and the certificate must name the server: by default the
 ///   IP address dialed (as an IP subject alternative name), or the name set with
 ///   [`server_name`](Self::server_name) (a DNS subject alternative name).
-/// - A server with [`ServerTls::client_ca_pem`] (mutual TLS) requires a client
+/// - A server with [`ServerTls::client_ca_pem`](super::ServerTls::client_ca_pem) (mutual TLS) requires a client
 ///   certificate chain that leads to its CA, and refuses the connection otherwise. Client
 ///   certificates are not checked for names.
 ///
@@ -144,7 +144,7 @@ impl ClientTls {
     /// its DER SubjectPublicKeyInfo), on top of the usual chain and name checks. Call it
     /// again to accept several keys (while rotating them). `pin` is the 32-byte digest
     /// or its 64 hex digits (`:` separators allowed), for example from
-    /// [`ServerTls::spki_sha256`] or `openssl x509 -in server.pem -pubkey -noout |
+    /// [`ServerTls::spki_sha256`](super::ServerTls::spki_sha256) or `openssl x509 -in server.pem -pubkey -noout |
     /// openssl pkey -pubin -outform der | openssl dgst -sha256`.
     ///
     /// A server with another key fails the dial as a rejected certificate
