@@ -8,6 +8,7 @@ mod support;
 use std::net::SocketAddr;
 
 use support::certs::{Ca, Leaf};
+use support::events::next_event;
 use support::{wait_until, DEADLINE};
 use tsercom::discovery::MdnsConfig;
 use tsercom::queue::Receiver;
@@ -102,13 +103,6 @@ impl Pki {
     }
 }
 
-async fn next(events: &mut Receiver<ConnectionEvent>) -> ConnectionEvent {
-    tokio::time::timeout(DEADLINE, events.recv())
-        .await
-        .expect("a connection event within the deadline")
-        .expect("the event queue is open")
-}
-
 async fn send_n<R: Runtime<Data = Reading>>(source: &Source<R>, n: usize) {
     for i in 0..n {
         source.send(Reading { value: i as f64 }).await.unwrap();
@@ -131,7 +125,7 @@ fn assert_received_in_order<R: Runtime<Data = Reading>>(
 /// Waits for the event that ends a rejected dial, checking that nothing was retried
 /// before it: a certificate rejection is final.
 async fn expect_refused(events: &mut Receiver<ConnectionEvent>) -> tonic::Status {
-    match next(events).await {
+    match next_event(events).await {
         ConnectionEvent::Refused { status, .. } => status,
         other => panic!("expected Refused at once, got {other:?}"),
     }
@@ -157,7 +151,7 @@ async fn tls_source_dials_aggregator_and_samples_arrive() {
         .unwrap();
     let mut events = source.connection_events();
     assert!(matches!(
-        next(&mut events).await,
+        next_event(&mut events).await,
         ConnectionEvent::Connected { peer, .. } if peer == agg.id()
     ));
     send_n(&source, N).await;
@@ -288,7 +282,7 @@ async fn a_plain_text_source_against_a_tls_aggregator_keeps_retrying_and_says_wh
     // Not a certificate rejection: retried (the server may be reconfigured), each
     // failure reported.
     for attempt in 1..=2 {
-        match next(&mut events).await {
+        match next_event(&mut events).await {
             ConnectionEvent::Retrying {
                 attempt: a, error, ..
             } => {
@@ -382,7 +376,7 @@ async fn a_source_advertising_tls_is_never_dialed_in_plain_text() {
         .unwrap();
     let mut events = agg.connection_events();
     let error = loop {
-        match next(&mut events).await {
+        match next_event(&mut events).await {
             ConnectionEvent::Retrying { error, .. } => break error,
             ConnectionEvent::Connected { .. } => panic!("dialed in plain text"),
             _ => continue,
