@@ -60,20 +60,20 @@
 //! The facade's `tsercom::child_main!` documents a complete program.
 
 mod aggregator;
+mod common;
 mod log;
 mod parent;
 mod serve;
 mod spec;
 mod tls;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 pub use aggregator::AggregatorSpec;
+pub use common::Restart;
 pub use serve::{child_main, ChildEntry};
-pub use spec::{Restart, SourceSpec};
+pub use spec::SourceSpec;
 pub use tls::{ClientTlsSpec, ServerTlsSpec};
 
 use super::{start_fn, ManagerError, RuntimeHandle, RuntimeManager, StartFn};
@@ -163,7 +163,7 @@ pub(super) struct SpecJob {
     runtime: &'static str,
     /// `"source"` or `"aggregator"`: what the child hosts.
     kind: &'static str,
-    settings: spec::ChildSettings,
+    settings: common::ChildSettings,
     /// The spec's first bad setting.
     check: Result<(), String>,
     /// The spec as the child reads it (made when the child is started; it holds the key).
@@ -187,14 +187,7 @@ impl RuntimeManager {
         name: &str,
         spec: SourceSpec,
     ) -> RuntimeHandle<Source<R>> {
-        let (tx, rx) = watch::channel(None);
-        let tx = Arc::new(tx);
-        let tokio = Arc::new(OnceLock::new());
-        let handle = RuntimeHandle {
-            name: name.to_owned(),
-            value: rx,
-            tokio: Arc::clone(&tokio),
-        };
+        let (handle, tx, tokio) = RuntimeHandle::new(name);
         let (local_spec, remote_spec) = (spec.clone(), spec.clone());
         let (local_tx, local_tokio, local_name) =
             (Arc::clone(&tx), Arc::clone(&tokio), name.to_owned());
@@ -243,7 +236,7 @@ impl RuntimeManager {
                 )
             }),
             fail: Box::new(move |e| {
-                fail_tx.send_replace(Some(Err(e)));
+                fail_tx.publish(Err(e));
             }),
         });
         handle
