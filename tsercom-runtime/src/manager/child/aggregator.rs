@@ -40,6 +40,25 @@ use crate::transport::{Endpoint, IntoEndpoint};
 /// process: where to listen, which sources to dial, mDNS discovery, the identity (its
 /// id and key), the retention. Addresses are checked when they are given; a bad one makes
 /// the manager's start fail.
+///
+/// # What the handle's figures describe, out of process
+///
+/// Data, readers, caller events and `connected()` are keyed by the real sources' ids,
+/// but each source reaches the handle through its relay in the child, so the figures
+/// of a connection describe the relay's link over the bridge (a Unix socket on this
+/// host), not the real source's link to the child:
+///
+/// | handle method | out of process it describes |
+/// |---|---|
+/// | [`clocks`](Aggregator::clocks) | the relay's clock (the child's) against the application's: near zero offset on one host. The real source's offset and its bound are estimated in the child; sample times in the handle went through both estimates (source to child, child to application). |
+/// | [`source_stats`](Aggregator::source_stats), [`stats`](Aggregator::stats) | samples and bytes the relay forwarded (what the child's aggregator stored, after its own duplicate check); connections, duplicates, gaps and last seen of the relay's link. |
+/// | [`gaps`](Aggregator::gaps) | samples the relay lost (evicted from its buffer); samples a real source announced lost to the child are not forwarded, so they do not appear. |
+/// | [`sources`](Aggregator::sources), [`connection_events`](Aggregator::connection_events) | the relay: its address is the bridge, it has no advertised name; it connects when the real source first connects to the child and leaves when the child's aggregator forgets it (the retention after it left), not at each reconnection of the real source. |
+/// | [`peer_schemas`](Aggregator::peer_schemas) | the relay's schema (the application's own), not a compatible older or newer one the real source may speak. |
+/// | [`server_stats`](Aggregator::server_stats) | the bridge's listener. |
+///
+/// The real sources' own figures stay in the child. Where they matter, run the
+/// aggregator in process ([`isolated(false)`](Self::isolated)).
 #[derive(Debug, Clone)]
 pub struct AggregatorSpec {
     common: ChildCommon,
@@ -192,7 +211,9 @@ impl RuntimeManager {
     /// run in a child process or in process, like
     /// [`register_source`](Self::register_source). The handle is an [`Aggregator`]
     /// either way; out of process it holds what the child's aggregator received, keyed
-    /// by the real sources' ids, and its events reach them through the child.
+    /// by the real sources' ids, and its events reach them through the child. Its
+    /// clocks, stats, gaps and connection figures then describe the child's relays (see
+    /// [What the handle's figures describe](AggregatorSpec#what-the-handles-figures-describe-out-of-process)).
     pub fn register_aggregator<R: Runtime>(
         &mut self,
         name: &str,

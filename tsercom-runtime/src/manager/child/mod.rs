@@ -48,7 +48,9 @@
 //! the child's aggregator hears from, the child runs a relay source with that source's
 //! id dialing it (see `aggregator.rs`). The handle's data, readers, caller and
 //! connection events are keyed by the real sources' ids; events it sends reach the real
-//! sources through the child. Its clocks and stats describe the relays' links.
+//! sources through the child. Its clocks, stats, gaps, source infos and peer schemas
+//! describe the relays' links over the bridge, not the real sources' links to the child
+//! (each one is listed in [`AggregatorSpec`]'s docs).
 //!
 //! Limits: samples the child acknowledged but had not yet delivered are lost if it dies
 //! (they were in its memory); events reach a source's handle stamped when the child
