@@ -31,10 +31,11 @@ const WARMUP: u64 = 1000;
 const WINDOW: u64 = 1 << 18;
 const POLL: Duration = Duration::from_millis(1);
 
-const ARMS: [&str; 6] = [
+const ARMS: [&str; 7] = [
     "tsercom",
     "tsercom-unix",
     "tsercom-child",
+    "tsercom-agg-child",
     "tonic-raw-per-message",
     "tonic-raw-batched",
     "tonic-client-stream",
@@ -126,6 +127,9 @@ async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
         "tsercom-child" => {
             tsercom_arm(Transport::Child, sources, per_source, config.deadline).await
         }
+        "tsercom-agg-child" => {
+            tsercom_arm(Transport::AggChild, sources, per_source, config.deadline).await
+        }
         "tonic-raw-per-message" => {
             raw_arm::<RawSample, _, _>(sources, per_source, config.deadline, |tx, i| {
                 let tx = tx.clone();
@@ -163,8 +167,9 @@ async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
             _ => "app channel",
         },
         "batch": if arm == "tonic-raw-batched" || arm == "tonic-client-stream" { BATCH } else { 1 },
-        // The sources' children are not this process: their CPU time is not in `cpu_s`.
-        "cpu_includes_children": arm != "tsercom-child",
+        // The children (sources', aggregator's) are not this process: their CPU time is
+        // not in `cpu_s`.
+        "cpu_includes_children": !arm.ends_with("-child"),
         "load_1m": load,
     })
 }
@@ -196,6 +201,8 @@ enum Transport {
     Unix,
     /// TCP to the aggregator from sources in child processes (`start_out_of_process`).
     Child,
+    /// A Unix socket to an aggregator in a child process, read from its handle here.
+    AggChild,
 }
 
 async fn tsercom_arm(
@@ -208,17 +215,32 @@ async fn tsercom_arm(
     let dir = tempfile::tempdir().expect("temp dir");
     let listen: Endpoint = match transport {
         Transport::Tcp | Transport::Child => "127.0.0.1:0".parse().expect("addr"),
-        Transport::Unix => Endpoint::unix(dir.path().join("agg.sock")),
+        Transport::Unix | Transport::AggChild => Endpoint::unix(dir.path().join("agg.sock")),
     };
-    let agg = Aggregator::<Weather>::builder()
-        .listen(listen)
-        .retention(None)
-        .start()
-        .await
-        .expect("aggregator");
-    let addr = agg.local_endpoint().expect("listening").clone();
-    let mut srcs = Vec::new();
     let mut manager = None;
+    let (agg, addr) = if let Transport::AggChild = transport {
+        let mut m = tsercom::RuntimeManager::new().worker_threads(1);
+        let handle = m.register_aggregator::<Weather>(
+            "aggregator",
+            tsercom::AggregatorSpec::new()
+                .listen(listen.clone())
+                .retention(None),
+        );
+        m.start_out_of_process().expect("child");
+        let agg = handle.started().await.expect("aggregator in a child");
+        manager = Some(m);
+        (agg, listen)
+    } else {
+        let agg = Aggregator::<Weather>::builder()
+            .listen(listen)
+            .retention(None)
+            .start()
+            .await
+            .expect("aggregator");
+        let addr = agg.local_endpoint().expect("listening").clone();
+        (Arc::new(agg), addr)
+    };
+    let mut srcs = Vec::new();
     if let Transport::Child = transport {
         let mut m = tsercom::RuntimeManager::new().worker_threads(1);
         let handles: Vec<_> = (0..sources)
@@ -233,7 +255,7 @@ async fn tsercom_arm(
         }
         manager = Some(m);
     }
-    while manager.is_none() && srcs.len() < sources {
+    while srcs.len() < sources {
         let s = Source::<Weather>::builder()
             .dial([addr.clone()])
             .start()
@@ -309,11 +331,14 @@ async fn tsercom_arm(
     }
     drop(srcs);
     if let Some(m) = manager {
-        // Stops the children; the manager's own tokio runtime is dropped off this one's.
+        // Stops the children (and the aggregator's handle); the manager's own tokio
+        // runtime is dropped off this one's.
         tokio::task::block_in_place(|| m.shutdown(Duration::from_millis(500)))
             .expect("manager shutdown");
     }
-    agg.shutdown(Duration::from_millis(200)).await;
+    if !matches!(transport, Transport::AggChild) {
+        agg.shutdown(Duration::from_millis(200)).await;
+    }
     (total, n, measured)
 }
 

@@ -67,7 +67,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 13] = [
+    let tests: [(&str, fn()); 14] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -95,6 +95,10 @@ fn main() {
         (
             "a_source_that_left_the_childs_aggregator_leaves_the_handle",
             aggregator::source_leaves,
+        ),
+        (
+            "shutdown_delivers_an_in_process_sources_last_data_to_a_child_aggregator",
+            aggregator::shutdown_delivers,
         ),
     ];
     for (name, test) in tests {

@@ -169,3 +169,41 @@ pub(crate) fn source_leaves() {
     manager.check_for_error().unwrap();
     manager.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+/// A source run by the same manager, in process, feeding the aggregator in a child:
+/// shutdown stops the source first (it flushes to the child), then the child (it
+/// forwards what it holds to the handle), so the last samples reach the handle.
+pub(crate) fn shutdown_delivers() {
+    const N: u64 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let agg = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(None)
+            .isolated(true),
+    );
+    // Started once the child's aggregator is up: the child's group is then among the
+    // started runtimes before the source, so only the stop order puts the source first.
+    let waited = agg.clone();
+    let source = manager.register("feeder", move || async move {
+        waited.started().await?;
+        tsercom::Source::<Plant>::builder()
+            .dial([address.as_str()])
+            .start()
+            .await
+            .map_err(|e| ManagerError::Failed {
+                name: "feeder".into(),
+                message: e.to_string(),
+            })
+    });
+    // In process, but for the aggregator's spec, which is isolated.
+    manager.start_in_process().unwrap();
+    let agg = agg.wait(DEADLINE).unwrap();
+    let id = source.wait(DEADLINE).unwrap().id();
+    super::send(&source, 1..=N);
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(values_in(&agg, id), (1..=N).collect::<Vec<_>>());
+}

@@ -21,7 +21,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -196,7 +196,32 @@ impl Default for RuntimeManager {
 pub struct RuntimeHandle<T> {
     name: String,
     value: watch::Receiver<Option<Result<Arc<T>, ManagerError>>>,
+    /// Wakes the threads blocked in [`wait`](Self::wait) when the value is published.
+    ready: Arc<(Mutex<()>, Condvar)>,
     tokio: Arc<OnceLock<tokio::runtime::Handle>>,
+}
+
+impl<T> RuntimeHandle<T> {
+    /// A handle named `name`, the publisher of its runtime, and the slot of the tokio
+    /// runtime it runs on.
+    fn new(
+        name: &str,
+    ) -> (
+        Self,
+        Arc<Published<T>>,
+        Arc<OnceLock<tokio::runtime::Handle>>,
+    ) {
+        let (tx, value) = watch::channel(None);
+        let ready = Arc::new((Mutex::new(()), Condvar::new()));
+        let tokio = Arc::new(OnceLock::new());
+        let handle = RuntimeHandle {
+            name: name.to_owned(),
+            value,
+            ready: Arc::clone(&ready),
+            tokio: Arc::clone(&tokio),
+        };
+        (handle, Arc::new(Published { tx, ready }), tokio)
+    }
 }
 
 impl<T> Clone for RuntimeHandle<T> {
@@ -204,6 +229,7 @@ impl<T> Clone for RuntimeHandle<T> {
         RuntimeHandle {
             name: self.name.clone(),
             value: self.value.clone(),
+            ready: Arc::clone(&self.ready),
             tokio: Arc::clone(&self.tokio),
         }
     }
@@ -221,14 +247,22 @@ impl<T: Send + Sync + 'static> RuntimeHandle<T> {
     /// The runtime once started, waiting up to `timeout` (blocking; call from sync code).
     pub fn wait(&self, timeout: Duration) -> Result<Arc<T>, ManagerError> {
         let deadline = std::time::Instant::now() + timeout;
+        let (lock, ready) = &*self.ready;
+        // Checked under the lock the publisher takes to notify: a value published after
+        // the check wakes the wait below.
+        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(v) = self.value.borrow().as_ref() {
                 return v.clone();
             }
-            if std::time::Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
                 return Err(ManagerError::Timeout(self.name.clone()));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            guard = ready
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -294,17 +328,10 @@ impl RuntimeManager {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let (tx, rx) = watch::channel(None);
-        let tokio = Arc::new(OnceLock::new());
-        let handle_tokio = Arc::clone(&tokio);
-        let name = name.to_owned();
-        let start = start_fn(name.clone(), init, Arc::new(tx), tokio);
-        self.pending.push((name.clone(), start));
-        RuntimeHandle {
-            name,
-            value: rx,
-            tokio: handle_tokio,
-        }
+        let (handle, tx, tokio) = RuntimeHandle::new(name);
+        let start = start_fn(name.to_owned(), init, tx, tokio);
+        self.pending.push((name.to_owned(), start));
+        handle
     }
 
     /// Builds the manager's tokio runtime on its own threads and starts every registered
@@ -491,14 +518,27 @@ where
                     None
                 }
             };
-            tx.send_replace(Some(result));
+            tx.publish(result);
             managed
         })
     })
 }
 
 /// Where a registered runtime is published for its handles.
-type Published<T> = watch::Sender<Option<Result<Arc<T>, ManagerError>>>;
+struct Published<T> {
+    tx: watch::Sender<Option<Result<Arc<T>, ManagerError>>>,
+    ready: Arc<(Mutex<()>, Condvar)>,
+}
+
+impl<T> Published<T> {
+    /// Publishes the runtime (or why it did not start) and wakes the handles waiting.
+    fn publish(&self, result: Result<Arc<T>, ManagerError>) {
+        self.tx.send_replace(Some(result));
+        let (lock, ready) = &*self.ready;
+        drop(lock.lock().unwrap_or_else(|e| e.into_inner()));
+        ready.notify_all();
+    }
+}
 
 /// The manager's error for a fault of the runtime registered as `name`.
 fn fault_error(name: String, fault: Fault) -> ManagerError {

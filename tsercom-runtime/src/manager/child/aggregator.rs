@@ -17,18 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use zeroize::Zeroizing;
 
+use super::common::{apply_tls, child_setters, ChildCommon};
 use super::serve::{BoxFuture, Hosted};
-use super::spec::{check_tls, tls_from_json, ChildSettings, Restart};
-use super::tls::{ClientTlsSpec, ServerTlsSpec};
 use super::{start_fn, RuntimeHandle, RuntimeManager, SpecJob};
 use crate::backoff::Backoff;
 use crate::data::CallerEvent;
 #[cfg(feature = "mdns")]
 use crate::discovery::{Discovery, InterfacePolicy, MdnsConfig};
 use crate::engine::{ConnectionEvent, Runtime, RuntimeError};
-use crate::identity::{hex, unhex, Identity};
+use crate::identity::Identity;
 use crate::ids::CallerId;
 use crate::queue::OverflowPolicy;
 use crate::roles::{Aggregator, Source};
@@ -42,18 +40,33 @@ use crate::transport::{Endpoint, IntoEndpoint};
 /// process: where to listen, which sources to dial, mDNS discovery, the identity (its
 /// id and key), the retention. Addresses are checked when they are given; a bad one makes
 /// the manager's start fail.
+///
+/// # What the handle's figures describe, out of process
+///
+/// Data, readers, caller events and `connected()` are keyed by the real sources' ids,
+/// but each source reaches the handle through its relay in the child, so the figures
+/// of a connection describe the relay's link over the bridge (a Unix socket on this
+/// host), not the real source's link to the child:
+///
+/// | handle method | out of process it describes |
+/// |---|---|
+/// | [`clocks`](Aggregator::clocks) | the relay's clock (the child's) against the application's: near zero offset on one host. The real source's offset and its bound are estimated in the child; sample times in the handle went through both estimates (source to child, child to application). |
+/// | [`source_stats`](Aggregator::source_stats), [`stats`](Aggregator::stats) | samples and bytes the relay forwarded (what the child's aggregator stored, after its own duplicate check); connections, duplicates, gaps and last seen of the relay's link. |
+/// | [`gaps`](Aggregator::gaps) | samples the relay lost (evicted from its buffer); samples a real source announced lost to the child are not forwarded, so they do not appear. |
+/// | [`sources`](Aggregator::sources), [`connection_events`](Aggregator::connection_events) | the relay: its address is the bridge, it has no advertised name; it connects when the real source first connects to the child and leaves when the child's aggregator forgets it (the retention after it left), not at each reconnection of the real source. |
+/// | [`peer_schemas`](Aggregator::peer_schemas) | the relay's schema (the application's own), not a compatible older or newer one the real source may speak. |
+/// | [`server_stats`](Aggregator::server_stats) | the bridge's listener. |
+///
+/// The real sources' own figures stay in the child. Where they matter, run the
+/// aggregator in process ([`isolated(false)`](Self::isolated)).
 #[derive(Debug, Clone)]
 pub struct AggregatorSpec {
-    identity: Identity,
+    common: ChildCommon,
     listen: Option<String>,
     sources: Vec<Vec<String>>,
     #[cfg(feature = "mdns")]
     discover: Option<InterfacePolicy>,
     retention: Option<Duration>,
-    child: ChildSettings,
-    invalid: Option<String>,
-    tls_server: Option<ServerTlsSpec>,
-    tls_client: Option<ClientTlsSpec>,
 }
 
 impl Default for AggregatorSpec {
@@ -66,45 +79,22 @@ impl AggregatorSpec {
     /// An aggregator with a random identity, no address yet, keeping data 10 minutes.
     pub fn new() -> AggregatorSpec {
         AggregatorSpec {
-            identity: Identity::random(),
+            common: ChildCommon::new(),
             listen: None,
             sources: Vec::new(),
             #[cfg(feature = "mdns")]
             discover: None,
             retention: Some(Duration::from_secs(600)),
-            child: ChildSettings::default(),
-            invalid: None,
-            tls_server: None,
-            tls_client: None,
         }
     }
 
-    fn endpoint(&mut self, endpoint: impl IntoEndpoint) -> Option<String> {
-        match endpoint.into_endpoint() {
-            Ok(e) => Some(e.to_string()),
-            Err(e) => {
-                self.invalid.get_or_insert(e.to_string());
-                None
-            }
-        }
-    }
-
-    /// The aggregator's id.
-    pub fn id(&self) -> CallerId {
-        self.identity.id()
-    }
-
-    /// The aggregator's identity (a bare [`CallerId`] gets a key now).
-    pub fn identity(mut self, identity: impl Into<Identity>) -> Self {
-        self.identity = identity.into();
-        self
-    }
+    child_setters!("crate::roles::AggregatorBuilder");
 
     /// Accepts sources that dial `endpoint` (see
     /// [`AggregatorBuilder::listen`](crate::roles::AggregatorBuilder::listen)); in a
     /// child, the child listens there.
     pub fn listen(mut self, endpoint: impl IntoEndpoint) -> Self {
-        self.listen = self.endpoint(endpoint);
+        self.listen = self.common.endpoint(endpoint);
         self
     }
 
@@ -112,7 +102,10 @@ impl AggregatorSpec {
     /// [`AggregatorBuilder::source`](crate::roles::AggregatorBuilder::source)); once per
     /// source.
     pub fn source(mut self, addrs: impl IntoIterator<Item = impl IntoEndpoint>) -> Self {
-        let addrs: Vec<String> = addrs.into_iter().filter_map(|a| self.endpoint(a)).collect();
+        let addrs: Vec<String> = addrs
+            .into_iter()
+            .filter_map(|a| self.common.endpoint(a))
+            .collect();
         self.sources.push(addrs);
         self
     }
@@ -131,63 +124,10 @@ impl AggregatorSpec {
         self
     }
 
-    /// Accepts sources over TLS (see
-    /// [`AggregatorBuilder::tls_server`](crate::roles::AggregatorBuilder::tls_server)).
-    pub fn tls_server(mut self, tls: ServerTlsSpec) -> Self {
-        self.tls_server = Some(tls);
-        self
-    }
-
-    /// Dials sources over TLS (see
-    /// [`AggregatorBuilder::tls_client`](crate::roles::AggregatorBuilder::tls_client)).
-    pub fn tls_client(mut self, tls: ClientTlsSpec) -> Self {
-        self.tls_client = Some(tls);
-        self
-    }
-
-    /// Restarts the child when it dies (default: never; the death is the manager's
-    /// error). The new child has the same identity; its sources' streams resume.
-    pub fn restart(mut self, restart: Restart) -> Self {
-        self.child.restart = Some(restart);
-        self
-    }
-
-    /// Limits the child's address space to `bytes` (`RLIMIT_AS`).
-    pub fn memory_limit(mut self, bytes: u64) -> Self {
-        self.child.memory_limit = Some(bytes);
-        self
-    }
-
-    /// Runs this aggregator in the child of every other spec with the same group name.
-    pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.child.group = Some(group.into());
-        self
-    }
-
-    /// `true`: always in a child process; `false`: always in process; default: as the
-    /// manager is started.
-    pub fn isolated(mut self, isolated: bool) -> Self {
-        self.child.isolation = Some(isolated);
-        self
-    }
-
-    /// How long a child may take to answer and start (default 10 s).
-    pub fn start_timeout(mut self, timeout: Duration) -> Self {
-        self.child.start_timeout = timeout;
-        self
-    }
-
-    fn check(&self) -> Result<(), String> {
-        match &self.invalid {
-            Some(e) => Err(e.clone()),
-            None => check_tls(self.tls_server.as_ref(), self.tls_client.as_ref()),
-        }
-    }
-
     /// A builder with the settings of this spec (the real aggregator).
     fn builder<R: Runtime>(&self) -> Result<crate::roles::AggregatorBuilder<R>, String> {
         let mut builder = Aggregator::<R>::builder()
-            .identity(self.identity.clone())
+            .identity(self.common.identity.clone())
             .retention(self.retention);
         if let Some(listen) = &self.listen {
             builder = builder.listen(listen.as_str());
@@ -202,22 +142,7 @@ impl AggregatorSpec {
                 ..MdnsConfig::default()
             }));
         }
-        if let Some(tls) = &self.tls_server {
-            #[cfg(feature = "tls")]
-            {
-                builder = builder.tls_server(tls.build()?);
-            }
-            #[cfg(not(feature = "tls"))]
-            match tls.build()? {}
-        }
-        if let Some(tls) = &self.tls_client {
-            #[cfg(feature = "tls")]
-            {
-                builder = builder.tls_client(tls.build()?);
-            }
-            #[cfg(not(feature = "tls"))]
-            match tls.build()? {}
-        }
+        apply_tls!(builder, self.common);
         Ok(builder)
     }
 
@@ -233,29 +158,25 @@ impl AggregatorSpec {
     }
 
     fn to_json(&self) -> Value {
-        json!({
-            "id": self.identity.id().to_string(),
-            "key": hex(&self.identity.export_pkcs8()),
-            "listen": self.listen,
-            "sources": self.sources,
-            "discover": self.discover_loopback(),
-            "retention_ms": self.retention.map(|r| r.as_millis() as u64),
-            "tls_server": self.tls_server.as_ref().map(ServerTlsSpec::to_json),
-            "tls_client": self.tls_client.as_ref().map(ClientTlsSpec::to_json),
-        })
+        let mut v = self.common.to_json();
+        v.insert("listen".into(), json!(self.listen));
+        v.insert("sources".into(), json!(self.sources));
+        v.insert("discover".into(), json!(self.discover_loopback()));
+        v.insert(
+            "retention_ms".into(),
+            json!(self.retention.map(|r| r.as_millis() as u64)),
+        );
+        Value::Object(v)
     }
 
     /// The spec the parent sent (in the child).
     pub(super) fn from_json(v: &Value) -> Result<AggregatorSpec, String> {
         let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-        let id = text("id")
-            .ok_or("the spec has no `id`")?
-            .parse::<CallerId>()
-            .map_err(|e| format!("spec `id`: {e}"))?;
-        let key = Zeroizing::new(text("key").ok_or("the spec has no `key`")?);
-        let pkcs8 = Zeroizing::new(unhex(&key).ok_or("spec `key`: not hex")?);
-        let identity = Identity::from_pkcs8(id, &pkcs8).map_err(|e| format!("spec `key`: {e}"))?;
-        let mut spec = AggregatorSpec::new().identity(identity).retention(
+        let mut spec = AggregatorSpec {
+            common: ChildCommon::from_json(v)?,
+            ..AggregatorSpec::new()
+        }
+        .retention(
             v.get("retention_ms")
                 .and_then(Value::as_u64)
                 .map(Duration::from_millis),
@@ -280,7 +201,6 @@ impl AggregatorSpec {
                 InterfacePolicy::AllNonLoopback
             });
         }
-        (spec.tls_server, spec.tls_client) = tls_from_json(v)?;
         spec.check()?;
         Ok(spec)
     }
@@ -291,20 +211,15 @@ impl RuntimeManager {
     /// run in a child process or in process, like
     /// [`register_source`](Self::register_source). The handle is an [`Aggregator`]
     /// either way; out of process it holds what the child's aggregator received, keyed
-    /// by the real sources' ids, and its events reach them through the child.
+    /// by the real sources' ids, and its events reach them through the child. Its
+    /// clocks, stats, gaps and connection figures then describe the child's relays (see
+    /// [What the handle's figures describe](AggregatorSpec#what-the-handles-figures-describe-out-of-process)).
     pub fn register_aggregator<R: Runtime>(
         &mut self,
         name: &str,
         spec: AggregatorSpec,
     ) -> RuntimeHandle<Aggregator<R>> {
-        let (tx, rx) = tokio::sync::watch::channel(None);
-        let tx = Arc::new(tx);
-        let tokio = Arc::new(std::sync::OnceLock::new());
-        let handle = RuntimeHandle {
-            name: name.to_owned(),
-            value: rx,
-            tokio: Arc::clone(&tokio),
-        };
+        let (handle, tx, tokio) = RuntimeHandle::new(name);
         let (local_spec, remote_spec, json_spec) = (spec.clone(), spec.clone(), spec.clone());
         let (local_tx, local_tokio, local_name) =
             (Arc::clone(&tx), Arc::clone(&tokio), name.to_owned());
@@ -314,7 +229,7 @@ impl RuntimeManager {
             name: name.to_owned(),
             runtime: R::NAME,
             kind: "aggregator",
-            settings: spec.child.clone(),
+            settings: spec.common.settings.clone(),
             check: spec.check(),
             json: Box::new(move || json_spec.to_json()),
             local: Box::new(move || {
@@ -337,7 +252,7 @@ impl RuntimeManager {
                     remote_name,
                     move || {
                         Aggregator::<R>::builder()
-                            .identity(remote_spec.identity.clone())
+                            .identity(remote_spec.common.identity.clone())
                             .retention(remote_spec.retention)
                             .listen(bridge)
                             .start()
@@ -347,7 +262,7 @@ impl RuntimeManager {
                 )
             }),
             fail: Box::new(move |e| {
-                fail_tx.send_replace(Some(Err(e)));
+                fail_tx.publish(Err(e));
             }),
         });
         handle
@@ -440,7 +355,7 @@ pub(super) async fn host<R: Runtime>(
     );
     let relays = Arc::new(Relays {
         bridge: bridge.clone(),
-        identity: spec.identity.clone(),
+        identity: spec.common.identity.clone(),
         sources: Mutex::new(HashMap::new()),
         tasks: Mutex::new(tokio::task::JoinSet::new()),
     });
@@ -606,7 +521,10 @@ mod tests {
         let spec = spec.discover_mdns(InterfacePolicy::LoopbackOnly);
         let back = AggregatorSpec::from_json(&spec.to_json()).unwrap();
         assert_eq!(back.id(), spec.id());
-        assert_eq!(back.identity.public_key(), spec.identity.public_key());
+        assert_eq!(
+            back.common.identity.public_key(),
+            spec.common.identity.public_key()
+        );
         assert_eq!(back.listen, spec.listen);
         assert_eq!(back.sources, spec.sources);
         #[cfg(feature = "mdns")]

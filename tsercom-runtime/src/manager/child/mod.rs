@@ -48,7 +48,9 @@
 //! the child's aggregator hears from, the child runs a relay source with that source's
 //! id dialing it (see `aggregator.rs`). The handle's data, readers, caller and
 //! connection events are keyed by the real sources' ids; events it sends reach the real
-//! sources through the child. Its clocks and stats describe the relays' links.
+//! sources through the child. Its clocks, stats, gaps, source infos and peer schemas
+//! describe the relays' links over the bridge, not the real sources' links to the child
+//! (each one is listed in [`AggregatorSpec`]'s docs).
 //!
 //! Limits: samples the child acknowledged but had not yet delivered are lost if it dies
 //! (they were in its memory); events reach a source's handle stamped when the child
@@ -60,20 +62,20 @@
 //! The facade's `tsercom::child_main!` documents a complete program.
 
 mod aggregator;
+mod common;
 mod log;
 mod parent;
 mod serve;
 mod spec;
 mod tls;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 pub use aggregator::AggregatorSpec;
+pub use common::Restart;
 pub use serve::{child_main, ChildEntry};
-pub use spec::{Restart, SourceSpec};
+pub use spec::SourceSpec;
 pub use tls::{ClientTlsSpec, ServerTlsSpec};
 
 use super::{start_fn, ManagerError, RuntimeHandle, RuntimeManager, StartFn};
@@ -163,7 +165,7 @@ pub(super) struct SpecJob {
     runtime: &'static str,
     /// `"source"` or `"aggregator"`: what the child hosts.
     kind: &'static str,
-    settings: spec::ChildSettings,
+    settings: common::ChildSettings,
     /// The spec's first bad setting.
     check: Result<(), String>,
     /// The spec as the child reads it (made when the child is started; it holds the key).
@@ -187,14 +189,7 @@ impl RuntimeManager {
         name: &str,
         spec: SourceSpec,
     ) -> RuntimeHandle<Source<R>> {
-        let (tx, rx) = watch::channel(None);
-        let tx = Arc::new(tx);
-        let tokio = Arc::new(OnceLock::new());
-        let handle = RuntimeHandle {
-            name: name.to_owned(),
-            value: rx,
-            tokio: Arc::clone(&tokio),
-        };
+        let (handle, tx, tokio) = RuntimeHandle::new(name);
         let (local_spec, remote_spec) = (spec.clone(), spec.clone());
         let (local_tx, local_tokio, local_name) =
             (Arc::clone(&tx), Arc::clone(&tokio), name.to_owned());
@@ -243,7 +238,7 @@ impl RuntimeManager {
                 )
             }),
             fail: Box::new(move |e| {
-                fail_tx.send_replace(Some(Err(e)));
+                fail_tx.publish(Err(e));
             }),
         });
         handle

@@ -424,8 +424,15 @@ impl Managed for ChildGroup {
         })
     }
 
+    /// The lowest of its runtimes': a group with a source stops with the sources (its
+    /// sources then flush first); one of aggregators only stops with the aggregators,
+    /// after the sources in process that may feed them.
     fn stop_order(&self) -> u8 {
-        0
+        self.parents
+            .iter()
+            .map(|p| p.stop_order())
+            .min()
+            .unwrap_or(1)
     }
 }
 

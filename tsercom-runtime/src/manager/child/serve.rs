@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::common::apply_tls;
 use super::spec::SourceSpec;
 use super::{CHILD_ENV, PROTOCOL_VERSION};
 use crate::engine::{Runtime, RuntimeError};
@@ -135,7 +136,7 @@ pub(super) fn source_builder<R: Runtime>(
     spec: &SourceSpec,
 ) -> Result<crate::roles::SourceBuilder<R>, String> {
     let mut builder = Source::<R>::builder()
-        .identity(spec.identity.clone())
+        .identity(spec.common.identity.clone())
         .buffer(spec.buffer.clone());
     if let Some(serve) = &spec.serve {
         builder = builder.serve(serve.as_str());
@@ -149,22 +150,7 @@ pub(super) fn source_builder<R: Runtime>(
     if let Some(name) = &spec.name {
         builder = builder.name(name.clone());
     }
-    if let Some(tls) = &spec.tls_server {
-        #[cfg(feature = "tls")]
-        {
-            builder = builder.tls_server(tls.build()?);
-        }
-        #[cfg(not(feature = "tls"))]
-        match tls.build()? {}
-    }
-    if let Some(tls) = &spec.tls_client {
-        #[cfg(feature = "tls")]
-        {
-            builder = builder.tls_client(tls.build()?);
-        }
-        #[cfg(not(feature = "tls"))]
-        match tls.build()? {}
-    }
+    apply_tls!(builder, spec.common);
     Ok(builder)
 }
 
