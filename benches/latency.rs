@@ -6,7 +6,13 @@
 //! object per line on stdout.
 //!
 //! `cargo bench --bench latency`; `TSERCOM_BENCH_QUICK=1` for the short run;
-//! `TSERCOM_BENCH_ARMS=tsercom,tsercom-unix` for some arms only.
+//! `TSERCOM_BENCH_ARMS=tsercom,tsercom-unix` for some arms only; `TSERCOM_BENCH_RATES=1000`
+//! for some rates only; `TSERCOM_BENCH_ROUNDS=4` for that many rounds (each round runs
+//! the arms in the opposite order of the one before, so an A/B is interleaved).
+//!
+//! With `--features hop-trace`, the arms `tsercom-nodirect` and `tsercom-unix-nodirect`
+//! (run only when named in `TSERCOM_BENCH_ARMS`) are `tsercom` and `tsercom-unix` without
+//! the producer's direct path (`tsercom::hops::set_direct_path(false)`): its A/B.
 
 #![allow(missing_docs)]
 
@@ -37,18 +43,42 @@ const ARMS: [&str; 6] = [
     "tsercom-agg-child",
     "tonic-raw",
 ];
+/// The A/B arms of the direct path (hop-trace builds; only when named).
+const AB_ARMS: [&str; 2] = ["tsercom-nodirect", "tsercom-unix-nodirect"];
+
+/// The arms this run measures, in order.
+fn arms() -> Vec<&'static str> {
+    let mut arms: Vec<&str> = ARMS.into_iter().filter(|a| common::selected(a)).collect();
+    if cfg!(feature = "hop-trace") && std::env::var("TSERCOM_BENCH_ARMS").is_ok() {
+        arms.extend(AB_ARMS.into_iter().filter(|a| common::selected(a)));
+    }
+    arms
+}
+
+/// A list of numbers from the environment variable `var` (comma-separated), if set.
+fn env_list(var: &str) -> Option<Vec<u32>> {
+    let v = std::env::var(var).ok()?;
+    Some(v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+}
 
 fn main() {
     // The "tsercom-child" arm's source runs in a child: a re-execution of this binary.
     tsercom::child_main!(Weather);
     let quick = common::quick();
     let seconds = if quick { 1.5 } else { 5.0 };
-    let runs = if quick { 1 } else { 3 };
+    let runs = env_list("TSERCOM_BENCH_ROUNDS")
+        .and_then(|v| v.first().copied())
+        .map_or(if quick { 1 } else { 3 }, |n| n.max(1) as usize);
+    let rates = env_list("TSERCOM_BENCH_RATES").unwrap_or(RATES.to_vec());
     let rt = common::tokio_runtime();
     let mut results: Vec<((u32, &str), Vec<Value>)> = Vec::new();
     for run in 0..runs {
-        for rate in RATES {
-            for arm in ARMS.into_iter().filter(|a| common::selected(a)) {
+        let mut arms = arms();
+        if run % 2 == 1 {
+            arms.reverse();
+        }
+        for &rate in &rates {
+            for &arm in &arms {
                 let mut v = rt.block_on(run_arm(arm, rate, seconds));
                 v["run"] = json!(run + 1);
                 emit(&v);
@@ -102,6 +132,18 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "tsercom" => tsercom_arm(Transport::Tcp, rate, warm + measured).await,
         "tsercom-tls" => tsercom_arm(Transport::Tls, rate, warm + measured).await,
         "tsercom-unix" => tsercom_arm(Transport::Unix, rate, warm + measured).await,
+        #[cfg(feature = "hop-trace")]
+        "tsercom-nodirect" | "tsercom-unix-nodirect" => {
+            tsercom::hops::set_direct_path(false);
+            let transport = if arm == "tsercom-nodirect" {
+                Transport::Tcp
+            } else {
+                Transport::Unix
+            };
+            let trace = tsercom_arm(transport, rate, warm + measured).await;
+            tsercom::hops::set_direct_path(true);
+            trace
+        }
         // The child's source numbers the samples it forwards 1, 2, ... in order, as the
         // application's handle did: latency by seq holds across the boundary.
         "tsercom-child" => tsercom_arm(Transport::Child, rate, warm + measured).await,
@@ -156,7 +198,7 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "cpu_cores": cpu / wall,
         "transport": match arm {
             "tsercom-tls" => "tls",
-            "tsercom-unix" | "tsercom-agg-child" => "unix",
+            "tsercom-unix" | "tsercom-unix-nodirect" | "tsercom-agg-child" => "unix",
             _ => "tcp",
         },
         "consumer": if arm.starts_with("tsercom") { "subscription" } else { "app channel" },

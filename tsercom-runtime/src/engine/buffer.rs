@@ -181,8 +181,9 @@ impl SendBuffer {
 
     /// Appends samples stamped `time`; returns the sequence number of the last one.
     pub(crate) fn push_many(&self, items: impl IntoIterator<Item = (Timestamp, Bytes)>) -> u64 {
-        let seq = {
+        let (first, seq) = {
             let mut inner = self.lock();
+            let first = inner.next_seq;
             for (time, payload) in items {
                 let seq = inner.next_seq;
                 inner.next_seq += 1;
@@ -190,8 +191,10 @@ impl SendBuffer {
                 inner.samples.push_back(Stored { seq, time, payload });
             }
             self.evict_over_limits(&mut inner);
-            inner.next_seq - 1
+            (first, inner.next_seq - 1)
         };
+        // Marked before the direct path below, which frames and queues (`Pumped`).
+        crate::hops::mark_all(first..=seq, crate::hops::Hop::Buffered);
         // Idle connections take the samples straight away; wake the pumps only when one
         // of them could not (busy, a frame queued, or no fast path).
         let taken = {

@@ -97,12 +97,15 @@ pub(crate) async fn pump<H: Handler>(
     let mut cursor: Option<u64> = None;
     let mut pacer = AckPacer::new(ack_policy, *acks.rx.borrow_and_update());
     // The producer's fast path while this pump waits (unregistered when it ends).
-    let direct = handler.direct_path().map(|path| {
-        Registered::new(
-            buffer,
-            Direct::new(out.clone(), path, config.max_frame_samples, max_bytes),
-        )
-    });
+    let direct = handler
+        .direct_path()
+        .filter(|_| crate::hops::direct_path())
+        .map(|path| {
+            Registered::new(
+                buffer,
+                Direct::new(out.clone(), path, config.max_frame_samples, max_bytes),
+            )
+        });
     if let Some((link, clock)) = clock_link {
         // Probe at once, and give the first estimate a bounded moment to arrive so the
         // first samples are not needlessly unsynchronized.
