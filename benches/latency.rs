@@ -2,8 +2,9 @@
 //! the time from the producer's send to the aggregator's subscription receiving it, on
 //! one clock (one process). tsercom over each transport (TCP, TLS, a Unix socket) against
 //! hand-written tonic, the Python reference at 1 kHz when `TSERCOM_PY` is set, and Lab
-//! Streaming Layer at 1 kHz when `TSERCOM_LSL_PY` names a Python with `pylsl`. One JSON
-//! object per line on stdout.
+//! Streaming Layer at 1 kHz when `TSERCOM_LSL_PY` names a Python with `pylsl`, and
+//! Eclipse Zenoh at 1 kHz when `TSERCOM_ZENOH_PY` names one with `eclipse-zenoh`. One
+//! JSON object per line on stdout.
 //!
 //! `cargo bench --bench latency`; `TSERCOM_BENCH_QUICK=1` for the short run;
 //! `TSERCOM_BENCH_ARMS=tsercom,tsercom-unix` for some arms only; `TSERCOM_BENCH_RATES=1000`
@@ -113,6 +114,11 @@ fn main() {
     }
     if common::selected("lsl") {
         for line in common::lsl::latency(1000, seconds, runs) {
+            emit(&line);
+        }
+    }
+    if common::selected("zenoh") {
+        for line in common::zenoh::latency(1000, seconds, runs) {
             emit(&line);
         }
     }
