@@ -13,7 +13,9 @@
 //!
 //! With `--features hop-trace`, the arms `tsercom-nodirect` and `tsercom-unix-nodirect`
 //! (run only when named in `TSERCOM_BENCH_ARMS`) are `tsercom` and `tsercom-unix` without
-//! the producer's direct path (`tsercom::hops::set_direct_path(false)`): its A/B.
+//! the producer's direct path (`tsercom::hops::set_direct_path(false)`): its A/B. The
+//! arms `tsercom-rt1`, `tsercom-unix-rt1` and `tonic-raw-rt1` (also only when named) run
+//! on a tokio runtime of one worker thread instead of one per core.
 
 #![allow(missing_docs)]
 
@@ -46,12 +48,18 @@ const ARMS: [&str; 6] = [
 ];
 /// The A/B arms of the direct path (hop-trace builds; only when named).
 const AB_ARMS: [&str; 2] = ["tsercom-nodirect", "tsercom-unix-nodirect"];
+/// Arms on a runtime of one worker thread instead of one per core (only when named):
+/// what the runtime's thread count does to the wake-ups on the path.
+const RT1_ARMS: [&str; 3] = ["tsercom-rt1", "tsercom-unix-rt1", "tonic-raw-rt1"];
 
 /// The arms this run measures, in order.
 fn arms() -> Vec<&'static str> {
     let mut arms: Vec<&str> = ARMS.into_iter().filter(|a| common::selected(a)).collect();
-    if cfg!(feature = "hop-trace") && std::env::var("TSERCOM_BENCH_ARMS").is_ok() {
-        arms.extend(AB_ARMS.into_iter().filter(|a| common::selected(a)));
+    if std::env::var("TSERCOM_BENCH_ARMS").is_ok() {
+        if cfg!(feature = "hop-trace") {
+            arms.extend(AB_ARMS.into_iter().filter(|a| common::selected(a)));
+        }
+        arms.extend(RT1_ARMS.into_iter().filter(|a| common::selected(a)));
     }
     arms
 }
@@ -72,6 +80,8 @@ fn main() {
         .map_or(if quick { 1 } else { 3 }, |n| n.max(1) as usize);
     let rates = env_list("TSERCOM_BENCH_RATES").unwrap_or(RATES.to_vec());
     let rt = common::tokio_runtime();
+    // Built only if an arm asks for it.
+    let mut rt1: Option<tokio::runtime::Runtime> = None;
     let mut results: Vec<((u32, &str), Vec<Value>)> = Vec::new();
     for run in 0..runs {
         let mut arms = arms();
@@ -80,7 +90,18 @@ fn main() {
         }
         for &rate in &rates {
             for &arm in &arms {
-                let mut v = rt.block_on(run_arm(arm, rate, seconds));
+                let on = if arm.ends_with("-rt1") {
+                    rt1.get_or_insert_with(|| {
+                        tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(1)
+                            .enable_all()
+                            .build()
+                            .expect("tokio runtime")
+                    })
+                } else {
+                    &rt
+                };
+                let mut v = on.block_on(run_arm(arm, rate, seconds));
                 v["run"] = json!(run + 1);
                 emit(&v);
                 match results.iter_mut().find(|(k, _)| *k == (rate, arm)) {
@@ -98,6 +119,7 @@ fn main() {
         }
     }
     drop(rt);
+    drop(rt1);
     for line in run_python(
         "latency",
         &[
@@ -134,14 +156,16 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
     let measured = (f64::from(rate) * seconds) as u64;
     let warm = warmup(rate);
     let load = load_1m();
-    let (sent, got, window) = match arm {
+    // `-rt1`: the same arm, run on the one-worker runtime by the caller.
+    let base = arm.strip_suffix("-rt1").unwrap_or(arm);
+    let (sent, got, window) = match base {
         "tsercom" => tsercom_arm(Transport::Tcp, rate, warm + measured).await,
         "tsercom-tls" => tsercom_arm(Transport::Tls, rate, warm + measured).await,
         "tsercom-unix" => tsercom_arm(Transport::Unix, rate, warm + measured).await,
         #[cfg(feature = "hop-trace")]
         "tsercom-nodirect" | "tsercom-unix-nodirect" => {
             tsercom::hops::set_direct_path(false);
-            let transport = if arm == "tsercom-nodirect" {
+            let transport = if base == "tsercom-nodirect" {
                 Transport::Tcp
             } else {
                 Transport::Unix
@@ -202,12 +226,17 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "cpu_s": cpu,
         "cpu_us_per_sample": cpu * 1e6 / measured.max(1) as f64,
         "cpu_cores": cpu / wall,
-        "transport": match arm {
+        "transport": match base {
             "tsercom-tls" => "tls",
             "tsercom-unix" | "tsercom-unix-nodirect" | "tsercom-agg-child" => "unix",
             _ => "tcp",
         },
         "consumer": if arm.starts_with("tsercom") { "subscription" } else { "app channel" },
+        "runtime_workers": if arm.ends_with("-rt1") {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        },
         // The source's child is not this process: its CPU time is not in `cpu_s`.
         "cpu_includes_children": !arm.ends_with("-child"),
         "load_1m": load,
