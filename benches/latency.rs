@@ -11,11 +11,9 @@
 //! for some rates only; `TSERCOM_BENCH_ROUNDS=4` for that many rounds (each round runs
 //! the arms in the opposite order of the one before, so an A/B is interleaved).
 //!
-//! With `--features hop-trace`, the arms `tsercom-nodirect` and `tsercom-unix-nodirect`
-//! (run only when named in `TSERCOM_BENCH_ARMS`) are `tsercom` and `tsercom-unix` without
-//! the producer's direct path (`tsercom::hops::set_direct_path(false)`): its A/B. The
-//! arms `tsercom-rt1`, `tsercom-unix-rt1` and `tonic-raw-rt1` (also only when named) run
-//! on a tokio runtime of one worker thread instead of one per core.
+//! The arms `tsercom-rt1`, `tsercom-unix-rt1` and `tonic-raw-rt1` (run only when named in
+//! `TSERCOM_BENCH_ARMS`) run on a tokio runtime of one worker thread instead of one per
+//! core.
 
 #![allow(missing_docs)]
 
@@ -46,8 +44,6 @@ const ARMS: [&str; 6] = [
     "tsercom-agg-child",
     "tonic-raw",
 ];
-/// The A/B arms of the direct path (hop-trace builds; only when named).
-const AB_ARMS: [&str; 2] = ["tsercom-nodirect", "tsercom-unix-nodirect"];
 /// Arms on a runtime of one worker thread instead of one per core (only when named):
 /// what the runtime's thread count does to the wake-ups on the path.
 const RT1_ARMS: [&str; 3] = ["tsercom-rt1", "tsercom-unix-rt1", "tonic-raw-rt1"];
@@ -56,9 +52,6 @@ const RT1_ARMS: [&str; 3] = ["tsercom-rt1", "tsercom-unix-rt1", "tonic-raw-rt1"]
 fn arms() -> Vec<&'static str> {
     let mut arms: Vec<&str> = ARMS.into_iter().filter(|a| common::selected(a)).collect();
     if std::env::var("TSERCOM_BENCH_ARMS").is_ok() {
-        if cfg!(feature = "hop-trace") {
-            arms.extend(AB_ARMS.into_iter().filter(|a| common::selected(a)));
-        }
         arms.extend(RT1_ARMS.into_iter().filter(|a| common::selected(a)));
     }
     arms
@@ -162,18 +155,6 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "tsercom" => tsercom_arm(Transport::Tcp, rate, warm + measured).await,
         "tsercom-tls" => tsercom_arm(Transport::Tls, rate, warm + measured).await,
         "tsercom-unix" => tsercom_arm(Transport::Unix, rate, warm + measured).await,
-        #[cfg(feature = "hop-trace")]
-        "tsercom-nodirect" | "tsercom-unix-nodirect" => {
-            tsercom::hops::set_direct_path(false);
-            let transport = if base == "tsercom-nodirect" {
-                Transport::Tcp
-            } else {
-                Transport::Unix
-            };
-            let trace = tsercom_arm(transport, rate, warm + measured).await;
-            tsercom::hops::set_direct_path(true);
-            trace
-        }
         // The child's source numbers the samples it forwards 1, 2, ... in order, as the
         // application's handle did: latency by seq holds across the boundary.
         "tsercom-child" => tsercom_arm(Transport::Child, rate, warm + measured).await,
@@ -228,7 +209,7 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "cpu_cores": cpu / wall,
         "transport": match base {
             "tsercom-tls" => "tls",
-            "tsercom-unix" | "tsercom-unix-nodirect" | "tsercom-agg-child" => "unix",
+            "tsercom-unix" | "tsercom-agg-child" => "unix",
             _ => "tcp",
         },
         "consumer": if arm.starts_with("tsercom") { "subscription" } else { "app channel" },

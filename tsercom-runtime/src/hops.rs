@@ -113,32 +113,10 @@ mod on {
         let nanos = u64::try_from(table.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
         let _ = hops[hop as usize].compare_exchange(0, nanos, Ordering::AcqRel, Ordering::Relaxed);
     }
-
-    static DIRECT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-    /// Whether connections started from now on give the producer the direct path
-    /// (`engine::direct`; on by default): the bench's A/B of that path in one process.
-    pub fn set_direct_path(enabled: bool) {
-        DIRECT.store(enabled, Ordering::Relaxed);
-    }
-
-    pub(crate) fn direct_path() -> bool {
-        DIRECT.load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(feature = "hop-trace")]
-pub use on::{enable, mark, set_direct_path, take};
-
-/// Whether a connection gives the producer the direct path (always, unless the bench
-/// turned it off with `set_direct_path(false)`, feature `hop-trace`).
-#[inline(always)]
-pub(crate) fn direct_path() -> bool {
-    #[cfg(feature = "hop-trace")]
-    return on::direct_path();
-    #[cfg(not(feature = "hop-trace"))]
-    true
-}
+pub use on::{enable, mark, take};
 
 /// Records that `seq` reached `hop` (feature `hop-trace` off: nothing).
 #[cfg(not(feature = "hop-trace"))]
