@@ -2,11 +2,18 @@
 //! the time from the producer's send to the aggregator's subscription receiving it, on
 //! one clock (one process). tsercom over each transport (TCP, TLS, a Unix socket) against
 //! hand-written tonic, the Python reference at 1 kHz when `TSERCOM_PY` is set, and Lab
-//! Streaming Layer at 1 kHz when `TSERCOM_LSL_PY` names a Python with `pylsl`. One JSON
-//! object per line on stdout.
+//! Streaming Layer at 1 kHz when `TSERCOM_LSL_PY` names a Python with `pylsl`, and
+//! Eclipse Zenoh at 1 kHz when `TSERCOM_ZENOH_PY` names one with `eclipse-zenoh`. One
+//! JSON object per line on stdout.
 //!
 //! `cargo bench --bench latency`; `TSERCOM_BENCH_QUICK=1` for the short run;
-//! `TSERCOM_BENCH_ARMS=tsercom,tsercom-unix` for some arms only.
+//! `TSERCOM_BENCH_ARMS=tsercom,tsercom-unix` for some arms only; `TSERCOM_BENCH_RATES=1000`
+//! for some rates only; `TSERCOM_BENCH_ROUNDS=4` for that many rounds (each round runs
+//! the arms in the opposite order of the one before, so an A/B is interleaved).
+//!
+//! The arms `tsercom-rt1`, `tsercom-unix-rt1` and `tonic-raw-rt1` (run only when named in
+//! `TSERCOM_BENCH_ARMS`) run on a tokio runtime of one worker thread instead of one per
+//! core.
 
 #![allow(missing_docs)]
 
@@ -37,19 +44,57 @@ const ARMS: [&str; 6] = [
     "tsercom-agg-child",
     "tonic-raw",
 ];
+/// Arms on a runtime of one worker thread instead of one per core (only when named):
+/// what the runtime's thread count does to the wake-ups on the path.
+const RT1_ARMS: [&str; 3] = ["tsercom-rt1", "tsercom-unix-rt1", "tonic-raw-rt1"];
+
+/// The arms this run measures, in order.
+fn arms() -> Vec<&'static str> {
+    let mut arms: Vec<&str> = ARMS.into_iter().filter(|a| common::selected(a)).collect();
+    if std::env::var("TSERCOM_BENCH_ARMS").is_ok() {
+        arms.extend(RT1_ARMS.into_iter().filter(|a| common::selected(a)));
+    }
+    arms
+}
+
+/// A list of numbers from the environment variable `var` (comma-separated), if set.
+fn env_list(var: &str) -> Option<Vec<u32>> {
+    let v = std::env::var(var).ok()?;
+    Some(v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+}
 
 fn main() {
     // The "tsercom-child" arm's source runs in a child: a re-execution of this binary.
     tsercom::child_main!(Weather);
     let quick = common::quick();
     let seconds = if quick { 1.5 } else { 5.0 };
-    let runs = if quick { 1 } else { 3 };
+    let runs = env_list("TSERCOM_BENCH_ROUNDS")
+        .and_then(|v| v.first().copied())
+        .map_or(if quick { 1 } else { 3 }, |n| n.max(1) as usize);
+    let rates = env_list("TSERCOM_BENCH_RATES").unwrap_or(RATES.to_vec());
     let rt = common::tokio_runtime();
+    // Built only if an arm asks for it.
+    let mut rt1: Option<tokio::runtime::Runtime> = None;
     let mut results: Vec<((u32, &str), Vec<Value>)> = Vec::new();
     for run in 0..runs {
-        for rate in RATES {
-            for arm in ARMS.into_iter().filter(|a| common::selected(a)) {
-                let mut v = rt.block_on(run_arm(arm, rate, seconds));
+        let mut arms = arms();
+        if run % 2 == 1 {
+            arms.reverse();
+        }
+        for &rate in &rates {
+            for &arm in &arms {
+                let on = if arm.ends_with("-rt1") {
+                    rt1.get_or_insert_with(|| {
+                        tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(1)
+                            .enable_all()
+                            .build()
+                            .expect("tokio runtime")
+                    })
+                } else {
+                    &rt
+                };
+                let mut v = on.block_on(run_arm(arm, rate, seconds));
                 v["run"] = json!(run + 1);
                 emit(&v);
                 match results.iter_mut().find(|(k, _)| *k == (rate, arm)) {
@@ -67,6 +112,7 @@ fn main() {
         }
     }
     drop(rt);
+    drop(rt1);
     for line in run_python(
         "latency",
         &[
@@ -86,6 +132,11 @@ fn main() {
             emit(&line);
         }
     }
+    if common::selected("zenoh") {
+        for line in common::zenoh::latency(1000, seconds, runs) {
+            emit(&line);
+        }
+    }
 }
 
 /// Samples before the measured ones, at the same rate (half a second's worth, at most
@@ -98,7 +149,9 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
     let measured = (f64::from(rate) * seconds) as u64;
     let warm = warmup(rate);
     let load = load_1m();
-    let (sent, got, window) = match arm {
+    // `-rt1`: the same arm, run on the one-worker runtime by the caller.
+    let base = arm.strip_suffix("-rt1").unwrap_or(arm);
+    let (sent, got, window) = match base {
         "tsercom" => tsercom_arm(Transport::Tcp, rate, warm + measured).await,
         "tsercom-tls" => tsercom_arm(Transport::Tls, rate, warm + measured).await,
         "tsercom-unix" => tsercom_arm(Transport::Unix, rate, warm + measured).await,
@@ -154,12 +207,17 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "cpu_s": cpu,
         "cpu_us_per_sample": cpu * 1e6 / measured.max(1) as f64,
         "cpu_cores": cpu / wall,
-        "transport": match arm {
+        "transport": match base {
             "tsercom-tls" => "tls",
             "tsercom-unix" | "tsercom-agg-child" => "unix",
             _ => "tcp",
         },
         "consumer": if arm.starts_with("tsercom") { "subscription" } else { "app channel" },
+        "runtime_workers": if arm.ends_with("-rt1") {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        },
         // The source's child is not this process: its CPU time is not in `cpu_s`.
         "cpu_includes_children": !arm.ends_with("-child"),
         "load_1m": load,

@@ -85,8 +85,7 @@ def throughput(lines):
 
 def latency(lines):
     chosen = pick(lines, "latency", "rate_hz")
-    impls = ["tsercom", "tsercom-tls", "tsercom-unix", "tonic-raw", "lsl-sync", "lsl-async",
-             "lsl", "python-tsercom-1.1.3"]
+    impls = ["tsercom", "tsercom-tls", "tsercom-unix", "tsercom-rt1", "tsercom-unix-rt1", "tonic-raw", "tonic-raw-rt1", "lsl-sync", "lsl-async", "lsl", "zenoh", "python-tsercom-1.1.3"]
     rates = sorted({k[1] for k in chosen if k[1] is not None})
     out = []
     for rate in rates:

@@ -5,6 +5,7 @@ pub mod lsl;
 #[cfg(feature = "tls")]
 pub mod pki;
 pub mod raw;
+pub mod zenoh;
 
 use std::path::PathBuf;
 

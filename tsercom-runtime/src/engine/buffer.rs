@@ -6,14 +6,13 @@
 //! samples evicted before every connected peer acknowledged them are reported as a gap.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-use super::direct::Offer;
 use crate::time::Timestamp;
 
 /// Bounds of a send buffer.
@@ -133,25 +132,6 @@ pub(crate) struct SendBuffer {
     /// Woken on every append. A `Notify` rather than a `watch`: waking costs one lock,
     /// where a watch channel's sender takes eight on every append (its `BigNotify`).
     appended: Notify,
-    /// Connections whose producer-side fast path takes appends while their pump waits.
-    direct: Directs,
-}
-
-/// The registered fast paths of a [`SendBuffer`].
-#[derive(Default)]
-struct Directs(Mutex<Vec<Arc<dyn Offer>>>);
-
-impl std::fmt::Debug for Directs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.lock().len();
-        write!(f, "Directs({n})")
-    }
-}
-
-impl Directs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn Offer>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl SendBuffer {
@@ -169,7 +149,6 @@ impl SendBuffer {
             }),
             limits,
             appended: Notify::new(),
-            direct: Directs::default(),
         }
     }
 
@@ -181,8 +160,9 @@ impl SendBuffer {
 
     /// Appends samples stamped `time`; returns the sequence number of the last one.
     pub(crate) fn push_many(&self, items: impl IntoIterator<Item = (Timestamp, Bytes)>) -> u64 {
-        let seq = {
+        let (first, seq) = {
             let mut inner = self.lock();
+            let first = inner.next_seq;
             for (time, payload) in items {
                 let seq = inner.next_seq;
                 inner.next_seq += 1;
@@ -190,34 +170,11 @@ impl SendBuffer {
                 inner.samples.push_back(Stored { seq, time, payload });
             }
             self.evict_over_limits(&mut inner);
-            inner.next_seq - 1
+            (first, inner.next_seq - 1)
         };
-        // Idle connections take the samples straight away; wake the pumps only when one
-        // of them could not (busy, a frame queued, or no fast path).
-        let taken = {
-            let direct = self.direct.lock();
-            let mut all = !direct.is_empty();
-            for d in direct.iter() {
-                all &= d.offer(self);
-            }
-            all
-        };
-        if !taken {
-            self.appended.notify_waiters();
-        }
+        crate::hops::mark_all(first..=seq, crate::hops::Hop::Buffered);
+        self.appended.notify_waiters();
         seq
-    }
-
-    /// Registers a connection's fast path (see [`super::direct`]).
-    pub(crate) fn add_direct(&self, offer: Arc<dyn Offer>) {
-        self.direct.lock().push(offer);
-    }
-
-    /// Unregisters a fast path added with [`Self::add_direct`].
-    pub(crate) fn remove_direct(&self, offer: &Arc<dyn Offer>) {
-        self.direct
-            .lock()
-            .retain(|d| !std::ptr::addr_eq(Arc::as_ptr(d), Arc::as_ptr(offer)));
     }
 
     /// Drops everything up to and including `seq` (acknowledged by every peer that

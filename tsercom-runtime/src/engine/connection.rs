@@ -55,14 +55,6 @@ pub(crate) trait Handler: Send + Sync {
     /// Maps the outbound samples' times to the peer's clock.
     fn stamp(&self) -> &Self::Stamp;
 
-    /// What the producer's fast path into an idle connection needs ([`super::direct`]):
-    /// the stamp, and what to tell when it queued a frame. `None` (the default) keeps
-    /// every frame in the pump, as a handler whose [`Handler::sent`] must run in the
-    /// connection's task needs.
-    fn direct_path(&self) -> Option<super::direct::DirectPath> {
-        None
-    }
-
     /// The clock link to the peer when the peer is the time authority (this side probes
     /// and takes replies); `None` when this side is the authority (it answers probes).
     fn clock_link(&self) -> Option<&ClockLink>;

@@ -14,7 +14,6 @@ pub(crate) mod buffer;
 pub(crate) mod clock_link;
 mod config;
 pub(crate) mod connection;
-pub(crate) mod direct;
 pub(crate) mod handshake;
 mod net;
 mod proof;

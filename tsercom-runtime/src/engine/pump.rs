@@ -8,10 +8,9 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::acks::{AckPacer, AckReceiver};
-use super::buffer::Next;
+use super::buffer::{Next, Stored};
 use super::clock_link::{ClockLink, Stamp};
 use super::connection::{Connection, Handler};
-use super::direct::{frame_of, Direct, Registered};
 use crate::time::Clock;
 use crate::wire::{self, envelope::Kind, Envelope};
 
@@ -24,6 +23,31 @@ pub(crate) const OUTBOUND_FRAMES: usize = 2;
 
 pub(crate) fn envelope(kind: Kind) -> Result<Envelope, Status> {
     Ok(Envelope { kind: Some(kind) })
+}
+
+/// The frame envelope of `samples` stamped by `stamp`, and its last sequence number.
+fn frame_of(samples: Vec<Stored>, stamp: &dyn Stamp) -> (Envelope, u64) {
+    crate::hops::mark_all(samples.iter().map(|s| s.seq), crate::hops::Hop::Pumped);
+    let last_seq = samples.last().map_or(0, |s| s.seq);
+    let stamps = stamp.stamp_all(&samples);
+    let frame = wire::Frame {
+        samples: samples
+            .into_iter()
+            .zip(stamps)
+            .map(|(s, (time_ns, synchronized))| wire::Sample {
+                seq: s.seq,
+                time_ns,
+                payload: s.payload,
+                synchronized,
+            })
+            .collect(),
+    };
+    (
+        Envelope {
+            kind: Some(Kind::Frame(frame)),
+        },
+        last_seq,
+    )
 }
 
 /// How long a burst's next probe waits for the previous one's reply before it goes
@@ -96,13 +120,6 @@ pub(crate) async fn pump<H: Handler>(
     let mut replies = clock_link.map(|(link, _)| link.replies());
     let mut cursor: Option<u64> = None;
     let mut pacer = AckPacer::new(ack_policy, *acks.rx.borrow_and_update());
-    // The producer's fast path while this pump waits (unregistered when it ends).
-    let direct = handler.direct_path().map(|path| {
-        Registered::new(
-            buffer,
-            Direct::new(out.clone(), path, config.max_frame_samples, max_bytes),
-        )
-    });
     if let Some((link, clock)) = clock_link {
         // Probe at once, and give the first estimate a bounded moment to arrive so the
         // first samples are not needlessly unsynchronized.
@@ -122,14 +139,6 @@ pub(crate) async fn pump<H: Handler>(
         }
     }
     loop {
-        if let Some(direct) = &direct {
-            // Take the cursor back: the producer may have queued frames meanwhile.
-            let mut state = direct.direct.lock();
-            if state.idle {
-                state.idle = false;
-                cursor = state.cursor;
-            }
-        }
         if let Some((link, clock)) = clock_link {
             if burst_left > 0
                 && replies
@@ -204,12 +213,6 @@ pub(crate) async fn pump<H: Handler>(
                 cursor = Some(last);
             }
             Next::Empty => {
-                if let Some(direct) = &direct {
-                    // Hand the cursor to the producer until something wakes us.
-                    let mut state = direct.direct.lock();
-                    state.cursor = cursor;
-                    state.idle = true;
-                }
                 let probe_wait = tokio::time::sleep_until(next_probe);
                 let burst_wait = tokio::time::sleep_until(burst_due);
                 let keepalive_wait =

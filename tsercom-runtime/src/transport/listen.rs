@@ -278,3 +278,45 @@ impl Stream for Incoming {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::conn::ConnLimits;
+    use super::*;
+
+    /// Small frames must not wait for Nagle's algorithm: a TCP connection the server
+    /// accepts and one our own connector dials (the TLS path; plain TCP dials through
+    /// tonic's connector, set by `Endpoint::tcp_nodelay`) have `TCP_NODELAY`.
+    #[tokio::test]
+    async fn tcp_connections_have_nodelay_on_both_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let limits = ConnLimits {
+            total: None,
+            per_ip: None,
+        };
+        let (tracker, _abort) = ConnTracker::new(limits, Arc::default());
+        let tcp = TcpOptions {
+            nodelay: true,
+            keepalive: None,
+        };
+        let mut incoming = Incoming::new(Listener::Tcp(listener), tracker, tcp);
+        let dialed = Socket::connect(&super::super::Endpoint::Tcp(addr), true)
+            .await
+            .expect("connect");
+        let accepted = futures::future::poll_fn(|cx| incoming.poll_accept(cx))
+            .await
+            .expect("accept");
+        for (end, socket) in [("dialed", &dialed), ("accepted", &accepted)] {
+            let Socket::Tcp(stream) = socket else {
+                panic!("the {end} end is not TCP");
+            };
+            assert!(
+                stream.nodelay().expect("nodelay"),
+                "the {end} end has Nagle on"
+            );
+        }
+    }
+}

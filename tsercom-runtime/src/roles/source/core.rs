@@ -218,19 +218,6 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
         Some(&self.conn.link)
     }
 
-    fn direct_path(&self) -> Option<crate::engine::direct::DirectPath> {
-        // A best-effort connection releases samples in `sent`, in the connection's task.
-        if self.conn.best_effort {
-            return None;
-        }
-        let conn = Arc::clone(&self.conn);
-        Some(crate::engine::direct::DirectPath {
-            stamp: Arc::clone(&self.conn.link) as Arc<dyn crate::engine::clock_link::Stamp>,
-            // The per-aggregator count of what was written, as the pump's frames say.
-            sent: Arc::new(move |seq| conn.counters.handed(seq)),
-        })
-    }
-
     async fn frame(&self, frame: wire::Frame, mut last_event: u64) -> Result<u64, Status> {
         let est = self.conn.link.estimate();
         for s in frame.samples {

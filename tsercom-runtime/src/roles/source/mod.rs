@@ -201,7 +201,6 @@ impl<R: Runtime> Source<R> {
             .core
             .data
             .push_many(std::iter::once((local_time, payload)));
-        crate::hops::mark(seq, crate::hops::Hop::Buffered);
         self.inner.core.sent.fetch_add(1, Ordering::Relaxed);
         self.inner.core.drop_unconnected();
         Ok(seq)
