@@ -166,7 +166,7 @@ mod tests {
             let runs = vec![5000..5001, 5001 + gap..5002 + gap];
             let merged = merge_runs(runs.clone(), joining);
             let apart = update(&runs);
-            let together = update(&[5000..5002 + gap]);
+            let together = update(std::slice::from_ref(&(5000..5002 + gap)));
             assert_eq!(merged.len() == 1, together < apart, "gap {gap}");
             assert!(update(&merged) <= apart);
             joined_any |= gap > 0 && merged.len() == 1;
