@@ -319,21 +319,29 @@ fn sparse_ts(i: u64) -> Timestamp {
     Timestamp::from_nanos(1_700_000_000_000_000_000).saturating_add(Duration::from_millis(i))
 }
 
-/// Wire bytes per update of the same states through a muxer with `config` (no network).
-fn replay(spec: &TensorSpec, config: MuxerConfig, layout: &str, changed: usize, n: u64) -> f64 {
+/// Wire bytes and chunks per update of the same states through a muxer with `config` (no
+/// network).
+fn replay(
+    spec: &TensorSpec,
+    config: MuxerConfig,
+    layout: &str,
+    changed: usize,
+    n: u64,
+) -> (f64, f64) {
     let mut muxer = SparseMuxer::with_config(spec.clone(), config);
     let mut values = noise(SPARSE_LEN, 3);
     let mut edit = edits(layout, changed);
     let first = Tensor::from_slice(vec![SPARSE_LEN], &values).expect("tensor");
     muxer.process(&first, sparse_ts(0)).expect("mux");
-    let mut wire = 0usize;
+    let (mut wire, mut chunks) = (0usize, 0usize);
     for i in 1..=n {
         edit(&mut values);
         let state = Tensor::from_slice(vec![SPARSE_LEN], &values).expect("tensor");
         let update = muxer.process(&state, sparse_ts(i)).expect("mux");
         wire += prost::Message::encoded_len(&update);
+        chunks += update.chunks.len();
     }
-    wire as f64 / n as f64
+    (wire as f64 / n as f64, chunks as f64 / n as f64)
 }
 
 /// A 1M-element f32 tensor, `per_mille` / 1000 of its elements changed per update: muxer
@@ -422,7 +430,7 @@ async fn sparse(layout: &str, per_mille: usize, n: u64) -> Value {
         merge_gap_bytes: Some(0),
         ..config
     };
-    let reference = replay(&spec, contiguous, layout, changed, n);
+    let (reference, reference_chunks) = replay(&spec, contiguous, layout, changed, n);
     json!({
         "bench": "tensor", "impl": format!("tsercom-sparse-{layout}"), "elements": SPARSE_LEN,
         "changed_fraction": per_mille as f64 / 1000.0, "changed_per_update": changed,
@@ -433,6 +441,7 @@ async fn sparse(layout: &str, per_mille: usize, n: u64) -> Value {
         "wire_to_changed": per_update / changed_bytes,
         "contiguous_wire_bytes_per_update": reference,
         "contiguous_wire_to_changed": reference / changed_bytes,
+        "contiguous_chunks_per_update": reference_chunks,
         "updates_per_s": (got.saturating_sub(1)) as f64 / wall,
         "cpu_ms_per_update": cpu * 1e3 / n as f64, "receiver_exact": exact, "load_1m": load,
     })
