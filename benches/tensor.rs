@@ -1,9 +1,11 @@
 //! Tensors: (1) dense 16 MiB f32 tensors from a source to an aggregator through tsercom
 //! (`Tensor` as the data type), MB/s, against a raw tonic bytes stream of the same payloads
-//! in the same run; (2) a 1M-element f32 tensor with 1 % of its elements changed per update
-//! (one contiguous block, and scattered), through a sparse muxer, tsercom and a demuxer at
-//! the aggregator: wire bytes per update against the changed bytes, and updates/s. One JSON
-//! object per line on stdout.
+//! in the same run, alternating rounds (medians and the median per-round ratio of MB/s and
+//! of CPU per tensor); (2) a 1M-element f32 tensor with some of its elements changed per
+//! update (1 % as one contiguous block; 0.1 %, 1 % and 10 % scattered), through a sparse
+//! muxer, tsercom and a demuxer at the aggregator: wire bytes per update against the changed
+//! bytes (and what the reference's strictly contiguous chunks would take for the same
+//! states), and updates/s. One JSON object per line on stdout.
 //!
 //! `cargo bench --bench tensor`; `TSERCOM_BENCH_QUICK=1` for the short run;
 //! `TSERCOM_BENCH_ARMS=dense` or `sparse` for one part. No Python arm:
@@ -34,7 +36,6 @@ use common::{emit, load_1m, raw, Window};
 const MIB: usize = 1 << 20;
 const DENSE_BYTES: usize = 16 * MIB;
 const SPARSE_LEN: usize = 1 << 20;
-const CHANGED: usize = SPARSE_LEN / 100;
 /// Tensors a sender may be ahead of the receiver.
 const AHEAD: u64 = 3;
 const POLL: Duration = Duration::from_millis(1);
@@ -95,31 +96,65 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The sparse arms: (layout, changed elements per 1000, joining rule). `framing` is the
+/// default rule (`merge_gap_bytes: None`); each arm also reports the wire bytes of the
+/// reference's strictly contiguous chunks for the same states (replayed after the timed
+/// window).
+const SPARSE_ARMS: [(&str, usize); 4] = [
+    ("block", 10),
+    ("scattered", 1),
+    ("scattered", 10),
+    ("scattered", 100),
+];
+
 fn main() {
     let quick = common::quick();
     let rt = common::tokio_runtime();
-    let dense_n: u64 = if quick { 24 } else { 96 };
-    let sparse_n: u64 = if quick { 150 } else { 600 };
-    let runs = if quick { 1 } else { 3 };
-    let mut ratios = Vec::new();
-    for run in 1..=runs {
+    let dense_n: u64 = if quick { 16 } else { 96 };
+    let sparse_n: u64 = if quick { 100 } else { 600 };
+    // Dense: tsercom and raw alternate, `rounds` times; the medians and the median of the
+    // per-round ratios are the figures.
+    let rounds = if quick { 3 } else { 5 };
+    let (mut ours, mut raws, mut wall_ratios, mut cpu_ratios) = (vec![], vec![], vec![], vec![]);
+    for round in 1..=rounds {
         if common::selected("dense") {
             let mut t = rt.block_on(dense_tsercom(dense_n));
-            t["run"] = json!(run);
+            t["run"] = json!(round);
             emit(&t);
             let mut r = rt.block_on(dense_raw(dense_n));
-            r["run"] = json!(run);
+            r["run"] = json!(round);
             emit(&r);
-            if let (Some(a), Some(b)) = (t["mb_per_s"].as_f64(), r["mb_per_s"].as_f64()) {
-                ratios.push(a / b);
-            }
+            let ratio = |k: &str| Some(t[k].as_f64()? / r[k].as_f64()?);
+            wall_ratios.extend(ratio("mb_per_s"));
+            cpu_ratios.extend(ratio("cpu_ms_per_tensor"));
+            ours.push(t);
+            raws.push(r);
         }
-        for layout in ["block", "scattered"] {
-            if common::selected("sparse") {
-                let mut s = rt.block_on(sparse(layout, sparse_n));
-                s["run"] = json!(run);
-                emit(&s);
-            }
+    }
+    for lines in [&ours, &raws] {
+        if let Some(m) = common::median_line(lines) {
+            emit(&m);
+        }
+    }
+    let median = |xs: &mut Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs.get(xs.len() / 2).copied()
+    };
+    if !wall_ratios.is_empty() {
+        emit(&json!({
+            "bench": "tensor",
+            "ratio": true,
+            "impl": "tsercom-dense",
+            "against": "tonic-raw-bytes",
+            "mb_per_s_ratio": median(&mut wall_ratios),
+            "cpu_per_tensor_ratio": median(&mut cpu_ratios),
+            "rounds": rounds,
+            "load_1m": load_1m(),
+        }));
+    }
+    if common::selected("sparse") {
+        for (layout, per_mille) in SPARSE_ARMS {
+            emit(&rt.block_on(sparse(layout, per_mille, sparse_n)));
         }
     }
     emit(&json!({
@@ -128,15 +163,6 @@ fn main() {
         "skipped": "tsercom 1.1.3's TensorMultiplexer/TensorDemuxer import torch, which the \
                     baseline environment does not install (PyPI's Linux torch pulls the CUDA \
                     wheels; see BENCHMARKS.md)",
-    }));
-    ratios.sort_by(f64::total_cmp);
-    emit(&json!({
-        "bench": "tensor",
-        "ratio": true,
-        "impl": "tsercom-dense",
-        "against": "tonic-raw-bytes",
-        "mb_per_s_ratio": ratios.get(ratios.len() / 2),
-        "runs": runs,
     }));
 }
 
@@ -260,10 +286,70 @@ async fn dense_raw(n: u64) -> Value {
     })
 }
 
-/// A 1M-element f32 tensor, 1 % changed per update: muxer at the source, demuxer at the
-/// aggregator. `layout` is `block` (one contiguous run) or `scattered` (random elements).
-async fn sparse(layout: &str, n: u64) -> Value {
+/// The edits of the sparse arms, the same sequence for the same arguments: `changed`
+/// elements per update, one contiguous block (`block`) or random elements (`scattered`).
+fn edits(layout: &str, changed: usize) -> impl FnMut(&mut [f32]) {
+    let block = layout == "block";
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as usize
+    };
+    move |values: &mut [f32]| {
+        if block {
+            let at = rand() % (values.len() - changed);
+            for v in &mut values[at..at + changed] {
+                *v += 1.0;
+            }
+        } else {
+            // One random element in each of `changed` equal segments: exactly `changed`
+            // distinct elements, spread over the whole tensor.
+            let segment = values.len() / changed;
+            for k in 0..changed {
+                values[k * segment + rand() % segment] += 1.0;
+            }
+        }
+    }
+}
+
+/// The sparse arms' timestamps.
+fn sparse_ts(i: u64) -> Timestamp {
+    Timestamp::from_nanos(1_700_000_000_000_000_000).saturating_add(Duration::from_millis(i))
+}
+
+/// Wire bytes and chunks per update of the same states through a muxer with `config` (no
+/// network).
+fn replay(
+    spec: &TensorSpec,
+    config: MuxerConfig,
+    layout: &str,
+    changed: usize,
+    n: u64,
+) -> (f64, f64) {
+    let mut muxer = SparseMuxer::with_config(spec.clone(), config);
+    let mut values = noise(SPARSE_LEN, 3);
+    let mut edit = edits(layout, changed);
+    let first = Tensor::from_slice(vec![SPARSE_LEN], &values).expect("tensor");
+    muxer.process(&first, sparse_ts(0)).expect("mux");
+    let (mut wire, mut chunks) = (0usize, 0usize);
+    for i in 1..=n {
+        edit(&mut values);
+        let state = Tensor::from_slice(vec![SPARSE_LEN], &values).expect("tensor");
+        let update = muxer.process(&state, sparse_ts(i)).expect("mux");
+        wire += prost::Message::encoded_len(&update);
+        chunks += update.chunks.len();
+    }
+    (wire as f64 / n as f64, chunks as f64 / n as f64)
+}
+
+/// A 1M-element f32 tensor, `per_mille` / 1000 of its elements changed per update: muxer
+/// at the source, demuxer at the aggregator. `layout` is `block` (one contiguous run) or
+/// `scattered` (one random element in each of `changed` equal segments).
+async fn sparse(layout: &str, per_mille: usize, n: u64) -> Value {
     let load = load_1m();
+    let changed = SPARSE_LEN * per_mille / 1000;
     let spec = TensorSpec::flat(DType::F32, SPARSE_LEN, 0.0).expect("spec");
     let config = MuxerConfig {
         max_history: 4,
@@ -287,15 +373,15 @@ async fn sparse(layout: &str, n: u64) -> Value {
     let mut muxer = SparseMuxer::with_config(spec.clone(), config);
     let mut values = noise(SPARSE_LEN, 3);
     let first = Tensor::from_slice(vec![SPARSE_LEN], &values).expect("tensor");
-    let t0 = Timestamp::from_nanos(1_700_000_000_000_000_000);
     source
-        .send(muxer.process(&first, t0).expect("mux"))
+        .send(muxer.process(&first, sparse_ts(0)).expect("mux"))
         .await
         .expect("send");
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seen = std::sync::Arc::clone(&progress);
+    let rx_spec = spec.clone();
     let consumer = tokio::spawn(async move {
-        let mut demuxer = Demuxer::with_config(spec, config);
+        let mut demuxer = Demuxer::with_config(rx_spec, config);
         let mut got = 0u64;
         let mut last = None;
         while got <= n {
@@ -310,14 +396,10 @@ async fn sparse(layout: &str, n: u64) -> Value {
         }
         (got, last)
     });
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut rand = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut edit = edits(layout, changed);
     let mut wire = 0usize;
+    let mut chunks = 0usize;
+    let mut written = 0usize;
     let mut sent_state = first;
     let window = Window::start();
     for i in 1..=n {
@@ -328,24 +410,12 @@ async fn sparse(layout: &str, n: u64) -> Value {
         {
             tokio::time::sleep(POLL).await;
         }
-        match layout {
-            "block" => {
-                let at = (rand() as usize) % (SPARSE_LEN - CHANGED);
-                for v in &mut values[at..at + CHANGED] {
-                    *v += 1.0;
-                }
-            }
-            _ => {
-                for _ in 0..CHANGED {
-                    values[(rand() as usize) % SPARSE_LEN] += 1.0;
-                }
-            }
-        }
+        edit(&mut values);
         let state = Tensor::from_slice(vec![SPARSE_LEN], &values).expect("tensor");
-        let update = muxer
-            .process(&state, t0.saturating_add(Duration::from_millis(i)))
-            .expect("mux");
+        let update = muxer.process(&state, sparse_ts(i)).expect("mux");
         wire += prost::Message::encoded_len(&update);
+        chunks += update.chunks.len();
+        written += update.payload_bytes();
         source.send(update).await.expect("send");
         sent_state = state;
     }
@@ -355,12 +425,23 @@ async fn sparse(layout: &str, n: u64) -> Value {
     source.shutdown(Duration::from_secs(5)).await;
     agg.shutdown(Duration::from_secs(5)).await;
     let per_update = wire as f64 / n as f64;
-    let changed_bytes = (CHANGED * 4) as f64;
+    let changed_bytes = (changed * 4) as f64;
+    let contiguous = MuxerConfig {
+        merge_gap_bytes: Some(0),
+        ..config
+    };
+    let (reference, reference_chunks) = replay(&spec, contiguous, layout, changed, n);
     json!({
         "bench": "tensor", "impl": format!("tsercom-sparse-{layout}"), "elements": SPARSE_LEN,
-        "changed_per_update": CHANGED, "updates": got.saturating_sub(1),
+        "changed_fraction": per_mille as f64 / 1000.0, "changed_per_update": changed,
+        "joining": "framing", "updates": got.saturating_sub(1),
+        "chunks_per_update": chunks as f64 / n as f64,
+        "payload_bytes_per_update": written as f64 / n as f64,
         "wire_bytes_per_update": per_update, "changed_bytes_per_update": changed_bytes,
         "wire_to_changed": per_update / changed_bytes,
+        "contiguous_wire_bytes_per_update": reference,
+        "contiguous_wire_to_changed": reference / changed_bytes,
+        "contiguous_chunks_per_update": reference_chunks,
         "updates_per_s": (got.saturating_sub(1)) as f64 / wall,
         "cpu_ms_per_update": cpu * 1e3 / n as f64, "receiver_exact": exact, "load_1m": load,
     })

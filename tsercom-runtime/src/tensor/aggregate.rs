@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn publishers_share_one_index_space() {
         let config = MuxerConfig {
-            merge_gap_bytes: 0,
+            merge_gap_bytes: Some(0),
             ..MuxerConfig::default()
         };
         let mut agg = AggregateMuxer::new(DType::F32, 0.0, config);

@@ -215,6 +215,32 @@ pub(crate) fn lz4_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, Tenso
     Ok(out)
 }
 
+/// The bytes an uncompressed chunk of `data_len` element bytes at `timestamp` and
+/// `starting_index` takes inside a `TensorUpdate`: its `chunks` key, length prefix and body
+/// (what [`prost::Message::encoded_len`] of an update adds for it).
+pub(crate) fn chunk_len_in_update(
+    timestamp: Timestamp,
+    starting_index: usize,
+    data_len: usize,
+) -> usize {
+    let tlen = timestamp_body_len(timestamp);
+    let start = u64::try_from(starting_index).unwrap_or(u64::MAX);
+    let body = encoding::key_len(1)
+        + encoding::encoded_len_varint(tlen as u64)
+        + tlen
+        + if start != 0 {
+            encoding::key_len(2) + encoding::encoded_len_varint(start)
+        } else {
+            0
+        }
+        + if data_len != 0 {
+            encoding::key_len(3) + encoding::encoded_len_varint(data_len as u64) + data_len
+        } else {
+            0
+        };
+    encoding::key_len(1) + encoding::encoded_len_varint(body as u64) + body
+}
+
 /// The length of the `google.protobuf.Timestamp` body.
 fn timestamp_inner_len(t: Timestamp) -> usize {
     let (s, n) = t.to_parts();
@@ -427,6 +453,31 @@ mod tests {
             assert_eq!(update.encode_to_vec(), update.to_wire().encode_to_vec());
             let back = wire::TensorUpdate::decode(&update.encode_to_vec()[..]).unwrap();
             assert_eq!(Update::from_wire(&back).unwrap(), update);
+        }
+    }
+
+    #[test]
+    fn a_chunks_size_in_an_update_is_exact() {
+        for (t, start, n) in [
+            (ts(0), 0, 0),
+            (ts(1_700_000_000_123_456_789), 1_000_000, 4),
+            (ts(1_700_000_000_000_000_000), 127, 200),
+            (ts(-5), 3, 1 << 14),
+        ] {
+            let chunk = Chunk::encode(
+                t,
+                start,
+                Bytes::from(vec![1u8; n]),
+                CompressionPolicy::Never,
+            );
+            let one = Update {
+                chunks: vec![chunk.clone()],
+            };
+            assert_eq!(
+                chunk_len_in_update(t, start, n),
+                one.encoded_len(),
+                "{t:?} {start} {n}"
+            );
         }
     }
 

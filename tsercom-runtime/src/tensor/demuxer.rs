@@ -1,11 +1,11 @@
 //! Receiver side: [`Demuxer`] rebuilds the full tensor at every timestamp from chunks.
 
 use std::collections::BTreeSet;
-use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::diff::{push_index, Bits};
+use super::diff::{changed_runs, push_index, Bits};
 use super::muxer::Window;
 use super::{MuxerConfig, Tensor, TensorError, TensorSpec, Update};
 use crate::time::Timestamp;
@@ -31,8 +31,19 @@ type Stamped = (Timestamp, Tensor);
 #[derive(Debug, Clone)]
 struct Frame {
     ts: Timestamp,
-    data: Vec<u8>,
+    /// Shared with the tensors handed out for this timestamp (no copy); a write while one
+    /// is still held copies first ([`Arc::make_mut`]).
+    data: Arc<Vec<u8>>,
     written: Bits,
+}
+
+/// A frame's element bytes as the owner of a [`Bytes`].
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// Rebuilds the tensor at every timestamp from [`Update`]s: the tensor at `T` is the tensor
@@ -156,20 +167,22 @@ impl Demuxer {
         if self.frames.get(pos).is_none_or(|f| f.ts != ts) {
             let data = pos
                 .checked_sub(1)
-                .map_or_else(|| self.fill.clone(), |p| self.frames[p].data.clone());
+                .map_or_else(|| self.fill.clone(), |p| self.frames[p].data.to_vec());
             let written = Bits::new(self.spec.len());
+            let data = Arc::new(data);
             self.frames.insert(pos, Frame { ts, data, written });
             changed.insert(ts);
         }
         let end = start + bytes.len() / size;
         let frame = &mut self.frames[pos];
-        let mut diff: Vec<Range<usize>> = Vec::new();
-        for (k, new) in bytes.chunks_exact(size).enumerate() {
-            let i = start + k;
-            let old = &mut frame.data[i * size..(i + 1) * size];
-            if old != new {
-                old.copy_from_slice(new);
-                push_index(&mut diff, i);
+        let at = start * size..end * size;
+        let mut diff = changed_runs(&frame.data[at.clone()], bytes, size);
+        if !diff.is_empty() {
+            let data = Arc::make_mut(&mut frame.data);
+            for r in &mut diff {
+                let b = r.start * size..r.end * size;
+                data[at.start + b.start..at.start + b.end].copy_from_slice(&bytes[b]);
+                *r = start + r.start..start + r.end;
             }
         }
         frame.written.set_range(start..end);
@@ -186,7 +199,7 @@ impl Demuxer {
                 for i in r {
                     let b = i * size..(i + 1) * size;
                     if !next.written.get(i) && next.data[b.clone()] != prev.data[b.clone()] {
-                        next.data[b.clone()].copy_from_slice(&prev.data[b]);
+                        Arc::make_mut(&mut next.data)[b.clone()].copy_from_slice(&prev.data[b]);
                         push_index(&mut next_diff, i);
                     }
                 }
@@ -248,12 +261,8 @@ impl Demuxer {
     }
 
     fn tensor(&self, f: &Frame) -> Option<Tensor> {
-        Tensor::new(
-            self.spec.dtype,
-            self.spec.shape.clone(),
-            Bytes::copy_from_slice(&f.data),
-        )
-        .ok()
+        let data = Bytes::from_owner(Shared(Arc::clone(&f.data)));
+        Tensor::new(self.spec.dtype, self.spec.shape.clone(), data).ok()
     }
 }
 

@@ -245,3 +245,23 @@ fn chunks_older_than_the_history_are_dropped_and_counted() {
     assert_eq!(d.stats().stale, 1);
     assert_eq!(d.latest().unwrap().0, t(3));
 }
+
+#[test]
+fn outputs_share_the_kept_state_and_stay_as_they_were_handed_out() {
+    let mut d = demuxer();
+    let (_, first) = d.apply(&chunk(t(1), 0, &[1.0, 2.0])).unwrap().remove(0);
+    // The tensor handed out is the kept state itself, not a copy.
+    let again = d.get(t(1)).unwrap();
+    assert_eq!(first.as_bytes().as_ptr(), again.as_bytes().as_ptr());
+    // An edit at that timestamp while both are held: they keep what they were.
+    let (_, edited) = d.apply(&chunk(t(1), 1, &[9.0])).unwrap().remove(0);
+    assert_eq!(first.to_vec::<f32>().unwrap(), [1.0, 2.0, 0.0, 0.0]);
+    assert_eq!(again.to_vec::<f32>().unwrap(), [1.0, 2.0, 0.0, 0.0]);
+    assert_eq!(edited.to_vec::<f32>().unwrap(), [1.0, 9.0, 0.0, 0.0]);
+    // A later timestamp takes the edit through the cascade; the earlier outputs do not change.
+    d.apply(&chunk(t(2), 3, &[4.0])).unwrap();
+    let (ts, cascaded) = d.apply(&chunk(t(1), 0, &[7.0])).unwrap().pop().unwrap();
+    assert_eq!(ts, t(2));
+    assert_eq!(cascaded.to_vec::<f32>().unwrap(), [7.0, 9.0, 0.0, 4.0]);
+    assert_eq!(edited.to_vec::<f32>().unwrap(), [1.0, 9.0, 0.0, 0.0]);
+}

@@ -16,7 +16,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use super::diff::{changed_runs, merge_runs, Bits};
+use super::diff::{changed_runs, merge_runs, Bits, Joining};
 use super::{Chunk, CompressionPolicy, Tensor, TensorError, TensorSpec, Update};
 use crate::time::Timestamp;
 use crate::wire;
@@ -32,9 +32,13 @@ pub struct MuxerConfig {
     pub max_history: usize,
     /// When chunks are LZ4-compressed. Default: from 1 KiB, when it shrinks them.
     pub compression: CompressionPolicy,
-    /// Changed runs this close (in bytes) are sent as one chunk. Default 32 (about the
-    /// framing of a chunk).
-    pub merge_gap_bytes: usize,
+    /// When nearby changed runs are sent as one chunk (with the unchanged elements between
+    /// them). `None` (the default): when the unchanged elements cost fewer bytes than the
+    /// framing of another chunk (its timestamp, index and length prefixes, about 20-25
+    /// bytes; computed exactly for each pair of runs), so an update is as small as joining
+    /// can make it. `Some(n)`: runs at most `n` bytes apart. `Some(0)`: strictly
+    /// contiguous runs only, as the reference sends them.
+    pub merge_gap_bytes: Option<usize>,
     /// The largest tensor (element bytes) a demuxer accepts from a peer's
     /// `TensorInitializer` ([`Demuxer::from_initializer_with`](super::Demuxer::from_initializer_with)).
     /// Default 64 MiB: a few-byte initializer can name any shape, and the receiver keeps
@@ -49,7 +53,7 @@ impl Default for MuxerConfig {
             history: Duration::from_secs(60),
             max_history: 64,
             compression: CompressionPolicy::default(),
-            merge_gap_bytes: 32,
+            merge_gap_bytes: None,
             max_tensor_bytes: 64 << 20,
         }
     }
@@ -145,12 +149,16 @@ impl SparseMuxer {
         check(&self.spec, tensor)?;
         self.window.check(ts, self.config.history)?;
         let size = self.spec.dtype.size();
-        let gap = self.config.merge_gap_bytes / size;
+        let merge_gap = self.config.merge_gap_bytes;
+        let joining = move |timestamp| match merge_gap {
+            Some(bytes) => Joining::Gap(bytes / size),
+            None => Joining::Framing { timestamp, size },
+        };
         let mut update = Update::default();
         let pos = self.frames.partition_point(|f| f.ts < ts);
         let changed = if self.frames.get(pos).is_some_and(|f| f.ts == ts) {
             let changed = changed_runs(self.frames[pos].state.as_bytes(), tensor.as_bytes(), size);
-            for r in merge_runs(changed.clone(), gap) {
+            for r in merge_runs(changed.clone(), joining(ts)) {
                 update.chunks.push(self.chunk(ts, tensor, r.clone()));
                 self.frames[pos].written.set_range(r);
             }
@@ -162,7 +170,7 @@ impl SparseMuxer {
                 .map_or(&self.fill, |p| &self.frames[p].state);
             let changed = changed_runs(before.as_bytes(), tensor.as_bytes(), size);
             let mut written = Bits::new(self.spec.len());
-            for r in merge_runs(changed.clone(), gap) {
+            for r in merge_runs(changed.clone(), joining(ts)) {
                 written.set_range(r.clone());
                 update.chunks.push(self.chunk(ts, tensor, r));
             }
@@ -187,7 +195,7 @@ impl SparseMuxer {
                 }
             }
             let (next_ts, next_state) = (next.ts, next.state.clone());
-            for r in merge_runs(runs, gap) {
+            for r in merge_runs(runs, joining(next_ts)) {
                 self.frames[pos + 1].written.set_range(r.clone());
                 update.chunks.push(self.chunk(next_ts, &next_state, r));
             }

@@ -1,5 +1,5 @@
 //! The reference's `sparse_tensor_multiplexer_unittest.py` cases, ported where they still
-//! hold (with `merge_gap_bytes = 0`, the reference's strictly contiguous chunks), and the
+//! hold (with `merge_gap_bytes: Some(0)`, the reference's strictly contiguous chunks), and the
 //! cases whose output changed by design, with the new output and why.
 
 use std::time::Duration;
@@ -19,7 +19,7 @@ fn f32s(v: &[f32]) -> Tensor {
 
 fn exact() -> MuxerConfig {
     MuxerConfig {
-        merge_gap_bytes: 0,
+        merge_gap_bytes: Some(0),
         ..MuxerConfig::default()
     }
 }

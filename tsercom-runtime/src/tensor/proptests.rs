@@ -21,15 +21,15 @@ fn tensor(dtype: DType, values: &[u8]) -> Tensor {
     Tensor::new(dtype, vec![values.len()], Bytes::from(data)).unwrap()
 }
 
-/// dtype, fill, merge gap in bytes, whether to try LZ4, and (timestamp, state) steps.
-type Case = (DType, f64, usize, bool, Vec<(u8, Vec<u8>)>);
+/// dtype, fill, merge gap in bytes (`None`: the framing rule), whether to try LZ4, and (timestamp, state) steps.
+type Case = (DType, f64, Option<usize>, bool, Vec<(u8, Vec<u8>)>);
 
 fn case() -> impl Strategy<Value = Case> {
     (
         0..DType::ALL.len(),
         1usize..40,
         0u8..3,
-        0usize..3,
+        0usize..4,
         any::<bool>(),
     )
         .prop_flat_map(|(d, len, fill, gap, lz4)| {
@@ -39,7 +39,7 @@ fn case() -> impl Strategy<Value = Case> {
             (
                 Just(dtype),
                 Just(f64::from(fill)),
-                Just(gap * 8),
+                Just(gap.checked_sub(1).map(|g| g * 8)),
                 Just(lz4),
                 ops,
             )
