@@ -121,11 +121,18 @@ fn main() {
 async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
     let per_source = config.samples / sources as u64;
     let load = load_1m();
+    let mut per_frame = None;
     let (total, done, window) = match arm {
-        "tsercom" => tsercom_arm(Transport::Tcp, sources, per_source, config.deadline).await,
-        "tsercom-unix" => tsercom_arm(Transport::Unix, sources, per_source, config.deadline).await,
-        "tsercom-child" => {
-            tsercom_arm(Transport::Child, sources, per_source, config.deadline).await
+        "tsercom" | "tsercom-unix" | "tsercom-child" => {
+            let transport = match arm {
+                "tsercom" => Transport::Tcp,
+                "tsercom-unix" => Transport::Unix,
+                _ => Transport::Child,
+            };
+            let (total, done, window, frames) =
+                tsercom_arm(transport, sources, per_source, config.deadline).await;
+            per_frame = Some(done as f64 / frames.max(1) as f64);
+            (total, done, window)
         }
         "tsercom-agg-child" => {
             tsercom_arm(Transport::AggChild, sources, per_source, config.deadline).await
@@ -167,6 +174,8 @@ async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
             _ => "app channel",
         },
         "batch": if arm == "tonic-raw-batched" || arm == "tonic-client-stream" { BATCH } else { 1 },
+        // tsercom batches by itself: the mean samples per frame the aggregator received.
+        "samples_per_frame": per_frame,
         // The children (sources', aggregator's) are not this process: their CPU time is
         // not in `cpu_s`.
         "cpu_includes_children": !arm.ends_with("-child"),
@@ -210,7 +219,7 @@ async fn tsercom_arm(
     sources: usize,
     per_source: u64,
     limit: Duration,
-) -> (u64, u64, (f64, f64)) {
+) -> (u64, u64, (f64, f64), u64) {
     // The socket file lives as long as this directory (the whole arm).
     let dir = tempfile::tempdir().expect("temp dir");
     let listen: Endpoint = match transport {
@@ -288,6 +297,10 @@ async fn tsercom_arm(
     let total = per_source * sources as u64;
     let consumed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + limit;
+    let frames = |agg: &Aggregator<Weather>| -> u64 {
+        agg.source_stats().iter().map(|(_, s)| s.frames).sum()
+    };
+    let frames_before = frames(&agg);
     let window = Window::start();
     let consumer = {
         let consumed = Arc::clone(&consumed);
@@ -326,6 +339,7 @@ async fn tsercom_arm(
     }
     let n = consumer.await.expect("consumer");
     let measured = window.stop();
+    let frames = frames(&agg).saturating_sub(frames_before);
     for p in producers {
         let _ = p.await;
     }
@@ -339,7 +353,7 @@ async fn tsercom_arm(
     if !matches!(transport, Transport::AggChild) {
         agg.shutdown(Duration::from_millis(200)).await;
     }
-    (total, n, measured)
+    (total, n, measured, frames)
 }
 
 /// Hand-written tonic: one stream per source to one server, whose application channel

@@ -60,15 +60,15 @@ def throughput(lines):
     out = []
     for sources in sorted({k[1] for k in chosen if isinstance(k[1], int)}):
         out.append(f"\n**{sources} source{'s' if sources > 1 else ''}**\n")
-        out.append("| impl | samples/s | tsercom ÷ this | CPU s per million samples (= µs/sample) | CPU cores busy | samples | runs | complete | load (1 min) |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+        out.append("| impl | samples/s | tsercom ÷ this | CPU s per million samples (= µs/sample) | CPU cores busy | samples per frame | samples | runs | complete | load (1 min) |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
         ts = chosen.get(("tsercom", sources), {}).get("samples_per_s")
         for impl in impls:
             v = chosen.get((impl, sources))
             if v is None:
                 continue
             if "skipped" in v:
-                out.append(f"| {impl} | skipped: {v['skipped']} | | | | | | | |")
+                out.append(f"| {impl} | skipped: {v['skipped']} | | | | | | | | |")
                 continue
             sps = v.get("samples_per_s")
             cores = v.get("cpu_cores")
@@ -77,6 +77,7 @@ def throughput(lines):
             out.append(
                 f"| {impl} | {fmt(sps)} | {ratio(ts, sps) if impl != 'tsercom' else '1.00x'} "
                 f"| {fmt(v.get('cpu_s_per_million'), 2)} | {fmt(cores, 2)} "
+                f"| {fmt(v.get('samples_per_frame') or v.get('batch'))} "
                 f"| {fmt(v.get('samples') or v.get('received'))} | {v.get('runs', 1)} "
                 f"| {v.get('complete', '-')} | {fmt(v.get('load_1m'), 2)} |"
             )

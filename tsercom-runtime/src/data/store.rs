@@ -33,6 +33,36 @@ pub(super) struct Store<D> {
     pub(super) left: bool,
 }
 
+/// What [`Store::arrived_since`] found: indices of entries, ascending.
+#[derive(Debug, Default)]
+pub(super) struct Arrived {
+    /// Entries before `suffix` (late arrivals), ascending.
+    before: Vec<usize>,
+    /// The entries at the end that all arrived after the cursor.
+    suffix: std::ops::Range<usize>,
+}
+
+impl Arrived {
+    /// The indices, ascending.
+    pub(super) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.before.iter().copied().chain(self.suffix.clone())
+    }
+
+    /// How many indices there are.
+    pub(super) fn len(&self) -> usize {
+        self.before.len() + self.suffix.len()
+    }
+
+    /// The last (greatest) index, if any.
+    pub(super) fn last(&self) -> Option<usize> {
+        if self.suffix.is_empty() {
+            self.before.last().copied()
+        } else {
+            Some(self.suffix.end - 1)
+        }
+    }
+}
+
 impl<D> Store<D> {
     pub(super) fn new() -> Self {
         Store {
@@ -97,34 +127,38 @@ impl<D> Store<D> {
         self.late_floor = self.late_floor.max(min_cursor);
     }
 
-    /// Indices of the entries with `arrival > cursor`, ascending (so in time order).
-    pub(super) fn arrived_since(&self, cursor: u64) -> Vec<usize> {
+    /// Indices of the entries with `arrival > cursor`, ascending (so in time order). In
+    /// the common case (no late arrival since `cursor`) that is a suffix of the entries,
+    /// and nothing is allocated.
+    pub(super) fn arrived_since(&self, cursor: u64) -> Arrived {
         if self.last_arrival <= cursor {
-            return Vec::new();
+            return Arrived::default();
         }
         if cursor < self.late_floor {
-            return (0..self.entries.len())
-                .filter(|&i| self.entries[i].arrival > cursor)
-                .collect();
+            return Arrived {
+                before: (0..self.entries.len())
+                    .filter(|&i| self.entries[i].arrival > cursor)
+                    .collect(),
+                suffix: 0..0,
+            };
         }
         let mut suffix = self.entries.len();
         while suffix > 0 && self.entries[suffix - 1].arrival > cursor {
             suffix -= 1;
         }
-        let mut out: Vec<usize> = self
+        let mut before: Vec<usize> = self
             .late
             .iter()
             .filter(|&&(a, _)| a > cursor)
             .filter_map(|&(a, t)| self.locate(a, t))
             .filter(|&i| i < suffix)
             .collect();
-        if out.is_empty() {
-            return (suffix..self.entries.len()).collect();
+        before.sort_unstable();
+        before.dedup();
+        Arrived {
+            before,
+            suffix: suffix..self.entries.len(),
         }
-        out.extend(suffix..self.entries.len());
-        out.sort_unstable();
-        out.dedup();
-        out
     }
 
     fn locate(&self, arrival: u64, time: Timestamp) -> Option<usize> {
@@ -150,8 +184,11 @@ mod tests {
         Timestamped::new(Timestamp::from_nanos(t), t as u64, t)
     }
 
-    fn times(s: &Store<i64>, idx: &[usize]) -> Vec<i64> {
-        idx.iter().map(|&i| s.entries[i].item.value).collect()
+    fn times(s: &Store<i64>, idx: &Arrived) -> Vec<i64> {
+        let out: Vec<i64> = idx.iter().map(|i| s.entries[i].item.value).collect();
+        assert_eq!(out.len(), idx.len());
+        assert_eq!(idx.last(), idx.iter().last());
+        out
     }
 
     #[test]
@@ -165,7 +202,7 @@ mod tests {
         s.push(5, item(40), true);
         assert_eq!(times(&s, &s.arrived_since(3)), vec![15, 40]);
         assert_eq!(times(&s, &s.arrived_since(4)), vec![40]);
-        assert!(s.arrived_since(5).is_empty());
+        assert_eq!(s.arrived_since(5).len(), 0);
         s.trim_late(5);
         s.push(6, item(5), true);
         assert_eq!(times(&s, &s.arrived_since(5)), vec![5]);

@@ -184,11 +184,12 @@ fn collect<D: Clone>(
     out: &mut NewData<D>,
 ) {
     let idx = store.arrived_since(cursor);
-    let Some(&last) = idx.last() else {
+    let Some(last) = idx.last() else {
         return;
     };
     let hw = high_water.get(&caller).copied();
-    for i in idx {
+    out.items.reserve(idx.len());
+    for i in idx.iter() {
         let item = store.entries[i].item.clone();
         if hw.is_some_and(|hw| item.time < hw) {
             out.late.push((caller, item));

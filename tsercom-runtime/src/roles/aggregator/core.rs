@@ -37,8 +37,11 @@ pub(super) const MAX_GAPS: usize = 4096;
 /// Caller events each receiver keeps (the oldest dropped beyond it).
 const CALLER_EVENTS: usize = 256;
 
-/// A frame's new samples, decoded, and how many of its samples were duplicates.
-type Decoded<D> = (Vec<Timestamped<D>>, u64);
+/// A session keeps the list a frame's samples are decoded into (emptied by the store)
+/// for the next frame up to this capacity: a fresh list of a full frame's size per frame
+/// costs a large allocation and, when freed, a consolidation of the allocator's free
+/// lists.
+const KEPT_ITEMS: usize = 4096;
 
 /// What a frame held once it is stored: what the ledger recorded.
 struct Committed {
@@ -142,7 +145,7 @@ impl<R: Runtime> Core<R> {
         }))
     }
 
-    /// Decodes a frame's new samples (dropping duplicates of what this caller already
+    /// Decodes a frame's new samples into `items` (dropping duplicates of what this caller already
     /// sent) without recording them as held: that happens in [`commit`](Self::commit)
     /// once they are stored, so a frame that is not stored (a sample that does not
     /// decode, or whose decoding panics, or a session aborted while the store waits) is
@@ -152,11 +155,13 @@ impl<R: Runtime> Core<R> {
         caller: CallerId,
         state: &CallerState,
         frame: wire::Frame,
-    ) -> Result<Decoded<R::Data>, Status> {
+        items: &mut Vec<Timestamped<R::Data>>,
+    ) -> Result<u64, Status> {
         // Which samples are new, on a copy of the ledger (its missing ranges are usually
         // empty, so the copy allocates nothing).
         let mut ledger = lock(&state.ledger).clone();
-        let mut items = Vec::with_capacity(frame.samples.len());
+        items.clear();
+        items.reserve(frame.samples.len());
         let mut duplicates = 0;
         for s in frame.samples {
             if ledger.admit(s.seq) == Admit::Duplicate {
@@ -196,7 +201,7 @@ impl<R: Runtime> Core<R> {
                 value,
             });
         }
-        Ok((items, duplicates))
+        Ok(duplicates)
     }
 
     /// Records stored samples as held. A sample another connection of the same caller
@@ -302,6 +307,7 @@ impl<R: Runtime> Role for Core<R> {
             left_on_purpose: false,
             peer_best_effort: peer.delivery == Delivery::BestEffort,
             refused: AtomicU64::new(0),
+            items: Mutex::new(Vec::new()),
         };
         self.arrivals.send_modify(|n| *n = n.wrapping_add(1));
         (link, last)
@@ -328,6 +334,8 @@ pub(super) struct SourceLink<R: Runtime> {
     peer_best_effort: bool,
     /// Samples of this connection the data store refused for their time.
     refused: AtomicU64,
+    /// The decoded samples' list, kept between frames (see [`KEPT_ITEMS`]).
+    items: Mutex<Vec<Timestamped<R::Data>>>,
 }
 
 impl<R: Runtime> Drop for SourceLink<R> {
@@ -376,8 +384,11 @@ impl<R: Runtime> Handler for SourceLink<R> {
         let bytes: u64 = frame.samples.iter().map(|s| s.payload.len() as u64).sum();
         #[cfg(feature = "hop-trace")]
         crate::hops::mark_all(frame.samples.iter().map(|s| s.seq), crate::hops::Hop::Read);
-        let (items, dropped) = self.core.decode_frame(self.caller, &self.state, frame)?;
-        let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
+        let mut items = std::mem::take(&mut *lock(&self.items));
+        let dropped = self
+            .core
+            .decode_frame(self.caller, &self.state, frame, &mut items)?;
+        let seqs = Seqs::of(&items);
         let n = items.len() as u64;
         let (mut unstored, mut refused) = (0, 0);
         if n > 0 {
@@ -396,7 +407,7 @@ impl<R: Runtime> Handler for SourceLink<R> {
             let inserted = self
                 .core
                 .data
-                .try_insert_batch_async(self.caller, items)
+                .try_insert_batch_async(self.caller, items.drain(..))
                 .await
                 .map_err(|e| match e {
                     DataError::TooManyCallers { .. } => Status::resource_exhausted(e.to_string()),
@@ -417,13 +428,16 @@ impl<R: Runtime> Handler for SourceLink<R> {
                     .fetch_add(refused, Ordering::Relaxed);
             }
         }
+        if items.capacity() <= KEPT_ITEMS {
+            *lock(&self.items) = items;
+        }
         #[cfg(feature = "hop-trace")]
-        crate::hops::mark_all(seqs.iter().copied(), crate::hops::Hop::Stored);
+        crate::hops::mark_all(seqs.iter(), crate::hops::Hop::Stored);
         let Committed {
             last,
             duplicates,
             recovered,
-        } = self.core.commit(&self.state, seqs.into_iter());
+        } = self.core.commit(&self.state, seqs.iter());
         let duplicates = duplicates + dropped;
         self.state
             .counters
@@ -506,6 +520,34 @@ impl<R: Runtime> Handler for SourceLink<R> {
     }
 }
 
+/// The sequence numbers of a frame's new samples: a run of consecutive numbers (what a
+/// source sends, so nothing is allocated per frame), or else the list.
+enum Seqs {
+    Run(std::ops::RangeInclusive<u64>),
+    List(Vec<u64>),
+}
+
+impl Seqs {
+    fn of<D>(items: &[Timestamped<D>]) -> Seqs {
+        let consecutive = items
+            .windows(2)
+            .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq));
+        match (items.first(), items.last()) {
+            (Some(first), Some(last)) if consecutive => Seqs::Run(first.seq..=last.seq),
+            (None, _) | (_, None) => Seqs::List(Vec::new()),
+            _ => Seqs::List(items.iter().map(|i| i.seq).collect()),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let (run, list) = match self {
+            Seqs::Run(run) => (Some(run.clone()), None),
+            Seqs::List(list) => (None, Some(list.iter().copied())),
+        };
+        run.into_iter().flatten().chain(list.into_iter().flatten())
+    }
+}
+
 /// Takes back samples counted before they were stored when storing them failed or was
 /// cancelled (dropped without `forget`).
 struct Uncount<'a> {
@@ -536,6 +578,40 @@ pub(super) async fn forget_departed<R: Runtime>(
                 return;
             };
             core.forget(caller);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seqs;
+    use crate::data::Timestamped;
+    use crate::time::Timestamp;
+
+    fn seqs(of: &[u64]) -> Vec<u64> {
+        let items: Vec<_> = of
+            .iter()
+            .map(|&s| Timestamped::new(Timestamp::from_nanos(0), s, ()))
+            .collect();
+        let seqs = Seqs::of(&items);
+        assert_eq!(
+            matches!(seqs, Seqs::Run(_)),
+            !of.is_empty() && of.windows(2).all(|w| w[0] + 1 == w[1])
+        );
+        seqs.iter().collect()
+    }
+
+    #[test]
+    fn a_frames_sequence_numbers_are_kept_in_order_run_or_not() {
+        for of in [
+            &[][..],
+            &[7],
+            &[3, 4, 5],
+            &[3, 5, 4],
+            &[1, 2, 9, 10],
+            &[u64::MAX],
+        ] {
+            assert_eq!(seqs(of), of);
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct PerSourceStats {
     /// Payload bytes of the samples received from it (encoded series, without framing),
     /// duplicates included.
     pub bytes: u64,
+    /// Frames received from it (`bytes / frames` and `samples / frames` say how well its
+    /// samples were batched).
+    pub frames: u64,
     /// Samples received again after a reconnect and dropped as duplicates.
     pub duplicates: u64,
     /// Samples received and not stored because their time was outside the window
@@ -41,6 +44,7 @@ pub(super) struct SourceCounters {
     connects: AtomicU64,
     samples: AtomicU64,
     bytes: AtomicU64,
+    frames: AtomicU64,
     duplicates: AtomicU64,
     refused: AtomicU64,
     gaps: AtomicU64,
@@ -74,6 +78,7 @@ impl SourceCounters {
     pub(super) fn frame(&self, unstored: u64, bytes: u64, duplicates: u64, refused: u64) {
         self.unstored(unstored);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.frames.fetch_add(1, Ordering::Relaxed);
         if duplicates > 0 {
             self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
         }
@@ -102,6 +107,7 @@ impl SourceCounters {
             connects: self.connects.load(Ordering::Relaxed),
             samples: self.samples.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            frames: self.frames.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             refused_samples: self.refused.load(Ordering::Relaxed),
             gaps: self.gaps.load(Ordering::Relaxed),
