@@ -123,19 +123,17 @@ async fn run_arm(arm: &str, sources: usize, config: &Config) -> Value {
     let load = load_1m();
     let mut per_frame = None;
     let (total, done, window) = match arm {
-        "tsercom" | "tsercom-unix" | "tsercom-child" => {
+        "tsercom" | "tsercom-unix" | "tsercom-child" | "tsercom-agg-child" => {
             let transport = match arm {
                 "tsercom" => Transport::Tcp,
                 "tsercom-unix" => Transport::Unix,
-                _ => Transport::Child,
+                "tsercom-child" => Transport::Child,
+                _ => Transport::AggChild,
             };
             let (total, done, window, frames) =
                 tsercom_arm(transport, sources, per_source, config.deadline).await;
             per_frame = Some(done as f64 / frames.max(1) as f64);
             (total, done, window)
-        }
-        "tsercom-agg-child" => {
-            tsercom_arm(Transport::AggChild, sources, per_source, config.deadline).await
         }
         "tonic-raw-per-message" => {
             raw_arm::<RawSample, _, _>(sources, per_source, config.deadline, |tx, i| {
