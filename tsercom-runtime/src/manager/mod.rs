@@ -173,6 +173,9 @@ pub struct RuntimeManager {
     tokio: Option<tokio::runtime::Runtime>,
     errors: Arc<ErrorSlot>,
     started: Arc<Mutex<Vec<Arc<dyn Managed>>>>,
+    /// The tasks starting the registered runtimes: `shutdown` lets them finish first,
+    /// since a handle is published before its runtime joins `started`.
+    starts: Vec<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -306,6 +309,7 @@ impl RuntimeManager {
             tokio: None,
             errors: Arc::new(ErrorSlot::default()),
             started: Arc::new(Mutex::new(Vec::new())),
+            starts: Vec::new(),
             tasks: Vec::new(),
         }
     }
@@ -374,7 +378,7 @@ impl RuntimeManager {
             let errors = Arc::clone(&self.errors);
             let started = Arc::clone(&self.started);
             let events = self.children.sender();
-            self.tasks.push(tokio.spawn(async move {
+            self.starts.push(tokio.spawn(async move {
                 if let Some(m) = group.run(errors, events).await {
                     started.lock().unwrap_or_else(|e| e.into_inner()).push(m);
                 }
@@ -383,7 +387,7 @@ impl RuntimeManager {
         for (_, start) in self.pending.drain(..) {
             let errors = Arc::clone(&self.errors);
             let started = Arc::clone(&self.started);
-            self.tasks.push(tokio.spawn(async move {
+            self.starts.push(tokio.spawn(async move {
                 if let Some(m) = start(errors).await {
                     started.lock().unwrap_or_else(|e| e.into_inner()).push(m);
                 }
@@ -450,6 +454,11 @@ impl RuntimeManager {
         let Some(tokio) = self.tokio.take() else {
             return Err(ManagerError::NotStarted);
         };
+        // A handle is usable as soon as its runtime is published, a moment before the
+        // runtime joins `started`: a shutdown right after `wait` must still stop (and so
+        // flush) it. Starts still running after `grace` are abandoned.
+        let starts = std::mem::take(&mut self.starts);
+        tokio.block_on(finish_or_abort(starts, grace));
         let mut started: Vec<Arc<dyn Managed>> = self
             .started
             .lock()
@@ -522,6 +531,16 @@ where
             managed
         })
     })
+}
+
+/// Waits up to `limit` in all for `tasks` to finish, and aborts those that did not.
+async fn finish_or_abort(tasks: Vec<tokio::task::JoinHandle<()>>, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    for mut task in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
 }
 
 /// Where a registered runtime is published for its handles.
