@@ -58,7 +58,13 @@ async fn aggregator_finds_sources_and_follows_one_that_leaves() {
     }
     let ids: Vec<CallerId> = sources.iter().map(|s| s.id()).collect();
     wait_until("all three sources connected", || agg.connected().len() == 3).await;
-    wait_until("a sample from each", || agg.stats().received == 3).await;
+    wait_until("a sample from each, stored", || {
+        agg.stats().received == 3
+            && ids
+                .iter()
+                .all(|id| matches!(agg.data().get_most_recent(*id), Ok(Some(_))))
+    })
+    .await;
     for (i, id) in ids.iter().enumerate() {
         let latest = agg.data().get_most_recent(*id).unwrap().unwrap();
         assert_eq!(latest.value, Reading { value: i as f64 });
@@ -139,7 +145,16 @@ async fn a_restarted_source_continues_under_its_persistent_id() {
     assert_eq!(second.id(), id);
     assert_ne!(second.local_addr().unwrap().port(), first_port);
     second.send(Reading { value: 2.0 }).await.unwrap();
-    wait_until("the sample after the restart", || agg.stats().received == 2).await;
+    wait_until("the sample after the restart, stored", || {
+        agg.stats().received == 2
+            && agg
+                .data()
+                .get_most_recent(id)
+                .ok()
+                .flatten()
+                .is_some_and(|l| l.value == Reading { value: 2.0 })
+    })
+    .await;
     assert_eq!(agg.data().callers(), vec![id], "one caller, the same id");
     let latest = agg.data().get_most_recent(id).unwrap().unwrap();
     assert_eq!(latest.value, Reading { value: 2.0 });

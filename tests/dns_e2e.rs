@@ -220,7 +220,16 @@ async fn aggregator_follows_a_source_that_moves_and_disappears() {
     ))
     .await;
     second.send(Reading { value: 2.0 }).await.unwrap();
-    wait_until("the sample from the new port", || agg.stats().received == 2).await;
+    wait_until("the sample from the new port, stored", || {
+        agg.stats().received == 2
+            && agg
+                .data()
+                .get_most_recent(id)
+                .ok()
+                .flatten()
+                .is_some_and(|l| l.value == Reading { value: 2.0 })
+    })
+    .await;
     let latest = agg.data().get_most_recent(id).unwrap().unwrap();
     assert_eq!(latest.value, Reading { value: 2.0 });
 
@@ -382,7 +391,13 @@ async fn srv_only(zone: &str, srv_name: &str) {
     for (i, s) in sources.iter().enumerate() {
         s.send(Reading { value: i as f64 }).await.unwrap();
     }
-    wait_until("a sample from each", || agg.stats().received == 2).await;
+    wait_until("a sample from each, stored", || {
+        agg.stats().received == 2
+            && ids
+                .iter()
+                .all(|id| matches!(agg.data().get_most_recent(*id), Ok(Some(_))))
+    })
+    .await;
     for (i, id) in ids.iter().enumerate() {
         let latest = agg.data().get_most_recent(*id).unwrap().unwrap();
         assert_eq!(latest.value, Reading { value: i as f64 });
@@ -464,8 +479,11 @@ async fn two_aggregators_on_three_self_registered_sources_each_hold_all_data() {
         }
     }
     for agg in &aggs {
-        wait_until("all nine samples at each aggregator", || {
+        wait_until("all nine samples at each aggregator, stored", || {
             agg.stats().received == 9
+                && ids
+                    .iter()
+                    .all(|id| matches!(agg.data().get_most_recent(*id), Ok(Some(_))))
         })
         .await;
         for (i, id) in ids.iter().enumerate() {
