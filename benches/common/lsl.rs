@@ -4,27 +4,9 @@
 //! that has only loopback (`unshare -n`, so root) and reads the `lsl_api.cfg` beside it,
 //! which keeps LSL's discovery on 127.0.0.1.
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
 
 const IMPL: &str = "lsl";
-
-/// LSL's `bench.py`, from `TSERCOM_LSL_BENCH` or found from this crate upwards.
-fn script() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("TSERCOM_LSL_BENCH") {
-        return Some(PathBuf::from(p));
-    }
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors()
-        .flat_map(|a| {
-            [
-                a.join("shared/baselines/lsl/bench.py"),
-                a.join("../shared/baselines/lsl/bench.py"),
-            ]
-        })
-        .find(|p| p.is_file())
-}
 
 /// LSL's latency at `rate` per second for `seconds`, `runs` times, both of its
 /// transports (`lsl-sync`, `lsl-async`), as latency lines; one `skipped` line when it
@@ -39,21 +21,12 @@ pub fn latency(rate: u32, seconds: f64, runs: usize) -> Vec<Value> {
                 .into(),
         );
     };
-    let Some(script) = script() else {
+    let Some(script) = super::baseline_script("lsl", "TSERCOM_LSL_BENCH") else {
         return skipped("shared/baselines/lsl/bench.py not found (set TSERCOM_LSL_BENCH)".into());
     };
     let cfg = script.with_file_name("lsl_api.cfg");
     // Only loopback, always: a new network namespace whatever this process runs in.
-    let out = std::process::Command::new("unshare")
-        .args([
-            "-n",
-            "bash",
-            "-c",
-            "ip link set lo up && exec \"$@\"",
-            "lsl",
-        ])
-        .arg(&python)
-        .arg(&script)
+    let out = super::loopback_only("lsl", &python, &script)
         .args(["--scenarios", "latency"])
         .args(["--rate", &rate.to_string()])
         .args(["--duration", &seconds.to_string()])
@@ -110,9 +83,7 @@ pub fn latency(rate: u32, seconds: f64, runs: usize) -> Vec<Value> {
         })
         .collect();
     if lines.is_empty() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-        return skipped(format!("bench.py failed ({}): {tail}", out.status));
+        return skipped(super::stderr_tail(&out));
     }
     lines
 }

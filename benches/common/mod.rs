@@ -147,20 +147,35 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// The Python reference's `bench.py`, found from this crate upwards.
-fn python_bench_script() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("TSERCOM_PY_BENCH") {
+/// `shared/baselines/<folder>/bench.py`: from the environment variable `env` if set, else
+/// found from this crate upwards (the baselines sit beside or above the repository).
+pub fn baseline_script(folder: &str, env: &str) -> Option<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
         return Some(PathBuf::from(p));
     }
+    let rel = format!("shared/baselines/{folder}/bench.py");
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()
-        .flat_map(|a| {
-            [
-                a.join("shared/baselines/python-tsercom/bench.py"),
-                a.join("../shared/baselines/python-tsercom/bench.py"),
-            ]
-        })
+        .flat_map(|a| [a.join(&rel), a.join("..").join(&rel)])
         .find(|p| p.is_file())
+}
+
+/// `python script` inside a fresh network namespace with only loopback up (`unshare -n`,
+/// so root): a baseline that must never reach a real network, whatever this process
+/// runs in. `tag` names the inner shell (`$0`) in error messages.
+pub fn loopback_only(tag: &str, python: &str, script: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-n", "bash", "-c", "ip link set lo up && exec \"$@\"", tag])
+        .arg(python)
+        .arg(script);
+    cmd
+}
+
+/// The last three lines of a failed baseline's stderr, joined, for its `skipped` line.
+pub fn stderr_tail(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = err.lines().rev().take(3).collect();
+    format!("bench.py failed ({}): {}", out.status, tail.join(" | "))
 }
 
 /// A free TCP/UDP port number on 127.0.0.1 (for the reference's NTP server).
@@ -183,7 +198,7 @@ pub fn run_python(bench: &str, args: &[String], extra: Value) -> Vec<Value> {
     let Ok(python) = std::env::var("TSERCOM_PY") else {
         return skipped("TSERCOM_PY is not set (a Python with tsercom 1.1.3; see shared/baselines/python-tsercom/README.md)".into());
     };
-    let Some(script) = python_bench_script() else {
+    let Some(script) = baseline_script("python-tsercom", "TSERCOM_PY_BENCH") else {
         return skipped(
             "shared/baselines/python-tsercom/bench.py not found (set TSERCOM_PY_BENCH)".into(),
         );

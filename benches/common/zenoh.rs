@@ -4,27 +4,9 @@
 //! that has only loopback (`unshare -n`, so root); the script also checks that itself and
 //! keeps Zenoh's scouting off and its endpoints on 127.0.0.1.
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
 
 const IMPL: &str = "zenoh";
-
-/// Zenoh's `bench.py`, from `TSERCOM_ZENOH_BENCH` or found from this crate upwards.
-fn script() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("TSERCOM_ZENOH_BENCH") {
-        return Some(PathBuf::from(p));
-    }
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors()
-        .flat_map(|a| {
-            [
-                a.join("shared/baselines/zenoh/bench.py"),
-                a.join("../shared/baselines/zenoh/bench.py"),
-            ]
-        })
-        .find(|p| p.is_file())
-}
 
 /// Zenoh's latency at `rate` per second for `seconds`, `runs` times (its defaults:
 /// express, priority REAL_TIME, congestion control DROP), as latency lines with the
@@ -41,22 +23,13 @@ pub fn latency(rate: u32, seconds: f64, runs: usize) -> Vec<Value> {
                 .into(),
         );
     };
-    let Some(script) = script() else {
+    let Some(script) = super::baseline_script("zenoh", "TSERCOM_ZENOH_BENCH") else {
         return skipped(
             "shared/baselines/zenoh/bench.py not found (set TSERCOM_ZENOH_BENCH)".into(),
         );
     };
     // Only loopback, always: a new network namespace whatever this process runs in.
-    let out = std::process::Command::new("unshare")
-        .args([
-            "-n",
-            "bash",
-            "-c",
-            "ip link set lo up && exec \"$@\"",
-            "zenoh",
-        ])
-        .arg(&python)
-        .arg(&script)
+    let out = super::loopback_only("zenoh", &python, &script)
         .args(["--scenarios", "latency"])
         .args(["--rate", &rate.to_string()])
         .args(["--duration", &seconds.to_string()])
@@ -101,9 +74,7 @@ pub fn latency(rate: u32, seconds: f64, runs: usize) -> Vec<Value> {
         })
         .collect();
     if lines.is_empty() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-        return skipped(format!("bench.py failed ({}): {tail}", out.status));
+        return skipped(super::stderr_tail(&out));
     }
     lines
 }
