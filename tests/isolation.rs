@@ -67,12 +67,16 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 14] = [
+    let tests: [(&str, fn()); 16] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
             "kill_9_is_reported_and_restart_resumes_the_stream",
             kill_and_restart,
+        ),
+        (
+            "kill_9_of_a_child_holding_undelivered_samples_loses_and_repeats_nothing",
+            kill_while_holding,
         ),
         ("shutdown_delivers_the_last_data", shutdown_delivers),
         ("two_children_fail_independently", two_children),
@@ -95,6 +99,10 @@ fn main() {
         (
             "a_source_that_left_the_childs_aggregator_leaves_the_handle",
             aggregator::source_leaves,
+        ),
+        (
+            "kill_9_of_an_aggregator_child_holding_undelivered_samples_loses_and_repeats_nothing",
+            aggregator::kill_while_holding,
         ),
         (
             "shutdown_delivers_an_in_process_sources_last_data_to_a_child_aggregator",
@@ -344,6 +352,72 @@ fn kill_and_restart() {
         let file = dir.join(format!("tsercom-child-{id}.identity"));
         assert!(!file.exists(), "{} was left behind", file.display());
     }
+}
+
+/// The child is killed while it holds samples it received but could not deliver (the
+/// aggregator has stopped taking data: a subscriber asked for back-pressure and does not
+/// read). The handle still holds them (the child acknowledges only what the aggregator
+/// acknowledged), resends them to the restarted child, and the aggregator, which keeps
+/// its record of the stream, ends up with every sample exactly once.
+fn kill_while_holding() {
+    let agg = aggregator();
+    let stall = agg
+        .agg
+        .data()
+        .subscribe_with(1, tsercom::OverflowPolicy::Block);
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let spec = SourceSpec::new().dial([agg.addr]).restart(Restart::new(3));
+    let handle = manager.register_source::<Plant>("holding", spec);
+    manager.start_out_of_process().unwrap();
+    let source = handle.wait(DEADLINE).unwrap();
+    let id = source.id();
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    // The first sample fills the stalled subscriber's queue; the rest wait in the child.
+    send(&handle, 1..=1);
+    wait_until("the first sample", || values(&agg, id).len() == 1);
+    send(&handle, 2..=200);
+    let to_child = || source.aggregator_stats().first().map(|(_, s)| s.clone());
+    wait_until("all 200 samples handed to the child", || {
+        to_child().is_some_and(|s| s.handed == 200)
+    });
+    let held = values(&agg, id).len();
+    assert!(
+        held < 200,
+        "the aggregator took {held} samples despite the stall"
+    );
+    // What the aggregator has not acknowledged, the child has not acknowledged either.
+    let acked = to_child().map(|s| s.acked).unwrap_or_default();
+    assert!(
+        acked < 200,
+        "the child acknowledged {acked} of 200 it could not deliver"
+    );
+    let mut conns = agg.agg.connection_events();
+    kill9(pid);
+    next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
+    // The dead child's session ends (its stalled frame is dropped, not stored), then the
+    // aggregator takes data again.
+    agg.tokio.block_on(async {
+        tokio::time::timeout(DEADLINE, async {
+            while let Some(e) = conns.recv().await {
+                if matches!(e, tsercom::ConnectionEvent::Disconnected { peer, .. } if peer == id) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the dead child's session did not end")
+    });
+    drop(stall);
+    send(&handle, 201..=300);
+    wait_until("all 300 samples", || values(&agg, id).len() >= 300);
+    assert_eq!(values(&agg, id), (1..=300).collect::<Vec<_>>());
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
 }
 
 fn kill9(pid: u32) {

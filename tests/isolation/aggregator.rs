@@ -207,3 +207,96 @@ pub(crate) fn shutdown_delivers() {
     manager.shutdown(Duration::from_secs(5)).unwrap();
     assert_eq!(values_in(&agg, id), (1..=N).collect::<Vec<_>>());
 }
+
+/// The aggregator's child is killed while it holds samples it received from a source but
+/// could not deliver (the application's handle has stopped taking data: a subscriber
+/// asked for back-pressure and does not read). The source still holds them (the child
+/// acknowledges only what the handle acknowledged), resends them to the restarted child,
+/// whose relay forwards them under the source's numbers, and the handle ends up with
+/// every sample exactly once.
+pub(crate) fn kill_while_holding() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(None)
+            .restart(Restart::new(3)),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    let stall = agg.data().subscribe_with(1, tsercom::OverflowPolicy::Block);
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = tokio
+        .block_on(
+            tsercom::Source::<Plant>::builder()
+                .dial([address.as_str()])
+                .backoff(tsercom::Backoff::new(
+                    Duration::from_millis(5),
+                    Duration::from_millis(50),
+                ))
+                .start(),
+        )
+        .unwrap();
+    let id = source.id();
+    let send_range = |range: std::ops::RangeInclusive<u64>| {
+        tokio.block_on(async {
+            for n in range {
+                source.send(Sample { n }).await.unwrap();
+            }
+        })
+    };
+    // The first sample fills the stalled subscriber's queue; the rest wait in the child.
+    send_range(1..=1);
+    wait_until("the first sample", || values_in(&agg, id).len() == 1);
+    send_range(2..=200);
+    let to_child = || source.aggregator_stats().first().map(|(_, s)| s.clone());
+    wait_until("all 200 samples handed to the child", || {
+        to_child().is_some_and(|s| s.handed == 200)
+    });
+    let held = values_in(&agg, id).len();
+    assert!(
+        held < 200,
+        "the handle took {held} samples despite the stall"
+    );
+    let acked = to_child().map(|s| s.acked).unwrap_or_default();
+    assert!(
+        acked < 200,
+        "the child acknowledged {acked} of 200 it could not deliver"
+    );
+    let mut conns = agg.connection_events();
+    kill9(pid);
+    next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
+    // The dead child's relay session ends (its stalled frame is dropped, not stored),
+    // then the handle takes data again.
+    tokio.block_on(async {
+        tokio::time::timeout(DEADLINE, async {
+            while let Some(e) = conns.recv().await {
+                if matches!(e, tsercom::ConnectionEvent::Disconnected { peer, .. } if peer == id) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the dead child's relay session did not end")
+    });
+    drop(stall);
+    send_range(201..=300);
+    wait_until("all 300 samples", || values_in(&agg, id).len() >= 300);
+    assert_eq!(values_in(&agg, id), (1..=300).collect::<Vec<_>>());
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+    tokio.block_on(source.shutdown(Duration::from_millis(100)));
+}

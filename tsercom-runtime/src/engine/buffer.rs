@@ -78,6 +78,10 @@ struct Inner {
     /// and at the first eviction after one).
     last_forgot: bool,
     evicted_total: u64,
+    /// The samples carry numbers given by another sender (`push_numbered`, a relay that
+    /// forwards a peer's stream under its numbers): they may have holes, and a peer may
+    /// hold numbers this buffer has not seen yet.
+    numbered: bool,
 }
 
 /// Run starts kept for gap times (16 bytes each).
@@ -146,6 +150,7 @@ impl SendBuffer {
                 lost_starts: VecDeque::new(),
                 last_forgot: false,
                 evicted_total: 0,
+                numbered: false,
             }),
             limits,
             appended: Notify::new(),
@@ -175,6 +180,48 @@ impl SendBuffer {
         crate::hops::mark_all(first..=seq, crate::hops::Hop::Buffered);
         self.appended.notify_waiters();
         seq
+    }
+
+    /// Appends samples under the numbers another sender gave them (a relay forwarding
+    /// that sender's stream, so its peers' records of it stay valid across the relay's
+    /// restarts). Numbers must rise; one not above the last appended is skipped (a
+    /// resent copy). Holes are allowed (samples the relay did not forward). Returns the
+    /// last number appended (0 if none ever was).
+    pub(crate) fn push_numbered(
+        &self,
+        items: impl IntoIterator<Item = (u64, Timestamp, Bytes)>,
+    ) -> u64 {
+        let (first, last) = {
+            let mut inner = self.lock();
+            inner.numbered = true;
+            let first = inner.next_seq;
+            for (seq, time, payload) in items {
+                if seq < inner.next_seq || seq > super::connection::MAX_SEQ {
+                    continue;
+                }
+                inner.next_seq = seq + 1;
+                inner.bytes += payload.len();
+                inner.samples.push_back(Stored { seq, time, payload });
+            }
+            self.evict_over_limits(&mut inner);
+            (first, inner.next_seq - 1)
+        };
+        if last >= first {
+            crate::hops::mark_all(first..=last, crate::hops::Hop::Buffered);
+            self.appended.notify_waiters();
+        }
+        last
+    }
+
+    /// Marks the buffer as carrying another sender's numbers before anything is pushed
+    /// (a relay's peer may resume beyond what it holds from its first Ack on).
+    pub(crate) fn mark_numbered(&self) {
+        self.lock().numbered = true;
+    }
+
+    /// Whether the samples carry another sender's numbers (see [`Self::push_numbered`]).
+    pub(crate) fn numbered(&self) -> bool {
+        self.lock().numbered
     }
 
     /// Drops everything up to and including `seq` (acknowledged by every peer that
@@ -251,7 +298,12 @@ impl SendBuffer {
         let Some(front) = inner.samples.front() else {
             return Next::Empty;
         };
-        let start = usize::try_from(cursor.saturating_sub(front.seq - 1)).unwrap_or(usize::MAX);
+        let start = if inner.numbered {
+            // Numbers with holes: search.
+            inner.samples.partition_point(|s| s.seq <= cursor)
+        } else {
+            usize::try_from(cursor.saturating_sub(front.seq - 1)).unwrap_or(usize::MAX)
+        };
         if start >= inner.samples.len() {
             return Next::Empty;
         }
@@ -312,6 +364,28 @@ mod tests {
             Next::Samples(v) => v.iter().map(|s| s.seq).collect(),
             other => panic!("expected samples, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn numbered_samples_keep_their_numbers_holes_and_all() {
+        let b = SendBuffer::new(BufferLimits::default());
+        let n = |seq: u64| {
+            let (t, p) = p(seq as u8);
+            (seq, t, p)
+        };
+        assert_eq!(b.push_numbered([n(3), n(4), n(7)]), 7);
+        // A resent copy (not above the last) is skipped; numbering goes on after it.
+        assert_eq!(b.push_numbered([n(4), n(7), n(9)]), 9);
+        assert!(b.numbered());
+        assert_eq!(seqs(b.next_after(0, 100, usize::MAX)), [3, 4, 7, 9]);
+        // Cursors inside a hole, and a peer that resumes ahead of what is held.
+        assert_eq!(seqs(b.next_after(5, 100, usize::MAX)), [7, 9]);
+        assert!(matches!(b.next_after(20, 100, usize::MAX), Next::Empty));
+        assert_eq!(b.push_numbered([n(21)]), 21);
+        assert_eq!(seqs(b.next_after(20, 100, usize::MAX)), [21]);
+        b.release_through(7);
+        assert_eq!(seqs(b.next_after(4, 100, usize::MAX)), [9, 21]);
+        assert_eq!(b.len(), 2);
     }
 
     #[test]

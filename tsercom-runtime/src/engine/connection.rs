@@ -74,6 +74,14 @@ pub(crate) trait Handler: Send + Sync {
     /// The peer holds everything through `seq` of what this side sent.
     fn ack(&self, seq: u64);
 
+    /// A bound on what this side acknowledges, when it forwards what it receives (a
+    /// relay of a child process): it acknowledges a sample only once the next hop
+    /// holds it, so a sender keeps everything a crash of the relay would lose. Each
+    /// change of the bound sends the acknowledgement it allows.
+    fn ack_limit(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+
     /// A time probe from the peer (this side is the authority), before it is answered.
     fn probe(&self, _probe: &wire::TimeProbe) {}
 
@@ -140,7 +148,13 @@ pub(crate) async fn run<Ro: Role>(
         addr: peer.addr.clone(),
         schema: peer.schema,
     });
-    out.send(envelope(Kind::Ack(wire::Ack { seq: last })))
+    // A relay acknowledges only what the next hop holds (see `Handler::ack_limit`), the
+    // first time too: the peer then resends what the relay already has (dropped there as
+    // duplicates) rather than trusting it with what a crash would lose.
+    let acked = handler
+        .ack_limit()
+        .map_or(last, |limit| last.min(*limit.borrow()));
+    out.send(envelope(Kind::Ack(wire::Ack { seq: acked })))
         .await
         .map_err(|_| Status::cancelled("peer went away"))?;
     let conn = Connection {
@@ -156,7 +170,7 @@ pub(crate) async fn run<Ro: Role>(
     let (resume_tx, resume_rx) = watch::channel(None);
     let (ack_tx, ack_rx) = ack_channel(
         Received {
-            seq: last,
+            seq: acked,
             bytes: 0,
         },
         conn.ack_policy,
@@ -241,8 +255,36 @@ impl<H: Handler> Connection<'_, H> {
     ) -> Result<End, Status> {
         let mut limiter = ProbeLimiter::new(self.config.timesync.max_probes_per_second);
         let mut bytes = 0_u64;
+        let mut limit = self.handler.ack_limit();
+        let mut limit_open = limit.is_some();
+        // What may be acknowledged: everything received, or up to the limit.
+        let allowed = |last: u64, limit: &Option<watch::Receiver<u64>>| match limit {
+            Some(l) => last.min(*l.borrow()),
+            None => last,
+        };
+        // The peer's first Ack (where it resumes): a relay's peer may hold numbers
+        // the relay has not been handed yet (see `SendBuffer::push_numbered`).
+        let mut resumed_at = None;
         loop {
-            let env = match next_message(inbound, self.liveness.idle_timeout).await {
+            let next = next_message(inbound, self.liveness.idle_timeout);
+            let env = match &mut limit {
+                Some(l) if limit_open => {
+                    tokio::pin!(next);
+                    loop {
+                        tokio::select! {
+                            env = &mut next => break env,
+                            changed = l.changed(), if limit_open => {
+                                // Closed: the next hop is gone, the limit stays where it is.
+                                limit_open = changed.is_ok();
+                                let seq = last.min(*l.borrow_and_update());
+                                acks.send_replace(Received { seq, bytes });
+                            }
+                        }
+                    }
+                }
+                _ => next.await,
+            };
+            let env = match env {
                 Ok(Some(env)) => env,
                 Ok(None) => return Ok(End::Closed),
                 Err(status) => return Err(self.inbound_error(status)),
@@ -259,19 +301,31 @@ impl<H: Handler> Connection<'_, H> {
                         bytes = bytes.saturating_add(s.payload.len() as u64);
                     }
                     last = self.handler.frame(frame, last).await?;
-                    acks.send_replace(Received { seq: last, bytes });
+                    acks.send_replace(Received {
+                        seq: allowed(last, &limit),
+                        bytes,
+                    });
                 }
                 Some(Kind::Gap(gap)) => {
                     check_gap(&gap, last).map_err(|why| self.reject(&why))?;
                     if let Some(seq) = self.handler.gap(&gap, last) {
                         last = seq;
-                        acks.send_replace(Received { seq: last, bytes });
+                        acks.send_replace(Received {
+                            seq: allowed(last, &limit),
+                            bytes,
+                        });
                     }
                 }
                 Some(Kind::Ack(ack)) => {
                     // A peer can acknowledge only what it was sent: anything beyond would
                     // release samples it never received.
-                    let last = self.handler.outbound().last_seq();
+                    let outbound = self.handler.outbound();
+                    let mut last = outbound.last_seq();
+                    if outbound.numbered() {
+                        // A relay resumes where the peer is, even ahead of what it holds.
+                        let first = *resumed_at.get_or_insert(ack.seq);
+                        last = last.max(first);
+                    }
                     if ack.seq > last {
                         return Err(self.reject(&format!(
                             "Ack.seq {} is beyond the last sequence number sent ({last})",

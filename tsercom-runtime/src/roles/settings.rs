@@ -25,6 +25,10 @@ pub(crate) struct RoleSettings {
     pub(crate) backoff: Backoff,
     pub(crate) tls_server: Option<ServerTls>,
     pub(crate) tls_client: Option<ClientTls>,
+    /// The incarnation the Hellos carry (random when `None`). A process isolation relay
+    /// sets it to the incarnation of the sender it forwards, so the peer's record of that
+    /// sender's numbering outlives the relay.
+    pub(crate) incarnation: Option<u64>,
     /// How often the role sets its metrics.
     #[cfg(feature = "metrics")]
     pub(crate) metrics_interval: std::time::Duration,
@@ -43,6 +47,7 @@ impl Default for RoleSettings {
             backoff: Backoff::default(),
             tls_server: None,
             tls_client: None,
+            incarnation: None,
             #[cfg(feature = "metrics")]
             metrics_interval: crate::metrics::DEFAULT_INTERVAL,
             #[cfg(feature = "prometheus")]
@@ -78,7 +83,7 @@ impl RoleSettings {
         let local = Local::new(
             role,
             identity.id(),
-            engine::random_u64(),
+            self.incarnation.unwrap_or_else(engine::random_u64),
             &self.session,
             buffer,
         );

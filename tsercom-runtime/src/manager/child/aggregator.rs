@@ -264,35 +264,88 @@ impl RuntimeManager {
             fail: Box::new(move |e| {
                 fail_tx.publish(Err(e));
             }),
+            incarnation: 0,
         });
         handle
     }
 }
 
 /// The relays of one hosted aggregator: one source per real source, by id.
+///
+/// A relay sends its source's samples under that source's numbers and incarnation, and
+/// the child's aggregator acknowledges a source only as far as the application's
+/// aggregator acknowledged its relay (the relay's `acked` channel, read through
+/// [`Relays::limit`]). So a sample is released by the real source only once the
+/// application holds it: when this process dies, the source resends what it had not
+/// delivered to the restarted child, and the application's aggregator, which keeps its
+/// record of the source's numbering, drops what it already holds.
 struct Relays<R: Runtime> {
     bridge: Endpoint,
     /// The aggregator's identity, from which each relay's key is derived.
     identity: Identity,
-    sources: Mutex<HashMap<CallerId, Arc<Source<R>>>>,
+    sources: Mutex<HashMap<CallerId, Relay<R>>>,
+    /// Per source and incarnation: what the application acknowledged of its relay.
+    acked: Mutex<HashMap<CallerId, (u64, tokio::sync::watch::Sender<u64>)>>,
     /// Each relay's task forwarding the application's events, and relays stopping.
     tasks: Mutex<tokio::task::JoinSet<()>>,
 }
 
+/// The relay of one source (one incarnation of it).
+struct Relay<R: Runtime> {
+    source: Arc<Source<R>>,
+    incarnation: u64,
+}
+
 impl<R: Runtime> Relays<R> {
-    /// The relay of `caller`, started (dialing the bridge) on first use.
+    /// What the application acknowledged of the relay of `caller`'s `incarnation`: the
+    /// child's aggregator acknowledges `caller` that far (see
+    /// `AggregatorBuilder::ack_limits`).
+    fn limit(&self, caller: CallerId, incarnation: u64) -> tokio::sync::watch::Receiver<u64> {
+        self.acked_channel(caller, incarnation).subscribe()
+    }
+
+    fn acked_channel(&self, caller: CallerId, incarnation: u64) -> tokio::sync::watch::Sender<u64> {
+        let mut acked = lock(&self.acked);
+        match acked.get(&caller) {
+            Some((known, tx)) if *known == incarnation => tx.clone(),
+            _ => {
+                // A new incarnation: its numbering starts over.
+                let (tx, _) = tokio::sync::watch::channel(0);
+                acked.insert(caller, (incarnation, tx.clone()));
+                tx
+            }
+        }
+    }
+
+    /// The relay of `caller`, started (dialing the bridge) on first use, and replaced
+    /// when the source restarted: `first_seq` is the first number to forward, which
+    /// tells a new incarnation's samples (numbered from 1 again) from the old one's
+    /// still queued here.
     async fn get(
         &self,
         caller: CallerId,
+        first_seq: Option<u64>,
         agg: &Arc<Aggregator<R>>,
     ) -> Result<Arc<Source<R>>, RuntimeError> {
-        let known = lock(&self.sources).get(&caller).cloned();
-        if let Some(source) = known {
-            return Ok(source);
+        let incarnation = agg.incarnation_of(caller);
+        let known = lock(&self.sources)
+            .get(&caller)
+            .map(|r| (Arc::clone(&r.source), r.incarnation));
+        if let Some((source, known)) = known {
+            let restarted = known != incarnation
+                && first_seq.is_some_and(|seq| seq <= source.last_seq() || source.last_seq() == 0);
+            if !restarted {
+                return Ok(source);
+            }
+            // The old incarnation's relay delivers what it holds, then the new one starts.
+            lock(&self.sources).remove(&caller);
+            source.shutdown(Duration::from_secs(1)).await;
         }
         let source = Arc::new(
             Source::<R>::builder()
                 .identity(self.identity.derive(caller))
+                .relay_of(incarnation)
+                .acked_into(self.acked_channel(caller, incarnation))
                 .backoff(Backoff::new(
                     Duration::from_millis(5),
                     Duration::from_millis(100),
@@ -311,20 +364,27 @@ impl<R: Runtime> Relays<R> {
                 }
             }
         });
-        lock(&self.sources).insert(caller, Arc::clone(&source));
+        lock(&self.sources).insert(
+            caller,
+            Relay {
+                source: Arc::clone(&source),
+                incarnation,
+            },
+        );
         Ok(source)
     }
 
     /// The child's aggregator forgot `caller` (it left and its data expired): its relay
     /// says goodbye, so the application's aggregator sees it leave, and is dropped.
     fn forget(&self, caller: CallerId) {
-        let Some(source) = lock(&self.sources).remove(&caller) else {
+        let Some(relay) = lock(&self.sources).remove(&caller) else {
             return;
         };
+        lock(&self.acked).remove(&caller);
         let mut tasks = lock(&self.tasks);
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            source.shutdown(Duration::from_secs(1)).await;
+            relay.source.shutdown(Duration::from_secs(1)).await;
         });
     }
 }
@@ -347,18 +407,23 @@ pub(super) async fn host<R: Runtime>(
     spec: AggregatorSpec,
     map: fn(R::Data) -> Option<R::Data>,
 ) -> Result<Box<dyn Hosted>, String> {
-    let agg = Arc::new(
-        spec.builder::<R>()?
-            .start()
-            .await
-            .map_err(|e| e.to_string())?,
-    );
     let relays = Arc::new(Relays {
         bridge: bridge.clone(),
         identity: spec.common.identity.clone(),
         sources: Mutex::new(HashMap::new()),
+        acked: Mutex::new(HashMap::new()),
         tasks: Mutex::new(tokio::task::JoinSet::new()),
     });
+    let limits = Arc::clone(&relays);
+    let agg = Arc::new(
+        spec.builder::<R>()?
+            .ack_limits(Arc::new(move |caller, incarnation| {
+                limits.limit(caller, incarnation)
+            }))
+            .start()
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let data = agg.data().subscribe_with(4096, OverflowPolicy::Block);
     let conns = Some(agg.connection_events());
@@ -413,7 +478,7 @@ async fn relay_data<R: Runtime>(
             // A source is known to the application as soon as it connects here, so
             // events can be sent to it before it sends anything.
             Step::Conn(Some(ConnectionEvent::Connected { peer, .. })) => {
-                relays.get(peer, &agg).await?;
+                relays.get(peer, None, &agg).await?;
                 continue;
             }
             Step::Conn(Some(_)) => continue,
@@ -442,11 +507,14 @@ async fn relay_data<R: Runtime>(
             let run = rest.iter().take_while(|(c, _)| *c == caller).count();
             let (this, next) = rest.split_at(run);
             rest = next;
-            let source = relays.get(caller, &agg).await?;
+            let source = relays
+                .get(caller, this.first().map(|(_, i)| i.seq), &agg)
+                .await?;
+            // Under the source's numbers: a sample `map` drops leaves a hole.
             let items = this
                 .iter()
-                .filter_map(|(_, item)| map(item.value.clone()).map(|v| (item.time, v)));
-            source.send_batch_at(items).await?;
+                .filter_map(|(_, item)| map(item.value.clone()).map(|v| (item.seq, item.time, v)));
+            source.send_numbered(items)?;
         }
         if stopping {
             return Ok(());
@@ -475,7 +543,10 @@ impl<R: Runtime> Hosted for HostedAggregator<R> {
                     Ok(Ok(Ok(()))) => {}
                 }
             }
-            let sources: Vec<_> = lock(&self.relays.sources).values().cloned().collect();
+            let sources: Vec<_> = lock(&self.relays.sources)
+                .values()
+                .map(|r| Arc::clone(&r.source))
+                .collect();
             let mut flushed = true;
             for source in sources {
                 flushed &= source.shutdown(grace).await;

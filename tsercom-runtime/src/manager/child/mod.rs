@@ -177,6 +177,10 @@ pub(super) struct SpecJob {
     remote: Box<dyn FnOnce(Endpoint) -> StartFn + Send>,
     /// Publishes a failure to start to its handles.
     fail: Box<dyn Fn(ManagerError) + Send + Sync>,
+    /// The incarnation of the application's side of a source (0 for an aggregator): the
+    /// child's source sends the handle's samples under the handle's numbers and this
+    /// incarnation, so an aggregator's record of the stream survives a restarted child.
+    incarnation: u64,
 }
 
 impl RuntimeManager {
@@ -196,6 +200,7 @@ impl RuntimeManager {
         let remote_name = name.to_owned();
         let fail_tx = Arc::clone(&tx);
         let json_spec = spec.clone();
+        let incarnation = crate::engine::random_u64();
         self.specs.push(SpecJob {
             name: name.to_owned(),
             runtime: R::NAME,
@@ -225,6 +230,7 @@ impl RuntimeManager {
                     move || {
                         Source::<R>::builder()
                             .identity(remote_spec.id())
+                            .incarnation(incarnation)
                             .buffer(remote_spec.buffer.clone())
                             .backoff(Backoff::new(
                                 Duration::from_millis(5),
@@ -240,6 +246,7 @@ impl RuntimeManager {
             fail: Box::new(move |e| {
                 fail_tx.publish(Err(e));
             }),
+            incarnation,
         });
         handle
     }

@@ -63,10 +63,12 @@ impl Group {
             names.join("+")
         });
         let fail = |jobs: &[SpecJob], e: ManagerError| {
+            // The manager's error first: a caller woken by its handle's error then finds
+            // it in `check_for_error` too.
+            errors.set(e.clone());
             for job in jobs {
                 (job.fail)(e.clone());
             }
-            errors.set(e);
         };
         if let Some((job, e)) = self
             .jobs
@@ -102,6 +104,7 @@ impl Group {
                 "runtime": j.runtime,
                 "kind": j.kind,
                 "bridge": Endpoint::Unix(b.clone()).to_string(),
+                "incarnation": j.incarnation,
                 "spec": (j.json)(),
             })).collect::<Vec<_>>(),
         });

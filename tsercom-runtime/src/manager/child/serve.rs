@@ -53,7 +53,9 @@ impl ChildEntry {
         ChildEntry {
             runtime: R::NAME,
             start: Arc::new(move |job| match job.spec {
-                JobSpec::Source(spec) => Box::pin(host::<R>(job.name, job.bridge, spec, map)),
+                JobSpec::Source(spec) => {
+                    Box::pin(host::<R>(job.name, job.bridge, job.incarnation, spec, map))
+                }
                 JobSpec::Aggregator(spec) => Box::pin(super::aggregator::host::<R>(
                     job.name, job.bridge, spec, map,
                 )),
@@ -67,6 +69,8 @@ pub(super) struct Job {
     name: String,
     runtime: String,
     bridge: Endpoint,
+    /// The incarnation of the application's source (see `SpecJob::incarnation`).
+    incarnation: u64,
     spec: JobSpec,
 }
 
@@ -95,6 +99,7 @@ struct HostedSource<R: Runtime> {
 async fn host<R: Runtime>(
     name: String,
     bridge: Endpoint,
+    incarnation: u64,
     spec: SourceSpec,
     map: fn(R::Data) -> Option<R::Data>,
 ) -> Result<Box<dyn Hosted>, String> {
@@ -102,16 +107,25 @@ async fn host<R: Runtime>(
         // A previous child of this source left its socket behind.
         let _ = std::fs::remove_file(path);
     }
+    // Nothing is lost when this process dies: the bridge acknowledges the application's
+    // samples only once every aggregator acknowledged them to the source here, and the
+    // source sends them under the application's numbers and incarnation, so the
+    // application resends what this child had not delivered and aggregators drop what
+    // they already hold.
+    let (acked_tx, acked_rx) = tokio::sync::watch::channel(0);
     let endpoint = bridge;
     let bridge = Arc::new(
         Aggregator::<R>::builder()
             .listen(endpoint.clone())
             .retention(Some(Duration::from_secs(1)))
+            .ack_limits(Arc::new(move |_, _| acked_rx.clone()))
             .start()
             .await
             .map_err(|e| format!("the bridge on {endpoint}: {e}"))?,
     );
-    let builder = source_builder::<R>(&spec)?;
+    let builder = source_builder::<R>(&spec)?
+        .relay_of(incarnation)
+        .acked_into(acked_tx);
     let source = Arc::new(builder.start().await.map_err(|e| e.to_string())?);
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let data = bridge.data().subscribe_with(4096, OverflowPolicy::Block);
@@ -177,10 +191,11 @@ async fn relay_data<R: Runtime>(
                 true
             }
         };
+        // Under the application's numbers: a sample `map` drops leaves a hole.
         let items = batch
             .drain(..)
-            .filter_map(|(_, item)| map(item.value).map(|v| (item.time, v)));
-        source.send_batch_at(items).await?;
+            .filter_map(|(_, item)| map(item.value).map(|v| (item.seq, item.time, v)));
+        source.send_numbered(items)?;
         if stopping {
             return Ok(());
         }
@@ -395,6 +410,7 @@ fn parse_job(v: &Value) -> Result<Job, String> {
         bridge: text("bridge")?
             .parse()
             .map_err(|e| format!("the bridge address: {e}"))?,
+        incarnation: v.get("incarnation").and_then(Value::as_u64).unwrap_or(0),
         spec: match v.get("kind").and_then(Value::as_str).unwrap_or("source") {
             "source" => JobSpec::Source(SourceSpec::from_json(spec)?),
             "aggregator" => {

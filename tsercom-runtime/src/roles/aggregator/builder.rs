@@ -34,6 +34,7 @@ pub struct AggregatorBuilder<R: Runtime> {
     discover: Option<Discovery>,
     event_limits: BufferLimits,
     same_host: bool,
+    ack_limits: Option<super::core::AckLimits>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -50,6 +51,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             discover: None,
             event_limits: BufferLimits::default(),
             same_host: true,
+            ack_limits: None,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -144,6 +146,13 @@ advertised, each failure reported as [`ConnectionEvent::Retrying`](crate::engine
 rejection.",
     }
 
+    /// Acknowledges each source only as far as `limits` says the next hop holds its
+    /// samples (a relay of a child process; see `Handler::ack_limit`).
+    pub(crate) fn ack_limits(mut self, limits: super::core::AckLimits) -> Self {
+        self.ack_limits = Some(limits);
+        self
+    }
+
     /// Starts listening and/or dialing.
     pub async fn start(self) -> Result<Aggregator<R>, RuntimeError> {
         if self.listen.is_none() && self.sources.is_empty() && self.discover.is_none() {
@@ -195,7 +204,9 @@ rejection.",
             ),
         );
         let data = data.faults(shared.tasks.faults_handle()).build();
-        let core = Arc::new(Core::<R>::new(shared, self.event_limits, data));
+        let mut core = Core::<R>::new(shared, self.event_limits, data);
+        core.ack_limits = self.ack_limits;
+        let core = Arc::new(core);
         #[cfg(feature = "metrics")]
         let metrics = telemetry.start(
             &core,

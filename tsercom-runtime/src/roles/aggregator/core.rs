@@ -93,7 +93,14 @@ pub(super) struct Core<R: Runtime> {
     pub(super) caller_events: Arc<Hub<CallerEvent>>,
     /// The receivers of connection events, fed from the engine's queue.
     pub(super) connection_events: Arc<Hub<ConnectionEvent>>,
+    /// Bounds on what is acknowledged to each source (a relay of a child process; see
+    /// `Handler::ack_limit`).
+    pub(super) ack_limits: Option<AckLimits>,
 }
+
+/// The bound on what an aggregator acknowledges to a source (its id and incarnation):
+/// what the next hop holds of that source's samples, under the source's numbers.
+pub(crate) type AckLimits = Arc<dyn Fn(CallerId, u64) -> watch::Receiver<u64> + Send + Sync>;
 
 /// Advertised names kept at most (one per discovered source).
 const MAX_NAMES: usize = 10_000;
@@ -126,7 +133,14 @@ impl<R: Runtime> Core<R> {
             recovered: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             refused_samples: AtomicU64::new(0),
+            ack_limits: None,
         }
+    }
+
+    /// The incarnation of `caller` last seen (0 if it never connected).
+    pub(super) fn incarnation_of(&self, caller: CallerId) -> u64 {
+        let state = lock(&self.callers).get(&caller).cloned();
+        state.map_or(0, |s| *lock(&s.incarnation))
     }
 
     fn caller(&self, id: CallerId) -> Arc<CallerState> {
@@ -308,6 +322,10 @@ impl<R: Runtime> Role for Core<R> {
             peer_best_effort: peer.delivery == Delivery::BestEffort,
             refused: AtomicU64::new(0),
             items: Mutex::new(Vec::new()),
+            ack_limit: self
+                .ack_limits
+                .as_ref()
+                .map(|limits| limits(peer.id, peer.incarnation)),
         };
         self.arrivals.send_modify(|n| *n = n.wrapping_add(1));
         (link, last)
@@ -336,6 +354,8 @@ pub(super) struct SourceLink<R: Runtime> {
     refused: AtomicU64,
     /// The decoded samples' list, kept between frames (see [`KEPT_ITEMS`]).
     items: Mutex<Vec<Timestamped<R::Data>>>,
+    /// The bound on what is acknowledged (see [`AckLimits`]).
+    ack_limit: Option<watch::Receiver<u64>>,
 }
 
 impl<R: Runtime> Drop for SourceLink<R> {
@@ -378,6 +398,10 @@ impl<R: Runtime> Handler for SourceLink<R> {
 
     fn clock_link(&self) -> Option<&ClockLink> {
         None
+    }
+
+    fn ack_limit(&self) -> Option<watch::Receiver<u64>> {
+        self.ack_limit.clone()
     }
 
     async fn frame(&self, frame: wire::Frame, _last: u64) -> Result<u64, Status> {

@@ -251,6 +251,12 @@ impl<R: Runtime> Aggregator<R> {
         self.inner.core.connection_events.subscribe()
     }
 
+    /// The incarnation `caller` last connected with (0 if it never did): a relay of a
+    /// child process forwards it under this one.
+    pub(crate) fn incarnation_of(&self, caller: CallerId) -> u64 {
+        self.inner.core.incarnation_of(caller)
+    }
+
     /// The sources connected now.
     pub fn connected(&self) -> Vec<CallerId> {
         connected(&self.inner.core)

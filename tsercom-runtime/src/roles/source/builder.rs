@@ -39,6 +39,10 @@ pub struct SourceBuilder<R: Runtime> {
     event_capacity: usize,
     event_policy: OverflowPolicy,
     same_host: bool,
+    /// Where the source publishes what every aggregator acknowledged (a relay's ack limit).
+    acked_into: Option<tokio::sync::watch::Sender<u64>>,
+    /// See [`Self::relay_of`].
+    relay: bool,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -55,6 +59,8 @@ impl<R: Runtime> SourceBuilder<R> {
             event_capacity: 1024,
             event_policy: OverflowPolicy::DropOldest,
             same_host: true,
+            acked_into: None,
+            relay: false,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -138,6 +144,28 @@ with [`RuntimeError::Refused`].",
         self
     }
 
+    /// The incarnation the source's Hellos carry (random by default).
+    pub(crate) fn incarnation(mut self, incarnation: u64) -> Self {
+        self.settings.incarnation = Some(incarnation);
+        self
+    }
+
+    /// A relay of another sender's stream (a child process's side of the bridge): it
+    /// sends with `Source::send_numbered` under that sender's numbers and `incarnation`,
+    /// so an aggregator's record of the stream stays valid when the relay restarts, and
+    /// resumes where the aggregator is even before it holds those numbers.
+    pub(crate) fn relay_of(mut self, incarnation: u64) -> Self {
+        self.relay = true;
+        self.incarnation(incarnation)
+    }
+
+    /// Publishes on `tx` the last sequence number every aggregator acknowledged (rising
+    /// only): a relay acknowledges its own sender only that far.
+    pub(crate) fn acked_into(mut self, tx: tokio::sync::watch::Sender<u64>) -> Self {
+        self.acked_into = Some(tx);
+        self
+    }
+
     /// Starts serving and/or dialing.
     pub async fn start(self) -> Result<Source<R>, RuntimeError> {
         if self.serve.is_none() && self.dial.is_empty() && self.advertise.is_none() {
@@ -189,12 +217,17 @@ with [`RuntimeError::Refused`].",
         let telemetry = self.settings.telemetry()?;
         let events = Hub::new(self.event_capacity, self.event_policy);
         let data = SendBuffer::new(self.buffer);
+        if self.relay {
+            data.mark_numbered();
+        }
         let (shared, conn_rx, tls_server) = self.settings.into_shared(
             Role::Source,
             data.limits(),
             Some(crate::engine::sessions::KEYS_KEPT),
         );
-        let core = Arc::new(Core::<R>::new(shared, data, events, SCRATCH_BLOCK));
+        let mut core = Core::<R>::new(shared, data, events, SCRATCH_BLOCK);
+        core.acked_into = self.acked_into;
+        let core = Arc::new(core);
         #[cfg(feature = "metrics")]
         let metrics = telemetry.start(&core, &core.shared, R::NAME, "source", super::export::<R>);
         let serves_tls = tls_server.is_some();

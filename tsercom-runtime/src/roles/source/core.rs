@@ -63,6 +63,9 @@ pub(super) struct Core<R: Runtime> {
     pub(super) events_lost: AtomicU64,
     /// Set when the aggregator refused us for good; `send` then fails with it.
     pub(super) refused: Mutex<Option<Status>>,
+    /// Where what every aggregator acknowledged is published (see
+    /// `SourceBuilder::acked_into`).
+    pub(super) acked_into: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,6 +95,7 @@ impl<R: Runtime> Core<R> {
             events_delivered: AtomicU64::new(0),
             events_lost: AtomicU64::new(0),
             refused: Mutex::new(None),
+            acked_into: None,
         }
     }
 
@@ -119,6 +123,13 @@ impl<R: Runtime> Core<R> {
             self.data.forget_through(min);
         } else {
             self.data.release_through(min);
+            if let Some(tx) = &self.acked_into {
+                tx.send_if_modified(|acked| {
+                    let rises = min > *acked;
+                    *acked = (*acked).max(min);
+                    rises
+                });
+            }
         }
     }
 

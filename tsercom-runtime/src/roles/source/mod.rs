@@ -254,6 +254,34 @@ impl<R: Runtime> Source<R> {
         Ok(seq)
     }
 
+    /// Sends samples under the numbers another sender gave them (a relay of a child
+    /// process forwarding that sender's stream; see `SendBuffer::push_numbered`).
+    /// Returns the last number appended.
+    pub(crate) fn send_numbered(
+        &self,
+        items: impl IntoIterator<Item = (u64, Timestamp, R::Data)>,
+    ) -> Result<u64, RuntimeError> {
+        self.check_running()?;
+        let mut encoded = Vec::new();
+        let mut bytes = 0;
+        for (seq, time, value) in items {
+            let payload = self.encode(&value)?;
+            bytes += payload.len() as u64;
+            encoded.push((seq, time, payload));
+        }
+        let n = encoded.len() as u64;
+        self.inner.core.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let seq = self.inner.core.data.push_numbered(encoded);
+        self.inner.core.sent.fetch_add(n, Ordering::Relaxed);
+        self.inner.core.drop_unconnected();
+        Ok(seq)
+    }
+
+    /// The last sequence number sent (0 before the first).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.inner.core.data.last_seq()
+    }
+
     /// A new receiver of the events from aggregators: every event that arrives after the
     /// call, and first those that arrived while no receiver was open (see
     /// [Receivers](Source#receivers)). Each receiver holds at most the capacity set with
