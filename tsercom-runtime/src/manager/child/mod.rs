@@ -21,6 +21,20 @@
 //! the events its source receives back through the bridge. Stats, clocks and
 //! connection events of the handle describe its link to the child.
 //!
+//! # Nothing lost when a child dies
+//!
+//! The bridge acknowledges the handle's samples only as far as every aggregator has
+//! acknowledged them to the child's source, and that source sends them under the
+//! handle's own sequence numbers and incarnation (a sample the child's map drops leaves
+//! a hole in the numbering). So until an aggregator holds a sample, the handle holds it
+//! too (within its [`BufferLimits`](crate::engine::BufferLimits)): when the child dies
+//! (`kill -9`, a crash, an OOM kill) and is restarted, the handle resends everything not
+//! acknowledged, and the aggregators, whose record of the stream (same id, same
+//! incarnation) survives the child, resume where they are and drop what they already
+//! hold: every sample arrives once. The price: the handle's `flush` and its
+//! acknowledgement counts follow the aggregators, not the bridge, and a source with no
+//! aggregator keeps its samples in the handle as it would in process.
+//!
 //! A control pipe (the child's stdin and stdout, JSON lines) carries the start request,
 //! the child's errors and panics, and stop. The child greets first: a child that exits or
 //! stays silent without greeting (the hook is missing) is
@@ -52,8 +66,11 @@
 //! describe the relays' links over the bridge, not the real sources' links to the child
 //! (each one is listed in [`AggregatorSpec`]'s docs).
 //!
-//! Limits: samples the child acknowledged but had not yet delivered are lost if it dies
-//! (they were in its memory); events reach a source's handle stamped when the child
+//! Limits: events that a child received but had not yet forwarded are lost if it dies
+//! (events are acknowledged on arrival in the child; samples are not, see above); a gap
+//! the handle announces to the bridge (samples its buffer evicted) is not forwarded, so
+//! an aggregator sees the numbering jump without counting them lost; events reach a
+//! source's handle stamped when the child
 //! forwarded them and `from` the bridge's identity; settings that are objects (a custom
 //! clock, an in-memory registry) cannot cross; a source that left the child's aggregator
 //! stays connected in the handle until the child's aggregator forgets it (the retention
