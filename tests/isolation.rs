@@ -41,10 +41,13 @@ const PANIC_N: u64 = 666_666;
 /// Set for a child that must behave like a program without the hook.
 const NO_HOOK_ENV: &str = "ISOLATION_TEST_NO_HOOK";
 
-/// Runs in the child for every sample: panics on [`PANIC_N`].
+/// A sample the child's map drops.
+const DROP_N: u64 = 777_777;
+
+/// Runs in the child for every sample: panics on [`PANIC_N`], drops [`DROP_N`].
 fn inspect(sample: Sample) -> Option<Sample> {
     assert!(sample.n != PANIC_N, "sample {PANIC_N} is poison");
-    Some(sample)
+    (sample.n != DROP_N).then_some(sample)
 }
 
 fn main() {
@@ -67,7 +70,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 16] = [
+    let tests: [(&str, fn()); 17] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -78,6 +81,7 @@ fn main() {
             "kill_9_of_a_child_holding_undelivered_samples_loses_and_repeats_nothing",
             kill_while_holding,
         ),
+        ("samples_the_childs_map_drops_count_as_delivered", map_drops),
         ("shutdown_delivers_the_last_data", shutdown_delivers),
         ("two_children_fail_independently", two_children),
         ("a_missing_hook_is_a_clear_error", missing_hook),
@@ -416,6 +420,28 @@ fn kill_while_holding() {
     send(&handle, 201..=300);
     wait_until("all 300 samples", || values(&agg, id).len() >= 300);
     assert_eq!(values(&agg, id), (1..=300).collect::<Vec<_>>());
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+/// The child acknowledges a sample only once the aggregator holds it; one its map drops
+/// is done too, so the handle's flush completes after a dropped last sample.
+fn map_drops() {
+    let agg = aggregator();
+    let mut manager = RuntimeManager::new();
+    let handle = manager.register_source::<Plant>("filter", SourceSpec::new().dial([agg.addr]));
+    manager.start_out_of_process().unwrap();
+    let id = handle.wait(DEADLINE).unwrap().id();
+    send(&handle, 1..=3);
+    handle
+        .block_on(|s| async move { s.send(Sample { n: DROP_N }).await.unwrap() })
+        .unwrap();
+    wait_until("the samples the map kept", || values(&agg, id).len() == 3);
+    let flushed = handle
+        .block_on(|s| async move { s.flush(DEADLINE).await })
+        .unwrap();
+    assert!(flushed, "the dropped last sample was never acknowledged");
+    assert_eq!(values(&agg, id), [1, 2, 3]);
     manager.check_for_error().unwrap();
     manager.shutdown(Duration::from_secs(5)).unwrap();
 }

@@ -511,10 +511,11 @@ async fn relay_data<R: Runtime>(
                 .get(caller, this.first().map(|(_, i)| i.seq), &agg)
                 .await?;
             // Under the source's numbers: a sample `map` drops leaves a hole.
+            let handled = this.iter().map(|(_, item)| item.seq).max().unwrap_or(0);
             let items = this
                 .iter()
                 .filter_map(|(_, item)| map(item.value.clone()).map(|v| (item.seq, item.time, v)));
-            source.send_numbered(items)?;
+            source.send_numbered(items, handled)?;
         }
         if stopping {
             return Ok(());

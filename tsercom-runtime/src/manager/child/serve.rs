@@ -192,10 +192,11 @@ async fn relay_data<R: Runtime>(
             }
         };
         // Under the application's numbers: a sample `map` drops leaves a hole.
+        let handled = batch.iter().map(|(_, item)| item.seq).max().unwrap_or(0);
         let items = batch
             .drain(..)
             .filter_map(|(_, item)| map(item.value).map(|v| (item.seq, item.time, v)));
-        source.send_numbered(items)?;
+        source.send_numbered(items, handled)?;
         if stopping {
             return Ok(());
         }

@@ -66,6 +66,10 @@ pub(super) struct Core<R: Runtime> {
     /// Where what every aggregator acknowledged is published (see
     /// `SourceBuilder::acked_into`).
     pub(super) acked_into: Option<tokio::sync::watch::Sender<u64>>,
+    /// A relay's highest number handled, forwarded or not (see `Source::send_numbered`):
+    /// once every aggregator holds what was forwarded, the numbers it dropped count as
+    /// acknowledged too.
+    pub(super) handled_through: AtomicU64,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -96,6 +100,7 @@ impl<R: Runtime> Core<R> {
             events_lost: AtomicU64::new(0),
             refused: Mutex::new(None),
             acked_into: None,
+            handled_through: AtomicU64::new(0),
         }
     }
 
@@ -107,7 +112,7 @@ impl<R: Runtime> Core<R> {
     /// holds. When every connection is best effort and none is awaited, what they were
     /// handed is forgotten rather than released, so a reconnecting aggregator is told
     /// exactly what it missed.
-    fn release(&self) {
+    pub(super) fn release(&self) {
         let conns = lock(&self.conns);
         let awaited = {
             let mut departed = lock(&self.departed);
@@ -124,6 +129,13 @@ impl<R: Runtime> Core<R> {
         } else {
             self.data.release_through(min);
             if let Some(tx) = &self.acked_into {
+                // Numbers a relay dropped after the last one it forwarded are done once
+                // everything forwarded is held.
+                let min = if min >= self.data.last_seq() {
+                    min.max(self.handled_through.load(Ordering::Acquire))
+                } else {
+                    min
+                };
                 tx.send_if_modified(|acked| {
                     let rises = min > *acked;
                     *acked = (*acked).max(min);

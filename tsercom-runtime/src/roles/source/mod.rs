@@ -255,11 +255,14 @@ impl<R: Runtime> Source<R> {
     }
 
     /// Sends samples under the numbers another sender gave them (a relay of a child
-    /// process forwarding that sender's stream; see `SendBuffer::push_numbered`).
-    /// Returns the last number appended.
+    /// process forwarding that sender's stream; see `SendBuffer::push_numbered`);
+    /// `handled_through` is the highest number the relay handled, sent here or dropped
+    /// (what `SourceBuilder::acked_into` reports once every aggregator holds what was
+    /// sent). Returns the last number appended.
     pub(crate) fn send_numbered(
         &self,
         items: impl IntoIterator<Item = (u64, Timestamp, R::Data)>,
+        handled_through: u64,
     ) -> Result<u64, RuntimeError> {
         self.check_running()?;
         let mut encoded = Vec::new();
@@ -273,6 +276,15 @@ impl<R: Runtime> Source<R> {
         self.inner.core.bytes.fetch_add(bytes, Ordering::Relaxed);
         let seq = self.inner.core.data.push_numbered(encoded);
         self.inner.core.sent.fetch_add(n, Ordering::Relaxed);
+        let before = self
+            .inner
+            .core
+            .handled_through
+            .fetch_max(handled_through, Ordering::AcqRel);
+        if handled_through > seq && handled_through > before {
+            // Dropped numbers after the last sent: done if everything sent is held.
+            self.inner.core.release();
+        }
         self.inner.core.drop_unconnected();
         Ok(seq)
     }
