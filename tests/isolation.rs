@@ -70,7 +70,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 17] = [
+    let tests: [(&str, fn()); 18] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -109,6 +109,10 @@ fn main() {
             aggregator::kill_while_holding,
         ),
         (
+            "kill_9_of_an_aggregator_child_holding_undelivered_events_loses_none",
+            aggregator::kill_while_holding_events,
+        ),
+        (
             "shutdown_delivers_an_in_process_sources_last_data_to_a_child_aggregator",
             aggregator::shutdown_delivers,
         ),
@@ -137,6 +141,10 @@ impl std::io::Write for Log {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+pub(crate) fn log_text() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
 }
 
 fn logged_line(needle: &str) -> Option<String> {

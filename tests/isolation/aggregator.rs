@@ -300,3 +300,95 @@ pub(crate) fn kill_while_holding() {
     manager.shutdown(Duration::from_secs(5)).unwrap();
     tokio.block_on(source.shutdown(Duration::from_millis(100)));
 }
+
+/// Events the other way: the application's handle sends events to a real source through
+/// the aggregator's child, and the source does not take them (its event queue is full
+/// and blocks). The child acknowledges an event to the handle only once the source
+/// acknowledged it, so when the child is killed the handle still holds them all, sends
+/// them to the restarted child, and the source gets every one (at least once: one it had
+/// taken from the dead child may come again).
+pub(crate) fn kill_while_holding_events() {
+    const N: u32 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(None)
+            .restart(Restart::new(3)),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = tokio
+        .block_on(
+            tsercom::Source::<Plant>::builder()
+                .dial([address.as_str()])
+                .event_queue(1, tsercom::OverflowPolicy::Block)
+                .backoff(tsercom::Backoff::new(
+                    Duration::from_millis(5),
+                    Duration::from_millis(50),
+                ))
+                .start(),
+        )
+        .unwrap();
+    let id = source.id();
+    let mut received = source.events();
+    // A sample first: the handle keeps a source that sent data after it left (one that
+    // never did is forgotten when it leaves, and its queued events with it).
+    tokio.block_on(source.send(Sample { n: 1 })).unwrap();
+    wait_until("the source's sample in the handle", || {
+        values_in(&agg, id) == [1]
+    });
+    tokio.block_on(async {
+        for n in 1..=N {
+            agg.send(id, Ping { id: n }).await.unwrap();
+        }
+    });
+    wait_until("the first event at the source", || {
+        source.stats().events >= 1
+    });
+    let buffered = agg
+        .source_stats()
+        .into_iter()
+        .find(|(c, _)| *c == id)
+        .map(|(_, s)| s.events_buffered);
+    assert_eq!(
+        buffered,
+        Some(u64::from(N)),
+        "the child acknowledged events the source had not"
+    );
+    kill9(pid);
+    next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
+    let mut got = std::collections::BTreeSet::new();
+    tokio.block_on(async {
+        tokio::time::timeout(DEADLINE, async {
+            while got.len() < N as usize {
+                match received.recv().await {
+                    Some(event) => {
+                        got.insert(event.value.id);
+                    }
+                    None => return,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("not every event reached the source after the restart: got {got:?}, stats {:?}, handle {:?}, log {}", source.aggregator_stats(), agg.source_stats(), super::log_text()))
+    });
+    assert_eq!(got, (1..=N).collect());
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+    tokio.block_on(source.shutdown(Duration::from_millis(100)));
+}

@@ -31,6 +31,12 @@ use crate::wire::{self, envelope::Kind, Envelope};
 /// is invalid input, and with it every `+ 1` and range size on a peer's numbers fits.
 pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
 
+/// Per peer (its id and incarnation), the bound on what this side acknowledges of the
+/// peer's stream (see [`Handler::ack_limit`]): what the next hop holds of it, under the
+/// peer's numbers.
+pub(crate) type AckLimits =
+    Arc<dyn Fn(crate::ids::CallerId, u64) -> watch::Receiver<u64> + Send + Sync>;
+
 /// How a connection ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {

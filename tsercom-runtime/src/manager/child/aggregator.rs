@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::common::{apply_tls, child_setters, ChildCommon};
+use super::events::{forward, EventCaps};
 use super::serve::{BoxFuture, Hosted};
 use super::{start_fn, RuntimeHandle, RuntimeManager, SpecJob};
 use crate::backoff::Backoff;
@@ -341,11 +342,16 @@ impl<R: Runtime> Relays<R> {
             lock(&self.sources).remove(&caller);
             source.shutdown(Duration::from_secs(1)).await;
         }
+        // The relay acknowledges the application's events for `caller` only once the
+        // real source acknowledged the copy the child's aggregator sent it.
+        let caps = Arc::new(EventCaps::default());
         let source = Arc::new(
             Source::<R>::builder()
                 .identity(self.identity.derive(caller))
                 .relay_of(incarnation)
                 .acked_into(self.acked_channel(caller, incarnation))
+                .event_ack_limits(caps.limits())
+                .event_queue(1024, OverflowPolicy::Block)
                 .backoff(Backoff::new(
                     Duration::from_millis(5),
                     Duration::from_millis(100),
@@ -355,14 +361,24 @@ impl<R: Runtime> Relays<R> {
                 .await?,
         );
         // The application's events for `caller` go on to the real source.
-        let mut events = source.events();
+        let events = source.events();
         let agg = Arc::clone(agg);
         lock(&self.tasks).spawn(async move {
-            while let Some(event) = events.recv().await {
-                if let Err(e) = agg.send(caller, event.value).await {
-                    tracing::warn!(%caller, error = %e, "an event could not be forwarded to the source");
+            let Some(acked) = agg.events_acked(caller) else {
+                return;
+            };
+            forward(events, acked, caps, |event| {
+                let agg = Arc::clone(&agg);
+                async move {
+                    agg.send(caller, event)
+                        .await
+                        .inspect_err(|e| {
+                            tracing::warn!(%caller, error = %e, "an event could not be forwarded to the source")
+                        })
+                        .ok()
                 }
-            }
+            })
+            .await;
         });
         lock(&self.sources).insert(
             caller,

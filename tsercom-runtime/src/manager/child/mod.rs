@@ -80,6 +80,7 @@
 
 mod aggregator;
 mod common;
+mod events;
 mod log;
 mod parent;
 mod serve;

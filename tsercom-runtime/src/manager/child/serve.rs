@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::common::apply_tls;
+use super::events::{forward, EventCaps};
 use super::spec::SourceSpec;
 use super::{CHILD_ENV, PROTOCOL_VERSION};
 use crate::engine::{Runtime, RuntimeError};
@@ -123,9 +124,14 @@ async fn host<R: Runtime>(
             .await
             .map_err(|e| format!("the bridge on {endpoint}: {e}"))?,
     );
+    // Events the same way back: the source acknowledges an aggregator's event only once
+    // the application's handle acknowledged the copy the bridge sent it.
+    let caps = Arc::new(EventCaps::default());
     let builder = source_builder::<R>(&spec)?
         .relay_of(incarnation)
-        .acked_into(acked_tx);
+        .acked_into(acked_tx)
+        .event_ack_limits(caps.limits())
+        .event_queue(1024, OverflowPolicy::Block);
     let source = Arc::new(builder.start().await.map_err(|e| e.to_string())?);
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let data = bridge.data().subscribe_with(4096, OverflowPolicy::Block);
@@ -134,6 +140,7 @@ async fn host<R: Runtime>(
         source.events(),
         Arc::clone(&bridge),
         spec.id(),
+        caps,
     ));
     tracing::info!(%name, bridge = %endpoint, "hosting the source");
     Ok(Box::new(HostedSource {
@@ -203,11 +210,13 @@ async fn relay_data<R: Runtime>(
     }
 }
 
-/// Forwards the real source's events to the application's source.
+/// Forwards the real source's events to the application's source, and lets the source
+/// acknowledge each aggregator's events as far as the application acknowledged them.
 async fn relay_events<R: Runtime>(
-    mut events: crate::queue::Receiver<crate::roles::Event<R::Event>>,
+    events: crate::queue::Receiver<crate::roles::Event<R::Event>>,
     bridge: Arc<Aggregator<R>>,
     app: CallerId,
+    caps: Arc<EventCaps>,
 ) {
     // Events wait until the application's source is connected to the bridge.
     let mut conns = bridge.connection_events();
@@ -216,11 +225,22 @@ async fn relay_events<R: Runtime>(
             return;
         }
     }
-    while let Some(event) = events.recv().await {
-        if let Err(e) = bridge.send(app, event.value).await {
-            tracing::warn!(error = %e, "an event could not be forwarded to the application");
+    let Some(acked) = bridge.events_acked(app) else {
+        return;
+    };
+    forward(events, acked, caps, |event| {
+        let bridge = Arc::clone(&bridge);
+        async move {
+            bridge
+                .send(app, event)
+                .await
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "an event could not be forwarded to the application")
+                })
+                .ok()
         }
-    }
+    })
+    .await;
 }
 
 impl<R: Runtime> Hosted for HostedSource<R> {

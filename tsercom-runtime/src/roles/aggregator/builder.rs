@@ -34,7 +34,7 @@ pub struct AggregatorBuilder<R: Runtime> {
     discover: Option<Discovery>,
     event_limits: BufferLimits,
     same_host: bool,
-    ack_limits: Option<super::core::AckLimits>,
+    ack_limits: Option<crate::engine::connection::AckLimits>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -148,7 +148,7 @@ rejection.",
 
     /// Acknowledges each source only as far as `limits` says the next hop holds its
     /// samples (a relay of a child process; see `Handler::ack_limit`).
-    pub(crate) fn ack_limits(mut self, limits: super::core::AckLimits) -> Self {
+    pub(crate) fn ack_limits(mut self, limits: crate::engine::connection::AckLimits) -> Self {
         self.ack_limits = Some(limits);
         self
     }

@@ -16,7 +16,7 @@ use super::{DataGap, PeerClock};
 use crate::data::{CallerEvent, DataError, RemoteDataAggregator, Timestamped};
 use crate::engine::buffer::{BufferLimits, SendBuffer};
 use crate::engine::clock_link::{AuthorityTime, ClockLink};
-use crate::engine::connection::Handler;
+use crate::engine::connection::{AckLimits, Handler};
 use crate::engine::handshake::Peer;
 use crate::engine::shared::{Role, Shared};
 use crate::engine::{ConnectionEvent, Delivery, Runtime, CONNECTION_EVENTS};
@@ -58,6 +58,9 @@ pub(super) struct CallerState {
     ledger: Mutex<Ledger>,
     incarnation: Mutex<u64>,
     pub(super) events: SendBuffer,
+    /// The last event the source acknowledged (rising only; a relay of a child process
+    /// acknowledges its own sender's events that far).
+    pub(super) events_acked: watch::Sender<u64>,
     /// The generation of the session that is live, if any.
     pub(super) live: Mutex<Option<u64>>,
     /// The source left on purpose (said goodbye, or is no longer advertised).
@@ -97,10 +100,6 @@ pub(super) struct Core<R: Runtime> {
     /// `Handler::ack_limit`).
     pub(super) ack_limits: Option<AckLimits>,
 }
-
-/// The bound on what an aggregator acknowledges to a source (its id and incarnation):
-/// what the next hop holds of that source's samples, under the source's numbers.
-pub(crate) type AckLimits = Arc<dyn Fn(CallerId, u64) -> watch::Receiver<u64> + Send + Sync>;
 
 /// Advertised names kept at most (one per discovered source).
 const MAX_NAMES: usize = 10_000;
@@ -150,6 +149,7 @@ impl<R: Runtime> Core<R> {
                 ledger: Mutex::new(Ledger::default()),
                 incarnation: Mutex::new(0),
                 events: SendBuffer::new(self.event_limits.clone()),
+                events_acked: watch::Sender::new(0),
                 live: Mutex::new(None),
                 left: AtomicBool::new(false),
                 clock: Mutex::new(None),
@@ -505,6 +505,11 @@ impl<R: Runtime> Handler for SourceLink<R> {
 
     fn ack(&self, seq: u64) {
         self.state.events.release_through(seq);
+        self.state.events_acked.send_if_modified(|acked| {
+            let rises = seq > *acked;
+            *acked = (*acked).max(seq);
+            rises
+        });
     }
 
     fn probe(&self, probe: &wire::TimeProbe) {

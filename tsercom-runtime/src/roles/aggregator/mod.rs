@@ -257,6 +257,16 @@ impl<R: Runtime> Aggregator<R> {
         self.inner.core.incarnation_of(caller)
     }
 
+    /// The last event `caller` acknowledged, as it changes (`None` for a caller never
+    /// seen): a relay of a child process acknowledges its own sender's events that far.
+    pub(crate) fn events_acked(
+        &self,
+        caller: CallerId,
+    ) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let callers = lock(&self.inner.core.callers);
+        callers.get(&caller).map(|s| s.events_acked.subscribe())
+    }
+
     /// The sources connected now.
     pub fn connected(&self) -> Vec<CallerId> {
         connected(&self.inner.core)

@@ -43,6 +43,8 @@ pub struct SourceBuilder<R: Runtime> {
     acked_into: Option<tokio::sync::watch::Sender<u64>>,
     /// See [`Self::relay_of`].
     relay: bool,
+    /// See [`Self::event_ack_limits`].
+    event_ack_limits: Option<crate::engine::connection::AckLimits>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -61,6 +63,7 @@ impl<R: Runtime> SourceBuilder<R> {
             same_host: true,
             acked_into: None,
             relay: false,
+            event_ack_limits: None,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -166,6 +169,13 @@ with [`RuntimeError::Refused`].",
         self
     }
 
+    /// Acknowledges each aggregator's events only as far as `limits` says the next hop
+    /// holds them (a relay of a child process; see `Handler::ack_limit`).
+    pub(crate) fn event_ack_limits(mut self, limits: crate::engine::connection::AckLimits) -> Self {
+        self.event_ack_limits = Some(limits);
+        self
+    }
+
     /// Starts serving and/or dialing.
     pub async fn start(self) -> Result<Source<R>, RuntimeError> {
         if self.serve.is_none() && self.dial.is_empty() && self.advertise.is_none() {
@@ -227,6 +237,7 @@ with [`RuntimeError::Refused`].",
         );
         let mut core = Core::<R>::new(shared, data, events, SCRATCH_BLOCK);
         core.acked_into = self.acked_into;
+        core.event_ack_limits = self.event_ack_limits;
         let core = Arc::new(core);
         #[cfg(feature = "metrics")]
         let metrics = telemetry.start(&core, &core.shared, R::NAME, "source", super::export::<R>);

@@ -70,6 +70,9 @@ pub(super) struct Core<R: Runtime> {
     /// once every aggregator holds what was forwarded, the numbers it dropped count as
     /// acknowledged too.
     pub(super) handled_through: AtomicU64,
+    /// Bounds on what is acknowledged of each aggregator's events (see
+    /// `SourceBuilder::event_ack_limits`).
+    pub(super) event_ack_limits: Option<crate::engine::connection::AckLimits>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -101,6 +104,7 @@ impl<R: Runtime> Core<R> {
             refused: Mutex::new(None),
             acked_into: None,
             handled_through: AtomicU64::new(0),
+            event_ack_limits: None,
         }
     }
 
@@ -183,9 +187,14 @@ impl<R: Runtime> Role for Core<R> {
             Some(&(incarnation, last)) if incarnation == peer.incarnation => last,
             _ => 0,
         };
+        let ack_limit = self
+            .event_ack_limits
+            .as_ref()
+            .map(|limits| limits(peer.id, peer.incarnation));
         let link = AggregatorLink {
             core: Arc::clone(self),
             conn,
+            ack_limit,
         };
         (link, last_event)
     }
@@ -200,6 +209,8 @@ impl<R: Runtime> Role for Core<R> {
 pub(super) struct AggregatorLink<R: Runtime> {
     core: Arc<Core<R>>,
     conn: Arc<Conn>,
+    /// The bound on what is acknowledged of the aggregator's events, if any.
+    ack_limit: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl<R: Runtime> Drop for AggregatorLink<R> {
@@ -239,6 +250,10 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
 
     fn clock_link(&self) -> Option<&ClockLink> {
         Some(&self.conn.link)
+    }
+
+    fn ack_limit(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.ack_limit.clone()
     }
 
     async fn frame(&self, frame: wire::Frame, mut last_event: u64) -> Result<u64, Status> {
