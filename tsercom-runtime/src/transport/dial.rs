@@ -44,9 +44,13 @@ pub async fn dial(
 /// takes at most that long. The resulting [`Channel`] reconnects to the winning endpoint
 /// by itself if the connection drops later.
 ///
-/// A Unix domain socket endpoint ([`Endpoint::Unix`]) is dialed through the socket file;
-/// with TLS, [`ClientTls::server_name`] must be set (there is no IP address to verify),
-/// else the attempt fails with [`TlsError::UnixNeedsServerName`](super::TlsError).
+/// A Unix domain socket endpoint ([`Endpoint::Unix`]) is dialed through the socket file.
+#[cfg_attr(
+    feature = "tls",
+    doc = "With TLS, [`ClientTls::server_name`] must be set (there is no IP address to \
+           verify), else the attempt fails with \
+           [`TlsError::UnixNeedsServerName`](super::TlsError::UnixNeedsServerName)."
+)]
 ///
 /// A connection counts as established once the peer has answered a gRPC request (see
 /// [`verify_grpc`](Self::verify_grpc)): a TCP handshake alone does not prove that a
