@@ -1,7 +1,14 @@
 //! The sockets under the roles, for use on their own: a gRPC [`Server`] hosting several
 //! services on one port (health, connection limits, graceful shutdown) and a [`Dialer`]
 //! that tries several addresses at once, over TCP or Unix domain sockets ([`Endpoint`]).
-//! TLS for both is in [`tls`](crate::tls) (feature `tls`).
+#![cfg_attr(
+    feature = "tls",
+    doc = "TLS for both is in [`tls`](crate::tls) (feature `tls`)."
+)]
+#![cfg_attr(
+    not(feature = "tls"),
+    doc = "TLS for both is in `tls` (feature `tls`)."
+)]
 
 pub use tsercom_runtime::transport::{
     dial, BoxError, DialFailure, DialFailureCause, Dialer, Endpoint, EndpointParseError,

@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{wait_until, DEADLINE};
+use support::{wait_until, wait_until_latest, DEADLINE};
 use tsercom::discovery::MdnsConfig;
 use tsercom::{Aggregator, CallerEvent, CallerId, Discovery, Identity, SendEventError, Source};
 
@@ -58,17 +58,13 @@ async fn aggregator_finds_sources_and_follows_one_that_leaves() {
     }
     let ids: Vec<CallerId> = sources.iter().map(|s| s.id()).collect();
     wait_until("all three sources connected", || agg.connected().len() == 3).await;
-    wait_until("a sample from each, stored", || {
-        agg.stats().received == 3
-            && ids
-                .iter()
-                .all(|id| matches!(agg.data().get_most_recent(*id), Ok(Some(_))))
-    })
-    .await;
-    for (i, id) in ids.iter().enumerate() {
-        let latest = agg.data().get_most_recent(*id).unwrap().unwrap();
-        assert_eq!(latest.value, Reading { value: i as f64 });
-    }
+    let expected: Vec<(CallerId, Reading)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, Reading { value: i as f64 }))
+        .collect();
+    wait_until_latest("a sample from each", agg.data(), &expected).await;
+    assert_eq!(agg.stats().received, 3);
     // Events reach a discovered source.
     let mut events = sources[1].events();
     agg.send(ids[1], Poke { n: 9 }).await.unwrap();
@@ -103,10 +99,13 @@ async fn aggregator_finds_sources_and_follows_one_that_leaves() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     sources[0].send(Reading { value: 10.0 }).await.unwrap();
-    wait_until("data still flows from the others", || {
-        agg.stats().received == 4
-    })
+    wait_until_latest(
+        "data still flows from the others",
+        agg.data(),
+        &[(ids[1], Reading { value: 10.0 })],
+    )
     .await;
+    assert_eq!(agg.stats().received, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +131,12 @@ async fn a_restarted_source_continues_under_its_persistent_id() {
     let id = first.id();
     let first_port = first.local_addr().unwrap().port();
     first.send(Reading { value: 1.0 }).await.unwrap();
-    wait_until("the first sample", || agg.stats().received == 1).await;
+    wait_until_latest(
+        "the first sample",
+        agg.data(),
+        &[(id, Reading { value: 1.0 })],
+    )
+    .await;
     // Crash: dropped without a goodbye of its stream.
     drop(first);
 
@@ -145,17 +149,12 @@ async fn a_restarted_source_continues_under_its_persistent_id() {
     assert_eq!(second.id(), id);
     assert_ne!(second.local_addr().unwrap().port(), first_port);
     second.send(Reading { value: 2.0 }).await.unwrap();
-    wait_until("the sample after the restart, stored", || {
-        agg.stats().received == 2
-            && agg
-                .data()
-                .get_most_recent(id)
-                .ok()
-                .flatten()
-                .is_some_and(|l| l.value == Reading { value: 2.0 })
-    })
+    wait_until_latest(
+        "the sample after the restart",
+        agg.data(),
+        &[(id, Reading { value: 2.0 })],
+    )
     .await;
+    assert_eq!(agg.stats().received, 2);
     assert_eq!(agg.data().callers(), vec![id], "one caller, the same id");
-    let latest = agg.data().get_most_recent(id).unwrap().unwrap();
-    assert_eq!(latest.value, Reading { value: 2.0 });
 }

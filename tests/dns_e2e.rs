@@ -9,6 +9,7 @@
 
 #[path = "dns_support/server.rs"]
 mod server;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use hickory_proto::rr::rdata::tsig::TsigAlgorithm as HickoryTsig;
 use hickory_proto::rr::rdata::{A, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType, TSigner};
 use server::TestDns;
+use support::wait_until_latest;
 use tsercom::discovery::{
     Advertisement, DnsConfig, DnsRegistry, DnsUpdate, TsigAlgorithm, TsigKey,
 };
@@ -206,7 +208,12 @@ async fn aggregator_follows_a_source_that_moves_and_disappears() {
     let instance = dns.add_instance(&svc, "mover", port, &txt_for(id), 1).await;
     wait_until("connected to the source", || agg.connected().contains(&id)).await;
     first.send(Reading { value: 1.0 }).await.unwrap();
-    wait_until("the first sample", || agg.stats().received == 1).await;
+    wait_until_latest(
+        "the first sample",
+        agg.data(),
+        &[(id, Reading { value: 1.0 })],
+    )
+    .await;
 
     // The source restarts on another port under the same id; the registry follows.
     drop(first);
@@ -220,18 +227,13 @@ async fn aggregator_follows_a_source_that_moves_and_disappears() {
     ))
     .await;
     second.send(Reading { value: 2.0 }).await.unwrap();
-    wait_until("the sample from the new port, stored", || {
-        agg.stats().received == 2
-            && agg
-                .data()
-                .get_most_recent(id)
-                .ok()
-                .flatten()
-                .is_some_and(|l| l.value == Reading { value: 2.0 })
-    })
+    wait_until_latest(
+        "the sample from the new port",
+        agg.data(),
+        &[(id, Reading { value: 2.0 })],
+    )
     .await;
-    let latest = agg.data().get_most_recent(id).unwrap().unwrap();
-    assert_eq!(latest.value, Reading { value: 2.0 });
+    assert_eq!(agg.stats().received, 2);
 
     // Its records go away: the aggregator reports it gone.
     let mut caller_events = agg.caller_events();
@@ -272,7 +274,8 @@ async fn a_source_registers_itself_by_signed_dynamic_update() {
     })
     .await;
     source.send(Reading { value: 7.0 }).await.unwrap();
-    wait_until("its sample", || agg.stats().received == 1).await;
+    wait_until_latest("its sample", agg.data(), &[(id, Reading { value: 7.0 })]).await;
+    assert_eq!(agg.stats().received, 1);
     let svc = service(&dns);
     let instance = dns.name(&format!("{id}._{}._tcp", <Rt as Runtime>::NAME));
     assert_eq!(dns.get(&svc, RecordType::PTR).await.len(), 1);
@@ -391,17 +394,12 @@ async fn srv_only(zone: &str, srv_name: &str) {
     for (i, s) in sources.iter().enumerate() {
         s.send(Reading { value: i as f64 }).await.unwrap();
     }
-    wait_until("a sample from each, stored", || {
-        agg.stats().received == 2
-            && ids
-                .iter()
-                .all(|id| matches!(agg.data().get_most_recent(*id), Ok(Some(_))))
-    })
-    .await;
-    for (i, id) in ids.iter().enumerate() {
-        let latest = agg.data().get_most_recent(*id).unwrap().unwrap();
-        assert_eq!(latest.value, Reading { value: i as f64 });
-    }
+    let expected = [
+        (ids[0], Reading { value: 0.0 }),
+        (ids[1], Reading { value: 1.0 }),
+    ];
+    wait_until_latest("a sample from each", agg.data(), &expected).await;
+    assert_eq!(agg.stats().received, 2);
     // One SRV record is removed: that source is dropped, the other stays.
     let port0 = sources[0].local_addr().unwrap().port();
     let gone = Record::from_rdata(
@@ -478,23 +476,18 @@ async fn two_aggregators_on_three_self_registered_sources_each_hold_all_data() {
             .unwrap();
         }
     }
-    for agg in &aggs {
-        wait_until("all nine samples at each aggregator, stored", || {
-            agg.stats().received == 9
-                && ids
-                    .iter()
-                    .all(|id| matches!(agg.data().get_most_recent(*id), Ok(Some(_))))
+    // The last of each source's three samples.
+    let expected: Vec<(CallerId, Reading)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let value = (i * 10 + 2) as f64;
+            (*id, Reading { value })
         })
-        .await;
-        for (i, id) in ids.iter().enumerate() {
-            let latest = agg.data().get_most_recent(*id).unwrap().unwrap();
-            assert_eq!(
-                latest.value,
-                Reading {
-                    value: (i * 10 + 2) as f64
-                }
-            );
-        }
+        .collect();
+    for agg in &aggs {
+        wait_until_latest("all nine samples at each aggregator", agg.data(), &expected).await;
+        assert_eq!(agg.stats().received, 9);
     }
     for s in &sources {
         s.shutdown(Duration::from_secs(1)).await;

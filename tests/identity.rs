@@ -12,6 +12,7 @@ use support::raw;
 use support::roles::{
     loopback_aggregator, tls_aggregator, tls_source, wait_until, Tick, Ticks, DEADLINE,
 };
+use support::wait_until_latest;
 use tsercom::__private::prost::Message;
 use tsercom::__private::tonic::{transport::Channel, Code, Status};
 use tsercom::tls::{ClientTls, ServerTls};
@@ -71,7 +72,10 @@ async fn streaming(n: u64) -> (Aggregator<Ticks>, Source<Ticks>) {
 /// The source's ticks all arrived, in order, once each, and nothing else under its id.
 async fn assert_all_ticks(agg: &Aggregator<Ticks>, source: &Source<Ticks>, n: u64) {
     assert!(source.flush(DEADLINE).await, "the source flushed");
-    wait_until("every tick", || agg.stats().received == n).await;
+    // Ticks are stored in order: once the last is stored, the reader has them all.
+    let last = Tick { n: n - 1 };
+    wait_until_latest("every tick", agg.data(), &[(source.id(), last)]).await;
+    assert_eq!(agg.stats().received, n);
     let new = agg.data().reader().get_new_data();
     let ticks: Vec<u64> = new
         .items
@@ -213,14 +217,7 @@ async fn a_restarted_source_with_its_identity_file_replaces_its_old_session() {
 
     new.send(Tick { n: 1 }).await.unwrap();
     assert!(new.flush(DEADLINE).await);
-    wait_until("the new process's tick", || {
-        agg.data()
-            .get_most_recent(id)
-            .ok()
-            .flatten()
-            .is_some_and(|t| t.value == Tick { n: 1 })
-    })
-    .await;
+    wait_until_latest("the new process's tick", agg.data(), &[(id, Tick { n: 1 })]).await;
     let events = drain(&mut agg_events);
     assert!(
         disconnects(&events).iter().any(|d| d.contains("replaced")),
@@ -271,14 +268,8 @@ async fn a_serving_source_replaced_at_the_aggregator_is_told_why() {
     );
     new.send(Tick { n: 1 }).await.unwrap();
     assert!(new.flush(DEADLINE).await);
-    wait_until("the new process's tick", || {
-        agg.data()
-            .get_most_recent(new.id())
-            .ok()
-            .flatten()
-            .is_some_and(|t| t.value == Tick { n: 1 })
-    })
-    .await;
+    let tick = (new.id(), Tick { n: 1 });
+    wait_until_latest("the new process's tick", agg.data(), &[tick]).await;
     assert_eq!(agg.connected(), vec![new.id()]);
 }
 

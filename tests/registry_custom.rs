@@ -4,6 +4,8 @@
 
 #![allow(missing_docs)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::wait_until_latest;
 use tokio::sync::mpsc;
 use tsercom::discovery::{Advertisement, Listener, PublishHandle, Publisher, Registry};
 use tsercom::{
@@ -148,9 +151,9 @@ async fn an_in_memory_registry_drives_an_aggregator_to_a_source() {
     assert_eq!(registry.0.lock().unwrap().instances.len(), 1);
     wait_until("the aggregator connected", || agg.connected().contains(&id)).await;
     source.send(memrt::Reading { value: 3.5 }).await.unwrap();
-    wait_until("the sample", || agg.stats().received == 1).await;
-    let latest = agg.data().get_most_recent(id).unwrap().unwrap();
-    assert_eq!(latest.value, memrt::Reading { value: 3.5 });
+    let sample = (id, memrt::Reading { value: 3.5 });
+    wait_until_latest("the sample", agg.data(), &[sample]).await;
+    assert_eq!(agg.stats().received, 1);
 
     // Shutting the source down withdraws it from the registry; the aggregator sees it go.
     let mut events = agg.caller_events();

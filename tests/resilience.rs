@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::events::next_event;
 use support::proxy::{Delay, Proxy};
 use support::roles::loopback_aggregator;
-use support::{wait_until, Nudge, Tick, Ticks, Transport, DEADLINE};
+use support::{wait_until, wait_until_latest, Nudge, Tick, Ticks, Transport, DEADLINE};
 use tsercom::{
     Aggregator, Backoff, Clock, Delivery, SessionConfig, SkewedClock, Source, SystemClock,
     Timestamp,
@@ -305,7 +305,7 @@ async fn source_clock_skew_is_measured_and_samples_arrive_in_aggregator_time_on(
 
     let before = Timestamp::now();
     source.send(Tick { n: 1 }).await.unwrap();
-    wait_until("the sample", || agg.stats().received == 1).await;
+    wait_until_latest("the sample", agg.data(), &[(source.id(), Tick { n: 1 })]).await;
     let after = Timestamp::now();
     let item = agg.data().get_most_recent(source.id()).unwrap().unwrap();
     assert!(item.synchronized);
@@ -401,7 +401,7 @@ async fn without_a_clock_estimate_samples_still_flow_marked_unsynchronized_on(
         .unwrap();
     let before = skewed.now();
     source.send(Tick { n: 1 }).await.unwrap();
-    wait_until("the sample", || agg.stats().received == 1).await;
+    wait_until_latest("the sample", agg.data(), &[(source.id(), Tick { n: 1 })]).await;
     let item = agg.data().get_most_recent(source.id()).unwrap().unwrap();
     assert!(!item.synchronized, "no estimate, so not synchronized");
     // Stamped with the source's own clock, 3 s behind the aggregator's.

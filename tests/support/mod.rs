@@ -10,5 +10,7 @@ pub mod proxy;
 pub mod python;
 pub mod raw;
 pub mod roles;
+pub mod stored;
 
 pub use roles::{wait_until, wait_until_blocking, Nudge, Tick, Ticks, Transport, DEADLINE};
+pub use stored::wait_until_latest;

@@ -62,8 +62,16 @@
 //!
 //! # Network safety
 //!
-//! [`InterfacePolicy`] decides which interfaces the mDNS daemon uses. Tests use
-//! [`InterfacePolicy::LoopbackOnly`] and never multicast on a real interface.
+#![cfg_attr(
+    feature = "mdns",
+    doc = "[`InterfacePolicy`] decides which interfaces the mDNS daemon uses. Tests use \
+           [`InterfacePolicy::LoopbackOnly`] and never multicast on a real interface."
+)]
+#![cfg_attr(
+    not(feature = "mdns"),
+    doc = "`InterfacePolicy` (feature `mdns`) decides which interfaces the mDNS daemon uses. \
+           Tests use `InterfacePolicy::LoopbackOnly` and never multicast on a real interface."
+)]
 //!
 //! [RFC 6762]: https://www.rfc-editor.org/rfc/rfc6762
 //! [RFC 6763]: https://www.rfc-editor.org/rfc/rfc6763
@@ -159,7 +167,15 @@ pub enum DiscoveryError {
     /// The registry or its daemon has stopped.
     #[error("discovery registry is closed")]
     Closed,
-    /// An interface named in [`InterfacePolicy::Named`] does not exist or has no address.
+    #[cfg_attr(
+        feature = "mdns",
+        doc = "An interface named in [`InterfacePolicy::Named`] does not exist or has no address."
+    )]
+    #[cfg_attr(
+        not(feature = "mdns"),
+        doc = "An interface named in `InterfacePolicy::Named` (feature `mdns`) does not exist \
+               or has no address."
+    )]
     #[error("no network interface {name:?} with an address (interfaces here: {})", available.join(", "))]
     NoSuchInterface {
         /// The name asked for.
@@ -549,10 +565,12 @@ impl Listener {
 
     /// Asks the registry to check that `instance_name` is still there; if it is gone, a
     /// [`DiscoveryEvent::Removed`] follows. For mDNS this queries the instance's records
-    /// and flushes them if nobody answers within [`MdnsConfig::verify_timeout`] (RFC 6762
-    /// §10.4), so a crashed source does not linger for the records' 75-minute lifetime.
-    /// Registries that cannot check ignore it. The [`Connector`] calls this by itself when
-    /// connects to a peer keep failing.
+    /// and flushes them if nobody answers within
+    #[cfg_attr(feature = "mdns", doc = "[`MdnsConfig::verify_timeout`]")]
+    #[cfg_attr(not(feature = "mdns"), doc = "`MdnsConfig::verify_timeout`")]
+    /// (RFC 6762 §10.4), so a crashed source does not linger for the records' 75-minute
+    /// lifetime. Registries that cannot check ignore it. The [`Connector`] calls this by
+    /// itself when connects to a peer keep failing.
     pub fn verify(&self, instance_name: &str) {
         if let Some(verifier) = &self.verifier {
             verifier(instance_name);

@@ -44,9 +44,13 @@ pub async fn dial(
 /// takes at most that long. The resulting [`Channel`] reconnects to the winning endpoint
 /// by itself if the connection drops later.
 ///
-/// A Unix domain socket endpoint ([`Endpoint::Unix`]) is dialed through the socket file;
-/// with TLS, [`ClientTls::server_name`] must be set (there is no IP address to verify),
-/// else the attempt fails with [`TlsError::UnixNeedsServerName`](super::TlsError).
+/// A Unix domain socket endpoint ([`Endpoint::Unix`]) is dialed through the socket file.
+#[cfg_attr(
+    feature = "tls",
+    doc = "With TLS, [`ClientTls::server_name`] must be set (there is no IP address to \
+           verify), else the attempt fails with \
+           [`TlsError::UnixNeedsServerName`](super::TlsError::UnixNeedsServerName)."
+)]
 ///
 /// A connection counts as established once the peer has answered a gRPC request (see
 /// [`verify_grpc`](Self::verify_grpc)): a TCP handshake alone does not prove that a
@@ -406,6 +410,71 @@ mod tests {
             Err(e) => assert!(!e.is_unreachable(), "{e}"),
             Ok(_) => panic!("nothing listens there"),
         }
+    }
+
+    /// `TCP_NODELAY` of every TCP socket of this process connected to `peer`. tonic keeps
+    /// the socket of a plain-TCP channel to itself, so each of the process's descriptors
+    /// is duplicated through a pidfd (no `unsafe`) and read with `getsockopt` on the copy.
+    #[cfg(target_os = "linux")]
+    fn nodelay_of_sockets_to(peer: SocketAddr) -> Vec<bool> {
+        use rustix::process::{getpid, pidfd_getfd, pidfd_open, PidfdFlags, PidfdGetfdFlags};
+
+        let me = pidfd_open(getpid(), PidfdFlags::empty()).expect("pidfd_open on this process");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
+            let entry = entry.expect("a /proc/self/fd entry");
+            // Closed since the listing (another test's socket, the listing itself): skip.
+            let Ok(target) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            if !target.to_string_lossy().starts_with("socket:") {
+                continue;
+            }
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let copy = match pidfd_getfd(&me, fd, PidfdGetfdFlags::empty()) {
+                Ok(copy) => copy,
+                Err(rustix::io::Errno::BADF) => continue,
+                // EPERM: a seccomp profile that allows it only with CAP_SYS_PTRACE.
+                Err(e) => panic!("pidfd_getfd of this process's descriptor {fd}: {e}"),
+            };
+            let socket = socket2::SockRef::from(&copy);
+            if socket.peer_addr().ok().and_then(|a| a.as_socket()) == Some(peer) {
+                found.push(socket.tcp_nodelay().expect("getsockopt TCP_NODELAY"));
+            }
+        }
+        found
+    }
+
+    /// The plain-TCP dial path (tonic's `Endpoint::tcp_nodelay`, no connector of ours):
+    /// the client's socket of a real dial to a real server has `TCP_NODELAY` as set, on
+    /// by default (the listening side: `listen::tests`).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn plain_tcp_dials_set_tcp_nodelay_on_the_client_socket() {
+        let serve = || super::super::Server::builder().serve(addr("127.0.0.1:0"));
+        let (default_server, off_server) =
+            (serve().await.expect("serve"), serve().await.expect("serve"));
+        let (default_addr, off_addr) = (default_server.local_addr(), off_server.local_addr());
+        // Both channels open at once, each to its own server: one socket per peer address.
+        let default_channel = Dialer::new([default_addr]).dial().await.expect("dial");
+        let off_channel = Dialer::new([off_addr])
+            .tcp_nodelay(false)
+            .dial()
+            .await
+            .expect("dial");
+        assert_eq!(
+            nodelay_of_sockets_to(default_addr),
+            [true],
+            "the default dial"
+        );
+        assert_eq!(
+            nodelay_of_sockets_to(off_addr),
+            [false],
+            "tcp_nodelay(false)"
+        );
+        drop((default_channel, off_channel));
     }
 
     #[test]

@@ -51,8 +51,11 @@
 //! socket file, refuses a path someone answers on or a file that is not a socket, and
 //! removes the file when the server stops. [`Server::endpoint`] is the bound endpoint;
 //! [`Server::local_addr`] is meaningful for TCP only. [`Dialer`] dials a path through
-//! tonic's connector hook. Over TLS, set [`ClientTls::server_name`]: there is no IP
-//! address to verify.
+//! tonic's connector hook.
+#![cfg_attr(
+    feature = "tls",
+    doc = "Over TLS, set [`ClientTls::server_name`]: there is no IP address to verify."
+)]
 //!
 //! ```
 //! use tsercom_runtime::transport::{dial, Endpoint, Server};
@@ -96,20 +99,33 @@
 //! Without the feature the TLS items below do not exist (as in tonic without its TLS
 //! features): a program that uses them does not compile, rather than failing at run time.
 //!
-//! [`ServerBuilder::tls`] serves TLS (with [`ServerTls::client_ca_pem`], mutual TLS) and
-//! [`Dialer::tls`] dials with it; see [`ServerTls`] and [`ClientTls`] for what is
-//! verified and which name, and [`TransportError::is_certificate_rejected`] for how a
-//! rejected certificate is told apart from a connection that failed.
-//!
-//! - Pinning: [`ClientTls::pin_spki_sha256`] accepts only servers whose public key has
-//!   one of the given SHA-256 digests ([`ServerTls::spki_sha256`] computes it), on top of
-//!   the chain and name checks; another key is a rejected certificate.
-//! - Reload: [`Server::tls_reloader`] / [`Server::reload_tls`] swap the certificate, key
-//!   and client CA of a running server; new handshakes use them, established
-//!   connections keep theirs.
-//! - Failed handshakes on the listening side are counted in [`Server::stats`] and
-//!   published by [`Server::tls_rejections`] ([`TlsRejection`]), for the roles to turn
-//!   into connection events.
+// The links exist only with the feature; without it, this build's docs name the items.
+#![cfg_attr(
+    feature = "tls",
+    doc = "\
+[`ServerBuilder::tls`] serves TLS (with [`ServerTls::client_ca_pem`], mutual TLS) and
+[`Dialer::tls`] dials with it; see [`ServerTls`] and [`ClientTls`] for what is
+verified and which name, and [`TransportError::is_certificate_rejected`] for how a
+rejected certificate is told apart from a connection that failed.
+
+- Pinning: [`ClientTls::pin_spki_sha256`] accepts only servers whose public key has
+  one of the given SHA-256 digests ([`ServerTls::spki_sha256`] computes it), on top of
+  the chain and name checks; another key is a rejected certificate.
+- Reload: [`Server::tls_reloader`] / [`Server::reload_tls`] swap the certificate, key
+  and client CA of a running server; new handshakes use them, established
+  connections keep theirs.
+- Failed handshakes on the listening side are counted in [`Server::stats`] and
+  published by [`Server::tls_rejections`] ([`TlsRejection`]), for the roles to turn
+  into connection events."
+)]
+#![cfg_attr(
+    not(feature = "tls"),
+    doc = "\
+In this build (no `tls`) they are missing: `ServerBuilder::tls` (serving TLS), `Dialer::tls`
+(dialing with it), `ServerTls`, `ClientTls` (with certificate pinning),
+`Server::tls_reloader` and `Server::reload_tls` (swapping certificates),
+`Server::tls_rejections` (`TlsRejection`)."
+)]
 
 mod conn;
 mod connection_limits;

@@ -234,13 +234,29 @@ macro_rules! child_setters {
             self
         }
 
-        #[doc = concat!("Serves its peers over TLS (see [`", $role, "::tls_server`](", $role, "::tls_server)).")]
+        #[cfg_attr(
+            feature = "tls",
+            doc = concat!("Serves its peers over TLS (see [`", $role, "::tls_server`](", $role, "::tls_server)).")
+        )]
+        #[cfg_attr(
+            not(feature = "tls"),
+            doc = "Serves its peers over TLS: needs the feature `tls` (without it the manager \
+                   refuses to start, saying so)."
+        )]
         pub fn tls_server(mut self, tls: $crate::manager::ServerTlsSpec) -> Self {
             self.common.tls_server = Some(tls);
             self
         }
 
-        #[doc = concat!("Dials its peers over TLS (see [`", $role, "::tls_client`](", $role, "::tls_client)).")]
+        #[cfg_attr(
+            feature = "tls",
+            doc = concat!("Dials its peers over TLS (see [`", $role, "::tls_client`](", $role, "::tls_client)).")
+        )]
+        #[cfg_attr(
+            not(feature = "tls"),
+            doc = "Dials its peers over TLS: needs the feature `tls` (without it the manager \
+                   refuses to start, saying so)."
+        )]
         pub fn tls_client(mut self, tls: $crate::manager::ClientTlsSpec) -> Self {
             self.common.tls_client = Some(tls);
             self

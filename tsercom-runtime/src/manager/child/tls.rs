@@ -94,7 +94,11 @@ impl ServerTlsSpec {
     }
 
     /// Requires clients to present a certificate leading to the CA in `ca` (PEM text):
-    /// mutual TLS (see [`ServerTls::client_ca_pem`]).
+    #[cfg_attr(
+        feature = "tls",
+        doc = "mutual TLS (see [`ServerTls::client_ca_pem`])."
+    )]
+    #[cfg_attr(not(feature = "tls"), doc = "mutual TLS.")]
     pub fn client_ca_pem(mut self, ca: impl Into<String>) -> Self {
         self.client_ca = Some(Pem::text(ca));
         self
@@ -198,7 +202,14 @@ impl ClientTlsSpec {
         self
     }
 
-    /// The name the server's certificate must carry (see [`ClientTls::server_name`]).
+    #[cfg_attr(
+        feature = "tls",
+        doc = "The name the server's certificate must carry (see [`ClientTls::server_name`])."
+    )]
+    #[cfg_attr(
+        not(feature = "tls"),
+        doc = "The name the server's certificate must carry."
+    )]
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = Some(name.into());
         self
