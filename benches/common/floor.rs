@@ -251,6 +251,8 @@ pub fn run(
     };
     // The end of the stream: the receiver sends its figures back.
     let _ = ours.shutdown(std::net::Shutdown::Write);
+    // `O_NONBLOCK` is shared by every clone of the socket: the pump's set it.
+    ours.set_nonblocking(false).expect("blocking");
     ours.set_read_timeout(Some(PATIENCE)).expect("timeout");
     let mut back = Vec::new();
     if let Err(e) = ours.read_to_end(&mut back) {
