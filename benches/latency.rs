@@ -11,10 +11,12 @@
 //! for some rates only; `TSERCOM_BENCH_ROUNDS=4` for that many rounds (each round runs
 //! the arms in the opposite order of the one before, so an A/B is interleaved).
 //!
-//! The floor arms (`floor-uds-thread`, `floor-uds-process`, `floor-tokio-uds-process`,
-//! `floor-tokio-pump-process`) send a bare 32-byte message stamped with the monotonic
-//! clock over a Unix stream socket to a thread or a child process, no tsercom on the
-//! path: what one crossing costs on this machine (see `common/floor.rs`).
+//! The floor arms `floor-{uds,tokio-uds,tokio-pump}-{thread,process}` send a bare
+//! 32-byte message stamped with the monotonic clock over a Unix stream socket to a
+//! thread or a child process, no tsercom on the path: what one crossing costs on this
+//! machine (`uds`: blocking `write` and `read`; `tokio-uds`: the reader awaits the socket
+//! on a tokio current-thread runtime; `tokio-pump`: also the sender is a tokio task the
+//! producer thread wakes; see `common/floor.rs`).
 //!
 //! The arms `tsercom-rt1`, `tsercom-unix-rt1` and `tonic-raw-rt1` (run only when named in
 //! `TSERCOM_BENCH_ARMS`) run on a tokio runtime of one worker thread instead of one per
@@ -43,7 +45,7 @@ const RATES: [u32; 2] = [1_000, 10_000];
 /// TCP from a source running in a child process (process isolation); `tsercom-agg-child`
 /// a Unix socket to an aggregator running in a child, read from its handle here.
 /// `floor-*`: a bare Unix socket to a thread or a child, without tsercom (`common::floor`).
-const ARMS: [&str; 10] = [
+const ARMS: [&str; 12] = [
     "tsercom",
     "tsercom-tls",
     "tsercom-unix",
@@ -52,7 +54,9 @@ const ARMS: [&str; 10] = [
     "tonic-raw",
     "floor-uds-thread",
     "floor-uds-process",
+    "floor-tokio-uds-thread",
     "floor-tokio-uds-process",
+    "floor-tokio-pump-thread",
     "floor-tokio-pump-process",
 ];
 /// Arms on a runtime of one worker thread instead of one per core (only when named):
@@ -173,12 +177,10 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "tsercom-child" => tsercom_arm(Transport::Child, rate, warm + measured).await,
         // The child's relay numbers the samples it forwards 1, 2, ... in order too.
         "tsercom-agg-child" => tsercom_arm(Transport::AggChild, rate, warm + measured).await,
-        "floor-uds-thread" => floor_arm(Floor::Thread, rate, warm + measured).await,
-        "floor-uds-process" => floor_arm(Floor::Process, rate, warm + measured).await,
-        "floor-tokio-uds-process" => floor_arm(Floor::TokioProcess, rate, warm + measured).await,
-        "floor-tokio-pump-process" => {
-            floor_arm(Floor::TokioPumpProcess, rate, warm + measured).await
-        }
+        _ if base.starts_with("floor-") => match Floor::from_arm(base) {
+            Some(floor) => floor_arm(floor, rate, warm + measured).await,
+            None => panic!("unknown arm {arm}"),
+        },
         _ => raw_arm(rate, warm + measured).await,
     };
     let (wall, cpu) = window;

@@ -5,12 +5,12 @@
 //! (the sender shuts its half down) the receiver writes every (seq, ns) pair back and
 //! closes.
 //!
-//! Receivers: a thread of this process, a child process blocking in `read` (a
-//! re-execution of the bench selected by [`CHILD_ENV`], served by [`child_main`] at the
-//! top of `main`), or a child awaiting the socket on a tokio current-thread runtime.
-//! Senders: the paced thread writing the socket itself, or (`Pump`) a task of the bench's
-//! tokio runtime woken by the paced thread through a channel and writing the socket
-//! (the shape of a producer thread waking a runtime's pump).
+//! Receivers: a thread of this process or a child process (a re-execution of the bench
+//! selected by [`CHILD_ENV`], served by [`child_main`] at the top of `main`), blocking in
+//! `read` or awaiting the socket on a tokio current-thread runtime. Senders: the paced
+//! thread writing the socket itself, or (`pump`) a task of the bench's tokio runtime
+//! woken by the paced thread through a channel and writing the socket (the shape of a
+//! producer thread waking a runtime's pump).
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -27,18 +27,41 @@ const MAX_FIGURES: usize = 1 << 20;
 /// How long either side waits on the other before giving up.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Who receives, and how the sender writes.
+/// Who receives, how it waits, and how the sender writes.
 #[derive(Clone, Copy, Debug)]
-pub enum Floor {
-    /// A thread of this process, blocking in `read`.
-    Thread,
-    /// A child process, blocking in `read`.
-    Process,
-    /// A child process awaiting the socket on a tokio current-thread runtime.
-    TokioProcess,
-    /// As `TokioProcess`, and the paced thread hands each message to a task of the
-    /// caller's tokio runtime, which writes it.
-    TokioPumpProcess,
+pub struct Floor {
+    /// The receiver is a child process (else a thread of this process).
+    pub process: bool,
+    /// The receiver awaits the socket on a tokio current-thread runtime (else it blocks
+    /// in `read`).
+    pub tokio: bool,
+    /// The paced thread hands each message to a task of the caller's tokio runtime,
+    /// which writes it (else the paced thread writes the socket itself).
+    pub pump: bool,
+}
+
+impl Floor {
+    /// The arm named `name` (`floor-uds-thread`, `floor-tokio-pump-process`, ...).
+    pub fn from_arm(name: &str) -> Option<Floor> {
+        let rest = name.strip_prefix("floor-")?;
+        let (how, whom) = rest.rsplit_once('-')?;
+        let process = match whom {
+            "process" => true,
+            "thread" => false,
+            _ => return None,
+        };
+        let (tokio, pump) = match how {
+            "uds" => (false, false),
+            "tokio-uds" => (true, false),
+            "tokio-pump" => (true, true),
+            _ => return None,
+        };
+        Some(Floor {
+            process,
+            tokio,
+            pump,
+        })
+    }
 }
 
 /// (seq, send instant) of every message sent, by seq, and (seq, receive instant) pairs,
@@ -160,10 +183,15 @@ pub fn child_main() {
 
 /// The receiving end's stream, and the child to reap if there is one.
 fn receiver(floor: Floor, dir: &std::path::Path) -> (UnixStream, Option<std::process::Child>) {
-    if let Floor::Thread = floor {
+    if !floor.process {
         let (ours, theirs) = UnixStream::pair().expect("socket pair");
         std::thread::spawn(move || {
-            if let Err(e) = receive_blocking(theirs) {
+            let result = if floor.tokio {
+                receive_tokio(theirs)
+            } else {
+                receive_blocking(theirs)
+            };
+            if let Err(e) = result {
                 eprintln!("floor thread: {e}");
             }
         });
@@ -172,11 +200,7 @@ fn receiver(floor: Floor, dir: &std::path::Path) -> (UnixStream, Option<std::pro
     let path = dir.join("floor.sock");
     let listener = UnixListener::bind(&path).expect("bind floor socket");
     listener.set_nonblocking(true).expect("nonblocking");
-    let mode = if matches!(floor, Floor::Process) {
-        "blocking"
-    } else {
-        "tokio"
-    };
+    let mode = if floor.tokio { "tokio" } else { "blocking" };
     let mut child = std::process::Command::new(std::env::current_exe().expect("current exe"))
         .env(CHILD_ENV, format!("{mode}:{}", path.display()))
         .stdin(std::process::Stdio::null())
@@ -214,7 +238,7 @@ pub fn run(
     let dir = tempfile::tempdir().expect("temp dir");
     let (stream, child) = receiver(floor, dir.path());
     let mut ours = stream.try_clone().expect("clone");
-    let sent = if let Floor::TokioPumpProcess = floor {
+    let sent = if floor.pump {
         // The pump: a task that awaits messages and writes them to the socket.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<[u8; MSG]>(1024);
         let sock = stream.try_clone().expect("clone");
