@@ -11,6 +11,13 @@
 //! for some rates only; `TSERCOM_BENCH_ROUNDS=4` for that many rounds (each round runs
 //! the arms in the opposite order of the one before, so an A/B is interleaved).
 //!
+//! The floor arms `floor-{uds,tokio-uds,tokio-pump}-{thread,process}` send a bare
+//! 32-byte message stamped with the monotonic clock over a Unix stream socket to a
+//! thread or a child process, no tsercom on the path: what one crossing costs on this
+//! machine (`uds`: blocking `write` and `read`; `tokio-uds`: the reader awaits the socket
+//! on a tokio current-thread runtime; `tokio-pump`: also the sender is a tokio task the
+//! producer thread wakes; see `common/floor.rs`).
+//!
 //! The arms `tsercom-rt1`, `tsercom-unix-rt1` and `tonic-raw-rt1` (run only when named in
 //! `TSERCOM_BENCH_ARMS`) run on a tokio runtime of one worker thread instead of one per
 //! core.
@@ -28,6 +35,7 @@ use tokio::sync::mpsc;
 use tsercom::transport::Endpoint;
 use tsercom::{Aggregator, OverflowPolicy, Source};
 
+use common::floor::Floor;
 use common::pki::{Mode, Pki};
 use common::raw::{self, RawSample};
 use common::{emit, load_1m, median_line, percentile, reading, run_python, Weather, Window};
@@ -36,13 +44,20 @@ const RATES: [u32; 2] = [1_000, 10_000];
 /// `tsercom` is TCP loopback (the name the reports have always used); `tsercom-child` is
 /// TCP from a source running in a child process (process isolation); `tsercom-agg-child`
 /// a Unix socket to an aggregator running in a child, read from its handle here.
-const ARMS: [&str; 6] = [
+/// `floor-*`: a bare Unix socket to a thread or a child, without tsercom (`common::floor`).
+const ARMS: [&str; 12] = [
     "tsercom",
     "tsercom-tls",
     "tsercom-unix",
     "tsercom-child",
     "tsercom-agg-child",
     "tonic-raw",
+    "floor-uds-thread",
+    "floor-uds-process",
+    "floor-tokio-uds-thread",
+    "floor-tokio-uds-process",
+    "floor-tokio-pump-thread",
+    "floor-tokio-pump-process",
 ];
 /// Arms on a runtime of one worker thread instead of one per core (only when named):
 /// what the runtime's thread count does to the wake-ups on the path.
@@ -64,6 +79,8 @@ fn env_list(var: &str) -> Option<Vec<u32>> {
 }
 
 fn main() {
+    // The floor arms' receivers run in children too: re-executions of this binary.
+    common::floor::child_main();
     // The "tsercom-child" arm's source runs in a child: a re-execution of this binary.
     tsercom::child_main!(Weather);
     let quick = common::quick();
@@ -160,6 +177,10 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "tsercom-child" => tsercom_arm(Transport::Child, rate, warm + measured).await,
         // The child's relay numbers the samples it forwards 1, 2, ... in order too.
         "tsercom-agg-child" => tsercom_arm(Transport::AggChild, rate, warm + measured).await,
+        _ if base.starts_with("floor-") => match Floor::from_arm(base) {
+            Some(floor) => floor_arm(floor, rate, warm + measured).await,
+            None => panic!("unknown arm {arm}"),
+        },
         _ => raw_arm(rate, warm + measured).await,
     };
     let (wall, cpu) = window;
@@ -201,6 +222,7 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "p50_us": percentile(&lat_us, 50.0),
         "p90_us": percentile(&lat_us, 90.0),
         "p99_us": percentile(&lat_us, 99.0),
+        "p999_us": percentile(&lat_us, 99.9),
         "max_us": lat_us.last().copied().unwrap_or(f64::NAN),
         "mean_us": mean,
         "achieved_rate_hz": achieved,
@@ -210,16 +232,23 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "transport": match base {
             "tsercom-tls" => "tls",
             "tsercom-unix" | "tsercom-agg-child" => "unix",
+            _ if arm.starts_with("floor") => "unix",
             _ => "tcp",
         },
-        "consumer": if arm.starts_with("tsercom") { "subscription" } else { "app channel" },
+        "consumer": if arm.starts_with("tsercom") {
+            "subscription"
+        } else if arm.starts_with("floor") {
+            "bare socket"
+        } else {
+            "app channel"
+        },
         "runtime_workers": if arm.ends_with("-rt1") {
             1
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         },
         // The source's child is not this process: its CPU time is not in `cpu_s`.
-        "cpu_includes_children": !arm.ends_with("-child"),
+        "cpu_includes_children": !(arm.ends_with("-child") || arm.ends_with("-process")),
         "load_1m": load,
     })
 }
@@ -284,15 +313,7 @@ async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
     }
     let mut manager = None;
     let agg = if matches!(transport, Transport::AggChild) {
-        let mut m = tsercom::RuntimeManager::new().worker_threads(1);
-        let handle = m.register_aggregator::<Weather>(
-            "aggregator",
-            tsercom::AggregatorSpec::new()
-                .listen(listen.clone())
-                .retention(None),
-        );
-        m.start_out_of_process().expect("child");
-        let agg = handle.started().await.expect("aggregator in a child");
+        let (agg, m) = common::aggregator_in_child(listen.clone()).await;
         manager = Some(m);
         agg
     } else {
@@ -357,6 +378,20 @@ async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
         agg.shutdown(Duration::from_millis(200)).await;
     }
     (sent, got, measured)
+}
+
+/// A floor arm: a bare Unix socket to `floor`'s receiver (`common::floor`), the same
+/// schedule as the other arms. The figures are the receiver's `now - sent` on one clock.
+async fn floor_arm(floor: Floor, rate: u32, count: u64) -> Trace {
+    let rt = tokio::runtime::Handle::current();
+    let window = Window::start();
+    // A plain thread: `floor::run` blocks, and blocks on `rt` for the pump task.
+    let run =
+        std::thread::spawn(move || common::floor::run(floor, &rt, |send| paced(rate, count, send)));
+    let (sent, got) = tokio::task::spawn_blocking(move || run.join().expect("floor arm"))
+        .await
+        .expect("join");
+    (sent, got, window.stop())
 }
 
 async fn raw_arm(rate: u32, count: u64) -> Trace {

@@ -226,15 +226,7 @@ async fn tsercom_arm(
     };
     let mut manager = None;
     let (agg, addr) = if let Transport::AggChild = transport {
-        let mut m = tsercom::RuntimeManager::new().worker_threads(1);
-        let handle = m.register_aggregator::<Weather>(
-            "aggregator",
-            tsercom::AggregatorSpec::new()
-                .listen(listen.clone())
-                .retention(None),
-        );
-        m.start_out_of_process().expect("child");
-        let agg = handle.started().await.expect("aggregator in a child");
+        let (agg, m) = common::aggregator_in_child(listen.clone()).await;
         manager = Some(m);
         (agg, listen)
     } else {

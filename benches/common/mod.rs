@@ -1,6 +1,7 @@
 //! What the benches share: the measured runtime and sample, the hand-written tonic
 //! baseline, process CPU time, JSON lines, and the Python reference runner.
 
+pub mod floor;
 pub mod lsl;
 #[cfg(feature = "tls")]
 pub mod pki;
@@ -136,6 +137,26 @@ pub fn tokio_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// An aggregator of [`Weather`] listening on `listen` (retention off) in a child process
+/// (`start_out_of_process`), and the manager that owns the child (shut it down to stop it).
+pub async fn aggregator_in_child(
+    listen: tsercom::transport::Endpoint,
+) -> (
+    std::sync::Arc<tsercom::Aggregator<Weather>>,
+    tsercom::RuntimeManager,
+) {
+    let mut m = tsercom::RuntimeManager::new().worker_threads(1);
+    let handle = m.register_aggregator::<Weather>(
+        "aggregator",
+        tsercom::AggregatorSpec::new()
+            .listen(listen)
+            .retention(None),
+    );
+    m.start_out_of_process().expect("child");
+    let agg = handle.started().await.expect("aggregator in a child");
+    (agg, m)
 }
 
 /// Percentile by nearest rank of sorted `xs`.

@@ -66,8 +66,12 @@
 //! describe the relays' links over the bridge, not the real sources' links to the child
 //! (each one is listed in [`AggregatorSpec`]'s docs).
 //!
-//! Limits: events that a child received but had not yet forwarded are lost if it dies
-//! (events are acknowledged on arrival in the child; samples are not, see above); a gap
+//! Events cross the same way back: the child acknowledges an event to its sender only
+//! once the next hop acknowledged the copy it forwarded (`events.rs`), so none is lost
+//! when a child dies; one the receiver took from the dead child may come again (the
+//! restarted child is a new incarnation to it).
+//!
+//! Limits: a gap
 //! the handle announces to the bridge (samples its buffer evicted) is not forwarded, so
 //! an aggregator sees the numbering jump without counting them lost; events reach a
 //! source's handle stamped when the child
