@@ -13,6 +13,7 @@ mod hub;
 mod settings;
 mod source;
 
+pub(crate) use aggregator::Forward;
 pub use aggregator::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, PerSourceStats,
     SendEventError, SourceInfo, WaitError,

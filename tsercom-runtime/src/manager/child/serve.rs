@@ -13,11 +13,11 @@ use super::common::apply_tls;
 use super::events::{forward, EventCaps};
 use super::spec::SourceSpec;
 use super::{CHILD_ENV, PROTOCOL_VERSION};
-use crate::engine::{Runtime, RuntimeError};
+use crate::engine::Runtime;
 use crate::ids::CallerId;
 use crate::queue::OverflowPolicy;
 use crate::roles::{Aggregator, Source};
-use crate::task::{join_error_message, Fault};
+use crate::task::Fault;
 use crate::transport::Endpoint;
 
 pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -92,9 +92,10 @@ pub(super) trait Hosted: Send + Sync {
 struct HostedSource<R: Runtime> {
     bridge: Arc<Aggregator<R>>,
     source: Arc<Source<R>>,
-    relay: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), RuntimeError>>>>,
+    /// The forwarding's first fault (a panic in the map, the source refusing a sample).
+    relay: tokio::sync::watch::Receiver<Option<Fault>>,
     events: tokio::task::JoinHandle<()>,
-    stopping: tokio::sync::watch::Sender<bool>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn host<R: Runtime>(
@@ -114,16 +115,6 @@ async fn host<R: Runtime>(
     // application resends what this child had not delivered and aggregators drop what
     // they already hold.
     let (acked_tx, acked_rx) = tokio::sync::watch::channel(0);
-    let endpoint = bridge;
-    let bridge = Arc::new(
-        Aggregator::<R>::builder()
-            .listen(endpoint.clone())
-            .retention(Some(Duration::from_secs(1)))
-            .ack_limits(Arc::new(move |_, _| acked_rx.clone()))
-            .start()
-            .await
-            .map_err(|e| format!("the bridge on {endpoint}: {e}"))?,
-    );
     // Events the same way back: the source acknowledges an aggregator's event only once
     // the application's handle acknowledged the copy the bridge sent it.
     let caps = Arc::new(EventCaps::default());
@@ -133,9 +124,20 @@ async fn host<R: Runtime>(
         .event_ack_limits(caps.limits())
         .event_queue(1024, OverflowPolicy::Block);
     let source = Arc::new(builder.start().await.map_err(|e| e.to_string())?);
-    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
-    let data = bridge.data().subscribe_with(4096, OverflowPolicy::Block);
-    let relay = tokio::spawn(relay_data(data, Arc::clone(&source), map, stop_rx));
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (fault_tx, relay) = tokio::sync::watch::channel(None);
+    let forward = forwarder(Arc::clone(&source), map, Arc::clone(&stopping), fault_tx);
+    let endpoint = bridge;
+    let bridge = Arc::new(
+        Aggregator::<R>::builder()
+            .listen(endpoint.clone())
+            .retention(Some(Duration::from_secs(1)))
+            .ack_limits(Arc::new(move |_, _| acked_rx.clone()))
+            .forward(forward)
+            .start()
+            .await
+            .map_err(|e| format!("the bridge on {endpoint}: {e}"))?,
+    );
     let events = tokio::spawn(relay_events(
         source.events(),
         Arc::clone(&bridge),
@@ -146,10 +148,47 @@ async fn host<R: Runtime>(
     Ok(Box::new(HostedSource {
         bridge,
         source,
-        relay: tokio::sync::Mutex::new(Some(relay)),
+        relay,
         events,
         stopping,
     }))
+}
+
+/// Forwards the application's samples from the bridge's connection straight to the real
+/// source (no store, subscription or task in between: one wake-up fewer per sample),
+/// under the application's numbers; `map` runs here, and its panic is the child's fault.
+fn forwarder<R: Runtime>(
+    source: Arc<Source<R>>,
+    map: fn(R::Data) -> Option<R::Data>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    fault: tokio::sync::watch::Sender<Option<Fault>>,
+) -> crate::roles::Forward<R::Data> {
+    Arc::new(move |_, batch| {
+        let handled = batch.iter().map(|item| item.seq).max().unwrap_or(0);
+        let mapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batch
+                .into_iter()
+                .filter_map(|item| map(item.value).map(|v| (item.seq, item.time, v)))
+                .collect::<Vec<_>>()
+        }));
+        let result = match mapped {
+            Ok(items) => source
+                .send_numbered(items, handled)
+                .map(drop)
+                .map_err(|e| (Fault::failed("relay", e.to_string()), e.to_string())),
+            Err(payload) => {
+                let message = crate::task::panic_message(&*payload);
+                Err((Fault::panicked("relay", message.clone()), message))
+            }
+        };
+        let result = result.map_err(|(f, message)| {
+            if !stopping.load(std::sync::atomic::Ordering::Acquire) {
+                fault.send_if_modified(|slot| slot.is_none() && slot.replace(f).is_none());
+            }
+            tonic::Status::unavailable(format!("the child could not forward: {message}"))
+        });
+        Box::pin(std::future::ready(result))
+    })
 }
 
 /// A builder with the settings of `spec`.
@@ -173,41 +212,6 @@ pub(super) fn source_builder<R: Runtime>(
     }
     apply_tls!(builder, spec.common);
     Ok(builder)
-}
-
-/// Forwards the application's samples (arriving at the bridge) to the real source; on
-/// stop, forwards what is queued and ends.
-async fn relay_data<R: Runtime>(
-    mut data: crate::data::Subscription<R::Data>,
-    source: Arc<Source<R>>,
-    map: fn(R::Data) -> Option<R::Data>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), RuntimeError> {
-    let mut batch = Vec::with_capacity(1024);
-    loop {
-        batch.clear();
-        let stopping = tokio::select! {
-            n = data.recv_many(&mut batch, 1024) => {
-                if n == 0 {
-                    return Ok(());
-                }
-                false
-            }
-            _ = stop.wait_for(|s| *s) => {
-                data.try_recv_many(&mut batch, usize::MAX);
-                true
-            }
-        };
-        // Under the application's numbers: a sample `map` drops leaves a hole.
-        let handled = batch.iter().map(|(_, item)| item.seq).max().unwrap_or(0);
-        let items = batch
-            .drain(..)
-            .filter_map(|(_, item)| map(item.value).map(|v| (item.seq, item.time, v)));
-        source.send_numbered(items, handled)?;
-        if stopping {
-            return Ok(());
-        }
-    }
 }
 
 /// Forwards the real source's events to the application's source, and lets the source
@@ -246,16 +250,10 @@ async fn relay_events<R: Runtime>(
 impl<R: Runtime> Hosted for HostedSource<R> {
     fn stop(&self, grace: Duration) -> BoxFuture<'_, bool> {
         Box::pin(async move {
-            self.stopping.send_replace(true);
-            let relay = self.relay.lock().await.take();
-            if let Some(relay) = relay {
-                match tokio::time::timeout(grace, relay).await {
-                    Ok(Ok(Err(e))) => tracing::warn!(error = %e, "forwarding at stop failed"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "the relay ended badly"),
-                    Err(_) => tracing::warn!("forwarding at stop took longer than the grace"),
-                    Ok(Ok(Ok(()))) => {}
-                }
-            }
+            // The application's handle flushed to the bridge before this (and the bridge
+            // hands every sample on as it arrives): nothing waits between the two.
+            self.stopping
+                .store(true, std::sync::atomic::Ordering::Release);
             let flushed = self.source.shutdown(grace).await;
             self.events.abort();
             self.bridge.shutdown(Duration::from_millis(200)).await;
@@ -265,15 +263,15 @@ impl<R: Runtime> Hosted for HostedSource<R> {
 
     fn fault(&self) -> BoxFuture<'_, Fault> {
         Box::pin(async move {
-            let relay = async {
-                let handle = self.relay.lock().await.take();
-                let Some(handle) = handle else {
-                    return std::future::pending().await;
+            let mut relay = self.relay.clone();
+            let relay = async move {
+                let fault = match relay.wait_for(Option::is_some).await {
+                    Ok(fault) => fault.clone(),
+                    Err(_) => None,
                 };
-                match handle.await {
-                    Ok(Ok(())) => std::future::pending().await,
-                    Ok(Err(e)) => Fault::failed("relay", e.to_string()),
-                    Err(e) => Fault::panicked("relay", join_error_message(e)),
+                match fault {
+                    Some(fault) => fault,
+                    None => std::future::pending().await,
                 }
             };
             tokio::select! {

@@ -35,6 +35,7 @@ pub struct AggregatorBuilder<R: Runtime> {
     event_limits: BufferLimits,
     same_host: bool,
     ack_limits: Option<crate::engine::connection::AckLimits>,
+    forward: Option<super::core::Forward<R::Data>>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -52,6 +53,7 @@ impl<R: Runtime> AggregatorBuilder<R> {
             event_limits: BufferLimits::default(),
             same_host: true,
             ack_limits: None,
+            forward: None,
             _runtime: std::marker::PhantomData,
         }
     }
@@ -153,6 +155,13 @@ rejection.",
         self
     }
 
+    /// Hands received samples to `forward` instead of the data store (a relay of a child
+    /// process; see `Forward`).
+    pub(crate) fn forward(mut self, forward: super::core::Forward<R::Data>) -> Self {
+        self.forward = Some(forward);
+        self
+    }
+
     /// Starts listening and/or dialing.
     pub async fn start(self) -> Result<Aggregator<R>, RuntimeError> {
         if self.listen.is_none() && self.sources.is_empty() && self.discover.is_none() {
@@ -206,6 +215,7 @@ rejection.",
         let data = data.faults(shared.tasks.faults_handle()).build();
         let mut core = Core::<R>::new(shared, self.event_limits, data);
         core.ack_limits = self.ack_limits;
+        core.forward = self.forward;
         let core = Arc::new(core);
         #[cfg(feature = "metrics")]
         let metrics = telemetry.start(

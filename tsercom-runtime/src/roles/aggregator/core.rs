@@ -99,7 +99,23 @@ pub(super) struct Core<R: Runtime> {
     /// Bounds on what is acknowledged to each source (a relay of a child process; see
     /// `Handler::ack_limit`).
     pub(super) ack_limits: Option<AckLimits>,
+    /// Where received samples go instead of the data store (see [`Forward`]).
+    pub(super) forward: Option<Forward<R::Data>>,
 }
+
+/// Where an aggregator hands each frame's new samples (a source's id, the samples with
+/// their sequence numbers) instead of storing them: a relay of a child process forwards
+/// them from the connection's reader, without a store, a subscription or a task in
+/// between. An error ends the connection (the samples are not acknowledged).
+pub(crate) type Forward<D> = Arc<
+    dyn Fn(
+            CallerId,
+            Vec<Timestamped<D>>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Status>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Advertised names kept at most (one per discovered source).
 const MAX_NAMES: usize = 10_000;
@@ -133,6 +149,7 @@ impl<R: Runtime> Core<R> {
             rejected: AtomicU64::new(0),
             refused_samples: AtomicU64::new(0),
             ack_limits: None,
+            forward: None,
         }
     }
 
@@ -425,31 +442,39 @@ impl<R: Runtime> Handler for SourceLink<R> {
             };
             self.core.received.fetch_add(n, Ordering::Relaxed);
             self.state.counters.storing(n);
-            // Waits (without blocking a thread) only for a subscriber that asked for
-            // back-pressure with `OverflowPolicy::Block`. Cancelled there, nothing is
-            // stored and nothing is recorded as held.
-            let inserted = self
-                .core
-                .data
-                .try_insert_batch_async(self.caller, items.drain(..))
-                .await
-                .map_err(|e| match e {
-                    DataError::TooManyCallers { .. } => Status::resource_exhausted(e.to_string()),
-                    other => Status::internal(other.to_string()),
-                })?;
-            std::mem::forget(taken_back);
-            let stored = inserted.stored as u64;
-            (unstored, refused) = (n.saturating_sub(stored), inserted.refused() as u64);
-            if unstored > 0 {
-                self.core.received.fetch_sub(unstored, Ordering::Relaxed);
-            }
-            if refused > 0 {
-                // Their times are outside the window around this aggregator's clock:
-                // held (acknowledged, so not sent again) but not stored.
-                self.refused.fetch_add(refused, Ordering::Relaxed);
-                self.core
-                    .refused_samples
-                    .fetch_add(refused, Ordering::Relaxed);
+            if let Some(forward) = &self.core.forward {
+                // A relay of a child process: handed on, not stored (see `Forward`).
+                forward(self.caller, std::mem::take(&mut items)).await?;
+                std::mem::forget(taken_back);
+            } else {
+                // Waits (without blocking a thread) only for a subscriber that asked for
+                // back-pressure with `OverflowPolicy::Block`. Cancelled there, nothing is
+                // stored and nothing is recorded as held.
+                let inserted = self
+                    .core
+                    .data
+                    .try_insert_batch_async(self.caller, items.drain(..))
+                    .await
+                    .map_err(|e| match e {
+                        DataError::TooManyCallers { .. } => {
+                            Status::resource_exhausted(e.to_string())
+                        }
+                        other => Status::internal(other.to_string()),
+                    })?;
+                std::mem::forget(taken_back);
+                let stored = inserted.stored as u64;
+                (unstored, refused) = (n.saturating_sub(stored), inserted.refused() as u64);
+                if unstored > 0 {
+                    self.core.received.fetch_sub(unstored, Ordering::Relaxed);
+                }
+                if refused > 0 {
+                    // Their times are outside the window around this aggregator's clock:
+                    // held (acknowledged, so not sent again) but not stored.
+                    self.refused.fetch_add(refused, Ordering::Relaxed);
+                    self.core
+                        .refused_samples
+                        .fetch_add(refused, Ordering::Relaxed);
+                }
             }
         }
         if items.capacity() <= KEPT_ITEMS {

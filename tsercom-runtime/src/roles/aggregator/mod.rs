@@ -20,6 +20,7 @@ use bytes::Bytes;
 use prost::Message;
 
 pub use builder::AggregatorBuilder;
+pub(crate) use core::Forward;
 pub use per_source::PerSourceStats;
 pub use sources::{SourceInfo, WaitError};
 
