@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::common::{apply_tls, child_setters, ChildCommon};
 use super::events::{forward, EventCaps};
-use super::serve::{BoxFuture, Hosted};
+use super::serve::{forward_mapped, relay_fault, BoxFuture, Hosted};
 use super::{start_fn, RuntimeHandle, RuntimeManager, SpecJob};
 use crate::backoff::Backoff;
 use crate::data::CallerEvent;
@@ -31,7 +31,7 @@ use crate::identity::Identity;
 use crate::ids::CallerId;
 use crate::queue::OverflowPolicy;
 use crate::roles::{Aggregator, Source};
-use crate::task::{join_error_message, Fault};
+use crate::task::Fault;
 use crate::transport::{Endpoint, IntoEndpoint};
 
 /// The settings of an [`Aggregator`] as data, for
@@ -289,6 +289,11 @@ struct Relays<R: Runtime> {
     acked: Mutex<HashMap<CallerId, (u64, tokio::sync::watch::Sender<u64>)>>,
     /// Each relay's task forwarding the application's events, and relays stopping.
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// The child's aggregator (set once it is started; it holds these relays).
+    agg: std::sync::OnceLock<std::sync::Weak<Aggregator<R>>>,
+    /// Held while a relay starts: a source's first frame and its connection event
+    /// start one relay, not two.
+    starting: tokio::sync::Mutex<()>,
 }
 
 /// The relay of one source (one incarnation of it).
@@ -318,30 +323,35 @@ impl<R: Runtime> Relays<R> {
         }
     }
 
-    /// The relay of `caller`, started (dialing the bridge) on first use, and replaced
-    /// when the source restarted: `first_seq` is the first number to forward, which
-    /// tells a new incarnation's samples (numbered from 1 again) from the old one's
-    /// still queued here.
+    /// The relay of `caller`'s `incarnation`, started (dialing the bridge) on first use;
+    /// a new incarnation (the source restarted) gets a new relay once the old one has
+    /// delivered what it holds.
     async fn get(
         &self,
         caller: CallerId,
-        first_seq: Option<u64>,
-        agg: &Arc<Aggregator<R>>,
+        incarnation: u64,
     ) -> Result<Arc<Source<R>>, RuntimeError> {
-        let incarnation = agg.incarnation_of(caller);
+        let known = lock(&self.sources)
+            .get(&caller)
+            .filter(|r| r.incarnation == incarnation)
+            .map(|r| Arc::clone(&r.source));
+        if let Some(source) = known {
+            return Ok(source);
+        }
+        let _starting = self.starting.lock().await;
         let known = lock(&self.sources)
             .get(&caller)
             .map(|r| (Arc::clone(&r.source), r.incarnation));
         if let Some((source, known)) = known {
-            let restarted = known != incarnation
-                && first_seq.is_some_and(|seq| seq <= source.last_seq() || source.last_seq() == 0);
-            if !restarted {
+            if known == incarnation {
                 return Ok(source);
             }
-            // The old incarnation's relay delivers what it holds, then the new one starts.
             lock(&self.sources).remove(&caller);
             source.shutdown(Duration::from_secs(1)).await;
         }
+        let Some(agg) = self.agg.get().and_then(std::sync::Weak::upgrade) else {
+            return Err(RuntimeError::ShutDown);
+        };
         // The relay acknowledges the application's events for `caller` only once the
         // real source acknowledged the copy the child's aggregator sent it.
         let caps = Arc::new(EventCaps::default());
@@ -362,7 +372,6 @@ impl<R: Runtime> Relays<R> {
         );
         // The application's events for `caller` go on to the real source.
         let events = source.events();
-        let agg = Arc::clone(agg);
         lock(&self.tasks).spawn(async move {
             let Some(acked) = agg.events_acked(caller) else {
                 return;
@@ -412,8 +421,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct HostedAggregator<R: Runtime> {
     agg: Arc<Aggregator<R>>,
     relays: Arc<Relays<R>>,
-    relay: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), RuntimeError>>>>,
-    stopping: tokio::sync::watch::Sender<bool>,
+    /// Starts and forgets relays as sources come and go.
+    lifecycle: tokio::task::JoinHandle<Result<(), RuntimeError>>,
+    /// The forwarding's first fault (a panic in the map, a relay refusing a sample).
+    relay: tokio::sync::watch::Receiver<Option<Fault>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts the real aggregator of `spec` and the relay to the application on `bridge`.
@@ -429,137 +441,87 @@ pub(super) async fn host<R: Runtime>(
         sources: Mutex::new(HashMap::new()),
         acked: Mutex::new(HashMap::new()),
         tasks: Mutex::new(tokio::task::JoinSet::new()),
+        agg: std::sync::OnceLock::new(),
+        starting: tokio::sync::Mutex::new(()),
     });
     let limits = Arc::clone(&relays);
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (fault_tx, relay) = tokio::sync::watch::channel(None);
+    let fault_tx = Arc::new(fault_tx);
+    let (to, stop) = (Arc::clone(&relays), Arc::clone(&stopping));
+    // Each source's samples go from its connection straight to its relay (no store,
+    // subscription or task in between), under the source's numbers and incarnation.
+    let forward: crate::roles::Forward<R::Data> = Arc::new(move |caller, incarnation, batch| {
+        let (relays, stopping, fault) = (Arc::clone(&to), Arc::clone(&stop), Arc::clone(&fault_tx));
+        Box::pin(async move {
+            let source = relays.get(caller, incarnation).await.map_err(|e| {
+                tonic::Status::unavailable(format!("the child's relay could not start: {e}"))
+            })?;
+            forward_mapped(&source, map, batch, &stopping, &fault)
+        })
+    });
     let agg = Arc::new(
         spec.builder::<R>()?
             .ack_limits(Arc::new(move |caller, incarnation| {
                 limits.limit(caller, incarnation)
             }))
+            .forward(forward)
             .start()
             .await
             .map_err(|e| e.to_string())?,
     );
-    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
-    let data = agg.data().subscribe_with(4096, OverflowPolicy::Block);
-    let conns = Some(agg.connection_events());
-    let callers = Some(agg.caller_events());
-    let relay = tokio::spawn(relay_data(
-        data,
-        conns,
-        callers,
+    let _ = relays.agg.set(Arc::downgrade(&agg));
+    let lifecycle = tokio::spawn(relay_lifecycle(
+        agg.connection_events(),
+        agg.caller_events(),
         Arc::clone(&agg),
         Arc::clone(&relays),
-        map,
-        stop_rx,
     ));
     tracing::info!(%name, %bridge, "hosting the aggregator");
     Ok(Box::new(HostedAggregator {
         agg,
         relays,
-        relay: tokio::sync::Mutex::new(Some(relay)),
+        lifecycle,
+        relay,
         stopping,
     }))
 }
 
-/// Forwards what the real aggregator receives to each source's relay, starting a relay
-/// when a source connects or first sends; on stop, forwards what is queued and ends.
-async fn relay_data<R: Runtime>(
-    mut data: crate::data::Subscription<R::Data>,
-    mut conns: Option<crate::queue::Receiver<ConnectionEvent>>,
-    mut callers: Option<crate::queue::Receiver<CallerEvent>>,
+/// Starts a source's relay when it connects (so the application can send it events
+/// before it sends anything), and lets it go when the child's aggregator forgets it.
+async fn relay_lifecycle<R: Runtime>(
+    mut conns: crate::queue::Receiver<ConnectionEvent>,
+    mut callers: crate::queue::Receiver<CallerEvent>,
     agg: Arc<Aggregator<R>>,
     relays: Arc<Relays<R>>,
-    map: fn(R::Data) -> Option<R::Data>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), RuntimeError> {
-    let mut batch = Vec::with_capacity(1024);
-    loop {
-        batch.clear();
-        let step = tokio::select! {
-            n = data.recv_many(&mut batch, 1024) => {
-                if n == 0 {
-                    return Ok(());
+    let (mut conns_open, mut callers_open) = (true, true);
+    while conns_open || callers_open {
+        tokio::select! {
+            event = conns.recv(), if conns_open => match event {
+                Some(ConnectionEvent::Connected { peer, .. }) => {
+                    relays.get(peer, agg.incarnation_of(peer)).await?;
                 }
-                Step::Data
-            }
-            event = async { conns.as_mut()?.recv().await }, if conns.is_some() => Step::Conn(event),
-            event = async { callers.as_mut()?.recv().await }, if callers.is_some() => {
-                Step::Caller(event)
-            }
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => Step::Stop,
-        };
-        let stopping = match step {
-            Step::Data => false,
-            // A source is known to the application as soon as it connects here, so
-            // events can be sent to it before it sends anything.
-            Step::Conn(Some(ConnectionEvent::Connected { peer, .. })) => {
-                relays.get(peer, None, &agg).await?;
-                continue;
-            }
-            Step::Conn(Some(_)) => continue,
-            Step::Conn(None) => {
-                conns = None;
-                continue;
-            }
-            Step::Caller(Some(CallerEvent::Forgotten(caller))) => {
-                relays.forget(caller);
-                continue;
-            }
-            Step::Caller(Some(_)) => continue,
-            Step::Caller(None) => {
-                callers = None;
-                continue;
-            }
-            Step::Stop => {
-                data.try_recv_many(&mut batch, usize::MAX);
-                true
-            }
-        };
-        // Consecutive samples of one source go on in one batch.
-        let mut rest = &batch[..];
-        while let Some((caller, _)) = rest.first() {
-            let caller = *caller;
-            let run = rest.iter().take_while(|(c, _)| *c == caller).count();
-            let (this, next) = rest.split_at(run);
-            rest = next;
-            let source = relays
-                .get(caller, this.first().map(|(_, i)| i.seq), &agg)
-                .await?;
-            // Under the source's numbers: a sample `map` drops leaves a hole.
-            let handled = this.iter().map(|(_, item)| item.seq).max().unwrap_or(0);
-            let items = this
-                .iter()
-                .filter_map(|(_, item)| map(item.value.clone()).map(|v| (item.seq, item.time, v)));
-            source.send_numbered(items, handled)?;
-        }
-        if stopping {
-            return Ok(());
+                Some(_) => {}
+                None => conns_open = false,
+            },
+            event = callers.recv(), if callers_open => match event {
+                Some(CallerEvent::Forgotten(caller)) => relays.forget(caller),
+                Some(_) => {}
+                None => callers_open = false,
+            },
         }
     }
-}
-
-/// What woke the relay.
-enum Step {
-    Data,
-    Conn(Option<ConnectionEvent>),
-    Caller(Option<CallerEvent>),
-    Stop,
+    Ok(())
 }
 
 impl<R: Runtime> Hosted for HostedAggregator<R> {
     fn stop(&self, grace: Duration) -> BoxFuture<'_, bool> {
         Box::pin(async move {
-            self.stopping.send_replace(true);
-            let relay = self.relay.lock().await.take();
-            if let Some(relay) = relay {
-                match tokio::time::timeout(grace, relay).await {
-                    Ok(Ok(Err(e))) => tracing::warn!(error = %e, "forwarding at stop failed"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "the relay ended badly"),
-                    Err(_) => tracing::warn!("forwarding at stop took longer than the grace"),
-                    Ok(Ok(Ok(()))) => {}
-                }
-            }
+            // Samples go to the relays as they arrive: nothing waits in between.
+            self.stopping
+                .store(true, std::sync::atomic::Ordering::Release);
+            self.lifecycle.abort();
             let sources: Vec<_> = lock(&self.relays.sources)
                 .values()
                 .map(|r| Arc::clone(&r.source))
@@ -576,20 +538,9 @@ impl<R: Runtime> Hosted for HostedAggregator<R> {
 
     fn fault(&self) -> BoxFuture<'_, Fault> {
         Box::pin(async move {
-            let relay = async {
-                let handle = self.relay.lock().await.take();
-                let Some(handle) = handle else {
-                    return std::future::pending().await;
-                };
-                match handle.await {
-                    Ok(Ok(())) => std::future::pending().await,
-                    Ok(Err(e)) => Fault::failed("relay", e.to_string()),
-                    Err(e) => Fault::panicked("relay", join_error_message(e)),
-                }
-            };
             tokio::select! {
                 f = self.agg.fault() => f,
-                f = relay => f,
+                f = relay_fault(self.relay.clone()) => f,
             }
         })
     }

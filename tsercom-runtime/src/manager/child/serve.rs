@@ -163,32 +163,58 @@ fn forwarder<R: Runtime>(
     stopping: Arc<std::sync::atomic::AtomicBool>,
     fault: tokio::sync::watch::Sender<Option<Fault>>,
 ) -> crate::roles::Forward<R::Data> {
-    Arc::new(move |_, batch| {
-        let handled = batch.iter().map(|item| item.seq).max().unwrap_or(0);
-        let mapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            batch
-                .into_iter()
-                .filter_map(|item| map(item.value).map(|v| (item.seq, item.time, v)))
-                .collect::<Vec<_>>()
-        }));
-        let result = match mapped {
-            Ok(items) => source
-                .send_numbered(items, handled)
-                .map(drop)
-                .map_err(|e| (Fault::failed("relay", e.to_string()), e.to_string())),
-            Err(payload) => {
-                let message = crate::task::panic_message(&*payload);
-                Err((Fault::panicked("relay", message.clone()), message))
-            }
-        };
-        let result = result.map_err(|(f, message)| {
-            if !stopping.load(std::sync::atomic::Ordering::Acquire) {
-                fault.send_if_modified(|slot| slot.is_none() && slot.replace(f).is_none());
-            }
-            tonic::Status::unavailable(format!("the child could not forward: {message}"))
-        });
-        Box::pin(std::future::ready(result))
+    Arc::new(move |_, _, batch| {
+        Box::pin(std::future::ready(forward_mapped(
+            &source, map, batch, &stopping, &fault,
+        )))
     })
+}
+
+/// Runs `map` over `batch` (a panic there caught) and sends what it keeps on `source`
+/// under the samples' own numbers. A failure is the relay's fault (kept in `fault`
+/// unless the child is stopping) and ends the connection the batch came on.
+pub(super) fn forward_mapped<R: Runtime>(
+    source: &Source<R>,
+    map: fn(R::Data) -> Option<R::Data>,
+    batch: Vec<crate::data::Timestamped<R::Data>>,
+    stopping: &std::sync::atomic::AtomicBool,
+    fault: &tokio::sync::watch::Sender<Option<Fault>>,
+) -> Result<(), tonic::Status> {
+    let handled = batch.iter().map(|item| item.seq).max().unwrap_or(0);
+    let mapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        batch
+            .into_iter()
+            .filter_map(|item| map(item.value).map(|v| (item.seq, item.time, v)))
+            .collect::<Vec<_>>()
+    }));
+    let result = match mapped {
+        Ok(items) => source
+            .send_numbered(items, handled)
+            .map(drop)
+            .map_err(|e| (Fault::failed("relay", e.to_string()), e.to_string())),
+        Err(payload) => {
+            let message = crate::task::panic_message(&*payload);
+            Err((Fault::panicked("relay", message.clone()), message))
+        }
+    };
+    result.map_err(|(f, message)| {
+        if !stopping.load(std::sync::atomic::Ordering::Acquire) {
+            fault.send_if_modified(|slot| slot.is_none() && slot.replace(f).is_none());
+        }
+        tonic::Status::unavailable(format!("the child could not forward: {message}"))
+    })
+}
+
+/// Waits for the relay's first fault (see [`forward_mapped`]); pending while none.
+pub(super) async fn relay_fault(mut relay: tokio::sync::watch::Receiver<Option<Fault>>) -> Fault {
+    let fault = match relay.wait_for(Option::is_some).await {
+        Ok(fault) => fault.clone(),
+        Err(_) => None,
+    };
+    match fault {
+        Some(fault) => fault,
+        None => std::future::pending().await,
+    }
 }
 
 /// A builder with the settings of `spec`.
@@ -263,21 +289,10 @@ impl<R: Runtime> Hosted for HostedSource<R> {
 
     fn fault(&self) -> BoxFuture<'_, Fault> {
         Box::pin(async move {
-            let mut relay = self.relay.clone();
-            let relay = async move {
-                let fault = match relay.wait_for(Option::is_some).await {
-                    Ok(fault) => fault.clone(),
-                    Err(_) => None,
-                };
-                match fault {
-                    Some(fault) => fault,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 f = self.source.fault() => f,
                 f = self.bridge.fault() => f,
-                f = relay => f,
+                f = relay_fault(self.relay.clone()) => f,
             }
         })
     }

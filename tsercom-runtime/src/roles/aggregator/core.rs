@@ -103,13 +103,14 @@ pub(super) struct Core<R: Runtime> {
     pub(super) forward: Option<Forward<R::Data>>,
 }
 
-/// Where an aggregator hands each frame's new samples (a source's id, the samples with
-/// their sequence numbers) instead of storing them: a relay of a child process forwards
+/// Where an aggregator hands each frame's new samples (a source's id and incarnation, the
+/// samples with their sequence numbers) instead of storing them: a relay of a child process forwards
 /// them from the connection's reader, without a store, a subscription or a task in
 /// between. An error ends the connection (the samples are not acknowledged).
 pub(crate) type Forward<D> = Arc<
     dyn Fn(
             CallerId,
+            u64,
             Vec<Timestamped<D>>,
         )
             -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Status>> + Send>>
@@ -444,7 +445,8 @@ impl<R: Runtime> Handler for SourceLink<R> {
             self.state.counters.storing(n);
             if let Some(forward) = &self.core.forward {
                 // A relay of a child process: handed on, not stored (see `Forward`).
-                forward(self.caller, std::mem::take(&mut items)).await?;
+                let incarnation = *lock(&self.state.incarnation);
+                forward(self.caller, incarnation, std::mem::take(&mut items)).await?;
                 std::mem::forget(taken_back);
             } else {
                 // Waits (without blocking a thread) only for a subscriber that asked for

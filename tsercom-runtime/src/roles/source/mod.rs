@@ -289,11 +289,6 @@ impl<R: Runtime> Source<R> {
         Ok(seq)
     }
 
-    /// The last sequence number sent (0 before the first).
-    pub(crate) fn last_seq(&self) -> u64 {
-        self.inner.core.data.last_seq()
-    }
-
     /// A new receiver of the events from aggregators: every event that arrives after the
     /// call, and first those that arrived while no receiver was open (see
     /// [Receivers](Source#receivers)). Each receiver holds at most the capacity set with
