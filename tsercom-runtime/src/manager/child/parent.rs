@@ -99,6 +99,7 @@ impl Group {
         let mut start = json!({
             "op": "start",
             "memory_limit": specs.iter().find_map(|j| j.settings.memory_limit),
+            "worker_threads": specs.iter().filter_map(|j| j.settings.worker_threads).max(),
             "jobs": specs.iter().zip(&bridges).map(|(j, b)| json!({
                 "name": j.name,
                 "runtime": j.runtime,

@@ -350,23 +350,28 @@ fn run(group: &str, entries: &[ChildEntry]) -> Result<(), String> {
             }
         })
         .map_err(|e| format!("starting the stdin reader: {e}"))?;
+    // The start request holds the sources' keys: its text and its copy in the parsed
+    // request are wiped once the jobs are read.
+    let start = zeroize::Zeroizing::new(
+        lines
+            .blocking_recv()
+            .ok_or("the parent closed the pipe before start")?,
+    );
+    let mut start: Value =
+        serde_json::from_str(&start).map_err(|e| format!("the start line: {e}"))?;
+    let workers = start
+        .get("worker_threads")
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(1)
+        .max(1);
     let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .thread_name(format!("tsercom-child-{group}"))
         .enable_all()
         .build()
         .map_err(|e| format!("building the tokio runtime: {e}"))?;
     tokio.block_on(async move {
-        // The start request holds the sources' keys: its text and its copy in the parsed
-        // request are wiped once the jobs are read.
-        let start = zeroize::Zeroizing::new(
-            lines
-                .recv()
-                .await
-                .ok_or("the parent closed the pipe before start")?,
-        );
-        let mut start: Value =
-            serde_json::from_str(&start).map_err(|e| format!("the start line: {e}"))?;
         let jobs = start
             .get("jobs")
             .and_then(Value::as_array)
