@@ -327,8 +327,9 @@ impl<H: Handler> Connection<'_, H> {
                     // release samples it never received.
                     let outbound = self.handler.outbound();
                     let mut last = outbound.last_seq();
-                    if outbound.numbered() {
-                        // A relay resumes where the peer is, even ahead of what it holds.
+                    if outbound.numbered() && ack.seq <= MAX_SEQ {
+                        // A relay resumes where the peer is, even ahead of what it holds
+                        // (within the numbers a sender may use).
                         let first = *resumed_at.get_or_insert(ack.seq);
                         last = last.max(first);
                     }
