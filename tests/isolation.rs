@@ -70,7 +70,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 18] = [
+    let tests: [(&str, fn()); 19] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -82,6 +82,10 @@ fn main() {
             kill_while_holding,
         ),
         ("samples_the_childs_map_drops_count_as_delivered", map_drops),
+        (
+            "kill_9_in_the_middle_of_a_stream_loses_and_repeats_nothing",
+            kill_mid_stream,
+        ),
         ("shutdown_delivers_the_last_data", shutdown_delivers),
         ("two_children_fail_independently", two_children),
         ("a_missing_hook_is_a_clear_error", missing_hook),
@@ -428,6 +432,40 @@ fn kill_while_holding() {
     send(&handle, 201..=300);
     wait_until("all 300 samples", || values(&agg, id).len() >= 300);
     assert_eq!(values(&agg, id), (1..=300).collect::<Vec<_>>());
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+/// `kill -9` of the child while the application streams as fast as it can: after the
+/// restart every sample is in the aggregator exactly once.
+fn kill_mid_stream() {
+    const N: u64 = 20_000;
+    let agg = aggregator();
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let spec = SourceSpec::new().dial([agg.addr]).restart(Restart::new(3));
+    let handle = manager.register_source::<Plant>("streaming", spec);
+    manager.start_out_of_process().unwrap();
+    let id = handle.wait(DEADLINE).unwrap().id();
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    let sender = {
+        let handle = handle.clone();
+        std::thread::spawn(move || {
+            for chunk in (1..=N).collect::<Vec<_>>().chunks(100) {
+                send(&handle, chunk[0]..=chunk[chunk.len() - 1]);
+            }
+        })
+    };
+    wait_until("a part of the stream", || values(&agg, id).len() >= 2_000);
+    kill9(pid);
+    sender.join().unwrap();
+    next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }));
+    wait_until("the whole stream", || values(&agg, id).len() >= N as usize);
+    assert_eq!(values(&agg, id), (1..=N).collect::<Vec<_>>());
     manager.check_for_error().unwrap();
     manager.shutdown(Duration::from_secs(5)).unwrap();
 }
