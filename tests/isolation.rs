@@ -70,7 +70,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 19] = [
+    let tests: [(&str, fn()); 20] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -115,6 +115,10 @@ fn main() {
         (
             "kill_9_of_an_aggregator_child_holding_undelivered_events_loses_none",
             aggregator::kill_while_holding_events,
+        ),
+        (
+            "kill_9_of_an_aggregator_child_in_the_middle_of_a_stream_loses_and_repeats_nothing",
+            aggregator::kill_mid_stream,
         ),
         (
             "shutdown_delivers_an_in_process_sources_last_data_to_a_child_aggregator",

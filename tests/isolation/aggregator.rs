@@ -392,3 +392,70 @@ pub(crate) fn kill_while_holding_events() {
     manager.shutdown(Duration::from_secs(5)).unwrap();
     tokio.block_on(source.shutdown(Duration::from_millis(100)));
 }
+
+/// `kill -9` of the aggregator's child while a source streams as fast as it can: after
+/// the restart the handle holds every sample exactly once.
+pub(crate) fn kill_mid_stream() {
+    const N: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(None)
+            .restart(Restart::new(3)),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = std::sync::Arc::new(
+        tokio
+            .block_on(
+                tsercom::Source::<Plant>::builder()
+                    .dial([address.as_str()])
+                    .backoff(tsercom::Backoff::new(
+                        Duration::from_millis(5),
+                        Duration::from_millis(50),
+                    ))
+                    .start(),
+            )
+            .unwrap(),
+    );
+    let id = source.id();
+    let sending = {
+        let source = std::sync::Arc::clone(&source);
+        tokio.spawn(async move {
+            for n in 1..=N {
+                source.send(Sample { n }).await.unwrap();
+                if n % 100 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    wait_until("a part of the stream", || {
+        values_in(&agg, id).len() >= 2_000
+    });
+    kill9(pid);
+    tokio.block_on(sending).unwrap();
+    next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }));
+    wait_until("the whole stream", || {
+        values_in(&agg, id).len() >= N as usize
+    });
+    assert_eq!(values_in(&agg, id), (1..=N).collect::<Vec<_>>());
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+    tokio.block_on(source.shutdown(Duration::from_millis(100)));
+}
