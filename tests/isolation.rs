@@ -151,10 +151,6 @@ impl std::io::Write for Log {
     }
 }
 
-pub(crate) fn log_text() -> String {
-    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
-}
-
 fn logged_line(needle: &str) -> Option<String> {
     let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
     log.lines().find(|l| l.contains(needle)).map(str::to_owned)
@@ -401,37 +397,13 @@ fn kill_while_holding() {
     send(&handle, 1..=1);
     wait_until("the first sample", || values(&agg, id).len() == 1);
     send(&handle, 2..=200);
-    let to_child = || source.aggregator_stats().first().map(|(_, s)| s.clone());
-    wait_until("all 200 samples handed to the child", || {
-        to_child().is_some_and(|s| s.handed == 200)
-    });
-    let held = values(&agg, id).len();
-    assert!(
-        held < 200,
-        "the aggregator took {held} samples despite the stall"
-    );
-    // What the aggregator has not acknowledged, the child has not acknowledged either.
-    let acked = to_child().map(|s| s.acked).unwrap_or_default();
-    assert!(
-        acked < 200,
-        "the child acknowledged {acked} of 200 it could not deliver"
-    );
-    let mut conns = agg.agg.connection_events();
+    assert_child_holds_the_rest(&source, values(&agg, id).len());
+    let conns = agg.agg.connection_events();
     kill9(pid);
     next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
     // The dead child's session ends (its stalled frame is dropped, not stored), then the
     // aggregator takes data again.
-    agg.tokio.block_on(async {
-        tokio::time::timeout(DEADLINE, async {
-            while let Some(e) = conns.recv().await {
-                if matches!(e, tsercom::ConnectionEvent::Disconnected { peer, .. } if peer == id) {
-                    return;
-                }
-            }
-        })
-        .await
-        .expect("the dead child's session did not end")
-    });
+    agg.tokio.block_on(disconnected(conns, id));
     drop(stall);
     send(&handle, 201..=300);
     wait_until("all 300 samples", || values(&agg, id).len() >= 300);
@@ -494,6 +466,40 @@ fn map_drops() {
     assert_eq!(values(&agg, id), [1, 2, 3]);
     manager.check_for_error().unwrap();
     manager.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+/// After 200 samples were sent of which the receiver took only `held` (it stalls): all
+/// 200 reached the child, and the child acknowledged no more than the receiver holds.
+fn assert_child_holds_the_rest(source: &tsercom::Source<Plant>, held: usize) {
+    let to_child = || source.aggregator_stats().first().map(|(_, s)| s.clone());
+    wait_until("all 200 samples handed to the child", || {
+        to_child().is_some_and(|s| s.handed == 200)
+    });
+    assert!(
+        held < 200,
+        "the receiver took {held} samples despite the stall"
+    );
+    let acked = to_child().map(|s| s.acked).unwrap_or_default();
+    assert!(
+        acked < 200,
+        "the child acknowledged {acked} of 200 it could not deliver"
+    );
+}
+
+/// Waits until `id`'s session ends (a dead child's), on `conns` of the receiving side.
+async fn disconnected(
+    mut conns: tsercom::queue::Receiver<tsercom::ConnectionEvent>,
+    id: tsercom::CallerId,
+) {
+    let ended = tokio::time::timeout(DEADLINE, async {
+        while let Some(e) = conns.recv().await {
+            if matches!(e, tsercom::ConnectionEvent::Disconnected { peer, .. } if peer == id) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the dead child's session did not end");
 }
 
 fn kill9(pid: u32) {

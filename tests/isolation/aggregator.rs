@@ -2,12 +2,17 @@
 //! it receives to the application's handle; the sources here are real ones in this
 //! process, dialing the child over a Unix socket.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tsercom::{AggregatorSpec, ChildEvent, ManagerError, Restart, RuntimeManager};
+use tsercom::{
+    Aggregator, AggregatorSpec, ChildEvent, ManagerError, Restart, RuntimeManager, Source,
+    SourceBuilder,
+};
 
 use super::{
-    kill9, next_child_event, values_in, wait_for_error, wait_until, Ping, Plant, Sample, DEADLINE,
+    assert_child_holds_the_rest, disconnected, kill9, next_child_event, values_in, wait_for_error,
+    wait_until, Ping, Plant, Sample, DEADLINE,
 };
 
 pub(crate) fn in_child() {
@@ -74,64 +79,110 @@ pub(crate) fn in_child() {
     tokio.block_on(source.shutdown(Duration::from_millis(100)));
 }
 
-pub(crate) fn restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let address = format!("unix:{}", dir.path().join("collector.sock").display());
-    let mut manager = RuntimeManager::new();
-    let mut events = manager.child_events().unwrap();
-    let handle = manager.register_aggregator::<Plant>(
-        "collector",
-        AggregatorSpec::new()
-            .listen(address.as_str())
-            .retention(None)
-            .restart(Restart::new(3)),
-    );
-    manager.start_out_of_process().unwrap();
-    let agg = handle.wait(DEADLINE).unwrap();
-    let ChildEvent::Started { pid, .. } =
-        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
-    else {
-        unreachable!()
-    };
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let source = tokio
-        .block_on(
-            tsercom::Source::<Plant>::builder()
-                .dial([address.as_str()])
-                .backoff(tsercom::Backoff::new(
-                    Duration::from_millis(5),
-                    Duration::from_millis(50),
-                ))
-                .start(),
-        )
-        .unwrap();
-    let id = source.id();
-    let send_range = |range: std::ops::RangeInclusive<u64>| {
-        tokio.block_on(async {
+/// An aggregator in a child (restarted up to 3 times) listening on a Unix socket, and a
+/// tokio runtime of the test for the real sources that dial it.
+struct Restartable {
+    _dir: tempfile::TempDir,
+    address: String,
+    manager: RuntimeManager,
+    events: tsercom::queue::Receiver<ChildEvent>,
+    agg: Arc<Aggregator<Plant>>,
+    pid: u32,
+    tokio: tokio::runtime::Runtime,
+}
+
+impl Restartable {
+    fn start() -> Restartable {
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("unix:{}", dir.path().join("collector.sock").display());
+        let mut manager = RuntimeManager::new();
+        let mut events = manager.child_events().unwrap();
+        let handle = manager.register_aggregator::<Plant>(
+            "collector",
+            AggregatorSpec::new()
+                .listen(address.as_str())
+                .retention(None)
+                .restart(Restart::new(3)),
+        );
+        manager.start_out_of_process().unwrap();
+        let agg = handle.wait(DEADLINE).unwrap();
+        let ChildEvent::Started { pid, .. } =
+            next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+        else {
+            unreachable!()
+        };
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        Restartable {
+            _dir: dir,
+            address,
+            manager,
+            events,
+            agg,
+            pid,
+            tokio,
+        }
+    }
+
+    /// A real source dialing the child, redialing fast, with `with`'s settings.
+    fn source(
+        &self,
+        with: impl FnOnce(SourceBuilder<Plant>) -> SourceBuilder<Plant>,
+    ) -> Source<Plant> {
+        let builder = Source::<Plant>::builder()
+            .dial([self.address.as_str()])
+            .backoff(tsercom::Backoff::new(
+                Duration::from_millis(5),
+                Duration::from_millis(50),
+            ));
+        self.tokio.block_on(with(builder).start()).unwrap()
+    }
+
+    fn send(&self, source: &Source<Plant>, range: std::ops::RangeInclusive<u64>) {
+        self.tokio.block_on(async {
             for n in range {
                 source.send(Sample { n }).await.unwrap();
             }
         })
-    };
-    send_range(1..=50);
-    wait_until("the first samples", || values_in(&agg, id).len() == 50);
-    kill9(pid);
-    next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
-    next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }));
+    }
+
+    /// Kills the child and waits until the manager saw it die.
+    fn kill(&mut self) {
+        kill9(self.pid);
+        next_child_event(&mut self.events, |e| matches!(e, ChildEvent::Exited { .. }));
+    }
+
+    fn stop(self, source: Source<Plant>) {
+        self.manager.check_for_error().unwrap();
+        self.manager.shutdown(Duration::from_secs(5)).unwrap();
+        self.tokio
+            .block_on(source.shutdown(Duration::from_millis(100)));
+    }
+}
+
+pub(crate) fn restart() {
+    let mut child = Restartable::start();
+    let source = child.source(|b| b);
+    let id = source.id();
+    child.send(&source, 1..=50);
+    wait_until("the first samples", || {
+        values_in(&child.agg, id).len() == 50
+    });
+    child.kill();
+    next_child_event(&mut child.events, |e| {
+        matches!(e, ChildEvent::Started { .. })
+    });
     // The source redials the new child; its relay proves the same (derived) key to the
     // application's aggregator, which accepts it and keeps one series for the source.
-    send_range(51..=100);
+    child.send(&source, 51..=100);
     wait_until("the samples after the restart", || {
-        values_in(&agg, id).len() >= 100
+        values_in(&child.agg, id).len() >= 100
     });
-    assert_eq!(values_in(&agg, id), (1..=100).collect::<Vec<_>>());
-    manager.check_for_error().unwrap();
-    manager.shutdown(Duration::from_secs(5)).unwrap();
-    tokio.block_on(source.shutdown(Duration::from_millis(100)));
+    assert_eq!(values_in(&child.agg, id), (1..=100).collect::<Vec<_>>());
+    child.stop(source);
 }
 
 pub(crate) fn source_leaves() {
@@ -215,90 +266,28 @@ pub(crate) fn shutdown_delivers() {
 /// whose relay forwards them under the source's numbers, and the handle ends up with
 /// every sample exactly once.
 pub(crate) fn kill_while_holding() {
-    let dir = tempfile::tempdir().unwrap();
-    let address = format!("unix:{}", dir.path().join("collector.sock").display());
-    let mut manager = RuntimeManager::new();
-    let mut events = manager.child_events().unwrap();
-    let handle = manager.register_aggregator::<Plant>(
-        "collector",
-        AggregatorSpec::new()
-            .listen(address.as_str())
-            .retention(None)
-            .restart(Restart::new(3)),
-    );
-    manager.start_out_of_process().unwrap();
-    let agg = handle.wait(DEADLINE).unwrap();
-    let stall = agg.data().subscribe_with(1, tsercom::OverflowPolicy::Block);
-    let ChildEvent::Started { pid, .. } =
-        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
-    else {
-        unreachable!()
-    };
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let source = tokio
-        .block_on(
-            tsercom::Source::<Plant>::builder()
-                .dial([address.as_str()])
-                .backoff(tsercom::Backoff::new(
-                    Duration::from_millis(5),
-                    Duration::from_millis(50),
-                ))
-                .start(),
-        )
-        .unwrap();
+    let mut child = Restartable::start();
+    let stall = child
+        .agg
+        .data()
+        .subscribe_with(1, tsercom::OverflowPolicy::Block);
+    let source = child.source(|b| b);
     let id = source.id();
-    let send_range = |range: std::ops::RangeInclusive<u64>| {
-        tokio.block_on(async {
-            for n in range {
-                source.send(Sample { n }).await.unwrap();
-            }
-        })
-    };
     // The first sample fills the stalled subscriber's queue; the rest wait in the child.
-    send_range(1..=1);
-    wait_until("the first sample", || values_in(&agg, id).len() == 1);
-    send_range(2..=200);
-    let to_child = || source.aggregator_stats().first().map(|(_, s)| s.clone());
-    wait_until("all 200 samples handed to the child", || {
-        to_child().is_some_and(|s| s.handed == 200)
-    });
-    let held = values_in(&agg, id).len();
-    assert!(
-        held < 200,
-        "the handle took {held} samples despite the stall"
-    );
-    let acked = to_child().map(|s| s.acked).unwrap_or_default();
-    assert!(
-        acked < 200,
-        "the child acknowledged {acked} of 200 it could not deliver"
-    );
-    let mut conns = agg.connection_events();
-    kill9(pid);
-    next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
+    child.send(&source, 1..=1);
+    wait_until("the first sample", || values_in(&child.agg, id).len() == 1);
+    child.send(&source, 2..=200);
+    assert_child_holds_the_rest(&source, values_in(&child.agg, id).len());
+    let conns = child.agg.connection_events();
+    child.kill();
     // The dead child's relay session ends (its stalled frame is dropped, not stored),
     // then the handle takes data again.
-    tokio.block_on(async {
-        tokio::time::timeout(DEADLINE, async {
-            while let Some(e) = conns.recv().await {
-                if matches!(e, tsercom::ConnectionEvent::Disconnected { peer, .. } if peer == id) {
-                    return;
-                }
-            }
-        })
-        .await
-        .expect("the dead child's relay session did not end")
-    });
+    child.tokio.block_on(disconnected(conns, id));
     drop(stall);
-    send_range(201..=300);
-    wait_until("all 300 samples", || values_in(&agg, id).len() >= 300);
-    assert_eq!(values_in(&agg, id), (1..=300).collect::<Vec<_>>());
-    manager.check_for_error().unwrap();
-    manager.shutdown(Duration::from_secs(5)).unwrap();
-    tokio.block_on(source.shutdown(Duration::from_millis(100)));
+    child.send(&source, 201..=300);
+    wait_until("all 300 samples", || values_in(&child.agg, id).len() >= 300);
+    assert_eq!(values_in(&child.agg, id), (1..=300).collect::<Vec<_>>());
+    child.stop(source);
 }
 
 /// Events the other way: the application's handle sends events to a real source through
@@ -309,58 +298,26 @@ pub(crate) fn kill_while_holding() {
 /// taken from the dead child may come again).
 pub(crate) fn kill_while_holding_events() {
     const N: u32 = 20;
-    let dir = tempfile::tempdir().unwrap();
-    let address = format!("unix:{}", dir.path().join("collector.sock").display());
-    let mut manager = RuntimeManager::new();
-    let mut events = manager.child_events().unwrap();
-    let handle = manager.register_aggregator::<Plant>(
-        "collector",
-        AggregatorSpec::new()
-            .listen(address.as_str())
-            .retention(None)
-            .restart(Restart::new(3)),
-    );
-    manager.start_out_of_process().unwrap();
-    let agg = handle.wait(DEADLINE).unwrap();
-    let ChildEvent::Started { pid, .. } =
-        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
-    else {
-        unreachable!()
-    };
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let source = tokio
-        .block_on(
-            tsercom::Source::<Plant>::builder()
-                .dial([address.as_str()])
-                .event_queue(1, tsercom::OverflowPolicy::Block)
-                .backoff(tsercom::Backoff::new(
-                    Duration::from_millis(5),
-                    Duration::from_millis(50),
-                ))
-                .start(),
-        )
-        .unwrap();
+    let mut child = Restartable::start();
+    let source = child.source(|b| b.event_queue(1, tsercom::OverflowPolicy::Block));
     let id = source.id();
     let mut received = source.events();
     // A sample first: the handle keeps a source that sent data after it left (one that
     // never did is forgotten when it leaves, and its queued events with it).
-    tokio.block_on(source.send(Sample { n: 1 })).unwrap();
+    child.send(&source, 1..=1);
     wait_until("the source's sample in the handle", || {
-        values_in(&agg, id) == [1]
+        values_in(&child.agg, id) == [1]
     });
-    tokio.block_on(async {
+    child.tokio.block_on(async {
         for n in 1..=N {
-            agg.send(id, Ping { id: n }).await.unwrap();
+            child.agg.send(id, Ping { id: n }).await.unwrap();
         }
     });
     wait_until("the first event at the source", || {
         source.stats().events >= 1
     });
-    let buffered = agg
+    let buffered = child
+        .agg
         .source_stats()
         .into_iter()
         .find(|(c, _)| *c == id)
@@ -370,73 +327,37 @@ pub(crate) fn kill_while_holding_events() {
         Some(u64::from(N)),
         "the child acknowledged events the source had not"
     );
-    kill9(pid);
-    next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
+    child.kill();
     let mut got = std::collections::BTreeSet::new();
-    tokio.block_on(async {
+    let all = child.tokio.block_on(async {
         tokio::time::timeout(DEADLINE, async {
             while got.len() < N as usize {
                 match received.recv().await {
-                    Some(event) => {
-                        got.insert(event.value.id);
-                    }
+                    Some(event) => got.insert(event.value.id),
                     None => return,
-                }
+                };
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("not every event reached the source after the restart: got {got:?}, stats {:?}, handle {:?}, log {}", source.aggregator_stats(), agg.source_stats(), super::log_text()))
     });
+    assert!(
+        all.is_ok(),
+        "events at the source after the restart: {got:?}"
+    );
     assert_eq!(got, (1..=N).collect());
-    manager.check_for_error().unwrap();
-    manager.shutdown(Duration::from_secs(5)).unwrap();
-    tokio.block_on(source.shutdown(Duration::from_millis(100)));
+    child.stop(source);
 }
 
 /// `kill -9` of the aggregator's child while a source streams as fast as it can: after
 /// the restart the handle holds every sample exactly once.
 pub(crate) fn kill_mid_stream() {
     const N: u64 = 20_000;
-    let dir = tempfile::tempdir().unwrap();
-    let address = format!("unix:{}", dir.path().join("collector.sock").display());
-    let mut manager = RuntimeManager::new();
-    let mut events = manager.child_events().unwrap();
-    let handle = manager.register_aggregator::<Plant>(
-        "collector",
-        AggregatorSpec::new()
-            .listen(address.as_str())
-            .retention(None)
-            .restart(Restart::new(3)),
-    );
-    manager.start_out_of_process().unwrap();
-    let agg = handle.wait(DEADLINE).unwrap();
-    let ChildEvent::Started { pid, .. } =
-        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
-    else {
-        unreachable!()
-    };
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let source = std::sync::Arc::new(
-        tokio
-            .block_on(
-                tsercom::Source::<Plant>::builder()
-                    .dial([address.as_str()])
-                    .backoff(tsercom::Backoff::new(
-                        Duration::from_millis(5),
-                        Duration::from_millis(50),
-                    ))
-                    .start(),
-            )
-            .unwrap(),
-    );
+    let mut child = Restartable::start();
+    let source = Arc::new(child.source(|b| b));
     let id = source.id();
     let sending = {
-        let source = std::sync::Arc::clone(&source);
-        tokio.spawn(async move {
+        let source = Arc::clone(&source);
+        child.tokio.spawn(async move {
             for n in 1..=N {
                 source.send(Sample { n }).await.unwrap();
                 if n % 100 == 0 {
@@ -446,16 +367,19 @@ pub(crate) fn kill_mid_stream() {
         })
     };
     wait_until("a part of the stream", || {
-        values_in(&agg, id).len() >= 2_000
+        values_in(&child.agg, id).len() >= 2_000
     });
-    kill9(pid);
-    tokio.block_on(sending).unwrap();
-    next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }));
+    child.kill();
+    child.tokio.block_on(sending).unwrap();
+    next_child_event(&mut child.events, |e| {
+        matches!(e, ChildEvent::Started { .. })
+    });
     wait_until("the whole stream", || {
-        values_in(&agg, id).len() >= N as usize
+        values_in(&child.agg, id).len() >= N as usize
     });
-    assert_eq!(values_in(&agg, id), (1..=N).collect::<Vec<_>>());
-    manager.check_for_error().unwrap();
-    manager.shutdown(Duration::from_secs(5)).unwrap();
-    tokio.block_on(source.shutdown(Duration::from_millis(100)));
+    assert_eq!(values_in(&child.agg, id), (1..=N).collect::<Vec<_>>());
+    let Ok(source) = Arc::try_unwrap(source) else {
+        panic!("the sending task still holds the source")
+    };
+    child.stop(source);
 }

@@ -12,6 +12,7 @@ use tonic::Status;
 
 use super::ledger::{Admit, Ledger};
 use super::per_source::SourceCounters;
+use super::seqs::Seqs;
 use super::{DataGap, PeerClock};
 use crate::data::{CallerEvent, DataError, RemoteDataAggregator, Timestamped};
 use crate::engine::buffer::{BufferLimits, SendBuffer};
@@ -576,34 +577,6 @@ impl<R: Runtime> Handler for SourceLink<R> {
     }
 }
 
-/// The sequence numbers of a frame's new samples: a run of consecutive numbers (what a
-/// source sends, so nothing is allocated per frame), or else the list.
-enum Seqs {
-    Run(std::ops::RangeInclusive<u64>),
-    List(Vec<u64>),
-}
-
-impl Seqs {
-    fn of<D>(items: &[Timestamped<D>]) -> Seqs {
-        let consecutive = items
-            .windows(2)
-            .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq));
-        match (items.first(), items.last()) {
-            (Some(first), Some(last)) if consecutive => Seqs::Run(first.seq..=last.seq),
-            (None, _) | (_, None) => Seqs::List(Vec::new()),
-            _ => Seqs::List(items.iter().map(|i| i.seq).collect()),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        let (run, list) = match self {
-            Seqs::Run(run) => (Some(run.clone()), None),
-            Seqs::List(list) => (None, Some(list.iter().copied())),
-        };
-        run.into_iter().flatten().chain(list.into_iter().flatten())
-    }
-}
-
 /// Takes back samples counted before they were stored when storing them failed or was
 /// cancelled (dropped without `forget`).
 struct Uncount<'a> {
@@ -634,40 +607,6 @@ pub(super) async fn forget_departed<R: Runtime>(
                 return;
             };
             core.forget(caller);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Seqs;
-    use crate::data::Timestamped;
-    use crate::time::Timestamp;
-
-    fn seqs(of: &[u64]) -> Vec<u64> {
-        let items: Vec<_> = of
-            .iter()
-            .map(|&s| Timestamped::new(Timestamp::from_nanos(0), s, ()))
-            .collect();
-        let seqs = Seqs::of(&items);
-        assert_eq!(
-            matches!(seqs, Seqs::Run(_)),
-            !of.is_empty() && of.windows(2).all(|w| w[0] + 1 == w[1])
-        );
-        seqs.iter().collect()
-    }
-
-    #[test]
-    fn a_frames_sequence_numbers_are_kept_in_order_run_or_not() {
-        for of in [
-            &[][..],
-            &[7],
-            &[3, 4, 5],
-            &[3, 5, 4],
-            &[1, 2, 9, 10],
-            &[u64::MAX],
-        ] {
-            assert_eq!(seqs(of), of);
         }
     }
 }

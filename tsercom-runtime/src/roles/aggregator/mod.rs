@@ -10,6 +10,7 @@ mod core_tests;
 mod discover;
 mod ledger;
 mod per_source;
+mod seqs;
 mod sources;
 
 use std::sync::atomic::Ordering;
