@@ -10,9 +10,9 @@ use tsercom::{
     SourceBuilder,
 };
 
+use super::delivery::{assert_child_holds_the_rest, disconnected};
 use super::{
-    assert_child_holds_the_rest, disconnected, kill9, next_child_event, values_in, wait_for_error,
-    wait_until, Ping, Plant, Sample, DEADLINE,
+    kill9, next_child_event, values_in, wait_for_error, wait_until, Ping, Plant, Sample, DEADLINE,
 };
 
 pub(crate) fn in_child() {
