@@ -316,16 +316,17 @@ pub(crate) fn kill_while_holding_events() {
     wait_until("the first event at the source", || {
         source.stats().events >= 1
     });
+    // The source took at most one (its queue holds one; the frame carrying the next is
+    // held up): the child has acknowledged to the handle no more than that.
     let buffered = child
         .agg
         .source_stats()
         .into_iter()
         .find(|(c, _)| *c == id)
-        .map(|(_, s)| s.events_buffered);
-    assert_eq!(
-        buffered,
-        Some(u64::from(N)),
-        "the child acknowledged events the source had not"
+        .map_or(0, |(_, s)| s.events_buffered);
+    assert!(
+        buffered >= u64::from(N) - 1,
+        "the child acknowledged events the source had not: {buffered} of {N} still held"
     );
     child.kill();
     let mut got = std::collections::BTreeSet::new();
