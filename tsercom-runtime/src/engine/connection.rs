@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use super::acks::{ack_channel, AckPolicy, AckSender, Received};
 use super::buffer::SendBuffer;
 use super::clock_link::{ClockLink, Stamp};
 use super::config::{Liveness, SessionConfig};
+use super::framed::Inbound;
 use super::handshake::Peer;
 use super::pump::{envelope, pump, Out};
 use super::shared::{Role, Shared};
@@ -129,7 +130,7 @@ pub(crate) struct Connection<'a, H> {
 pub(crate) async fn run<Ro: Role>(
     role: &Arc<Ro>,
     peer: Peer,
-    mut inbound: Streaming<Envelope>,
+    mut inbound: Inbound,
     out: Out,
 ) -> Result<End, Status> {
     let shared = role.shared();
@@ -219,7 +220,7 @@ pub(crate) async fn run<Ro: Role>(
 
 /// Sends `goodbye` (bounded), then lets the peer end the stream (bounded), so that the
 /// Goodbye is not cut off by the end of ours.
-async fn say_goodbye(out: &Out, inbound: &mut Streaming<Envelope>, goodbye: wire::Goodbye) {
+async fn say_goodbye(out: &Out, inbound: &mut Inbound, goodbye: wire::Goodbye) {
     let goodbye = envelope(Kind::Goodbye(goodbye));
     let _ = tokio::time::timeout(Duration::from_millis(200), out.send(goodbye)).await;
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -254,7 +255,7 @@ impl<H: Handler> Connection<'_, H> {
     /// `resume` (where the pump starts).
     async fn read(
         &self,
-        inbound: &mut Streaming<Envelope>,
+        inbound: &mut Inbound,
         resume: watch::Sender<Option<u64>>,
         acks: AckSender,
         mut last: u64,
@@ -467,7 +468,7 @@ fn check_gap(gap: &wire::Gap, last: u64) -> Result<(), String> {
 /// The next message from the peer, or an `UNAVAILABLE` error if none arrived within
 /// `idle_timeout`: the connection is presumed dead.
 async fn next_message(
-    inbound: &mut Streaming<Envelope>,
+    inbound: &mut Inbound,
     idle_timeout: Option<Duration>,
 ) -> Result<Option<Envelope>, Status> {
     match idle_timeout {

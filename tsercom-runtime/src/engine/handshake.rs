@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use super::acks::AckPolicy;
 use super::buffer::BufferLimits;
 use super::config::{Delivery, SessionConfig};
+use super::framed::Inbound;
 use super::proof::{self, Answered};
 use super::pump::{envelope, Out, OUTBOUND_FRAMES};
 use super::schemas::{self, PeerSchema};
@@ -96,10 +97,7 @@ impl Local {
 }
 
 /// Reads the peer's first message, which must be its Hello.
-async fn read_hello(
-    local: &Local,
-    inbound: &mut Streaming<Envelope>,
-) -> Result<wire::Hello, Status> {
+async fn read_hello(local: &Local, inbound: &mut Inbound) -> Result<wire::Hello, Status> {
     let first = tokio::time::timeout(local.hello_timeout, inbound.message())
         .await
         .map_err(|_| {
@@ -159,23 +157,8 @@ pub(crate) async fn dial<R: Runtime>(
     shared: &Shared,
     addrs: &[Endpoint],
     tls: Option<&Arc<ClientTls>>,
-) -> Result<(Peer, Streaming<Envelope>, Out), DialError> {
+) -> Result<(Peer, Inbound, Out), DialError> {
     let local = shared.local;
-    let resend_every = shared.backoff.unreachable_interval;
-    let (channel, server_cert) = super::net::dial_any(addrs, CONNECT_TIMEOUT, resend_every, tls)
-        .await
-        .map_err(|e| DialError {
-            failure: if e.is_unreachable() {
-                Failure::Unreachable
-            } else {
-                Failure::Answered
-            },
-            status: if e.is_certificate_rejected() {
-                Status::unauthenticated(e.to_string())
-            } else {
-                Status::unavailable(e.to_string())
-            },
-        })?;
     let nonce = proof::fresh_nonce(local.peer_role())?;
     let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
     let _ = tx
@@ -191,16 +174,44 @@ pub(crate) async fn dial<R: Runtime>(
             _ => None,
         }
     });
-    let open = service::open::<R>(channel, outbound, local.max_frame_bytes);
-    let mut inbound = tokio::time::timeout(local.hello_timeout, open)
-        .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!(
-                "the {} did not answer the stream within {:?}",
-                local.peer_role(),
-                local.hello_timeout
-            ))
-        })??;
+    let (mut inbound, server_cert) = if shared.framed {
+        let outbound = futures::StreamExt::map(outbound, Ok);
+        let inbound = super::framed::dial(addrs, CONNECT_TIMEOUT, local.max_frame_bytes, outbound)
+            .await
+            .map_err(|e| DialError {
+                failure: Failure::Unreachable,
+                status: Status::unavailable(format!("connecting to {addrs:?} failed: {e}")),
+            })?;
+        (inbound, None)
+    } else {
+        let resend_every = shared.backoff.unreachable_interval;
+        let (channel, server_cert) =
+            super::net::dial_any(addrs, CONNECT_TIMEOUT, resend_every, tls)
+                .await
+                .map_err(|e| DialError {
+                    failure: if e.is_unreachable() {
+                        Failure::Unreachable
+                    } else {
+                        Failure::Answered
+                    },
+                    status: if e.is_certificate_rejected() {
+                        Status::unauthenticated(e.to_string())
+                    } else {
+                        Status::unavailable(e.to_string())
+                    },
+                })?;
+        let open = service::open::<R>(channel, outbound, local.max_frame_bytes);
+        let inbound = tokio::time::timeout(local.hello_timeout, open)
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the {} did not answer the stream within {:?}",
+                    local.peer_role(),
+                    local.hello_timeout
+                ))
+            })??;
+        (inbound, server_cert)
+    };
     let theirs = read_hello(&local, &mut inbound).await?;
     let mut peer = check::<R>(&local, &theirs, addrs.first().cloned())?;
     // With TLS, a server certificate that names a caller id admits only that id.
@@ -227,7 +238,7 @@ pub(crate) async fn dial<R: Runtime>(
 #[tracing::instrument(name = "tsercom.handshake", level = "debug", skip_all, fields(runtime = R::NAME, ?remote))]
 pub(crate) async fn answer<R: Runtime>(
     shared: &Shared,
-    inbound: &mut Streaming<Envelope>,
+    inbound: &mut Inbound,
     remote: Option<Endpoint>,
     bound: CertBinding,
 ) -> Result<(Answered, Out, OutboundStream), Status> {

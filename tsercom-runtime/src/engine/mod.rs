@@ -14,6 +14,7 @@ pub(crate) mod buffer;
 pub(crate) mod clock_link;
 mod config;
 pub(crate) mod connection;
+pub(crate) mod framed;
 pub(crate) mod handshake;
 mod net;
 mod proof;
@@ -29,7 +30,7 @@ pub use config::{Delivery, SessionConfig};
 pub use schemas::PeerSchema;
 pub use service::StreamService;
 
-pub(crate) use net::{endpoints, serve};
+pub(crate) use net::{endpoints, listen, serve};
 
 use crate::series::Series;
 use crate::task::Fault;

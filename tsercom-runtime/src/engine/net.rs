@@ -131,6 +131,25 @@ pub(crate) async fn serve<Ro: Role>(
     Ok((server, local))
 }
 
+/// Serves the stream of `role` on `endpoint`: framed (see [`super::framed`]) when the
+/// role was built to (`RoleSettings::framed`) and `endpoint` is a Unix socket, otherwise
+/// gRPC as [`serve`] does. Returns the gRPC server (none for the framed stream, which
+/// runs as a task of the role) and the endpoint it listens on.
+pub(crate) async fn listen<Ro: Role>(
+    role: &Arc<Ro>,
+    endpoint: &Endpoint,
+    tls: Option<ServerTls>,
+) -> Result<(Option<Server>, Endpoint), RuntimeError> {
+    match endpoint {
+        Endpoint::Unix(path) if role.shared().framed => {
+            super::framed::serve(role, path).await.map(|e| (None, e))
+        }
+        _ => serve(role, endpoint, tls)
+            .await
+            .map(|(server, e)| (Some(server), e)),
+    }
+}
+
 /// The endpoints a builder was given, or a configuration error naming the first that is
 /// not one.
 pub(crate) fn endpoints(

@@ -18,8 +18,9 @@
 
 use std::sync::Arc;
 
-use tonic::{Status, Streaming};
+use tonic::Status;
 
+use super::framed::Inbound;
 use super::handshake::Peer;
 use super::service::CertBinding;
 use super::shared::Shared;
@@ -185,7 +186,7 @@ impl Answered {
 pub(crate) async fn admit_answered<R: Runtime>(
     shared: &Shared,
     answered: Answered,
-    inbound: &mut Streaming<Envelope>,
+    inbound: &mut Inbound,
 ) -> Result<Peer, Status> {
     let Answered {
         mut peer,

@@ -7,16 +7,16 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use super::connection;
+use super::framed::Inbound;
 use super::handshake::{dial, Peer};
 use super::pump::Out;
 use super::shared::{self, Shared};
 use super::{is_permanent, is_replaced, ConnectionEvent, Runtime};
 use crate::backoff::{Failure, Retries};
 use crate::transport::{ClientTls, Endpoint};
-use crate::wire::Envelope;
 
 /// Where a [`redial`] loop dials: the peer's addresses, and TLS if set.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +49,7 @@ enum RedialEnd {
 async fn redial<R, F, Fut>(shared: &Shared, target: Target<'_>, mut session: F) -> RedialEnd
 where
     R: Runtime,
-    F: FnMut(Peer, Streaming<Envelope>, Out) -> Fut,
+    F: FnMut(Peer, Inbound, Out) -> Fut,
     Fut: Future<Output = Result<(), Status>>,
 {
     let Target { addrs, tls } = target;

@@ -17,6 +17,7 @@ use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::{Status, Streaming};
 
 use super::connection;
+use super::framed::Inbound;
 use super::handshake;
 use super::proof;
 use super::shared::Role;
@@ -60,7 +61,7 @@ impl HandshakeGuard {
 pub(crate) trait Acceptor: Send + Sync + 'static {
     fn accept(
         self: Arc<Self>,
-        inbound: Streaming<Envelope>,
+        inbound: Inbound,
         remote: Option<Endpoint>,
         bound: CertBinding,
         guard: HandshakeGuard,
@@ -73,7 +74,7 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
 impl<Ro: Role> Acceptor for Ro {
     fn accept(
         self: Arc<Self>,
-        mut inbound: Streaming<Envelope>,
+        mut inbound: Inbound,
         remote: Option<Endpoint>,
         bound: CertBinding,
         guard: HandshakeGuard,
@@ -216,7 +217,7 @@ impl tonic::server::StreamingService<Envelope> for OpenSvc {
             // Without the `tls` feature no peer presents a certificate.
             #[cfg(not(feature = "tls"))]
             let bound = Ok(None);
-            let inbound = request.into_inner();
+            let inbound = Inbound::from(request.into_inner());
             acceptor
                 .accept(inbound, remote, bound, guard)
                 .await
@@ -266,7 +267,7 @@ pub(crate) async fn open<R: Runtime>(
     channel: tonic::transport::Channel,
     outbound: impl Stream<Item = Envelope> + Send + 'static,
     max_message_bytes: usize,
-) -> Result<Streaming<Envelope>, Status> {
+) -> Result<Inbound, Status> {
     let mut grpc = tonic::client::Grpc::new(channel)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -278,5 +279,5 @@ pub(crate) async fn open<R: Runtime>(
     let response = grpc
         .streaming(tonic::Request::new(outbound), path, codec)
         .await?;
-    Ok(response.into_inner())
+    Ok(response.into_inner().into())
 }

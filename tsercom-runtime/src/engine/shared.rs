@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     pub(crate) events: queue::Sender<ConnectionEvent>,
     /// The peers that spoke another (compatible) schema.
     pub(crate) schemas: SchemaLedger,
+    /// Whether the role speaks the framed stream on Unix sockets (see
+    /// [`super::framed`]) instead of gRPC: set for both ends of a process isolation
+    /// bridge.
+    pub(crate) framed: bool,
 }
 
 impl Shared {
@@ -109,6 +113,7 @@ impl Shared {
             tasks: Tasks::new(Arc::new(faults)),
             events,
             schemas: SchemaLedger::default(),
+            framed: false,
         };
         (shared, events_rx)
     }

@@ -29,6 +29,10 @@ pub(crate) struct RoleSettings {
     /// sets it to the incarnation of the sender it forwards, so the peer's record of that
     /// sender's numbering outlives the relay.
     pub(crate) incarnation: Option<u64>,
+    /// Whether the role speaks the framed stream (see [`crate::engine::framed`]) on the
+    /// Unix sockets it listens on and dials, instead of gRPC: both ends of a process
+    /// isolation bridge are the same program.
+    pub(crate) framed: bool,
     /// How often the role sets its metrics.
     #[cfg(feature = "metrics")]
     pub(crate) metrics_interval: std::time::Duration,
@@ -48,6 +52,7 @@ impl Default for RoleSettings {
             tls_server: None,
             tls_client: None,
             incarnation: None,
+            framed: false,
             #[cfg(feature = "metrics")]
             metrics_interval: crate::metrics::DEFAULT_INTERVAL,
             #[cfg(feature = "prometheus")]
@@ -87,7 +92,7 @@ impl RoleSettings {
             &self.session,
             buffer,
         );
-        let (shared, events) = Shared::new(
+        let (mut shared, events) = Shared::new(
             local,
             identity,
             forget_keys_after,
@@ -96,6 +101,7 @@ impl RoleSettings {
             self.backoff,
             self.tls_client,
         );
+        shared.framed = self.framed;
         (shared, events, self.tls_server)
     }
 }

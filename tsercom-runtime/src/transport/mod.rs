@@ -156,6 +156,7 @@ mod tls_accept;
 mod tls_connect;
 
 pub(crate) use conn::ConnCloser;
+pub(crate) use listen::{bind_unix, SocketFile};
 pub use connection_limits::{
     DEFAULT_FIRST_REQUEST_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
 };

@@ -255,6 +255,7 @@ impl RuntimeManager {
                         Aggregator::<R>::builder()
                             .identity(remote_spec.common.identity.clone())
                             .retention(remote_spec.retention)
+                            .framed(super::bridge_framed())
                             .listen(bridge)
                             .start()
                     },
@@ -366,6 +367,7 @@ impl<R: Runtime> Relays<R> {
                     Duration::from_millis(5),
                     Duration::from_millis(100),
                 ))
+                .framed(super::bridge_framed())
                 .dial([self.bridge.clone()])
                 .start()
                 .await?,

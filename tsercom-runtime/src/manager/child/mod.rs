@@ -109,6 +109,18 @@ use crate::transport::Endpoint;
 
 /// The environment variable that makes a process a child (its value: the group name).
 pub(super) const CHILD_ENV: &str = "TSERCOM_CHILD";
+
+/// Set (to anything) in the application's environment, the bridge speaks gRPC instead of
+/// the framed stream: for benchmarks that compare the two (`BENCHMARKS.md`).
+const BRIDGE_GRPC_ENV: &str = "TSERCOM_BRIDGE_GRPC";
+
+/// Whether the bridge between the application and a child speaks the framed stream (see
+/// [`crate::engine::framed`]): both ends are this program, so they need no gRPC, and a
+/// sample crosses with one socket write and one read. The child inherits the choice
+/// with the environment.
+pub(super) fn bridge_framed() -> bool {
+    std::env::var_os(BRIDGE_GRPC_ENV).is_none()
+}
 /// Version of the control pipe's messages.
 const PROTOCOL_VERSION: u64 = 1;
 /// What the application must add, said by [`ManagerError::ChildHookMissing`].
@@ -258,6 +270,7 @@ impl RuntimeManager {
                                 Duration::from_millis(5),
                                 Duration::from_millis(100),
                             ))
+                            .framed(bridge_framed())
                             .dial([bridge])
                             .start()
                     },

@@ -130,6 +130,7 @@ async fn host<R: Runtime>(
     let endpoint = bridge;
     let bridge = Arc::new(
         Aggregator::<R>::builder()
+            .framed(super::bridge_framed())
             .listen(endpoint.clone())
             .retention(Some(Duration::from_secs(1)))
             .ack_limits(Arc::new(move |_, _| acked_rx.clone()))

@@ -148,6 +148,14 @@ advertised, each failure reported as [`ConnectionEvent::Retrying`](crate::engine
 rejection.",
     }
 
+    /// Speaks the framed stream (see [`crate::engine::framed`]) instead of gRPC on the
+    /// Unix sockets it listens on: the process isolation bridge, both of whose ends are this
+    /// program (see `manager::child::bridge_framed`).
+    pub(crate) fn framed(mut self, framed: bool) -> Self {
+        self.settings.framed = framed;
+        self
+    }
+
     /// Acknowledges each source only as far as `limits` says the next hop holds its
     /// samples (a relay of a child process; see `Handler::ack_limit`).
     pub(crate) fn ack_limits(mut self, limits: crate::engine::connection::AckLimits) -> Self {
@@ -241,9 +249,9 @@ rejection.",
         let mut server = None;
         let mut local_endpoint = None;
         if let Some(endpoint) = listen {
-            let (hosted, local) = engine::serve(&core, &endpoint, tls_server).await?;
+            let (hosted, local) = engine::listen(&core, &endpoint, tls_server).await?;
             local_endpoint = Some(local);
-            server = Some(hosted);
+            server = hosted;
         }
         if let Some(discovery) = &self.discover {
             discover::start(&core, discovery, self.same_host)?;

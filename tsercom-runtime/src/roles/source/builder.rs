@@ -147,6 +147,14 @@ with [`RuntimeError::Refused`].",
         self
     }
 
+    /// Speaks the framed stream (see [`crate::engine::framed`]) instead of gRPC on the
+    /// Unix sockets it dials: the process isolation bridge, both of whose ends are this
+    /// program (see `manager::child::bridge_framed`).
+    pub(crate) fn framed(mut self, framed: bool) -> Self {
+        self.settings.framed = framed;
+        self
+    }
+
     /// The incarnation the source's Hellos carry (random by default).
     pub(crate) fn incarnation(mut self, incarnation: u64) -> Self {
         self.settings.incarnation = Some(incarnation);
@@ -260,9 +268,9 @@ with [`RuntimeError::Refused`].",
             }
         }
         if let Some(endpoint) = serve {
-            let (hosted, local) = engine::serve(&core, &endpoint, tls_server).await?;
+            let (hosted, local) = engine::listen(&core, &endpoint, tls_server).await?;
             local_endpoint = Some(local);
-            server = Some(hosted);
+            server = hosted;
         }
         let mut publisher = None;
         let port = local_endpoint.as_ref().and_then(Endpoint::as_tcp);

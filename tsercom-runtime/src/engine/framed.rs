@@ -1,0 +1,340 @@
+//! The tsercom stream without HTTP/2: the same envelopes, in the same order, with the
+//! same handshake, proofs, acknowledgements and resumption, written as length-delimited
+//! records straight onto a Unix socket. Only tsercom speaks it; it is what the process
+//! isolation bridge runs on (a role built with `RoleSettings::framed`), where both ends
+//! are the same program and every microsecond of the crossing counts: a sample crosses
+//! with one socket write and one read, without HTTP/2 framing, flow control and the
+//! body task hyper polls it from.
+//!
+//! # Records
+//!
+//! Each record is a 4-byte big-endian length, then that many bytes: a tag byte and its
+//! body.
+//!
+//! - tag `0`: an [`Envelope`] (protobuf).
+//! - tag `1`: the status the answering side ends the stream with, as gRPC would send it
+//!   in its trailers: the code (4 bytes, big-endian), a flags byte (bit 0: the session
+//!   was replaced by a newer one of the same caller, see
+//!   [`replaced_status`](super::replaced_status)) and the message (UTF-8).
+//!
+//! A side that ends its stream without a status shuts its half of the socket down; the
+//! peer reads the end of the stream, as it reads the end of a gRPC stream.
+//!
+//! Everything read is validated like a gRPC message: a record over the session's frame
+//! limit, an unknown tag, or bytes that are not an envelope end the connection with the
+//! status a gRPC peer would get (see `Connection::inbound_error`).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::{FutureExt, Stream, StreamExt};
+use prost::Message;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tonic::{Status, Streaming};
+
+use super::service::{Acceptor, HandshakeGuard};
+use super::shared::Role;
+use super::RuntimeError;
+use crate::transport::{Endpoint, SocketFile};
+use crate::wire::Envelope;
+
+/// The tag of a record that carries an envelope.
+const TAG_ENVELOPE: u8 = 0;
+/// The tag of a record that carries the status ending the stream.
+const TAG_STATUS: u8 = 1;
+/// The status flag: the session was replaced by a newer one of the same caller.
+const FLAG_REPLACED: u8 = 1;
+/// What a record holds besides its envelope: the tag, and room for a status's header.
+const RECORD_OVERHEAD: usize = 16;
+/// A writer gathers the records that are ready into one write of at most about this many
+/// bytes (a burst of frames goes out in one system call).
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// A peer's side of a stream, as the engine reads it: a gRPC stream or a framed one.
+pub(crate) enum Inbound {
+    /// A gRPC (HTTP/2) stream.
+    Grpc(Box<Streaming<Envelope>>),
+    /// Records on a Unix socket.
+    Framed(FramedRead<OwnedReadHalf, LengthDelimitedCodec>),
+}
+
+impl From<Streaming<Envelope>> for Inbound {
+    fn from(stream: Streaming<Envelope>) -> Self {
+        Inbound::Grpc(Box::new(stream))
+    }
+}
+
+impl Inbound {
+    /// Reads the records of `read`, each at most `max_message_bytes` plus its tag.
+    fn framed(read: OwnedReadHalf, max_message_bytes: usize) -> Self {
+        let codec = LengthDelimitedCodec::builder()
+            .length_field_length(4)
+            .max_frame_length(max_message_bytes.saturating_add(RECORD_OVERHEAD))
+            .new_codec();
+        Inbound::Framed(FramedRead::new(read, codec))
+    }
+
+    /// The peer's next envelope; `None` when it ended its side of the stream; the status
+    /// it ended the stream with, or what was wrong with what it sent, as an error
+    /// (named like tonic's errors: `OUT_OF_RANGE` for a message over the limit,
+    /// `INTERNAL` with "decode" for bytes that are not a message).
+    pub(crate) async fn message(&mut self) -> Result<Option<Envelope>, Status> {
+        match self {
+            Inbound::Grpc(stream) => stream.message().await,
+            Inbound::Framed(read) => match read.next().await {
+                None => Ok(None),
+                Some(Ok(record)) => decode_record(record.freeze()).map(Some),
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(
+                    Status::out_of_range(format!("a record over the frame limit: {e}")),
+                ),
+                Some(Err(e)) => Err(Status::unavailable(format!(
+                    "reading the peer's stream failed: {e}"
+                ))),
+            },
+        }
+    }
+}
+
+/// An envelope from a record, or the status the record ends the stream with.
+fn decode_record(mut record: Bytes) -> Result<Envelope, Status> {
+    if record.is_empty() {
+        return Err(Status::internal("failed to decode an empty record"));
+    }
+    match record.get_u8() {
+        TAG_ENVELOPE => Envelope::decode(record)
+            .map_err(|e| Status::internal(format!("failed to decode an Envelope: {e}"))),
+        TAG_STATUS if record.len() >= 5 => {
+            let code = tonic::Code::from_i32(record.get_i32());
+            let flags = record.get_u8();
+            let message = String::from_utf8_lossy(&record).into_owned();
+            Err(if flags & FLAG_REPLACED != 0 {
+                super::replaced_status(message)
+            } else {
+                Status::new(code, message)
+            })
+        }
+        TAG_STATUS => Err(Status::internal("failed to decode a status record")),
+        tag => Err(Status::internal(format!(
+            "failed to decode a record with the unknown tag {tag}"
+        ))),
+    }
+}
+
+/// Appends the record of `item` to `buf`.
+fn encode_record(item: &Result<Envelope, Status>, buf: &mut BytesMut) {
+    match item {
+        Ok(env) => {
+            let len = env.encoded_len() + 1;
+            buf.reserve(4 + len);
+            buf.put_u32(len as u32);
+            buf.put_u8(TAG_ENVELOPE);
+            // Cannot fail: the room was reserved.
+            let _ = env.encode(buf);
+        }
+        Err(status) => {
+            let message = status.message().as_bytes();
+            buf.put_u32((1 + 4 + 1 + message.len()) as u32);
+            buf.put_u8(TAG_STATUS);
+            buf.put_i32(status.code() as i32);
+            buf.put_u8(if super::is_replaced(status) {
+                FLAG_REPLACED
+            } else {
+                0
+            });
+            buf.put_slice(message);
+        }
+    }
+}
+
+/// Writes `outbound` to `write` until it ends, then shuts the socket's sending half
+/// down. Records that are ready together go out in one write. A status ends the stream
+/// after it is written; a write that fails ends it at once (the connection's reader then
+/// sees the socket close).
+async fn write_all<S>(mut write: OwnedWriteHalf, outbound: S)
+where
+    S: Stream<Item = Result<Envelope, Status>> + Send,
+{
+    let mut outbound = std::pin::pin!(outbound);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut ended = false;
+    while !ended {
+        let Some(item) = outbound.next().await else {
+            break;
+        };
+        let mut item = Some(item);
+        while let Some(next) = item.take() {
+            encode_record(&next, &mut buf);
+            if next.is_err() {
+                ended = true;
+                break;
+            }
+            if buf.len() >= WRITE_BATCH {
+                break;
+            }
+            match outbound.next().now_or_never() {
+                Some(Some(more)) => item = Some(more),
+                Some(None) => ended = true,
+                None => {}
+            }
+        }
+        if let Err(error) = write.write_all(&buf).await {
+            tracing::debug!(%error, "writing to the peer failed");
+            return;
+        }
+        buf.clear();
+    }
+    let _ = write.shutdown().await;
+}
+
+/// Connects to the first of `addrs` (Unix socket paths) that accepts within `timeout`,
+/// and starts writing `outbound` to it; returns the peer's side to read, and the error
+/// of the last address tried if none accepted.
+pub(crate) async fn dial<S>(
+    addrs: &[Endpoint],
+    timeout: Duration,
+    max_message_bytes: usize,
+    outbound: S,
+) -> Result<Inbound, std::io::Error>
+where
+    S: Stream<Item = Result<Envelope, Status>> + Send + 'static,
+{
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "no Unix socket path to dial (the framed stream runs on Unix sockets only)",
+    );
+    for path in addrs.iter().filter_map(Endpoint::as_unix) {
+        match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
+            Ok(Ok(stream)) => {
+                let (read, write) = stream.into_split();
+                tokio::spawn(write_all(write, outbound));
+                return Ok(Inbound::framed(read, max_message_bytes));
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => {
+                last = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {} timed out", path.display()),
+                );
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Serves the framed stream of `role` on the Unix socket `path` until the role stops:
+/// each connection is answered by the role's [`Acceptor`], like a gRPC stream. The
+/// socket file is removed when the role stops.
+pub(crate) async fn serve<Ro: Role>(role: &Arc<Ro>, path: &Path) -> Result<Endpoint, RuntimeError> {
+    let (listener, file) = crate::transport::bind_unix(path).await?;
+    let endpoint = Endpoint::Unix(path.to_path_buf());
+    let shared = role.shared();
+    let weak = Arc::downgrade(role);
+    let mut stopping = shared.stopping.subscribe();
+    let max = shared.config.max_frame_bytes;
+    shared.tasks.spawn(
+        format!("framed listener on {endpoint}"),
+        accept_loop(weak, listener, file, path.to_path_buf(), max, async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }),
+    );
+    Ok(endpoint)
+}
+
+/// Accepts connections on `listener` until `stopped` resolves or the role is gone.
+async fn accept_loop<Ro: Role>(
+    role: Weak<Ro>,
+    listener: tokio::net::UnixListener,
+    file: SocketFile,
+    path: PathBuf,
+    max_message_bytes: usize,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    // Removed however the loop ends (stopped, or aborted with the role's tasks).
+    let _file = file;
+    let mut stopped = std::pin::pin!(stopped);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stopped => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors, or the peer gave up before it was accepted: the
+                // listener itself is fine; pause a moment rather than spin.
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(role) = role.upgrade() else {
+            return;
+        };
+        let remote = Some(Endpoint::Unix(path.clone()));
+        // Not a task of the role: it ends with its stream, and a stopping role's last
+        // envelopes (its Goodbye) are still written after its tasks are aborted.
+        tokio::spawn(async move {
+            let (read, write) = stream.into_split();
+            let inbound = Inbound::framed(read, max_message_bytes);
+            let accepted = Acceptor::accept(
+                role as Arc<dyn Acceptor>,
+                inbound,
+                remote,
+                Ok(None),
+                HandshakeGuard::default(),
+            )
+            .await;
+            match accepted {
+                Ok(outbound) => write_all(write, outbound).await,
+                Err(status) => write_all(write, futures::stream::iter([Err(status)])).await,
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{self, envelope::Kind};
+
+    fn decoded(item: Result<Envelope, Status>) -> Result<Envelope, Status> {
+        let mut buf = BytesMut::new();
+        encode_record(&item, &mut buf);
+        let len = buf.get_u32() as usize;
+        assert_eq!(len, buf.len());
+        decode_record(buf.freeze())
+    }
+
+    #[test]
+    fn envelopes_and_statuses_survive_a_record() {
+        let env = Envelope {
+            kind: Some(Kind::Ack(wire::Ack { seq: 42 })),
+        };
+        assert_eq!(decoded(Ok(env.clone())).unwrap(), env);
+        let status = decoded(Err(Status::permission_denied("wrong schema"))).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(status.message(), "wrong schema");
+        let replaced = decoded(Err(super::super::replaced_status("newer"))).unwrap_err();
+        assert!(super::super::is_replaced(&replaced));
+        assert_eq!(replaced.message(), "newer");
+    }
+
+    #[test]
+    fn bad_records_are_decode_errors() {
+        for record in [
+            &[][..],
+            &[7, 1, 2][..],
+            &[TAG_STATUS, 0][..],
+            &[TAG_ENVELOPE, 0xff][..],
+        ] {
+            let status = decode_record(Bytes::copy_from_slice(record)).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Internal, "{record:?}");
+            assert!(status.message().contains("decode"), "{status}");
+        }
+    }
+}
