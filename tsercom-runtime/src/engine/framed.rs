@@ -226,36 +226,50 @@ where
     Err(last)
 }
 
-/// Serves the framed stream of `role` on the Unix socket `path` until the role stops:
-/// each connection is answered by the role's [`Acceptor`], like a gRPC stream. The
-/// socket file is removed when the role stops.
-pub(crate) async fn serve<Ro: Role>(role: &Arc<Ro>, path: &Path) -> Result<Endpoint, RuntimeError> {
+/// The framed stream's listener of a role: closes the socket (and removes its file)
+/// when dropped.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    accepting: tokio::task::AbortHandle,
+    _file: SocketFile,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+/// Serves the framed stream of `role` on the Unix socket `path` until the role stops or
+/// the returned listener is dropped: each connection is answered by the role's
+/// [`Acceptor`], like a gRPC stream.
+pub(crate) async fn serve<Ro: Role>(role: &Arc<Ro>, path: &Path) -> Result<Listener, RuntimeError> {
     let (listener, file) = crate::transport::bind_unix(path).await?;
-    let endpoint = Endpoint::Unix(path.to_path_buf());
     let shared = role.shared();
-    let weak = Arc::downgrade(role);
     let mut stopping = shared.stopping.subscribe();
-    let max = shared.config.max_frame_bytes;
-    shared.tasks.spawn(
-        format!("framed listener on {endpoint}"),
-        accept_loop(weak, listener, file, path.to_path_buf(), max, async move {
+    let accepting = tokio::spawn(accept_loop(
+        Arc::downgrade(role),
+        listener,
+        path.to_path_buf(),
+        shared.config.max_frame_bytes,
+        async move {
             let _ = stopping.wait_for(|s| *s).await;
-        }),
-    );
-    Ok(endpoint)
+        },
+    ));
+    Ok(Listener {
+        accepting: accepting.abort_handle(),
+        _file: file,
+    })
 }
 
 /// Accepts connections on `listener` until `stopped` resolves or the role is gone.
 async fn accept_loop<Ro: Role>(
     role: Weak<Ro>,
     listener: tokio::net::UnixListener,
-    file: SocketFile,
     path: PathBuf,
     max_message_bytes: usize,
     stopped: impl std::future::Future<Output = ()>,
 ) {
-    // Removed however the loop ends (stopped, or aborted with the role's tasks).
-    let _file = file;
     let mut stopped = std::pin::pin!(stopped);
     loop {
         let accepted = tokio::select! {
@@ -298,43 +312,5 @@ async fn accept_loop<Ro: Role>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wire::{self, envelope::Kind};
-
-    fn decoded(item: Result<Envelope, Status>) -> Result<Envelope, Status> {
-        let mut buf = BytesMut::new();
-        encode_record(&item, &mut buf);
-        let len = buf.get_u32() as usize;
-        assert_eq!(len, buf.len());
-        decode_record(buf.freeze())
-    }
-
-    #[test]
-    fn envelopes_and_statuses_survive_a_record() {
-        let env = Envelope {
-            kind: Some(Kind::Ack(wire::Ack { seq: 42 })),
-        };
-        assert_eq!(decoded(Ok(env.clone())).unwrap(), env);
-        let status = decoded(Err(Status::permission_denied("wrong schema"))).unwrap_err();
-        assert_eq!(status.code(), tonic::Code::PermissionDenied);
-        assert_eq!(status.message(), "wrong schema");
-        let replaced = decoded(Err(super::super::replaced_status("newer"))).unwrap_err();
-        assert!(super::super::is_replaced(&replaced));
-        assert_eq!(replaced.message(), "newer");
-    }
-
-    #[test]
-    fn bad_records_are_decode_errors() {
-        for record in [
-            &[][..],
-            &[7, 1, 2][..],
-            &[TAG_STATUS, 0][..],
-            &[TAG_ENVELOPE, 0xff][..],
-        ] {
-            let status = decode_record(Bytes::copy_from_slice(record)).unwrap_err();
-            assert_eq!(status.code(), tonic::Code::Internal, "{record:?}");
-            assert!(status.message().contains("decode"), "{status}");
-        }
-    }
-}
+#[path = "framed_tests.rs"]
+mod tests;

@@ -30,7 +30,7 @@ pub use config::{Delivery, SessionConfig};
 pub use schemas::PeerSchema;
 pub use service::StreamService;
 
-pub(crate) use net::{endpoints, listen, serve};
+pub(crate) use net::{endpoints, listen, serve, Listening};
 
 use crate::series::Series;
 use crate::task::Fault;

@@ -131,22 +131,51 @@ pub(crate) async fn serve<Ro: Role>(
     Ok((server, local))
 }
 
+/// What a role listens with: a gRPC server, or the framed stream's listener (see
+/// [`super::framed`]).
+#[derive(Debug)]
+pub(crate) enum Listening {
+    Grpc(Server),
+    Framed(super::framed::Listener),
+}
+
+impl Listening {
+    /// Stops listening: a gRPC server lets its streams end within `grace`; the framed
+    /// listener closes at once (its connections end as the role stops).
+    pub(crate) async fn shutdown(self, grace: Duration) {
+        match self {
+            Listening::Grpc(server) => {
+                let _ = server.shutdown(grace).await;
+            }
+            Listening::Framed(listener) => drop(listener),
+        }
+    }
+
+    /// The gRPC server's counters; none for the framed listener.
+    pub(crate) fn stats(&self) -> Option<crate::transport::ServerStats> {
+        match self {
+            Listening::Grpc(server) => Some(server.stats()),
+            Listening::Framed(_) => None,
+        }
+    }
+}
+
 /// Serves the stream of `role` on `endpoint`: framed (see [`super::framed`]) when the
 /// role was built to (`RoleSettings::framed`) and `endpoint` is a Unix socket, otherwise
-/// gRPC as [`serve`] does. Returns the gRPC server (none for the framed stream, which
-/// runs as a task of the role) and the endpoint it listens on.
+/// gRPC as [`serve`] does. Returns what it listens with and the endpoint.
 pub(crate) async fn listen<Ro: Role>(
     role: &Arc<Ro>,
     endpoint: &Endpoint,
     tls: Option<ServerTls>,
-) -> Result<(Option<Server>, Endpoint), RuntimeError> {
+) -> Result<(Listening, Endpoint), RuntimeError> {
     match endpoint {
         Endpoint::Unix(path) if role.shared().framed => {
-            super::framed::serve(role, path).await.map(|e| (None, e))
+            let listener = super::framed::serve(role, path).await?;
+            Ok((Listening::Framed(listener), endpoint.clone()))
         }
         _ => serve(role, endpoint, tls)
             .await
-            .map(|(server, e)| (Some(server), e)),
+            .map(|(server, e)| (Listening::Grpc(server), e)),
     }
 }
 

@@ -156,7 +156,6 @@ mod tls_accept;
 mod tls_connect;
 
 pub(crate) use conn::ConnCloser;
-pub(crate) use listen::{bind_unix, SocketFile};
 pub use connection_limits::{
     DEFAULT_FIRST_REQUEST_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
 };
@@ -164,6 +163,7 @@ pub use dial::{dial, Dialer, DEFAULT_CONNECT_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointParseError, IntoEndpoint, UNIX_PREFIX};
 pub use error::{BoxError, DialFailure, DialFailureCause, TransportError};
 pub use health::HealthHandle;
+pub(crate) use listen::{bind_unix, SocketFile};
 pub use message_limits::{MessageLimits, WithMessageLimits};
 #[cfg(not(feature = "tls"))]
 pub(crate) use no_tls::{ClientTls, ServerTls};

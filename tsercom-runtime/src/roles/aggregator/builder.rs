@@ -251,7 +251,7 @@ rejection.",
         if let Some(endpoint) = listen {
             let (hosted, local) = engine::listen(&core, &endpoint, tls_server).await?;
             local_endpoint = Some(local);
-            server = hosted;
+            server = Some(hosted);
         }
         if let Some(discovery) = &self.discover {
             discover::start(&core, discovery, self.same_host)?;

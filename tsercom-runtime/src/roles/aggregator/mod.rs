@@ -190,7 +190,7 @@ struct Inner<R: Runtime> {
     /// Feeds `core.connection_events` from the engine's queue.
     relay: tokio::task::AbortHandle,
     local_endpoint: Option<Endpoint>,
-    server: Mutex<Option<crate::transport::Server>>,
+    server: Mutex<Option<crate::engine::Listening>>,
     /// Sets the metrics; used for the last export at shutdown.
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::Exporter,
@@ -393,7 +393,7 @@ impl<R: Runtime> Aggregator<R> {
     pub fn server_stats(&self) -> Option<crate::transport::ServerStats> {
         lock(&self.inner.server)
             .as_ref()
-            .map(crate::transport::Server::stats)
+            .and_then(crate::engine::Listening::stats)
     }
 
     /// The sources that connected with another version of the schemas (compatible with this
@@ -424,7 +424,7 @@ impl<R: Runtime> Aggregator<R> {
         self.inner.core.shared.stopping.send_replace(true);
         let server = lock(&self.inner.server).take();
         if let Some(server) = server {
-            let _ = server.shutdown(grace).await;
+            server.shutdown(grace).await;
         }
         self.inner.core.shared.tasks.abort_all();
         #[cfg(feature = "metrics")]

@@ -270,7 +270,7 @@ with [`RuntimeError::Refused`].",
         if let Some(endpoint) = serve {
             let (hosted, local) = engine::listen(&core, &endpoint, tls_server).await?;
             local_endpoint = Some(local);
-            server = hosted;
+            server = Some(hosted);
         }
         let mut publisher = None;
         let port = local_endpoint.as_ref().and_then(Endpoint::as_tcp);

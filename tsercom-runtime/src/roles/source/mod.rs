@@ -122,7 +122,7 @@ struct Inner<R: Runtime> {
     connection_events: Arc<Hub<ConnectionEvent>>,
     relay: tokio::task::AbortHandle,
     local_endpoint: Option<Endpoint>,
-    server: Mutex<Option<crate::transport::Server>>,
+    server: Mutex<Option<crate::engine::Listening>>,
     /// The same-host Unix socket's server, beside an advertised TCP server.
     same_host_server: Mutex<Option<crate::transport::Server>>,
     publisher: Mutex<Option<crate::discovery::Publisher>>,
@@ -393,11 +393,12 @@ impl<R: Runtime> Source<R> {
             .tasks
             .join(Duration::from_millis(500))
             .await;
-        let servers = [
-            lock(&self.inner.server).take(),
-            lock(&self.inner.same_host_server).take(),
-        ];
-        for server in servers.into_iter().flatten() {
+        let listening = lock(&self.inner.server).take();
+        if let Some(listening) = listening {
+            listening.shutdown(Duration::from_millis(500)).await;
+        }
+        let same_host = lock(&self.inner.same_host_server).take();
+        if let Some(server) = same_host {
             let _ = server.shutdown(Duration::from_millis(500)).await;
         }
         self.inner.core.shared.tasks.abort_all();

@@ -1,0 +1,158 @@
+//! The framed stream: records, a hostile peer on the socket, and a source and an
+//! aggregator streaming data and events over it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tonic::Status;
+
+use super::{decode_record, encode_record, TAG_ENVELOPE, TAG_STATUS};
+use crate::engine::Runtime;
+use crate::roles::{Aggregator, Source};
+use crate::tensor::{Tensor, Update};
+use crate::wire::{self, envelope::Kind, Envelope};
+
+fn decoded(item: Result<Envelope, Status>) -> Result<Envelope, Status> {
+    let mut buf = BytesMut::new();
+    encode_record(&item, &mut buf);
+    let len = buf.get_u32() as usize;
+    assert_eq!(len, buf.len());
+    decode_record(buf.freeze())
+}
+
+#[test]
+fn envelopes_and_statuses_survive_a_record() {
+    let env = Envelope {
+        kind: Some(Kind::Ack(wire::Ack { seq: 42 })),
+    };
+    assert_eq!(decoded(Ok(env.clone())).unwrap(), env);
+    let status = decoded(Err(Status::permission_denied("wrong schema"))).unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert_eq!(status.message(), "wrong schema");
+    let replaced = decoded(Err(crate::engine::replaced_status("newer"))).unwrap_err();
+    assert!(crate::engine::is_replaced(&replaced));
+    assert_eq!(replaced.message(), "newer");
+}
+
+#[test]
+fn bad_records_are_decode_errors() {
+    for record in [
+        &[][..],
+        &[7, 1, 2][..],
+        &[TAG_STATUS, 0][..],
+        &[TAG_ENVELOPE, 0xff][..],
+    ] {
+        let status = decode_record(Bytes::copy_from_slice(record)).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal, "{record:?}");
+        assert!(status.message().contains("decode"), "{status}");
+    }
+}
+
+/// A runtime of tensors, the one series type this crate defines.
+struct Dense;
+
+impl Runtime for Dense {
+    type Data = Tensor;
+    type Event = Update;
+    const NAME: &'static str = "dense";
+    const SERVICE: &'static str = "dense.Stream";
+    const OPEN_PATH: &'static str = "/dense.Stream/Open";
+}
+
+/// Sends `bytes` to the socket at `path` as a peer would, and returns the status record
+/// the answering side ends the stream with (its code and message).
+async fn status_for(path: &std::path::Path, bytes: &[u8]) -> (tonic::Code, String) {
+    let mut stream = UnixStream::connect(path).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the answering side ends the stream")
+        .unwrap();
+    let mut answer = Bytes::from(answer);
+    assert!(answer.len() > 5, "a status record: {answer:?}");
+    let len = answer.get_u32() as usize;
+    assert_eq!(len, answer.len(), "one record, then the end of the stream");
+    match decode_record(answer) {
+        Err(status) => (status.code(), status.message().to_owned()),
+        Ok(env) => panic!("an envelope instead of a status: {env:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_peer_gets_a_status_and_the_socket_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.sock");
+    let agg = Aggregator::<Dense>::builder()
+        .framed(true)
+        .listen(format!("unix:{}", path.display()))
+        .start()
+        .await
+        .unwrap();
+
+    // A record longer than the frame limit: refused before it is read.
+    let (code, message) = status_for(&path, &u32::MAX.to_be_bytes()).await;
+    assert_eq!(code, tonic::Code::OutOfRange, "{message}");
+    // A record that is not an envelope, and one of an unknown kind.
+    let mut garbage = BytesMut::new();
+    garbage.put_u32(3);
+    garbage.put_slice(&[TAG_ENVELOPE, 0xff, 0xff]);
+    let (code, message) = status_for(&path, &garbage).await;
+    assert_eq!(code, tonic::Code::Internal);
+    assert!(message.contains("decode"), "{message}");
+    let (code, message) = status_for(&path, &[0, 0, 0, 1, 9]).await;
+    assert_eq!(code, tonic::Code::Internal);
+    assert!(message.contains("unknown tag 9"), "{message}");
+    // An envelope that is not a Hello.
+    let mut ack = BytesMut::new();
+    encode_record(
+        &Ok(Envelope {
+            kind: Some(Kind::Ack(wire::Ack { seq: 1 })),
+        }),
+        &mut ack,
+    );
+    let (code, message) = status_for(&path, &ack).await;
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert!(message.contains("must be Hello"), "{message}");
+
+    // A real peer after them: data one way, events the other.
+    let mut items = agg.data().subscribe();
+    let source = Source::<Dense>::builder()
+        .framed(true)
+        .dial([format!("unix:{}", path.display())])
+        .start()
+        .await
+        .unwrap();
+    for i in 0..100 {
+        source
+            .send(Tensor::from_vec(vec![1], vec![i as f32]).unwrap())
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        let (caller, item) = tokio::time::timeout(Duration::from_secs(10), items.recv())
+            .await
+            .expect("the samples arrive")
+            .unwrap();
+        assert_eq!(caller, source.id());
+        got.push(item.value.to_vec::<f32>().unwrap()[0]);
+    }
+    assert_eq!(got, (0..100).map(|i| i as f32).collect::<Vec<_>>());
+    let mut events = source.events();
+    let update = Update::default();
+    agg.send(source.id(), update.clone()).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("the event arrives")
+        .unwrap();
+    assert_eq!(event.value, update);
+    assert!(source.flush(Duration::from_secs(10)).await);
+    source.shutdown(Duration::from_secs(1)).await;
+    agg.shutdown(Duration::from_secs(1)).await;
+    assert!(!path.exists(), "the socket file goes with the aggregator");
+}
