@@ -136,6 +136,10 @@ pub(crate) struct SendBuffer {
     /// Woken on every append. A `Notify` rather than a `watch`: waking costs one lock,
     /// where a watch channel's sender takes eight on every append (its `BigNotify`).
     appended: Notify,
+    /// The idle framed connections that write what is appended themselves (see
+    /// [`super::direct`]); `has_direct` says whether there are any without a lock.
+    direct: std::sync::RwLock<Vec<std::sync::Arc<super::direct::DirectLink>>>,
+    has_direct: std::sync::atomic::AtomicBool,
 }
 
 impl SendBuffer {
@@ -154,7 +158,41 @@ impl SendBuffer {
             }),
             limits,
             appended: Notify::new(),
+            direct: std::sync::RwLock::new(Vec::new()),
+            has_direct: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Lets `link` write what is appended from now on when its connection is idle.
+    pub(crate) fn attach(&self, link: &std::sync::Arc<super::direct::DirectLink>) {
+        let mut direct = self.direct.write().unwrap_or_else(|e| e.into_inner());
+        direct.push(std::sync::Arc::clone(link));
+        self.has_direct
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Undoes [`attach`](Self::attach) (the connection ended).
+    pub(crate) fn detach(&self, link: &std::sync::Arc<super::direct::DirectLink>) {
+        let mut direct = self.direct.write().unwrap_or_else(|e| e.into_inner());
+        direct.retain(|l| !std::sync::Arc::ptr_eq(l, link));
+        self.has_direct
+            .store(!direct.is_empty(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// Tells the connections that samples were appended: the idle framed ones write
+    /// them at once (see [`super::direct`]); the pumps of the others wake.
+    fn wake(&self) {
+        if self.has_direct.load(std::sync::atomic::Ordering::Acquire) {
+            let direct = self.direct.read().unwrap_or_else(|e| e.into_inner());
+            let mut all = !direct.is_empty();
+            for link in direct.iter() {
+                all &= link.try_send(self);
+            }
+            if all {
+                return;
+            }
+        }
+        self.appended.notify_waiters();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -178,7 +216,7 @@ impl SendBuffer {
             (first, inner.next_seq - 1)
         };
         crate::hops::mark_all(first..=seq, crate::hops::Hop::Buffered);
-        self.appended.notify_waiters();
+        self.wake();
         seq
     }
 
@@ -208,7 +246,7 @@ impl SendBuffer {
         };
         if last >= first {
             crate::hops::mark_all(first..=last, crate::hops::Hop::Buffered);
-            self.appended.notify_waiters();
+            self.wake();
         }
         last
     }

@@ -18,6 +18,7 @@ use super::acks::{ack_channel, AckPolicy, AckSender, Received};
 use super::buffer::SendBuffer;
 use super::clock_link::{ClockLink, Stamp};
 use super::config::{Liveness, SessionConfig};
+use super::direct::DirectLink;
 use super::framed::Inbound;
 use super::handshake::Peer;
 use super::pump::{envelope, pump, Out};
@@ -101,6 +102,13 @@ pub(crate) trait Handler: Send + Sync {
     /// The pump handed every sample through `seq` to the connection.
     fn sent(&self, _seq: u64) {}
 
+    /// What lets the thread that appends samples write them itself on an idle framed
+    /// connection (see [`super::direct`]): the stamp of this side's frames and what
+    /// [`sent`](Self::sent) does. `None` (the default): the pump sends every frame.
+    fn direct(&self) -> Option<super::direct::DirectParts> {
+        None
+    }
+
     /// The connection ended (not called when its task is aborted; use `Drop` for what
     /// must happen however it ends).
     fn end(self, _end: &Result<End, Status>)
@@ -121,6 +129,9 @@ pub(crate) struct Connection<'a, H> {
     pub(crate) ack_policy: AckPolicy,
     /// Time replies the reader sent; they feed the peer's dead-peer detection too.
     pub(crate) replies: AtomicU64,
+    /// On a framed connection whose handler allows it, where frames are written by the
+    /// pump or, when idle, by the thread that appended the samples.
+    pub(crate) direct: Option<Arc<DirectLink>>,
 }
 
 /// Runs a connection of `role` with `peer` until it ends: registers it with the role
@@ -164,6 +175,24 @@ pub(crate) async fn run<Ro: Role>(
     out.send(envelope(Kind::Ack(wire::Ack { seq: acked })))
         .await
         .map_err(|_| Status::cancelled("peer went away"))?;
+    let max_frame_bytes = shared.config.max_frame_bytes.min(peer.max_frame_bytes) - 64;
+    let direct = inbound.wire().zip(handler.direct()).map(|(wire, parts)| {
+        let link = DirectLink::new(
+            Arc::clone(wire),
+            parts,
+            shared.config.max_frame_samples,
+            max_frame_bytes,
+        );
+        Arc::new(link)
+    });
+    if let Some(link) = &direct {
+        handler.outbound().attach(link);
+    }
+    // Detached however the connection ends (also when its task is aborted).
+    let attached = Attached {
+        buffer: handler.outbound(),
+        link: direct.clone(),
+    };
     let conn = Connection {
         handler: &handler,
         peer: &peer,
@@ -173,6 +202,7 @@ pub(crate) async fn run<Ro: Role>(
         liveness: Liveness::new(shared.config.idle_timeout, peer.idle_timeout),
         ack_policy: peer.ack_policy(&shared.config),
         replies: AtomicU64::new(0),
+        direct,
     };
     let (resume_tx, resume_rx) = watch::channel(None);
     let (ack_tx, ack_rx) = ack_channel(
@@ -214,6 +244,8 @@ pub(crate) async fn run<Ro: Role>(
         Err(status) if super::is_replaced(status) => status.message().to_owned(),
         Err(status) => status.to_string(),
     });
+    drop(conn);
+    drop(attached);
     handler.end(&result);
     result
 }
@@ -227,6 +259,20 @@ async fn say_goodbye(out: &Out, inbound: &mut Inbound, goodbye: wire::Goodbye) {
         while let Ok(Some(_)) = inbound.message().await {}
     })
     .await;
+}
+
+/// Detaches a connection's [`DirectLink`] from its send buffer when dropped.
+struct Attached<'a> {
+    buffer: &'a SendBuffer,
+    link: Option<Arc<DirectLink>>,
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = &self.link {
+            self.buffer.detach(link);
+        }
+    }
 }
 
 /// Reports the end of a connection, also when its task is aborted.

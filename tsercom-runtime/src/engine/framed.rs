@@ -31,13 +31,12 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{FutureExt, Stream, StreamExt};
 use prost::Message;
-use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tonic::{Status, Streaming};
 
-use super::service::{Acceptor, HandshakeGuard};
+use super::service::{Acceptor, HandshakeGuard, OutboundStream};
 use super::shared::Role;
 use super::RuntimeError;
 use crate::transport::{Endpoint, SocketFile};
@@ -59,8 +58,8 @@ const WRITE_BATCH: usize = 256 * 1024;
 pub(crate) enum Inbound {
     /// A gRPC (HTTP/2) stream.
     Grpc(Box<Streaming<Envelope>>),
-    /// Records on a Unix socket.
-    Framed(FramedRead<OwnedReadHalf, LengthDelimitedCodec>),
+    /// Records on a Unix socket, and the connection's sending side.
+    Framed(FramedRead<OwnedReadHalf, LengthDelimitedCodec>, Arc<Wire>),
 }
 
 impl From<Streaming<Envelope>> for Inbound {
@@ -70,13 +69,23 @@ impl From<Streaming<Envelope>> for Inbound {
 }
 
 impl Inbound {
-    /// Reads the records of `read`, each at most `max_message_bytes` plus its tag.
-    fn framed(read: OwnedReadHalf, max_message_bytes: usize) -> Self {
+    /// Reads the records of `read`, each at most `max_message_bytes` plus its tag; `wire`
+    /// is the connection's sending side.
+    fn framed(read: OwnedReadHalf, wire: Arc<Wire>, max_message_bytes: usize) -> Self {
         let codec = LengthDelimitedCodec::builder()
             .length_field_length(4)
             .max_frame_length(max_message_bytes.saturating_add(RECORD_OVERHEAD))
             .new_codec();
-        Inbound::Framed(FramedRead::new(read, codec))
+        Inbound::Framed(FramedRead::new(read, codec), wire)
+    }
+
+    /// The sending side of a framed connection (frames can be written on it directly:
+    /// see [`super::direct`]); none for gRPC.
+    pub(crate) fn wire(&self) -> Option<&Arc<Wire>> {
+        match self {
+            Inbound::Grpc(_) => None,
+            Inbound::Framed(_, wire) => Some(wire),
+        }
     }
 
     /// The peer's next envelope; `None` when it ended its side of the stream; the status
@@ -86,7 +95,7 @@ impl Inbound {
     pub(crate) async fn message(&mut self) -> Result<Option<Envelope>, Status> {
         match self {
             Inbound::Grpc(stream) => stream.message().await,
-            Inbound::Framed(read) => match read.next().await {
+            Inbound::Framed(read, _) => match read.next().await {
                 None => Ok(None),
                 Some(Ok(record)) => decode_record(record.freeze()).map(Some),
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(
@@ -126,7 +135,7 @@ fn decode_record(mut record: Bytes) -> Result<Envelope, Status> {
 }
 
 /// Appends the record of `item` to `buf`.
-fn encode_record(item: &Result<Envelope, Status>, buf: &mut BytesMut) {
+pub(super) fn encode_record(item: &Result<Envelope, Status>, buf: &mut BytesMut) {
     match item {
         Ok(env) => {
             let len = env.encoded_len() + 1;
@@ -151,44 +160,193 @@ fn encode_record(item: &Result<Envelope, Status>, buf: &mut BytesMut) {
     }
 }
 
-/// Writes `outbound` to `write` until it ends, then shuts the socket's sending half
-/// down. Records that are ready together go out in one write. A status ends the stream
-/// after it is written; a write that fails ends it at once (the connection's reader then
-/// sees the socket close).
-async fn write_all<S>(mut write: OwnedWriteHalf, outbound: S)
+/// The sending side of a framed connection, shared by its writer task (the records of
+/// the connection's `Out` channel), its pump and, when the connection is idle, the
+/// thread that appended a sample (see [`super::direct`]): every record is written whole
+/// and in the order [`Wire::write`] was called, now if the socket takes it without
+/// waiting, or by the writer task as soon as it can.
+pub(crate) struct Wire {
+    socket: OwnedWriteHalf,
+    /// Bytes written after a record the socket did not take at once (in order).
+    pending: std::sync::Mutex<BytesMut>,
+    /// The socket failed, or the stream ended: nothing more is written.
+    closed: std::sync::atomic::AtomicBool,
+    /// Wakes the writer task: `pending` has bytes.
+    queued: tokio::sync::Notify,
+    /// Wakes who waits for `pending` to shrink.
+    drained: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire")
+            .field("pending", &self.backlog())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wire {
+    fn new(socket: OwnedWriteHalf) -> Self {
+        Wire {
+            socket,
+            pending: std::sync::Mutex::new(BytesMut::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            queued: tokio::sync::Notify::new(),
+            drained: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BytesMut> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `records` after everything written before: at once if nothing is pending
+    /// and the socket takes them without waiting, otherwise (the rest) by the writer
+    /// task. False when the stream is closed. Never waits.
+    pub(crate) fn write(&self, records: &[u8]) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut pending = self.pending();
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut rest = records;
+        if pending.is_empty() {
+            match self.socket.try_write(records) {
+                Ok(n) => rest = &records[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => {
+                    tracing::debug!(%error, "writing to the peer failed");
+                    self.closed.store(true, Ordering::Release);
+                    self.queued.notify_one();
+                    return false;
+                }
+            }
+        }
+        if !rest.is_empty() {
+            pending.extend_from_slice(rest);
+            self.queued.notify_one();
+        }
+        true
+    }
+
+    /// Bytes waiting for the writer task.
+    pub(crate) fn backlog(&self) -> usize {
+        self.pending().len()
+    }
+
+    /// Waits until at most `limit` bytes are pending (or the stream closed).
+    pub(crate) async fn drained(&self, limit: usize) {
+        loop {
+            let drained = self.drained.notified();
+            if self.backlog() <= limit || self.is_closed() {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// Whether nothing more can be written.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Writes what is pending until it is all written or the socket is full; `Ok(true)`
+    /// when nothing is pending.
+    fn flush_some(&self) -> std::io::Result<bool> {
+        let mut pending = self.pending();
+        while !pending.is_empty() {
+            match self.socket.try_write(&pending) {
+                Ok(n) => pending.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        self.drained.notify_waiters();
+        Ok(true)
+    }
+
+    /// Ends the stream: nothing more is written, and the peer reads its end.
+    fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.drained.notify_waiters();
+        let _ = socket2::SockRef::from(self.socket.as_ref()).shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Writes `outbound` and what [`Wire::write`] could not write at once, until `outbound`
+/// ends or the socket fails; then ends the stream. Records of `outbound` that are ready
+/// together go out in one write. A status ends the stream after it is written.
+async fn write_loop<S>(wire: Arc<Wire>, outbound: S)
 where
     S: Stream<Item = Result<Envelope, Status>> + Send,
 {
     let mut outbound = std::pin::pin!(outbound);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut ended = false;
-    while !ended {
-        let Some(item) = outbound.next().await else {
+    loop {
+        // Everything pending first.
+        loop {
+            match wire.flush_some() {
+                Ok(true) => break,
+                Ok(false) => {
+                    if wire.socket.writable().await.is_err() {
+                        wire.close();
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "writing to the peer failed");
+                    wire.close();
+                    return;
+                }
+            }
+        }
+        if ended || wire.is_closed() {
             break;
-        };
-        let mut item = Some(item);
-        while let Some(next) = item.take() {
-            encode_record(&next, &mut buf);
-            if next.is_err() {
-                ended = true;
-                break;
-            }
-            if buf.len() >= WRITE_BATCH {
-                break;
-            }
-            match outbound.next().now_or_never() {
-                Some(Some(more)) => item = Some(more),
-                Some(None) => ended = true,
-                None => {}
-            }
         }
-        if let Err(error) = write.write_all(&buf).await {
-            tracing::debug!(%error, "writing to the peer failed");
-            return;
+        tokio::select! {
+            item = outbound.next() => {
+                let Some(item) = item else {
+                    ended = true;
+                    continue;
+                };
+                let mut item = Some(item);
+                while let Some(next) = item.take() {
+                    encode_record(&next, &mut buf);
+                    if next.is_err() {
+                        ended = true;
+                        break;
+                    }
+                    if buf.len() >= WRITE_BATCH {
+                        break;
+                    }
+                    match outbound.next().now_or_never() {
+                        Some(Some(more)) => item = Some(more),
+                        Some(None) => ended = true,
+                        None => {}
+                    }
+                }
+                let written = wire.write(&buf);
+                buf.clear();
+                if !written {
+                    break;
+                }
+            }
+            () = wire.queued.notified() => {}
         }
-        buf.clear();
     }
-    let _ = write.shutdown().await;
+    wire.close();
+}
+
+/// Starts writing `outbound` on `write`; returns the connection's [`Wire`].
+fn start_writing<S>(write: OwnedWriteHalf, outbound: S) -> Arc<Wire>
+where
+    S: Stream<Item = Result<Envelope, Status>> + Send + 'static,
+{
+    let wire = Arc::new(Wire::new(write));
+    tokio::spawn(write_loop(Arc::clone(&wire), outbound));
+    wire
 }
 
 /// Connects to the first of `addrs` (Unix socket paths) that accepts within `timeout`,
@@ -211,8 +369,8 @@ where
         match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
             Ok(Ok(stream)) => {
                 let (read, write) = stream.into_split();
-                tokio::spawn(write_all(write, outbound));
-                return Ok(Inbound::framed(read, max_message_bytes));
+                let wire = start_writing(write, outbound);
+                return Ok(Inbound::framed(read, wire, max_message_bytes));
             }
             Ok(Err(e)) => last = e,
             Err(_) => {
@@ -294,7 +452,14 @@ async fn accept_loop<Ro: Role>(
         // envelopes (its Goodbye) are still written after its tasks are aborted.
         tokio::spawn(async move {
             let (read, write) = stream.into_split();
-            let inbound = Inbound::framed(read, max_message_bytes);
+            // The answer (our Hello, or the status refusing the peer) goes out through
+            // the wire once the handshake is done; the session's records after it.
+            let (outbound_tx, outbound_rx) = tokio::sync::oneshot::channel::<OutboundStream>();
+            let outbound = futures::stream::once(outbound_rx)
+                .filter_map(|r| async move { r.ok() })
+                .flatten();
+            let wire = start_writing(write, outbound);
+            let inbound = Inbound::framed(read, Arc::clone(&wire), max_message_bytes);
             let accepted = Acceptor::accept(
                 role as Arc<dyn Acceptor>,
                 inbound,
@@ -303,10 +468,10 @@ async fn accept_loop<Ro: Role>(
                 HandshakeGuard::default(),
             )
             .await;
-            match accepted {
-                Ok(outbound) => write_all(write, outbound).await,
-                Err(status) => write_all(write, futures::stream::iter([Err(status)])).await,
-            }
+            let _ = outbound_tx.send(match accepted {
+                Ok(outbound) => outbound,
+                Err(status) => Box::pin(futures::stream::iter([Err(status)])),
+            });
         });
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod buffer;
 pub(crate) mod clock_link;
 mod config;
 pub(crate) mod connection;
+pub(crate) mod direct;
 pub(crate) mod framed;
 pub(crate) mod handshake;
 mod net;

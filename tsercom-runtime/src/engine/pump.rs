@@ -11,6 +11,7 @@ use super::acks::{AckPacer, AckReceiver};
 use super::buffer::{Next, Stored};
 use super::clock_link::{ClockLink, Stamp};
 use super::connection::{Connection, Handler};
+use super::direct::{DirectLink, Step};
 use crate::time::Clock;
 use crate::wire::{self, envelope::Kind, Envelope};
 
@@ -26,7 +27,7 @@ pub(crate) fn envelope(kind: Kind) -> Result<Envelope, Status> {
 }
 
 /// The frame envelope of `samples` stamped by `stamp`, and its last sequence number.
-fn frame_of(samples: Vec<Stored>, stamp: &dyn Stamp) -> (Envelope, u64) {
+pub(super) fn frame_of(samples: Vec<Stored>, stamp: &dyn Stamp) -> (Envelope, u64) {
     crate::hops::mark_all(samples.iter().map(|s| s.seq), crate::hops::Hop::Pumped);
     let last_seq = samples.last().map_or(0, |s| s.seq);
     let stamps = stamp.stamp_all(&samples);
@@ -48,6 +49,26 @@ fn frame_of(samples: Vec<Stored>, stamp: &dyn Stamp) -> (Envelope, u64) {
         },
         last_seq,
     )
+}
+
+/// Bytes a framed connection's wire may hold unwritten before its pump waits (what
+/// [`OUTBOUND_FRAMES`] bounds for the other connections).
+const DIRECT_BACKLOG: usize = 512 * 1024;
+
+/// Marks a connection's [`DirectLink`] idle while its pump is parked.
+struct Parked<'a>(&'a DirectLink);
+
+impl<'a> Parked<'a> {
+    fn new(link: &'a DirectLink) -> Self {
+        link.set_idle(true);
+        Parked(link)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.set_idle(false);
+    }
 }
 
 /// How long a burst's next probe waits for the previous one's reply before it goes
@@ -99,6 +120,7 @@ pub(crate) async fn pump<H: Handler>(
         ack_policy,
         ..
     } = *conn;
+    let direct = conn.direct.as_deref();
     let buffer = handler.outbound();
     let stamp = handler.stamp();
     let clock_link = handler.clock_link().map(|link| (link, conn.clock));
@@ -179,9 +201,38 @@ pub(crate) async fn pump<H: Handler>(
         }
         // Registered before the read, so an append after it ends the wait below.
         let appended = buffer.appended();
-        let next = match cursor {
-            Some(c) => buffer.next_after(c, config.max_frame_samples, max_bytes),
-            None => Next::Empty,
+        let next = if let Some(direct) = direct {
+            // Frames and gaps go through the link, whose cursor a sender may have moved
+            // while this pump was parked.
+            match direct.step(buffer, cursor) {
+                Step::Frame(last) => {
+                    last_sent = Instant::now();
+                    cursor = Some(last);
+                    handler.sent(last);
+                    // The wire's backlog bounds what is queued, as `out`'s capacity does.
+                    tokio::select! {
+                        () = direct.wire.drained(DIRECT_BACKLOG) => {}
+                        () = out.closed() => return,
+                    }
+                    continue;
+                }
+                Step::Gap(gap) => {
+                    handler.gap_sent(&gap);
+                    last_sent = Instant::now();
+                    cursor = Some(gap.last_seq);
+                    continue;
+                }
+                Step::Closed => return,
+                Step::Empty(at) => {
+                    cursor = at;
+                    Next::Empty
+                }
+            }
+        } else {
+            match cursor {
+                Some(c) => buffer.next_after(c, config.max_frame_samples, max_bytes),
+                None => Next::Empty,
+            }
         };
         match next {
             Next::Samples(samples) => {
@@ -213,6 +264,8 @@ pub(crate) async fn pump<H: Handler>(
                 cursor = Some(last);
             }
             Next::Empty => {
+                // Parked: a sender may write what it appends itself (see `direct`).
+                let _parked = direct.map(Parked::new);
                 let probe_wait = tokio::time::sleep_until(next_probe);
                 let burst_wait = tokio::time::sleep_until(burst_due);
                 let keepalive_wait =

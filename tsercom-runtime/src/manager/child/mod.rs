@@ -15,7 +15,9 @@
 //! only the application dials. The application's handle is an ordinary [`Source`] that
 //! dials the bridge with the same [`CallerId`](crate::ids::CallerId). So every sample
 //! and event crossing the process boundary travels on the tsercom stream protocol, with
-//! sequence numbers, acknowledgements and resumption, and the handle's whole API (send,
+//! sequence numbers, acknowledgements and resumption (its envelopes framed directly on
+//! the socket, without HTTP/2: both ends are this program; see `engine/framed.rs`), and
+//! the handle's whole API (send,
 //! events, stats, clocks, connection events, flush) works unchanged. The child forwards
 //! the samples the bridge receives to its source (stamped with their original time) and
 //! the events its source receives back through the bridge. Stats, clocks and

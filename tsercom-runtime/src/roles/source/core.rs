@@ -326,12 +326,24 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
     }
 
     fn sent(&self, seq: u64) {
-        self.conn.counters.handed(seq);
-        if self.conn.best_effort {
-            // Nothing is kept for a best-effort connection once it has the samples.
-            self.conn.counters.acked(seq);
-            self.conn.acked.store(seq, Ordering::Release);
-            self.core.release();
-        }
+        handed(&self.core, &self.conn, seq);
+    }
+
+    fn direct(&self) -> Option<crate::engine::direct::DirectParts> {
+        let core = Arc::clone(&self.core);
+        let conn = Arc::clone(&self.conn);
+        let stamp: Arc<dyn crate::engine::clock_link::Stamp> = Arc::clone(&self.conn.link) as _;
+        Some((stamp, Arc::new(move |seq| handed(&core, &conn, seq))))
+    }
+}
+
+/// What `Handler::sent` does: `conn` was handed every sample through `seq`.
+fn handed<R: Runtime>(core: &Core<R>, conn: &Conn, seq: u64) {
+    conn.counters.handed(seq);
+    if conn.best_effort {
+        // Nothing is kept for a best-effort connection once it has the samples.
+        conn.counters.acked(seq);
+        conn.acked.store(seq, Ordering::Release);
+        core.release();
     }
 }
