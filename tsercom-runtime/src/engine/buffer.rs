@@ -140,6 +140,8 @@ pub(crate) struct SendBuffer {
     /// [`super::direct`]); `has_direct` says whether there are any without a lock.
     direct: std::sync::RwLock<Vec<std::sync::Arc<super::direct::DirectLink>>>,
     has_direct: std::sync::atomic::AtomicBool,
+    /// Frames written by the thread that appended the samples (see [`super::direct`]).
+    direct_frames: std::sync::atomic::AtomicU64,
 }
 
 impl SendBuffer {
@@ -160,6 +162,7 @@ impl SendBuffer {
             appended: Notify::new(),
             direct: std::sync::RwLock::new(Vec::new()),
             has_direct: std::sync::atomic::AtomicBool::new(false),
+            direct_frames: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -179,6 +182,13 @@ impl SendBuffer {
             .store(!direct.is_empty(), std::sync::atomic::Ordering::Release);
     }
 
+    /// How many times appended samples were written by the appending thread itself.
+    #[cfg(test)]
+    pub(crate) fn direct_frames(&self) -> u64 {
+        self.direct_frames
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Tells the connections that samples were appended: the idle framed ones write
     /// them at once (see [`super::direct`]); the pumps of the others wake.
     fn wake(&self) {
@@ -187,6 +197,10 @@ impl SendBuffer {
             let mut all = !direct.is_empty();
             for link in direct.iter() {
                 all &= link.try_send(self);
+            }
+            if all {
+                self.direct_frames
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if all {
                 return;

@@ -141,7 +141,7 @@ impl DirectLink {
                     last_time_ns: self.stamp.stamp_one(last_time).0,
                 };
                 let env = Envelope {
-                    kind: Some(Kind::Gap(gap.clone())),
+                    kind: Some(Kind::Gap(gap)),
                 };
                 if !self.write(env) {
                     return Step::Closed;

@@ -156,3 +156,63 @@ async fn a_hostile_peer_gets_a_status_and_the_socket_keeps_serving() {
     agg.shutdown(Duration::from_secs(1)).await;
     assert!(!path.exists(), "the socket file goes with the aggregator");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_write_idle_framed_connections_and_bursts_stay_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.sock");
+    let agg = Aggregator::<Dense>::builder()
+        .framed(true)
+        .listen(format!("unix:{}", path.display()))
+        .start()
+        .await
+        .unwrap();
+    let mut items = agg
+        .data()
+        .subscribe_with(1 << 16, crate::queue::OverflowPolicy::Block);
+    let source = Source::<Dense>::builder()
+        .framed(true)
+        .dial([format!("unix:{}", path.display())])
+        .start()
+        .await
+        .unwrap();
+    agg.wait_for_sources(1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Isolated samples after a quiet moment (each written by this task itself, the
+    // connection idle) between bursts (batched by the pump), with no other order than
+    // their numbers.
+    let mut sent = 0_u32;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        source
+            .send(Tensor::from_vec(vec![1], vec![sent as f32]).unwrap())
+            .await
+            .unwrap();
+        sent += 1;
+        for _ in 0..300 {
+            source
+                .send(Tensor::from_vec(vec![1], vec![sent as f32]).unwrap())
+                .await
+                .unwrap();
+            sent += 1;
+        }
+    }
+    let mut got = Vec::with_capacity(sent as usize);
+    while got.len() < sent as usize {
+        let (_, item) = tokio::time::timeout(Duration::from_secs(10), items.recv())
+            .await
+            .expect("every sample arrives")
+            .unwrap();
+        got.push((item.seq, item.value.to_vec::<f32>().unwrap()[0]));
+    }
+    let want: Vec<(u64, f32)> = (0..sent).map(|i| (u64::from(i) + 1, i as f32)).collect();
+    assert_eq!(got, want);
+    assert!(
+        source.direct_frames() > 0,
+        "no sample was written by the sending task"
+    );
+    assert!(source.flush(Duration::from_secs(10)).await);
+    source.shutdown(Duration::from_secs(1)).await;
+    agg.shutdown(Duration::from_secs(1)).await;
+}

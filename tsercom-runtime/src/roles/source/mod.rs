@@ -148,6 +148,12 @@ impl<R: Runtime> Source<R> {
         SourceBuilder::new()
     }
 
+    /// How many times `send` wrote its sample to an idle framed connection itself.
+    #[cfg(test)]
+    pub(crate) fn direct_frames(&self) -> u64 {
+        self.inner.core.data.direct_frames()
+    }
+
     /// This source's identity.
     pub fn id(&self) -> CallerId {
         self.inner.core.shared.local.id
