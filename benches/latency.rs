@@ -43,13 +43,17 @@ use common::{emit, load_1m, median_line, percentile, reading, run_python, Weathe
 const RATES: [u32; 2] = [1_000, 10_000];
 /// `tsercom` is TCP loopback (the name the reports have always used); `tsercom-child` is
 /// TCP from a source running in a child process (process isolation); `tsercom-agg-child`
-/// a Unix socket to an aggregator running in a child, read from its handle here.
-/// `floor-*`: a bare Unix socket to a thread or a child, without tsercom (`common::floor`).
-const ARMS: [&str; 12] = [
+/// a Unix socket to an aggregator running in a child, read from its handle here;
+/// `tsercom-manager` and `tsercom-agg-manager` are the same two by a `RuntimeManager`
+/// started in process (`start_in_process`): the same handles on the manager's runtime,
+/// without the process boundary. `floor-*`: a bare Unix socket to a thread or a child, without tsercom (`common::floor`).
+const ARMS: [&str; 14] = [
     "tsercom",
     "tsercom-tls",
     "tsercom-unix",
+    "tsercom-manager",
     "tsercom-child",
+    "tsercom-agg-manager",
     "tsercom-agg-child",
     "tonic-raw",
     "floor-uds-thread",
@@ -177,6 +181,8 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "tsercom-child" => tsercom_arm(Transport::Child, rate, warm + measured).await,
         // The child's relay numbers the samples it forwards 1, 2, ... in order too.
         "tsercom-agg-child" => tsercom_arm(Transport::AggChild, rate, warm + measured).await,
+        "tsercom-manager" => tsercom_arm(Transport::Manager, rate, warm + measured).await,
+        "tsercom-agg-manager" => tsercom_arm(Transport::AggManager, rate, warm + measured).await,
         _ if base.starts_with("floor-") => match Floor::from_arm(base) {
             Some(floor) => floor_arm(floor, rate, warm + measured).await,
             None => panic!("unknown arm {arm}"),
@@ -231,7 +237,7 @@ async fn run_arm(arm: &str, rate: u32, seconds: f64) -> Value {
         "cpu_cores": cpu / wall,
         "transport": match base {
             "tsercom-tls" => "tls",
-            "tsercom-unix" | "tsercom-agg-child" => "unix",
+            "tsercom-unix" | "tsercom-agg-child" | "tsercom-agg-manager" => "unix",
             _ if arm.starts_with("floor") => "unix",
             _ => "tcp",
         },
@@ -295,14 +301,22 @@ enum Transport {
     Child,
     /// A Unix socket to an aggregator in a child process.
     AggChild,
+    /// TCP from a source started by a `RuntimeManager` in process.
+    Manager,
+    /// A Unix socket to an aggregator started by a `RuntimeManager` in process.
+    AggManager,
 }
 
 async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
     // The socket file lives as long as this directory (the whole arm).
     let dir = tempfile::tempdir().expect("temp dir");
     let listen: Endpoint = match transport {
-        Transport::Tcp | Transport::Tls | Transport::Child => "127.0.0.1:0".parse().expect("addr"),
-        Transport::Unix | Transport::AggChild => Endpoint::unix(dir.path().join("agg.sock")),
+        Transport::Tcp | Transport::Tls | Transport::Child | Transport::Manager => {
+            "127.0.0.1:0".parse().expect("addr")
+        }
+        Transport::Unix | Transport::AggChild | Transport::AggManager => {
+            Endpoint::unix(dir.path().join("agg.sock"))
+        }
     };
     let pki = matches!(transport, Transport::Tls).then(Pki::new);
     let mut agg = Aggregator::<Weather>::builder()
@@ -312,24 +326,29 @@ async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
         agg = agg.tls_server(tls);
     }
     let mut manager = None;
-    let agg = if matches!(transport, Transport::AggChild) {
-        let (agg, m) = common::aggregator_in_child(listen.clone()).await;
+    let agg = if matches!(transport, Transport::AggChild | Transport::AggManager) {
+        let isolated = matches!(transport, Transport::AggChild);
+        let (agg, m) = common::aggregator_by_manager(listen.clone(), isolated).await;
         manager = Some(m);
         agg
     } else {
         Arc::new(agg.start().await.expect("aggregator"))
     };
     let endpoint = match transport {
-        Transport::AggChild => listen,
+        Transport::AggChild | Transport::AggManager => listen,
         _ => agg.local_endpoint().expect("listening").clone(),
     };
-    let source = if matches!(transport, Transport::Child) {
+    let source = if matches!(transport, Transport::Child | Transport::Manager) {
         let addr = agg.local_addr().expect("listening on TCP");
         let mut m = tsercom::RuntimeManager::new().worker_threads(1);
         let handle =
             m.register_source::<Weather>("source", tsercom::SourceSpec::new().dial([addr]));
-        m.start_out_of_process().expect("child");
-        let source = handle.started().await.expect("source in a child");
+        if matches!(transport, Transport::Child) {
+            m.start_out_of_process().expect("child");
+        } else {
+            m.start_in_process().expect("in process");
+        }
+        let source = handle.started().await.expect("source by the manager");
         manager = Some(m);
         source
     } else {
@@ -374,7 +393,7 @@ async fn tsercom_arm(transport: Transport, rate: u32, count: u64) -> Trace {
         tokio::task::block_in_place(|| m.shutdown(Duration::from_millis(500)))
             .expect("manager shutdown");
     }
-    if !matches!(transport, Transport::AggChild) {
+    if !matches!(transport, Transport::AggChild | Transport::AggManager) {
         agg.shutdown(Duration::from_millis(200)).await;
     }
     (sent, got, measured)

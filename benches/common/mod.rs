@@ -147,6 +147,18 @@ pub async fn aggregator_in_child(
     std::sync::Arc<tsercom::Aggregator<Weather>>,
     tsercom::RuntimeManager,
 ) {
+    aggregator_by_manager(listen, true).await
+}
+
+/// The same aggregator by a `RuntimeManager`, in a child process (`isolated`) or in this
+/// one (`start_in_process`): the handle, and the manager (shut it down when done).
+pub async fn aggregator_by_manager(
+    listen: tsercom::transport::Endpoint,
+    isolated: bool,
+) -> (
+    std::sync::Arc<tsercom::Aggregator<Weather>>,
+    tsercom::RuntimeManager,
+) {
     let mut m = tsercom::RuntimeManager::new().worker_threads(1);
     let handle = m.register_aggregator::<Weather>(
         "aggregator",
@@ -154,8 +166,12 @@ pub async fn aggregator_in_child(
             .listen(listen)
             .retention(None),
     );
-    m.start_out_of_process().expect("child");
-    let agg = handle.started().await.expect("aggregator in a child");
+    if isolated {
+        m.start_out_of_process().expect("child");
+    } else {
+        m.start_in_process().expect("in process");
+    }
+    let agg = handle.started().await.expect("aggregator by the manager");
     (agg, m)
 }
 
