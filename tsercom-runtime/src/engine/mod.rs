@@ -6,6 +6,11 @@
 //! what a connection is made of: its settings (`config`), outbound buffer (`buffer`),
 //! pump (`pump`), acknowledgements (`acks`) and clock link (`clock_link`).
 //!
+//! A peer's stream reaches the engine as an `Inbound` (`framed`): a gRPC stream, or the
+//! same envelopes as length-delimited records on a Unix socket, which roles built for
+//! the process isolation bridge speak instead of gRPC (`framed`); on such a connection
+//! an idle link's frames are written by the thread that appends the samples (`direct`).
+//!
 //! A role ([`Source`](crate::roles::Source), [`Aggregator`](crate::roles::Aggregator))
 //! implements the engine's `Role` and `Handler` traits; everything else is here, once.
 
