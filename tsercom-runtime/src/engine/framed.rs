@@ -50,6 +50,9 @@ const TAG_STATUS: u8 = 1;
 const FLAG_REPLACED: u8 = 1;
 /// What a record holds besides its envelope: the tag, and room for a status's header.
 const RECORD_OVERHEAD: usize = 16;
+/// Connections of one listener that may be in their handshake (the peer's Hello not yet
+/// answered) at once.
+const MAX_HANDSHAKES: usize = 64;
 /// A writer gathers the records that are ready into one write of at most about this many
 /// bytes (a burst of frames goes out in one system call).
 const WRITE_BATCH: usize = 256 * 1024;
@@ -429,6 +432,7 @@ async fn accept_loop<Ro: Role>(
     stopped: impl std::future::Future<Output = ()>,
 ) {
     let mut stopped = std::pin::pin!(stopped);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -446,6 +450,23 @@ async fn accept_loop<Ro: Role>(
         };
         let Some(role) = role.upgrade() else {
             return;
+        };
+        // Peers that connect and do not finish their Hello hold a permit until the Hello
+        // timeout: beyond the cap, a new connection is refused at once, with a status.
+        let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+            tracing::warn!(
+                "refused a connection to {}: {MAX_HANDSHAKES} handshakes in progress",
+                path.display()
+            );
+            let mut refusal = BytesMut::new();
+            encode_record(
+                &Err(Status::resource_exhausted(format!(
+                    "{MAX_HANDSHAKES} connections are in their handshake; try again later"
+                ))),
+                &mut refusal,
+            );
+            let _ = stream.try_write(&refusal);
+            continue;
         };
         let remote = Some(Endpoint::Unix(path.clone()));
         // Not a task of the role: it ends with its stream, and a stopping role's last
@@ -468,6 +489,7 @@ async fn accept_loop<Ro: Role>(
                 HandshakeGuard::default(),
             )
             .await;
+            drop(permit);
             let _ = outbound_tx.send(match accepted {
                 Ok(outbound) => outbound,
                 Err(status) => Box::pin(futures::stream::iter([Err(status)])),

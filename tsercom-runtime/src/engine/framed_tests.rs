@@ -216,3 +216,38 @@ async fn senders_write_idle_framed_connections_and_bursts_stay_in_order() {
     source.shutdown(Duration::from_secs(1)).await;
     agg.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn silent_connections_beyond_the_cap_are_refused_and_free_their_place_when_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.sock");
+    let agg = Aggregator::<Dense>::builder()
+        .framed(true)
+        .listen(format!("unix:{}", path.display()))
+        .start()
+        .await
+        .unwrap();
+    // Peers that connect and never say Hello.
+    let mut silent = Vec::new();
+    for _ in 0..super::MAX_HANDSHAKES {
+        silent.push(UnixStream::connect(&path).await.unwrap());
+    }
+    // The next one (accepted after them: connections wait in the listener's queue in
+    // order) is refused at once, with a status that says why.
+    let (code, message) = status_for(&path, &[]).await;
+    assert_eq!(code, tonic::Code::ResourceExhausted, "{message}");
+    assert!(message.contains("handshake"), "{message}");
+    // Gone, they free their places: a real source connects and is heard.
+    drop(silent);
+    let source = Source::<Dense>::builder()
+        .framed(true)
+        .dial([format!("unix:{}", path.display())])
+        .start()
+        .await
+        .unwrap();
+    agg.wait_for_sources(1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    source.shutdown(Duration::from_secs(1)).await;
+    agg.shutdown(Duration::from_secs(1)).await;
+}

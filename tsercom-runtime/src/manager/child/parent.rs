@@ -87,7 +87,16 @@ impl Group {
             std::process::id(),
             crate::engine::random_u64()
         ));
-        if let Err(e) = std::fs::create_dir_all(&dir) {
+        // Only this user may reach the bridges (a Unix socket is reached through its
+        // directory, whatever the umask made of the socket files).
+        let created = {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+        };
+        if let Err(e) = created {
             let message = format!("creating {}: {e}", dir.display());
             fail(&self.jobs, ManagerError::Failed { name, message });
             return None;
