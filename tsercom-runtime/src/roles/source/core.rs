@@ -73,6 +73,9 @@ pub(super) struct Core<R: Runtime> {
     /// Bounds on what is acknowledged of each aggregator's events (see
     /// `SourceBuilder::event_ack_limits`).
     pub(super) event_ack_limits: Option<crate::engine::connection::AckLimits>,
+    /// Woken when an aggregator's acknowledgement moved or a connection ended (what
+    /// `Source::flush` waits on).
+    pub(super) acks_moved: tokio::sync::Notify,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,6 +108,7 @@ impl<R: Runtime> Core<R> {
             acked_into: None,
             handled_through: AtomicU64::new(0),
             event_ack_limits: None,
+            acks_moved: tokio::sync::Notify::new(),
         }
     }
 
@@ -117,6 +121,8 @@ impl<R: Runtime> Core<R> {
     /// handed is forgotten rather than released, so a reconnecting aggregator is told
     /// exactly what it missed.
     pub(super) fn release(&self) {
+        // `flush` waits on what the aggregators acknowledged.
+        self.acks_moved.notify_waiters();
         let conns = lock(&self.conns);
         let awaited = {
             let mut departed = lock(&self.departed);
@@ -227,6 +233,7 @@ impl<R: Runtime> Drop for AggregatorLink<R> {
             lock(&self.core.departed).insert(id, (acked, std::time::Instant::now()));
         }
         self.core.drop_unconnected();
+        self.core.acks_moved.notify_waiters();
     }
 }
 

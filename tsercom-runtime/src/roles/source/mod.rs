@@ -364,6 +364,8 @@ impl<R: Runtime> Source<R> {
         let target = self.inner.core.data.last_seq();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // Registered before the check, so a move after it ends the wait below.
+            let moved = self.inner.core.acks_moved.notified();
             let acked = {
                 let conns = lock(&self.inner.core.conns);
                 !conns.is_empty()
@@ -377,7 +379,13 @@ impl<R: Runtime> Source<R> {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            // Woken by every acknowledgement and connection end; the periodic look is
+            // a safety net only.
+            let look = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
+            tokio::select! {
+                () = moved => {}
+                () = tokio::time::sleep_until(look) => {}
+            }
         }
     }
 
