@@ -292,9 +292,9 @@ struct Relays<R: Runtime> {
     tasks: Mutex<tokio::task::JoinSet<()>>,
     /// The child's aggregator (set once it is started; it holds these relays).
     agg: std::sync::OnceLock<std::sync::Weak<Aggregator<R>>>,
-    /// Held while a relay starts: a source's first frame and its connection event
-    /// start one relay, not two.
-    starting: tokio::sync::Mutex<()>,
+    /// Per source, held while its relay starts: a source's first frame and its
+    /// connection event start one relay, not two.
+    starting: Mutex<HashMap<CallerId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The relay of one source (one incarnation of it).
@@ -339,7 +339,11 @@ impl<R: Runtime> Relays<R> {
         if let Some(source) = known {
             return Ok(source);
         }
-        let _starting = self.starting.lock().await;
+        // One start at a time per source (a first frame and a connection event start one
+        // relay, not two); other sources' relays start meanwhile, also while an old
+        // relay of this source delivers what it holds.
+        let starting = Arc::clone(lock(&self.starting).entry(caller).or_default());
+        let _starting = starting.lock().await;
         let known = lock(&self.sources)
             .get(&caller)
             .map(|r| (Arc::clone(&r.source), r.incarnation));
@@ -408,6 +412,8 @@ impl<R: Runtime> Relays<R> {
             return;
         };
         lock(&self.acked).remove(&caller);
+        // Unless a start holds it (then it stays, and is reused).
+        lock(&self.starting).retain(|_, start| Arc::strong_count(start) > 1);
         let mut tasks = lock(&self.tasks);
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
@@ -444,7 +450,7 @@ pub(super) async fn host<R: Runtime>(
         acked: Mutex::new(HashMap::new()),
         tasks: Mutex::new(tokio::task::JoinSet::new()),
         agg: std::sync::OnceLock::new(),
-        starting: tokio::sync::Mutex::new(()),
+        starting: Mutex::new(HashMap::new()),
     });
     let limits = Arc::clone(&relays);
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
