@@ -53,6 +53,9 @@ const RECORD_OVERHEAD: usize = 16;
 /// Connections of one listener that may be in their handshake (the peer's Hello not yet
 /// answered) at once.
 const MAX_HANDSHAKES: usize = 64;
+/// How long a stream that ended may take to write what is still pending (a peer that
+/// stopped reading does not keep the connection open longer).
+const LINGER: Duration = Duration::from_secs(2);
 /// A writer gathers the records that are ready into one write of at most about this many
 /// bytes (a burst of frames goes out in one system call).
 const WRITE_BATCH: usize = 256 * 1024;
@@ -286,39 +289,42 @@ where
 {
     let mut outbound = std::pin::pin!(outbound);
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let mut ended = false;
+    // Set once `outbound` has ended: what is pending still goes out, within `LINGER`.
+    let mut ended: Option<tokio::time::Instant> = None;
     loop {
-        // Everything pending first.
-        loop {
-            match wire.flush_some() {
-                Ok(true) => break,
-                Ok(false) => {
-                    if wire.socket.writable().await.is_err() {
-                        wire.close();
-                        return;
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "writing to the peer failed");
-                    wire.close();
-                    return;
-                }
+        let flushed = match wire.flush_some() {
+            Ok(flushed) => flushed,
+            Err(error) => {
+                tracing::debug!(%error, "writing to the peer failed");
+                break;
+            }
+        };
+        if let Some(deadline) = ended {
+            if flushed {
+                break;
+            }
+            // A peer that stopped reading does not keep the connection past the linger.
+            match tokio::time::timeout_at(deadline, wire.socket.writable()).await {
+                Ok(Ok(())) => continue,
+                _ => break,
             }
         }
-        if ended || wire.is_closed() {
+        if wire.is_closed() {
             break;
         }
+        // While bytes are pending, also wait for room in the socket; whatever comes
+        // meanwhile is queued behind them, and the end of `outbound` is seen at once.
         tokio::select! {
             item = outbound.next() => {
                 let Some(item) = item else {
-                    ended = true;
+                    ended = Some(tokio::time::Instant::now() + LINGER);
                     continue;
                 };
                 let mut item = Some(item);
                 while let Some(next) = item.take() {
                     encode_record(&next, &mut buf);
                     if next.is_err() {
-                        ended = true;
+                        ended = Some(tokio::time::Instant::now() + LINGER);
                         break;
                     }
                     if buf.len() >= WRITE_BATCH {
@@ -326,7 +332,7 @@ where
                     }
                     match outbound.next().now_or_never() {
                         Some(Some(more)) => item = Some(more),
-                        Some(None) => ended = true,
+                        Some(None) => ended = Some(tokio::time::Instant::now() + LINGER),
                         None => {}
                     }
                 }
@@ -337,6 +343,11 @@ where
                 }
             }
             () = wire.queued.notified() => {}
+            ready = wire.socket.writable(), if !flushed => {
+                if ready.is_err() {
+                    break;
+                }
+            }
         }
     }
     wire.close();

@@ -251,3 +251,38 @@ async fn silent_connections_beyond_the_cap_are_refused_and_free_their_place_when
     source.shutdown(Duration::from_secs(1)).await;
     agg.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_does_not_keep_the_writer_past_the_linger() {
+    let (ours, _theirs) = UnixStream::pair().unwrap(); // `_theirs` never reads
+    let (_read, write) = ours.into_split();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let wire = super::start_writing(write, tokio_stream::wrappers::ReceiverStream::new(rx));
+    let frame = Envelope {
+        kind: Some(Kind::Frame(wire::Frame {
+            samples: vec![wire::Sample {
+                seq: 1,
+                time_ns: 0,
+                payload: Bytes::from(vec![7u8; 64 * 1024]),
+                synchronized: false,
+            }],
+        })),
+    };
+    // More than the socket holds: the rest waits in the wire.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while wire.backlog() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the socket never filled"
+        );
+        tx.send(Ok(frame.clone())).await.unwrap();
+    }
+    // The stream ends; its rest cannot go out: the writer closes after the linger.
+    drop(tx);
+    // `drained` returns once nothing is pending or the wire is closed; nothing is read.
+    tokio::time::timeout(super::LINGER + Duration::from_secs(5), wire.drained(0))
+        .await
+        .expect("the writer still waits for a peer that stopped reading");
+    assert!(wire.is_closed());
+    assert!(!wire.write(b"more"), "a closed wire takes nothing");
+}
