@@ -64,8 +64,14 @@ const WRITE_BATCH: usize = 256 * 1024;
 pub(crate) enum Inbound {
     /// A gRPC (HTTP/2) stream.
     Grpc(Box<Streaming<Envelope>>),
-    /// Records on a Unix socket, and the connection's sending side.
-    Framed(FramedRead<OwnedReadHalf, LengthDelimitedCodec>, Arc<Wire>),
+    /// Records on a Unix socket, and the connection's sending side; `answering`: this
+    /// side answered the connection (the peer dialed), so the peer may not end the
+    /// stream with a status (a gRPC client cannot either).
+    Framed(
+        FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+        Arc<Wire>,
+        bool,
+    ),
 }
 
 impl From<Streaming<Envelope>> for Inbound {
@@ -76,13 +82,18 @@ impl From<Streaming<Envelope>> for Inbound {
 
 impl Inbound {
     /// Reads the records of `read`, each at most `max_message_bytes` plus its tag; `wire`
-    /// is the connection's sending side.
-    fn framed(read: OwnedReadHalf, wire: Arc<Wire>, max_message_bytes: usize) -> Self {
+    /// is the connection's sending side; `answering` when the peer dialed.
+    fn framed(
+        read: OwnedReadHalf,
+        wire: Arc<Wire>,
+        max_message_bytes: usize,
+        answering: bool,
+    ) -> Self {
         let codec = LengthDelimitedCodec::builder()
             .length_field_length(4)
             .max_frame_length(max_message_bytes.saturating_add(RECORD_OVERHEAD))
             .new_codec();
-        Inbound::Framed(FramedRead::new(read, codec), wire)
+        Inbound::Framed(FramedRead::new(read, codec), wire, answering)
     }
 
     /// The sending side of a framed connection (frames can be written on it directly:
@@ -90,7 +101,7 @@ impl Inbound {
     pub(crate) fn wire(&self) -> Option<&Arc<Wire>> {
         match self {
             Inbound::Grpc(_) => None,
-            Inbound::Framed(_, wire) => Some(wire),
+            Inbound::Framed(_, wire, _) => Some(wire),
         }
     }
 
@@ -101,9 +112,16 @@ impl Inbound {
     pub(crate) async fn message(&mut self) -> Result<Option<Envelope>, Status> {
         match self {
             Inbound::Grpc(stream) => stream.message().await,
-            Inbound::Framed(read, _) => match read.next().await {
+            Inbound::Framed(read, _, answering) => match read.next().await {
                 None => Ok(None),
-                Some(Ok(record)) => decode_record(record.freeze()).map(Some),
+                Some(Ok(record)) => match decode_record(record.freeze())? {
+                    Record::Envelope(env) => Ok(Some(env)),
+                    Record::Status(_) if *answering => Err(Status::invalid_argument(
+                        "a status record from the dialing side: only the answering side \
+                         ends a stream with a status",
+                    )),
+                    Record::Status(status) => Err(status),
+                },
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(
                     Status::out_of_range(format!("a record over the frame limit: {e}")),
                 ),
@@ -115,23 +133,35 @@ impl Inbound {
     }
 }
 
-/// An envelope from a record, or the status the record ends the stream with.
-fn decode_record(mut record: Bytes) -> Result<Envelope, Status> {
+/// What a record holds.
+// Envelopes are the hot path, moved once out of here: boxing them would allocate per
+// message to save a few bytes of an enum that never lives in a collection.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Record {
+    Envelope(Envelope),
+    /// The status the peer ends the stream with.
+    Status(Status),
+}
+
+/// The content of a record; an error when it is not a record.
+fn decode_record(mut record: Bytes) -> Result<Record, Status> {
     if record.is_empty() {
         return Err(Status::internal("failed to decode an empty record"));
     }
     match record.get_u8() {
         TAG_ENVELOPE => Envelope::decode(record)
+            .map(Record::Envelope)
             .map_err(|e| Status::internal(format!("failed to decode an Envelope: {e}"))),
         TAG_STATUS if record.len() >= 5 => {
             let code = tonic::Code::from_i32(record.get_i32());
             let flags = record.get_u8();
             let message = String::from_utf8_lossy(&record).into_owned();
-            Err(if flags & FLAG_REPLACED != 0 {
+            Ok(Record::Status(if flags & FLAG_REPLACED != 0 {
                 super::replaced_status(message)
             } else {
                 Status::new(code, message)
-            })
+            }))
         }
         TAG_STATUS => Err(Status::internal("failed to decode a status record")),
         tag => Err(Status::internal(format!(
@@ -384,7 +414,7 @@ where
             Ok(Ok(stream)) => {
                 let (read, write) = stream.into_split();
                 let wire = start_writing(write, outbound);
-                return Ok(Inbound::framed(read, wire, max_message_bytes));
+                return Ok(Inbound::framed(read, wire, max_message_bytes, false));
             }
             Ok(Err(e)) => last = e,
             Err(_) => {
@@ -491,7 +521,7 @@ async fn accept_loop<Ro: Role>(
                 .filter_map(|r| async move { r.ok() })
                 .flatten();
             let wire = start_writing(write, outbound);
-            let inbound = Inbound::framed(read, Arc::clone(&wire), max_message_bytes);
+            let inbound = Inbound::framed(read, Arc::clone(&wire), max_message_bytes, true);
             let accepted = Acceptor::accept(
                 role as Arc<dyn Acceptor>,
                 inbound,

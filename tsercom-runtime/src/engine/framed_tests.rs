@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tonic::Status;
 
-use super::{decode_record, encode_record, TAG_ENVELOPE, TAG_STATUS};
+use super::{decode_record, encode_record, Record, TAG_ENVELOPE, TAG_STATUS};
 use crate::engine::Runtime;
 use crate::roles::{Aggregator, Source};
 use crate::tensor::{Tensor, Update};
@@ -21,7 +21,10 @@ fn decoded(item: Result<Envelope, Status>) -> Result<Envelope, Status> {
     encode_record(&item, &mut buf);
     let len = buf.get_u32() as usize;
     assert_eq!(len, buf.len());
-    decode_record(buf.freeze())
+    match decode_record(buf.freeze()).expect("a record") {
+        Record::Envelope(env) => Ok(env),
+        Record::Status(status) => Err(status),
+    }
 }
 
 #[test]
@@ -78,8 +81,8 @@ async fn status_for(path: &std::path::Path, bytes: &[u8]) -> (tonic::Code, Strin
     let len = answer.get_u32() as usize;
     assert_eq!(len, answer.len(), "one record, then the end of the stream");
     match decode_record(answer) {
-        Err(status) => (status.code(), status.message().to_owned()),
-        Ok(env) => panic!("an envelope instead of a status: {env:?}"),
+        Ok(Record::Status(status)) => (status.code(), status.message().to_owned()),
+        other => panic!("not a status record: {other:?}"),
     }
 }
 
@@ -118,6 +121,13 @@ async fn a_hostile_peer_gets_a_status_and_the_socket_keeps_serving() {
     let (code, message) = status_for(&path, &ack).await;
     assert_eq!(code, tonic::Code::InvalidArgument);
     assert!(message.contains("must be Hello"), "{message}");
+
+    // A status from the dialing side (a gRPC client cannot send one either).
+    let mut status = BytesMut::new();
+    encode_record(&Err(Status::permission_denied("go away")), &mut status);
+    let (code, message) = status_for(&path, &status).await;
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("dialing side"), "{message}");
 
     // A real peer after them: data one way, events the other.
     let mut items = agg.data().subscribe();
