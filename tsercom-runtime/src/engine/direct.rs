@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::buffer::{Next, SendBuffer};
+use super::buffer::{Next, SendBuffer, Stored};
 use super::clock_link::Stamp;
 use super::framed::{encode_record, Wire};
-use super::pump::frame_of;
+use super::pump::{frame_of, gap_of};
 use crate::wire::{self, envelope::Kind, Envelope};
 
 /// A sender writes a frame itself only when none went out for this long: a burst is
@@ -109,6 +109,17 @@ impl DirectLink {
         written
     }
 
+    /// Writes `samples` as one frame and moves `cursor` past them; the last sequence
+    /// number written, or `None` when the stream is closed.
+    fn write_frame(&self, cursor: &mut Option<u64>, samples: Vec<Stored>) -> Option<u64> {
+        let (frame, last) = frame_of(samples, &*self.stamp);
+        if !self.write(frame) {
+            return None;
+        }
+        *cursor = Some(last);
+        Some(last)
+    }
+
     /// The pump's step: from the cursor (`resume` until there is one), writes the next
     /// frame or gap of `buffer`.
     pub(crate) fn step(&self, buffer: &SendBuffer, resume: Option<u64>) -> Step {
@@ -120,26 +131,17 @@ impl DirectLink {
             return Step::Empty(None);
         };
         match buffer.next_after(at, self.max_samples, self.max_bytes) {
-            Next::Samples(samples) => {
-                let (frame, last) = frame_of(samples, &*self.stamp);
-                if !self.write(frame) {
-                    return Step::Closed;
-                }
-                *cursor = Some(last);
-                Step::Frame(last)
-            }
+            Next::Samples(samples) => match self.write_frame(&mut cursor, samples) {
+                Some(last) => Step::Frame(last),
+                None => Step::Closed,
+            },
             Next::Gap {
                 first,
                 last,
                 first_time,
                 last_time,
             } => {
-                let gap = wire::Gap {
-                    first_seq: first,
-                    last_seq: last,
-                    first_time_ns: self.stamp.stamp_one(first_time).0,
-                    last_time_ns: self.stamp.stamp_one(last_time).0,
-                };
+                let gap = gap_of(first, last, first_time, last_time, &*self.stamp);
                 let env = Envelope {
                     kind: Some(Kind::Gap(gap)),
                 };
@@ -181,11 +183,9 @@ impl DirectLink {
         }
         match buffer.next_after(at, self.max_samples, self.max_bytes) {
             Next::Samples(samples) => {
-                let (frame, last) = frame_of(samples, &*self.stamp);
-                if !self.write(frame) {
+                let Some(last) = self.write_frame(&mut cursor, samples) else {
                     return false;
-                }
-                *cursor = Some(last);
+                };
                 drop(cursor);
                 (self.sent)(last);
                 last >= buffer.last_seq()

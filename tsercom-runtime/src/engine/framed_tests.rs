@@ -66,6 +66,26 @@ impl Runtime for Dense {
     const OPEN_PATH: &'static str = "/dense.Stream/Open";
 }
 
+/// An aggregator listening framed on the Unix socket `path`.
+async fn framed_aggregator(path: &std::path::Path) -> Aggregator<Dense> {
+    Aggregator::<Dense>::builder()
+        .framed(true)
+        .listen(format!("unix:{}", path.display()))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A source dialing framed the Unix socket `path`.
+async fn framed_source(path: &std::path::Path) -> Source<Dense> {
+    Source::<Dense>::builder()
+        .framed(true)
+        .dial([format!("unix:{}", path.display())])
+        .start()
+        .await
+        .unwrap()
+}
+
 /// Sends `bytes` to the socket at `path` as a peer would, and returns the status record
 /// the answering side ends the stream with (its code and message).
 async fn status_for(path: &std::path::Path, bytes: &[u8]) -> (tonic::Code, String) {
@@ -90,12 +110,7 @@ async fn status_for(path: &std::path::Path, bytes: &[u8]) -> (tonic::Code, Strin
 async fn a_hostile_peer_gets_a_status_and_the_socket_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bridge.sock");
-    let agg = Aggregator::<Dense>::builder()
-        .framed(true)
-        .listen(format!("unix:{}", path.display()))
-        .start()
-        .await
-        .unwrap();
+    let agg = framed_aggregator(&path).await;
 
     // A record longer than the frame limit: refused before it is read.
     let (code, message) = status_for(&path, &u32::MAX.to_be_bytes()).await;
@@ -131,12 +146,7 @@ async fn a_hostile_peer_gets_a_status_and_the_socket_keeps_serving() {
 
     // A real peer after them: data one way, events the other.
     let mut items = agg.data().subscribe();
-    let source = Source::<Dense>::builder()
-        .framed(true)
-        .dial([format!("unix:{}", path.display())])
-        .start()
-        .await
-        .unwrap();
+    let source = framed_source(&path).await;
     for i in 0..100 {
         source
             .send(Tensor::from_vec(vec![1], vec![i as f32]).unwrap())
@@ -171,21 +181,11 @@ async fn a_hostile_peer_gets_a_status_and_the_socket_keeps_serving() {
 async fn senders_write_idle_framed_connections_and_bursts_stay_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bridge.sock");
-    let agg = Aggregator::<Dense>::builder()
-        .framed(true)
-        .listen(format!("unix:{}", path.display()))
-        .start()
-        .await
-        .unwrap();
+    let agg = framed_aggregator(&path).await;
     let mut items = agg
         .data()
         .subscribe_with(1 << 16, crate::queue::OverflowPolicy::Block);
-    let source = Source::<Dense>::builder()
-        .framed(true)
-        .dial([format!("unix:{}", path.display())])
-        .start()
-        .await
-        .unwrap();
+    let source = framed_source(&path).await;
     agg.wait_for_sources(1, Duration::from_secs(10))
         .await
         .unwrap();
@@ -231,12 +231,7 @@ async fn senders_write_idle_framed_connections_and_bursts_stay_in_order() {
 async fn silent_connections_beyond_the_cap_are_refused_and_free_their_place_when_gone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bridge.sock");
-    let agg = Aggregator::<Dense>::builder()
-        .framed(true)
-        .listen(format!("unix:{}", path.display()))
-        .start()
-        .await
-        .unwrap();
+    let agg = framed_aggregator(&path).await;
     // Peers that connect and never say Hello.
     let mut silent = Vec::new();
     for _ in 0..super::MAX_HANDSHAKES {
@@ -249,12 +244,7 @@ async fn silent_connections_beyond_the_cap_are_refused_and_free_their_place_when
     assert!(message.contains("handshake"), "{message}");
     // Gone, they free their places: a real source connects and is heard.
     drop(silent);
-    let source = Source::<Dense>::builder()
-        .framed(true)
-        .dial([format!("unix:{}", path.display())])
-        .start()
-        .await
-        .unwrap();
+    let source = framed_source(&path).await;
     agg.wait_for_sources(1, Duration::from_secs(10))
         .await
         .unwrap();

@@ -71,6 +71,23 @@ impl Drop for Parked<'_> {
     }
 }
 
+/// The `Gap` announcing samples `first..=last` lost, taken between `first_time` and
+/// `last_time`, stamped by `stamp`.
+pub(super) fn gap_of(
+    first: u64,
+    last: u64,
+    first_time: crate::time::Timestamp,
+    last_time: crate::time::Timestamp,
+    stamp: &dyn Stamp,
+) -> wire::Gap {
+    wire::Gap {
+        first_seq: first,
+        last_seq: last,
+        first_time_ns: stamp.stamp_one(first_time).0,
+        last_time_ns: stamp.stamp_one(last_time).0,
+    }
+}
+
 /// How long a burst's next probe waits for the previous one's reply before it goes
 /// out anyway (a reply can be lost: the authority drops one it cannot send at once).
 const BURST_REPLY_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
@@ -250,12 +267,7 @@ pub(crate) async fn pump<H: Handler>(
                 first_time,
                 last_time,
             } => {
-                let gap = wire::Gap {
-                    first_seq: first,
-                    last_seq: last,
-                    first_time_ns: stamp.stamp_one(first_time).0,
-                    last_time_ns: stamp.stamp_one(last_time).0,
-                };
+                let gap = gap_of(first, last, first_time, last_time, stamp);
                 handler.gap_sent(&gap);
                 last_sent = Instant::now();
                 if out.send(envelope(Kind::Gap(gap))).await.is_err() {
