@@ -121,8 +121,12 @@ impl<R: Runtime> Core<R> {
     /// handed is forgotten rather than released, so a reconnecting aggregator is told
     /// exactly what it missed.
     pub(super) fn release(&self) {
-        // `flush` waits on what the aggregators acknowledged.
+        self.release_acknowledged();
+        // `flush` waits on what the aggregators acknowledged; woken once it is released.
         self.acks_moved.notify_waiters();
+    }
+
+    fn release_acknowledged(&self) {
         let conns = lock(&self.conns);
         let awaited = {
             let mut departed = lock(&self.departed);

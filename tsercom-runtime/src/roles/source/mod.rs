@@ -373,7 +373,14 @@ impl<R: Runtime> Source<R> {
                         .iter()
                         .all(|c| c.acked.load(Ordering::Acquire) >= target)
             };
-            if acked || target == 0 {
+            if acked {
+                // The connection stores its acknowledgement before releasing what it
+                // covers; releasing here too means a caller that sees `true` also sees
+                // the buffer emptied of it.
+                self.inner.core.release();
+                return true;
+            }
+            if target == 0 {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
