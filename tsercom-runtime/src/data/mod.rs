@@ -88,8 +88,10 @@ pub enum CallerEvent {
     /// [`RemoteDataAggregator::mark_left`] was called: the source disconnected. Its data
     /// stays readable until the retention timeout drops it.
     Left(CallerId),
-    /// A caller that left is no longer known: all its items expired (or it had none),
-    /// and everything the aggregator kept for it is freed.
+    /// A caller that left is no longer known: all its items expired (or it had none).
+    /// From an [`Aggregator`](crate::roles::Aggregator)'s `caller_events`, also that
+    /// everything the aggregator kept for it is freed, which for a source that dropped
+    /// without leaving waits for its event buffer's `max_age`.
     Forgotten(CallerId),
 }
 

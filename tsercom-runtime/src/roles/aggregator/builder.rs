@@ -3,7 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::core::{forget_departed, Core};
+use super::core::Core;
+use super::departed::forget_departed;
 use super::{discover, Aggregator, Inner};
 use crate::backoff::Backoff;
 use crate::data::RemoteDataAggregator;

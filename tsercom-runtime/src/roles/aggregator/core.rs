@@ -10,6 +10,7 @@ use std::time::Duration;
 use prost::Message;
 use tonic::Status;
 
+use super::departed::Forget;
 use super::ledger::{Admit, Ledger};
 use super::per_source::SourceCounters;
 use super::seqs::Seqs;
@@ -66,6 +67,9 @@ pub(super) struct CallerState {
     pub(super) live: Mutex<Option<u64>>,
     /// The source left on purpose (said goodbye, or is no longer advertised).
     pub(super) left: AtomicBool,
+    /// Since when the source is away without having left on purpose (its events are
+    /// kept for it that long, see [`Core::forget`]); `None` while connected.
+    away_since: Mutex<Option<std::time::Instant>>,
     pub(super) clock: Mutex<Option<PeerClock>>,
     /// The address of its last connection.
     pub(super) address: Mutex<Option<Endpoint>>,
@@ -93,7 +97,7 @@ pub(super) struct Core<R: Runtime> {
     pub(super) names: Mutex<HashMap<CallerId, String>>,
     /// Bumped whenever a source connects or disconnects (see `sources::wait`).
     pub(super) arrivals: watch::Sender<u64>,
-    /// The receivers of caller events, fed by [`forget_departed`].
+    /// The receivers of caller events, fed by [`forget_departed`](super::departed::forget_departed).
     pub(super) caller_events: Arc<Hub<CallerEvent>>,
     /// The receivers of connection events, fed from the engine's queue.
     pub(super) connection_events: Arc<Hub<ConnectionEvent>>,
@@ -171,6 +175,7 @@ impl<R: Runtime> Core<R> {
                 events_acked: watch::Sender::new(0),
                 live: Mutex::new(None),
                 left: AtomicBool::new(false),
+                away_since: Mutex::new(None),
                 clock: Mutex::new(None),
                 address: Mutex::new(None),
                 counters: SourceCounters::default(),
@@ -258,17 +263,30 @@ impl<R: Runtime> Core<R> {
     }
 
     /// Frees what is kept for `caller` once the data store forgot it (it left, and its
-    /// data expired), unless it is connected again.
-    pub(super) fn forget(&self, caller: CallerId) {
+    /// data expired), unless it is connected again, or it is away without having left on
+    /// purpose for less than its event buffer's `max_age`: events sent to it meanwhile
+    /// are kept for when it is back, as for any reconnecting source, whether or not it
+    /// ever sent data (an actuator that only receives events).
+    ///
+    /// `may_keep` false (too many are kept already) forgets it now whatever the time.
+    pub(super) fn forget(&self, caller: CallerId, may_keep: bool) -> Forget {
         let mut callers = lock(&self.callers);
-        let gone = callers
-            .get(&caller)
-            .is_some_and(|s| lock(&s.live).is_none() && !self.data.is_known(caller));
-        if gone {
-            callers.remove(&caller);
-            lock(&self.names).remove(&caller);
-            tracing::debug!(%caller, "departed source forgotten");
+        let Some(state) = callers.get(&caller) else {
+            return Forget::Back;
+        };
+        if lock(&state.live).is_some() || self.data.is_known(caller) {
+            return Forget::Back;
         }
+        let away_since = lock(&state.away_since).filter(|_| may_keep);
+        if let Some(until) = away_since.map(|since| since + self.event_limits.max_age) {
+            if until > std::time::Instant::now() {
+                return Forget::KeepUntil(until);
+            }
+        }
+        callers.remove(&caller);
+        lock(&self.names).remove(&caller);
+        tracing::debug!(%caller, "departed source forgotten");
+        Forget::Done
     }
 
     /// Remembers the name a discovered source advertised (within [`MAX_NAMES`]).
@@ -321,6 +339,7 @@ impl<R: Runtime> Role for Core<R> {
         *lock(&state.address) = peer.addr.clone();
         state.counters.connected();
         state.left.store(false, Ordering::Release);
+        *lock(&state.away_since) = None;
         self.data.add_caller(peer.id);
         let last = {
             let mut incarnation = lock(&state.incarnation);
@@ -366,7 +385,7 @@ pub(super) struct SourceLink<R: Runtime> {
     state: Arc<CallerState>,
     caller: CallerId,
     generation: u64,
-    left_on_purpose: bool,
+    pub(super) left_on_purpose: bool,
     /// The connection is best effort: events handed to it are not kept.
     peer_best_effort: bool,
     /// Samples of this connection the data store refused for their time.
@@ -392,6 +411,8 @@ impl<R: Runtime> Drop for SourceLink<R> {
             *live = None;
             if self.left_on_purpose {
                 self.state.left.store(true, Ordering::Release);
+            } else if self.core.shared.config.delivery != Delivery::BestEffort {
+                *lock(&self.state.away_since) = Some(std::time::Instant::now());
             }
             if self.core.shared.config.delivery == Delivery::BestEffort {
                 // The aggregator keeps no events for a source that is not connected.
@@ -589,24 +610,5 @@ impl Drop for Uncount<'_> {
     fn drop(&mut self) {
         self.core.fetch_sub(self.n, Ordering::Relaxed);
         self.source.unstored(self.n);
-    }
-}
-
-/// Hands the data store's caller events to the aggregator's receivers and frees the
-/// state of sources the data store forgot (see [`Core::forget`]); ends with the
-/// aggregator.
-pub(super) async fn forget_departed<R: Runtime>(
-    core: std::sync::Weak<Core<R>>,
-    receivers: Arc<Hub<CallerEvent>>,
-    mut events: crate::queue::Receiver<CallerEvent>,
-) {
-    while let Some(event) = events.recv().await {
-        receivers.publish(event).await;
-        if let CallerEvent::Forgotten(caller) = event {
-            let Some(core) = core.upgrade() else {
-                return;
-            };
-            core.forget(caller);
-        }
     }
 }

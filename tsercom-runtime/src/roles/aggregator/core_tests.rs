@@ -9,7 +9,8 @@ use bytes::Bytes;
 use prost::encoding::{skip_field, uint64, DecodeContext, WireType};
 use prost::DecodeError;
 
-use super::core::{forget_departed, lock, Core, MAX_GAPS};
+use super::core::{lock, Core, MAX_GAPS};
+use super::departed::forget_departed;
 use crate::backoff::Backoff;
 use crate::data::RemoteDataAggregator;
 use crate::engine::buffer::BufferLimits;
@@ -230,7 +231,10 @@ async fn gaps_are_a_bounded_ring_and_departed_sources_are_freed() {
         announced
     );
     assert!(lock(&core.callers).contains_key(&id));
-    // It leaves with no data: the store forgets it at once, and so does the role.
+    // It leaves on purpose with no data: the store forgets it at once, and so does the
+    // role (one that only dropped is kept for its events, see `tests/actuator.rs`).
+    let mut link = link;
+    link.left_on_purpose = true;
     drop(link);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     while lock(&core.callers).contains_key(&id) {

@@ -7,6 +7,7 @@ mod builder;
 mod core;
 #[cfg(test)]
 mod core_tests;
+mod departed;
 mod discover;
 mod ledger;
 mod per_source;
@@ -241,6 +242,13 @@ impl<R: Runtime> Aggregator<R> {
     /// call, and first those that happened while no receiver was open (see
     /// [Receivers](Aggregator#receivers)); each receiver keeps the newest 256. The name
     /// and address of a source that joined: [`source`](Self::source).
+    ///
+    /// `Forgotten` here means the aggregator forgot the source: its data expired (see
+    /// [`RemoteDataAggregator`](crate::data::RemoteDataAggregator)) and, for one that
+    /// dropped without leaving on purpose, its event buffer's `max_age` (see
+    /// [`event_buffer`](AggregatorBuilder::event_buffer)) passed since, so events sent to
+    /// a source that is only reconnecting are kept for it even when it never sent data.
+    /// One that comes back first is not announced forgotten.
     pub fn caller_events(&self) -> queue::Receiver<CallerEvent> {
         self.inner.core.caller_events.subscribe()
     }
@@ -309,8 +317,10 @@ impl<R: Runtime> Aggregator<R> {
     /// Sends an event to one source, stamped now. Returns its sequence number.
     ///
     /// The event is buffered and acknowledged like data: a source that is reconnecting
-    /// gets it when it is back. A source that never connected, or left on purpose, is an
-    /// error.
+    /// gets it when it is back (it is kept for as long as the event buffer's `max_age`
+    /// after the link dropped, whether or not the source ever sent data). A source that
+    /// never connected, left on purpose, or was forgotten (see
+    /// [`caller_events`](Self::caller_events)) is an error.
     ///
     /// Async like [`Source::send`](crate::roles::Source::send): both put the item in a
     /// bounded buffer whose policy never waits today (the oldest unacknowledged items
@@ -359,8 +369,8 @@ impl<R: Runtime> Aggregator<R> {
     }
 
     /// Each known source's clock, as it last reported it. A source that left is listed
-    /// until its data expires (the retention), then forgotten with everything kept for
-    /// it ([`CallerEvent::Forgotten`]).
+    /// until it is forgotten with everything kept for it ([`CallerEvent::Forgotten`]: its
+    /// data expired and, if it dropped without leaving, its events' `max_age` passed).
     pub fn clocks(&self) -> Vec<(CallerId, Option<PeerClock>)> {
         clocks(&self.inner.core)
     }
