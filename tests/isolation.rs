@@ -73,7 +73,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 20] = [
+    let tests: [(&str, fn()); 22] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -129,6 +129,14 @@ fn main() {
         (
             "shutdown_delivers_an_in_process_sources_last_data_to_a_child_aggregator",
             aggregator::shutdown_delivers,
+        ),
+        (
+            "samples_the_handle_evicted_while_its_child_was_dead_are_gaps_in_the_aggregator",
+            delivery::kill_while_evicting,
+        ),
+        (
+            "samples_a_source_lost_before_an_aggregator_child_are_gaps_in_the_handle",
+            aggregator::gaps_reach_the_handle,
         ),
     ];
     for (name, test) in tests {

@@ -384,3 +384,67 @@ pub(crate) fn kill_mid_stream() {
     };
     child.stop(source);
 }
+
+/// A real source whose buffer evicted samples before it reached the child announces
+/// them lost to the child's aggregator; the child forwards the gap in its place, so
+/// the application's handle accounts for every number: each sample held or counted
+/// lost, none both.
+pub(crate) fn gaps_reach_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The source starts first: nothing listens yet, so it keeps only its last 10.
+    let source = tokio
+        .block_on(
+            tsercom::Source::<Plant>::builder()
+                .dial([address.as_str()])
+                .backoff(tsercom::Backoff::new(
+                    Duration::from_millis(20),
+                    Duration::from_millis(100),
+                ))
+                .buffer(tsercom::BufferLimits {
+                    max_samples: 10,
+                    ..tsercom::BufferLimits::default()
+                })
+                .start(),
+        )
+        .unwrap();
+    let id = source.id();
+    tokio.block_on(async {
+        for n in 1..=100 {
+            source.send(Sample { n }).await.unwrap();
+        }
+    });
+    let mut manager = RuntimeManager::new();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(None),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    wait_until("the last samples in the handle", || {
+        values_in(&agg, id).last() == Some(&100)
+    });
+    assert_eq!(values_in(&agg, id), (91..=100).collect::<Vec<_>>());
+    let gaps: Vec<(u64, u64)> = agg
+        .gaps()
+        .iter()
+        .filter(|g| g.caller == id)
+        .map(|g| (g.first_seq, g.last_seq))
+        .collect();
+    assert_eq!(
+        gaps,
+        [(1, 90)],
+        "the evicted samples, counted lost in the handle"
+    );
+    assert_eq!(agg.stats().lost, 90);
+    manager.check_for_error().unwrap();
+    tokio.block_on(source.shutdown(Duration::from_secs(1)));
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+}

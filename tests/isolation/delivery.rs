@@ -140,3 +140,66 @@ pub(crate) async fn disconnected(
     .await;
     assert!(ended.is_ok(), "the dead child's session did not end");
 }
+
+/// As [`kill_while_holding`], with buffers of 50: while the aggregator stalls, the
+/// handle evicts samples the dead child never delivered. After the restart it announces
+/// them lost to the new child, which forwards the gap in its place, so the aggregator
+/// accounts for every number: each sample held or counted lost, none both.
+pub(crate) fn kill_while_evicting() {
+    let agg = aggregator();
+    let stall = agg
+        .agg
+        .data()
+        .subscribe_with(1, tsercom::OverflowPolicy::Block);
+    let mut manager = RuntimeManager::new();
+    let mut events = manager.child_events().unwrap();
+    let spec = SourceSpec::new()
+        .dial([agg.addr])
+        .restart(Restart::new(3))
+        .buffer(tsercom::BufferLimits {
+            max_samples: 50,
+            ..tsercom::BufferLimits::default()
+        });
+    let handle = manager.register_source::<Plant>("evicting", spec);
+    manager.start_out_of_process().unwrap();
+    let source = handle.wait(DEADLINE).unwrap();
+    let id = source.id();
+    let ChildEvent::Started { pid, .. } =
+        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
+    else {
+        unreachable!()
+    };
+    send(&handle, 1..=1);
+    wait_until("the first sample", || values(&agg, id).len() == 1);
+    send(&handle, 2..=200);
+    assert_child_holds_the_rest(&source, values(&agg, id).len());
+    let conns = agg.agg.connection_events();
+    kill9(pid);
+    next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
+    agg.tokio.block_on(disconnected(conns, id));
+    drop(stall);
+    send(&handle, 201..=300);
+    wait_until("the last sample", || values(&agg, id).last() == Some(&300));
+    let held = values(&agg, id);
+    let lost: Vec<(u64, u64)> = agg
+        .agg
+        .gaps()
+        .iter()
+        .filter(|g| g.caller == id)
+        .map(|g| (g.first_seq, g.last_seq))
+        .collect();
+    let mut accounted: Vec<u64> = held.clone();
+    accounted.extend(lost.iter().flat_map(|&(first, last)| first..=last));
+    accounted.sort_unstable();
+    assert_eq!(
+        accounted,
+        (1..=300).collect::<Vec<_>>(),
+        "held {held:?}, announced lost {lost:?}"
+    );
+    assert!(
+        !lost.is_empty(),
+        "the evicted samples were not announced lost"
+    );
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+}

@@ -82,7 +82,25 @@ struct Inner {
     /// forwards a peer's stream under its numbers): they may have holes, and a peer may
     /// hold numbers this buffer has not seen yet.
     numbered: bool,
+    /// Ranges of numbers lost before they reached a numbered buffer (its sender
+    /// announced them lost, see [`SendBuffer::push_lost`]), oldest first and bounded;
+    /// a reader is told about each where it comes in the numbering, and it is dropped
+    /// once released.
+    announced: VecDeque<Lost>,
 }
+
+/// Numbers `first..=last`, taken between `first_time` and `last_time`, lost upstream.
+#[derive(Debug, Clone, Copy)]
+struct Lost {
+    first: u64,
+    last: u64,
+    first_time: Timestamp,
+    last_time: Timestamp,
+}
+
+/// Lost ranges a numbered buffer keeps at most (the oldest dropped beyond it: a reader
+/// then sees the numbering jump without a gap).
+const ANNOUNCED: usize = 1024;
 
 /// Run starts kept for gap times (16 bytes each).
 const LOST_STARTS: usize = 4096;
@@ -157,6 +175,7 @@ impl SendBuffer {
                 last_forgot: false,
                 evicted_total: 0,
                 numbered: false,
+                announced: VecDeque::new(),
             }),
             limits,
             appended: Notify::new(),
@@ -265,6 +284,40 @@ impl SendBuffer {
         last
     }
 
+    /// Records numbers `first..=last` of a numbered buffer as lost before they reached it
+    /// (its sender announced them lost, taken between `first_time` and `last_time`): a
+    /// reader that has not got past them is told about them as a gap where they come in
+    /// the numbering, like an eviction. Numbers at or below the last appended are left
+    /// out (they were forwarded, or announced already); a later push under them is
+    /// skipped like any number that does not rise.
+    pub(crate) fn push_lost(
+        &self,
+        first: u64,
+        last: u64,
+        first_time: Timestamp,
+        last_time: Timestamp,
+    ) {
+        {
+            let mut inner = self.lock();
+            inner.numbered = true;
+            let first = first.max(inner.next_seq);
+            if last < first || last > super::connection::MAX_SEQ {
+                return;
+            }
+            inner.next_seq = last + 1;
+            if inner.announced.len() == ANNOUNCED {
+                inner.announced.pop_front();
+            }
+            inner.announced.push_back(Lost {
+                first,
+                last,
+                first_time,
+                last_time,
+            });
+        }
+        self.wake();
+    }
+
     /// Marks the buffer as carrying another sender's numbers before anything is pushed
     /// (a relay's peer may resume beyond what it holds from its first Ack on).
     pub(crate) fn mark_numbered(&self) {
@@ -284,6 +337,9 @@ impl SendBuffer {
             if let Some(s) = inner.samples.pop_front() {
                 inner.bytes -= s.payload.len();
             }
+        }
+        while inner.announced.front().is_some_and(|l| l.last <= seq) {
+            inner.announced.pop_front();
         }
     }
 
@@ -316,6 +372,9 @@ impl SendBuffer {
             inner.remove_front_lost(false, first);
             first = false;
         }
+        while inner.announced.front().is_some_and(|l| l.last <= seq) {
+            inner.announced.pop_front();
+        }
     }
 
     /// Evicts everything held (a best-effort sender with no connection keeps nothing);
@@ -347,22 +406,42 @@ impl SendBuffer {
                 last_time: inner.evicted_last_time,
             };
         }
+        // Numbers with holes: search.
+        let numbered_start = inner
+            .numbered
+            .then(|| inner.samples.partition_point(|s| s.seq <= cursor));
+        // A frame stops before the next range lost upstream.
+        let mut lost_from = u64::MAX;
+        if let Some(start) = numbered_start {
+            let i = inner.announced.partition_point(|l| l.last <= cursor);
+            if let Some(l) = inner.announced.get(i) {
+                let next_held = inner.samples.get(start).map_or(u64::MAX, |s| s.seq);
+                if l.first < next_held {
+                    return Next::Gap {
+                        first: l.first.max(next),
+                        last: l.last,
+                        first_time: l.first_time,
+                        last_time: l.last_time,
+                    };
+                }
+                lost_from = l.first;
+            }
+        }
         let Some(front) = inner.samples.front() else {
             return Next::Empty;
         };
-        let start = if inner.numbered {
-            // Numbers with holes: search.
-            inner.samples.partition_point(|s| s.seq <= cursor)
-        } else {
+        let start = numbered_start.unwrap_or_else(|| {
             usize::try_from(cursor.saturating_sub(front.seq - 1)).unwrap_or(usize::MAX)
-        };
+        });
         if start >= inner.samples.len() {
             return Next::Empty;
         }
         let mut out = Vec::with_capacity(max_samples.min(inner.samples.len() - start));
         let mut bytes = 0;
         for s in inner.samples.range(start..) {
-            if out.len() >= max_samples || (!out.is_empty() && bytes + s.payload.len() > max_bytes)
+            if out.len() >= max_samples
+                || (!out.is_empty() && bytes + s.payload.len() > max_bytes)
+                || s.seq >= lost_from
             {
                 break;
             }
@@ -401,163 +480,5 @@ impl SendBuffer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(n: u8) -> (Timestamp, Bytes) {
-        (
-            Timestamp::from_nanos(i64::from(n)),
-            Bytes::from(vec![n; 10]),
-        )
-    }
-
-    fn seqs(next: Next) -> Vec<u64> {
-        match next {
-            Next::Samples(v) => v.iter().map(|s| s.seq).collect(),
-            other => panic!("expected samples, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn numbered_samples_keep_their_numbers_holes_and_all() {
-        let b = SendBuffer::new(BufferLimits::default());
-        let n = |seq: u64| {
-            let (t, p) = p(seq as u8);
-            (seq, t, p)
-        };
-        assert_eq!(b.push_numbered([n(3), n(4), n(7)]), 7);
-        // A resent copy (not above the last) is skipped; numbering goes on after it.
-        assert_eq!(b.push_numbered([n(4), n(7), n(9)]), 9);
-        assert!(b.numbered());
-        assert_eq!(seqs(b.next_after(0, 100, usize::MAX)), [3, 4, 7, 9]);
-        // Cursors inside a hole, and a peer that resumes ahead of what is held.
-        assert_eq!(seqs(b.next_after(5, 100, usize::MAX)), [7, 9]);
-        assert!(matches!(b.next_after(20, 100, usize::MAX), Next::Empty));
-        assert_eq!(b.push_numbered([n(21)]), 21);
-        assert_eq!(seqs(b.next_after(20, 100, usize::MAX)), [21]);
-        b.release_through(7);
-        assert_eq!(seqs(b.next_after(4, 100, usize::MAX)), [9, 21]);
-        assert_eq!(b.len(), 2);
-    }
-
-    #[test]
-    fn readers_resume_after_their_cursor() {
-        let b = SendBuffer::new(BufferLimits::default());
-        assert_eq!(b.push_many((1..=5).map(p)), 5);
-        assert_eq!(seqs(b.next_after(0, 100, 1 << 20)), vec![1, 2, 3, 4, 5]);
-        assert_eq!(seqs(b.next_after(3, 100, 1 << 20)), vec![4, 5]);
-        assert_eq!(seqs(b.next_after(0, 2, 1 << 20)), vec![1, 2]);
-        assert!(matches!(b.next_after(5, 100, 1 << 20), Next::Empty));
-        b.release_through(3);
-        assert_eq!(seqs(b.next_after(3, 100, 1 << 20)), vec![4, 5]);
-        assert!(matches!(b.next_after(9, 100, 1 << 20), Next::Empty));
-    }
-
-    #[test]
-    fn a_cursor_at_the_end_of_the_numbers_is_no_overflow() {
-        let b = SendBuffer::new(BufferLimits::default());
-        assert_eq!(b.push_many((1..=3).map(p)), 3);
-        assert!(matches!(b.next_after(u64::MAX, 100, 1 << 20), Next::Empty));
-        assert!(matches!(
-            b.next_after(u64::MAX - 1, 100, 1 << 20),
-            Next::Empty
-        ));
-        assert_eq!(seqs(b.next_after(0, 100, 1 << 20)), vec![1, 2, 3]);
-    }
-
-    #[test]
-    fn eviction_before_release_is_a_gap_with_exact_range() {
-        let b = SendBuffer::new(BufferLimits {
-            max_samples: 3,
-            ..BufferLimits::default()
-        });
-        b.push_many((1..=7).map(p));
-        assert_eq!(b.evicted(), 4);
-        match b.next_after(1, 100, 1 << 20) {
-            Next::Gap {
-                first,
-                last,
-                first_time,
-                last_time,
-            } => {
-                assert_eq!((first, last), (2, 4));
-                assert_eq!(first_time, Timestamp::from_nanos(1));
-                assert_eq!(last_time, Timestamp::from_nanos(4));
-            }
-            other => panic!("{other:?}"),
-        }
-        // After the gap the reader continues at the first held sample.
-        assert_eq!(seqs(b.next_after(4, 100, 1 << 20)), vec![5, 6, 7]);
-        // A reader that holds nothing (Ack 0) is told about the evicted samples too.
-        match b.next_after(0, 100, 1 << 20) {
-            Next::Gap { first, last, .. } => assert_eq!((first, last), (1, 4)),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn released_samples_are_not_a_gap() {
-        let b = SendBuffer::new(BufferLimits::default());
-        b.push_many((1..=4).map(p));
-        b.release_through(4);
-        assert!(matches!(b.next_after(4, 10, 100), Next::Empty));
-        assert_eq!(b.len(), 0);
-    }
-
-    #[test]
-    fn age_and_bytes_bound_the_buffer() {
-        let b = SendBuffer::new(BufferLimits {
-            max_bytes: 25,
-            ..BufferLimits::default()
-        });
-        b.push_many((1..=4).map(p));
-        assert_eq!(b.len(), 2);
-        let b = SendBuffer::new(BufferLimits {
-            max_age: Duration::from_nanos(5),
-            ..BufferLimits::default()
-        });
-        b.push_many((1..=4).map(p));
-        b.push_many(std::iter::once((Timestamp::from_nanos(8), Bytes::new())));
-        assert_eq!(b.len(), 3, "samples at 3, 4 and 8 are within 5 ns of 8");
-    }
-
-    #[test]
-    fn forgotten_frames_are_a_gap_with_the_first_missing_time() {
-        let b = SendBuffer::new(BufferLimits::default());
-        b.push_many((1..=4).map(p));
-        // Two frames handed to a best-effort connection: 1..=2, then 3..=4.
-        b.forget_through(2);
-        b.forget_through(4);
-        assert_eq!(b.len(), 0);
-        assert_eq!(b.evicted(), 0, "forgotten is not evicted");
-        // Sent while no connection is up: evicted at once.
-        b.push_many((5..=6).map(p));
-        assert_eq!(b.evict_all(), 2);
-        assert_eq!(b.evicted(), 2);
-        // A reader that got 1..=2 missed 3..=6, and the times are exact.
-        match b.next_after(2, 100, 1 << 20) {
-            Next::Gap {
-                first,
-                last,
-                first_time,
-                last_time,
-            } => {
-                assert_eq!((first, last), (3, 6));
-                assert_eq!(first_time, Timestamp::from_nanos(3));
-                assert_eq!(last_time, Timestamp::from_nanos(6));
-            }
-            other => panic!("{other:?}"),
-        }
-        // A reader that got everything handed missed the evicted samples only.
-        match b.next_after(4, 100, 1 << 20) {
-            Next::Gap {
-                first, first_time, ..
-            } => {
-                assert_eq!(first, 5);
-                assert_eq!(first_time, Timestamp::from_nanos(5));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(b.next_after(6, 100, 1 << 20), Next::Empty));
-    }
-}
+#[path = "buffer_tests.rs"]
+mod tests;

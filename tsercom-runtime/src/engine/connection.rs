@@ -76,8 +76,13 @@ pub(crate) trait Handler: Send + Sync {
     ) -> impl Future<Output = Result<u64, Status>> + Send;
 
     /// The peer announced samples it lost; returns the new last sequence number held if
-    /// the announcement moved it.
-    fn gap(&self, gap: &wire::Gap, last: u64) -> Option<u64>;
+    /// the announcement moved it. An error ends the connection (a relay could not hand
+    /// the gap on).
+    fn gap(
+        &self,
+        gap: wire::Gap,
+        last: u64,
+    ) -> impl Future<Output = Result<Option<u64>, Status>> + Send;
 
     /// The peer holds everything through `seq` of what this side sent.
     fn ack(&self, seq: u64);
@@ -361,7 +366,7 @@ impl<H: Handler> Connection<'_, H> {
                 }
                 Some(Kind::Gap(gap)) => {
                     check_gap(&gap, last).map_err(|why| self.reject(&why))?;
-                    if let Some(seq) = self.handler.gap(&gap, last) {
+                    if let Some(seq) = self.handler.gap(gap, last).await? {
                         last = seq;
                         acks.send_replace(Received {
                             seq: allowed(last, &limit),

@@ -13,9 +13,9 @@ mod hub;
 mod settings;
 mod source;
 
-pub(crate) use aggregator::Forward;
 pub use aggregator::{
     Aggregator, AggregatorBuilder, AggregatorStats, DataGap, PeerClock, PerSourceStats,
     SendEventError, SourceInfo, WaitError,
 };
+pub(crate) use aggregator::{Forward, Forwarded};
 pub use source::{Event, PerAggregatorStats, Source, SourceBuilder, SourceStats};

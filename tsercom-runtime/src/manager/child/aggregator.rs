@@ -53,7 +53,7 @@ use crate::transport::{Endpoint, IntoEndpoint};
 /// |---|---|
 /// | [`clocks`](Aggregator::clocks) | the relay's clock (the child's) against the application's: near zero offset on one host. The real source's offset and its bound are estimated in the child; sample times in the handle went through both estimates (source to child, child to application). |
 /// | [`source_stats`](Aggregator::source_stats), [`stats`](Aggregator::stats) | samples and bytes the relay forwarded (what the child's aggregator received, after its own duplicate check; it keeps no data of its own); connections, duplicates, gaps and last seen of the relay's link. |
-/// | [`gaps`](Aggregator::gaps) | samples the relay lost (evicted from its buffer); samples a real source announced lost to the child are not forwarded, so they do not appear. |
+/// | [`gaps`](Aggregator::gaps) | samples a real source announced lost to the child (forwarded in their place in its numbering), and samples the relay lost (evicted from its buffer). Samples a real source announced lost and that reached the child late after all are not forwarded. |
 /// | [`sources`](Aggregator::sources), [`connection_events`](Aggregator::connection_events) | the relay: its address is the bridge, it has no advertised name; it connects when the real source first connects to the child and leaves when the child's aggregator forgets it (the retention after it left), not at each reconnection of the real source. |
 /// | [`peer_schemas`](Aggregator::peer_schemas) | the relay's schema (the application's own), not a compatible older or newer one the real source may speak. |
 /// | [`server_stats`](Aggregator::server_stats) | the bridge's listener. |

@@ -73,10 +73,13 @@
 //! when a child dies; one the receiver took from the dead child may come again (the
 //! restarted child is a new incarnation to it).
 //!
-//! Limits: a gap
-//! the handle announces to the bridge (samples its buffer evicted) is not forwarded, so
-//! an aggregator sees the numbering jump without counting them lost; events reach a
-//! source's handle stamped when the child
+//! Gaps cross both ways: samples a handle's buffer evicted before the child got them
+//! (while the child was dead) and samples a real source announced lost to an
+//! aggregator's child are forwarded as lost in their place in the numbering
+//! (`SendBuffer::push_lost`), so the receiving aggregator counts them lost.
+//!
+//! Limits: a sample announced lost that reaches a child late after all is not
+//! forwarded; events reach a source's handle stamped when the child
 //! forwarded them and `from` the bridge's identity; settings that are objects (a custom
 //! clock, an in-memory registry) cannot cross; a source that left the child's aggregator
 //! stays connected in the handle until the child's aggregator forgets it (the retention

@@ -171,16 +171,33 @@ fn forwarder<R: Runtime>(
     })
 }
 
-/// Runs `map` over `batch` (a panic there caught) and sends what it keeps on `source`
-/// under the samples' own numbers. A failure is the relay's fault (kept in `fault`
+/// Runs `map` over a batch of samples (a panic there caught) and sends what it keeps
+/// on `source` under the samples' own numbers; a gap the sender announced goes on as
+/// lost numbers in the same place. A failure is the relay's fault (kept in `fault`
 /// unless the child is stopping) and ends the connection the batch came on.
 pub(super) fn forward_mapped<R: Runtime>(
     source: &Source<R>,
     map: fn(R::Data) -> Option<R::Data>,
-    batch: Vec<crate::data::Timestamped<R::Data>>,
+    forwarded: crate::roles::Forwarded<R::Data>,
     stopping: &std::sync::atomic::AtomicBool,
     fault: &tokio::sync::watch::Sender<Option<Fault>>,
 ) -> Result<(), tonic::Status> {
+    let batch = match forwarded {
+        crate::roles::Forwarded::Samples(batch) => batch,
+        crate::roles::Forwarded::Lost {
+            first,
+            last,
+            first_time,
+            last_time,
+        } => {
+            // Only a stopped source refuses: not a fault, the connection just ends.
+            return source
+                .send_lost(first, last, first_time, last_time)
+                .map_err(|e| {
+                    tonic::Status::unavailable(format!("the child could not forward: {e}"))
+                });
+        }
+    };
     let handled = batch.iter().map(|item| item.seq).max().unwrap_or(0);
     let mapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         batch

@@ -109,19 +109,34 @@ pub(super) struct Core<R: Runtime> {
 }
 
 /// Where an aggregator hands each frame's new samples (a source's id and incarnation, the
-/// samples with their sequence numbers) instead of storing them: a relay of a child process forwards
-/// them from the connection's reader, without a store, a subscription or a task in
-/// between. An error ends the connection (the samples are not acknowledged).
+/// samples with their sequence numbers) and each gap the source announces, instead of
+/// storing them: a relay of a child process forwards them from the connection's reader,
+/// without a store, a subscription or a task in between. An error ends the connection
+/// (the samples or the gap are not acknowledged).
 pub(crate) type Forward<D> = Arc<
     dyn Fn(
             CallerId,
             u64,
-            Vec<Timestamped<D>>,
+            Forwarded<D>,
         )
             -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Status>> + Send>>
         + Send
         + Sync,
 >;
+
+/// What an aggregator hands to its [`Forward`].
+pub(crate) enum Forwarded<D> {
+    /// A frame's new samples, in order.
+    Samples(Vec<Timestamped<D>>),
+    /// The source announced samples `first..=last` lost, taken between the two times
+    /// (in this aggregator's clock); only numbers not held before.
+    Lost {
+        first: u64,
+        last: u64,
+        first_time: Timestamp,
+        last_time: Timestamp,
+    },
+}
 
 /// Advertised names kept at most (one per discovered source).
 const MAX_NAMES: usize = 10_000;
@@ -468,7 +483,8 @@ impl<R: Runtime> Handler for SourceLink<R> {
             if let Some(forward) = &self.core.forward {
                 // A relay of a child process: handed on, not stored (see `Forward`).
                 let incarnation = *lock(&self.state.incarnation);
-                forward(self.caller, incarnation, std::mem::take(&mut items)).await?;
+                let batch = Forwarded::Samples(std::mem::take(&mut items));
+                forward(self.caller, incarnation, batch).await?;
                 std::mem::forget(taken_back);
             } else {
                 // Waits (without blocking a thread) only for a subscriber that asked for
@@ -526,14 +542,37 @@ impl<R: Runtime> Handler for SourceLink<R> {
         Ok(last)
     }
 
-    fn gap(&self, g: &wire::Gap, _last: u64) -> Option<u64> {
-        let (first_seq, last_seq) = lock(&self.state.ledger).announce(g.first_seq, g.last_seq)?;
+    async fn gap(&self, g: wire::Gap, _last: u64) -> Result<Option<u64>, Status> {
+        let (first_time, last_time) = (
+            Timestamp::from_nanos(g.first_time_ns),
+            Timestamp::from_nanos(g.last_time_ns),
+        );
+        if let Some(forward) = &self.core.forward {
+            // Handed on first: if that fails, the gap is not recorded (nor acknowledged),
+            // so it comes again on the next connection.
+            let held = lock(&self.state.ledger).last;
+            if g.first_seq <= g.last_seq && g.last_seq > held {
+                let incarnation = *lock(&self.state.incarnation);
+                let lost = Forwarded::Lost {
+                    first: g.first_seq.max(held.saturating_add(1)),
+                    last: g.last_seq,
+                    first_time,
+                    last_time,
+                };
+                forward(self.caller, incarnation, lost).await?;
+            }
+        }
+        let Some((first_seq, last_seq)) =
+            lock(&self.state.ledger).announce(g.first_seq, g.last_seq)
+        else {
+            return Ok(None);
+        };
         let gap = DataGap {
             caller: self.caller,
             first_seq,
             last_seq,
-            first_time: Timestamp::from_nanos(g.first_time_ns),
-            last_time: Timestamp::from_nanos(g.last_time_ns),
+            first_time,
+            last_time,
             recovered: 0,
         };
         tracing::warn!(source = %self.caller, lost = gap.count(), "source reports lost samples");
@@ -549,7 +588,7 @@ impl<R: Runtime> Handler for SourceLink<R> {
             gaps.pop_front();
         }
         gaps.push_back(gap);
-        Some(last_seq)
+        Ok(Some(last_seq))
     }
 
     fn ack(&self, seq: u64) {

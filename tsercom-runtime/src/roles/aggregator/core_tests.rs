@@ -215,7 +215,7 @@ async fn gaps_are_a_bounded_ring_and_departed_sources_are_freed() {
             first_time_ns: 0,
             last_time_ns: 0,
         };
-        assert_eq!(link.gap(&gap, seq - 1), Some(seq));
+        assert_eq!(link.gap(gap, seq - 1).await.unwrap(), Some(seq));
     }
     {
         let gaps = lock(&core.gaps);

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use prost::Message;
 
 pub use builder::AggregatorBuilder;
-pub(crate) use core::Forward;
+pub(crate) use core::{Forward, Forwarded};
 pub use per_source::PerSourceStats;
 pub use sources::{SourceInfo, WaitError};
 

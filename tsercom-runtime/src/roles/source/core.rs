@@ -301,9 +301,9 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
         Ok(last_event)
     }
 
-    fn gap(&self, gap: &wire::Gap, last_event: u64) -> Option<u64> {
+    async fn gap(&self, gap: wire::Gap, last_event: u64) -> Result<Option<u64>, Status> {
         if gap.last_seq <= last_event || gap.first_seq > gap.last_seq {
-            return None;
+            return Ok(None);
         }
         // The engine checked `1 <= first_seq <= last_seq < 2^63`; saturating regardless.
         let lost = gap
@@ -319,7 +319,7 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
         tracing::warn!(lost, aggregator = %self.conn.peer.id, "events lost by the aggregator");
         self.conn.counters.events(0, lost);
         self.progress(gap.last_seq);
-        Some(gap.last_seq)
+        Ok(Some(gap.last_seq))
     }
 
     fn ack(&self, seq: u64) {

@@ -260,6 +260,26 @@ impl<R: Runtime> Source<R> {
         Ok(seq)
     }
 
+    /// Announces numbers `first..=last` of another sender's stream as lost upstream (a
+    /// relay of a child process forwarding a gap its sender announced; see
+    /// `SendBuffer::push_lost`): aggregators are told about them as a gap in their
+    /// place. Times are in this source's clock.
+    pub(crate) fn send_lost(
+        &self,
+        first: u64,
+        last: u64,
+        first_time: Timestamp,
+        last_time: Timestamp,
+    ) -> Result<(), RuntimeError> {
+        self.check_running()?;
+        self.inner
+            .core
+            .data
+            .push_lost(first, last, first_time, last_time);
+        self.inner.core.drop_unconnected();
+        Ok(())
+    }
+
     /// Sends samples under the numbers another sender gave them (a relay of a child
     /// process forwarding that sender's stream; see `SendBuffer::push_numbered`);
     /// `handled_through` is the highest number the relay handled, sent here or dropped

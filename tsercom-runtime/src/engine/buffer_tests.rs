@@ -1,0 +1,198 @@
+//! Unit tests of the send buffer: numbering, eviction gaps, lost ranges, limits.
+
+use super::*;
+
+fn p(n: u8) -> (Timestamp, Bytes) {
+    (
+        Timestamp::from_nanos(i64::from(n)),
+        Bytes::from(vec![n; 10]),
+    )
+}
+
+fn seqs(next: Next) -> Vec<u64> {
+    match next {
+        Next::Samples(v) => v.iter().map(|s| s.seq).collect(),
+        other => panic!("expected samples, got {other:?}"),
+    }
+}
+
+#[test]
+fn ranges_lost_upstream_are_gaps_in_their_place_until_released() {
+    let b = SendBuffer::new(BufferLimits::default());
+    let n = |seq: u64| {
+        let (t, p) = p(seq as u8);
+        (seq, t, p)
+    };
+    let t = Timestamp::from_nanos;
+    assert_eq!(b.push_numbered([n(1), n(2)]), 2);
+    b.push_lost(3, 5, t(30), t(50));
+    // Below what was pushed: only the new part counts; a push under it is skipped.
+    b.push_lost(4, 8, t(40), t(80));
+    assert_eq!(b.push_numbered([n(7), n(9)]), 9);
+    assert_eq!(b.last_seq(), 9);
+    assert_eq!(seqs(b.next_after(0, 100, usize::MAX)), [1, 2]);
+    let gap = |next| match next {
+        Next::Gap {
+            first,
+            last,
+            first_time,
+            last_time,
+        } => (first, last, first_time, last_time),
+        other => panic!("expected a gap, got {other:?}"),
+    };
+    assert_eq!(gap(b.next_after(2, 100, usize::MAX)), (3, 5, t(30), t(50)));
+    // A reader inside a range is told about the rest of it.
+    assert_eq!(gap(b.next_after(4, 100, usize::MAX)), (5, 5, t(30), t(50)));
+    assert_eq!(gap(b.next_after(5, 100, usize::MAX)), (6, 8, t(40), t(80)));
+    assert_eq!(seqs(b.next_after(8, 100, usize::MAX)), [9]);
+    // Lost at the end, with nothing after it yet.
+    b.push_lost(10, 12, t(100), t(120));
+    assert_eq!(gap(b.next_after(9, 100, usize::MAX)).1, 12);
+    assert!(matches!(b.next_after(12, 100, usize::MAX), Next::Empty));
+    b.release_through(12);
+    assert!(matches!(b.next_after(9, 100, usize::MAX), Next::Empty));
+    assert_eq!(b.len(), 0);
+}
+
+#[test]
+fn numbered_samples_keep_their_numbers_holes_and_all() {
+    let b = SendBuffer::new(BufferLimits::default());
+    let n = |seq: u64| {
+        let (t, p) = p(seq as u8);
+        (seq, t, p)
+    };
+    assert_eq!(b.push_numbered([n(3), n(4), n(7)]), 7);
+    // A resent copy (not above the last) is skipped; numbering goes on after it.
+    assert_eq!(b.push_numbered([n(4), n(7), n(9)]), 9);
+    assert!(b.numbered());
+    assert_eq!(seqs(b.next_after(0, 100, usize::MAX)), [3, 4, 7, 9]);
+    // Cursors inside a hole, and a peer that resumes ahead of what is held.
+    assert_eq!(seqs(b.next_after(5, 100, usize::MAX)), [7, 9]);
+    assert!(matches!(b.next_after(20, 100, usize::MAX), Next::Empty));
+    assert_eq!(b.push_numbered([n(21)]), 21);
+    assert_eq!(seqs(b.next_after(20, 100, usize::MAX)), [21]);
+    b.release_through(7);
+    assert_eq!(seqs(b.next_after(4, 100, usize::MAX)), [9, 21]);
+    assert_eq!(b.len(), 2);
+}
+
+#[test]
+fn readers_resume_after_their_cursor() {
+    let b = SendBuffer::new(BufferLimits::default());
+    assert_eq!(b.push_many((1..=5).map(p)), 5);
+    assert_eq!(seqs(b.next_after(0, 100, 1 << 20)), vec![1, 2, 3, 4, 5]);
+    assert_eq!(seqs(b.next_after(3, 100, 1 << 20)), vec![4, 5]);
+    assert_eq!(seqs(b.next_after(0, 2, 1 << 20)), vec![1, 2]);
+    assert!(matches!(b.next_after(5, 100, 1 << 20), Next::Empty));
+    b.release_through(3);
+    assert_eq!(seqs(b.next_after(3, 100, 1 << 20)), vec![4, 5]);
+    assert!(matches!(b.next_after(9, 100, 1 << 20), Next::Empty));
+}
+
+#[test]
+fn a_cursor_at_the_end_of_the_numbers_is_no_overflow() {
+    let b = SendBuffer::new(BufferLimits::default());
+    assert_eq!(b.push_many((1..=3).map(p)), 3);
+    assert!(matches!(b.next_after(u64::MAX, 100, 1 << 20), Next::Empty));
+    assert!(matches!(
+        b.next_after(u64::MAX - 1, 100, 1 << 20),
+        Next::Empty
+    ));
+    assert_eq!(seqs(b.next_after(0, 100, 1 << 20)), vec![1, 2, 3]);
+}
+
+#[test]
+fn eviction_before_release_is_a_gap_with_exact_range() {
+    let b = SendBuffer::new(BufferLimits {
+        max_samples: 3,
+        ..BufferLimits::default()
+    });
+    b.push_many((1..=7).map(p));
+    assert_eq!(b.evicted(), 4);
+    match b.next_after(1, 100, 1 << 20) {
+        Next::Gap {
+            first,
+            last,
+            first_time,
+            last_time,
+        } => {
+            assert_eq!((first, last), (2, 4));
+            assert_eq!(first_time, Timestamp::from_nanos(1));
+            assert_eq!(last_time, Timestamp::from_nanos(4));
+        }
+        other => panic!("{other:?}"),
+    }
+    // After the gap the reader continues at the first held sample.
+    assert_eq!(seqs(b.next_after(4, 100, 1 << 20)), vec![5, 6, 7]);
+    // A reader that holds nothing (Ack 0) is told about the evicted samples too.
+    match b.next_after(0, 100, 1 << 20) {
+        Next::Gap { first, last, .. } => assert_eq!((first, last), (1, 4)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn released_samples_are_not_a_gap() {
+    let b = SendBuffer::new(BufferLimits::default());
+    b.push_many((1..=4).map(p));
+    b.release_through(4);
+    assert!(matches!(b.next_after(4, 10, 100), Next::Empty));
+    assert_eq!(b.len(), 0);
+}
+
+#[test]
+fn age_and_bytes_bound_the_buffer() {
+    let b = SendBuffer::new(BufferLimits {
+        max_bytes: 25,
+        ..BufferLimits::default()
+    });
+    b.push_many((1..=4).map(p));
+    assert_eq!(b.len(), 2);
+    let b = SendBuffer::new(BufferLimits {
+        max_age: Duration::from_nanos(5),
+        ..BufferLimits::default()
+    });
+    b.push_many((1..=4).map(p));
+    b.push_many(std::iter::once((Timestamp::from_nanos(8), Bytes::new())));
+    assert_eq!(b.len(), 3, "samples at 3, 4 and 8 are within 5 ns of 8");
+}
+
+#[test]
+fn forgotten_frames_are_a_gap_with_the_first_missing_time() {
+    let b = SendBuffer::new(BufferLimits::default());
+    b.push_many((1..=4).map(p));
+    // Two frames handed to a best-effort connection: 1..=2, then 3..=4.
+    b.forget_through(2);
+    b.forget_through(4);
+    assert_eq!(b.len(), 0);
+    assert_eq!(b.evicted(), 0, "forgotten is not evicted");
+    // Sent while no connection is up: evicted at once.
+    b.push_many((5..=6).map(p));
+    assert_eq!(b.evict_all(), 2);
+    assert_eq!(b.evicted(), 2);
+    // A reader that got 1..=2 missed 3..=6, and the times are exact.
+    match b.next_after(2, 100, 1 << 20) {
+        Next::Gap {
+            first,
+            last,
+            first_time,
+            last_time,
+        } => {
+            assert_eq!((first, last), (3, 6));
+            assert_eq!(first_time, Timestamp::from_nanos(3));
+            assert_eq!(last_time, Timestamp::from_nanos(6));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A reader that got everything handed missed the evicted samples only.
+    match b.next_after(4, 100, 1 << 20) {
+        Next::Gap {
+            first, first_time, ..
+        } => {
+            assert_eq!(first, 5);
+            assert_eq!(first_time, Timestamp::from_nanos(5));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(b.next_after(6, 100, 1 << 20), Next::Empty));
+}
