@@ -417,8 +417,11 @@ impl SendBuffer {
             if let Some(l) = inner.announced.get(i) {
                 let next_held = inner.samples.get(start).map_or(u64::MAX, |s| s.seq);
                 if l.first < next_held {
+                    // From the reader's next number: a peer takes no gap that starts
+                    // past it, so numbers the sender dropped just before the range (a
+                    // relay's map) are counted in it.
                     return Next::Gap {
-                        first: l.first.max(next),
+                        first: next,
                         last: l.last,
                         first_time: l.first_time,
                         last_time: l.last_time,

@@ -52,6 +52,10 @@ fn ranges_lost_upstream_are_gaps_in_their_place_until_released() {
     b.release_through(12);
     assert!(matches!(b.next_after(9, 100, usize::MAX), Next::Empty));
     assert_eq!(b.len(), 0);
+    // A number the sender dropped (13) just before a lost range is counted in it: a
+    // peer takes no gap that starts past its next number.
+    b.push_lost(14, 15, t(140), t(150));
+    assert_eq!(gap(b.next_after(12, 100, usize::MAX)).0, 13);
 }
 
 #[test]
