@@ -36,7 +36,7 @@ pub struct AggregatorBuilder<R: Runtime> {
     event_limits: BufferLimits,
     same_host: bool,
     ack_limits: Option<crate::engine::connection::AckLimits>,
-    forward: Option<super::core::Forward<R::Data>>,
+    forward: Option<super::forward::Forward<R::Data>>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -166,7 +166,7 @@ rejection.",
 
     /// Hands received samples to `forward` instead of the data store (a relay of a child
     /// process; see `Forward`).
-    pub(crate) fn forward(mut self, forward: super::core::Forward<R::Data>) -> Self {
+    pub(crate) fn forward(mut self, forward: super::forward::Forward<R::Data>) -> Self {
         self.forward = Some(forward);
         self
     }

@@ -11,6 +11,7 @@ use prost::Message;
 use tonic::Status;
 
 use super::departed::Forget;
+use super::forward::{Forward, Forwarded};
 use super::ledger::{Admit, Ledger};
 use super::per_source::SourceCounters;
 use super::seqs::Seqs;
@@ -106,36 +107,6 @@ pub(super) struct Core<R: Runtime> {
     pub(super) ack_limits: Option<AckLimits>,
     /// Where received samples go instead of the data store (see [`Forward`]).
     pub(super) forward: Option<Forward<R::Data>>,
-}
-
-/// Where an aggregator hands each frame's new samples (a source's id and incarnation, the
-/// samples with their sequence numbers) and each gap the source announces, instead of
-/// storing them: a relay of a child process forwards them from the connection's reader,
-/// without a store, a subscription or a task in between. An error ends the connection
-/// (the samples or the gap are not acknowledged).
-pub(crate) type Forward<D> = Arc<
-    dyn Fn(
-            CallerId,
-            u64,
-            Forwarded<D>,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Status>> + Send>>
-        + Send
-        + Sync,
->;
-
-/// What an aggregator hands to its [`Forward`].
-pub(crate) enum Forwarded<D> {
-    /// A frame's new samples, in order.
-    Samples(Vec<Timestamped<D>>),
-    /// The source announced samples `first..=last` lost, taken between the two times
-    /// (in this aggregator's clock); only numbers not held before.
-    Lost {
-        first: u64,
-        last: u64,
-        first_time: Timestamp,
-        last_time: Timestamp,
-    },
 }
 
 /// Advertised names kept at most (one per discovered source).

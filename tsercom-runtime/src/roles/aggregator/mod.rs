@@ -9,6 +9,7 @@ mod core;
 mod core_tests;
 mod departed;
 mod discover;
+mod forward;
 mod ledger;
 mod per_source;
 mod seqs;
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use prost::Message;
 
 pub use builder::AggregatorBuilder;
-pub(crate) use core::{Forward, Forwarded};
+pub(crate) use forward::{Forward, Forwarded};
 pub use per_source::PerSourceStats;
 pub use sources::{SourceInfo, WaitError};
 
