@@ -200,3 +200,93 @@ fn forgotten_frames_are_a_gap_with_the_first_missing_time() {
     }
     assert!(matches!(b.next_after(6, 100, 1 << 20), Next::Empty));
 }
+
+/// A step of a relay's numbered buffer: samples pushed (`skip` numbers left out before
+/// each), a range lost upstream, a reader taking up to `n` messages, or an
+/// acknowledgement of what it read.
+#[derive(Debug, Clone)]
+enum Op {
+    Push(Vec<u8>),
+    Lost(u8),
+    Read(u8),
+    Release,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        proptest::collection::vec(0u8..3, 1..6).prop_map(Op::Push),
+        (1u8..5).prop_map(Op::Lost),
+        (1u8..4).prop_map(Op::Read),
+        Just(Op::Release),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever the mix of pushes with holes, ranges lost upstream, reads and releases,
+    /// a reader gets every pushed number once and in order, is told about every lost
+    /// number in a gap, and each gap starts at its next number (as a peer requires);
+    /// no number is both.
+    #[test]
+    fn a_reader_of_a_relay_gets_every_number_once_sample_or_gap(ops in proptest::collection::vec(op(), 1..40)) {
+        let b = SendBuffer::new(BufferLimits::default());
+        let mut next = 1u64;
+        let (mut pushed, mut lost) = (Vec::new(), Vec::new());
+        let (mut cursor, mut got, mut gapped) = (0u64, Vec::new(), Vec::new());
+        let mut read = |b: &SendBuffer, cursor: &mut u64, got: &mut Vec<u64>, gapped: &mut Vec<u64>| {
+            match b.next_after(*cursor, 3, usize::MAX) {
+                Next::Samples(s) => {
+                    for x in &s {
+                        assert!(x.seq > *cursor, "{} after {cursor}", x.seq);
+                        *cursor = x.seq;
+                        got.push(x.seq);
+                    }
+                    true
+                }
+                Next::Gap { first, last, .. } => {
+                    assert_eq!(first, *cursor + 1, "a gap starts at the next number");
+                    gapped.extend(first..=last);
+                    *cursor = last;
+                    true
+                }
+                Next::Empty => false,
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Push(skips) => {
+                    let items: Vec<_> = skips
+                        .iter()
+                        .map(|&skip| {
+                            next += u64::from(skip);
+                            pushed.push(next);
+                            next += 1;
+                            (next - 1, Timestamp::from_nanos(0), Bytes::from_static(b"x"))
+                        })
+                        .collect();
+                    b.push_numbered(items);
+                }
+                Op::Lost(n) => {
+                    let last = next + u64::from(n) - 1;
+                    lost.extend(next..=last);
+                    b.push_lost(next, last, Timestamp::from_nanos(0), Timestamp::from_nanos(0));
+                    next = last + 1;
+                }
+                Op::Read(n) => {
+                    for _ in 0..n {
+                        read(&b, &mut cursor, &mut got, &mut gapped);
+                    }
+                }
+                Op::Release => b.release_through(cursor),
+            }
+        }
+        while read(&b, &mut cursor, &mut got, &mut gapped) {}
+        proptest::prop_assert_eq!(&got, &pushed);
+        for n in &lost {
+            proptest::prop_assert!(gapped.contains(n), "lost {} not in a gap: {:?}", n, gapped);
+        }
+        for n in &got {
+            proptest::prop_assert!(!gapped.contains(n), "{} both sent and in a gap", n);
+        }
+    }
+}
