@@ -233,7 +233,7 @@ proptest::proptest! {
         let mut next = 1u64;
         let (mut pushed, mut lost) = (Vec::new(), Vec::new());
         let (mut cursor, mut got, mut gapped) = (0u64, Vec::new(), Vec::new());
-        let mut read = |b: &SendBuffer, cursor: &mut u64, got: &mut Vec<u64>, gapped: &mut Vec<u64>| {
+        let read = |b: &SendBuffer, cursor: &mut u64, got: &mut Vec<u64>, gapped: &mut Vec<u64>| {
             match b.next_after(*cursor, 3, usize::MAX) {
                 Next::Samples(s) => {
                     for x in &s {
