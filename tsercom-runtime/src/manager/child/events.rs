@@ -43,9 +43,13 @@ impl EventCaps {
         }
     }
 
-    /// Everything `from` sent through `seq` is delivered.
-    fn advance(&self, from: CallerId, seq: u64) {
-        if let Some((_, tx)) = lock(&self.caps).get(&from) {
+    /// Everything `from`'s `incarnation` sent through `seq` is delivered (nothing moves
+    /// for an incarnation that is no longer `from`'s: its numbers are not the new one's).
+    fn advance(&self, from: CallerId, incarnation: u64, seq: u64) {
+        if let Some((_, tx)) = lock(&self.caps)
+            .get(&from)
+            .filter(|(known, _)| *known == incarnation)
+        {
             tx.send_if_modified(|cap| {
                 let rises = seq > *cap;
                 *cap = (*cap).max(seq);
@@ -58,29 +62,31 @@ impl EventCaps {
 /// Events forwarded and not yet acknowledged by the next hop, oldest first.
 #[derive(Default)]
 struct Owed {
-    /// (the next hop's number for the copy, the sender, the sender's number).
-    pending: VecDeque<(u64, CallerId, u64)>,
+    /// (the next hop's number for the copy, the sender, its incarnation, its number).
+    pending: VecDeque<(u64, CallerId, u64, u64)>,
     last_hop: u64,
 }
 
 impl Owed {
-    /// An event of `from` numbered `seq` was handed to the next hop, which numbered it
-    /// `hop` (`None`: it could not take it; it is then done with the one before it).
-    fn forwarded(&mut self, hop: Option<u64>, from: CallerId, seq: u64) {
+    /// An event of `from`'s `incarnation` numbered `seq` was handed to the next hop,
+    /// which numbered it `hop` (`None`: it could not take it; it is then done with the
+    /// one before it).
+    fn forwarded(&mut self, hop: Option<u64>, from: CallerId, incarnation: u64, seq: u64) {
         if let Some(hop) = hop {
             self.last_hop = self.last_hop.max(hop);
         }
-        self.pending.push_back((self.last_hop, from, seq));
+        self.pending
+            .push_back((self.last_hop, from, incarnation, seq));
     }
 
     /// The next hop acknowledged everything through `through`: the events it holds are
     /// done, and their senders' bounds move.
     fn acked(&mut self, through: u64, caps: &EventCaps) {
-        while let Some(&(hop, from, seq)) = self.pending.front() {
+        while let Some(&(hop, from, incarnation, seq)) = self.pending.front() {
             if hop > through {
                 break;
             }
-            caps.advance(from, seq);
+            caps.advance(from, incarnation, seq);
             self.pending.pop_front();
         }
     }
@@ -105,7 +111,7 @@ pub(super) async fn forward<E, F, Fut>(
             event = events.recv() => {
                 let Some(event) = event else { return };
                 let hop = send(event.value).await;
-                owed.forwarded(hop, event.from, event.seq);
+                owed.forwarded(hop, event.from, event.incarnation, event.seq);
                 owed.acked(*acked.borrow(), &caps);
             }
             changed = acked.changed(), if acked_open => {
@@ -133,10 +139,10 @@ mod tests {
         let cap_a = limits(a, 1);
         let cap_b = limits(b, 7);
         let mut owed = Owed::default();
-        owed.forwarded(Some(1), a, 10);
-        owed.forwarded(Some(2), b, 3);
-        owed.forwarded(None, a, 11); // not taken: done with the one before it
-        owed.forwarded(Some(3), a, 12);
+        owed.forwarded(Some(1), a, 1, 10);
+        owed.forwarded(Some(2), b, 7, 3);
+        owed.forwarded(None, a, 1, 11); // not taken: done with the one before it
+        owed.forwarded(Some(3), a, 1, 12);
         owed.acked(0, &caps);
         assert_eq!((*cap_a.borrow(), *cap_b.borrow()), (0, 0));
         owed.acked(2, &caps);
@@ -146,5 +152,26 @@ mod tests {
         // A new incarnation of `a` starts from 0; the old bound does not carry over.
         assert_eq!(*limits(a, 2).borrow(), 0);
         assert_eq!(*limits(b, 7).borrow(), 3);
+    }
+
+    #[test]
+    fn events_of_an_old_incarnation_acknowledged_late_do_not_move_the_new_ones_bound() {
+        let caps = Arc::new(EventCaps::default());
+        let a = CallerId::random();
+        let limits = caps.limits();
+        let _old = limits(a, 1);
+        let mut owed = Owed::default();
+        owed.forwarded(Some(1), a, 1, 40);
+        // `a` restarts before the next hop acknowledged its old event.
+        let new = limits(a, 2);
+        owed.forwarded(Some(2), a, 2, 1);
+        owed.acked(1, &caps);
+        assert_eq!(
+            *new.borrow(),
+            0,
+            "the old incarnation's 40 moved the new bound"
+        );
+        owed.acked(2, &caps);
+        assert_eq!(*new.borrow(), 1);
     }
 }

@@ -283,6 +283,7 @@ impl<R: Runtime> Handler for AggregatorLink<R> {
             let time = Timestamp::from_nanos(s.time_ns);
             let event = Event {
                 from: self.conn.peer.id,
+                incarnation: self.conn.peer.incarnation,
                 time,
                 local_time: est.map_or(time, |e| e.to_local(time)),
                 synchronized: est.is_some(),

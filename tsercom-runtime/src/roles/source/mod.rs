@@ -29,9 +29,14 @@ use crate::transport::Endpoint;
 
 /// An event received by a source.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Event<E> {
     /// The aggregator that sent it.
     pub from: CallerId,
+    /// The incarnation of the aggregator that sent it: it changes when the aggregator's
+    /// process restarts, and its events' `seq` start over with it, so `(from,
+    /// incarnation, seq)` names one event.
+    pub incarnation: u64,
     /// When the aggregator stamped it, in the aggregator's clock.
     pub time: Timestamp,
     /// The same instant in this source's clock (equal to `time` until the clock
