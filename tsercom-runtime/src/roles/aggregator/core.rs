@@ -258,7 +258,8 @@ impl<R: Runtime> Core<R> {
     pub(super) fn forget(&self, caller: CallerId, may_keep: bool) -> Forget {
         let mut callers = lock(&self.callers);
         let Some(state) = callers.get(&caller) else {
-            return Forget::Back;
+            // Nothing kept for it (a caller only the data store knew).
+            return Forget::Done;
         };
         if lock(&state.live).is_some() || self.data.is_known(caller) {
             return Forget::Back;

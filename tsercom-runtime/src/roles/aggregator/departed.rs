@@ -18,9 +18,9 @@ const MAX_AWAY: usize = 10_000;
 /// What [`Core::forget`] did with a source the data store forgot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Forget {
-    /// Freed: the aggregator forgot it too.
+    /// Freed, or nothing was kept for it: the aggregator forgot it too.
     Done,
-    /// Connected again (or unknown): nothing to free.
+    /// Connected again: nothing to free.
     Back,
     /// Kept for its events until then; ask again at that time.
     KeepUntil(std::time::Instant),
