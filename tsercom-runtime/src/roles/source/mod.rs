@@ -188,6 +188,11 @@ impl<R: Runtime> Source<R> {
     /// [`BufferLimits`](crate::engine::BufferLimits) is evicted, counted in
     /// [`SourceStats::evicted`] and reported to the aggregators as a gap), so the future
     /// is ready at once.
+    ///
+    /// On the handle of a source a [`RuntimeManager`](crate::manager::RuntimeManager) runs
+    /// in a child process, a sample sent while the bridge to the child is idle is written
+    /// to its Unix socket by this call (one non-blocking write, never a wait), which
+    /// saves waking the connection's task; otherwise that task sends it.
     pub async fn send(&self, value: R::Data) -> Result<u64, RuntimeError> {
         self.send_at(self.inner.core.shared.clock.now(), value)
             .await
