@@ -73,7 +73,7 @@ fn main() {
         .init();
 
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let tests: [(&str, fn()); 22] = [
+    let tests: [(&str, fn()); 23] = [
         ("data_and_events_round_trip_through_a_child", round_trip),
         ("a_panic_in_the_child_is_the_managers_error", panic_in_child),
         (
@@ -137,6 +137,10 @@ fn main() {
         (
             "samples_a_source_lost_before_an_aggregator_child_are_gaps_in_the_handle",
             aggregator::gaps_reach_the_handle,
+        ),
+        (
+            "a_source_that_drops_from_an_aggregator_child_is_away_in_the_handle",
+            aggregator::a_dropped_source_is_away_in_the_handle,
         ),
     ];
     for (name, test) in tests {

@@ -448,3 +448,84 @@ pub(crate) fn gaps_reach_the_handle() {
     tokio.block_on(source.shutdown(Duration::from_secs(1)));
     manager.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+/// A real source whose link to the child drops (its process dies: no goodbye) is away in
+/// the application's handle too: the handle sees it disconnect, keeps what the
+/// application sends it, and sees it connect again when it is back, which then gets the
+/// event.
+pub(crate) fn a_dropped_source_is_away_in_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("collector.sock").display());
+    let mut manager = RuntimeManager::new();
+    let handle = manager.register_aggregator::<Plant>(
+        "collector",
+        AggregatorSpec::new()
+            .listen(address.as_str())
+            .retention(None),
+    );
+    manager.start_out_of_process().unwrap();
+    let agg = handle.wait(DEADLINE).unwrap();
+    let identity = tsercom::Identity::random();
+    let start = |tokio: &tokio::runtime::Runtime| {
+        tokio
+            .block_on(
+                tsercom::Source::<Plant>::builder()
+                    .identity(identity.clone())
+                    .dial([address.as_str()])
+                    .start(),
+            )
+            .unwrap()
+    };
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let source = start(&first);
+    let id = source.id();
+    first.block_on(source.send(Sample { n: 1 })).unwrap();
+    wait_until("the first sample in the handle", || {
+        values_in(&agg, id) == [1]
+    });
+    let mut conns = agg.connection_events();
+    // The source's process dies: its runtime goes with everything on it, no goodbye.
+    std::mem::forget(source);
+    first.shutdown_background();
+    wait_until("the source away in the handle", || {
+        !agg.connected().contains(&id)
+    });
+    let tokio = runtime();
+    tokio.block_on(async {
+        let disconnected = tokio::time::timeout(DEADLINE, async {
+            while let Some(e) = conns.recv().await {
+                if matches!(e, tsercom::ConnectionEvent::Disconnected { peer, .. } if peer == id) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(disconnected.is_ok(), "no Disconnected event in the handle");
+    });
+    // Kept for it while it is away, as for any source that dropped.
+    tokio.block_on(agg.send(id, Ping { id: 9 })).unwrap();
+    let back = start(&tokio);
+    let mut events = back.events();
+    wait_until("the source back in the handle", || {
+        agg.connected().contains(&id)
+    });
+    let event = tokio
+        .block_on(async { tokio::time::timeout(DEADLINE, events.recv()).await })
+        .expect("the event kept while it was away")
+        .unwrap();
+    assert_eq!(event.value, Ping { id: 9 });
+    tokio.block_on(back.send(Sample { n: 2 })).unwrap();
+    wait_until("a sample after the return", || {
+        values_in(&agg, id).contains(&2)
+    });
+    manager.check_for_error().unwrap();
+    tokio.block_on(back.shutdown(Duration::from_secs(1)));
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+}

@@ -64,8 +64,13 @@ where
     let local = *local;
     let peer_role = local.peer_role();
     let mut stopping = stopping.subscribe();
+    let mut paused = shared.paused.subscribe();
     let mut retries = Retries::default();
     loop {
+        tokio::select! {
+            _ = paused.wait_for(|p| !*p) => {}
+            _ = stopping.wait_for(|s| *s) => return RedialEnd::Stopped,
+        }
         let dialed = tokio::select! {
             r = dial::<R>(shared, addrs, tls) => r,
             _ = stopping.wait_for(|s| *s) => return RedialEnd::Stopped,
@@ -77,14 +82,23 @@ where
                 // Not raced with `stopping`: a session ends itself when stopping (the
                 // source sends Goodbye first).
                 let task = format!("session with {peer_role} {}", peer.id);
-                let result = tasks
-                    .faults()
-                    .guard(&task, session(peer, inbound, out))
-                    .await
-                    .unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))));
+                let run = tasks.faults().guard(&task, session(peer, inbound, out));
+                // A pause drops the session as it is: no goodbye, so the peer sees a
+                // connection that broke.
+                let result = tokio::select! {
+                    result = run => Some(result),
+                    _ = paused.wait_for(|p| *p) => None,
+                };
                 if *stopping.borrow() {
                     return RedialEnd::Stopped;
                 }
+                let Some(result) = result else {
+                    tracing::debug!("paused: the connection to the {peer_role} is dropped");
+                    retries.connected();
+                    continue;
+                };
+                let result =
+                    result.unwrap_or_else(|| Err(Status::internal(format!("{task} panicked"))));
                 if up.elapsed() >= backoff.max {
                     retries.stable();
                 }

@@ -71,6 +71,10 @@ pub(crate) struct Shared {
     pub(crate) tls_client: Option<Arc<ClientTls>>,
     /// Set once the role stops; every connection and loop watches it.
     pub(crate) stopping: watch::Sender<bool>,
+    /// While set, dial loops end their sessions without a goodbye and do not dial (a
+    /// relay of a child process whose real peer is away, so the peer it dials sees the
+    /// drop); never set for a user's role.
+    pub(crate) paused: watch::Sender<bool>,
     /// Sessions, dial loops, discovery; their panics are faults.
     pub(crate) tasks: Tasks,
     pub(crate) events: queue::Sender<ConnectionEvent>,
@@ -110,6 +114,7 @@ impl Shared {
             backoff,
             tls_client: tls_client.map(Arc::new),
             stopping: watch::Sender::new(false),
+            paused: watch::Sender::new(false),
             tasks: Tasks::new(Arc::new(faults)),
             events,
             schemas: SchemaLedger::default(),

@@ -54,7 +54,7 @@ use crate::transport::{Endpoint, IntoEndpoint};
 /// | [`clocks`](Aggregator::clocks) | the relay's clock (the child's) against the application's: near zero offset on one host. The real source's offset and its bound are estimated in the child; sample times in the handle went through both estimates (source to child, child to application). |
 /// | [`source_stats`](Aggregator::source_stats), [`stats`](Aggregator::stats) | samples and bytes the relay forwarded (what the child's aggregator received, after its own duplicate check; it keeps no data of its own); connections, duplicates, gaps and last seen of the relay's link. |
 /// | [`gaps`](Aggregator::gaps) | samples a real source announced lost to the child (forwarded in their place in its numbering), and samples the relay lost (evicted from its buffer). Samples a real source announced lost and that reached the child late after all are not forwarded. |
-/// | [`sources`](Aggregator::sources), [`connection_events`](Aggregator::connection_events) | the relay: its address is the bridge, it has no advertised name; it connects when the real source first connects to the child and leaves when the child's aggregator forgets it (the retention after it left), not at each reconnection of the real source. |
+/// | [`sources`](Aggregator::sources), [`connection_events`](Aggregator::connection_events) | the relay: its address is the bridge, it has no advertised name; it connects when the real source connects to the child, drops (no goodbye) while the real source's link to the child is down, and leaves when the child's aggregator forgets it (for a source that left on purpose, the retention after it left). |
 /// | [`peer_schemas`](Aggregator::peer_schemas) | the relay's schema (the application's own), not a compatible older or newer one the real source may speak. |
 /// | [`server_stats`](Aggregator::server_stats) | the bridge's listener. |
 ///
@@ -405,6 +405,17 @@ impl<R: Runtime> Relays<R> {
         Ok(source)
     }
 
+    /// Pauses `caller`'s relay while the child's aggregator has it away (dropped, not
+    /// gone on purpose), resumes it otherwise.
+    fn pause_if_away(&self, caller: CallerId, agg: &Aggregator<R>) {
+        let relay = lock(&self.sources)
+            .get(&caller)
+            .map(|r| Arc::clone(&r.source));
+        if let Some(relay) = relay {
+            relay.pause(agg.away(caller));
+        }
+    }
+
     /// The child's aggregator forgot `caller` (it left and its data expired): its relay
     /// says goodbye, so the application's aggregator sees it leave, and is dropped.
     fn forget(&self, caller: CallerId) {
@@ -436,6 +447,10 @@ struct HostedAggregator<R: Runtime> {
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// How often the relays' pauses are brought in line with their sources' state, besides
+/// each connection event.
+const RECONCILE: Duration = Duration::from_secs(1);
+
 /// Starts the real aggregator of `spec` and the relay to the application on `bridge`.
 pub(super) async fn host<R: Runtime>(
     name: String,
@@ -465,6 +480,8 @@ pub(super) async fn host<R: Runtime>(
             let source = relays.get(caller, incarnation).await.map_err(|e| {
                 tonic::Status::unavailable(format!("the child's relay could not start: {e}"))
             })?;
+            // What arrives comes from a connected source: its relay is not paused.
+            source.pause(false);
             forward_mapped(&source, map, batch, &stopping, &fault)
         })
     });
@@ -496,7 +513,8 @@ pub(super) async fn host<R: Runtime>(
 }
 
 /// Starts a source's relay when it connects (so the application can send it events
-/// before it sends anything), and lets it go when the child's aggregator forgets it.
+/// before it sends anything), pauses it while the source is away (the application's
+/// handle sees the drop), and lets it go when the child's aggregator forgets it.
 async fn relay_lifecycle<R: Runtime>(
     mut conns: crate::queue::Receiver<ConnectionEvent>,
     mut callers: crate::queue::Receiver<CallerEvent>,
@@ -504,15 +522,27 @@ async fn relay_lifecycle<R: Runtime>(
     relays: Arc<Relays<R>>,
 ) -> Result<(), RuntimeError> {
     let (mut conns_open, mut callers_open) = (true, true);
+    // Connection events can be dropped under a storm of them: the pauses are also
+    // brought in line with the sources' state now and then.
+    let mut reconcile = tokio::time::interval(RECONCILE);
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while conns_open || callers_open {
         tokio::select! {
             event = conns.recv(), if conns_open => match event {
                 Some(ConnectionEvent::Connected { peer, .. }) => {
-                    relays.get(peer, agg.incarnation_of(peer)).await?;
+                    let relay = relays.get(peer, agg.incarnation_of(peer)).await?;
+                    relay.pause(agg.away(peer));
                 }
+                Some(ConnectionEvent::Disconnected { peer, .. }) => relays.pause_if_away(peer, &agg),
                 Some(_) => {}
                 None => conns_open = false,
             },
+            _ = reconcile.tick() => {
+                let ids: Vec<CallerId> = lock(&relays.sources).keys().copied().collect();
+                for id in ids {
+                    relays.pause_if_away(id, &agg);
+                }
+            }
             event = callers.recv(), if callers_open => match event {
                 Some(CallerEvent::Forgotten(caller)) => relays.forget(caller),
                 Some(_) => {}

@@ -82,8 +82,10 @@
 //! forwarded; events reach a source's handle stamped when the child
 //! forwarded them and `from` the bridge's identity; settings that are objects (a custom
 //! clock, an in-memory registry) cannot cross; a source that left the child's aggregator
-//! stays connected in the handle until the child's aggregator forgets it (the retention
-//! after it left: its relay then says goodbye).
+//! on purpose stays connected in the handle until the child's aggregator forgets it (the
+//! retention after it left: its relay then says goodbye). One whose link to the child
+//! dropped is away in the handle too: its relay pauses (drops its own link without a
+//! goodbye, dials no more) until the source is back.
 //!
 //! The facade's `tsercom::child_main!` documents a complete program.
 

@@ -278,6 +278,18 @@ impl<R: Runtime> Aggregator<R> {
         callers.get(&caller).map(|s| s.events_acked.subscribe())
     }
 
+    /// Whether `caller` is known and away: not connected, and not gone on purpose (a
+    /// relay of a child process pauses its own link while its source is away, so the
+    /// application sees the drop). Read under the lock a session's end takes, so a
+    /// source that just said goodbye is never taken for away.
+    pub(crate) fn away(&self, caller: CallerId) -> bool {
+        let state = lock(&self.inner.core.callers).get(&caller).cloned();
+        state.is_some_and(|s| {
+            let live = lock(&s.live);
+            live.is_none() && !s.left.load(Ordering::Acquire)
+        })
+    }
+
     /// The sources connected now.
     pub fn connected(&self) -> Vec<CallerId> {
         connected(&self.inner.core)

@@ -270,6 +270,17 @@ impl<R: Runtime> Source<R> {
         Ok(seq)
     }
 
+    /// Pauses (`true`) or resumes the source's dial loops: paused, each drops its
+    /// connection without a goodbye and dials no more, so its aggregator sees the link
+    /// drop (a relay of a child process whose real source is away). A no-op when the
+    /// state does not change.
+    pub(crate) fn pause(&self, paused: bool) {
+        let shared = &self.inner.core.shared;
+        if *shared.paused.borrow() != paused {
+            shared.paused.send_replace(paused);
+        }
+    }
+
     /// Announces numbers `first..=last` of another sender's stream as lost upstream (a
     /// relay of a child process forwarding a gap its sender announced; see
     /// `SendBuffer::push_lost`): aggregators are told about them as a gap in their
