@@ -352,6 +352,8 @@ impl<R: Runtime> Relays<R> {
                 return Ok(source);
             }
             lock(&self.sources).remove(&caller);
+            // Paused if the old incarnation dropped: it dials again to deliver.
+            source.pause(false);
             source.shutdown(Duration::from_secs(1)).await;
         }
         let Some(agg) = self.agg.get().and_then(std::sync::Weak::upgrade) else {
@@ -428,6 +430,8 @@ impl<R: Runtime> Relays<R> {
         let mut tasks = lock(&self.tasks);
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
+            // A paused relay dials again to say goodbye: the application sees it leave.
+            relay.source.pause(false);
             relay.source.shutdown(Duration::from_secs(1)).await;
         });
     }
@@ -566,6 +570,8 @@ impl<R: Runtime> Hosted for HostedAggregator<R> {
                 .collect();
             let mut flushed = true;
             for source in sources {
+                // A paused relay dials again to deliver what it holds and say goodbye.
+                source.pause(false);
                 flushed &= source.shutdown(grace).await;
             }
             lock(&self.relays.tasks).abort_all();
