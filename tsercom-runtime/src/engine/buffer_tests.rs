@@ -9,6 +9,19 @@ fn p(n: u8) -> (Timestamp, Bytes) {
     )
 }
 
+/// The gap `next` is: (first, last, first time, last time).
+fn gap(next: Next) -> (u64, u64, Timestamp, Timestamp) {
+    match next {
+        Next::Gap {
+            first,
+            last,
+            first_time,
+            last_time,
+        } => (first, last, first_time, last_time),
+        other => panic!("expected a gap, got {other:?}"),
+    }
+}
+
 fn seqs(next: Next) -> Vec<u64> {
     match next {
         Next::Samples(v) => v.iter().map(|s| s.seq).collect(),
@@ -31,15 +44,6 @@ fn ranges_lost_upstream_are_gaps_in_their_place_until_released() {
     assert_eq!(b.push_numbered([n(7), n(9)]), 9);
     assert_eq!(b.last_seq(), 9);
     assert_eq!(seqs(b.next_after(0, 100, usize::MAX)), [1, 2]);
-    let gap = |next| match next {
-        Next::Gap {
-            first,
-            last,
-            first_time,
-            last_time,
-        } => (first, last, first_time, last_time),
-        other => panic!("expected a gap, got {other:?}"),
-    };
     assert_eq!(gap(b.next_after(2, 100, usize::MAX)), (3, 5, t(30), t(50)));
     // A reader inside a range is told about the rest of it.
     assert_eq!(gap(b.next_after(4, 100, usize::MAX)), (5, 5, t(30), t(50)));
@@ -113,26 +117,15 @@ fn eviction_before_release_is_a_gap_with_exact_range() {
     });
     b.push_many((1..=7).map(p));
     assert_eq!(b.evicted(), 4);
-    match b.next_after(1, 100, 1 << 20) {
-        Next::Gap {
-            first,
-            last,
-            first_time,
-            last_time,
-        } => {
-            assert_eq!((first, last), (2, 4));
-            assert_eq!(first_time, Timestamp::from_nanos(1));
-            assert_eq!(last_time, Timestamp::from_nanos(4));
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        gap(b.next_after(1, 100, 1 << 20)),
+        (2, 4, Timestamp::from_nanos(1), Timestamp::from_nanos(4))
+    );
     // After the gap the reader continues at the first held sample.
     assert_eq!(seqs(b.next_after(4, 100, 1 << 20)), vec![5, 6, 7]);
     // A reader that holds nothing (Ack 0) is told about the evicted samples too.
-    match b.next_after(0, 100, 1 << 20) {
-        Next::Gap { first, last, .. } => assert_eq!((first, last), (1, 4)),
-        other => panic!("{other:?}"),
-    }
+    let (first, last, ..) = gap(b.next_after(0, 100, 1 << 20));
+    assert_eq!((first, last), (1, 4));
 }
 
 #[test]
@@ -175,29 +168,13 @@ fn forgotten_frames_are_a_gap_with_the_first_missing_time() {
     assert_eq!(b.evict_all(), 2);
     assert_eq!(b.evicted(), 2);
     // A reader that got 1..=2 missed 3..=6, and the times are exact.
-    match b.next_after(2, 100, 1 << 20) {
-        Next::Gap {
-            first,
-            last,
-            first_time,
-            last_time,
-        } => {
-            assert_eq!((first, last), (3, 6));
-            assert_eq!(first_time, Timestamp::from_nanos(3));
-            assert_eq!(last_time, Timestamp::from_nanos(6));
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        gap(b.next_after(2, 100, 1 << 20)),
+        (3, 6, Timestamp::from_nanos(3), Timestamp::from_nanos(6))
+    );
     // A reader that got everything handed missed the evicted samples only.
-    match b.next_after(4, 100, 1 << 20) {
-        Next::Gap {
-            first, first_time, ..
-        } => {
-            assert_eq!(first, 5);
-            assert_eq!(first_time, Timestamp::from_nanos(5));
-        }
-        other => panic!("{other:?}"),
-    }
+    let (first, _, first_time, _) = gap(b.next_after(4, 100, 1 << 20));
+    assert_eq!((first, first_time), (5, Timestamp::from_nanos(5)));
     assert!(matches!(b.next_after(6, 100, 1 << 20), Next::Empty));
 }
 

@@ -38,12 +38,7 @@ pub(super) async fn forget_departed<R: Runtime>(
     let mut kept: HashMap<CallerId, std::time::Instant> = HashMap::new();
     loop {
         let next = kept.values().min().copied();
-        let due = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let due = next.unwrap_or_else(std::time::Instant::now);
         let forgotten: Vec<CallerId> = tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { return };
@@ -54,11 +49,9 @@ pub(super) async fn forget_departed<R: Runtime>(
                     continue;
                 }
             }
-            () = due => {
+            () = tokio::time::sleep_until(due.into()), if next.is_some() => {
                 let now = std::time::Instant::now();
-                let due: Vec<CallerId> =
-                    kept.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect();
-                due
+                kept.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect()
             }
         };
         let Some(core) = core.upgrade() else {
