@@ -174,6 +174,15 @@ fn logged_line(needle: &str) -> Option<String> {
     log.lines().find(|l| l.contains(needle)).map(str::to_owned)
 }
 
+/// A one-worker tokio runtime of the test (for its aggregators and real sources).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// An aggregator on a runtime of the test, listening on loopback.
 struct Agg {
     tokio: tokio::runtime::Runtime,
@@ -182,11 +191,7 @@ struct Agg {
 }
 
 fn aggregator() -> Agg {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let tokio = runtime();
     let agg = tokio.block_on(async {
         Aggregator::<Plant>::builder()
             .listen("127.0.0.1:0")
@@ -545,11 +550,7 @@ fn tls_in_child() {
     let server = ca.leaf(dir.path(), "server", &["127.0.0.1"]);
     // A TLS aggregator in this process; a source in a child dials it, the CA read from
     // its file by the child.
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let tokio = runtime();
     let agg = tokio
         .block_on(
             Aggregator::<Plant>::builder()

@@ -12,7 +12,8 @@ use tsercom::{
 
 use super::delivery::{assert_child_holds_the_rest, disconnected};
 use super::{
-    kill9, next_child_event, values_in, wait_for_error, wait_until, Ping, Plant, Sample, DEADLINE,
+    kill9, next_child_event, runtime, values_in, wait_for_error, wait_until, Ping, Plant, Sample,
+    DEADLINE,
 };
 
 pub(crate) fn in_child() {
@@ -34,11 +35,7 @@ pub(crate) fn in_child() {
         unreachable!()
     };
     // A real source (in this process) dials the aggregator the child hosts.
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let tokio = runtime();
     let source = tokio
         .block_on(
             tsercom::Source::<Plant>::builder()
@@ -111,11 +108,7 @@ impl Restartable {
         else {
             unreachable!()
         };
-        let tokio = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let tokio = runtime();
         Restartable {
             _dir: dir,
             address,
@@ -197,11 +190,7 @@ pub(crate) fn source_leaves() {
     );
     manager.start_out_of_process().unwrap();
     let agg = handle.wait(DEADLINE).unwrap();
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let tokio = runtime();
     let source = tokio
         .block_on(
             tsercom::Source::<Plant>::builder()
@@ -392,11 +381,7 @@ pub(crate) fn kill_mid_stream() {
 pub(crate) fn gaps_reach_the_handle() {
     let dir = tempfile::tempdir().unwrap();
     let address = format!("unix:{}", dir.path().join("collector.sock").display());
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let tokio = runtime();
     // The source starts first: nothing listens yet, so it keeps only its last 10.
     let source = tokio
         .block_on(
@@ -474,13 +459,6 @@ pub(crate) fn a_dropped_source_is_away_in_the_handle() {
                     .dial([address.as_str()])
                     .start(),
             )
-            .unwrap()
-    };
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
             .unwrap()
     };
     let first = runtime();

@@ -15,6 +15,21 @@ use super::{
 /// acknowledged), resends them to the restarted child, and the aggregator, which keeps
 /// its record of the stream, ends up with every sample exactly once.
 pub(crate) fn kill_while_holding() {
+    let (agg, id, manager) = kill_while_stalled("holding", None);
+    wait_until("all 300 samples", || values(&agg, id).len() >= 300);
+    assert_eq!(values(&agg, id), (1..=300).collect::<Vec<_>>());
+    manager.check_for_error().unwrap();
+    manager.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+/// Streams 1..=300 from a source in a child (its buffers bounded by `buffer` if given)
+/// to an aggregator of the test that stalls after the first sample; kills the child
+/// while it holds 2..=200, lets the aggregator take data again once the dead child's
+/// session ended, and sends 201..=300 to the restarted child.
+fn kill_while_stalled(
+    name: &str,
+    buffer: Option<tsercom::BufferLimits>,
+) -> (super::Agg, tsercom::CallerId, RuntimeManager) {
     let agg = aggregator();
     let stall = agg
         .agg
@@ -22,8 +37,11 @@ pub(crate) fn kill_while_holding() {
         .subscribe_with(1, tsercom::OverflowPolicy::Block);
     let mut manager = RuntimeManager::new();
     let mut events = manager.child_events().unwrap();
-    let spec = SourceSpec::new().dial([agg.addr]).restart(Restart::new(3));
-    let handle = manager.register_source::<Plant>("holding", spec);
+    let mut spec = SourceSpec::new().dial([agg.addr]).restart(Restart::new(3));
+    if let Some(limits) = buffer {
+        spec = spec.buffer(limits);
+    }
+    let handle = manager.register_source::<Plant>(name, spec);
     manager.start_out_of_process().unwrap();
     let source = handle.wait(DEADLINE).unwrap();
     let id = source.id();
@@ -45,10 +63,7 @@ pub(crate) fn kill_while_holding() {
     agg.tokio.block_on(disconnected(conns, id));
     drop(stall);
     send(&handle, 201..=300);
-    wait_until("all 300 samples", || values(&agg, id).len() >= 300);
-    assert_eq!(values(&agg, id), (1..=300).collect::<Vec<_>>());
-    manager.check_for_error().unwrap();
-    manager.shutdown(Duration::from_secs(5)).unwrap();
+    (agg, id, manager)
 }
 
 /// `kill -9` of the child while the application streams as fast as it can: after the
@@ -146,39 +161,11 @@ pub(crate) async fn disconnected(
 /// them lost to the new child, which forwards the gap in its place, so the aggregator
 /// accounts for every number: each sample held or counted lost.
 pub(crate) fn kill_while_evicting() {
-    let agg = aggregator();
-    let stall = agg
-        .agg
-        .data()
-        .subscribe_with(1, tsercom::OverflowPolicy::Block);
-    let mut manager = RuntimeManager::new();
-    let mut events = manager.child_events().unwrap();
-    let spec = SourceSpec::new()
-        .dial([agg.addr])
-        .restart(Restart::new(3))
-        .buffer(tsercom::BufferLimits {
-            max_samples: 50,
-            ..tsercom::BufferLimits::default()
-        });
-    let handle = manager.register_source::<Plant>("evicting", spec);
-    manager.start_out_of_process().unwrap();
-    let source = handle.wait(DEADLINE).unwrap();
-    let id = source.id();
-    let ChildEvent::Started { pid, .. } =
-        next_child_event(&mut events, |e| matches!(e, ChildEvent::Started { .. }))
-    else {
-        unreachable!()
+    let limits = tsercom::BufferLimits {
+        max_samples: 50,
+        ..tsercom::BufferLimits::default()
     };
-    send(&handle, 1..=1);
-    wait_until("the first sample", || values(&agg, id).len() == 1);
-    send(&handle, 2..=200);
-    assert_child_holds_the_rest(&source, values(&agg, id).len());
-    let conns = agg.agg.connection_events();
-    kill9(pid);
-    next_child_event(&mut events, |e| matches!(e, ChildEvent::Exited { .. }));
-    agg.tokio.block_on(disconnected(conns, id));
-    drop(stall);
-    send(&handle, 201..=300);
+    let (agg, id, manager) = kill_while_stalled("evicting", Some(limits));
     wait_until("the last sample", || values(&agg, id).last() == Some(&300));
     let held = values(&agg, id);
     let lost: Vec<(u64, u64)> = agg
